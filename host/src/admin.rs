@@ -1,0 +1,53 @@
+//! The admin HTTP listener: health and readiness now; the APIs of later features mount here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What the admin endpoints report on.
+#[derive(Default)]
+pub struct AdminState {
+    /// False once the gateway stops accepting clients (draining for shutdown).
+    pub accepting: AtomicBool,
+}
+
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .with_state(state)
+}
+
+async fn ready(State(state): State<Arc<AdminState>>) -> (StatusCode, &'static str) {
+    if state.accepting.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    }
+}
+
+/// Binds `addr` and serves until `stop` fires. Returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    state: Arc<AdminState>,
+    stop: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        let server = axum::serve(listener, router(state))
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+    tracing::info!(%local, "admin listener up");
+    Ok(local)
+}

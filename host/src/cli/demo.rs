@@ -1,0 +1,137 @@
+//! `sluice demo`: a throwaway Postgres with sample data, a gateway in front of it with TLS on
+//! both legs, a 15-minute token and the psql line to paste.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sluice::config::Config;
+use sluice::identity::{SigningKey, TokenAuthority};
+use sluice::localpg::{LocalPostgres, LocalPostgresOptions};
+use sluice::proxy::{Gateway, Shared};
+use tokio::signal::unix::{SignalKind, signal};
+
+const SAMPLE_DATA: &str = r#"
+CREATE TABLE customers (
+    id          serial PRIMARY KEY,
+    name        text NOT NULL,
+    email       text NOT NULL UNIQUE,
+    phone       text,
+    card_number text
+);
+CREATE TABLE orders (
+    id          serial PRIMARY KEY,
+    customer_id int NOT NULL REFERENCES customers(id),
+    amount      numeric(10,2) NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO customers (name, email, phone, card_number) VALUES
+    ('Ada Lovelace',   'ada@example.com',    '+44 20 7946 0958', '4111111111111111'),
+    ('Alan Turing',    'alan@example.com',   '+44 161 496 0735', '5500005555555559'),
+    ('Grace Hopper',   'grace@example.com',  '+1 202 555 0143',  '340000000000009'),
+    ('Edsger Dijkstra','edsger@example.com', '+31 20 794 0101',  '6011000000000004'),
+    ('Barbara Liskov', 'barbara@example.com','+1 617 555 0199',  '4012888888881881');
+INSERT INTO orders (customer_id, amount)
+    SELECT 1 + (i % 5), round((random() * 500)::numeric, 2) FROM generate_series(1, 50) AS i;
+"#;
+
+pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
+    eprintln!("starting a throwaway Postgres...");
+    let pg = tokio::task::spawn_blocking(|| LocalPostgres::start(&LocalPostgresOptions::default()))
+        .await?
+        .context("starting Postgres for the demo")?;
+
+    let gw_password = uuid::Uuid::new_v4().simple().to_string();
+    let admin = pg.superuser_client("postgres").await?;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE sluice_gw LOGIN PASSWORD '{gw_password}'"
+        ))
+        .await
+        .context("creating the demo role")?;
+    admin
+        .batch_execute("CREATE DATABASE app")
+        .await
+        .context("creating the demo database")?;
+    let app = pg.superuser_client("app").await?;
+    app.batch_execute(SAMPLE_DATA)
+        .await
+        .context("loading sample data")?;
+    app.batch_execute(
+        "GRANT ALL ON ALL TABLES IN SCHEMA public TO sluice_gw;
+         GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO sluice_gw;
+         GRANT CREATE ON SCHEMA public TO sluice_gw;",
+    )
+    .await?;
+
+    let dir = pg.scratch_dir().join("gateway");
+    std::fs::create_dir_all(&dir)?;
+    SigningKey::generate()?.write_new(&dir.join("signing.pem"))?;
+    sluice::tls::write_private(&dir.join("upstream.password"), &gw_password)?;
+    let listen = pick_listen_addr(port)?;
+    let config_path = dir.join("sluice.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"[server]
+listen = "{listen}"
+data_dir = "./data"
+[tls]
+mode = "require"
+[identity]
+signing_key = "./signing.pem"
+max_ttl = "1h"
+[[upstream]]
+database = "app"
+url = "postgres://sluice_gw@127.0.0.1:{pg_port}/app"
+password_file = "./upstream.password"
+tls = "require"
+"#,
+            pg_port = pg.port()
+        ),
+    )?;
+    let config = Config::load(&config_path)?;
+    let tokens = TokenAuthority::from_config(&config.identity)?;
+    let gateway = Gateway::start(Shared::new(config)?).await?;
+    let addr = gateway.local_addr();
+    let token = tokens.mint("demo-agent", "app", &["demo".into()], Duration::from_secs(15 * 60))?;
+
+    println!(
+        "\nSluice is listening on {addr}, in front of a throwaway Postgres on port {pg_port}.\n\
+         The agent's token is valid for 15 minutes. Connect with:\n\n  \
+         PGPASSWORD='{token}' psql \"host={host} port={port} user=demo-agent dbname=app sslmode=require\"\n\n\
+         Mint another token:\n\n  \
+         sluice token mint --config {config} --subject demo-agent --database app --ttl 15m\n\n\
+         Press Ctrl-C to stop; everything is removed.",
+        pg_port = pg.port(),
+        host = addr.ip(),
+        port = addr.port(),
+        config = config_path.display(),
+    );
+
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    eprintln!("stopping...");
+    gateway.shutdown(Duration::from_secs(2)).await;
+    drop(gateway);
+    drop(pg);
+    Ok(())
+}
+
+fn pick_listen_addr(port: Option<u16>) -> anyhow::Result<SocketAddr> {
+    if let Some(port) = port {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    // The documented default port when it is free, any free port otherwise.
+    let preferred = SocketAddr::from(([127, 0, 0, 1], 6433));
+    if std::net::TcpListener::bind(preferred).is_ok() {
+        return Ok(preferred);
+    }
+    Ok(SocketAddr::from((
+        [127, 0, 0, 1],
+        sluice::localpg::free_port()?,
+    )))
+}

@@ -1,0 +1,73 @@
+//! Subcommands. Each returns `anyhow::Result` with context; `main` prints the chain.
+
+mod demo;
+mod keys;
+mod serve;
+mod token;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Just-in-time access gateway for Postgres")]
+pub struct Cli {
+    /// Log line format on stderr (level with RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start a throwaway Postgres with sample data and a gateway in front of it, and print the
+    /// psql command line to connect. Ctrl-C stops and removes everything.
+    Demo {
+        /// Port for the gateway (default: a free one).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Tokens.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
+}
+
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => serve::run(&config).await,
+        Command::Demo { port } => demo::run(port).await,
+        Command::Keys { command } => keys::run(command),
+        Command::Token { command } => token::run(command),
+    }
+}

@@ -1,0 +1,43 @@
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use sluice::admin::{self, AdminState};
+use sluice::config::Config;
+use sluice::proxy::{Gateway, Shared};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let grace = config.server.shutdown_grace;
+    let admin_listen = config.admin.listen;
+    let shared = Shared::new(config).context("starting the gateway")?;
+    let gateway = Gateway::start(shared).await?;
+
+    let admin_state = Arc::new(AdminState::default());
+    admin_state.accepting.store(true, Ordering::Relaxed);
+    let admin_stop = CancellationToken::new();
+    if let Some(addr) = admin_listen {
+        admin::serve(addr, admin_state.clone(), admin_stop.clone())
+            .await
+            .with_context(|| format!("admin listener on {addr}"))?;
+    }
+
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    }
+    admin_state.accepting.store(false, Ordering::Relaxed);
+    tokio::select! {
+        () = gateway.shutdown(grace) => {}
+        _ = term.recv() => tracing::warn!("second signal: closing sessions now"),
+        _ = int.recv() => tracing::warn!("second signal: closing sessions now"),
+    }
+    admin_stop.cancel();
+    drop(gateway);
+    Ok(())
+}

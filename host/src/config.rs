@@ -1,0 +1,435 @@
+//! The gateway's TOML configuration: parsed, resolved against the config file's directory and
+//! validated as a whole before anything starts, so a bad file never leaves a half-configured
+//! gateway behind.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem, always naming the file and, where there is one, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {file}: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("{file}: key `{key}`: {message}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where clients connect and where the gateway keeps its files.
+    pub server: ServerConfig,
+    /// TLS towards clients.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// How client tokens are minted and checked.
+    pub identity: IdentityConfig,
+    /// The databases this gateway serves, one entry per client-visible database name.
+    #[serde(rename = "upstream")]
+    pub upstreams: Vec<UpstreamConfig>,
+    /// The admin HTTP listener.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// The file this configuration was read from (set by [`Config::load`]).
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the Postgres-protocol listener binds, e.g. `127.0.0.1:6433`.
+    pub listen: SocketAddr,
+    /// Directory for generated files (self-signed certificate, later state); created if missing.
+    pub data_dir: PathBuf,
+    /// How long sessions may run on after SIGTERM before they are closed.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Largest protocol message accepted from a client or an upstream, in bytes.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+    /// Time a client has to finish startup and authentication.
+    #[serde(default = "default_login_timeout", with = "humantime_serde")]
+    pub login_timeout: Duration,
+}
+
+/// Whether clients must use TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientTlsMode {
+    /// Clients without TLS are refused before they can send a token.
+    #[default]
+    Require,
+    /// TLS is offered; clients may also connect in cleartext.
+    Prefer,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `require` (default) or `prefer`.
+    #[serde(default)]
+    pub mode: ClientTlsMode,
+    /// PEM certificate chain; absent, a self-signed certificate is generated in `data_dir`.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`.
+    pub key: Option<PathBuf>,
+}
+
+/// `[identity]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Ed25519 private key (PKCS#8 PEM) that signs and verifies gateway tokens.
+    pub signing_key: PathBuf,
+    /// `iss` of minted tokens; required of presented ones.
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    /// `aud` of minted tokens; required of presented ones.
+    #[serde(default = "default_issuer")]
+    pub audience: String,
+    /// Longest lifetime a minted token may have.
+    #[serde(default = "default_max_ttl", with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// Clock skew tolerated on `nbf` (not-before). Expiry is enforced exactly.
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+/// TLS towards an upstream Postgres, with libpq's meaning of each mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTlsMode {
+    /// Never TLS.
+    Disable,
+    /// TLS when the server offers it, cleartext otherwise; the certificate is not verified.
+    #[default]
+    Prefer,
+    /// TLS or no connection; the certificate is not verified.
+    Require,
+    /// TLS with the certificate chain checked against `ca_file` and the host name checked.
+    VerifyFull,
+}
+
+/// `[[upstream]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The database name clients ask for.
+    pub database: String,
+    /// `postgres://user@host:port/dbname` of the real database; no password here.
+    pub url: String,
+    /// Environment variable holding the upstream password.
+    pub password_env: Option<String>,
+    /// File holding the upstream password (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// `disable`, `prefer` (default), `require` or `verify-full`.
+    #[serde(default)]
+    pub tls: UpstreamTlsMode,
+    /// CA bundle (PEM) for `verify-full`.
+    pub ca_file: Option<PathBuf>,
+    /// Time allowed to connect and log in upstream.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the HTTP admin listener; absent, no admin listener runs.
+    pub listen: Option<SocketAddr>,
+}
+
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_message_size() -> usize {
+    256 * 1024 * 1024
+}
+fn default_login_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_issuer() -> String {
+    "sluice".to_owned()
+}
+fn default_max_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Config {
+    /// Reads, resolves and validates `file`. Relative paths in it are taken relative to the
+    /// file's own directory, so a config works the same from any working directory.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text, file)
+    }
+
+    /// Parses `text` as if it had been read from `file`.
+    pub fn from_toml(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.source = file.to_owned();
+        let base = file.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.server.data_dir);
+        resolve(&mut self.identity.signing_key);
+        self.tls.cert.as_mut().map(resolve);
+        self.tls.key.as_mut().map(resolve);
+        for upstream in &mut self.upstreams {
+            upstream.password_file.as_mut().map(resolve);
+            upstream.ca_file.as_mut().map(resolve);
+        }
+    }
+
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.source.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Checks everything that can be checked without side effects.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(self.invalid("tls.cert", "tls.cert and tls.key must be set together"));
+        }
+        if self.identity.max_ttl.is_zero() {
+            return Err(self.invalid("identity.max_ttl", "must be longer than zero"));
+        }
+        if self.identity.issuer.is_empty() {
+            return Err(self.invalid("identity.issuer", "must not be empty"));
+        }
+        if self.identity.audience.is_empty() {
+            return Err(self.invalid("identity.audience", "must not be empty"));
+        }
+        if self.server.max_message_size < 1024 {
+            return Err(self.invalid("server.max_message_size", "must be at least 1024 bytes"));
+        }
+        if self.upstreams.is_empty() {
+            return Err(self.invalid("upstream", "at least one [[upstream]] is required"));
+        }
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            let key = |k: &str| format!("upstream[{i}].{k}");
+            if upstream.database.is_empty() {
+                return Err(self.invalid(key("database"), "must not be empty"));
+            }
+            if self.upstreams[..i]
+                .iter()
+                .any(|u| u.database == upstream.database)
+            {
+                return Err(self.invalid(
+                    key("database"),
+                    format!("database {:?} is configured twice", upstream.database),
+                ));
+            }
+            UpstreamTarget::parse(&upstream.url).map_err(|m| self.invalid(key("url"), m))?;
+            if upstream.password_env.is_some() && upstream.password_file.is_some() {
+                return Err(self.invalid(
+                    key("password_env"),
+                    "set password_env or password_file, not both",
+                ));
+            }
+            if upstream.tls == UpstreamTlsMode::VerifyFull && upstream.ca_file.is_none() {
+                return Err(self.invalid(key("ca_file"), "tls = \"verify-full\" needs ca_file"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The upstream serving the client-visible database `name`.
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
+        self.upstreams.iter().find(|u| u.database == name)
+    }
+
+    /// Reads each upstream's password from its environment variable or file, so a missing
+    /// secret stops the gateway at start rather than at the first login.
+    pub fn load_upstream_secrets(&self) -> Result<Vec<Option<String>>, ConfigError> {
+        self.upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                if let Some(var) = &u.password_env {
+                    std::env::var(var).map(Some).map_err(|_| {
+                        self.invalid(
+                            format!("upstream[{i}].password_env"),
+                            format!("environment variable {var} is not set"),
+                        )
+                    })
+                } else if let Some(path) = &u.password_file {
+                    std::fs::read_to_string(path)
+                        .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_owned()))
+                        .map_err(|e| {
+                            self.invalid(
+                                format!("upstream[{i}].password_file"),
+                                format!("cannot read {}: {e}", path.display()),
+                            )
+                        })
+                } else {
+                    Ok(None)
+                }
+            })
+            .collect()
+    }
+}
+
+/// Where and as whom the gateway logs in upstream, parsed from `upstream.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTarget {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub database: String,
+}
+
+impl UpstreamTarget {
+    /// Parses `postgres://user@host:port/dbname`. A password in the URL is refused: secrets
+    /// belong in `password_env` or `password_file`, not in a file that gets shared and logged.
+    pub fn parse(url: &str) -> Result<UpstreamTarget, String> {
+        let parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err("scheme must be postgres://".into());
+        }
+        if parsed.password().is_some() {
+            return Err("must not contain a password; use password_env or password_file".into());
+        }
+        let user = percent_decode(parsed.username());
+        if user.is_empty() {
+            return Err("must name the user, as in postgres://user@host/db".into());
+        }
+        let host = parsed
+            .host_str()
+            .ok_or("must name a host")?
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let database = percent_decode(parsed.path().trim_start_matches('/'));
+        if database.is_empty() {
+            return Err("must name the database, as in postgres://user@host/db".into());
+        }
+        Ok(UpstreamTarget {
+            host,
+            port: parsed.port().unwrap_or(5432),
+            user,
+            database,
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[server]
+listen = "127.0.0.1:6433"
+data_dir = "./data"
+[identity]
+signing_key = "./data/signing.pem"
+[[upstream]]
+database = "app"
+url = "postgres://sluice_gw@127.0.0.1:5432/app"
+password_env = "SLUICE_UPSTREAM_PASSWORD"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/sluice/sluice.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults_and_paths_relative_to_the_file() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.server.data_dir, Path::new("/etc/sluice/./data"));
+        assert_eq!(config.tls.mode, ClientTlsMode::Require);
+        assert_eq!(config.upstreams[0].tls, UpstreamTlsMode::Prefer);
+        assert_eq!(config.identity.max_ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_file_and_key() {
+        let err = parse(&format!("{MINIMAL}\n[admin]\nlisten_addr = \"x\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/etc/sluice/sluice.toml"), "{err}");
+        assert!(err.contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn password_in_upstream_url_is_refused() {
+        let text = MINIMAL.replace("sluice_gw@", "sluice_gw:hunter2@");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("upstream[0].url"), "{err}");
+        assert!(!err.contains("hunter2"), "the error must not echo the secret: {err}");
+    }
+
+    #[test]
+    fn verify_full_without_ca_file_is_refused() {
+        let text = MINIMAL.replace(
+            "password_env = \"SLUICE_UPSTREAM_PASSWORD\"",
+            "tls = \"verify-full\"",
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("upstream[0].ca_file"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let text = MINIMAL.replace(
+            "signing_key = \"./data/signing.pem\"",
+            "signing_key = \"k\"\nmax_ttl = \"soon\"",
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("max_ttl"), "{err}");
+    }
+
+    #[test]
+    fn upstream_url_parts_are_parsed() {
+        let t = UpstreamTarget::parse("postgres://gw%40x@[::1]:6543/my%20db").unwrap();
+        assert_eq!(t.user, "gw@x");
+        assert_eq!(t.host, "::1");
+        assert_eq!(t.port, 6543);
+        assert_eq!(t.database, "my db");
+    }
+}

@@ -1,0 +1,16 @@
+use std::time::SystemTime;
+
+/// What a valid token allows: one subject, one database, until one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Who is acting (the token's `sub`); also the startup `user` the client must send.
+    pub subject: String,
+    /// The client-visible database the token is for (`db`).
+    pub database: String,
+    /// Group memberships carried by the token, for policies.
+    pub groups: Vec<String>,
+    /// The token's unique id (`jti`), for audit and revocation.
+    pub token_id: String,
+    /// When the session must end (`exp`).
+    pub expires_at: SystemTime,
+}

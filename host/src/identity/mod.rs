@@ -1,0 +1,10 @@
+//! Who a client is: gateway-minted tokens, the keys that sign them, and the grant a valid token
+//! carries into a session.
+
+mod grant;
+mod keys;
+mod token;
+
+pub use grant::Grant;
+pub use keys::{KeyError, SigningKey};
+pub use token::{Claims, TokenAuthority, TokenError};

@@ -1,0 +1,9 @@
+//! Sluice: a just-in-time access gateway for Postgres. Clients log in with short-lived tokens;
+//! the gateway holds the real database credentials and relays the Postgres protocol.
+
+pub mod admin;
+pub mod config;
+pub mod identity;
+pub mod localpg;
+pub mod proxy;
+pub mod tls;

@@ -1,0 +1,94 @@
+//! Cancel keys. Each client gets the gateway's own BackendKeyData; a CancelRequest carrying it is
+//! mapped to the upstream backend's key, and anything else is dropped without a word, as
+//! Postgres does.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use subtle::ConstantTimeEq;
+
+use super::upstream::Upstream;
+
+struct Target {
+    secret: i32,
+    upstream: Arc<Upstream>,
+    upstream_pid: i32,
+    upstream_secret: i32,
+}
+
+/// The live sessions' cancel keys, by the process id the gateway handed out.
+#[derive(Default)]
+pub struct CancelRegistry {
+    targets: DashMap<i32, Target>,
+}
+
+/// Removes a session's key when the session ends.
+pub struct CancelKey {
+    registry: Arc<CancelRegistry>,
+    pub pid: i32,
+    pub secret: i32,
+}
+
+impl Drop for CancelKey {
+    fn drop(&mut self) {
+        self.registry.targets.remove(&self.pid);
+    }
+}
+
+impl CancelRegistry {
+    /// Hands out a fresh random key for a session whose upstream backend is `pid`/`secret`.
+    pub fn register(
+        self: &Arc<Self>,
+        upstream: Arc<Upstream>,
+        upstream_pid: i32,
+        upstream_secret: i32,
+    ) -> CancelKey {
+        loop {
+            let pid = rand::random_range(1..i32::MAX);
+            if let Entry::Vacant(slot) = self.targets.entry(pid) {
+                let secret = rand::random();
+                slot.insert(Target {
+                    secret,
+                    upstream: upstream.clone(),
+                    upstream_pid,
+                    upstream_secret,
+                });
+                return CancelKey {
+                    registry: self.clone(),
+                    pid,
+                    secret,
+                };
+            }
+        }
+    }
+
+    /// Forwards a cancel for a known key; unknown or forged keys are ignored.
+    pub async fn cancel(&self, pid: i32, secret: i32) -> bool {
+        let target = match self.targets.get(&pid) {
+            Some(t) if bool::from(t.secret.to_be_bytes().ct_eq(&secret.to_be_bytes())) => {
+                (t.upstream.clone(), t.upstream_pid, t.upstream_secret)
+            }
+            _ => {
+                tracing::debug!(pid, "cancel request with an unknown key ignored");
+                return false;
+            }
+        };
+        let (upstream, upstream_pid, upstream_secret) = target;
+        match upstream.cancel(upstream_pid, upstream_secret).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "forwarding a cancel request failed");
+                false
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+}

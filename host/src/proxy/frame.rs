@@ -1,0 +1,217 @@
+//! Framing of protocol messages: `tag, i32 length, body`, kept as the bytes that arrived so that
+//! messages the gateway does not change are forwarded without re-encoding.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// One whole protocol message as it came off the wire.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    raw: Bytes,
+}
+
+impl Frame {
+    /// The message type byte.
+    pub fn tag(&self) -> u8 {
+        self.raw[0]
+    }
+
+    /// The message without tag and length.
+    pub fn body(&self) -> &[u8] {
+        &self.raw[5..]
+    }
+
+    /// The whole message, tag and length included.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("message of type {tag:?} declares length {len}, outside 4..={max}")]
+    BadLength { tag: char, len: usize, max: usize },
+    #[error("connection closed in the middle of a message")]
+    Truncated,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Reads frames from a byte stream. `next` is cancel-safe: bytes read before a cancellation
+/// stay buffered for the next call.
+pub struct FrameReader<R> {
+    inner: R,
+    buf: BytesMut,
+    max_len: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R, max_len: usize) -> FrameReader<R> {
+        FrameReader::with_buffer(inner, BytesMut::new(), max_len)
+    }
+
+    /// Continues reading after bytes already taken off the stream (e.g. during startup).
+    pub fn with_buffer(inner: R, buf: BytesMut, max_len: usize) -> FrameReader<R> {
+        FrameReader {
+            inner,
+            buf,
+            max_len,
+        }
+    }
+
+    /// The next whole frame already buffered, without reading.
+    pub fn try_next(&mut self) -> Result<Option<Frame>, FrameError> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let len = (&self.buf[1..5]).get_u32() as usize;
+        if !(4..=self.max_len).contains(&len) {
+            return Err(FrameError::BadLength {
+                tag: self.buf[0] as char,
+                len,
+                max: self.max_len,
+            });
+        }
+        if self.buf.len() < len + 1 {
+            // Grow towards the declared length, but only as bytes actually arrive: a length
+            // field alone must not make the gateway allocate a large buffer.
+            let missing = len + 1 - self.buf.len();
+            self.buf.reserve(missing.min(16 * READ_CHUNK));
+            return Ok(None);
+        }
+        Ok(Some(Frame {
+            raw: self.buf.split_to(len + 1).freeze(),
+        }))
+    }
+
+    /// The next frame, reading as needed; `None` on a clean end of stream.
+    pub async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
+        loop {
+            if let Some(frame) = self.try_next()? {
+                return Ok(Some(frame));
+            }
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
+            }
+        }
+    }
+
+    /// The underlying stream, e.g. to write on it while reading login replies.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    pub fn into_parts(self) -> (R, BytesMut) {
+        (self.inner, self.buf)
+    }
+}
+
+/// Collects outgoing messages and writes them in one go. `torn` tells whether a write was
+/// cancelled halfway, after which nothing more may be written on this stream: the peer would
+/// read garbage.
+pub struct FrameWriter<W> {
+    inner: W,
+    pending: BytesMut,
+    torn: bool,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(inner: W) -> FrameWriter<W> {
+        FrameWriter {
+            inner,
+            pending: BytesMut::with_capacity(READ_CHUNK),
+            torn: false,
+        }
+    }
+
+    /// Queues bytes holding whole messages.
+    pub fn queue(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
+    /// Large buffers are flushed early so that memory stays bounded while a big result streams.
+    pub fn wants_flush(&self) -> bool {
+        self.pending.len() >= READ_CHUNK
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.torn = true;
+        self.inner.write_all(&self.pending).await?;
+        self.inner.flush().await?;
+        self.torn = false;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Sends a last message if the stream is still in a state to receive one, then shuts down.
+    pub async fn close_with(&mut self, last: Option<&[u8]>) {
+        if self.torn {
+            return;
+        }
+        self.pending.clear();
+        if let Some(bytes) = last {
+            self.queue(bytes);
+        }
+        let _ = self.flush().await;
+        let _ = self.inner.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_split_across_reads_are_reassembled() {
+        let (mut tx, rx) = tokio::io::duplex(16);
+        let mut reader = FrameReader::new(rx, 1 << 20);
+        let writer = tokio::spawn(async move {
+            let mut msg = vec![b'Q', 0, 0, 0, 0];
+            msg.extend_from_slice(b"select 1 -- padded to cross reads\0");
+            let len = (msg.len() - 1) as u32;
+            msg[1..5].copy_from_slice(&len.to_be_bytes());
+            tx.write_all(&msg).await.unwrap();
+            tx.write_all(&msg).await.unwrap();
+        });
+        for _ in 0..2 {
+            let frame = reader.next().await.unwrap().unwrap();
+            assert_eq!(frame.tag(), b'Q');
+            assert!(frame.body().starts_with(b"select 1"));
+        }
+        writer.await.unwrap();
+        assert!(reader.next().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn oversized_length_is_refused_before_buffering() {
+        let (mut tx, rx) = tokio::io::duplex(64);
+        tx.write_all(&[b'Q', 0x7f, 0xff, 0xff, 0xff]).await.unwrap();
+        let mut reader = FrameReader::new(rx, 1 << 20);
+        assert!(matches!(
+            reader.next().await,
+            Err(FrameError::BadLength { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn eof_inside_a_message_is_truncation() {
+        let (mut tx, rx) = tokio::io::duplex(64);
+        tx.write_all(&[b'Q', 0, 0, 0, 9, b's']).await.unwrap();
+        drop(tx);
+        let mut reader = FrameReader::new(rx, 1 << 20);
+        assert!(matches!(reader.next().await, Err(FrameError::Truncated)));
+    }
+}

@@ -1,0 +1,239 @@
+//! From a fresh TCP connection to an authenticated session with an upstream behind it: TLS
+//! negotiation, the startup packet, the token check and the upstream login.
+
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
+
+use super::Shared;
+use super::cancel::CancelKey;
+use super::frame::FrameReader;
+use super::messages::{self, sqlstate};
+use super::startup::{InitialRequest, StartupError, read_initial};
+use super::startup_params::ClientStartup;
+use super::upstream::UpstreamSession;
+use crate::config::ClientTlsMode;
+use crate::identity::Grant;
+
+pub type ClientStream = Either<TlsStream<TcpStream>, TcpStream>;
+
+/// First byte of a TLS handshake record: a client using direct TLS (Postgres 17's
+/// `sslnegotiation=direct`) starts with it instead of an SSLRequest.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// A client that is logged in, with its upstream session.
+pub struct Established {
+    pub client: FrameReader<ClientStream>,
+    pub grant: Grant,
+    pub upstream: UpstreamSession,
+    pub cancel_key: CancelKey,
+}
+
+/// How the login phase ended when it did not produce a session.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("cancel request handled")]
+    CancelHandled,
+    #[error("client refused: {0}")]
+    Refused(String),
+    #[error("client broke the startup protocol: {0}")]
+    Startup(#[from] StartupError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Frame(#[from] super::frame::FrameError),
+}
+
+pub async fn login(shared: &Shared, tcp: TcpStream) -> Result<Established, LoginError> {
+    let mut stream: ClientStream = Either::Right(tcp);
+    if let Either::Right(tcp) = &stream {
+        let mut first = [0u8; 1];
+        if tcp.peek(&mut first).await? == 1 && first[0] == TLS_HANDSHAKE {
+            stream = upgrade(shared, stream).await?;
+        }
+    }
+    let (major, minor, params) = loop {
+        match read_initial(&mut stream).await? {
+            InitialRequest::Ssl if matches!(stream, Either::Right(_)) => {
+                stream.write_all(b"S").await?;
+                stream = upgrade(shared, stream).await?;
+            }
+            InitialRequest::GssEnc if matches!(stream, Either::Right(_)) => {
+                stream.write_all(b"N").await?;
+            }
+            InitialRequest::Ssl | InitialRequest::GssEnc => {
+                return Err(StartupError::Malformed("encryption requested twice").into());
+            }
+            InitialRequest::Cancel { pid, secret } => {
+                shared.cancels.cancel(pid, secret).await;
+                return Err(LoginError::CancelHandled);
+            }
+            InitialRequest::Startup {
+                major,
+                minor,
+                params,
+            } => break (major, minor, params),
+        }
+    };
+    let mut client = LoginStream::new(stream, shared.config.server.max_message_size);
+
+    if major != 3 {
+        return client
+            .refuse(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!("unsupported frontend protocol {major}.{minor}: sluice supports 3.0"),
+            )
+            .await;
+    }
+    let is_tls = matches!(client.stream(), Either::Left(_));
+    if shared.config.tls.mode == ClientTlsMode::Require && !is_tls {
+        return client
+            .refuse(
+                sqlstate::INVALID_AUTHORIZATION,
+                "sluice requires TLS: connect with sslmode=require".into(),
+            )
+            .await;
+    }
+    let startup = match ClientStartup::from_params(params) {
+        Ok(s) => s,
+        Err(refusal) => return client.refuse(refusal.code, refusal.message).await,
+    };
+    let span = tracing::Span::current();
+    span.record("user", startup.user.as_str());
+    span.record("database", startup.database.as_str());
+    if minor > 0 || !startup.protocol_options.is_empty() {
+        client.queue(&messages::negotiate_protocol_version(startup.protocol_options.clone()));
+    }
+
+    // The token is the password. Cleartext is safe here: without TLS, `require` has already
+    // refused the client, and `prefer` is the operator's explicit choice.
+    client.queue(&messages::auth_cleartext_request());
+    client.flush().await?;
+    let token = match client.reader.next().await? {
+        Some(frame) if frame.tag() == b'p' => {
+            let body = frame.body();
+            let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+            String::from_utf8_lossy(&body[..end]).into_owned()
+        }
+        Some(frame) => {
+            return client
+                .refuse(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("expected a password message, got {:?}", frame.tag() as char),
+                )
+                .await;
+        }
+        None => return Err(LoginError::Refused("client left before sending a token".into())),
+    };
+    let grant = match shared
+        .tokens
+        .authenticate(&token, &startup.user, &startup.database)
+    {
+        Ok(grant) => grant,
+        Err(e) => {
+            tracing::warn!(reason = e.class(), "token refused");
+            return client
+                .refuse(
+                    sqlstate::INVALID_PASSWORD,
+                    format!("password authentication failed for user \"{}\"", startup.user),
+                )
+                .await;
+        }
+    };
+    span.record("subject", grant.subject.as_str());
+    span.record("token_id", grant.token_id.as_str());
+
+    let Some(upstream) = shared.upstreams.get(&grant.database).cloned() else {
+        return client
+            .refuse(
+                sqlstate::INVALID_CATALOG_NAME,
+                format!("database \"{}\" is not served by this gateway", grant.database),
+            )
+            .await;
+    };
+    let target = upstream.target();
+    let params = startup.upstream_params(&grant.subject, &target.user, &target.database);
+    let session = match upstream
+        .login(&params, shared.config.server.max_message_size)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "upstream login failed");
+            return client
+                .refuse(
+                    sqlstate::CONNECTION_FAILURE,
+                    "sluice could not open a session on the upstream database".into(),
+                )
+                .await;
+        }
+    };
+
+    let cancel_key = shared
+        .cancels
+        .register(upstream.clone(), session.backend_pid, session.backend_secret);
+    client.queue(&messages::auth_ok());
+    for message in &session.login_messages {
+        client.queue(message);
+    }
+    client.queue(&messages::backend_key_data(cancel_key.pid, cancel_key.secret));
+    client.queue(&session.ready_for_query);
+    client.flush().await?;
+    tracing::info!("session established");
+
+    Ok(Established {
+        client: client.reader,
+        grant,
+        upstream: session,
+        cancel_key,
+    })
+}
+
+async fn upgrade(shared: &Shared, stream: ClientStream) -> Result<ClientStream, LoginError> {
+    match stream {
+        Either::Right(tcp) => Ok(Either::Left(shared.tls.accept(tcp).await?)),
+        tls @ Either::Left(_) => Ok(tls),
+    }
+}
+
+/// The client stream during login, used both to read and to write. After login the session
+/// splits it into halves; here a single owner is simpler.
+struct LoginStream<S> {
+    reader: FrameReader<S>,
+    out: BytesMut,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> LoginStream<S> {
+    fn new(stream: S, max_message: usize) -> Self {
+        LoginStream {
+            reader: FrameReader::new(stream, max_message),
+            out: BytesMut::new(),
+        }
+    }
+
+    fn stream(&mut self) -> &mut S {
+        self.reader.get_mut()
+    }
+
+    fn queue(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        let out = std::mem::take(&mut self.out);
+        let stream = self.reader.get_mut();
+        stream.write_all(&out).await?;
+        stream.flush().await
+    }
+
+    async fn refuse<T>(&mut self, code: &'static str, message: String) -> Result<T, LoginError> {
+        tracing::info!(code, %message, "login refused");
+        self.queue(&messages::fatal(code, message.clone()));
+        self.flush().await?;
+        let _ = self.reader.get_mut().shutdown().await;
+        Err(LoginError::Refused(message))
+    }
+}

@@ -1,0 +1,238 @@
+//! The data path: listener, client login, upstream login, relay, cancel keys.
+
+mod cancel;
+mod frame;
+mod login;
+pub mod messages;
+mod session;
+mod startup;
+mod startup_params;
+mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+pub use cancel::CancelRegistry;
+pub use session::SessionEnd;
+pub use upstream::{Upstream, UpstreamError};
+
+use crate::config::{Config, ConfigError};
+use crate::identity::{KeyError, TokenAuthority};
+
+/// Everything sessions share, built once at start from a validated config.
+pub struct Shared {
+    pub config: Config,
+    pub tls: TlsAcceptor,
+    pub tokens: TokenAuthority,
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+    pub cancels: Arc<CancelRegistry>,
+    /// Fired when sessions must end now (end of the shutdown grace period).
+    pub terminate: CancellationToken,
+    next_session: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot create data_dir {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl Shared {
+    /// Loads keys, secrets and certificates named by `config`; fails before anything listens.
+    pub fn new(config: Config) -> Result<Shared, StartError> {
+        std::fs::create_dir_all(&config.server.data_dir).map_err(|source| StartError::DataDir {
+            path: config.server.data_dir.clone(),
+            source,
+        })?;
+        let tokens = TokenAuthority::from_config(&config.identity)?;
+        let tls = TlsAcceptor::from(crate::tls::server_config(
+            &config.tls,
+            &config.server.data_dir,
+        )?);
+        let secrets = config.load_upstream_secrets()?;
+        let mut upstreams = HashMap::new();
+        for (upstream, password) in config.upstreams.iter().zip(secrets) {
+            let built = Upstream::from_config(upstream, password, &config.source)?;
+            upstreams.insert(upstream.database.clone(), Arc::new(built));
+        }
+        Ok(Shared {
+            config,
+            tls,
+            tokens,
+            upstreams,
+            cancels: Arc::new(CancelRegistry::default()),
+            terminate: CancellationToken::new(),
+            next_session: AtomicU64::new(1),
+        })
+    }
+}
+
+/// A gateway accepting clients. Dropping it stops everything at once; [`Gateway::shutdown`]
+/// stops gracefully.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    stop_accepting: CancellationToken,
+    sessions: TaskTracker,
+    accept_loop: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Binds the listener and starts accepting. Returns once the port is bound, so a caller can
+    /// connect right away.
+    pub async fn start(shared: Shared) -> Result<Gateway, StartError> {
+        let addr = shared.config.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let shared = Arc::new(shared);
+        let stop_accepting = CancellationToken::new();
+        let sessions = TaskTracker::new();
+        let accept_loop = tokio::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            stop_accepting.clone(),
+            sessions.clone(),
+        ));
+        tracing::info!(%local_addr, "accepting Postgres clients");
+        Ok(Gateway {
+            shared,
+            local_addr,
+            stop_accepting,
+            sessions,
+            accept_loop,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Sessions currently open (logged in or logging in).
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether new clients are still accepted.
+    pub fn is_accepting(&self) -> bool {
+        !self.stop_accepting.is_cancelled()
+    }
+
+    /// Stops accepting at once, lets sessions finish for up to `grace`, then ends the rest
+    /// with a FATAL 57P01 and waits for them to close.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stop_accepting.cancel();
+        self.sessions.close();
+        let started = Instant::now();
+        if tokio::time::timeout(grace, self.sessions.wait()).await.is_err() {
+            tracing::info!(
+                remaining = self.sessions.len(),
+                "shutdown grace period over; closing remaining sessions"
+            );
+            self.shared.terminate.cancel();
+            self.sessions.wait().await;
+        }
+        tracing::info!(elapsed = ?started.elapsed(), "all sessions closed");
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop_accepting.cancel();
+        self.shared.terminate.cancel();
+        self.accept_loop.abort();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    sessions: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+                let span = tracing::info_span!(
+                    "session",
+                    sluice.session = id,
+                    client = %peer,
+                    user = tracing::field::Empty,
+                    database = tracing::field::Empty,
+                    subject = tracing::field::Empty,
+                    token_id = tracing::field::Empty,
+                );
+                sessions.spawn(handle_client(shared.clone(), tcp).instrument(span));
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle_client(shared: Arc<Shared>, tcp: TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let login_timeout = shared.config.server.login_timeout;
+    let established = tokio::select! {
+        result = tokio::time::timeout(login_timeout, login::login(&shared, tcp)) => match result {
+            Ok(Ok(established)) => established,
+            Ok(Err(login::LoginError::CancelHandled)) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "login ended without a session");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(timeout = ?login_timeout, "login timed out");
+                return;
+            }
+        },
+        () = shared.terminate.cancelled() => return,
+    };
+    let started = Instant::now();
+    let end = session::run(&shared, established).await;
+    let duration = started.elapsed();
+    match &end {
+        SessionEnd::ClientTerminated | SessionEnd::ClientDisconnected => {
+            tracing::info!(?duration, reason = ?end, "session ended");
+        }
+        _ => tracing::warn!(?duration, reason = ?end, "session ended"),
+    }
+}

@@ -1,0 +1,201 @@
+//! A logged-in session: messages relayed both ways until either side leaves, the token
+//! expires or the gateway shuts down. Both directions run concurrently so that a client that
+//! pipelines without reading, or a server streaming a large result, never deadlocks the relay.
+
+use std::time::{Instant, SystemTime};
+
+use tokio::io::{ReadHalf, WriteHalf};
+
+use super::Shared;
+use super::frame::{FrameError, FrameReader, FrameWriter};
+use super::login::{ClientStream, Established};
+use super::messages::{self, sqlstate};
+use super::upstream::UpstreamStream;
+
+/// Why a session ended.
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// The client sent Terminate.
+    ClientTerminated,
+    /// The client closed its connection without Terminate.
+    ClientDisconnected,
+    /// The upstream closed the connection (after a FATAL of its own, or without one).
+    UpstreamClosed,
+    TokenExpired,
+    Shutdown,
+    ClientProtocol(String),
+    UpstreamProtocol(String),
+    ClientIo(std::io::Error),
+    UpstreamIo(std::io::Error),
+}
+
+/// What the relay does with one client message.
+enum ClientMessage {
+    Relay,
+    Terminate,
+    Unexpected,
+}
+
+fn classify_client(tag: u8) -> ClientMessage {
+    match tag {
+        // Simple query, extended query, COPY sub-protocol, function call.
+        b'Q' | b'P' | b'B' | b'D' | b'E' | b'S' | b'H' | b'C' | b'd' | b'c' | b'f' | b'F' => {
+            ClientMessage::Relay
+        }
+        b'X' => ClientMessage::Terminate,
+        _ => ClientMessage::Unexpected,
+    }
+}
+
+/// Backend messages that only belong to the login: after it, they mean a broken upstream.
+fn upstream_message_allowed(tag: u8) -> bool {
+    !matches!(tag, b'R' | b'K' | b'v')
+}
+
+pub async fn run(shared: &Shared, established: Established) -> SessionEnd {
+    let Established {
+        client,
+        grant,
+        upstream,
+        cancel_key,
+        ..
+    } = established;
+    let (client_stream, client_buffered) = client.into_parts();
+    let (client_read, client_write) = tokio::io::split(client_stream);
+    let (up_read, up_write) = tokio::io::split(upstream.stream);
+    let max = shared.config.server.max_message_size;
+    let mut client_in = FrameReader::with_buffer(client_read, client_buffered, max);
+    let mut client_out = FrameWriter::new(client_write);
+    let mut up_in = FrameReader::with_buffer(up_read, upstream.buffered, max);
+    let mut up_out = FrameWriter::new(up_write);
+
+    let expires_in = grant
+        .expires_at
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    let expiry = tokio::time::sleep_until((Instant::now() + expires_in).into());
+
+    let end = tokio::select! {
+        end = client_to_upstream(&mut client_in, &mut up_out) => end,
+        end = upstream_to_client(&mut up_in, &mut client_out) => end,
+        () = expiry => SessionEnd::TokenExpired,
+        () = shared.terminate.cancelled() => SessionEnd::Shutdown,
+    };
+    drop(cancel_key);
+
+    let to_client = match &end {
+        SessionEnd::TokenExpired => Some(messages::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            "terminating connection because the session token expired",
+        )),
+        SessionEnd::Shutdown => Some(messages::fatal(
+            sqlstate::ADMIN_SHUTDOWN,
+            "terminating connection because the gateway is shutting down",
+        )),
+        SessionEnd::ClientProtocol(why) => Some(messages::fatal(sqlstate::PROTOCOL_VIOLATION, why)),
+        SessionEnd::UpstreamProtocol(_) | SessionEnd::UpstreamIo(_) => Some(messages::fatal(
+            sqlstate::CONNECTION_FAILURE,
+            "terminating connection because the upstream connection failed",
+        )),
+        _ => None,
+    };
+    let to_upstream = match &end {
+        SessionEnd::ClientTerminated | SessionEnd::UpstreamClosed => None,
+        _ => Some(messages::terminate()),
+    };
+    tokio::join!(
+        client_out.close_with(to_client.as_deref()),
+        up_out.close_with(to_upstream.as_deref()),
+    );
+    end
+}
+
+async fn client_to_upstream(
+    client: &mut FrameReader<ReadHalf<ClientStream>>,
+    upstream: &mut FrameWriter<WriteHalf<UpstreamStream>>,
+) -> SessionEnd {
+    loop {
+        let mut next = match client.next().await {
+            Ok(Some(frame)) => Some(frame),
+            Ok(None) => return SessionEnd::ClientDisconnected,
+            Err(e) => return client_error(e),
+        };
+        // Everything the client has already sent goes upstream in one write.
+        while let Some(frame) = next {
+            match classify_client(frame.tag()) {
+                ClientMessage::Relay => upstream.queue(frame.raw()),
+                ClientMessage::Terminate => {
+                    upstream.queue(frame.raw());
+                    let _ = upstream.flush().await;
+                    return SessionEnd::ClientTerminated;
+                }
+                ClientMessage::Unexpected => {
+                    return SessionEnd::ClientProtocol(format!(
+                        "unexpected message type {:?} from client",
+                        frame.tag() as char
+                    ));
+                }
+            }
+            if upstream.wants_flush()
+                && let Err(e) = upstream.flush().await
+            {
+                return SessionEnd::UpstreamIo(e);
+            }
+            next = match client.try_next() {
+                Ok(frame) => frame,
+                Err(e) => return client_error(e),
+            };
+        }
+        if let Err(e) = upstream.flush().await {
+            return SessionEnd::UpstreamIo(e);
+        }
+    }
+}
+
+async fn upstream_to_client(
+    upstream: &mut FrameReader<ReadHalf<UpstreamStream>>,
+    client: &mut FrameWriter<WriteHalf<ClientStream>>,
+) -> SessionEnd {
+    loop {
+        let mut next = match upstream.next().await {
+            Ok(Some(frame)) => Some(frame),
+            Ok(None) => return SessionEnd::UpstreamClosed,
+            Err(FrameError::Io(e)) => return SessionEnd::UpstreamIo(e),
+            Err(e) => return SessionEnd::UpstreamProtocol(e.to_string()),
+        };
+        while let Some(frame) = next {
+            if !upstream_message_allowed(frame.tag()) {
+                return SessionEnd::UpstreamProtocol(format!(
+                    "unexpected message type {:?} from upstream after login",
+                    frame.tag() as char
+                ));
+            }
+            client.queue(frame.raw());
+            if client.wants_flush()
+                && let Err(e) = client.flush().await
+            {
+                return SessionEnd::ClientIo(e);
+            }
+            next = match upstream.try_next() {
+                Ok(frame) => frame,
+                Err(e) => return SessionEnd::UpstreamProtocol(e.to_string()),
+            };
+        }
+        if let Err(e) = client.flush().await {
+            return SessionEnd::ClientIo(e);
+        }
+    }
+}
+
+fn client_error(e: FrameError) -> SessionEnd {
+    match e {
+        // Clients routinely close TLS connections without close_notify after Terminate or
+        // when they are killed; that is a disconnect, not a fault.
+        FrameError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            SessionEnd::ClientDisconnected
+        }
+        FrameError::Io(e) => SessionEnd::ClientIo(e),
+        FrameError::Truncated => SessionEnd::ClientDisconnected,
+        other => SessionEnd::ClientProtocol(other.to_string()),
+    }
+}

@@ -1,0 +1,312 @@
+//! The server leg: connecting to the real Postgres, TLS per config, and logging in with the
+//! gateway's own credentials (SCRAM-SHA-256, md5, cleartext or trust).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
+
+use super::frame::{FrameError, FrameReader};
+use super::messages::error_summary;
+use crate::config::{ConfigError, UpstreamConfig, UpstreamTarget, UpstreamTlsMode};
+
+pub type UpstreamStream = Either<TlsStream<TcpStream>, TcpStream>;
+
+/// Why the gateway could not get an upstream session. Never carries the password.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream refused TLS, which tls = \"{0}\" requires")]
+    TlsRefused(&'static str),
+    #[error("TLS handshake with upstream failed: {0}")]
+    Tls(std::io::Error),
+    #[error("upstream rejected the login: {0}")]
+    Rejected(String),
+    #[error("upstream asks for {0} authentication, which sluice does not support")]
+    UnsupportedAuth(&'static str),
+    #[error("upstream asks for a password but none is configured (password_env/password_file)")]
+    MissingPassword,
+    #[error("SCRAM exchange with upstream failed: {0}")]
+    Scram(std::io::Error),
+    #[error("upstream broke the protocol: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One configured upstream database: where it is and how to log in.
+pub struct Upstream {
+    target: UpstreamTarget,
+    password: Option<String>,
+    tls_mode: UpstreamTlsMode,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("target", &self.target)
+            .field("tls_mode", &self.tls_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A logged-in upstream session, ready for queries.
+pub struct UpstreamSession {
+    pub stream: UpstreamStream,
+    /// Bytes read past the login's ReadyForQuery.
+    pub buffered: BytesMut,
+    pub backend_pid: i32,
+    pub backend_secret: i32,
+    /// ParameterStatus and NoticeResponse messages of the login, to relay to the client.
+    pub login_messages: Vec<Bytes>,
+    /// The login's ReadyForQuery, to relay as is.
+    pub ready_for_query: Bytes,
+}
+
+impl Upstream {
+    pub fn from_config(
+        config: &UpstreamConfig,
+        password: Option<String>,
+        file: &std::path::Path,
+    ) -> Result<Upstream, ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            key: format!("upstream({}).{key}", config.database),
+            message,
+        };
+        let target = UpstreamTarget::parse(&config.url).map_err(|m| invalid("url", m))?;
+        let tls = crate::tls::upstream_config(config.tls, config.ca_file.as_deref())
+            .map_err(|e| invalid("ca_file", e.to_string()))?;
+        Ok(Upstream {
+            target,
+            password,
+            tls_mode: config.tls,
+            tls,
+            connect_timeout: config.connect_timeout,
+        })
+    }
+
+    pub fn target(&self) -> &UpstreamTarget {
+        &self.target
+    }
+
+    /// Connects and logs in with `params` as the startup parameters.
+    pub async fn login(
+        &self,
+        params: &[(String, String)],
+        max_message: usize,
+    ) -> Result<UpstreamSession, UpstreamError> {
+        tokio::time::timeout(self.connect_timeout, self.login_inner(params, max_message))
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.connect_timeout))?
+    }
+
+    async fn login_inner(
+        &self,
+        params: &[(String, String)],
+        max_message: usize,
+    ) -> Result<UpstreamSession, UpstreamError> {
+        let mut stream = self.open().await?;
+        let mut buf = BytesMut::new();
+        frontend::startup_message(params.iter().map(|(k, v)| (k.as_str(), v.as_str())), &mut buf)?;
+        stream.write_all(&buf).await?;
+        stream.flush().await?;
+
+        let mut reader = FrameReader::new(stream, max_message);
+        let mut scram: Option<ScramSha256> = None;
+        let mut login_messages = Vec::new();
+        let mut key = None;
+        loop {
+            let frame = reader
+                .next()
+                .await?
+                .ok_or_else(|| UpstreamError::Protocol("connection closed during login".into()))?;
+            let mut bytes = BytesMut::from(&frame.raw()[..]);
+            let message = Message::parse(&mut bytes)
+                .map_err(|e| UpstreamError::Protocol(e.to_string()))?
+                .ok_or_else(|| UpstreamError::Protocol("incomplete message".into()))?;
+            let mut reply = BytesMut::new();
+            match message {
+                Message::AuthenticationOk => {}
+                Message::AuthenticationCleartextPassword => {
+                    frontend::password_message(self.password()?.as_bytes(), &mut reply)?;
+                }
+                Message::AuthenticationMd5Password(body) => {
+                    let hash = postgres_protocol::authentication::md5_hash(
+                        self.target.user.as_bytes(),
+                        self.password()?.as_bytes(),
+                        body.salt(),
+                    );
+                    frontend::password_message(hash.as_bytes(), &mut reply)?;
+                }
+                Message::AuthenticationSasl(body) => {
+                    let mut offered = body.mechanisms();
+                    let mut has_scram = false;
+                    while let Some(m) = fallible_next(&mut offered)? {
+                        has_scram |= m == SCRAM_SHA_256;
+                    }
+                    if !has_scram {
+                        return Err(UpstreamError::UnsupportedAuth("SASL without SCRAM-SHA-256"));
+                    }
+                    // Channel binding would need the upstream certificate hash; without it the
+                    // client says "n" and Postgres accepts plain SCRAM-SHA-256.
+                    let state = ScramSha256::new(
+                        self.password()?.as_bytes(),
+                        ChannelBinding::unsupported(),
+                    );
+                    frontend::sasl_initial_response(SCRAM_SHA_256, state.message(), &mut reply)?;
+                    scram = Some(state);
+                }
+                Message::AuthenticationSaslContinue(body) => {
+                    let state = scram.as_mut().ok_or_else(|| {
+                        UpstreamError::Protocol("SASL continue before SASL start".into())
+                    })?;
+                    state.update(body.data()).map_err(UpstreamError::Scram)?;
+                    frontend::sasl_response(state.message(), &mut reply)?;
+                }
+                Message::AuthenticationSaslFinal(body) => {
+                    let state = scram.as_mut().ok_or_else(|| {
+                        UpstreamError::Protocol("SASL final before SASL start".into())
+                    })?;
+                    // Verifies the server's signature: the upstream proves it knows the secret.
+                    state.finish(body.data()).map_err(UpstreamError::Scram)?;
+                }
+                Message::AuthenticationKerberosV5 => {
+                    return Err(UpstreamError::UnsupportedAuth("Kerberos"));
+                }
+                Message::AuthenticationGss | Message::AuthenticationGssContinue(_) => {
+                    return Err(UpstreamError::UnsupportedAuth("GSSAPI"));
+                }
+                Message::AuthenticationSspi => return Err(UpstreamError::UnsupportedAuth("SSPI")),
+                Message::AuthenticationScmCredential => {
+                    return Err(UpstreamError::UnsupportedAuth("SCM credential"));
+                }
+                Message::BackendKeyData(body) => {
+                    key = Some((body.process_id(), body.secret_key()));
+                }
+                Message::ParameterStatus(_) | Message::NoticeResponse(_) => {
+                    login_messages.push(frame.raw().clone());
+                }
+                Message::ErrorResponse(_) => {
+                    return Err(UpstreamError::Rejected(error_summary(frame.body())));
+                }
+                Message::ReadyForQuery(_) => {
+                    let (backend_pid, backend_secret) = key.ok_or_else(|| {
+                        UpstreamError::Protocol("no BackendKeyData before ReadyForQuery".into())
+                    })?;
+                    let (stream, buffered) = reader.into_parts();
+                    return Ok(UpstreamSession {
+                        stream,
+                        buffered,
+                        backend_pid,
+                        backend_secret,
+                        login_messages,
+                        ready_for_query: frame.raw().clone(),
+                    });
+                }
+                other => {
+                    return Err(UpstreamError::Protocol(format!(
+                        "unexpected message during login: {}",
+                        message_name(&other)
+                    )));
+                }
+            }
+            if !reply.is_empty() {
+                reader.get_mut().write_all(&reply).await?;
+                reader.get_mut().flush().await?;
+            }
+        }
+    }
+
+    fn password(&self) -> Result<&str, UpstreamError> {
+        self.password.as_deref().ok_or(UpstreamError::MissingPassword)
+    }
+
+    /// A TCP connection to the upstream, TLS-wrapped as the config says.
+    async fn open(&self) -> Result<UpstreamStream, UpstreamError> {
+        let addr = format!("{}:{}", self.target.host, self.target.port);
+        let tcp = TcpStream::connect((self.target.host.as_str(), self.target.port))
+            .await
+            .map_err(|source| UpstreamError::Connect { addr, source })?;
+        tcp.set_nodelay(true)?;
+        let Some(tls) = &self.tls else {
+            return Ok(Either::Right(tcp));
+        };
+        let mut tcp = tcp;
+        let mut request = BytesMut::new();
+        frontend::ssl_request(&mut request);
+        tcp.write_all(&request).await?;
+        match tcp.read_u8().await? {
+            b'S' => {
+                let name = ServerName::try_from(self.target.host.clone())
+                    .map_err(|e| UpstreamError::Tls(std::io::Error::other(e)))?;
+                let stream = TlsConnector::from(tls.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(UpstreamError::Tls)?;
+                Ok(Either::Left(stream))
+            }
+            b'N' if self.tls_mode == UpstreamTlsMode::Prefer => Ok(Either::Right(tcp)),
+            b'N' => Err(UpstreamError::TlsRefused(match self.tls_mode {
+                UpstreamTlsMode::VerifyFull => "verify-full",
+                _ => "require",
+            })),
+            other => Err(UpstreamError::Protocol(format!(
+                "unexpected answer {other:#x} to SSLRequest"
+            ))),
+        }
+    }
+
+    /// Forwards a cancel request for the upstream backend `pid`/`secret` on a new connection,
+    /// as Postgres expects.
+    pub async fn cancel(&self, pid: i32, secret: i32) -> Result<(), UpstreamError> {
+        let mut stream = tokio::time::timeout(self.connect_timeout, self.open())
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.connect_timeout))??;
+        let mut buf = BytesMut::new();
+        frontend::cancel_request(pid, secret, &mut buf);
+        stream.write_all(&buf).await?;
+        stream.flush().await?;
+        // Postgres closes the connection once it has read the request; waiting for that keeps
+        // the cancel ordered before whatever the client does next.
+        let mut sink = [0u8; 1];
+        let _ = tokio::time::timeout(self.connect_timeout, stream.read(&mut sink)).await;
+        Ok(())
+    }
+}
+
+fn fallible_next<'a>(
+    it: &mut postgres_protocol::message::backend::SaslMechanisms<'a>,
+) -> Result<Option<&'a str>, UpstreamError> {
+    use fallible_iterator::FallibleIterator;
+    it.next().map_err(|e| UpstreamError::Protocol(e.to_string()))
+}
+
+fn message_name(message: &Message) -> &'static str {
+    match message {
+        Message::RowDescription(_) => "RowDescription",
+        Message::DataRow(_) => "DataRow",
+        Message::CommandComplete(_) => "CommandComplete",
+        Message::NotificationResponse(_) => "NotificationResponse",
+        _ => "a message that only belongs after login",
+    }
+}
