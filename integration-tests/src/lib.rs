@@ -1,0 +1,452 @@
+//! Test harness: one throwaway Postgres per test binary (started on first use), and a gateway
+//! per test in front of it, driven with tokio-postgres and the real psql.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use sluice::config::{Config, UpstreamTlsMode};
+use sluice::identity::{Claims, SigningKey, TokenAuthority};
+use sluice::localpg::{LocalPostgres, LocalPostgresOptions};
+use sluice::proxy::{Gateway, Shared};
+
+/// The database clients ask for through the gateway.
+pub const DATABASE: &str = "app";
+
+/// Upstream roles, one per authentication method the gateway must handle.
+pub struct Roles;
+impl Roles {
+    /// SCRAM-SHA-256 (the default method).
+    pub const SCRAM: &'static str = "sluice_gw";
+    pub const MD5: &'static str = "gw_md5";
+    pub const CLEARTEXT: &'static str = "gw_plain";
+    pub const TRUST: &'static str = "gw_trust";
+    /// Refused by pg_hba.conf unless the connection uses TLS.
+    pub const TLS_ONLY: &'static str = "gw_tls";
+}
+
+/// The shared Postgres of this test binary, with its roles and the `app` database.
+pub struct TestPostgres {
+    pub server: LocalPostgres,
+    /// Password of every upstream role.
+    pub role_password: String,
+}
+
+/// Starts (once) and returns this binary's Postgres. Panics with the reason (e.g. how to install
+/// Postgres) when it cannot start: a missing prerequisite fails the suite, never skips it.
+pub fn postgres() -> &'static TestPostgres {
+    static PG: OnceLock<TestPostgres> = OnceLock::new();
+    PG.get_or_init(|| {
+        std::thread::spawn(start_postgres)
+            .join()
+            .expect("postgres setup thread panicked")
+            .unwrap_or_else(|e| panic!("cannot start the test Postgres: {e:#}"))
+    })
+}
+
+fn start_postgres() -> anyhow::Result<TestPostgres> {
+    let options = LocalPostgresOptions {
+        hba_lines: vec![
+            format!("host all {} 127.0.0.1/32 md5", Roles::MD5),
+            format!("host all {} 127.0.0.1/32 password", Roles::CLEARTEXT),
+            format!("host all {} 127.0.0.1/32 trust", Roles::TRUST),
+            format!("hostnossl all {} 127.0.0.1/32 reject", Roles::TLS_ONLY),
+        ],
+        settings: vec![],
+    };
+    let server = LocalPostgres::start(&options)?;
+    let role_password = uuid_like();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let admin = server.superuser_client("postgres").await?;
+        let p = &role_password;
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE {scram} LOGIN PASSWORD '{p}';
+                 SET password_encryption = 'md5';
+                 CREATE ROLE {md5} LOGIN PASSWORD '{p}';
+                 RESET password_encryption;
+                 CREATE ROLE {plain} LOGIN PASSWORD '{p}';
+                 CREATE ROLE {trust} LOGIN;
+                 CREATE ROLE {tls} LOGIN PASSWORD '{p}';",
+                scram = Roles::SCRAM,
+                md5 = Roles::MD5,
+                plain = Roles::CLEARTEXT,
+                trust = Roles::TRUST,
+                tls = Roles::TLS_ONLY,
+            ))
+            .await?;
+        admin.batch_execute("CREATE DATABASE app").await?;
+        let app = server.superuser_client(DATABASE).await?;
+        app.batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
+             INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 100) i;
+             GRANT ALL ON SCHEMA public TO PUBLIC;
+             GRANT ALL ON ALL TABLES IN SCHEMA public TO PUBLIC;",
+        )
+        .await?;
+        anyhow::Ok(())
+    })?;
+    Ok(TestPostgres {
+        server,
+        role_password,
+    })
+}
+
+fn uuid_like() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// How a test gateway is set up.
+#[derive(Clone)]
+pub struct GatewayOptions {
+    pub upstream_role: &'static str,
+    pub upstream_tls: UpstreamTlsMode,
+    /// `require` or `prefer`.
+    pub client_tls: &'static str,
+    pub max_ttl: Duration,
+    pub shutdown_grace: Duration,
+    pub extra_server_toml: String,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            upstream_role: Roles::SCRAM,
+            upstream_tls: UpstreamTlsMode::Prefer,
+            client_tls: "require",
+            max_ttl: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_secs(5),
+            extra_server_toml: String::new(),
+        }
+    }
+}
+
+/// A gateway running in this process in front of the shared Postgres.
+pub struct TestGateway {
+    pub gateway: Gateway,
+    pub tokens: TokenAuthority,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestGateway {
+    pub async fn start() -> TestGateway {
+        TestGateway::start_with(GatewayOptions::default()).await
+    }
+
+    pub async fn start_with(options: GatewayOptions) -> TestGateway {
+        let pg = postgres();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = write_config(dir.path(), pg, &options);
+        let config = Config::load(&config_path).expect("test config is valid");
+        let tokens = TokenAuthority::from_config(&config.identity).expect("key loads");
+        let shared = Shared::new(config).expect("gateway starts");
+        let gateway = Gateway::start(shared).await.expect("gateway binds");
+        TestGateway {
+            gateway,
+            tokens,
+            config_path,
+            _dir: dir,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.gateway.local_addr().port()
+    }
+
+    /// A valid 5-minute token for `subject` on the `app` database.
+    pub fn token(&self, subject: &str) -> String {
+        self.tokens
+            .mint(subject, DATABASE, &[], Duration::from_secs(300))
+            .expect("mint")
+    }
+
+    /// Claims to alter before signing with [`TestGateway::sign`].
+    pub fn claims(&self, subject: &str, ttl: Duration) -> Claims {
+        self.tokens.claims_for(subject, DATABASE, ttl)
+    }
+
+    pub fn sign(&self, claims: &Claims) -> String {
+        self.tokens.sign_claims(claims).expect("sign")
+    }
+
+    /// tokio-postgres config for this gateway: TLS required, `user` and token as password.
+    pub fn client_config(&self, user: &str, token: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(self.port())
+            .user(user)
+            .password(token)
+            .dbname(DATABASE)
+            .ssl_mode(tokio_postgres::config::SslMode::Require)
+            .connect_timeout(Duration::from_secs(10));
+        config
+    }
+
+    /// Connects with tokio-postgres over TLS; the connection task is spawned.
+    pub async fn connect(
+        &self,
+        user: &str,
+        token: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        connect_with(self.client_config(user, token)).await
+    }
+
+    /// Runs the real psql against this gateway with `args` after the connection string. Async:
+    /// the gateway runs on the test's own runtime, so a blocking wait would starve it.
+    pub async fn psql(&self, user: &str, token: &str, sslmode: &str, args: &[&str]) -> Output {
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user={user} dbname={DATABASE} sslmode={sslmode}",
+            self.port()
+        );
+        tokio::process::Command::new(client_binary("psql"))
+            .arg(conninfo)
+            .args(["-X", "-v", "ON_ERROR_STOP=1", "--no-psqlrc"])
+            .args(args)
+            .env("PGPASSWORD", token)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("psql runs")
+    }
+}
+
+/// Connects with tokio-postgres using TLS without certificate checks (the gateway's certificate
+/// is self-signed in tests); the connection task is spawned.
+pub async fn connect_with(
+    config: tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(tls_connector()).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+pub fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
+    let config = sluice::tls::upstream_config(UpstreamTlsMode::Require, None)
+        .expect("tls config")
+        .expect("tls enabled");
+    tokio_postgres_rustls::MakeRustlsConnect::new((*config).clone())
+}
+
+/// A Postgres client program (psql, pgbench), from `pg_config --bindir` or PATH.
+pub fn client_binary(name: &str) -> PathBuf {
+    let from_pg_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join(name))
+        .filter(|p| p.is_file());
+    from_pg_config
+        .or_else(|| {
+            std::env::var_os("PATH")
+                .iter()
+                .flat_map(std::env::split_paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!("{name} not found via pg_config --bindir or PATH: install it with `apt-get install postgresql-client`")
+        })
+}
+
+fn write_config(dir: &Path, pg: &TestPostgres, options: &GatewayOptions) -> PathBuf {
+    SigningKey::generate()
+        .expect("key")
+        .write_new(&dir.join("signing.pem"))
+        .expect("write key");
+    std::fs::write(dir.join("upstream.password"), &pg.role_password).expect("write password");
+    let tls = match options.upstream_tls {
+        UpstreamTlsMode::Disable => "disable",
+        UpstreamTlsMode::Prefer => "prefer",
+        UpstreamTlsMode::Require => "require",
+        UpstreamTlsMode::VerifyFull => "verify-full",
+    };
+    let ca = pg.server.ca_cert();
+    let text = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+data_dir = "./data"
+shutdown_grace = "{grace}ms"
+{extra}
+[tls]
+mode = "{client_tls}"
+[identity]
+signing_key = "./signing.pem"
+max_ttl = "{max_ttl}s"
+[[upstream]]
+database = "{DATABASE}"
+url = "postgres://{role}@127.0.0.1:{port}/{DATABASE}"
+password_file = "./upstream.password"
+tls = "{tls}"
+ca_file = "{ca}"
+"#,
+        grace = options.shutdown_grace.as_millis(),
+        extra = options.extra_server_toml,
+        client_tls = options.client_tls,
+        max_ttl = options.max_ttl.as_secs(),
+        role = options.upstream_role,
+        port = pg.server.port(),
+        ca = ca.display(),
+    );
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// Resident memory of this process in bytes (Linux).
+pub fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// The SQLSTATE of a tokio-postgres error, or "" when it is not a server error.
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_owned())
+        .unwrap_or_default()
+}
+
+/// A client speaking the protocol by hand, for what drivers will not send: pipelines with
+/// errors in the middle, malformed messages, raw cancel requests.
+pub struct RawClient {
+    stream: tokio_util::either::Either<
+        tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+        tokio::net::TcpStream,
+    >,
+    buf: bytes::BytesMut,
+    /// BackendKeyData the gateway handed out.
+    pub key: (i32, i32),
+}
+
+/// One backend message: type byte and body.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub tag: u8,
+    pub body: bytes::Bytes,
+}
+
+impl Msg {
+    /// The SQLSTATE of an ErrorResponse or NoticeResponse.
+    pub fn sqlstate(&self) -> String {
+        sluice::proxy::messages::error_fields(&self.body)
+            .into_iter()
+            .find(|(k, _)| *k == b'C')
+            .map(|(_, v)| v)
+            .unwrap_or_default()
+    }
+}
+
+impl RawClient {
+    /// TLS, startup and token login; returns after the first ReadyForQuery.
+    pub async fn connect(gw: &TestGateway, user: &str, token: &str) -> RawClient {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port()))
+            .await
+            .expect("connect");
+        let mut buf = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::ssl_request(&mut buf);
+        tcp.write_all(&buf).await.unwrap();
+        assert_eq!(tcp.read_u8().await.unwrap(), b'S');
+        let config = sluice::tls::upstream_config(UpstreamTlsMode::Require, None)
+            .unwrap()
+            .unwrap();
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .expect("tls");
+        let mut client = RawClient {
+            stream: tokio_util::either::Either::Left(tls),
+            buf: bytes::BytesMut::new(),
+            key: (0, 0),
+        };
+        let mut out = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::startup_message(
+            [("user", user), ("database", DATABASE)],
+            &mut out,
+        )
+        .unwrap();
+        client.send(&out).await;
+        let auth = client.recv().await.expect("auth request");
+        assert_eq!(auth.tag, b'R');
+        out.clear();
+        postgres_protocol::message::frontend::password_message(token.as_bytes(), &mut out).unwrap();
+        client.send(&out).await;
+        for msg in client.until_ready().await {
+            match msg.tag {
+                b'E' => panic!("login failed: {}", sluice::proxy::messages::error_summary(&msg.body)),
+                b'K' => {
+                    let b = &msg.body;
+                    client.key = (
+                        i32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                        i32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+                    );
+                }
+                _ => {}
+            }
+        }
+        client
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.expect("send");
+        self.stream.flush().await.expect("flush");
+    }
+
+    /// The next message, or `None` when the gateway closed the connection.
+    pub async fn recv(&mut self) -> Option<Msg> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= 5 {
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
+                    as usize;
+                if self.buf.len() > len {
+                    let raw = self.buf.split_to(len + 1).freeze();
+                    return Some(Msg {
+                        tag: raw[0],
+                        body: raw.slice(5..),
+                    });
+                }
+            }
+            match tokio::time::timeout(Duration::from_secs(30), self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("gateway answered within 30s")
+            {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Messages up to and including the next ReadyForQuery (or until the connection closes).
+    pub async fn until_ready(&mut self) -> Vec<Msg> {
+        let mut messages = Vec::new();
+        while let Some(msg) = self.recv().await {
+            let done = msg.tag == b'Z';
+            messages.push(msg);
+            if done {
+                break;
+            }
+        }
+        messages
+    }
+}
+
+/// Message type bytes of `messages`, as a string for compact assertions.
+pub fn tags(messages: &[Msg]) -> String {
+    messages.iter().map(|m| m.tag as char).collect()
+}
