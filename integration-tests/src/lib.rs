@@ -110,6 +110,8 @@ pub struct GatewayOptions {
     pub max_ttl: Duration,
     pub shutdown_grace: Duration,
     pub extra_server_toml: String,
+    /// Replaces the default `ca_file` line of the upstream.
+    pub extra_upstream_toml: String,
 }
 
 impl Default for GatewayOptions {
@@ -121,6 +123,7 @@ impl Default for GatewayOptions {
             max_ttl: Duration::from_secs(3600),
             shutdown_grace: Duration::from_secs(5),
             extra_server_toml: String::new(),
+            extra_upstream_toml: String::new(),
         }
     }
 }
@@ -287,7 +290,7 @@ database = "{DATABASE}"
 url = "postgres://{role}@127.0.0.1:{port}/{DATABASE}"
 password_file = "./upstream.password"
 tls = "{tls}"
-ca_file = "{ca}"
+{upstream_extra}
 "#,
         grace = options.shutdown_grace.as_millis(),
         extra = options.extra_server_toml,
@@ -295,7 +298,11 @@ ca_file = "{ca}"
         max_ttl = options.max_ttl.as_secs(),
         role = options.upstream_role,
         port = pg.server.port(),
-        ca = ca.display(),
+        upstream_extra = if options.extra_upstream_toml.is_empty() {
+            format!("ca_file = \"{}\"", ca.display())
+        } else {
+            options.extra_upstream_toml.clone()
+        },
     );
     let path = dir.join("sluice.toml");
     std::fs::write(&path, text).expect("write config");
