@@ -1,0 +1,164 @@
+//! Misbehaving peers end their own session with a clear error; the gateway and the other
+//! sessions carry on. Startup negotiation corners and graceful shutdown.
+
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use postgres_protocol::message::frontend;
+use sluice_integration_tests::{GatewayOptions, RawClient, TestGateway, tags};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn still_serves(gw: &TestGateway) {
+    let client = gw.connect("other", &gw.token("other")).await.unwrap();
+    let row = client.query_one("SELECT 7", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 7);
+}
+
+#[tokio::test]
+async fn unknown_message_type_gets_a_protocol_violation_and_only_that_session_closes() {
+    let gw = TestGateway::start().await;
+    let bystander = gw.connect("bystander", &gw.token("bystander")).await.unwrap();
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    raw.send(&[b'!', 0, 0, 0, 4]).await;
+    let reply = raw.recv().await.expect("an error before the close");
+    assert_eq!(reply.tag, b'E');
+    assert_eq!(reply.sqlstate(), "08P01");
+    assert!(raw.recv().await.is_none(), "the connection must close");
+    bystander.simple_query("SELECT 1").await.unwrap();
+    still_serves(&gw).await;
+}
+
+#[tokio::test]
+async fn absurd_message_length_is_refused_without_allocating_it() {
+    let gw = TestGateway::start().await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    raw.send(&[b'Q', 0x7f, 0xff, 0xff, 0xf0]).await;
+    let reply = raw.recv().await.expect("an error before the close");
+    assert_eq!(reply.sqlstate(), "08P01");
+    assert!(raw.recv().await.is_none());
+    still_serves(&gw).await;
+}
+
+#[tokio::test]
+async fn garbage_instead_of_a_startup_packet_closes_only_that_connection() {
+    let gw = TestGateway::start().await;
+    for garbage in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[0, 0, 0, 2][..], &[0xff; 64][..]] {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port()))
+            .await
+            .unwrap();
+        tcp.write_all(garbage).await.unwrap();
+        let mut sink = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut sink)).await;
+        assert!(read.is_ok(), "the gateway must close a garbage connection");
+    }
+    still_serves(&gw).await;
+}
+
+#[tokio::test]
+async fn gssenc_request_is_declined_and_tls_follows() {
+    let gw = TestGateway::start().await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port()))
+        .await
+        .unwrap();
+    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30]).await.unwrap();
+    assert_eq!(tcp.read_u8().await.unwrap(), b'N');
+    let mut ssl = BytesMut::new();
+    frontend::ssl_request(&mut ssl);
+    tcp.write_all(&ssl).await.unwrap();
+    assert_eq!(tcp.read_u8().await.unwrap(), b'S');
+}
+
+#[tokio::test]
+async fn direct_tls_without_ssl_request_is_accepted() {
+    let gw = TestGateway::start().await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port()))
+        .await
+        .unwrap();
+    let mut config = (*sluice::tls::upstream_config(sluice::config::UpstreamTlsMode::Require, None)
+        .unwrap()
+        .unwrap())
+    .clone();
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("direct TLS handshake");
+    let mut out = BytesMut::new();
+    frontend::startup_message([("user", "agent"), ("database", "app")], &mut out).unwrap();
+    tls.write_all(&out).await.unwrap();
+    assert_eq!(tls.read_u8().await.unwrap(), b'R', "asked for the token");
+}
+
+#[tokio::test]
+async fn newer_protocol_minor_version_is_negotiated_down_to_3_0() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        client_tls: "prefer",
+        ..Default::default()
+    })
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port()))
+        .await
+        .unwrap();
+    let mut body = BytesMut::new();
+    body.put_u32(0x0003_0002);
+    for s in ["user", "agent", "database", "app", "_pq_.future_option", "on", ""] {
+        body.put_slice(s.as_bytes());
+        body.put_u8(0);
+    }
+    let mut packet = BytesMut::new();
+    packet.put_u32(body.len() as u32 + 4);
+    packet.put_slice(&body);
+    tcp.write_all(&packet).await.unwrap();
+    assert_eq!(tcp.read_u8().await.unwrap(), b'v');
+    let len = tcp.read_u32().await.unwrap() as usize;
+    let mut rest = vec![0; len - 4];
+    tcp.read_exact(&mut rest).await.unwrap();
+    assert_eq!(&rest[..8], &[0, 0, 0, 0, 0, 0, 0, 1], "minor 0, one unsupported option");
+    assert_eq!(&rest[8..], b"_pq_.future_option\0");
+    assert_eq!(tcp.read_u8().await.unwrap(), b'R');
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_ends_sessions_after_the_grace_period() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        shutdown_grace: Duration::from_millis(500),
+        ..Default::default()
+    })
+    .await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let shutdown = gw.gateway.shutdown(Duration::from_millis(500));
+    let check = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!gw.gateway.is_accepting());
+        let refused = gw.connect("late", &gw.token("late")).await;
+        assert!(refused.is_err(), "no new sessions while draining");
+        // The open session still works during the grace period.
+        let mut out = BytesMut::new();
+        frontend::query("SELECT 1", &mut out).unwrap();
+        raw.send(&out).await;
+        assert_eq!(tags(&raw.until_ready().await), "TDCZ");
+        let fatal = raw.recv().await.expect("FATAL at the end of the grace period");
+        assert_eq!(fatal.tag, b'E');
+        assert_eq!(fatal.sqlstate(), "57P01");
+        assert!(raw.recv().await.is_none());
+    };
+    tokio::join!(shutdown, check);
+    assert_eq!(gw.gateway.open_sessions(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_sessions_that_finish_within_the_grace_period() {
+    let gw = TestGateway::start().await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    let work = async move {
+        let row = client
+            .query_one("SELECT pg_sleep(0.3)::text || 'done'", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "done");
+        drop(client);
+    };
+    let started = std::time::Instant::now();
+    tokio::join!(gw.gateway.shutdown(Duration::from_secs(10)), work);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
