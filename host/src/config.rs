@@ -401,7 +401,10 @@ password_env = "SLUICE_UPSTREAM_PASSWORD"
         let text = MINIMAL.replace("sluice_gw@", "sluice_gw:hunter2@");
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("upstream[0].url"), "{err}");
-        assert!(!err.contains("hunter2"), "the error must not echo the secret: {err}");
+        assert!(
+            !err.contains("hunter2"),
+            "the error must not echo the secret: {err}"
+        );
     }
 
     #[test]

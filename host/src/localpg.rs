@@ -15,9 +15,13 @@ const INSTALL_HINT: &str = "install the PostgreSQL server (Debian/Ubuntu: `apt-g
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalPgError {
-    #[error("PostgreSQL server binaries (initdb, postgres) not found via `pg_config --bindir` or PATH: {INSTALL_HINT}")]
+    #[error(
+        "PostgreSQL server binaries (initdb, postgres) not found via `pg_config --bindir` or PATH: {INSTALL_HINT}"
+    )]
     BinariesNotFound,
-    #[error("running as root, but there is no `postgres` user to run Postgres as: {INSTALL_HINT} (its package creates that user)")]
+    #[error(
+        "running as root, but there is no `postgres` user to run Postgres as: {INSTALL_HINT} (its package creates that user)"
+    )]
     NoPostgresUser,
     #[error("{what}: {source}")]
     Io {
@@ -80,7 +84,16 @@ impl LocalPostgres {
         let output = command(&bindir.join("initdb"), run_as)
             .arg("-D")
             .arg(&data)
-            .args(["-U", SUPERUSER, "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"])
+            .args([
+                "-U",
+                SUPERUSER,
+                "-A",
+                "scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .output()
             .map_err(io("running initdb"))?;
@@ -96,7 +109,8 @@ impl LocalPostgres {
         }
 
         let cert = crate::tls::generate_self_signed(&["localhost", "127.0.0.1"])?;
-        std::fs::write(data.join("server.crt"), &cert.cert_pem).map_err(io("writing server.crt"))?;
+        std::fs::write(data.join("server.crt"), &cert.cert_pem)
+            .map_err(io("writing server.crt"))?;
         crate::tls::write_private(&data.join("server.key"), &cert.key_pem)?;
         std::fs::write(root.join("ca.crt"), &cert.cert_pem).map_err(io("writing ca.crt"))?;
 

@@ -40,8 +40,8 @@ pub struct SelfSigned {
 /// Generates a self-signed certificate for `names` (DNS names or IP addresses).
 pub fn generate_self_signed(names: &[&str]) -> Result<SelfSigned, TlsError> {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let certified = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let certified =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
     Ok(SelfSigned {
         cert_pem: certified.cert.pem(),
         key_pem: certified.signing_key.serialize_pem(),
@@ -50,7 +50,10 @@ pub fn generate_self_signed(names: &[&str]) -> Result<SelfSigned, TlsError> {
 
 /// The server config for client connections: the configured certificate, or a self-signed one
 /// kept in `data_dir` (generated on first start, reused after).
-pub fn server_config(tls: &TlsConfig, data_dir: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(
+    tls: &TlsConfig,
+    data_dir: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let (cert_path, key_path) = match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => (cert.clone(), key.clone()),
         _ => ensure_self_signed(data_dir)?,

@@ -394,7 +394,10 @@ impl RawClient {
         client.send(&out).await;
         for msg in client.until_ready().await {
             match msg.tag {
-                b'E' => panic!("login failed: {}", sluice::proxy::messages::error_summary(&msg.body)),
+                b'E' => panic!(
+                    "login failed: {}",
+                    sluice::proxy::messages::error_summary(&msg.body)
+                ),
                 b'K' => {
                     let b = &msg.body;
                     client.key = (

@@ -9,7 +9,10 @@ async fn hundred_thousand_row_result_streams_with_bounded_gateway_memory() {
     let gw = TestGateway::start().await;
     let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
     // Warm up allocator and TLS buffers so the baseline includes them.
-    client.simple_query("SELECT repeat('x', 1000)").await.unwrap();
+    client
+        .simple_query("SELECT repeat('x', 1000)")
+        .await
+        .unwrap();
     let baseline = resident_bytes();
 
     // 100,000 rows of ~1 KiB: ~100 MiB through the gateway.
@@ -28,7 +31,7 @@ async fn hundred_thousand_row_result_streams_with_bounded_gateway_memory() {
         let row = row.unwrap();
         bytes += row.get::<_, &str>(1).len() as u64;
         count += 1;
-        if count % 5000 == 0 {
+        if count.is_multiple_of(5000) {
             peak = peak.max(resident_bytes());
         }
     }

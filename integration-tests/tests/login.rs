@@ -9,7 +9,9 @@ async fn refused_with(gw: &TestGateway, user: &str, token: &str) -> (String, Str
         .connect(user, token)
         .await
         .expect_err("login must be refused");
-    let db = err.as_db_error().expect("a server error, not a dropped connection");
+    let db = err
+        .as_db_error()
+        .expect("a server error, not a dropped connection");
     assert_eq!(db.severity(), "FATAL");
     (sqlstate(&err), db.message().to_owned())
 }
@@ -19,7 +21,9 @@ async fn valid_token_logs_in_and_upstream_sees_gateway_role_and_subject() {
     let gw = TestGateway::start().await;
     let mut config = gw.client_config("agent-1", &gw.token("agent-1"));
     config.application_name("report-job");
-    let client = sluice_integration_tests::connect_with(config).await.unwrap();
+    let client = sluice_integration_tests::connect_with(config)
+        .await
+        .unwrap();
     let row = client
         .query_one(
             "SELECT current_user::text, application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()",
@@ -56,7 +60,10 @@ async fn token_from_another_gateway_key_is_refused() {
     let other = TestGateway::start().await;
     let (code, message) = refused_with(&gw, "agent", &other.token("agent")).await;
     assert_eq!(code, "28P01");
-    assert!(!message.contains("signature"), "refusals must not say why: {message}");
+    assert!(
+        !message.contains("signature"),
+        "refusals must not say why: {message}"
+    );
 }
 
 #[tokio::test]
@@ -107,7 +114,9 @@ async fn garbage_password_is_refused_without_echoing_it() {
 #[tokio::test]
 async fn cleartext_client_is_refused_when_tls_is_required() {
     let gw = TestGateway::start().await;
-    let out = gw.psql("agent", &gw.token("agent"), "disable", &["-c", "SELECT 1"]).await;
+    let out = gw
+        .psql("agent", &gw.token("agent"), "disable", &["-c", "SELECT 1"])
+        .await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("sluice requires TLS"), "{stderr}");
@@ -120,22 +129,41 @@ async fn cleartext_client_is_accepted_when_tls_is_preferred() {
         ..Default::default()
     })
     .await;
-    let out = gw.psql("agent", &gw.token("agent"), "disable", &["-tAc", "SELECT 40 + 2"]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = gw
+        .psql(
+            "agent",
+            &gw.token("agent"),
+            "disable",
+            &["-tAc", "SELECT 40 + 2"],
+        )
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
 }
 
 #[tokio::test]
 async fn psql_logs_in_over_tls_with_a_token() {
     let gw = TestGateway::start().await;
-    let out = gw.psql(
-        "agent",
-        &gw.token("agent"),
-        "require",
-        &["-tAc", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"],
-    )
-    .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = gw
+        .psql(
+            "agent",
+            &gw.token("agent"),
+            "require",
+            &[
+                "-tAc",
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            ],
+        )
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The gateway's upstream leg is TLS too (tls = "prefer" against a TLS-enabled server).
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t");
 }
@@ -145,7 +173,9 @@ async fn harmless_startup_options_pass_through() {
     let gw = TestGateway::start().await;
     let mut config = gw.client_config("agent", &gw.token("agent"));
     config.options("-c statement_timeout=1234 -c TimeZone=Asia/Tokyo");
-    let client = sluice_integration_tests::connect_with(config).await.unwrap();
+    let client = sluice_integration_tests::connect_with(config)
+        .await
+        .unwrap();
     let timeout: String = client
         .query_one("SHOW statement_timeout", &[])
         .await
@@ -191,7 +221,10 @@ async fn replication_connection_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("replication connections are not allowed"), "{stderr}");
+    assert!(
+        stderr.contains("replication connections are not allowed"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -209,7 +242,10 @@ async fn session_is_terminated_when_its_token_expires() {
     let late = std::time::SystemTime::now()
         .duration_since(expires)
         .unwrap_or_default();
-    assert!(late < Duration::from_secs(1), "terminated {late:?} after expiry");
+    assert!(
+        late < Duration::from_secs(1),
+        "terminated {late:?} after expiry"
+    );
     let db = err.as_db_error().expect("a FATAL from the gateway");
     assert_eq!(db.severity(), "FATAL");
     assert_eq!(db.code().code(), "28000");

@@ -50,7 +50,11 @@ async fn error_mid_pipeline_skips_to_sync_like_postgres() {
     let gw = TestGateway::start().await;
     let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
     let mut out = BytesMut::new();
-    for sql in ["SELECT 1", "SELECT 1 / (id - id) FROM items WHERE id = 1", "SELECT 3"] {
+    for sql in [
+        "SELECT 1",
+        "SELECT 1 / (id - id) FROM items WHERE id = 1",
+        "SELECT 3",
+    ] {
         frontend::parse("", sql, None, &mut out).unwrap();
         frontend::bind(
             "",
@@ -104,10 +108,7 @@ async fn copy_from_stdin_and_to_stdout_round_trip() {
         .batch_execute("CREATE TEMP TABLE copied (id int, note text)")
         .await
         .unwrap();
-    let sink = client
-        .copy_in("COPY copied FROM STDIN")
-        .await
-        .unwrap();
+    let sink = client.copy_in("COPY copied FROM STDIN").await.unwrap();
     let lines: Vec<Result<bytes::Bytes, tokio_postgres::Error>> = (0..10_000)
         .map(|i| Ok(bytes::Bytes::from(format!("{i}\tnote {i}\n"))))
         .collect();
@@ -146,9 +147,18 @@ async fn psql_copy_both_ways() {
     let script_file = dir.path().join("script.sql");
     std::fs::write(&script_file, script).unwrap();
     let out = gw
-        .psql("agent", &token, "require", &["-q", "-f", script_file.to_str().unwrap()])
+        .psql(
+            "agent",
+            &token,
+            "require",
+            &["-q", "-f", script_file.to_str().unwrap()],
+        )
         .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\nthree\n");
 }
 
@@ -223,9 +233,15 @@ async fn notices_and_parameter_status_are_relayed() {
     .unwrap();
     raw.send(&out).await;
     let reply = raw.until_ready().await;
-    let notice = reply.iter().find(|m| m.tag == b'N').expect("notice relayed");
+    let notice = reply
+        .iter()
+        .find(|m| m.tag == b'N')
+        .expect("notice relayed");
     assert!(String::from_utf8_lossy(&notice.body).contains("hello from plpgsql"));
-    let status = reply.iter().find(|m| m.tag == b'S').expect("ParameterStatus relayed");
+    let status = reply
+        .iter()
+        .find(|m| m.tag == b'S')
+        .expect("ParameterStatus relayed");
     assert!(String::from_utf8_lossy(&status.body).starts_with("application_name\0renamed"));
 }
 
@@ -240,8 +256,17 @@ async fn pgbench_runs_through_the_gateway() {
     )
     .unwrap();
     let out = tokio::process::Command::new(sluice_integration_tests::client_binary("pgbench"))
-        .args(["-h", "127.0.0.1", "-p", &gw.port().to_string(), "-U", "agent"])
-        .args(["-n", "-c", "4", "-j", "2", "-t", "50", "-M", "prepared", "-f"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &gw.port().to_string(),
+            "-U",
+            "agent",
+        ])
+        .args([
+            "-n", "-c", "4", "-j", "2", "-t", "50", "-M", "prepared", "-f",
+        ])
         .arg(script.path())
         .arg(sluice_integration_tests::DATABASE)
         .env("PGPASSWORD", &token)
@@ -250,9 +275,19 @@ async fn pgbench_runs_through_the_gateway() {
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("number of transactions actually processed: 200/200"), "{stdout}");
-    assert!(stdout.contains("number of failed transactions: 0"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("number of transactions actually processed: 200/200"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("number of failed transactions: 0"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
@@ -262,9 +297,14 @@ async fn query_results_stream_in_order_to_several_clients_at_once() {
     let tasks = (0..8).map(|n| {
         let config = gw.client_config("agent", &token);
         tokio::spawn(async move {
-            let client = sluice_integration_tests::connect_with(config).await.unwrap();
+            let client = sluice_integration_tests::connect_with(config)
+                .await
+                .unwrap();
             let rows = client
-                .query_raw("SELECT g FROM generate_series(1, 5000) g", std::iter::empty::<i32>())
+                .query_raw(
+                    "SELECT g FROM generate_series(1, 5000) g",
+                    std::iter::empty::<i32>(),
+                )
                 .await
                 .unwrap();
             futures_util::pin_mut!(rows);

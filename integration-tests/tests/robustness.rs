@@ -17,7 +17,10 @@ async fn still_serves(gw: &TestGateway) {
 #[tokio::test]
 async fn unknown_message_type_gets_a_protocol_violation_and_only_that_session_closes() {
     let gw = TestGateway::start().await;
-    let bystander = gw.connect("bystander", &gw.token("bystander")).await.unwrap();
+    let bystander = gw
+        .connect("bystander", &gw.token("bystander"))
+        .await
+        .unwrap();
     let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
     raw.send(&[b'!', 0, 0, 0, 4]).await;
     let reply = raw.recv().await.expect("an error before the close");
@@ -42,7 +45,11 @@ async fn absurd_message_length_is_refused_without_allocating_it() {
 #[tokio::test]
 async fn garbage_instead_of_a_startup_packet_closes_only_that_connection() {
     let gw = TestGateway::start().await;
-    for garbage in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[0, 0, 0, 2][..], &[0xff; 64][..]] {
+    for garbage in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0, 0, 0, 2][..],
+        &[0xff; 64][..],
+    ] {
         let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port()))
             .await
             .unwrap();
@@ -60,7 +67,9 @@ async fn gssenc_request_is_declined_and_tls_follows() {
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port()))
         .await
         .unwrap();
-    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30]).await.unwrap();
+    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30])
+        .await
+        .unwrap();
     assert_eq!(tcp.read_u8().await.unwrap(), b'N');
     let mut ssl = BytesMut::new();
     frontend::ssl_request(&mut ssl);
@@ -74,10 +83,11 @@ async fn direct_tls_without_ssl_request_is_accepted() {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port()))
         .await
         .unwrap();
-    let mut config = (*sluice::tls::upstream_config(sluice::config::UpstreamTlsMode::Require, None)
-        .unwrap()
-        .unwrap())
-    .clone();
+    let mut config =
+        (*sluice::tls::upstream_config(sluice::config::UpstreamTlsMode::Require, None)
+            .unwrap()
+            .unwrap())
+        .clone();
     config.alpn_protocols = vec![b"postgresql".to_vec()];
     let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect("localhost".try_into().unwrap(), tcp)
@@ -101,7 +111,15 @@ async fn newer_protocol_minor_version_is_negotiated_down_to_3_0() {
         .unwrap();
     let mut body = BytesMut::new();
     body.put_u32(0x0003_0002);
-    for s in ["user", "agent", "database", "app", "_pq_.future_option", "on", ""] {
+    for s in [
+        "user",
+        "agent",
+        "database",
+        "app",
+        "_pq_.future_option",
+        "on",
+        "",
+    ] {
         body.put_slice(s.as_bytes());
         body.put_u8(0);
     }
@@ -113,7 +131,11 @@ async fn newer_protocol_minor_version_is_negotiated_down_to_3_0() {
     let len = tcp.read_u32().await.unwrap() as usize;
     let mut rest = vec![0; len - 4];
     tcp.read_exact(&mut rest).await.unwrap();
-    assert_eq!(&rest[..8], &[0, 0, 0, 0, 0, 0, 0, 1], "minor 0, one unsupported option");
+    assert_eq!(
+        &rest[..8],
+        &[0, 0, 0, 0, 0, 0, 0, 1],
+        "minor 0, one unsupported option"
+    );
     assert_eq!(&rest[8..], b"_pq_.future_option\0");
     assert_eq!(tcp.read_u8().await.unwrap(), b'R');
 }
@@ -137,7 +159,10 @@ async fn shutdown_stops_accepting_and_ends_sessions_after_the_grace_period() {
         frontend::query("SELECT 1", &mut out).unwrap();
         raw.send(&out).await;
         assert_eq!(tags(&raw.until_ready().await), "TDCZ");
-        let fatal = raw.recv().await.expect("FATAL at the end of the grace period");
+        let fatal = raw
+            .recv()
+            .await
+            .expect("FATAL at the end of the grace period");
         assert_eq!(fatal.tag, b'E');
         assert_eq!(fatal.sqlstate(), "57P01");
         assert!(raw.recv().await.is_none());

@@ -5,14 +5,11 @@ use sluice_integration_tests::{GatewayOptions, Roles, TestGateway};
 
 async fn upstream_identity(options: GatewayOptions) -> Result<(String, bool), String> {
     let gw = TestGateway::start_with(options).await;
-    let client = gw
-        .connect("agent", &gw.token("agent"))
-        .await
-        .map_err(|e| {
-            e.as_db_error()
-                .map(|d| format!("{} {}", d.code().code(), d.message()))
-                .unwrap_or_else(|| e.to_string())
-        })?;
+    let client = gw.connect("agent", &gw.token("agent")).await.map_err(|e| {
+        e.as_db_error()
+            .map(|d| format!("{} {}", d.code().code(), d.message()))
+            .unwrap_or_else(|| e.to_string())
+    })?;
     let row = client
         .query_one(
             "SELECT current_user::text, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",

@@ -94,7 +94,12 @@ tls = "require"
     let tokens = TokenAuthority::from_config(&config.identity)?;
     let gateway = Gateway::start(Shared::new(config)?).await?;
     let addr = gateway.local_addr();
-    let token = tokens.mint("demo-agent", "app", &["demo".into()], Duration::from_secs(15 * 60))?;
+    let token = tokens.mint(
+        "demo-agent",
+        "app",
+        &["demo".into()],
+        Duration::from_secs(15 * 60),
+    )?;
 
     println!(
         "\nSluice is listening on {addr}, in front of a throwaway Postgres on port {pg_port}.\n\

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Just-in-time access gateway for Postgres")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Just-in-time access gateway for Postgres"
+)]
 pub struct Cli {
     /// Log line format on stderr (level with RUST_LOG, default info).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

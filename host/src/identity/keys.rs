@@ -133,7 +133,11 @@ mod tests {
     fn non_key_pem_is_reported_as_malformed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.pem");
-        std::fs::write(&path, pem::encode(&pem::Pem::new("CERTIFICATE", vec![1, 2]))).unwrap();
+        std::fs::write(
+            &path,
+            pem::encode(&pem::Pem::new("CERTIFICATE", vec![1, 2])),
+        )
+        .unwrap();
         let err = SigningKey::load(&path).unwrap_err().to_string();
         assert!(err.contains("CERTIFICATE"), "{err}");
     }

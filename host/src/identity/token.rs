@@ -268,8 +268,14 @@ mod tests {
         let grant = a.authenticate(&token, "agent-7", "app").unwrap();
         assert_eq!(grant.subject, "agent-7");
         assert_eq!(grant.groups, vec!["ops".to_string()]);
-        assert_eq!(a.authenticate(&token, "agent-8", "app"), Err(TokenError::WrongUser));
-        assert_eq!(a.authenticate(&token, "agent-7", "other"), Err(TokenError::WrongDatabase));
+        assert_eq!(
+            a.authenticate(&token, "agent-8", "app"),
+            Err(TokenError::WrongUser)
+        );
+        assert_eq!(
+            a.authenticate(&token, "agent-7", "other"),
+            Err(TokenError::WrongDatabase)
+        );
     }
 
     #[test]
@@ -282,7 +288,9 @@ mod tests {
 
     #[test]
     fn token_signed_by_another_key_is_refused() {
-        let token = authority().mint("a", "app", &[], Duration::from_secs(60)).unwrap();
+        let token = authority()
+            .mint("a", "app", &[], Duration::from_secs(60))
+            .unwrap();
         assert_eq!(authority().verify(&token), Err(TokenError::BadSignature));
     }
 
@@ -304,10 +312,16 @@ mod tests {
         let a = authority();
         let mut claims = a.claims_for("a", "app", Duration::from_secs(60));
         claims.exp = unix_now() - 1;
-        assert_eq!(a.verify(&a.sign_claims(&claims).unwrap()), Err(TokenError::Expired));
+        assert_eq!(
+            a.verify(&a.sign_claims(&claims).unwrap()),
+            Err(TokenError::Expired)
+        );
         let mut claims = a.claims_for("a", "app", Duration::from_secs(600));
         claims.nbf = unix_now() + 120;
-        assert_eq!(a.verify(&a.sign_claims(&claims).unwrap()), Err(TokenError::NotYetValid));
+        assert_eq!(
+            a.verify(&a.sign_claims(&claims).unwrap()),
+            Err(TokenError::NotYetValid)
+        );
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! From a fresh TCP connection to an authenticated session with an upstream behind it: TLS
 //! negotiation, the startup packet, the token check and the upstream login.
 
-
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -105,7 +104,9 @@ pub async fn login(shared: &Shared, tcp: TcpStream) -> Result<Established, Login
     span.record("user", startup.user.as_str());
     span.record("database", startup.database.as_str());
     if minor > 0 || !startup.protocol_options.is_empty() {
-        client.queue(&messages::negotiate_protocol_version(startup.protocol_options.clone()));
+        client.queue(&messages::negotiate_protocol_version(
+            startup.protocol_options.clone(),
+        ));
     }
 
     // The token is the password. Cleartext is safe here: without TLS, `require` has already
@@ -126,7 +127,11 @@ pub async fn login(shared: &Shared, tcp: TcpStream) -> Result<Established, Login
                 )
                 .await;
         }
-        None => return Err(LoginError::Refused("client left before sending a token".into())),
+        None => {
+            return Err(LoginError::Refused(
+                "client left before sending a token".into(),
+            ));
+        }
     };
     let grant = match shared
         .tokens
@@ -138,7 +143,10 @@ pub async fn login(shared: &Shared, tcp: TcpStream) -> Result<Established, Login
             return client
                 .refuse(
                     sqlstate::INVALID_PASSWORD,
-                    format!("password authentication failed for user \"{}\"", startup.user),
+                    format!(
+                        "password authentication failed for user \"{}\"",
+                        startup.user
+                    ),
                 )
                 .await;
         }
@@ -150,7 +158,10 @@ pub async fn login(shared: &Shared, tcp: TcpStream) -> Result<Established, Login
         return client
             .refuse(
                 sqlstate::INVALID_CATALOG_NAME,
-                format!("database \"{}\" is not served by this gateway", grant.database),
+                format!(
+                    "database \"{}\" is not served by this gateway",
+                    grant.database
+                ),
             )
             .await;
     };
@@ -172,14 +183,19 @@ pub async fn login(shared: &Shared, tcp: TcpStream) -> Result<Established, Login
         }
     };
 
-    let cancel_key = shared
-        .cancels
-        .register(upstream.clone(), session.backend_pid, session.backend_secret);
+    let cancel_key = shared.cancels.register(
+        upstream.clone(),
+        session.backend_pid,
+        session.backend_secret,
+    );
     client.queue(&messages::auth_ok());
     for message in &session.login_messages {
         client.queue(message);
     }
-    client.queue(&messages::backend_key_data(cancel_key.pid, cancel_key.secret));
+    client.queue(&messages::backend_key_data(
+        cancel_key.pid,
+        cancel_key.secret,
+    ));
     client.queue(&session.ready_for_query);
     client.flush().await?;
     tracing::info!("session established");

@@ -121,6 +121,9 @@ mod tests {
     #[test]
     fn backend_key_data_is_twelve_bytes_after_the_tag() {
         let bytes = backend_key_data(7, -3);
-        assert_eq!(&bytes[..], &[b'K', 0, 0, 0, 12, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0xfd]);
+        assert_eq!(
+            &bytes[..],
+            &[b'K', 0, 0, 0, 12, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0xfd]
+        );
     }
 }

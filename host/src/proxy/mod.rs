@@ -154,7 +154,10 @@ impl Gateway {
         self.stop_accepting.cancel();
         self.sessions.close();
         let started = Instant::now();
-        if tokio::time::timeout(grace, self.sessions.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.sessions.wait())
+            .await
+            .is_err()
+        {
             tracing::info!(
                 remaining = self.sessions.len(),
                 "shutdown grace period over; closing remaining sessions"

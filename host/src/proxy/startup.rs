@@ -59,9 +59,9 @@ fn parse_initial(body: &[u8]) -> Result<InitialRequest, StartupError> {
             pid: buf.get_i32(),
             secret: buf.get_i32(),
         }),
-        SSL_REQUEST | GSSENC_REQUEST | CANCEL_REQUEST => {
-            Err(StartupError::Malformed("request packet has the wrong length"))
-        }
+        SSL_REQUEST | GSSENC_REQUEST | CANCEL_REQUEST => Err(StartupError::Malformed(
+            "request packet has the wrong length",
+        )),
         _ => Ok(InitialRequest::Startup {
             major: (code >> 16) as u16,
             minor: (code & 0xffff) as u16,
@@ -130,7 +130,10 @@ mod tests {
         rest.extend_from_slice(&(-7i32).to_be_bytes());
         assert_eq!(
             parse_initial(&packet(CANCEL_REQUEST, &rest)).unwrap(),
-            InitialRequest::Cancel { pid: 42, secret: -7 }
+            InitialRequest::Cancel {
+                pid: 42,
+                secret: -7
+            }
         );
     }
 

@@ -95,9 +95,12 @@ impl ClientStartup {
                 }
             }
         }
-        startup.user = user
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| refuse(PROTOCOL_VIOLATION, "no user name specified in startup packet".into()))?;
+        startup.user = user.filter(|u| !u.is_empty()).ok_or_else(|| {
+            refuse(
+                PROTOCOL_VIOLATION,
+                "no user name specified in startup packet".into(),
+            )
+        })?;
         // Postgres' own default: the database is named like the user.
         startup.database = database
             .filter(|d| !d.is_empty())
@@ -222,7 +225,10 @@ mod tests {
     fn harmless_timeouts_in_options_pass_and_are_rebuilt_escaped() {
         let s = ClientStartup::from_params(params(&[
             ("user", "agent"),
-            ("options", "-c statement_timeout=5s --lock-timeout=1s -c TimeZone=Europe/Paris"),
+            (
+                "options",
+                "-c statement_timeout=5s --lock-timeout=1s -c TimeZone=Europe/Paris",
+            ),
         ]))
         .unwrap();
         assert_eq!(
@@ -248,8 +254,8 @@ mod tests {
             ("--session_authorization=postgres", "session_authorization"),
             ("-c statement_timeout=1 -c role=x", "role"),
         ] {
-            let err = ClientStartup::from_params(params(&[("user", "a"), ("options", bad)]))
-                .unwrap_err();
+            let err =
+                ClientStartup::from_params(params(&[("user", "a"), ("options", bad)])).unwrap_err();
             assert_eq!(err.code, "42501");
             assert!(err.message.contains(&format!("\"{name}\"")), "{err:?}");
         }
@@ -257,8 +263,8 @@ mod tests {
 
     #[test]
     fn other_command_line_switches_are_refused() {
-        let err = ClientStartup::from_params(params(&[("user", "a"), ("options", "-d 5")]))
-            .unwrap_err();
+        let err =
+            ClientStartup::from_params(params(&[("user", "a"), ("options", "-d 5")])).unwrap_err();
         assert!(err.message.contains("-d"), "{err:?}");
     }
 
@@ -279,8 +285,8 @@ mod tests {
         let err = ClientStartup::from_params(params(&[("user", "a"), ("replication", "database")]))
             .unwrap_err();
         assert!(err.message.contains("replication"));
-        let err = ClientStartup::from_params(params(&[("user", "a"), ("search_path", "x")]))
-            .unwrap_err();
+        let err =
+            ClientStartup::from_params(params(&[("user", "a"), ("search_path", "x")])).unwrap_err();
         assert!(err.message.contains("search_path"));
     }
 
@@ -296,7 +302,10 @@ mod tests {
         let up = s.upstream_params("agent-7", "sluice_gw", "appdb");
         assert_eq!(up[0], ("user".into(), "sluice_gw".into()));
         assert_eq!(up[1], ("database".into(), "appdb".into()));
-        assert_eq!(up[2], ("application_name".into(), "sluice:agent-7:psql".into()));
+        assert_eq!(
+            up[2],
+            ("application_name".into(), "sluice:agent-7:psql".into())
+        );
         assert!(up.contains(&("client_encoding".into(), "UTF8".into())));
     }
 

@@ -127,7 +127,10 @@ impl Upstream {
     ) -> Result<UpstreamSession, UpstreamError> {
         let mut stream = self.open().await?;
         let mut buf = BytesMut::new();
-        frontend::startup_message(params.iter().map(|(k, v)| (k.as_str(), v.as_str())), &mut buf)?;
+        frontend::startup_message(
+            params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &mut buf,
+        )?;
         stream.write_all(&buf).await?;
         stream.flush().await?;
 
@@ -238,7 +241,9 @@ impl Upstream {
     }
 
     fn password(&self) -> Result<&str, UpstreamError> {
-        self.password.as_deref().ok_or(UpstreamError::MissingPassword)
+        self.password
+            .as_deref()
+            .ok_or(UpstreamError::MissingPassword)
     }
 
     /// A TCP connection to the upstream, TLS-wrapped as the config says.
@@ -298,7 +303,8 @@ fn fallible_next<'a>(
     it: &mut postgres_protocol::message::backend::SaslMechanisms<'a>,
 ) -> Result<Option<&'a str>, UpstreamError> {
     use fallible_iterator::FallibleIterator;
-    it.next().map_err(|e| UpstreamError::Protocol(e.to_string()))
+    it.next()
+        .map_err(|e| UpstreamError::Protocol(e.to_string()))
 }
 
 fn message_name(message: &Message) -> &'static str {
