@@ -233,7 +233,8 @@ fn append(path: &Path, text: &str) -> Result<(), LocalPgError> {
         .map_err(io(format!("appending to {}", path.display())))
 }
 
-/// The directory holding initdb and postgres: `pg_config --bindir` first, then PATH.
+/// The directory holding initdb and postgres: `pg_config --bindir`, then PATH, then Debian's
+/// versioned directories.
 pub fn find_bindir() -> Result<PathBuf, LocalPgError> {
     let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
@@ -244,10 +245,23 @@ pub fn find_bindir() -> Result<PathBuf, LocalPgError> {
             return Ok(dir);
         }
     }
-    std::env::var_os("PATH")
+    let on_path = std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
-        .find(|dir| has_server(dir))
+        .find(|dir| has_server(dir));
+    // Debian keeps server binaries off PATH, one directory per major version; take the newest.
+    let debian = || {
+        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+            .filter(|(_, dir)| has_server(dir))
+            .collect();
+        versions.sort();
+        versions.pop().map(|(_, dir)| dir)
+    };
+    on_path
+        .or_else(debian)
         .ok_or(LocalPgError::BinariesNotFound)
 }
 
