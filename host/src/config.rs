@@ -62,6 +62,9 @@ pub struct ServerConfig {
     /// Largest protocol message accepted from a client or an upstream, in bytes.
     #[serde(default = "default_max_message_size")]
     pub max_message_size: usize,
+    /// Session threads; 0 (the default) means one per CPU core.
+    #[serde(default)]
+    pub workers: usize,
     /// Time a client has to finish startup and authentication.
     #[serde(default = "default_login_timeout", with = "humantime_serde")]
     pub login_timeout: Duration,

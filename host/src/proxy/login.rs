@@ -23,6 +23,10 @@ pub type ClientStream = Either<TlsStream<TcpStream>, TcpStream>;
 /// `sslnegotiation=direct`) starts with it instead of an SSLRequest.
 const TLS_HANDSHAKE: u8 = 0x16;
 
+/// Largest message accepted before the client is authenticated (Postgres' own
+/// PG_MAX_AUTH_TOKEN_LENGTH): an unauthenticated peer must not make the gateway buffer much.
+const MAX_AUTH_MESSAGE: usize = 65535;
+
 /// A client that is logged in, with its upstream session.
 pub struct Established {
     pub client: FrameReader<ClientStream>,
@@ -77,7 +81,7 @@ pub async fn login(shared: &Shared, tcp: TcpStream) -> Result<Established, Login
             } => break (major, minor, params),
         }
     };
-    let mut client = LoginStream::new(stream, shared.config.server.max_message_size);
+    let mut client = LoginStream::new(stream);
 
     if major != 3 {
         return client
@@ -223,9 +227,9 @@ struct LoginStream<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> LoginStream<S> {
-    fn new(stream: S, max_message: usize) -> Self {
+    fn new(stream: S) -> Self {
         LoginStream {
-            reader: FrameReader::new(stream, max_message),
+            reader: FrameReader::new(stream, MAX_AUTH_MESSAGE),
             out: BytesMut::new(),
         }
     }

@@ -8,6 +8,7 @@ mod session;
 mod startup;
 mod startup_params;
 mod upstream;
+mod workers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -53,6 +54,8 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot start session threads: {0}")]
+    Workers(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -98,6 +101,8 @@ pub struct Gateway {
     stop_accepting: CancellationToken,
     sessions: TaskTracker,
     accept_loop: tokio::task::JoinHandle<()>,
+    /// Owned here, not by the accept loop: sessions outlive accepting during a shutdown.
+    _workers: Arc<workers::Workers>,
 }
 
 impl Gateway {
@@ -111,12 +116,18 @@ impl Gateway {
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
+        let workers = match shared.config.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let workers = Arc::new(workers::Workers::start(workers).map_err(StartError::Workers)?);
         let shared = Arc::new(shared);
         let stop_accepting = CancellationToken::new();
         let sessions = TaskTracker::new();
         let accept_loop = tokio::spawn(accept_loop(
             listener,
             shared.clone(),
+            workers.clone(),
             stop_accepting.clone(),
             sessions.clone(),
         ));
@@ -127,6 +138,7 @@ impl Gateway {
             stop_accepting,
             sessions,
             accept_loop,
+            _workers: workers,
         })
     }
 
@@ -180,6 +192,7 @@ impl Drop for Gateway {
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
+    workers: Arc<workers::Workers>,
     stop: CancellationToken,
     sessions: TaskTracker,
 ) {
@@ -200,7 +213,24 @@ async fn accept_loop(
                     subject = tracing::field::Empty,
                     token_id = tracing::field::Empty,
                 );
-                sessions.spawn(handle_client(shared.clone(), tcp).instrument(span));
+                // The socket moves to a session thread's own reactor.
+                let tcp = match tcp.into_std() {
+                    Ok(tcp) => tcp,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot hand over an accepted connection");
+                        continue;
+                    }
+                };
+                let (worker, assignment) = workers.pick();
+                let shared = shared.clone();
+                let session = async move {
+                    let _assignment = assignment;
+                    match TcpStream::from_std(tcp) {
+                        Ok(tcp) => handle_client(shared, tcp).await,
+                        Err(e) => tracing::warn!(error = %e, "cannot register a connection"),
+                    }
+                };
+                sessions.spawn_on(session.instrument(span), worker);
             }
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Direct Postgres vs Sluice vs PgBouncer (session mode), same machine, same run, interleaved.
+#
+#   bench/run.sh                      # defaults: 3 rounds of 5 s per scenario and target
+#   ROUNDS=5 DURATION=10 bench/run.sh
+#
+# Every leg is plain TCP on loopback (no TLS anywhere) so the three targets do the same work
+# apart from what they are. Prints TPS and mean latency (median over rounds) and the ratio of
+# each target's TPS to direct Postgres.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+SCALE=${SCALE:-10}
+
+bindir=$(pg_config --bindir 2>/dev/null || true)
+[ -x "$bindir/initdb" ] || bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+[ -x "$bindir/initdb" ] || { echo "initdb not found: apt-get install postgresql" >&2; exit 1; }
+command -v pgbench >/dev/null || { echo "pgbench not found: apt-get install postgresql-contrib" >&2; exit 1; }
+PGBOUNCER=$(command -v pgbouncer || true)
+[ -n "$PGBOUNCER" ] || echo "pgbouncer not installed (apt-get install pgbouncer): comparing direct and sluice only" >&2
+
+cargo build --release -q -p sluice
+SLUICE=$PWD/target/release/sluice
+
+work=$(mktemp -d /tmp/sluice-bench-XXXXXX)
+as_pg=()
+if [ "$(id -u)" = 0 ]; then
+    chown postgres: "$work"
+    as_pg=(runuser -u postgres --)
+fi
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 1 200); do
+        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "nothing listens on port $1" >&2; return 1
+}
+
+PG_PORT=$(free_port); SLUICE_PORT=$(free_port); BOUNCER_PORT=$(free_port)
+PASSWORD=bench-$RANDOM$RANDOM
+
+echo "$PASSWORD" > "$work/pwfile"; chmod 644 "$work/pwfile"
+"${as_pg[@]}" "$bindir/initdb" -D "$work/data" -U postgres -A scram-sha-256 --pwfile="$work/pwfile" \
+    -E UTF8 --locale=C --no-sync >/dev/null
+cat >> "$work/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = ''
+max_connections = 200
+shared_buffers = 256MB
+fsync = off
+synchronous_commit = off
+CONF
+"${as_pg[@]}" "$bindir/postgres" -D "$work/data" >"$work/postgres.log" 2>&1 &
+pids+=($!)
+wait_port "$PG_PORT"
+
+export PGHOST=127.0.0.1 PGSSLMODE=disable
+PGPASSWORD=$PASSWORD psql -qX -p "$PG_PORT" -U postgres -d postgres \
+    -c "CREATE ROLE bench LOGIN PASSWORD '$PASSWORD'" -c "CREATE DATABASE bench OWNER bench" >/dev/null
+PGPASSWORD=$PASSWORD pgbench -q -i -s "$SCALE" -p "$PG_PORT" -U bench bench 2>/dev/null
+
+# Sluice: plain TCP on both legs for a like-for-like comparison.
+mkdir -p "$work/sluice"
+"$SLUICE" keys generate --out "$work/sluice/signing.pem" 2>/dev/null
+echo "$PASSWORD" > "$work/sluice/upstream.password"
+cat > "$work/sluice/sluice.toml" <<CONF
+[server]
+listen = "127.0.0.1:$SLUICE_PORT"
+data_dir = "./data"
+[tls]
+mode = "prefer"
+[identity]
+signing_key = "./signing.pem"
+max_ttl = "2h"
+[[upstream]]
+database = "bench"
+url = "postgres://bench@127.0.0.1:$PG_PORT/bench"
+password_file = "./upstream.password"
+tls = "disable"
+CONF
+RUST_LOG=warn "$SLUICE" serve --config "$work/sluice/sluice.toml" 2>"$work/sluice.log" &
+pids+=($!)
+wait_port "$SLUICE_PORT"
+TOKEN=$("$SLUICE" token mint --config "$work/sluice/sluice.toml" --subject bench --database bench --ttl 2h)
+
+targets=(direct sluice)
+if [ -n "$PGBOUNCER" ]; then
+    mkdir -p "$work/bouncer"
+    cat > "$work/bouncer/pgbouncer.ini" <<CONF
+[databases]
+bench = host=127.0.0.1 port=$PG_PORT dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $work/bouncer/userlist.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 50
+logfile = $work/bouncer/pgbouncer.log
+CONF
+    echo "\"bench\" \"$PASSWORD\"" > "$work/bouncer/userlist.txt"
+    [ "$(id -u)" = 0 ] && chown -R postgres: "$work/bouncer"
+    "${as_pg[@]}" "$PGBOUNCER" "$work/bouncer/pgbouncer.ini" >/dev/null 2>&1 &
+    pids+=($!)
+    wait_port "$BOUNCER_PORT"
+    targets+=(pgbouncer)
+fi
+
+cat > "$work/large.sql" <<'SQL'
+SELECT aid, bid, abalance, filler FROM pgbench_accounts WHERE aid <= 10000;
+SQL
+
+# run TARGET MODE CLIENTS SCRIPT -> "tps latency_ms"
+run() {
+    local target=$1 mode=$2 clients=$3 script=$4 port user pass
+    case $target in
+        direct) port=$PG_PORT; user=bench; pass=$PASSWORD ;;
+        sluice) port=$SLUICE_PORT; user=bench; pass=$TOKEN ;;
+        pgbouncer) port=$BOUNCER_PORT; user=bench; pass=$PASSWORD ;;
+    esac
+    local jobs=$(( clients > 1 ? 2 : 1 ))
+    local args=(-n -p "$port" -U "$user" -c "$clients" -j "$jobs" -T "$DURATION" -M "$mode")
+    if [ "$script" = select-only ]; then args+=(-S); else args+=(-f "$work/large.sql"); fi
+    PGPASSWORD=$pass pgbench "${args[@]}" bench 2>/dev/null |
+        awk '/^latency average/ {lat=$4} /^tps/ {tps=$3} END {printf "%s %s\n", tps, lat}'
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+scenarios=(
+    "select-only simple 1" "select-only simple 16"
+    "select-only extended 1" "select-only extended 16"
+    "select-only prepared 1" "select-only prepared 16"
+    "large-10k-rows extended 1" "large-10k-rows extended 16"
+)
+echo "# $(date -u +%FT%TZ) $(nproc) cores; rounds=$ROUNDS duration=${DURATION}s scale=$SCALE; $("$bindir/postgres" --version)"
+printf "%-16s %-9s %3s  %-10s %12s %12s %8s %14s\n" script mode c target tps latency_ms ratio added_lat_ms
+for scenario in "${scenarios[@]}"; do
+    read -r script mode clients <<<"$scenario"
+    declare -A tps=() lat=()
+    for round in $(seq 1 "$ROUNDS"); do
+        # Rotate the order each round so no target always runs first (or last) on a warm cache.
+        n=${#targets[@]}
+        for i in $(seq 0 $((n - 1))); do
+            t=${targets[$(( (i + round) % n ))]}
+            read -r r_tps r_lat < <(run "$t" "$mode" "$clients" "$script")
+            tps[$t]+="$r_tps "; lat[$t]+="$r_lat "
+        done
+    done
+    direct_tps=$(tr ' ' '\n' <<<"${tps[direct]}" | grep . | median)
+    direct_lat=$(tr ' ' '\n' <<<"${lat[direct]}" | grep . | median)
+    for t in "${targets[@]}"; do
+        m_tps=$(tr ' ' '\n' <<<"${tps[$t]}" | grep . | median)
+        m_lat=$(tr ' ' '\n' <<<"${lat[$t]}" | grep . | median)
+        printf "%-16s %-9s %3s  %-10s %12.1f %12.3f %8.3f %14.3f\n" "$script" "$mode" "$clients" "$t" \
+            "$m_tps" "$m_lat" "$(awk -v a="$m_tps" -v b="$direct_tps" 'BEGIN{print a/b}')" \
+            "$(awk -v a="$m_lat" -v b="$direct_lat" 'BEGIN{print a-b}')"
+    done
+    unset tps lat
+done
