@@ -63,6 +63,7 @@ pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
          GRANT CREATE ON SCHEMA public TO sluice_gw;",
     )
     .await?;
+    drop((admin, app));
 
     let dir = pg.scratch_dir().join("gateway");
     std::fs::create_dir_all(&dir)?;
