@@ -16,13 +16,30 @@ use tokio_util::sync::CancellationToken;
 pub struct AdminState {
     /// False once the gateway stops accepting clients (draining for shutdown).
     pub accepting: AtomicBool,
+    /// The plugin host, when plugins are configured.
+    pub plugins: Option<Arc<crate::plugins::PluginHost>>,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
+        .route("/v1/plugins", get(plugins))
         .with_state(state)
+}
+
+/// Every plugin file: the version serving (content hash) and, if the file on disk could not
+/// be loaded, why.
+async fn plugins(
+    State(state): State<Arc<AdminState>>,
+) -> axum::Json<Vec<crate::plugins::PluginStatus>> {
+    axum::Json(
+        state
+            .plugins
+            .as_ref()
+            .map(|p| p.status())
+            .unwrap_or_default(),
+    )
 }
 
 async fn ready(State(state): State<Arc<AdminState>>) -> (StatusCode, &'static str) {

@@ -43,6 +43,9 @@ pub struct Config {
     /// The admin HTTP listener.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Policy plugins.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
     /// The file this configuration was read from (set by [`Config::load`]).
     #[serde(skip)]
     pub source: PathBuf,
@@ -159,6 +162,44 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// `[plugins]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Directory of `<name>.wasm` components and `<name>.toml` manifests; absent, no plugins.
+    pub dir: Option<PathBuf>,
+    /// Time one plugin call may take (epoch deadline), unless its manifest says otherwise.
+    #[serde(default = "default_plugin_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Linear-memory cap per plugin instance, MiB.
+    #[serde(default = "default_plugin_memory")]
+    pub memory_mib: u64,
+    /// Quiet time after a change in `dir` before reloading.
+    #[serde(default = "default_reload_debounce", with = "humantime_serde")]
+    pub reload_debounce: Duration,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            dir: None,
+            timeout: default_plugin_timeout(),
+            memory_mib: default_plugin_memory(),
+            reload_debounce: default_reload_debounce(),
+        }
+    }
+}
+
+fn default_plugin_timeout() -> Duration {
+    Duration::from_millis(20)
+}
+fn default_plugin_memory() -> u64 {
+    64
+}
+fn default_reload_debounce() -> Duration {
+    Duration::from_millis(200)
+}
+
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(30)
 }
@@ -215,6 +256,7 @@ impl Config {
         resolve(&mut self.identity.signing_key);
         self.tls.cert.as_mut().map(resolve);
         self.tls.key.as_mut().map(resolve);
+        self.plugins.dir.as_mut().map(resolve);
         for upstream in &mut self.upstreams {
             upstream.password_file.as_mut().map(resolve);
             upstream.ca_file.as_mut().map(resolve);
@@ -245,6 +287,20 @@ impl Config {
         }
         if self.server.max_message_size < 1024 {
             return Err(self.invalid("server.max_message_size", "must be at least 1024 bytes"));
+        }
+        if self.plugins.timeout.is_zero() {
+            return Err(self.invalid("plugins.timeout", "must be longer than zero"));
+        }
+        if self.plugins.memory_mib == 0 {
+            return Err(self.invalid("plugins.memory_mib", "must be at least 1"));
+        }
+        if let Some(dir) = &self.plugins.dir
+            && !dir.is_dir()
+        {
+            return Err(self.invalid(
+                "plugins.dir",
+                format!("{} is not a directory", dir.display()),
+            ));
         }
         if self.upstreams.is_empty() {
             return Err(self.invalid("upstream", "at least one [[upstream]] is required"));

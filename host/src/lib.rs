@@ -2,8 +2,11 @@
 //! the gateway holds the real database credentials and relays the Postgres protocol.
 
 pub mod admin;
+pub mod analysis;
 pub mod config;
 pub mod identity;
 pub mod localpg;
+pub mod plugins;
+pub mod policy;
 pub mod proxy;
 pub mod tls;

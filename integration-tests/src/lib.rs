@@ -112,6 +112,56 @@ pub struct GatewayOptions {
     pub extra_server_toml: String,
     /// Replaces the default `ca_file` line of the upstream.
     pub extra_upstream_toml: String,
+    /// Plugins to install: (file name without .wasm, built plugin to copy, manifest TOML).
+    pub plugins: Vec<PluginSpec>,
+}
+
+/// One plugin file in a test gateway's plugin directory.
+#[derive(Clone)]
+pub struct PluginSpec {
+    /// Name in the plugin directory (`<name>.wasm`, `<name>.toml`).
+    pub name: String,
+    /// Which built plugin crate to copy (`no-ddl`, `test-faults`...).
+    pub source: &'static str,
+    /// Manifest text; empty for none.
+    pub manifest: String,
+}
+
+impl PluginSpec {
+    /// `source` installed under its own name without a manifest.
+    pub fn stock(source: &'static str) -> PluginSpec {
+        PluginSpec {
+            name: source.to_owned(),
+            source,
+            manifest: String::new(),
+        }
+    }
+
+    /// `source` installed as `name` with `manifest`.
+    pub fn with(name: &str, source: &'static str, manifest: &str) -> PluginSpec {
+        PluginSpec {
+            name: name.to_owned(),
+            source,
+            manifest: manifest.to_owned(),
+        }
+    }
+
+    /// Writes the component (and manifest) into `dir`.
+    pub fn install(&self, dir: &Path) {
+        if !self.manifest.is_empty() {
+            std::fs::write(dir.join(format!("{}.toml", self.name)), &self.manifest)
+                .expect("write manifest");
+        }
+        // Copy then rename, as an operator's deploy should: the watcher never sees half a file.
+        let tmp = dir.join(format!(".{}.wasm.tmp", self.name));
+        std::fs::copy(built_plugin(self.source), &tmp).expect("copy plugin");
+        std::fs::rename(&tmp, dir.join(format!("{}.wasm", self.name))).expect("install plugin");
+    }
+}
+
+/// The component built from `plugins/<name>` by this crate's build script.
+pub fn built_plugin(name: &str) -> PathBuf {
+    Path::new(env!("SLUICE_TEST_PLUGINS")).join(format!("{name}.wasm"))
 }
 
 impl Default for GatewayOptions {
@@ -124,6 +174,7 @@ impl Default for GatewayOptions {
             shutdown_grace: Duration::from_secs(5),
             extra_server_toml: String::new(),
             extra_upstream_toml: String::new(),
+            plugins: Vec::new(),
         }
     }
 }
@@ -159,6 +210,33 @@ impl TestGateway {
 
     pub fn port(&self) -> u16 {
         self.gateway.local_addr().port()
+    }
+
+    /// The plugin directory (when the gateway was started with plugins).
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.config_path.with_file_name("plugins.d")
+    }
+
+    /// Reloads plugins now and waits for the swap (what the watcher does after its debounce).
+    pub async fn reload_plugins(&self) {
+        let host = self
+            .gateway
+            .shared()
+            .plugins
+            .clone()
+            .expect("plugins configured");
+        tokio::task::spawn_blocking(move || host.reload())
+            .await
+            .expect("reload ran")
+            .expect("plugin directory readable");
+    }
+
+    /// A valid 5-minute token with `groups`.
+    pub fn token_with_groups(&self, subject: &str, groups: &[&str]) -> String {
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        self.tokens
+            .mint(subject, DATABASE, &groups, Duration::from_secs(300))
+            .expect("mint")
     }
 
     /// A valid 5-minute token for `subject` on the `app` database.
@@ -262,6 +340,16 @@ pub fn client_binary(name: &str) -> PathBuf {
 }
 
 fn write_config(dir: &Path, pg: &TestPostgres, options: &GatewayOptions) -> PathBuf {
+    let plugins_toml = if options.plugins.is_empty() {
+        String::new()
+    } else {
+        let plugin_dir = dir.join("plugins.d");
+        std::fs::create_dir_all(&plugin_dir).expect("plugin dir");
+        for plugin in &options.plugins {
+            plugin.install(&plugin_dir);
+        }
+        "[plugins]\ndir = \"./plugins.d\"\nreload_debounce = \"50ms\"\n".to_owned()
+    };
     SigningKey::generate()
         .expect("key")
         .write_new(&dir.join("signing.pem"))
@@ -280,6 +368,7 @@ listen = "127.0.0.1:0"
 data_dir = "./data"
 shutdown_grace = "{grace}ms"
 {extra}
+{plugins_toml}
 [tls]
 mode = "{client_tls}"
 [identity]

@@ -35,7 +35,20 @@ INSERT INTO orders (customer_id, amount)
     SELECT 1 + (i % 5), round((random() * 500)::numeric, 2) FROM generate_series(1, 50) AS i;
 "#;
 
-pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
+/// Manifests for the stock plugins the demo loads.
+const DEMO_PLUGINS: &[(&str, &str)] = &[
+    ("no-ddl", "priority = 10\n"),
+    ("guard-roles", "priority = 20\n"),
+    ("guard-functions", "priority = 30\n"),
+    ("safe-writes", "priority = 40\n"),
+    (
+        "read-only",
+        "priority = 50\n[config]\ngroups = \"readers\"\n",
+    ),
+    ("approve-writes", "priority = 60\n"),
+];
+
+pub async fn run(port: Option<u16>, plugins: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     eprintln!("starting a throwaway Postgres...");
     let pg = tokio::task::spawn_blocking(|| LocalPostgres::start(&LocalPostgresOptions::default()))
         .await?
@@ -70,6 +83,20 @@ pub async fn run(port: Option<u16>) -> anyhow::Result<()> {
     SigningKey::generate()?.write_new(&dir.join("signing.pem"))?;
     sluice::tls::write_private(&dir.join("upstream.password"), &gw_password)?;
     let listen = pick_listen_addr(port)?;
+    let plugins_toml = match &plugins {
+        Some(from) => {
+            let to = dir.join("plugins.d");
+            std::fs::create_dir_all(&to)?;
+            for (name, manifest) in DEMO_PLUGINS {
+                let wasm = from.join(format!("{name}.wasm"));
+                std::fs::copy(&wasm, to.join(format!("{name}.wasm")))
+                    .with_context(|| format!("demo plugin {}", wasm.display()))?;
+                std::fs::write(to.join(format!("{name}.toml")), manifest)?;
+            }
+            "[plugins]\ndir = \"./plugins.d\"\n".to_owned()
+        }
+        None => String::new(),
+    };
     let config_path = dir.join("sluice.toml");
     std::fs::write(
         &config_path,
@@ -87,7 +114,7 @@ database = "app"
 url = "postgres://sluice_gw@127.0.0.1:{pg_port}/app"
 password_file = "./upstream.password"
 tls = "require"
-"#,
+{plugins_toml}"#,
             pg_port = pg.port()
         ),
     )?;
@@ -104,12 +131,19 @@ tls = "require"
 
     println!(
         "\nSluice is listening on {addr}, in front of a throwaway Postgres on port {pg_port}.\n\
+         {loaded}\n\
          The agent's token is valid for 15 minutes. Connect with:\n\n  \
          PGPASSWORD='{token}' psql \"host={host} port={port} user=demo-agent dbname=app sslmode=require\"\n\n\
          Mint another token:\n\n  \
          sluice token mint --config {config} --subject demo-agent --database app --ttl 15m\n\n\
          Press Ctrl-C to stop; everything is removed.",
         pg_port = pg.port(),
+        loaded = if plugins.is_some() {
+            "Policy plugins loaded: no-ddl, guard-roles, guard-functions, safe-writes, read-only, approve-writes.\n\
+             Try: DROP TABLE orders;  UPDATE customers SET name = 'x';  SELECT pg_read_file('/etc/passwd');"
+        } else {
+            "No policy plugins (run `cargo xtask demo` to load the stock ones)."
+        },
         host = addr.ip(),
         port = addr.port(),
         config = config_path.display(),

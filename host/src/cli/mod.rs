@@ -2,6 +2,7 @@
 
 mod demo;
 mod keys;
+mod plugins;
 mod serve;
 mod token;
 
@@ -42,11 +43,19 @@ enum Command {
         /// Port for the gateway (default: a free one).
         #[arg(long)]
         port: Option<u16>,
+        /// Directory holding the built stock plugins (`cargo xtask plugins --out DIR`).
+        #[arg(long)]
+        plugins: Option<PathBuf>,
     },
     /// Signing keys.
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Plugins: list what a plugin directory loads; check one plugin on a statement.
+    Plugins {
+        #[command(subcommand)]
+        command: plugins::PluginsCommand,
     },
     /// Tokens.
     Token {
@@ -70,8 +79,9 @@ pub fn init_tracing(format: LogFormat) {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve::run(&config).await,
-        Command::Demo { port } => demo::run(port).await,
+        Command::Demo { port, plugins } => demo::run(port, plugins).await,
         Command::Keys { command } => keys::run(command),
         Command::Token { command } => token::run(command),
+        Command::Plugins { command } => plugins::run(command).await,
     }
 }

@@ -16,7 +16,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let shared = Shared::new(config).context("starting the gateway")?;
     let gateway = Gateway::start(shared).await?;
 
-    let admin_state = Arc::new(AdminState::default());
+    let admin_state = Arc::new(AdminState {
+        plugins: gateway.shared().plugins.clone(),
+        ..AdminState::default()
+    });
     admin_state.accepting.store(true, Ordering::Relaxed);
     let admin_stop = CancellationToken::new();
     if let Some(addr) = admin_listen {
@@ -27,9 +30,16 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); break }
+            _ = int.recv() => { tracing::info!("SIGINT: draining"); break }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading plugins");
+                gateway.reload_plugins();
+            }
+        }
     }
     admin_state.accepting.store(false, Ordering::Relaxed);
     tokio::select! {

@@ -31,6 +31,8 @@ const MAX_AUTH_MESSAGE: usize = 65535;
 pub struct Established {
     pub client: FrameReader<ClientStream>,
     pub grant: Grant,
+    /// The client's own `application_name`, if it sent one.
+    pub application_name: Option<String>,
     pub upstream: UpstreamSession,
     pub cancel_key: CancelKey,
 }
@@ -207,6 +209,7 @@ pub async fn login(shared: &Shared, tcp: TcpStream) -> Result<Established, Login
     Ok(Established {
         client: client.reader,
         grant,
+        application_name: startup.application_name.clone(),
         upstream: session,
         cancel_key,
     })

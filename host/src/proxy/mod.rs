@@ -2,8 +2,10 @@
 
 mod cancel;
 mod frame;
+mod gate;
 mod login;
 pub mod messages;
+mod refusal;
 mod session;
 mod startup;
 mod startup_params;
@@ -26,8 +28,11 @@ pub use cancel::CancelRegistry;
 pub use session::SessionEnd;
 pub use upstream::{Upstream, UpstreamError};
 
+use crate::analysis::Analyzer;
 use crate::config::{Config, ConfigError};
 use crate::identity::{KeyError, TokenAuthority};
+use crate::plugins::PluginHost;
+use crate::policy::SessionInfo;
 
 /// Everything sessions share, built once at start from a validated config.
 pub struct Shared {
@@ -36,6 +41,10 @@ pub struct Shared {
     pub tokens: TokenAuthority,
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub cancels: Arc<CancelRegistry>,
+    /// Statement analyses, cached by text.
+    pub analyzer: Analyzer,
+    /// Plugin engine and the serving set; `None` without a `[plugins]` directory.
+    pub plugins: Option<Arc<PluginHost>>,
     /// Fired when sessions must end now (end of the shutdown grace period).
     pub terminate: CancellationToken,
     next_session: AtomicU64,
@@ -49,6 +58,10 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Plugins(#[from] crate::plugins::PluginError),
+    #[error("cannot watch the plugin directory: {0}")]
+    Watch(String),
     #[error("cannot create data_dir {path}: {source}")]
     DataDir {
         path: std::path::PathBuf,
@@ -81,12 +94,29 @@ impl Shared {
             let built = Upstream::from_config(upstream, password, &config.source)?;
             upstreams.insert(upstream.database.clone(), Arc::new(built));
         }
+        let plugins = match &config.plugins.dir {
+            Some(dir) => {
+                let host = PluginHost::new(
+                    Some(dir.clone()),
+                    config.server.data_dir.join("plugin-cache"),
+                    crate::plugins::Limits {
+                        timeout: config.plugins.timeout,
+                        memory_bytes: (config.plugins.memory_mib as usize) << 20,
+                    },
+                )?;
+                host.reload()?;
+                Some(host)
+            }
+            None => None,
+        };
         Ok(Shared {
             config,
             tls,
             tokens,
             upstreams,
             cancels: Arc::new(CancelRegistry::default()),
+            analyzer: Analyzer::default(),
+            plugins,
             terminate: CancellationToken::new(),
             next_session: AtomicU64::new(1),
         })
@@ -103,6 +133,7 @@ pub struct Gateway {
     accept_loop: tokio::task::JoinHandle<()>,
     /// Owned here, not by the accept loop: sessions outlive accepting during a shutdown.
     _workers: Arc<workers::Workers>,
+    plugin_watch: Option<crate::plugins::WatchHandle>,
 }
 
 impl Gateway {
@@ -131,8 +162,16 @@ impl Gateway {
             stop_accepting.clone(),
             sessions.clone(),
         ));
+        let plugin_watch = match &shared.plugins {
+            Some(host) => Some(
+                crate::plugins::watch(host.clone(), shared.config.plugins.reload_debounce)
+                    .map_err(|e| StartError::Watch(e.to_string()))?,
+            ),
+            None => None,
+        };
         tracing::info!(%local_addr, "accepting Postgres clients");
         Ok(Gateway {
+            plugin_watch,
             shared,
             local_addr,
             stop_accepting,
@@ -153,6 +192,13 @@ impl Gateway {
     /// Sessions currently open (logged in or logging in).
     pub fn open_sessions(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Asks for a plugin reload (what SIGHUP does); the file watcher does the same by itself.
+    pub fn reload_plugins(&self) {
+        if let Some(watch) = &self.plugin_watch {
+            watch.trigger();
+        }
     }
 
     /// Whether new clients are still accepted.
@@ -226,7 +272,7 @@ async fn accept_loop(
                 let session = async move {
                     let _assignment = assignment;
                     match TcpStream::from_std(tcp) {
-                        Ok(tcp) => handle_client(shared, tcp).await,
+                        Ok(tcp) => handle_client(shared, tcp, peer, id).await,
                         Err(e) => tracing::warn!(error = %e, "cannot register a connection"),
                     }
                 };
@@ -241,7 +287,7 @@ async fn accept_loop(
     }
 }
 
-async fn handle_client(shared: Arc<Shared>, tcp: TcpStream) {
+async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id: u64) {
     let _ = tcp.set_nodelay(true);
     let login_timeout = shared.config.server.login_timeout;
     let established = tokio::select! {
@@ -259,8 +305,17 @@ async fn handle_client(shared: Arc<Shared>, tcp: TcpStream) {
         },
         () = shared.terminate.cancelled() => return,
     };
+    let info = SessionInfo {
+        id,
+        subject: established.grant.subject.clone(),
+        groups: established.grant.groups.clone(),
+        database: established.grant.database.clone(),
+        token_id: established.grant.token_id.clone(),
+        client_addr: peer.to_string(),
+        application_name: established.application_name.clone(),
+    };
     let started = Instant::now();
-    let end = session::run(&shared, established).await;
+    let end = session::run(&shared, established, info).await;
     let duration = started.elapsed();
     match &end {
         SessionEnd::ClientTerminated | SessionEnd::ClientDisconnected => {

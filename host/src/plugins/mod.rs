@@ -1,0 +1,350 @@
+//! WebAssembly component plugins: the wasmtime engine, loading `<name>.wasm` (+ `<name>.toml`)
+//! from the plugin directory, compiled-artifact caching by content hash, hot reload by atomic
+//! swap, and per-session sandboxed instances.
+//!
+//! Reload is load → compile → validate → swap. A file that fails any step never unloads the
+//! version that was serving: the previous one keeps serving and the failure is reported.
+
+mod bindings;
+mod instances;
+mod manifest;
+mod state;
+mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config as EngineConfig, Engine};
+
+pub use bindings::v0_1::sluice::plugin::types as wit;
+pub use instances::{CallFailure, SessionPlugins};
+pub use manifest::Manifest;
+pub use state::PluginState;
+pub use watch::{WatchHandle, watch};
+
+use bindings::v0_1::PolicyPluginPre;
+
+/// Engine ticks per second: the epoch deadline is counted in milliseconds.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("cannot set up the plugin engine: {0}")]
+    Engine(String),
+    #[error("cannot read plugin directory {dir}: {source}")]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Sandbox defaults, overridable per plugin in its manifest.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_millis(20),
+            memory_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A policy plugin ready to instantiate.
+pub struct PolicyPlugin {
+    /// Unique per load: a new component or a new manifest gives a new id, so sessions build
+    /// new instances instead of reusing ones made with the old config.
+    pub id: u64,
+    pub name: Arc<str>,
+    /// SHA-256 of the component file, hex.
+    pub hash: Arc<str>,
+    pub priority: i32,
+    pub config: Arc<BTreeMap<String, String>>,
+    pub limits: Limits,
+    pre: PolicyPluginPre<PluginState>,
+}
+
+impl std::fmt::Debug for PolicyPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyPlugin")
+            .field("name", &self.name)
+            .field("hash", &self.hash)
+            .field("priority", &self.priority)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The plugins serving right now, in the order they run.
+#[derive(Debug, Default)]
+pub struct PluginSet {
+    pub policies: Vec<Arc<PolicyPlugin>>,
+    pub generation: u64,
+}
+
+/// One file's state after the last (re)load, for `sluice plugins list` and the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub file: PathBuf,
+    /// Hash of the version serving, if any.
+    pub serving: Option<String>,
+    pub priority: Option<i32>,
+    /// Why the file on disk is not the version serving.
+    pub error: Option<String>,
+}
+
+/// Engine, linker, the serving set and the load report.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    dir: Option<PathBuf>,
+    cache_dir: PathBuf,
+    defaults: Limits,
+    current: ArcSwap<PluginSet>,
+    status: std::sync::Mutex<Vec<PluginStatus>>,
+    generation: AtomicU64,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginHost {
+    /// Sets up the engine; loads nothing yet (see [`PluginHost::reload`]).
+    pub fn new(
+        dir: Option<PathBuf>,
+        cache_dir: PathBuf,
+        defaults: Limits,
+    ) -> Result<Arc<PluginHost>, PluginError> {
+        let mut config = EngineConfig::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        bindings::v0_1::PolicyPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(|e| PluginError::Engine(e.to_string()))?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("sluice-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| PluginError::Engine(e.to_string()))?;
+        }
+        if let Err(e) = std::fs::create_dir_all(&cache_dir) {
+            tracing::warn!(dir = %cache_dir.display(), error = %e, "plugin cache disabled");
+        }
+        Ok(Arc::new(PluginHost {
+            engine,
+            linker,
+            dir,
+            cache_dir,
+            defaults,
+            current: ArcSwap::from_pointee(PluginSet::default()),
+            status: std::sync::Mutex::new(Vec::new()),
+            generation: AtomicU64::new(0),
+            stop_ticker,
+        }))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The set serving now. Callers keep the `Arc` for the whole statement, so a reload never
+    /// changes the plugins under a statement in flight.
+    pub fn current(&self) -> Arc<PluginSet> {
+        self.current.load_full()
+    }
+
+    pub fn status(&self) -> Vec<PluginStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Rescans the directory, compiles what changed, and swaps the new set in. Blocking
+    /// (compilation); call it off the request path.
+    pub fn reload(&self) -> Result<(), PluginError> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let entries = std::fs::read_dir(dir).map_err(|source| PluginError::Dir {
+            dir: dir.clone(),
+            source,
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file())
+            .collect();
+        files.sort();
+        let previous = self.current();
+        let by_name: HashMap<&str, &Arc<PolicyPlugin>> =
+            previous.policies.iter().map(|p| (&*p.name, p)).collect();
+        let mut policies = Vec::new();
+        let mut status = Vec::new();
+        for file in files {
+            let name = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match self.load(&file, &name, by_name.get(name.as_str()).copied()) {
+                Ok(Some(plugin)) => {
+                    status.push(PluginStatus {
+                        name: name.clone(),
+                        file: file.clone(),
+                        serving: Some(plugin.hash.to_string()),
+                        priority: Some(plugin.priority),
+                        error: None,
+                    });
+                    policies.push(plugin);
+                }
+                Ok(None) => status.push(PluginStatus {
+                    name,
+                    file,
+                    serving: None,
+                    priority: None,
+                    error: Some("disabled by its manifest".into()),
+                }),
+                Err(error) => {
+                    // The working version, if there was one, keeps serving.
+                    let kept = by_name.get(name.as_str()).map(|p| (*p).clone());
+                    tracing::error!(plugin = %name, %error, kept = kept.is_some(), "plugin failed to load");
+                    status.push(PluginStatus {
+                        name,
+                        file,
+                        serving: kept.as_ref().map(|p| p.hash.to_string()),
+                        priority: kept.as_ref().map(|p| p.priority),
+                        error: Some(error),
+                    });
+                    policies.extend(kept);
+                }
+            }
+        }
+        policies.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.name.cmp(&b.name)));
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let summary: Vec<String> = policies
+            .iter()
+            .map(|p| format!("{}@{}", p.name, &p.hash[..12]))
+            .collect();
+        self.current.store(Arc::new(PluginSet {
+            policies,
+            generation,
+        }));
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        tracing::info!(generation, plugins = ?summary, "plugin set swapped in");
+        Ok(())
+    }
+
+    /// Loads one file. `Ok(None)`: disabled. Reuses `previous` when neither the component
+    /// nor its manifest changed.
+    fn load(
+        &self,
+        file: &Path,
+        name: &str,
+        previous: Option<&Arc<PolicyPlugin>>,
+    ) -> Result<Option<Arc<PolicyPlugin>>, String> {
+        let manifest = Manifest::for_component(file)?;
+        if !manifest.enabled {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+        let hash = hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
+        let limits = Limits {
+            timeout: manifest.limits.timeout.unwrap_or(self.defaults.timeout),
+            memory_bytes: manifest
+                .limits
+                .memory_mib
+                .map(|m| (m as usize) << 20)
+                .unwrap_or(self.defaults.memory_bytes),
+        };
+        let config = Arc::new(manifest.config);
+        if let Some(prev) = previous
+            && *prev.hash == *hash
+            && prev.priority == manifest.priority
+            && prev.config == config
+            && prev.limits.timeout == limits.timeout
+            && prev.limits.memory_bytes == limits.memory_bytes
+        {
+            return Ok(Some(prev.clone()));
+        }
+        let component = self.compile(&bytes, &hash)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("imports something the gateway does not provide: {e:#}"))?;
+        let pre = PolicyPluginPre::new(pre)
+            .map_err(|e| format!("is not a sluice:plugin/policy-plugin@0.1.0 component: {e:#}"))?;
+        tracing::info!(
+            plugin = name,
+            hash = &hash[..12],
+            priority = manifest.priority,
+            "plugin loaded"
+        );
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Ok(Some(Arc::new(PolicyPlugin {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            name: Arc::from(name),
+            hash: Arc::from(hash),
+            priority: manifest.priority,
+            config,
+            limits,
+            pre,
+        })))
+    }
+
+    /// Compiles, or loads the compiled artifact cached under the content hash.
+    fn compile(&self, bytes: &[u8], hash: &str) -> Result<Component, String> {
+        let cached = self.cache_dir.join(format!("{hash}.cwasm"));
+        if cached.is_file() {
+            // Safety: the cache directory is the gateway's own (in data_dir), written only by
+            // `Component::serialize` below; wasmtime also checks the artifact's engine version
+            // and configuration and refuses a mismatch, in which case we recompile.
+            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::debug!(error = %e, "stale compiled plugin; recompiling"),
+            }
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| format!("is not a valid WebAssembly component: {e:#}"))?;
+        if let Ok(serialized) = component.serialize() {
+            let tmp = cached.with_extension("tmp");
+            if std::fs::write(&tmp, serialized).is_ok() {
+                let _ = std::fs::rename(&tmp, &cached);
+            }
+        }
+        Ok(component)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

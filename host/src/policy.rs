@@ -1,0 +1,149 @@
+//! The policy pipeline: every policy plugin, in priority order, on every statement. Deny beats
+//! require-approval beats allow; the deciding plugin, its content hash and its reason travel
+//! with the verdict. A plugin that fails in any way denies (fail closed).
+
+use std::sync::Arc;
+
+use tracing::Instrument;
+
+use crate::analysis::{Statement, StatementKind, TableRef};
+use crate::plugins::{PluginSet, SessionPlugins, wit};
+
+/// The outcome for a statement (or for all statements of one query string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny(Decider),
+    RequireApproval(Decider),
+}
+
+/// Which plugin decided, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decider {
+    pub plugin: Arc<str>,
+    pub hash: Arc<str>,
+    pub reason: String,
+}
+
+/// Who is acting, as plugins see it.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub id: u64,
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub database: String,
+    pub token_id: String,
+    pub client_addr: String,
+    pub application_name: Option<String>,
+}
+
+impl SessionInfo {
+    fn to_wit(&self) -> wit::Session {
+        wit::Session {
+            id: self.id,
+            subject: self.subject.clone(),
+            groups: self.groups.clone(),
+            database: self.database.clone(),
+            token_id: self.token_id.clone(),
+            client_addr: self.client_addr.clone(),
+            application_name: self.application_name.clone(),
+        }
+    }
+}
+
+/// Decides `statements` together: the first denial (in statement order, then plugin order)
+/// refuses all of them; otherwise the first approval requirement holds them; otherwise allow.
+pub async fn decide(
+    set: &PluginSet,
+    instances: &mut SessionPlugins,
+    session: &SessionInfo,
+    statements: &[Statement],
+    params: &[Option<String>],
+) -> Verdict {
+    if set.policies.is_empty() {
+        return Verdict::Allow;
+    }
+    instances.retain(&set.policies);
+    let session = session.to_wit();
+    let mut verdict = Verdict::Allow;
+    for statement in statements {
+        let statement = statement_to_wit(statement, params);
+        for plugin in &set.policies {
+            let decider = |reason: String| Decider {
+                plugin: plugin.name.clone(),
+                hash: plugin.hash.clone(),
+                reason,
+            };
+            let span = tracing::debug_span!("plugin", sluice.plugin = %plugin.name);
+            match instances
+                .evaluate(plugin, &session, &statement)
+                .instrument(span)
+                .await
+            {
+                Ok(wit::Decision::Allow) => {}
+                Ok(wit::Decision::Deny(reason)) => return Verdict::Deny(decider(reason)),
+                Ok(wit::Decision::RequireApproval(reason)) => {
+                    if verdict == Verdict::Allow {
+                        verdict = Verdict::RequireApproval(decider(reason));
+                    }
+                }
+                Err(failure) => {
+                    tracing::warn!(plugin = %plugin.name, %failure, "plugin failed; refusing the statement");
+                    return Verdict::Deny(decider(failure.to_string()));
+                }
+            }
+        }
+    }
+    verdict
+}
+
+fn table_to_wit(t: &TableRef) -> wit::TableRef {
+    wit::TableRef {
+        schema: t.schema.clone(),
+        name: t.name.clone(),
+    }
+}
+
+pub fn statement_to_wit(s: &Statement, params: &[Option<String>]) -> wit::Statement {
+    wit::Statement {
+        text: s.text.clone(),
+        fingerprint: s.fingerprint.clone(),
+        kind: kind_to_wit(s.kind),
+        command: s.command.clone(),
+        parameter: s.parameter.clone(),
+        tables_read: s.tables_read.iter().map(table_to_wit).collect(),
+        tables_written: s.tables_written.iter().map(table_to_wit).collect(),
+        functions: s.functions.clone(),
+        has_where: s.has_where,
+        writes: s.writes,
+        copy_program: s.copy_program,
+        params: params.to_vec(),
+    }
+}
+
+fn kind_to_wit(kind: StatementKind) -> wit::StatementKind {
+    use StatementKind as K;
+    use wit::StatementKind as W;
+    match kind {
+        K::Select => W::Select,
+        K::Insert => W::Insert,
+        K::Update => W::Update,
+        K::Delete => W::Delete,
+        K::Merge => W::Merge,
+        K::CopyIn => W::CopyIn,
+        K::CopyOut => W::CopyOut,
+        K::Ddl => W::Ddl,
+        K::Transaction => W::Transaction,
+        K::Set => W::Set,
+        K::Reset => W::Reset,
+        K::Show => W::Show,
+        K::Call => W::Call,
+        K::DoBlock => W::DoBlock,
+        K::Explain => W::Explain,
+        K::Prepared => W::Prepared,
+        K::Cursor => W::Cursor,
+        K::Notify => W::Notify,
+        K::Utility => W::Utility,
+        K::Other => W::Other,
+    }
+}

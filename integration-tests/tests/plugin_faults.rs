@@ -1,0 +1,164 @@
+//! Plugins that misbehave refuse the statement they were asked about, and nothing else breaks:
+//! the session, other sessions and the gateway carry on.
+
+use std::time::{Duration, Instant};
+
+use sluice_integration_tests::{GatewayOptions, PluginSpec, TestGateway, sqlstate};
+
+fn fault(mode: &str) -> PluginSpec {
+    PluginSpec::with(
+        &format!("fault-{mode}"),
+        "test-faults",
+        &format!("[config]\nmode = \"{mode}\"\nmatch = \"misbehave\"\n"),
+    )
+}
+
+async fn gateway(plugins: Vec<PluginSpec>) -> TestGateway {
+    TestGateway::start_with(GatewayOptions {
+        plugins,
+        ..Default::default()
+    })
+    .await
+}
+
+async fn assert_refused_then_healthy(gw: &TestGateway, expect_in_message: &str) {
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    let bystander = gw
+        .connect("bystander", &gw.token("bystander"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = client
+        .simple_query("SELECT 'misbehave'")
+        .await
+        .expect_err("a failing plugin refuses the statement");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(sqlstate(&err), "42501");
+    let message = err.as_db_error().unwrap().message().to_owned();
+    assert!(message.contains("fault-"), "names the plugin: {message}");
+    assert!(message.contains(expect_in_message), "{message}");
+    // The same session goes on (with a fresh instance), and so do the others.
+    client.simple_query("SELECT 'fine'").await.unwrap();
+    bystander.simple_query("SELECT 'fine'").await.unwrap();
+    let again = client.simple_query("SELECT 'misbehave'").await;
+    assert!(again.is_err(), "still refused the second time");
+    client.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test]
+async fn plugin_that_loops_forever_is_stopped_at_its_deadline() {
+    let gw = gateway(vec![fault("loop")]).await;
+    assert_refused_then_healthy(&gw, "timed out").await;
+}
+
+#[tokio::test]
+async fn plugin_that_allocates_without_bound_is_stopped_at_its_memory_cap() {
+    let gw = gateway(vec![fault("alloc")]).await;
+    assert_refused_then_healthy(&gw, "trapped").await;
+}
+
+#[tokio::test]
+async fn plugin_that_traps_refuses_and_is_recreated() {
+    let gw = gateway(vec![fault("trap")]).await;
+    assert_refused_then_healthy(&gw, "trapped").await;
+}
+
+#[tokio::test]
+async fn plugin_reporting_an_error_refuses() {
+    let gw = gateway(vec![fault("error")]).await;
+    assert_refused_then_healthy(&gw, "reports an error").await;
+}
+
+#[tokio::test]
+async fn file_that_is_not_a_component_is_reported_and_others_serve() {
+    let gw = gateway(vec![PluginSpec::stock("no-ddl")]).await;
+    std::fs::write(gw.plugin_dir().join("garbage.wasm"), b"\0asm not really").unwrap();
+    gw.reload_plugins().await;
+    let status = gw.gateway.shared().plugins.as_ref().unwrap().status();
+    let garbage = status
+        .iter()
+        .find(|s| s.name == "garbage")
+        .expect("reported");
+    assert!(
+        garbage.error.is_some() && garbage.serving.is_none(),
+        "{garbage:?}"
+    );
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    assert!(
+        client
+            .simple_query("CREATE TABLE t1 (a int)")
+            .await
+            .is_err(),
+        "no-ddl still serves"
+    );
+    client.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test]
+async fn truncated_file_keeps_the_previous_version_serving() {
+    let gw = gateway(vec![PluginSpec::stock("no-ddl")]).await;
+    let file = gw.plugin_dir().join("no-ddl.wasm");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    gw.reload_plugins().await;
+    let status = gw.gateway.shared().plugins.as_ref().unwrap().status();
+    let entry = status.iter().find(|s| s.name == "no-ddl").unwrap();
+    assert!(
+        entry.error.is_some(),
+        "the broken file is reported: {entry:?}"
+    );
+    assert!(
+        entry.serving.is_some(),
+        "the previous version keeps serving: {entry:?}"
+    );
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    assert!(
+        client
+            .simple_query("CREATE TABLE t2 (a int)")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn plugin_removed_under_load_stops_deciding_without_failing_statements() {
+    let gw = gateway(vec![
+        PluginSpec::stock("no-ddl"),
+        PluginSpec::stock("guard-roles"),
+    ])
+    .await;
+    let token = gw.token("agent");
+    let config = gw.client_config("agent", &token);
+    let load = tokio::spawn(async move {
+        let client = sluice_integration_tests::connect_with(config)
+            .await
+            .unwrap();
+        let mut done = 0;
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until {
+            client
+                .query_one("SELECT count(*) FROM items", &[])
+                .await
+                .unwrap();
+            done += 1;
+        }
+        done
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::remove_file(gw.plugin_dir().join("no-ddl.wasm")).unwrap();
+    gw.reload_plugins().await;
+    assert!(load.await.unwrap() > 10, "statements kept flowing");
+    let client = gw.connect("agent", &token).await.unwrap();
+    client
+        .batch_execute("CREATE TEMP TABLE allowed_now (a int)")
+        .await
+        .expect("no-ddl is gone");
+    assert!(
+        client.simple_query("SET ROLE postgres").await.is_err(),
+        "guard-roles stays"
+    );
+}

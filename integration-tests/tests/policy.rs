@@ -1,0 +1,323 @@
+//! Stock policy plugins through real clients, and the evasions a policy gateway must not fall
+//! for.
+
+use bytes::BytesMut;
+use postgres_protocol::message::frontend;
+use sluice_integration_tests::{
+    GatewayOptions, PluginSpec, RawClient, TestGateway, sqlstate, tags,
+};
+
+async fn gateway(plugins: Vec<PluginSpec>) -> TestGateway {
+    TestGateway::start_with(GatewayOptions {
+        plugins,
+        ..Default::default()
+    })
+    .await
+}
+
+fn stock() -> Vec<PluginSpec> {
+    vec![
+        PluginSpec::stock("no-ddl"),
+        PluginSpec::stock("safe-writes"),
+        PluginSpec::stock("guard-functions"),
+        PluginSpec::stock("guard-roles"),
+        PluginSpec::with("read-only", "read-only", "[config]\ngroups = \"readers\"\n"),
+    ]
+}
+
+/// Runs `sql` and returns the SQLSTATE and message of its error, or panics if it succeeds.
+async fn refused(client: &tokio_postgres::Client, sql: &str) -> (String, String) {
+    let err = client
+        .batch_execute(sql)
+        .await
+        .expect_err(&format!("must be refused: {sql}"));
+    let message = err
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default();
+    (sqlstate(&err), message)
+}
+
+#[tokio::test]
+async fn no_ddl_refuses_schema_changes_and_names_itself() {
+    let gw = gateway(stock()).await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    let (code, message) = refused(&client, "CREATE TABLE sneaky (a int)").await;
+    assert_eq!(code, "42501");
+    assert!(message.contains("\"no-ddl\""), "{message}");
+    assert!(message.contains("DDL"), "{message}");
+    for sql in [
+        "/* looks harmless */ DROP TABLE items",
+        "ALTER TABLE items ADD COLUMN x int",
+        "SELECT * INTO stolen FROM items",
+        "GRANT ALL ON items TO PUBLIC",
+    ] {
+        assert_eq!(refused(&client, sql).await.0, "42501", "{sql}");
+    }
+    // A DDL keyword inside a string or dollar quote is data, not a statement.
+    let rows = client
+        .simple_query("SELECT $q$DROP TABLE items$q$, 'CREATE TABLE x'")
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+}
+
+#[tokio::test]
+async fn safe_writes_requires_where_and_refuses_truncate() {
+    let gw = gateway(stock()).await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("UPDATE items SET name = name WHERE id = 1")
+        .await
+        .unwrap();
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        refused(&client, "UPDATE items SET name = 'x'").await.0,
+        "42501"
+    );
+    assert_eq!(refused(&client, "DELETE FROM items").await.0, "42501");
+    assert_eq!(
+        refused(
+            &client,
+            "WITH d AS (DELETE FROM items RETURNING id) SELECT count(*) FROM d"
+        )
+        .await
+        .0,
+        "42501",
+        "a DELETE without WHERE hidden in a CTE"
+    );
+    let (code, message) = refused(&client, "TRUNCATE items").await;
+    assert_eq!(code, "42501");
+    assert!(message.contains("TRUNCATE"), "{message}");
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 100);
+}
+
+#[tokio::test]
+async fn read_only_group_may_read_but_not_write_even_when_hidden() {
+    let gw = gateway(stock()).await;
+    let reader = gw
+        .connect("reader", &gw.token_with_groups("reader", &["readers"]))
+        .await
+        .unwrap();
+    reader
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO items VALUES (1000, 'x')",
+        "WITH x AS (INSERT INTO items VALUES (1001, 'y') RETURNING id) SELECT * FROM x",
+        "EXPLAIN ANALYZE INSERT INTO items VALUES (1002, 'z')",
+        "DO $$ BEGIN INSERT INTO items VALUES (1003, 'w'); END $$",
+        "COPY items FROM STDIN",
+    ] {
+        let (code, message) = refused(&reader, sql).await;
+        assert_eq!(code, "42501", "{sql}");
+        assert!(message.contains("read-only"), "{sql}: {message}");
+    }
+    // Plain EXPLAIN of a write only plans it.
+    reader
+        .simple_query("EXPLAIN INSERT INTO items VALUES (1004, 'v')")
+        .await
+        .unwrap();
+    // Someone outside the group may write.
+    let writer = gw.connect("writer", &gw.token("writer")).await.unwrap();
+    writer
+        .batch_execute("BEGIN; INSERT INTO items VALUES (1005, 'ok'); ROLLBACK")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn guard_functions_refuses_file_access_and_program_copy_wherever_they_hide() {
+    let gw = gateway(stock()).await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    for sql in [
+        "SELECT pg_read_file('/etc/passwd')",
+        "SELECT ARRAY[pg_catalog.pg_read_file('/etc/passwd')]",
+        "SELECT * FROM items WHERE name = (SELECT pg_read_file('x'))",
+        "SELECT lo_import('/etc/passwd')",
+        "COPY items TO PROGRAM 'cat > /tmp/x'",
+        "SELECT set_config('role', 'postgres', false)",
+    ] {
+        assert_eq!(refused(&client, sql).await.0, "42501", "{sql}");
+    }
+    client
+        .simple_query("SELECT upper(name) FROM items LIMIT 1")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn guard_roles_refuses_identity_switches() {
+    let gw = gateway(stock()).await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    for sql in [
+        "SET ROLE postgres",
+        "SET LOCAL ROLE postgres",
+        "SET SESSION AUTHORIZATION postgres",
+        "RESET ROLE",
+        "RESET ALL",
+    ] {
+        assert_eq!(refused(&client, sql).await.0, "42501", "{sql}");
+    }
+    client
+        .batch_execute("SET statement_timeout = '5s'")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn approve_writes_is_refused_while_approvals_are_not_configured() {
+    let gw = gateway(vec![PluginSpec::stock("approve-writes")]).await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    let (code, message) = refused(&client, "INSERT INTO items VALUES (2000, 'x')").await;
+    assert_eq!(code, "42501");
+    assert!(message.contains("requires approval"), "{message}");
+    assert!(message.contains("not configured"), "{message}");
+    client.query_one("SELECT 1", &[]).await.unwrap();
+}
+
+#[tokio::test]
+async fn multi_statement_query_is_refused_whole_before_anything_runs() {
+    let gw = gateway(stock()).await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    let (code, _) = refused(
+        &client,
+        "INSERT INTO items VALUES (3000, 'first'); CREATE TABLE second (a int)",
+    )
+    .await;
+    assert_eq!(code, "42501");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM items WHERE id = 3000", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the allowed first statement must not have run");
+}
+
+#[tokio::test]
+async fn unparsable_sql_is_refused_as_a_syntax_error() {
+    let gw = gateway(stock()).await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    let (code, message) = refused(&client, "SELEC * FROM items").await;
+    assert_eq!(code, "42601");
+    assert!(message.contains("syntax error"), "{message}");
+}
+
+#[tokio::test]
+async fn refusal_inside_a_transaction_fails_it_so_commit_rolls_back() {
+    let gw = gateway(stock()).await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("INSERT INTO items VALUES (4000, 'in txn')")
+        .await
+        .unwrap();
+    assert_eq!(refused(&client, "DROP TABLE items").await.0, "42501");
+    let commit = client.simple_query("COMMIT").await.unwrap();
+    let tag = commit.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::CommandComplete(_) => Some(()),
+        _ => None,
+    });
+    assert!(tag.is_some());
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM items WHERE id = 4000", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        n, 0,
+        "COMMIT after a refusal must not commit the earlier insert"
+    );
+}
+
+#[tokio::test]
+async fn refused_parse_cannot_be_bypassed_with_bind_of_the_unnamed_statement() {
+    let gw = gateway(stock()).await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let bind_execute = |out: &mut BytesMut| {
+        frontend::bind(
+            "",
+            "",
+            None::<i16>,
+            None::<Option<&[u8]>>,
+            |_: Option<&[u8]>, _: &mut BytesMut| -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+                Ok(postgres_protocol::IsNull::No)
+            },
+            None::<i16>,
+            out,
+        )
+        .map_err(|_| ())
+        .unwrap();
+        frontend::execute("", 0, out).unwrap();
+    };
+    // An allowed unnamed statement first.
+    let mut out = BytesMut::new();
+    frontend::parse("", "SELECT 1", None, &mut out).unwrap();
+    bind_execute(&mut out);
+    frontend::sync(&mut out);
+    raw.send(&out).await;
+    assert_eq!(tags(&raw.until_ready().await), "12DCZ");
+    // A refused Parse, with Bind/Execute in the same batch.
+    let mut out = BytesMut::new();
+    frontend::parse("", "CREATE TABLE bypass (a int)", None, &mut out).unwrap();
+    bind_execute(&mut out);
+    frontend::sync(&mut out);
+    raw.send(&out).await;
+    let reply = raw.until_ready().await;
+    assert_eq!(tags(&reply), "EZ");
+    assert_eq!(reply[0].sqlstate(), "42501");
+    // Bind/Execute alone must not run the earlier `SELECT 1` in its place.
+    let mut out = BytesMut::new();
+    bind_execute(&mut out);
+    frontend::sync(&mut out);
+    raw.send(&out).await;
+    let reply = raw.until_ready().await;
+    assert_eq!(
+        tags(&reply),
+        "EZ",
+        "no unnamed statement may survive the refused Parse"
+    );
+    assert_eq!(reply[0].sqlstate(), "26000");
+}
+
+#[tokio::test]
+async fn refusal_in_the_middle_of_a_pipeline_keeps_every_answer_in_order() {
+    let gw = gateway(stock()).await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    let (a, b, c) = tokio::join!(
+        client.query_one("SELECT 1::int", &[]),
+        client.query("CREATE TABLE piped (a int)", &[]),
+        client.query_one("SELECT 3::int", &[]),
+    );
+    assert_eq!(a.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(sqlstate(&b.unwrap_err()), "42501");
+    assert_eq!(c.unwrap().get::<_, i32>(0), 3);
+}
+
+#[tokio::test]
+async fn function_call_message_is_refused() {
+    let gw = gateway(stock()).await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    // FunctionCall of oid 1 (no such function; it must not even reach Postgres).
+    let mut msg = vec![b'F'];
+    let body: Vec<u8> = [
+        1u32.to_be_bytes().to_vec(),
+        vec![0, 0],
+        vec![0, 0],
+        vec![0, 0],
+    ]
+    .concat();
+    msg.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    msg.extend_from_slice(&body);
+    raw.send(&msg).await;
+    let reply = raw.until_ready().await;
+    assert_eq!(tags(&reply), "EZ");
+    assert_eq!(reply[0].sqlstate(), "42501");
+}

@@ -1,0 +1,38 @@
+//! A misbehaving plugin for the gateway's fault tests; not for production. Config `mode`:
+//! `loop` spins forever, `alloc` allocates without bound, `trap` panics, `error` reports an
+//! error, `deny` denies everything, `allow` allows everything. Config `match` limits the
+//! misbehaviour to statements containing that text.
+use sluice_sdk::{Decision, PluginError, Policy, Session, Statement};
+
+struct Faults;
+
+impl Policy for Faults {
+    fn evaluate(_session: Session, statement: Statement) -> Result<Decision, PluginError> {
+        if let Some(needle) = sluice_sdk::config("match")
+            && !statement.text.contains(&needle)
+        {
+            return Ok(Decision::Allow);
+        }
+        match sluice_sdk::config("mode").as_deref() {
+            Some("loop") => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            Some("alloc") => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            Some("trap") => panic!("test-faults asked to trap"),
+            Some("error") => Err(PluginError::Other("test-faults reports an error".into())),
+            Some("deny") => Ok(Decision::Deny("test-faults denies everything".into())),
+            _ => Ok(Decision::Allow),
+        }
+    }
+}
+
+sluice_sdk::export_policy!(Faults);

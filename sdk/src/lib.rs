@@ -1,0 +1,96 @@
+//! Write Sluice policy plugins in Rust.
+//!
+//! A policy plugin is a WebAssembly component implementing the `sluice:plugin/policy-plugin`
+//! world (see `wit/plugin.wit`). With this crate it is a `cdylib` with one type implementing
+//! [`Policy`], exported with [`export_policy!`], built with
+//! `cargo build --release --target wasm32-wasip2`:
+//!
+//! ```no_run
+//! use sluice_sdk::{Decision, Policy, Session, Statement, StatementKind, PluginError};
+//!
+//! struct NoDdl;
+//!
+//! impl Policy for NoDdl {
+//!     fn evaluate(_session: Session, statement: Statement) -> Result<Decision, PluginError> {
+//!         Ok(match statement.kind {
+//!             StatementKind::Ddl => Decision::Deny("schema changes are not allowed".into()),
+//!             _ => Decision::Allow,
+//!         })
+//!     }
+//! }
+//!
+//! sluice_sdk::export_policy!(NoDdl);
+//! ```
+//!
+//! Drop the resulting `.wasm` into the gateway's plugin directory, with an optional
+//! `<name>.toml` manifest (`priority`, `enabled`, `[config]`, `[limits]`); the gateway loads it
+//! without a restart. Each session gets its own instance: global state in a plugin lives as
+//! long as that session's instance and is never seen by another session.
+#![deny(missing_docs)]
+
+#[doc(hidden)]
+pub mod wit {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "policy-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_policy_bindings",
+        default_bindings_module: "sluice_sdk::wit",
+    });
+}
+
+pub use wit::exports::sluice::plugin::policy::Guest as Policy;
+pub use wit::sluice::plugin::host::{self as host_api, LogLevel};
+pub use wit::sluice::plugin::types::{
+    Decision, Error as PluginError, Session, Statement, StatementKind, TableRef,
+};
+
+/// Exports a type implementing [`Policy`] as this component's policy.
+#[macro_export]
+macro_rules! export_policy {
+    ($ty:ident) => {
+        $crate::wit::export_policy_bindings!($ty with_types_in $crate::wit);
+    };
+}
+
+/// A value from the `[config]` table of the plugin's manifest.
+pub fn config(key: &str) -> Option<String> {
+    host_api::config(key)
+}
+
+/// A comma-separated config value as a list (empty entries dropped, whitespace trimmed).
+pub fn config_list(key: &str) -> Vec<String> {
+    config(key)
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Writes to the gateway's log, tagged with the plugin's name.
+pub fn log(level: LogLevel, message: &str) {
+    host_api::log(level, message)
+}
+
+/// Whether the session's token carries any of `groups`.
+pub fn in_any_group(session: &Session, groups: &[String]) -> bool {
+    session.groups.iter().any(|g| groups.contains(g))
+}
+
+/// The function's name without its schema, lower case (`pg_catalog.PG_READ_FILE` →
+/// `pg_read_file`).
+pub fn bare_function_name(name: &str) -> String {
+    name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase()
+}
+
+impl std::fmt::Display for TableRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Builds the plugins in `plugins/` as WebAssembly components. Shared by `cargo xtask plugins`
+//! and the integration tests' build script, so both build them the same way.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root (this crate lives in `<root>/xtask`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Builds every plugin for wasm32-wasip2 (release) and copies each to `out/<name>.wasm`.
+/// Returns the paths written.
+pub fn build_plugins(out: &Path) -> Result<Vec<PathBuf>, String> {
+    let root = repo_root();
+    let plugins = root.join("plugins");
+    let target_dir = root.join("target").join("plugins");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(plugins.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir);
+    // A build script's environment describes the outer build (its target, its flags); none of
+    // it applies to the plugins.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+    ] {
+        command.env_remove(var);
+    }
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let hint =
+            if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
+                "\nhint: rustup target add wasm32-wasip2"
+            } else {
+                ""
+            };
+        return Err(format!("building plugins failed:\n{stderr}{hint}"));
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let built = target_dir.join("wasm32-wasip2").join("release");
+    let mut written = Vec::new();
+    for name in plugin_names(&plugins)? {
+        let artifact = built.join(format!("{}.wasm", name.replace('-', "_")));
+        let dest = out.join(format!("{name}.wasm"));
+        std::fs::copy(&artifact, &dest)
+            .map_err(|e| format!("cannot copy {}: {e}", artifact.display()))?;
+        written.push(dest);
+    }
+    Ok(written)
+}
+
+/// Plugin crates: the directories of `plugins/` holding a Cargo.toml.
+pub fn plugin_names(plugins: &Path) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = std::fs::read_dir(plugins)
+        .map_err(|e| format!("cannot read {}: {e}", plugins.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
