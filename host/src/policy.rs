@@ -115,6 +115,7 @@ pub fn statement_to_wit(s: &Statement, params: &[Option<String>]) -> wit::Statem
         tables_written: s.tables_written.iter().map(table_to_wit).collect(),
         functions: s.functions.clone(),
         has_where: s.has_where,
+        unfiltered_write: s.unfiltered_write,
         writes: s.writes,
         copy_program: s.copy_program,
         params: params.to_vec(),

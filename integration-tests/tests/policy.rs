@@ -64,7 +64,7 @@ async fn no_ddl_refuses_schema_changes_and_names_itself() {
 
 #[tokio::test]
 async fn safe_writes_requires_where_and_refuses_truncate() {
-    let gw = gateway(stock()).await;
+    let gw = gateway(vec![PluginSpec::stock("safe-writes")]).await;
     let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
     client.batch_execute("BEGIN").await.unwrap();
     client

@@ -64,6 +64,8 @@ pub struct Statement {
     pub tables_written: Vec<TableRef>,
     pub functions: Vec<String>,
     pub has_where: bool,
+    /// An UPDATE/DELETE without WHERE runs somewhere in the statement.
+    pub unfiltered_write: bool,
     pub writes: bool,
     pub copy_program: bool,
 }
@@ -191,6 +193,7 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
         tables_written: found.tables_written,
         functions: found.functions,
         has_where: matches!(node_type, "UpdateStmt" | "DeleteStmt") && present("where_clause"),
+        unfiltered_write: writes && found.unfiltered_write,
         writes,
         copy_program,
     }

@@ -19,6 +19,8 @@ pub struct Found {
     pub functions: Vec<String>,
     /// A data-modifying statement anywhere in the tree (CTEs, EXPLAIN, rules...).
     pub nested_write: bool,
+    /// An UPDATE or DELETE without WHERE anywhere in the tree.
+    pub unfiltered_write: bool,
 }
 
 /// Fields of write statements that hold the relation being written.
@@ -177,7 +179,14 @@ impl Walker {
                     self.found.functions.push(name);
                 }
             }
-            k if WRITE_NODES.contains(&k) => self.found.nested_write = true,
+            k if WRITE_NODES.contains(&k) => {
+                self.found.nested_write = true;
+                if matches!(k, "UpdateStmt" | "DeleteStmt")
+                    && inner.get("where_clause").is_none_or(Value::is_null)
+                {
+                    self.found.unfiltered_write = true;
+                }
+            }
             // DROP names its relations as lists of strings rather than RangeVars.
             "DropStmt" => {
                 for object in inner

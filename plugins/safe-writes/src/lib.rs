@@ -1,6 +1,6 @@
-//! UPDATE and DELETE need a WHERE clause (also inside CTEs and EXPLAIN ANALYZE, which the host
-//! reports as the statement's kind or as a hidden write); TRUNCATE is refused.
-use sluice_sdk::{Decision, PluginError, Policy, Session, Statement, StatementKind};
+//! UPDATE and DELETE need a WHERE clause, also when hidden in a CTE or under EXPLAIN ANALYZE;
+//! TRUNCATE is refused.
+use sluice_sdk::{Decision, PluginError, Policy, Session, Statement};
 
 struct SafeWrites;
 
@@ -9,11 +9,10 @@ impl Policy for SafeWrites {
         if statement.command == "TruncateStmt" {
             return Ok(Decision::Deny("TRUNCATE is not allowed".into()));
         }
-        Ok(match statement.kind {
-            StatementKind::Update | StatementKind::Delete if !statement.has_where => {
-                Decision::Deny("UPDATE and DELETE need a WHERE clause".into())
-            }
-            _ => Decision::Allow,
+        Ok(if statement.unfiltered_write {
+            Decision::Deny("UPDATE and DELETE need a WHERE clause".into())
+        } else {
+            Decision::Allow
         })
     }
 }

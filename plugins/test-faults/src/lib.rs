@@ -21,9 +21,10 @@ impl Policy for Faults {
                 }
             }
             Some("alloc") => {
+                // Reserve without touching: grows linear memory at full speed until the cap.
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![1u8; 1 << 20]);
+                    hoard.push(Vec::with_capacity(8 << 20));
                     std::hint::black_box(&hoard);
                 }
             }
