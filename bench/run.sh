@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Direct Postgres vs Sluice vs PgBouncer (session mode), same machine, same run, interleaved.
+# Direct Postgres vs Sluice (without and with the stock policy plugins) vs PgBouncer (session
+# mode), same machine, same run, interleaved.
 #
 #   bench/run.sh                      # defaults: 3 rounds of 5 s per scenario and target
 #   ROUNDS=5 DURATION=10 bench/run.sh
@@ -47,7 +48,7 @@ wait_port() {
     echo "nothing listens on port $1" >&2; return 1
 }
 
-PG_PORT=$(free_port); SLUICE_PORT=$(free_port); BOUNCER_PORT=$(free_port)
+PG_PORT=$(free_port); SLUICE_PORT=$(free_port); BOUNCER_PORT=$(free_port); PLUGGED_PORT=$(free_port)
 PASSWORD=bench-$RANDOM$RANDOM
 
 echo "$PASSWORD" > "$work/pwfile"; chmod 644 "$work/pwfile"
@@ -72,7 +73,7 @@ PGPASSWORD=$PASSWORD psql -qX -p "$PG_PORT" -U postgres -d postgres \
 PGPASSWORD=$PASSWORD pgbench -q -i -s "$SCALE" -p "$PG_PORT" -U bench bench 2>/dev/null
 
 # Sluice: plain TCP on both legs for a like-for-like comparison.
-mkdir -p "$work/sluice"
+mkdir -p "$work/sluice" "$work/plugged"
 "$SLUICE" keys generate --out "$work/sluice/signing.pem" 2>/dev/null
 echo "$PASSWORD" > "$work/sluice/upstream.password"
 cat > "$work/sluice/sluice.toml" <<CONF
@@ -95,7 +96,19 @@ pids+=($!)
 wait_port "$SLUICE_PORT"
 TOKEN=$("$SLUICE" token mint --config "$work/sluice/sluice.toml" --subject bench --database bench --ttl 2h)
 
-targets=(direct sluice)
+# The same gateway with the stock policy plugins loaded (approve-writes aside: it would hold
+# every write), same key so the same token works.
+cargo xtask plugins --out "$work/plugged/plugins.d" >/dev/null
+rm -f "$work/plugged/plugins.d/approve-writes.wasm" "$work/plugged/plugins.d/test-faults.wasm"
+printf '[config]\ngroups = "readers"\n' > "$work/plugged/plugins.d/read-only.toml"
+cp "$work/sluice/signing.pem" "$work/sluice/upstream.password" "$work/plugged/"
+sed -e "s/127.0.0.1:$SLUICE_PORT/127.0.0.1:$PLUGGED_PORT/" "$work/sluice/sluice.toml" > "$work/plugged/sluice.toml"
+printf '[plugins]\ndir = "./plugins.d"\n' >> "$work/plugged/sluice.toml"
+RUST_LOG=warn "$SLUICE" serve --config "$work/plugged/sluice.toml" 2>"$work/plugged.log" &
+pids+=($!)
+wait_port "$PLUGGED_PORT"
+
+targets=(direct sluice sluice+plugins)
 if [ -n "$PGBOUNCER" ]; then
     mkdir -p "$work/bouncer"
     cat > "$work/bouncer/pgbouncer.ini" <<CONF
@@ -130,6 +143,7 @@ run() {
     case $target in
         direct) port=$PG_PORT; user=bench; pass=$PASSWORD ;;
         sluice) port=$SLUICE_PORT; user=bench; pass=$TOKEN ;;
+        sluice+plugins) port=$PLUGGED_PORT; user=bench; pass=$TOKEN ;;
         pgbouncer) port=$BOUNCER_PORT; user=bench; pass=$PASSWORD ;;
     esac
     local jobs=$(( clients > 1 ? 2 : 1 ))
@@ -148,7 +162,7 @@ scenarios=(
     "large-10k-rows extended 1" "large-10k-rows extended 16"
 )
 echo "# $(date -u +%FT%TZ) $(nproc) cores; rounds=$ROUNDS duration=${DURATION}s scale=$SCALE; $("$bindir/postgres" --version)"
-printf "%-16s %-9s %3s  %-10s %12s %12s %8s %14s\n" script mode c target tps latency_ms ratio added_lat_ms
+printf "%-16s %-9s %3s  %-14s %12s %12s %8s %14s\n" script mode c target tps latency_ms ratio added_lat_ms
 for scenario in "${scenarios[@]}"; do
     read -r script mode clients <<<"$scenario"
     declare -A tps=() lat=()
@@ -166,7 +180,7 @@ for scenario in "${scenarios[@]}"; do
     for t in "${targets[@]}"; do
         m_tps=$(tr ' ' '\n' <<<"${tps[$t]}" | grep . | median)
         m_lat=$(tr ' ' '\n' <<<"${lat[$t]}" | grep . | median)
-        printf "%-16s %-9s %3s  %-10s %12.1f %12.3f %8.3f %14.3f\n" "$script" "$mode" "$clients" "$t" \
+        printf "%-16s %-9s %3s  %-14s %12.1f %12.3f %8.3f %14.3f\n" "$script" "$mode" "$clients" "$t" \
             "$m_tps" "$m_lat" "$(awk -v a="$m_tps" -v b="$direct_tps" 'BEGIN{print a/b}')" \
             "$(awk -v a="$m_lat" -v b="$direct_lat" 'BEGIN{print a-b}')"
     done

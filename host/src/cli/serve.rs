@@ -10,6 +10,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    // Handlers first: a signal that arrives while the listeners start must not kill the
+    // process with the default action.
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let config = Config::load(config_path)?;
     let grace = config.server.shutdown_grace;
     let admin_listen = config.admin.listen;
@@ -28,9 +33,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("admin listener on {addr}"))?;
     }
 
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); break }

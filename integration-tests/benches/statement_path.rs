@@ -1,0 +1,102 @@
+//! Cost of the per-statement path, on a quiet machine: `cargo bench -p sluice-integration-tests`.
+//! Analysis (parse + walk, and a cache hit), one plugin call on a reused instance, the whole
+//! pipeline with the stock plugins, and a fresh instance.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use sluice::analysis::{Analyzer, analyze_uncached};
+use sluice::plugins::{Limits, PluginHost, SessionPlugins};
+use sluice::policy::{self, SessionInfo};
+use sluice_integration_tests::{PluginSpec, built_plugin};
+
+const STATEMENT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = 48213";
+
+fn measure<F: FnMut()>(name: &str, mut f: F) {
+    for _ in 0..200 {
+        f();
+    }
+    let mut iterations = 1000u32;
+    loop {
+        let started = Instant::now();
+        for _ in 0..iterations {
+            f();
+        }
+        let elapsed = started.elapsed();
+        if elapsed > Duration::from_millis(500) || iterations >= 1 << 22 {
+            println!(
+                "{name:<48} {:>10.2} µs",
+                elapsed.as_secs_f64() * 1e6 / iterations as f64
+            );
+            return;
+        }
+        iterations *= 4;
+    }
+}
+
+fn main() {
+    measure("analysis, uncached (parse + walk + fingerprint)", || {
+        black_box(analyze_uncached(black_box(STATEMENT)).unwrap());
+    });
+    let analyzer = Analyzer::default();
+    measure("analysis, cache hit", || {
+        black_box(analyzer.analyze(black_box(STATEMENT)).unwrap());
+    });
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins.d");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let _ = built_plugin("no-ddl");
+    PluginSpec::stock("no-ddl").install(&plugins);
+    let host = PluginHost::new(
+        Some(plugins.clone()),
+        dir.path().join("cache"),
+        Limits::default(),
+    )
+    .unwrap();
+    host.reload().unwrap();
+    let info = SessionInfo {
+        id: 1,
+        subject: "bench".into(),
+        groups: vec![],
+        database: "app".into(),
+        token_id: "t".into(),
+        client_addr: "127.0.0.1:1".into(),
+        application_name: None,
+    };
+    let statements = analyze_uncached(STATEMENT).unwrap();
+    let set = host.current();
+    let mut instances = SessionPlugins::new(host.clone());
+    runtime.block_on(async {
+        policy::decide(&set, &mut instances, &info, &statements, &[]).await;
+    });
+    measure("one plugin call (no-ddl), reused instance", || {
+        runtime.block_on(async {
+            black_box(policy::decide(&set, &mut instances, &info, &statements, &[]).await);
+        });
+    });
+    measure("fresh instance + call (no-ddl)", || {
+        let mut fresh = SessionPlugins::new(host.clone());
+        runtime.block_on(async {
+            black_box(policy::decide(&set, &mut fresh, &info, &statements, &[]).await);
+        });
+    });
+
+    for name in ["safe-writes", "guard-functions", "guard-roles"] {
+        PluginSpec::stock(name).install(&plugins);
+    }
+    PluginSpec::with("read-only", "read-only", "[config]\ngroups = \"readers\"\n")
+        .install(&plugins);
+    host.reload().unwrap();
+    let set = host.current();
+    let mut instances = SessionPlugins::new(host.clone());
+    measure("pipeline, 5 stock plugins, reused instances", || {
+        runtime.block_on(async {
+            black_box(policy::decide(&set, &mut instances, &info, &statements, &[]).await);
+        });
+    });
+}
