@@ -321,3 +321,44 @@ async fn function_call_message_is_refused() {
     assert_eq!(tags(&reply), "EZ");
     assert_eq!(reply[0].sqlstate(), "42501");
 }
+
+#[tokio::test]
+async fn plugins_see_bind_parameter_values_of_the_unnamed_statement() {
+    let gw = gateway(vec![PluginSpec::with(
+        "param-guard",
+        "test-faults",
+        "[config]\nmode = \"deny-param\"\nparam = \"forbidden\"\n",
+    )])
+    .await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    for (value, expected) in [
+        ("fine", "12DCZ"),
+        ("forbidden", "EZ"),
+        ("fine again", "12DCZ"),
+    ] {
+        let mut out = BytesMut::new();
+        frontend::parse("", "SELECT $1::text", None, &mut out).unwrap();
+        frontend::bind(
+            "",
+            "",
+            Some(0i16),
+            Some(Some(value.as_bytes())),
+            |v: Option<&[u8]>, buf: &mut BytesMut| -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+                buf.extend_from_slice(v.unwrap_or_default());
+                Ok(postgres_protocol::IsNull::No)
+            },
+            Some(0i16),
+            &mut out,
+        )
+        .map_err(|_| ())
+        .unwrap();
+        frontend::execute("", 0, &mut out).unwrap();
+        frontend::sync(&mut out);
+        raw.send(&out).await;
+        let reply = raw.until_ready().await;
+        assert_eq!(tags(&reply), expected, "parameter {value:?}");
+        if expected == "EZ" {
+            assert_eq!(reply[0].sqlstate(), "42501");
+        }
+    }
+}

@@ -3,20 +3,21 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::Buf;
 use tracing::Instrument;
 
 use super::Shared;
-use super::frame::Frame;
+use super::frame::{Frame, FrameWriter};
 use super::messages::sqlstate;
 use super::refusal::Refusals;
 use crate::plugins::SessionPlugins;
 use crate::policy::{self, SessionInfo, Verdict};
 
-/// What goes upstream for one client message.
-pub enum Forward {
-    AsIs,
-    Instead(Bytes),
+/// An unnamed statement's Parse, held until the next message: when that is its Bind, plugins
+/// decide with the parameter values.
+struct HeldParse {
+    frame: Frame,
+    sql: Option<String>,
 }
 
 pub struct Gate {
@@ -27,6 +28,7 @@ pub struct Gate {
     /// ReadyForQuery-producing messages forwarded so far (Query, Sync, FunctionCall).
     cycles: u64,
     statements: u64,
+    held: Option<HeldParse>,
 }
 
 impl Gate {
@@ -39,36 +41,72 @@ impl Gate {
             refusals,
             cycles: 0,
             statements: 0,
+            held: None,
         }
     }
 
-    /// Decides what to forward for `frame`.
-    pub async fn inspect(&mut self, frame: &Frame) -> Forward {
-        let forward = match frame.tag() {
+    fn policies_loaded(&self) -> bool {
+        self.shared
+            .plugins
+            .as_ref()
+            .is_some_and(|p| !p.current().policies.is_empty())
+    }
+
+    /// Queues on `out` what goes upstream for `frame` (possibly nothing yet, possibly a held
+    /// message first).
+    pub async fn process<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        frame: &Frame,
+        out: &mut FrameWriter<W>,
+    ) {
+        if let Some(held) = self.held.take() {
+            // The held Parse is decided now, with this Bind's parameters if it binds it.
+            let params = match frame.tag() {
+                b'B' => bind_params(frame.body()).unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            match self.check_text(held.sql.as_deref(), &params).await {
+                None => out.queue(held.frame.raw()),
+                Some((code, message)) => {
+                    out.queue(&self.refusals.parse(self.cycles, "", code, &message).message)
+                }
+            }
+        }
+        match frame.tag() {
             b'Q' => {
                 let sql = cstr(frame.body()).0;
-                match self.check_text(sql).await {
-                    None => Forward::AsIs,
+                match self.check_text(sql, &[]).await {
+                    None => out.queue(frame.raw()),
                     Some((code, message)) => {
-                        Forward::Instead(self.refusals.query(self.cycles, code, &message).message)
+                        out.queue(&self.refusals.query(self.cycles, code, &message).message)
                     }
                 }
             }
             b'P' => {
                 let (name, rest) = cstr(frame.body());
                 let sql = cstr(rest).0;
-                match self.check_text(sql).await {
-                    None => Forward::AsIs,
-                    Some((code, message)) => Forward::Instead(
-                        self.refusals
+                if name == Some("") && self.policies_loaded() {
+                    self.held = Some(HeldParse {
+                        frame: frame.clone(),
+                        sql: sql.map(str::to_owned),
+                    });
+                    return;
+                }
+                // A named statement is decided once, here, and keeps that decision.
+                match self.check_text(sql, &[]).await {
+                    None => out.queue(frame.raw()),
+                    Some((code, message)) => out.queue(
+                        &self
+                            .refusals
                             .parse(self.cycles, name.unwrap_or(""), code, &message)
                             .message,
                     ),
                 }
             }
             // The fast-path function call bypasses SQL entirely, so nothing can check it.
-            b'F' => Forward::Instead(
-                self.refusals
+            b'F' => out.queue(
+                &self
+                    .refusals
                     .query(
                         self.cycles,
                         sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -76,16 +114,19 @@ impl Gate {
                     )
                     .message,
             ),
-            _ => Forward::AsIs,
-        };
+            _ => out.queue(frame.raw()),
+        }
         if matches!(frame.tag(), b'Q' | b'S' | b'F') {
             self.cycles += 1;
         }
-        forward
     }
 
     /// `None` to let the statement text through, or the SQLSTATE and message refusing it.
-    async fn check_text(&mut self, sql: Option<&str>) -> Option<(&'static str, String)> {
+    async fn check_text(
+        &mut self,
+        sql: Option<&str>,
+        params: &[Option<String>],
+    ) -> Option<(&'static str, String)> {
         let plugins = self.shared.plugins.as_ref()?.current();
         if plugins.policies.is_empty() {
             return None;
@@ -106,7 +147,7 @@ impl Gate {
             }
         };
         let instances = self.instances.as_mut()?;
-        let verdict = policy::decide(&plugins, instances, &self.info, &statements, &[])
+        let verdict = policy::decide(&plugins, instances, &self.info, &statements, params)
             .instrument(span.clone())
             .await;
         let _enter = span.enter();
@@ -138,4 +179,44 @@ fn cstr(bytes: &[u8]) -> (Option<&str>, &[u8]) {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     let s = std::str::from_utf8(&bytes[..end]).ok();
     (s, bytes.get(end + 1..).unwrap_or_default())
+}
+
+/// Parameter values of a Bind message as text (`None` for NULL and binary-format values), or
+/// `None` if the message is malformed (Postgres will reject it).
+fn bind_params(body: &[u8]) -> Option<Vec<Option<String>>> {
+    let (_portal, rest) = cstr(body);
+    let (_statement, mut rest) = cstr(rest);
+    if rest.len() < 2 {
+        return None;
+    }
+    let format_count = rest.get_i16() as usize;
+    if rest.len() < format_count * 2 + 2 {
+        return None;
+    }
+    let formats: Vec<i16> = (0..format_count).map(|_| rest.get_i16()).collect();
+    let count = rest.get_i16() as usize;
+    let mut params = Vec::with_capacity(count);
+    for i in 0..count {
+        if rest.len() < 4 {
+            return None;
+        }
+        let len = rest.get_i32();
+        let format = match formats.len() {
+            0 => 0,
+            1 => formats[0],
+            _ => *formats.get(i)?,
+        };
+        if len < 0 {
+            params.push(None);
+            continue;
+        }
+        let len = len as usize;
+        if rest.len() < len {
+            return None;
+        }
+        let value = &rest[..len];
+        params.push((format == 0).then(|| String::from_utf8_lossy(value).into_owned()));
+        rest.advance(len);
+    }
+    Some(params)
 }

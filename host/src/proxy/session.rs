@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::Shared;
 use super::frame::{FrameError, FrameReader, FrameWriter};
-use super::gate::{Forward, Gate};
+use super::gate::Gate;
 use super::login::{ClientStream, Established};
 use super::messages::{self, sqlstate};
 use super::refusal::Refusals;
@@ -131,10 +131,7 @@ async fn client_to_upstream(
         // Everything the client has already sent goes upstream in one write.
         while let Some(frame) = next {
             match classify_client(frame.tag()) {
-                ClientMessage::Relay => match gate.inspect(&frame).await {
-                    Forward::AsIs => upstream.queue(frame.raw()),
-                    Forward::Instead(substitute) => upstream.queue(&substitute),
-                },
+                ClientMessage::Relay => gate.process(&frame, upstream).await,
                 ClientMessage::Terminate => {
                     upstream.queue(frame.raw());
                     let _ = upstream.flush().await;

@@ -1,5 +1,5 @@
 //! A misbehaving plugin for the gateway's fault tests; not for production. Config `mode`:
-//! `loop` spins forever, `alloc` allocates without bound, `trap` panics, `error` reports an
+//! `loop` spins forever, `deny-param` denies when a parameter equals config `param`, `alloc` allocates without bound, `trap` panics, `error` reports an
 //! error, `deny` denies everything, `allow` allows everything. Config `match` limits the
 //! misbehaviour to statements containing that text.
 use sluice_sdk::{Decision, PluginError, Policy, Session, Statement};
@@ -31,6 +31,15 @@ impl Policy for Faults {
             Some("trap") => panic!("test-faults asked to trap"),
             Some("error") => Err(PluginError::Other("test-faults reports an error".into())),
             Some("deny") => Ok(Decision::Deny("test-faults denies everything".into())),
+            // Denies when a Bind parameter equals config `param`.
+            Some("deny-param") => {
+                let forbidden = sluice_sdk::config("param");
+                Ok(if statement.params.iter().any(|p| p.is_some() && *p == forbidden) {
+                    Decision::Deny("forbidden parameter value".into())
+                } else {
+                    Decision::Allow
+                })
+            }
             _ => Ok(Decision::Allow),
         }
     }
