@@ -69,6 +69,7 @@ impl LocalPostgres {
     pub fn start(options: &LocalPostgresOptions) -> Result<LocalPostgres, LocalPgError> {
         let bindir = find_bindir()?;
         let run_as = run_as_user()?;
+        sweep_stale_clusters();
         let root = tempfile::Builder::new()
             .prefix("sluice-pg-")
             .tempdir()
@@ -211,6 +212,35 @@ impl Drop for LocalPostgres {
         }
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Removes clusters left behind by processes that ended without running destructors (a test
+/// binary's shared server dies with the binary through its parent-death signal, but its files
+/// stay): older than ten minutes and with no live postmaster.
+fn sweep_stale_clusters() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_ours = entry.file_name().to_string_lossy().starts_with("sluice-pg-");
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(600));
+        if !is_ours || !old {
+            continue;
+        }
+        let alive = std::fs::read_to_string(path.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = std::fs::remove_dir_all(&path);
+        }
     }
 }
 
