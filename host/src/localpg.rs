@@ -224,7 +224,10 @@ fn sweep_stale_clusters() {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_ours = entry.file_name().to_string_lossy().starts_with("sluice-pg-");
+        let is_ours = entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("sluice-pg-");
         let old = entry
             .metadata()
             .and_then(|m| m.modified())

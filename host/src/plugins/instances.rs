@@ -70,8 +70,8 @@ impl SessionPlugins {
         let Some(live) = self.live.get_mut(&plugin.id) else {
             return Err(CallFailure::Instantiate("instance vanished".into()));
         };
-        let ticks = plugin.limits.timeout.as_millis().max(1) as u64;
-        live.store.set_epoch_deadline(ticks);
+        live.store
+            .set_epoch_deadline(super::deadline_ticks(plugin.limits.timeout));
         let call =
             live.bindings
                 .sluice_plugin_policy()
@@ -108,7 +108,8 @@ async fn instantiate(host: &PluginHost, plugin: &PolicyPlugin) -> Result<Live, C
         let mut store = Store::new(host.engine(), state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(plugin.limits.timeout.as_millis().max(1) as u64 * 5);
+        // Instantiation runs the component's start code: allow it five call budgets.
+        store.set_epoch_deadline(super::deadline_ticks(plugin.limits.timeout) * 5);
         let bindings = plugin
             .pre
             .instantiate_async(&mut store)
