@@ -4,6 +4,7 @@
 #
 #   bench/run.sh                      # defaults: 3 rounds of 5 s per scenario and target
 #   ROUNDS=5 DURATION=10 bench/run.sh
+#   ONLY="simple 16" bench/run.sh     # one scenario
 #
 # Every leg is plain TCP on loopback (no TLS anywhere) so the three targets do the same work
 # apart from what they are. Prints TPS and mean latency (median over rounds) and the ratio of
@@ -161,6 +162,12 @@ scenarios=(
     "select-only prepared 1" "select-only prepared 16"
     "large-10k-rows extended 1" "large-10k-rows extended 16"
 )
+# ONLY=pattern runs the scenarios whose description contains it (e.g. ONLY="simple 16").
+if [ -n "${ONLY:-}" ]; then
+    kept=()
+    for scenario in "${scenarios[@]}"; do [[ "$scenario" == *"$ONLY"* ]] && kept+=("$scenario"); done
+    scenarios=("${kept[@]}")
+fi
 echo "# $(date -u +%FT%TZ) $(nproc) cores; rounds=$ROUNDS duration=${DURATION}s scale=$SCALE; $("$bindir/postgres" --version)"
 printf "%-16s %-9s %3s  %-14s %12s %12s %8s %14s\n" script mode c target tps latency_ms ratio added_lat_ms
 for scenario in "${scenarios[@]}"; do

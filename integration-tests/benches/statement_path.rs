@@ -38,9 +38,25 @@ fn main() {
     measure("analysis, uncached (parse + walk + fingerprint)", || {
         black_box(analyze_uncached(black_box(STATEMENT)).unwrap());
     });
+    measure("  of which pg_query::parse", || {
+        black_box(pg_query::parse(black_box(STATEMENT), 0).unwrap());
+    });
+    measure("  of which pg_query::fingerprint", || {
+        black_box(pg_query::fingerprint(black_box(STATEMENT), 0, 0).unwrap());
+    });
+    let parsed = pg_query::parse(STATEMENT, 0).unwrap();
+    measure("  of which tree to serde_json::Value", || {
+        black_box(serde_json::to_value(&parsed.protobuf.stmts[0].stmt).unwrap());
+    });
     let analyzer = Analyzer::default();
     measure("analysis, cache hit", || {
         black_box(analyzer.analyze(black_box(STATEMENT)).unwrap());
+    });
+    let mut aid = 0u32;
+    measure("analysis, new constant (shape cache hit)", || {
+        aid = aid.wrapping_add(1);
+        let sql = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {aid}");
+        black_box(analyzer.analyze(black_box(&sql)).unwrap());
     });
 
     let runtime = tokio::runtime::Builder::new_current_thread()

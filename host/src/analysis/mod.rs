@@ -82,9 +82,13 @@ pub enum AnalysisError {
 /// The statements of one query string, in order.
 pub type Analysis = Result<Arc<[Statement]>, AnalysisError>;
 
-/// Analyses query strings, caching by text.
+/// Analyses query strings, caching by text and, for single DML statements, by shape: the token
+/// sequence with constants blanked, so `... WHERE aid = 1` and `... WHERE aid = 2` share one
+/// analysis. (Not by fingerprint: a fingerprint also ignores aliased and numbered table names,
+/// so two statements reading different tables can share one.)
 pub struct Analyzer {
     cache: DashMap<Arc<str>, Analysis>,
+    shapes: DashMap<String, Arc<[Statement]>>,
     capacity: usize,
 }
 
@@ -100,6 +104,7 @@ impl Analyzer {
     pub fn new(capacity: usize) -> Analyzer {
         Analyzer {
             cache: DashMap::new(),
+            shapes: DashMap::new(),
             capacity,
         }
     }
@@ -108,9 +113,27 @@ impl Analyzer {
         if let Some(hit) = self.cache.get(sql) {
             return hit.clone();
         }
-        let analysis = analyze_uncached(sql);
+        let shape = shape_key(sql);
+        let analysis = match shape.as_ref().and_then(|k| self.shapes.get(k)) {
+            Some(same_shape) => Ok(same_shape
+                .iter()
+                .map(|s| Statement {
+                    text: statement_text(sql).to_owned(),
+                    ..s.clone()
+                })
+                .collect()),
+            None => analyze_uncached(sql),
+        };
         if self.cache.len() >= self.capacity {
             self.cache.clear();
+        }
+        if let (Some(key), Ok(statements)) = (shape, &analysis)
+            && statements.len() == 1
+        {
+            if self.shapes.len() >= self.capacity {
+                self.shapes.clear();
+            }
+            self.shapes.insert(key, statements.clone());
         }
         self.cache.insert(Arc::from(sql), analysis.clone());
         analysis
@@ -126,16 +149,67 @@ pub fn analyze_uncached(sql: &str) -> Analysis {
     let mut statements = Vec::with_capacity(parsed.protobuf.stmts.len());
     for raw in &parsed.protobuf.stmts {
         let start = raw.stmt_location.max(0) as usize;
-        let text = match raw.stmt_len {
-            0 => sql.get(start..),
-            len => sql.get(start..start + len as usize),
-        }
-        .unwrap_or(sql)
-        .trim();
+        let text = statement_text(
+            match raw.stmt_len {
+                0 => sql.get(start..),
+                len => sql.get(start..start + len as usize),
+            }
+            .unwrap_or(sql),
+        );
         let tree = serde_json::to_value(&raw.stmt).unwrap_or(Value::Null);
         statements.push(analyze_statement(text, &tree));
     }
     Ok(statements.into())
+}
+
+/// A statement's own text: trimmed, without a trailing semicolon.
+fn statement_text(slice: &str) -> &str {
+    slice.trim().trim_end_matches(';').trim_end()
+}
+
+/// Token kinds (pg_query's scanner) that carry a constant value.
+const CONSTANT_TOKENS: &[i32] = &[260, 261, 262, 263, 264, 266]; // FCONST SCONST USCONST BCONST XCONST ICONST
+const COMMENT_TOKENS: &[i32] = &[275, 276];
+
+/// The shape of a single DML statement: its tokens from the real scanner, constants blanked,
+/// comments and spacing dropped. `None` for anything else — utility statements may carry
+/// meaning in constants (`EXPLAIN (ANALYZE 'off')`), and several statements need their own
+/// texts.
+fn shape_key(sql: &str) -> Option<String> {
+    let scanned = pg_query::scan(sql).ok()?;
+    let mut key = String::with_capacity(sql.len());
+    let mut seen_semicolon = false;
+    let mut first = true;
+    for token in &scanned.tokens {
+        if COMMENT_TOKENS.contains(&token.token) {
+            continue;
+        }
+        let text = sql.get(token.start as usize..token.end as usize)?;
+        if seen_semicolon {
+            return None;
+        }
+        if text == ";" {
+            seen_semicolon = true;
+            continue;
+        }
+        if first {
+            first = false;
+            let keyword = text.to_ascii_uppercase();
+            if !matches!(
+                keyword.as_str(),
+                "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "WITH" | "VALUES" | "TABLE" | "MERGE"
+            ) {
+                return None;
+            }
+        }
+        if CONSTANT_TOKENS.contains(&token.token) {
+            key.push('\u{1}');
+        } else {
+            key.push_str(text);
+        }
+        key.push('\u{0}');
+    }
+    (!first).then_some(key)
 }
 
 fn parse_message(e: pg_query::Error) -> String {
@@ -401,6 +475,36 @@ mod tests {
             one("ALTER TABLE t ADD COLUMN b int").kind,
             StatementKind::Ddl
         );
+    }
+
+    #[test]
+    fn statements_differing_only_in_constants_share_an_analysis_but_not_their_text() {
+        let analyzer = Analyzer::default();
+        let a = analyzer
+            .analyze("SELECT name FROM items WHERE id = 1")
+            .unwrap();
+        let b = analyzer
+            .analyze("SELECT name FROM items WHERE id = 2 -- other")
+            .unwrap();
+        assert_eq!(b[0].text, "SELECT name FROM items WHERE id = 2 -- other");
+        assert_eq!(a[0].tables_read, b[0].tables_read);
+        assert_eq!(analyzer.shapes.len(), 1);
+    }
+
+    #[test]
+    fn shapes_keep_identifiers_and_skip_utility_and_multi_statement_strings() {
+        let analyzer = Analyzer::default();
+        let a = analyzer.analyze("SELECT * FROM allowed a").unwrap();
+        let b = analyzer.analyze("SELECT * FROM secrets a").unwrap();
+        assert_ne!(
+            a[0].tables_read, b[0].tables_read,
+            "aliased tables must not share"
+        );
+        assert!(shape_key("EXPLAIN (ANALYZE 'off') DELETE FROM t").is_none());
+        assert!(shape_key("SELECT 1; SELECT 2").is_none());
+        assert!(shape_key("SET ROLE x").is_none());
+        assert_eq!(shape_key("SELECT 'a', 1.5"), shape_key("SELECT 'bb', 2.5"));
+        assert_ne!(shape_key("SELECT a FROM t1"), shape_key("SELECT a FROM t2"));
     }
 
     #[test]
