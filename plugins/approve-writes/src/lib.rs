@@ -10,7 +10,11 @@ impl Policy for ApproveWrites {
         {
             return Ok(Decision::Allow);
         }
-        let tables: Vec<String> = statement.tables_written.iter().map(|t| t.to_string()).collect();
+        let tables: Vec<String> = statement
+            .tables_written
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
         Ok(Decision::RequireApproval(if tables.is_empty() {
             "this statement writes".into()
         } else {

@@ -37,7 +37,9 @@ impl Policy for GuardFunctions {
         let extra = sluice_sdk::config_list("deny");
         for function in &statement.functions {
             let name = sluice_sdk::bare_function_name(function);
-            if DENIED.contains(&name.as_str()) || extra.iter().any(|e| e.eq_ignore_ascii_case(&name)) {
+            if DENIED.contains(&name.as_str())
+                || extra.iter().any(|e| e.eq_ignore_ascii_case(&name))
+            {
                 return Ok(Decision::Deny(format!("function {name} is not allowed")));
             }
             // set_config('role', ...) switches identity like SET ROLE does.

@@ -11,7 +11,9 @@ impl Policy for NoDdl {
         {
             return Ok(Decision::Allow);
         }
-        Ok(Decision::Deny("schema changes (DDL) are not allowed".into()))
+        Ok(Decision::Deny(
+            "schema changes (DDL) are not allowed".into(),
+        ))
     }
 }
 

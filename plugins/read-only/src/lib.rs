@@ -9,7 +9,8 @@ struct ReadOnly;
 impl Policy for ReadOnly {
     fn evaluate(session: Session, statement: Statement) -> Result<Decision, PluginError> {
         let groups = sluice_sdk::config_list("groups");
-        let applies = groups.iter().any(|g| g == "*") || sluice_sdk::in_any_group(&session, &groups);
+        let applies =
+            groups.iter().any(|g| g == "*") || sluice_sdk::in_any_group(&session, &groups);
         if !applies {
             return Ok(Decision::Allow);
         }

@@ -34,11 +34,17 @@ impl Policy for Faults {
             // Denies when a Bind parameter equals config `param`.
             Some("deny-param") => {
                 let forbidden = sluice_sdk::config("param");
-                Ok(if statement.params.iter().any(|p| p.is_some() && *p == forbidden) {
-                    Decision::Deny("forbidden parameter value".into())
-                } else {
-                    Decision::Allow
-                })
+                Ok(
+                    if statement
+                        .params
+                        .iter()
+                        .any(|p| p.is_some() && *p == forbidden)
+                    {
+                        Decision::Deny("forbidden parameter value".into())
+                    } else {
+                        Decision::Allow
+                    },
+                )
             }
             _ => Ok(Decision::Allow),
         }
