@@ -549,3 +549,24 @@ impl RawClient {
 pub fn tags(messages: &[Msg]) -> String {
     messages.iter().map(|m| m.tag as char).collect()
 }
+
+/// Appends Bind (unnamed portal and statement, text-format `params`) and Execute to `out`.
+pub fn bind_and_execute(out: &mut bytes::BytesMut, params: &[&str]) {
+    use postgres_protocol::IsNull;
+    type BoxError = Box<dyn std::error::Error + Sync + Send>;
+    postgres_protocol::message::frontend::bind(
+        "",
+        "",
+        params.iter().map(|_| 0i16),
+        params.iter().map(|p| p.as_bytes()),
+        |value: &[u8], buf: &mut bytes::BytesMut| -> Result<IsNull, BoxError> {
+            buf.extend_from_slice(value);
+            Ok(IsNull::No)
+        },
+        Some(0i16),
+        out,
+    )
+    .map_err(|_| ())
+    .expect("encode Bind");
+    postgres_protocol::message::frontend::execute("", 0, out).expect("encode Execute");
+}

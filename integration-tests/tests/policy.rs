@@ -241,22 +241,7 @@ async fn refusal_inside_a_transaction_fails_it_so_commit_rolls_back() {
 async fn refused_parse_cannot_be_bypassed_with_bind_of_the_unnamed_statement() {
     let gw = gateway(stock()).await;
     let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
-    let bind_execute = |out: &mut BytesMut| {
-        frontend::bind(
-            "",
-            "",
-            None::<i16>,
-            None::<Option<&[u8]>>,
-            |_: Option<&[u8]>, _: &mut BytesMut| -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-                Ok(postgres_protocol::IsNull::No)
-            },
-            None::<i16>,
-            out,
-        )
-        .map_err(|_| ())
-        .unwrap();
-        frontend::execute("", 0, out).unwrap();
-    };
+    let bind_execute = |out: &mut BytesMut| sluice_integration_tests::bind_and_execute(out, &[]);
     // An allowed unnamed statement first.
     let mut out = BytesMut::new();
     frontend::parse("", "SELECT 1", None, &mut out).unwrap();
@@ -338,21 +323,7 @@ async fn plugins_see_bind_parameter_values_of_the_unnamed_statement() {
     ] {
         let mut out = BytesMut::new();
         frontend::parse("", "SELECT $1::text", None, &mut out).unwrap();
-        frontend::bind(
-            "",
-            "",
-            Some(0i16),
-            Some(Some(value.as_bytes())),
-            |v: Option<&[u8]>, buf: &mut BytesMut| -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-                buf.extend_from_slice(v.unwrap_or_default());
-                Ok(postgres_protocol::IsNull::No)
-            },
-            Some(0i16),
-            &mut out,
-        )
-        .map_err(|_| ())
-        .unwrap();
-        frontend::execute("", 0, &mut out).unwrap();
+        sluice_integration_tests::bind_and_execute(&mut out, &[value]);
         frontend::sync(&mut out);
         raw.send(&out).await;
         let reply = raw.until_ready().await;

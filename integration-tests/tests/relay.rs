@@ -56,20 +56,7 @@ async fn error_mid_pipeline_skips_to_sync_like_postgres() {
         "SELECT 3",
     ] {
         frontend::parse("", sql, None, &mut out).unwrap();
-        frontend::bind(
-            "",
-            "",
-            None::<i16>,
-            None::<Option<&[u8]>>,
-            |_: Option<&[u8]>, _: &mut BytesMut| -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-                Ok(postgres_protocol::IsNull::No)
-            },
-            None::<i16>,
-            &mut out,
-        )
-        .map_err(|_| ())
-        .unwrap();
-        frontend::execute("", 0, &mut out).unwrap();
+        sluice_integration_tests::bind_and_execute(&mut out, &[]);
     }
     frontend::sync(&mut out);
     raw.send(&out).await;
