@@ -266,36 +266,43 @@ fn append(path: &Path, text: &str) -> Result<(), LocalPgError> {
         .map_err(io(format!("appending to {}", path.display())))
 }
 
-/// The directory holding initdb and postgres: `pg_config --bindir`, then PATH, then Debian's
-/// versioned directories.
+/// The directory holding initdb and postgres.
 pub fn find_bindir() -> Result<PathBuf, LocalPgError> {
-    let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    find_dir_with(&["initdb", "postgres"]).ok_or(LocalPgError::BinariesNotFound)
+}
+
+/// A Postgres program (psql, pgbench, ...), looked up where [`find_bindir`] looks.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    find_dir_with(&[name]).map(|dir| dir.join(name))
+}
+
+/// The first directory holding all of `programs`: `pg_config --bindir`, then PATH, then
+/// Debian's versioned directories (Debian keeps server binaries off PATH; newest wins).
+fn find_dir_with(programs: &[&str]) -> Option<PathBuf> {
+    let has_all = |dir: &Path| programs.iter().all(|p| dir.join(p).is_file());
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
         && out.status.success()
     {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if has_server(&dir) {
-            return Ok(dir);
+        if has_all(&dir) {
+            return Some(dir);
         }
     }
     let on_path = std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
-        .find(|dir| has_server(dir));
-    // Debian keeps server binaries off PATH, one directory per major version; take the newest.
+        .find(|dir| has_all(dir));
     let debian = || {
         let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
             .ok()?
             .filter_map(|e| e.ok())
             .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-            .filter(|(_, dir)| has_server(dir))
+            .filter(|(_, dir)| has_all(dir))
             .collect();
         versions.sort();
         versions.pop().map(|(_, dir)| dir)
     };
-    on_path
-        .or_else(debian)
-        .ok_or(LocalPgError::BinariesNotFound)
+    on_path.or_else(debian)
 }
 
 /// Postgres refuses to run as root; as root, run it as the `postgres` user.

@@ -25,31 +25,9 @@ pub struct Decider {
     pub reason: String,
 }
 
-/// Who is acting, as plugins see it.
-#[derive(Debug, Clone)]
-pub struct SessionInfo {
-    pub id: u64,
-    pub subject: String,
-    pub groups: Vec<String>,
-    pub database: String,
-    pub token_id: String,
-    pub client_addr: String,
-    pub application_name: Option<String>,
-}
-
-impl SessionInfo {
-    fn to_wit(&self) -> wit::Session {
-        wit::Session {
-            id: self.id,
-            subject: self.subject.clone(),
-            groups: self.groups.clone(),
-            database: self.database.clone(),
-            token_id: self.token_id.clone(),
-            client_addr: self.client_addr.clone(),
-            application_name: self.application_name.clone(),
-        }
-    }
-}
+/// Who is acting, as plugins see it. The contract's own record: built once per session and
+/// handed to every plugin call as it is.
+pub type SessionInfo = wit::Session;
 
 /// Decides `statements` together: the first denial (in statement order, then plugin order)
 /// refuses all of them; otherwise the first approval requirement holds them; otherwise allow.
@@ -64,7 +42,6 @@ pub async fn decide(
         return Verdict::Allow;
     }
     instances.retain(&set.policies);
-    let session = session.to_wit();
     let mut verdict = Verdict::Allow;
     for statement in statements {
         let statement = statement_to_wit(statement, params);
@@ -76,7 +53,7 @@ pub async fn decide(
             };
             let span = tracing::debug_span!("plugin", sluice.plugin = %plugin.name);
             match instances
-                .evaluate(plugin, &session, &statement)
+                .evaluate(plugin, session, &statement)
                 .instrument(span)
                 .await
             {

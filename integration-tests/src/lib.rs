@@ -2,7 +2,7 @@
 //! per test in front of it, driven with tokio-postgres and the real psql.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -317,26 +317,11 @@ pub fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
     tokio_postgres_rustls::MakeRustlsConnect::new((*config).clone())
 }
 
-/// A Postgres client program (psql, pgbench), from `pg_config --bindir` or PATH.
+/// A Postgres client program (psql, pgbench), found as the harness finds the server.
 pub fn client_binary(name: &str) -> PathBuf {
-    let from_pg_config = Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join(name))
-        .filter(|p| p.is_file());
-    from_pg_config
-        .or_else(|| {
-            std::env::var_os("PATH")
-                .iter()
-                .flat_map(std::env::split_paths)
-                .map(|d| d.join(name))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| {
-            panic!("{name} not found via pg_config --bindir or PATH: install it with `apt-get install postgresql-client`")
-        })
+    sluice::localpg::find_program(name).unwrap_or_else(|| {
+        panic!("{name} not found via pg_config --bindir or PATH: install it with `apt-get install postgresql-client`")
+    })
 }
 
 fn write_config(dir: &Path, pg: &TestPostgres, options: &GatewayOptions) -> PathBuf {

@@ -144,6 +144,10 @@ async fn guard_functions_refuses_file_access_and_program_copy_wherever_they_hide
         "SELECT lo_import('/etc/passwd')",
         "COPY items TO PROGRAM 'cat > /tmp/x'",
         "SELECT set_config('role', 'postgres', false)",
+        "SELECT set_config('ro' || 'le', 'postgres', false)",
+        "SELECT set_config($$role$$, 'postgres', false)",
+        "SELECT \"set_config\"('role', 'postgres', false)",
+        "SELECT set_config /* c */ ('role', 'postgres', false)",
     ] {
         assert_eq!(refused(&client, sql).await.0, "42501", "{sql}");
     }

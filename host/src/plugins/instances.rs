@@ -43,6 +43,10 @@ impl SessionPlugins {
         }
     }
 
+    pub fn host(&self) -> &Arc<PluginHost> {
+        &self.host
+    }
+
     /// Drops instances of plugin versions that are no longer serving.
     pub fn retain(&mut self, serving: &[Arc<PolicyPlugin>]) {
         if self

@@ -23,6 +23,7 @@ struct HeldParse {
 pub struct Gate {
     shared: Arc<Shared>,
     info: SessionInfo,
+    /// `None` when no plugin directory is configured.
     instances: Option<SessionPlugins>,
     refusals: Arc<Refusals>,
     /// ReadyForQuery-producing messages forwarded so far (Query, Sync, FunctionCall).
@@ -46,10 +47,9 @@ impl Gate {
     }
 
     fn policies_loaded(&self) -> bool {
-        self.shared
-            .plugins
+        self.instances
             .as_ref()
-            .is_some_and(|p| !p.current().policies.is_empty())
+            .is_some_and(|i| !i.host().current().policies.is_empty())
     }
 
     /// Queues on `out` what goes upstream for `frame` (possibly nothing yet, possibly a held
@@ -68,7 +68,7 @@ impl Gate {
             match self.check_text(held.sql.as_deref(), &params).await {
                 None => out.queue(held.frame.raw()),
                 Some((code, message)) => {
-                    out.queue(&self.refusals.parse(self.cycles, "", code, &message).message)
+                    out.queue(&self.refusals.parse(self.cycles, "", code, &message))
                 }
             }
         }
@@ -78,7 +78,7 @@ impl Gate {
                 match self.check_text(sql, &[]).await {
                     None => out.queue(frame.raw()),
                     Some((code, message)) => {
-                        out.queue(&self.refusals.query(self.cycles, code, &message).message)
+                        out.queue(&self.refusals.query(self.cycles, code, &message))
                     }
                 }
             }
@@ -95,25 +95,20 @@ impl Gate {
                 // A named statement is decided once, here, and keeps that decision.
                 match self.check_text(sql, &[]).await {
                     None => out.queue(frame.raw()),
-                    Some((code, message)) => out.queue(
-                        &self
-                            .refusals
-                            .parse(self.cycles, name.unwrap_or(""), code, &message)
-                            .message,
-                    ),
+                    Some((code, message)) => out.queue(&self.refusals.parse(
+                        self.cycles,
+                        name.unwrap_or(""),
+                        code,
+                        &message,
+                    )),
                 }
             }
             // The fast-path function call bypasses SQL entirely, so nothing can check it.
-            b'F' => out.queue(
-                &self
-                    .refusals
-                    .query(
-                        self.cycles,
-                        sqlstate::INSUFFICIENT_PRIVILEGE,
-                        "sluice: the FunctionCall protocol message is not allowed",
-                    )
-                    .message,
-            ),
+            b'F' => out.queue(&self.refusals.query(
+                self.cycles,
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                "sluice: the FunctionCall protocol message is not allowed",
+            )),
             _ => out.queue(frame.raw()),
         }
         if matches!(frame.tag(), b'Q' | b'S' | b'F') {
@@ -127,7 +122,9 @@ impl Gate {
         sql: Option<&str>,
         params: &[Option<String>],
     ) -> Option<(&'static str, String)> {
-        let plugins = self.shared.plugins.as_ref()?.current();
+        // No plugin directory, or one with no policy in it: nobody objects.
+        let instances = self.instances.as_mut()?;
+        let plugins = instances.host().current();
         if plugins.policies.is_empty() {
             return None;
         }
@@ -146,7 +143,6 @@ impl Gate {
                 return Some((sqlstate::SYNTAX_ERROR, format!("sluice: {e}")));
             }
         };
-        let instances = self.instances.as_mut()?;
         let verdict = policy::decide(&plugins, instances, &self.info, &statements, params)
             .instrument(span.clone())
             .await;

@@ -30,31 +30,22 @@ pub struct Refusals {
     count: AtomicUsize,
 }
 
-/// A refusal to put on the wire towards the upstream.
-pub struct Substitute {
-    pub message: Bytes,
-}
-
 impl Refusals {
     /// A substitute for a refused `Query` or `FunctionCall` message. `cycle` is the number of
     /// ReadyForQuery-producing messages forwarded before it.
-    pub fn query(&self, cycle: u64, code: &str, message: &str) -> Substitute {
+    pub fn query(&self, cycle: u64, code: &str, message: &str) -> Bytes {
         let sql = self.register(cycle, code, message);
         let mut buf = BytesMut::new();
         let _ = frontend::query(&sql, &mut buf);
-        Substitute {
-            message: buf.freeze(),
-        }
+        buf.freeze()
     }
 
     /// A substitute for a refused `Parse` of statement `name`.
-    pub fn parse(&self, cycle: u64, name: &str, code: &str, message: &str) -> Substitute {
+    pub fn parse(&self, cycle: u64, name: &str, code: &str, message: &str) -> Bytes {
         let sql = self.register(cycle, code, message);
         let mut buf = BytesMut::new();
         let _ = frontend::parse(name, &sql, std::iter::empty(), &mut buf);
-        Substitute {
-            message: buf.freeze(),
-        }
+        buf.freeze()
     }
 
     fn register(&self, cycle: u64, code: &str, message: &str) -> String {

@@ -42,22 +42,51 @@ impl Policy for GuardFunctions {
             {
                 return Ok(Decision::Deny(format!("function {name} is not allowed")));
             }
-            // set_config('role', ...) switches identity like SET ROLE does.
-            if name == "set_config" {
-                let lower = statement.text.to_ascii_lowercase();
-                if ["'role'", "'session_authorization'", "\"role\""]
-                    .iter()
-                    .any(|p| lower.contains(p))
-                    || !statement.params.is_empty()
-                {
-                    return Ok(Decision::Deny(
-                        "set_config of role or session_authorization is not allowed".into(),
-                    ));
-                }
+            // set_config('role', ...) switches identity like SET ROLE does. Only calls whose
+            // setting name is a plain literal naming something else pass.
+            if name == "set_config" && !set_config_calls_are_harmless(&statement.text) {
+                return Ok(Decision::Deny(
+                    "set_config is allowed only with a literal setting name other than role or session_authorization".into(),
+                ));
             }
         }
         Ok(Decision::Allow)
     }
+}
+
+/// Every `set_config(` in `sql` takes a plain `'name'` literal first, and none names role or
+/// session_authorization. Anything the check cannot read (expressions, parameters, E'' or
+/// dollar quoting, comments in between) counts as harmful.
+fn set_config_calls_are_harmless(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '$';
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("set_config").map(|i| from + i) {
+        from = at + "set_config".len();
+        let before = lower[..at].chars().next_back();
+        let rest = &lower[from..];
+        // Part of a longer name (my_set_config, set_config_x): not this function.
+        if before.is_some_and(ident) || rest.chars().next().is_some_and(ident) {
+            continue;
+        }
+        let rest = rest.strip_prefix('"').unwrap_or(rest);
+        let Some(args) = rest.trim_start().strip_prefix('(') else {
+            return false;
+        };
+        let Some(literal) = args.trim_start().strip_prefix('\'') else {
+            return false;
+        };
+        let Some(end) = literal.find('\'') else {
+            return false;
+        };
+        let (setting, after) = (&literal[..end], &literal[end + 1..]);
+        if !after.trim_start().starts_with(',')
+            || matches!(setting.trim(), "role" | "session_authorization")
+        {
+            return false;
+        }
+    }
+    true
 }
 
 sluice_sdk::export_policy!(GuardFunctions);
