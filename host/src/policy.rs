@@ -31,6 +31,7 @@ pub type SessionInfo = wit::Session;
 
 /// Decides `statements` together: the first denial (in statement order, then plugin order)
 /// refuses all of them; otherwise the first approval requirement holds them; otherwise allow.
+/// A plugin whose instance remembers a reusable verdict for a statement is not called again.
 pub async fn decide(
     set: &PluginSet,
     instances: &mut SessionPlugins,
@@ -44,19 +45,28 @@ pub async fn decide(
     instances.retain(&set.policies);
     let mut verdict = Verdict::Allow;
     for statement in statements {
-        let statement = statement_to_wit(statement, params);
+        let key = instances.reuse_key(statement.shape, &statement.text, params);
+        // Built only when some plugin has to be called.
+        let mut lowered: Option<wit::Statement> = None;
         for plugin in &set.policies {
             let decider = |reason: String| Decider {
                 plugin: plugin.name.clone(),
                 hash: plugin.hash.clone(),
                 reason,
             };
-            let span = tracing::debug_span!("plugin", sluice.plugin = %plugin.name);
-            match instances
-                .evaluate(plugin, session, &statement)
-                .instrument(span)
-                .await
-            {
+            let decision = match instances.remembered(plugin, key, &statement.text, params) {
+                Some(decision) => Ok(decision),
+                None => {
+                    let lowered =
+                        lowered.get_or_insert_with(|| statement_to_wit(statement, params));
+                    let span = tracing::debug_span!("plugin", sluice.plugin = %plugin.name);
+                    instances
+                        .evaluate(plugin, session, lowered, key)
+                        .instrument(span)
+                        .await
+                }
+            };
+            match decision {
                 Ok(wit::Decision::Allow) => {}
                 Ok(wit::Decision::Deny(reason)) => return Verdict::Deny(decider(reason)),
                 Ok(wit::Decision::RequireApproval(reason)) => {

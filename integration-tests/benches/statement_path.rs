@@ -84,22 +84,22 @@ fn main() {
         client_addr: "127.0.0.1:1".into(),
         application_name: None,
     };
-    let statements = analyze_uncached(STATEMENT).unwrap();
+    let statements = analyzer.analyze(STATEMENT).unwrap();
+    let lowered = policy::statement_to_wit(&statements[0], &[]);
     let set = host.current();
     let mut instances = SessionPlugins::new(host.clone());
-    runtime.block_on(async {
-        policy::decide(&set, &mut instances, &info, &statements, &[]).await;
-    });
+    let key = instances.reuse_key(statements[0].shape, STATEMENT, &[]);
+    // Called directly, past the verdict memo: the cost of a real call.
     measure("one plugin call (no-ddl), reused instance", || {
-        runtime.block_on(async {
-            black_box(policy::decide(&set, &mut instances, &info, &statements, &[]).await);
-        });
+        black_box(
+            runtime
+                .block_on(instances.evaluate(&set.policies[0], &info, &lowered, key))
+                .unwrap(),
+        );
     });
     measure("fresh instance + call (no-ddl)", || {
         let mut fresh = SessionPlugins::new(host.clone());
-        runtime.block_on(async {
-            black_box(policy::decide(&set, &mut fresh, &info, &statements, &[]).await);
-        });
+        black_box(runtime.block_on(policy::decide(&set, &mut fresh, &info, &statements, &[])));
     });
 
     for name in ["safe-writes", "guard-functions", "guard-roles"] {
@@ -110,9 +110,29 @@ fn main() {
     host.reload().unwrap();
     let set = host.current();
     let mut instances = SessionPlugins::new(host.clone());
-    measure("pipeline, 5 stock plugins, reused instances", || {
-        runtime.block_on(async {
-            black_box(policy::decide(&set, &mut instances, &info, &statements, &[]).await);
-        });
+    measure("pipeline, 5 stock plugins, every plugin called", || {
+        for plugin in &set.policies {
+            black_box(
+                runtime
+                    .block_on(instances.evaluate(plugin, &info, &lowered, key))
+                    .unwrap(),
+            );
+        }
     });
+    let mut aid = 0u32;
+    measure(
+        "analysis + 5 plugins, new constant (verdicts reused)",
+        || {
+            aid = aid.wrapping_add(1);
+            let sql = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {aid}");
+            let statements = analyzer.analyze(&sql).unwrap();
+            black_box(runtime.block_on(policy::decide(
+                &set,
+                &mut instances,
+                &info,
+                &statements,
+                &[],
+            )));
+        },
+    );
 }

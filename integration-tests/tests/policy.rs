@@ -337,3 +337,109 @@ async fn plugins_see_bind_parameter_values_of_the_unnamed_statement() {
         }
     }
 }
+
+/// A plugin that allows its instance's first `calls` calls and denies every later one,
+/// declaring `reuse` for its verdicts: whether it is called shows in what it answers.
+fn counting(calls: u32, reuse: &str) -> Vec<PluginSpec> {
+    vec![PluginSpec::with(
+        "counting",
+        "test-faults",
+        &format!("[config]\nmode = \"deny-after\"\ncalls = \"{calls}\"\nreuse = \"{reuse}\"\n"),
+    )]
+}
+
+#[tokio::test]
+async fn a_plugin_declaring_no_reuse_is_asked_for_every_statement() {
+    let gw = gateway(counting(2, "never")).await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    client.batch_execute("SELECT 1").await.unwrap();
+    client.batch_execute("SELECT 1").await.unwrap();
+    let (code, message) = refused(&client, "SELECT 1").await;
+    assert_eq!(code, "42501");
+    assert!(message.contains("call 3 is over the limit"), "{message}");
+}
+
+#[tokio::test]
+async fn a_shape_wide_verdict_answers_new_constants_but_not_new_shapes() {
+    let gw = gateway(counting(2, "shape")).await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    // Call 1; the other constants are answered from memory.
+    for id in 1..=5 {
+        client
+            .batch_execute(&format!("SELECT name FROM items WHERE id = {id}"))
+            .await
+            .unwrap();
+    }
+    // `$1` is not a constant: a shape of its own (call 2), then any parameter values.
+    for id in [6, 7, 8] {
+        client
+            .query("SELECT name FROM items WHERE id = $1", &[&id])
+            .await
+            .unwrap();
+    }
+    let (_, message) = refused(&client, "SELECT name FROM items WHERE id = 1 OR id = 2").await;
+    assert!(message.contains("call 3 is over the limit"), "{message}");
+}
+
+#[tokio::test]
+async fn a_text_verdict_answers_only_the_same_text_and_parameters() {
+    let gw = gateway(counting(2, "text")).await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    // Calls 1 and 2 allow "a" and "b"; repeating them is answered from memory; "c" is call 3.
+    for (value, expected) in [
+        ("a", "12DCZ"),
+        ("b", "12DCZ"),
+        ("a", "12DCZ"),
+        ("b", "12DCZ"),
+        ("c", "EZ"),
+    ] {
+        let mut out = BytesMut::new();
+        frontend::parse("", "SELECT $1::text", None, &mut out).unwrap();
+        sluice_integration_tests::bind_and_execute(&mut out, &[value]);
+        frontend::sync(&mut out);
+        raw.send(&out).await;
+        assert_eq!(
+            tags(&raw.until_ready().await),
+            expected,
+            "parameter {value:?}"
+        );
+    }
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    client.batch_execute("SELECT 1").await.unwrap();
+    client.batch_execute("SELECT 2").await.unwrap();
+    client.batch_execute("SELECT 1").await.unwrap();
+    let (_, message) = refused(&client, "SELECT 3").await;
+    assert!(message.contains("call 3 is over the limit"), "{message}");
+}
+
+#[tokio::test]
+async fn a_remembered_verdict_never_answers_for_another_session() {
+    let gw = gateway(stock()).await;
+    let sql = "UPDATE items SET name = name WHERE id < 0";
+    let writer = gw.connect("writer", &gw.token("writer")).await.unwrap();
+    writer.batch_execute(sql).await.unwrap();
+    let reader = gw
+        .connect("reader", &gw.token_with_groups("reader", &["readers"]))
+        .await
+        .unwrap();
+    let (code, message) = refused(&reader, sql).await;
+    assert_eq!(code, "42501");
+    assert!(message.contains("read-only"), "{message}");
+    writer.batch_execute(sql).await.unwrap();
+}
+
+#[tokio::test]
+async fn guard_functions_judges_each_set_config_name_although_the_shapes_match() {
+    let gw = gateway(stock()).await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    client
+        .batch_execute("SELECT set_config('work_mem', '8MB', false)")
+        .await
+        .unwrap();
+    let (code, _) = refused(&client, "SELECT set_config('role', 'postgres', false)").await;
+    assert_eq!(code, "42501");
+    client
+        .batch_execute("SELECT set_config('work_mem', '4MB', false)")
+        .await
+        .unwrap();
+}

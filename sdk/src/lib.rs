@@ -6,16 +6,18 @@
 //! `cargo build --release --target wasm32-wasip2`:
 //!
 //! ```no_run
-//! use sluice_sdk::{Decision, Policy, Session, Statement, StatementKind, PluginError};
+//! use sluice_sdk::{Decision, Policy, Session, Statement, StatementKind, PluginError, Verdict};
 //!
 //! struct NoDdl;
 //!
 //! impl Policy for NoDdl {
-//!     fn evaluate(_session: Session, statement: Statement) -> Result<Decision, PluginError> {
-//!         Ok(match statement.kind {
+//!     fn evaluate(_session: Session, statement: Statement) -> Result<Verdict, PluginError> {
+//!         let decision = match statement.kind {
 //!             StatementKind::Ddl => Decision::Deny("schema changes are not allowed".into()),
 //!             _ => Decision::Allow,
-//!         })
+//!         };
+//!         // Only `kind` was read: every statement of this shape gets the same answer.
+//!         Ok(Verdict::per_shape(decision))
 //!     }
 //! }
 //!
@@ -26,6 +28,13 @@
 //! `<name>.toml` manifest (`priority`, `enabled`, `[config]`, `[limits]`); the gateway loads it
 //! without a restart. Each session gets its own instance: global state in a plugin lives as
 //! long as that session's instance and is never seen by another session.
+//!
+//! A [`Verdict`] says how far the gateway may reuse the decision in this session without
+//! calling the plugin again ([`Reuse`]): per shape when the decision reads only analysed fields
+//! (kind, tables, functions, flags) and the session, per text when it reads `text` or
+//! `params`, never when it reads the clock or keeps state between calls. Reuse is what keeps a
+//! pipeline of plugins out of the per-statement cost; over-stating it lets statements through
+//! on a stale decision.
 #![deny(missing_docs)]
 
 #[doc(hidden)]
@@ -42,8 +51,35 @@ pub mod wit {
 pub use wit::exports::sluice::plugin::policy::Guest as Policy;
 pub use wit::sluice::plugin::host::{self as host_api, LogLevel};
 pub use wit::sluice::plugin::types::{
-    Decision, Error as PluginError, Session, Statement, StatementKind, TableRef,
+    Decision, Error as PluginError, Reuse, Session, Statement, StatementKind, TableRef, Verdict,
 };
+
+impl Verdict {
+    /// Reusable for every statement of the same shape in this session: the decision read only
+    /// the session, config and analysed fields, not `text`, `params`, time or plugin state.
+    pub fn per_shape(decision: Decision) -> Verdict {
+        Verdict {
+            decision,
+            reuse: Reuse::SameShape,
+        }
+    }
+
+    /// Reusable for the same text with the same parameter values in this session.
+    pub fn per_text(decision: Decision) -> Verdict {
+        Verdict {
+            decision,
+            reuse: Reuse::SameText,
+        }
+    }
+
+    /// Not reusable: the plugin is asked again for every statement.
+    pub fn every_time(decision: Decision) -> Verdict {
+        Verdict {
+            decision,
+            reuse: Reuse::Never,
+        }
+    }
+}
 
 /// Exports a type implementing [`Policy`] as this component's policy.
 #[macro_export]

@@ -5,6 +5,7 @@
 mod walk;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use serde_json::Value;
@@ -68,6 +69,9 @@ pub struct Statement {
     pub unfiltered_write: bool,
     pub writes: bool,
     pub copy_program: bool,
+    /// Set by [`Analyzer`] for single DML statements: equal for statements of the same shape
+    /// (same tokens apart from constants), never reused for another shape.
+    pub shape: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,26 +118,35 @@ impl Analyzer {
             return hit.clone();
         }
         let shape = shape_key(sql);
-        let analysis = match shape.as_ref().and_then(|k| self.shapes.get(k)) {
-            Some(same_shape) => Ok(same_shape
+        let known = shape
+            .as_ref()
+            .and_then(|k| self.shapes.get(k).map(|s| s.clone()));
+        let analysis = match (known, shape) {
+            (Some(same_shape), _) => Ok(same_shape
                 .iter()
                 .map(|s| Statement {
                     text: statement_text(sql).to_owned(),
                     ..s.clone()
                 })
                 .collect()),
-            None => analyze_uncached(sql),
+            (None, Some(key)) => analyze_uncached(sql).map(|statements| {
+                if statements.len() != 1 {
+                    return statements;
+                }
+                static NEXT_SHAPE: AtomicU64 = AtomicU64::new(1);
+                let mut statements = statements.to_vec();
+                statements[0].shape = Some(NEXT_SHAPE.fetch_add(1, Ordering::Relaxed));
+                let statements: Arc<[Statement]> = statements.into();
+                if self.shapes.len() >= self.capacity {
+                    self.shapes.clear();
+                }
+                self.shapes.insert(key, statements.clone());
+                statements
+            }),
+            (None, None) => analyze_uncached(sql),
         };
         if self.cache.len() >= self.capacity {
             self.cache.clear();
-        }
-        if let (Some(key), Ok(statements)) = (shape, &analysis)
-            && statements.len() == 1
-        {
-            if self.shapes.len() >= self.capacity {
-                self.shapes.clear();
-            }
-            self.shapes.insert(key, statements.clone());
         }
         self.cache.insert(Arc::from(sql), analysis.clone());
         analysis
@@ -270,6 +283,7 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
         unfiltered_write: writes && found.unfiltered_write,
         writes,
         copy_program,
+        shape: None,
     }
 }
 

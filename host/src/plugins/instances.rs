@@ -2,9 +2,16 @@
 //! created on first use (tens of microseconds for a Rust component) and reused for every later
 //! statement of that session, so no plugin state crosses from one session to another. A trap,
 //! timeout or out-of-memory discards the instance; the next call gets a fresh one.
+//!
+//! Each instance also remembers the verdicts its plugin declared reusable (`reuse` in the
+//! contract): per statement shape, or per text and parameter values. A remembered verdict
+//! answers without a call; it lives and dies with the instance, so it never outlives the
+//! plugin version or the session that produced it.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
@@ -16,7 +23,7 @@ use super::{PluginHost, PluginState, PolicyPlugin};
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallFailure {
     #[error("plugin timed out after {0:?}")]
-    Timeout(std::time::Duration),
+    Timeout(Duration),
     #[error("plugin trapped: {0}")]
     Trap(String),
     #[error("plugin could not be instantiated: {0}")]
@@ -25,14 +32,79 @@ pub enum CallFailure {
     Reported(String),
 }
 
+/// Verdicts remembered per instance; beyond this many of a kind the memo starts over.
+const MEMO_CAPACITY: usize = 4096;
+
+/// What identifies a statement for verdict reuse, computed once per statement and shared by
+/// every plugin.
+#[derive(Debug, Clone, Copy)]
+pub struct ReuseKey {
+    /// The analyser's shape id, for single DML statements.
+    pub shape: Option<u64>,
+    /// Hash of text and parameter values; a hit is confirmed against the stored text.
+    pub text_hash: u64,
+}
+
+struct TextVerdict {
+    text: String,
+    params: Vec<Option<String>>,
+    decision: wit::Decision,
+}
+
 struct Live {
     store: Store<PluginState>,
     bindings: PolicyBindings,
+    by_shape: HashMap<u64, wit::Decision>,
+    by_text: HashMap<u64, TextVerdict>,
+}
+
+impl Live {
+    fn remembered(
+        &self,
+        key: ReuseKey,
+        text: &str,
+        params: &[Option<String>],
+    ) -> Option<&wit::Decision> {
+        if let Some(decision) = key.shape.and_then(|shape| self.by_shape.get(&shape)) {
+            return Some(decision);
+        }
+        self.by_text
+            .get(&key.text_hash)
+            .filter(|v| v.text == text && v.params == params)
+            .map(|v| &v.decision)
+    }
+
+    fn remember(&mut self, key: ReuseKey, verdict: &wit::Verdict, statement: &wit::Statement) {
+        match (verdict.reuse, key.shape) {
+            (wit::Reuse::Never, _) => {}
+            (wit::Reuse::SameShape, Some(shape)) => {
+                if self.by_shape.len() >= MEMO_CAPACITY {
+                    self.by_shape.clear();
+                }
+                self.by_shape.insert(shape, verdict.decision.clone());
+            }
+            // Same text, or a shape-wide verdict for a statement without a shape id.
+            (wit::Reuse::SameText | wit::Reuse::SameShape, _) => {
+                if self.by_text.len() >= MEMO_CAPACITY {
+                    self.by_text.clear();
+                }
+                self.by_text.insert(
+                    key.text_hash,
+                    TextVerdict {
+                        text: statement.text.clone(),
+                        params: statement.params.clone(),
+                        decision: verdict.decision.clone(),
+                    },
+                );
+            }
+        }
+    }
 }
 
 pub struct SessionPlugins {
     host: Arc<PluginHost>,
     live: HashMap<u64, Live>,
+    hasher: RandomState,
 }
 
 impl SessionPlugins {
@@ -40,11 +112,20 @@ impl SessionPlugins {
         SessionPlugins {
             host,
             live: HashMap::new(),
+            hasher: RandomState::new(),
         }
     }
 
     pub fn host(&self) -> &Arc<PluginHost> {
         &self.host
+    }
+
+    /// The reuse key of a statement with these parameter values.
+    pub fn reuse_key(&self, shape: Option<u64>, text: &str, params: &[Option<String>]) -> ReuseKey {
+        ReuseKey {
+            shape,
+            text_hash: self.hasher.hash_one((text, params)),
+        }
     }
 
     /// Drops instances of plugin versions that are no longer serving.
@@ -59,12 +140,28 @@ impl SessionPlugins {
         }
     }
 
-    /// Calls the plugin's `evaluate` in its sandbox.
+    /// A verdict this plugin's instance declared reusable for the statement, if any.
+    pub fn remembered(
+        &self,
+        plugin: &PolicyPlugin,
+        key: ReuseKey,
+        text: &str,
+        params: &[Option<String>],
+    ) -> Option<wit::Decision> {
+        self.live
+            .get(&plugin.id)?
+            .remembered(key, text, params)
+            .cloned()
+    }
+
+    /// Calls the plugin's `evaluate` in its sandbox and remembers the verdict as far as the
+    /// plugin allows.
     pub async fn evaluate(
         &mut self,
         plugin: &PolicyPlugin,
         session: &wit::Session,
         statement: &wit::Statement,
+        key: ReuseKey,
     ) -> Result<wit::Decision, CallFailure> {
         if !self.live.contains_key(&plugin.id) {
             let host = self.host.clone();
@@ -76,51 +173,60 @@ impl SessionPlugins {
         };
         live.store
             .set_epoch_deadline(super::deadline_ticks(plugin.limits.timeout));
-        let call =
-            live.bindings
-                .sluice_plugin_policy()
-                .call_evaluate(&mut live.store, session, statement);
-        // The epoch deadline stops wasm code; the wall-clock guard also covers time spent
-        // outside it (host imports, instantiation of lazily linked parts).
-        let guard = plugin.limits.timeout * 2 + std::time::Duration::from_millis(5);
-        let outcome = match tokio::time::timeout(guard, call).await {
-            Err(_) => Err(CallFailure::Timeout(plugin.limits.timeout)),
-            Ok(Err(trap)) => Err(classify_trap(&trap, plugin)),
-            Ok(Ok(Err(reported))) => {
+        let started = Instant::now();
+        let outcome = live
+            .bindings
+            .sluice_plugin_policy()
+            .call_evaluate(&mut live.store, session, statement)
+            .await;
+        // The epoch deadline stops wasm code wherever it runs. The call never yields to the
+        // runtime, so a timer could not interrupt it; instead a call that took too long in
+        // total (host imports, a stalled machine) is refused after the fact.
+        let overran = started.elapsed() > plugin.limits.timeout * 2 + Duration::from_millis(5);
+        let failure = match outcome {
+            Err(trap) => classify_trap(&trap, plugin),
+            Ok(_) if overran => CallFailure::Timeout(plugin.limits.timeout),
+            Ok(Err(reported)) => {
                 return Err(CallFailure::Reported(match reported {
                     wit::Error::InvalidConfig(m) => format!("invalid config: {m}"),
                     wit::Error::Other(m) => m,
                 }));
             }
-            Ok(Ok(Ok(decision))) => return Ok(decision),
+            Ok(Ok(verdict)) => {
+                live.remember(key, &verdict, statement);
+                return Ok(verdict.decision);
+            }
         };
         // After a trap the instance's state is unknown: never reuse it.
         self.live.remove(&plugin.id);
-        outcome
+        Err(failure)
     }
 }
 
 /// A fresh instance of `plugin` in a store of its own. (A free function: holding `&self`
 /// across the await would require the session's stores to be `Sync`.)
 async fn instantiate(host: &PluginHost, plugin: &PolicyPlugin) -> Result<Live, CallFailure> {
-    {
-        let state = PluginState::new(
-            plugin.name.clone(),
-            plugin.config.clone(),
-            plugin.limits.memory_bytes,
-        );
-        let mut store = Store::new(host.engine(), state);
-        store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        // Instantiation runs the component's start code: allow it five call budgets.
-        store.set_epoch_deadline(super::deadline_ticks(plugin.limits.timeout) * 5);
-        let bindings = plugin
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| CallFailure::Instantiate(format!("{e:#}")))?;
-        Ok(Live { store, bindings })
-    }
+    let state = PluginState::new(
+        plugin.name.clone(),
+        plugin.config.clone(),
+        plugin.limits.memory_bytes,
+    );
+    let mut store = Store::new(host.engine(), state);
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_trap();
+    // Instantiation runs the component's start code: allow it five call budgets.
+    store.set_epoch_deadline(super::deadline_ticks(plugin.limits.timeout) * 5);
+    let bindings = plugin
+        .pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| CallFailure::Instantiate(format!("{e:#}")))?;
+    Ok(Live {
+        store,
+        bindings,
+        by_shape: HashMap::new(),
+        by_text: HashMap::new(),
+    })
 }
 
 fn classify_trap(error: &wasmtime::Error, plugin: &PolicyPlugin) -> CallFailure {

@@ -1,7 +1,7 @@
 //! Refuses functions that reach outside the database or change identity: server file access
 //! (pg_read_file and friends), large-object import/export, dblink, set_config of role or
 //! session_authorization, and COPY ... PROGRAM. Config: `deny` adds names (comma-separated).
-use sluice_sdk::{Decision, PluginError, Policy, Session, Statement};
+use sluice_sdk::{Decision, PluginError, Policy, Session, Statement, Verdict};
 
 const DENIED: &[&str] = &[
     "pg_read_file",
@@ -30,27 +30,41 @@ const DENIED: &[&str] = &[
 struct GuardFunctions;
 
 impl Policy for GuardFunctions {
-    fn evaluate(_session: Session, statement: Statement) -> Result<Decision, PluginError> {
+    fn evaluate(_session: Session, statement: Statement) -> Result<Verdict, PluginError> {
         if statement.copy_program {
-            return Ok(Decision::Deny("COPY ... PROGRAM is not allowed".into()));
+            return Ok(Verdict::per_shape(Decision::Deny(
+                "COPY ... PROGRAM is not allowed".into(),
+            )));
         }
         let extra = sluice_sdk::config_list("deny");
+        let mut read_text = false;
         for function in &statement.functions {
             let name = sluice_sdk::bare_function_name(function);
             if DENIED.contains(&name.as_str())
                 || extra.iter().any(|e| e.eq_ignore_ascii_case(&name))
             {
-                return Ok(Decision::Deny(format!("function {name} is not allowed")));
+                return Ok(Verdict::per_shape(Decision::Deny(format!(
+                    "function {name} is not allowed"
+                ))));
             }
             // set_config('role', ...) switches identity like SET ROLE does. Only calls whose
             // setting name is a plain literal naming something else pass.
-            if name == "set_config" && !set_config_calls_are_harmless(&statement.text) {
-                return Ok(Decision::Deny(
-                    "set_config is allowed only with a literal setting name other than role or session_authorization".into(),
-                ));
+            if name == "set_config" {
+                read_text = true;
+                if !set_config_calls_are_harmless(&statement.text) {
+                    return Ok(Verdict::per_text(Decision::Deny(
+                        "set_config is allowed only with a literal setting name other than role or session_authorization".into(),
+                    )));
+                }
             }
         }
-        Ok(Decision::Allow)
+        // The setting name is a constant, which a shape ignores: a decision that read the text
+        // holds for that text only.
+        Ok(if read_text {
+            Verdict::per_text(Decision::Allow)
+        } else {
+            Verdict::per_shape(Decision::Allow)
+        })
     }
 }
 

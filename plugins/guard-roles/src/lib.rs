@@ -1,14 +1,14 @@
 //! Refuses switching identity inside a session: SET ROLE, SET SESSION AUTHORIZATION, RESET ROLE,
 //! RESET SESSION AUTHORIZATION, RESET ALL and SET LOCAL variants.
-use sluice_sdk::{Decision, PluginError, Policy, Session, Statement, StatementKind};
+use sluice_sdk::{Decision, PluginError, Policy, Session, Statement, StatementKind, Verdict};
 
 struct GuardRoles;
 
 impl Policy for GuardRoles {
-    fn evaluate(_session: Session, statement: Statement) -> Result<Decision, PluginError> {
+    fn evaluate(_session: Session, statement: Statement) -> Result<Verdict, PluginError> {
         let parameter = statement.parameter.as_deref().unwrap_or("");
         let identity = matches!(parameter, "role" | "session_authorization");
-        Ok(match statement.kind {
+        let decision = match statement.kind {
             StatementKind::Set | StatementKind::Reset if identity => {
                 Decision::Deny(format!("changing {parameter} is not allowed"))
             }
@@ -17,7 +17,8 @@ impl Policy for GuardRoles {
                 Decision::Deny("RESET ALL is not allowed".into())
             }
             _ => Decision::Allow,
-        })
+        };
+        Ok(Verdict::per_shape(decision))
     }
 }
 

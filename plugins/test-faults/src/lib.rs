@@ -1,17 +1,32 @@
 //! A misbehaving plugin for the gateway's fault tests; not for production. Config `mode`:
-//! `loop` spins forever, `deny-param` denies when a parameter equals config `param`, `alloc` allocates without bound, `trap` panics, `error` reports an
-//! error, `deny` denies everything, `allow` allows everything. Config `match` limits the
-//! misbehaviour to statements containing that text.
-use sluice_sdk::{Decision, PluginError, Policy, Session, Statement};
+//! `loop` spins forever, `alloc` allocates without bound, `trap` panics, `error` reports an
+//! error, `deny` denies everything, `allow` allows everything, `deny-param` denies when a
+//! parameter equals config `param`, `deny-after` allows the first config `calls` calls of its
+//! instance and denies every later one. Config `match` limits the misbehaviour to statements
+//! containing that text; config `reuse` (`never`, the default, `text` or `shape`) is the reuse
+//! the plugin declares for its verdicts.
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sluice_sdk::{Decision, PluginError, Policy, Reuse, Session, Statement, Verdict};
 
 struct Faults;
 
+/// Calls this instance has answered.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
 impl Policy for Faults {
-    fn evaluate(_session: Session, statement: Statement) -> Result<Decision, PluginError> {
+    fn evaluate(_session: Session, statement: Statement) -> Result<Verdict, PluginError> {
+        let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+        let reuse = match sluice_sdk::config("reuse").as_deref() {
+            Some("text") => Reuse::SameText,
+            Some("shape") => Reuse::SameShape,
+            _ => Reuse::Never,
+        };
+        let verdict = |decision| Ok(Verdict { decision, reuse });
         if let Some(needle) = sluice_sdk::config("match")
             && !statement.text.contains(&needle)
         {
-            return Ok(Decision::Allow);
+            return verdict(Decision::Allow);
         }
         match sluice_sdk::config("mode").as_deref() {
             Some("loop") => {
@@ -30,23 +45,30 @@ impl Policy for Faults {
             }
             Some("trap") => panic!("test-faults asked to trap"),
             Some("error") => Err(PluginError::Other("test-faults reports an error".into())),
-            Some("deny") => Ok(Decision::Deny("test-faults denies everything".into())),
-            // Denies when a Bind parameter equals config `param`.
+            Some("deny") => verdict(Decision::Deny("test-faults denies everything".into())),
             Some("deny-param") => {
                 let forbidden = sluice_sdk::config("param");
-                Ok(
-                    if statement
-                        .params
-                        .iter()
-                        .any(|p| p.is_some() && *p == forbidden)
-                    {
-                        Decision::Deny("forbidden parameter value".into())
-                    } else {
-                        Decision::Allow
-                    },
-                )
+                let hit = statement
+                    .params
+                    .iter()
+                    .any(|p| p.is_some() && *p == forbidden);
+                verdict(if hit {
+                    Decision::Deny("forbidden parameter value".into())
+                } else {
+                    Decision::Allow
+                })
             }
-            _ => Ok(Decision::Allow),
+            Some("deny-after") => {
+                let allowed: u64 = sluice_sdk::config("calls")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1);
+                verdict(if calls > allowed {
+                    Decision::Deny(format!("call {calls} is over the limit of {allowed}"))
+                } else {
+                    Decision::Allow
+                })
+            }
+            _ => verdict(Decision::Allow),
         }
     }
 }
