@@ -94,7 +94,7 @@ fn table_to_wit(t: &TableRef) -> wit::TableRef {
 pub fn statement_to_wit(s: &Statement, params: &[Option<String>]) -> wit::Statement {
     wit::Statement {
         text: s.text.clone(),
-        fingerprint: s.fingerprint.clone(),
+        fingerprint: s.fingerprint,
         kind: kind_to_wit(s.kind),
         command: s.command.clone(),
         parameter: s.parameter.clone(),

@@ -12,7 +12,13 @@ use sluice_integration_tests::{PluginSpec, built_plugin};
 
 const STATEMENT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = 48213";
 
+/// `cargo bench ... -- <text>` measures only the lines whose name contains `<text>`.
 fn measure<F: FnMut()>(name: &str, mut f: F) {
+    if let Some(only) = std::env::args().skip(1).find(|a| !a.starts_with('-'))
+        && !name.contains(&only)
+    {
+        return;
+    }
     for _ in 0..200 {
         f();
     }

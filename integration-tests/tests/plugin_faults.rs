@@ -162,3 +162,21 @@ async fn plugin_removed_under_load_stops_deciding_without_failing_statements() {
         "guard-roles stays"
     );
 }
+
+#[tokio::test]
+async fn plugin_failing_to_open_its_session_refuses_every_statement() {
+    let gw = gateway(vec![PluginSpec::with(
+        "fault-open",
+        "test-faults",
+        "[config]\nmode = \"refuse-open\"\n",
+    )])
+    .await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    for _ in 0..2 {
+        let err = client.simple_query("SELECT 1").await.expect_err("refused");
+        assert_eq!(sqlstate(&err), "42501");
+        let message = err.as_db_error().unwrap().message().to_owned();
+        assert!(message.contains("fault-open"), "{message}");
+        assert!(message.contains("refuses to open"), "{message}");
+    }
+}

@@ -11,7 +11,7 @@
 //! struct NoDdl;
 //!
 //! impl Policy for NoDdl {
-//!     fn evaluate(_session: Session, statement: Statement) -> Result<Verdict, PluginError> {
+//!     fn evaluate(_session: &Session, statement: Statement) -> Result<Verdict, PluginError> {
 //!         let decision = match statement.kind {
 //!             StatementKind::Ddl => Decision::Deny("schema changes are not allowed".into()),
 //!             _ => Decision::Allow,
@@ -27,7 +27,9 @@
 //! Drop the resulting `.wasm` into the gateway's plugin directory, with an optional
 //! `<name>.toml` manifest (`priority`, `enabled`, `[config]`, `[limits]`); the gateway loads it
 //! without a restart. Each session gets its own instance: global state in a plugin lives as
-//! long as that session's instance and is never seen by another session.
+//! long as that session's instance and is never seen by another session. The session is
+//! handed to the instance once (`open` in the contract) and to [`Policy::evaluate`] by
+//! reference.
 //!
 //! A [`Verdict`] says how far the gateway may reuse the decision in this session without
 //! calling the plugin again ([`Reuse`]): per shape when the decision reads only analysed fields
@@ -48,7 +50,6 @@ pub mod wit {
     });
 }
 
-pub use wit::exports::sluice::plugin::policy::Guest as Policy;
 pub use wit::sluice::plugin::host::{self as host_api, LogLevel};
 pub use wit::sluice::plugin::types::{
     Decision, Error as PluginError, Reuse, Session, Statement, StatementKind, TableRef, Verdict,
@@ -78,6 +79,37 @@ impl Verdict {
             decision,
             reuse: Reuse::Never,
         }
+    }
+}
+
+/// A policy plugin: decides each statement of the session its instance serves.
+pub trait Policy {
+    /// Called once per instance with its session, before any statement; an error refuses the
+    /// session's statements (check configuration here).
+    fn open(_session: &Session) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    /// The verdict on one statement of `session`.
+    fn evaluate(session: &Session, statement: Statement) -> Result<Verdict, PluginError>;
+}
+
+/// The session of this instance, set once by `open`.
+static SESSION: std::sync::OnceLock<Session> = std::sync::OnceLock::new();
+
+impl<T: Policy> wit::exports::sluice::plugin::policy::Guest for T {
+    fn open(session: Session) -> Result<(), PluginError> {
+        T::open(&session)?;
+        SESSION
+            .set(session)
+            .map_err(|_| PluginError::Other("open was called twice".into()))
+    }
+
+    fn evaluate(statement: Statement) -> Result<Verdict, PluginError> {
+        let session = SESSION
+            .get()
+            .ok_or_else(|| PluginError::Other("evaluate was called before open".into()))?;
+        T::evaluate(session, statement)
     }
 }
 

@@ -55,7 +55,8 @@ pub enum StatementKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
     pub text: String,
-    pub fingerprint: String,
+    /// pg_query's fingerprint (printed as 16 hex digits).
+    pub fingerprint: u64,
     pub kind: StatementKind,
     /// The parser's node name (`SelectStmt`, `TruncateStmt`...).
     pub command: String,
@@ -271,7 +272,7 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
     Statement {
         text: text.to_owned(),
         fingerprint: pg_query::fingerprint(text, 0, 0)
-            .map(|f| f.hex)
+            .map(|f| f.value)
             .unwrap_or_default(),
         kind,
         command: node_type.to_owned(),

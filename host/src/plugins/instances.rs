@@ -165,7 +165,7 @@ impl SessionPlugins {
     ) -> Result<wit::Decision, CallFailure> {
         if !self.live.contains_key(&plugin.id) {
             let host = self.host.clone();
-            let live = instantiate(&host, plugin).await?;
+            let live = instantiate(&host, plugin, session).await?;
             self.live.insert(plugin.id, live);
         }
         let Some(live) = self.live.get_mut(&plugin.id) else {
@@ -177,7 +177,7 @@ impl SessionPlugins {
         let outcome = live
             .bindings
             .sluice_plugin_policy()
-            .call_evaluate(&mut live.store, session, statement)
+            .call_evaluate(&mut live.store, statement)
             .await;
         // The epoch deadline stops wasm code wherever it runs. The call never yields to the
         // runtime, so a timer could not interrupt it; instead a call that took too long in
@@ -186,12 +186,7 @@ impl SessionPlugins {
         let failure = match outcome {
             Err(trap) => classify_trap(&trap, plugin),
             Ok(_) if overran => CallFailure::Timeout(plugin.limits.timeout),
-            Ok(Err(reported)) => {
-                return Err(CallFailure::Reported(match reported {
-                    wit::Error::InvalidConfig(m) => format!("invalid config: {m}"),
-                    wit::Error::Other(m) => m,
-                }));
-            }
+            Ok(Err(reported)) => return Err(CallFailure::Reported(reported_message(reported))),
             Ok(Ok(verdict)) => {
                 live.remember(key, &verdict, statement);
                 return Ok(verdict.decision);
@@ -205,7 +200,11 @@ impl SessionPlugins {
 
 /// A fresh instance of `plugin` in a store of its own. (A free function: holding `&self`
 /// across the await would require the session's stores to be `Sync`.)
-async fn instantiate(host: &PluginHost, plugin: &PolicyPlugin) -> Result<Live, CallFailure> {
+async fn instantiate(
+    host: &PluginHost,
+    plugin: &PolicyPlugin,
+    session: &wit::Session,
+) -> Result<Live, CallFailure> {
     let state = PluginState::new(
         plugin.name.clone(),
         plugin.config.clone(),
@@ -214,19 +213,36 @@ async fn instantiate(host: &PluginHost, plugin: &PolicyPlugin) -> Result<Live, C
     let mut store = Store::new(host.engine(), state);
     store.limiter(|s| &mut s.limits);
     store.epoch_deadline_trap();
-    // Instantiation runs the component's start code: allow it five call budgets.
+    // Instantiation runs the component's start code, and `open` follows: allow both five
+    // call budgets.
     store.set_epoch_deadline(super::deadline_ticks(plugin.limits.timeout) * 5);
     let bindings = plugin
         .pre
         .instantiate_async(&mut store)
         .await
         .map_err(|e| CallFailure::Instantiate(format!("{e:#}")))?;
+    let opened = bindings
+        .sluice_plugin_policy()
+        .call_open(&mut store, session)
+        .await;
+    match opened {
+        Ok(Ok(())) => {}
+        Ok(Err(reported)) => return Err(CallFailure::Reported(reported_message(reported))),
+        Err(trap) => return Err(classify_trap(&trap, plugin)),
+    }
     Ok(Live {
         store,
         bindings,
         by_shape: HashMap::new(),
         by_text: HashMap::new(),
     })
+}
+
+fn reported_message(error: wit::Error) -> String {
+    match error {
+        wit::Error::InvalidConfig(m) => format!("invalid config: {m}"),
+        wit::Error::Other(m) => m,
+    }
 }
 
 fn classify_trap(error: &wasmtime::Error, plugin: &PolicyPlugin) -> CallFailure {

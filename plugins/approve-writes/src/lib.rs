@@ -4,9 +4,9 @@ use sluice_sdk::{Decision, PluginError, Policy, Session, Statement, Verdict};
 struct ApproveWrites;
 
 impl Policy for ApproveWrites {
-    fn evaluate(session: Session, statement: Statement) -> Result<Verdict, PluginError> {
+    fn evaluate(session: &Session, statement: Statement) -> Result<Verdict, PluginError> {
         // Reads the session, config and analysed fields only.
-        Ok(Verdict::per_shape(decide(&session, &statement)))
+        Ok(Verdict::per_shape(decide(session, &statement)))
     }
 }
 

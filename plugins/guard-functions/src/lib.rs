@@ -30,7 +30,7 @@ const DENIED: &[&str] = &[
 struct GuardFunctions;
 
 impl Policy for GuardFunctions {
-    fn evaluate(_session: Session, statement: Statement) -> Result<Verdict, PluginError> {
+    fn evaluate(_session: &Session, statement: Statement) -> Result<Verdict, PluginError> {
         if statement.copy_program {
             return Ok(Verdict::per_shape(Decision::Deny(
                 "COPY ... PROGRAM is not allowed".into(),

@@ -5,7 +5,7 @@ use sluice_sdk::{Decision, PluginError, Policy, Session, Statement, StatementKin
 struct GuardRoles;
 
 impl Policy for GuardRoles {
-    fn evaluate(_session: Session, statement: Statement) -> Result<Verdict, PluginError> {
+    fn evaluate(_session: &Session, statement: Statement) -> Result<Verdict, PluginError> {
         let parameter = statement.parameter.as_deref().unwrap_or("");
         let identity = matches!(parameter, "role" | "session_authorization");
         let decision = match statement.kind {

@@ -5,9 +5,9 @@ use sluice_sdk::{Decision, PluginError, Policy, Session, Statement, StatementKin
 struct NoDdl;
 
 impl Policy for NoDdl {
-    fn evaluate(session: Session, statement: Statement) -> Result<Verdict, PluginError> {
+    fn evaluate(session: &Session, statement: Statement) -> Result<Verdict, PluginError> {
         let decision = if statement.kind != StatementKind::Ddl
-            || sluice_sdk::in_any_group(&session, &sluice_sdk::config_list("allow_groups"))
+            || sluice_sdk::in_any_group(session, &sluice_sdk::config_list("allow_groups"))
         {
             Decision::Allow
         } else {

@@ -7,8 +7,8 @@ use sluice_sdk::{Decision, PluginError, Policy, Session, Statement, StatementKin
 struct ReadOnly;
 
 impl Policy for ReadOnly {
-    fn evaluate(session: Session, statement: Statement) -> Result<Verdict, PluginError> {
-        Ok(Verdict::per_shape(decide(&session, &statement)))
+    fn evaluate(session: &Session, statement: Statement) -> Result<Verdict, PluginError> {
+        Ok(Verdict::per_shape(decide(session, &statement)))
     }
 }
 

@@ -5,7 +5,7 @@ use sluice_sdk::{Decision, PluginError, Policy, Session, Statement, Verdict};
 struct SafeWrites;
 
 impl Policy for SafeWrites {
-    fn evaluate(_session: Session, statement: Statement) -> Result<Verdict, PluginError> {
+    fn evaluate(_session: &Session, statement: Statement) -> Result<Verdict, PluginError> {
         let decision = if statement.command == "TruncateStmt" {
             Decision::Deny("TRUNCATE is not allowed".into())
         } else if statement.unfiltered_write {

@@ -2,7 +2,7 @@
 //! `loop` spins forever, `alloc` allocates without bound, `trap` panics, `error` reports an
 //! error, `deny` denies everything, `allow` allows everything, `deny-param` denies when a
 //! parameter equals config `param`, `deny-after` allows the first config `calls` calls of its
-//! instance and denies every later one. Config `match` limits the misbehaviour to statements
+//! instance and denies every later one, `refuse-open` fails when the session is opened. Config `match` limits the misbehaviour to statements
 //! containing that text; config `reuse` (`never`, the default, `text` or `shape`) is the reuse
 //! the plugin declares for its verdicts.
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +15,16 @@ struct Faults;
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
 impl Policy for Faults {
-    fn evaluate(_session: Session, statement: Statement) -> Result<Verdict, PluginError> {
+    fn open(_session: &Session) -> Result<(), PluginError> {
+        match sluice_sdk::config("mode").as_deref() {
+            Some("refuse-open") => Err(PluginError::InvalidConfig(
+                "test-faults refuses to open".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn evaluate(_session: &Session, statement: Statement) -> Result<Verdict, PluginError> {
         let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
         let reuse = match sluice_sdk::config("reuse").as_deref() {
             Some("text") => Reuse::SameText,
