@@ -5,6 +5,7 @@
 #   bench/run.sh                      # defaults: 3 rounds of 5 s per scenario and target
 #   ROUNDS=5 DURATION=10 bench/run.sh
 #   ONLY="simple 16" bench/run.sh     # one scenario
+#   WORKERS=1 bench/run.sh            # Sluice's [server] workers (default: one per core)
 #
 # Every leg is plain TCP on loopback (no TLS anywhere) so the three targets do the same work
 # apart from what they are. Prints TPS and mean latency (median over rounds) and the ratio of
@@ -81,6 +82,7 @@ cat > "$work/sluice/sluice.toml" <<CONF
 [server]
 listen = "127.0.0.1:$SLUICE_PORT"
 data_dir = "./data"
+${WORKERS:+workers = $WORKERS}
 [tls]
 mode = "prefer"
 [identity]

@@ -42,7 +42,7 @@ pub async fn decide(
     if set.policies.is_empty() {
         return Verdict::Allow;
     }
-    instances.retain(&set.policies);
+    instances.retain(set);
     let mut verdict = Verdict::Allow;
     for statement in statements {
         let key = instances.reuse_key(statement.shape, &statement.text, params);
@@ -54,14 +54,14 @@ pub async fn decide(
                 hash: plugin.hash.clone(),
                 reason,
             };
-            let decision = match instances.remembered(plugin, key, &statement.text, params) {
+            let decision = match instances.remembered(plugin, &key) {
                 Some(decision) => Ok(decision),
                 None => {
                     let lowered =
                         lowered.get_or_insert_with(|| statement_to_wit(statement, params));
                     let span = tracing::debug_span!("plugin", sluice.plugin = %plugin.name);
                     instances
-                        .evaluate(plugin, session, lowered, key)
+                        .evaluate(plugin, session, lowered, &key)
                         .instrument(span)
                         .await
                 }

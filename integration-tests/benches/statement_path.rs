@@ -54,6 +54,9 @@ fn main() {
     measure("  of which tree to serde_json::Value", || {
         black_box(serde_json::to_value(&parsed.protobuf.stmts[0].stmt).unwrap());
     });
+    measure("  of which pg_query::scan (shape key)", || {
+        black_box(pg_query::scan(black_box(STATEMENT)).unwrap());
+    });
     let analyzer = Analyzer::default();
     measure("analysis, cache hit", || {
         black_box(analyzer.analyze(black_box(STATEMENT)).unwrap());
@@ -99,7 +102,7 @@ fn main() {
     measure("one plugin call (no-ddl), reused instance", || {
         black_box(
             runtime
-                .block_on(instances.evaluate(&set.policies[0], &info, &lowered, key))
+                .block_on(instances.evaluate(&set.policies[0], &info, &lowered, &key))
                 .unwrap(),
         );
     });
@@ -120,7 +123,7 @@ fn main() {
         for plugin in &set.policies {
             black_box(
                 runtime
-                    .block_on(instances.evaluate(plugin, &info, &lowered, key))
+                    .block_on(instances.evaluate(plugin, &info, &lowered, &key))
                     .unwrap(),
             );
         }

@@ -9,15 +9,15 @@
 //! plugin version or the session that produced it.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
 use super::bindings::v0_1::PolicyPlugin as PolicyBindings;
 use super::bindings::v0_1::sluice::plugin::types as wit;
-use super::{PluginHost, PluginState, PolicyPlugin};
+use super::{PluginHost, PluginSet, PluginState, PolicyPlugin};
 
 /// Why a plugin call produced no decision. Every variant refuses the statement.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,15 +35,49 @@ pub enum CallFailure {
 /// Verdicts remembered per instance; beyond this many of a kind the memo starts over.
 const MEMO_CAPACITY: usize = 4096;
 
-/// What identifies a statement for verdict reuse, computed once per statement and shared by
-/// every plugin.
-#[derive(Debug, Clone, Copy)]
-pub struct ReuseKey {
+/// What identifies a statement for verdict reuse, shared by every plugin's lookup.
+#[derive(Debug)]
+pub struct ReuseKey<'a> {
     /// The analyser's shape id, for single DML statements.
-    pub shape: Option<u64>,
-    /// Hash of text and parameter values; a hit is confirmed against the stored text.
-    pub text_hash: u64,
+    shape: Option<u64>,
+    text: &'a str,
+    params: &'a [Option<String>],
+    /// Hash of text and parameter values, computed only if a lookup gets that far; a hit is
+    /// confirmed against the stored text and values.
+    text_hash: OnceLock<u64>,
+    hasher: RandomState,
 }
+
+impl ReuseKey<'_> {
+    fn text_hash(&self) -> u64 {
+        *self
+            .text_hash
+            .get_or_init(|| self.hasher.hash_one((self.text, self.params)))
+    }
+}
+
+/// For maps keyed by numbers that are already well spread or not attacker-chosen (shape ids,
+/// hashes): a multiply instead of SipHash on the per-statement path.
+#[derive(Default)]
+struct SpreadHasher(u64);
+
+impl Hasher for SpreadHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type NumberMap<V> = HashMap<u64, V, BuildHasherDefault<SpreadHasher>>;
 
 struct TextVerdict {
     text: String,
@@ -54,27 +88,25 @@ struct TextVerdict {
 struct Live {
     store: Store<PluginState>,
     bindings: PolicyBindings,
-    by_shape: HashMap<u64, wit::Decision>,
-    by_text: HashMap<u64, TextVerdict>,
+    by_shape: NumberMap<wit::Decision>,
+    by_text: NumberMap<TextVerdict>,
 }
 
 impl Live {
-    fn remembered(
-        &self,
-        key: ReuseKey,
-        text: &str,
-        params: &[Option<String>],
-    ) -> Option<&wit::Decision> {
+    fn remembered(&self, key: &ReuseKey) -> Option<&wit::Decision> {
         if let Some(decision) = key.shape.and_then(|shape| self.by_shape.get(&shape)) {
             return Some(decision);
         }
+        if self.by_text.is_empty() {
+            return None;
+        }
         self.by_text
-            .get(&key.text_hash)
-            .filter(|v| v.text == text && v.params == params)
+            .get(&key.text_hash())
+            .filter(|v| v.text == key.text && v.params == key.params)
             .map(|v| &v.decision)
     }
 
-    fn remember(&mut self, key: ReuseKey, verdict: &wit::Verdict, statement: &wit::Statement) {
+    fn remember(&mut self, key: &ReuseKey, verdict: &wit::Verdict, statement: &wit::Statement) {
         match (verdict.reuse, key.shape) {
             (wit::Reuse::Never, _) => {}
             (wit::Reuse::SameShape, Some(shape)) => {
@@ -89,7 +121,7 @@ impl Live {
                     self.by_text.clear();
                 }
                 self.by_text.insert(
-                    key.text_hash,
+                    key.text_hash(),
                     TextVerdict {
                         text: statement.text.clone(),
                         params: statement.params.clone(),
@@ -103,7 +135,10 @@ impl Live {
 
 pub struct SessionPlugins {
     host: Arc<PluginHost>,
-    live: HashMap<u64, Live>,
+    /// By plugin id. A handful of plugins: a scan beats hashing.
+    live: Vec<(u64, Live)>,
+    /// The plugin set generation `live` was last pruned for.
+    generation: u64,
     hasher: RandomState,
 }
 
@@ -111,7 +146,8 @@ impl SessionPlugins {
     pub fn new(host: Arc<PluginHost>) -> SessionPlugins {
         SessionPlugins {
             host,
-            live: HashMap::new(),
+            live: Vec::new(),
+            generation: 0,
             hasher: RandomState::new(),
         }
     }
@@ -121,37 +157,42 @@ impl SessionPlugins {
     }
 
     /// The reuse key of a statement with these parameter values.
-    pub fn reuse_key(&self, shape: Option<u64>, text: &str, params: &[Option<String>]) -> ReuseKey {
+    pub fn reuse_key<'a>(
+        &self,
+        shape: Option<u64>,
+        text: &'a str,
+        params: &'a [Option<String>],
+    ) -> ReuseKey<'a> {
         ReuseKey {
             shape,
-            text_hash: self.hasher.hash_one((text, params)),
+            text,
+            params,
+            text_hash: OnceLock::new(),
+            hasher: self.hasher.clone(),
         }
     }
 
     /// Drops instances of plugin versions that are no longer serving.
-    pub fn retain(&mut self, serving: &[Arc<PolicyPlugin>]) {
-        if self
-            .live
-            .keys()
-            .any(|id| !serving.iter().any(|p| p.id == *id))
-        {
-            self.live
-                .retain(|id, _| serving.iter().any(|p| p.id == *id));
+    pub fn retain(&mut self, set: &PluginSet) {
+        if set.generation == self.generation {
+            return;
         }
+        self.generation = set.generation;
+        self.live
+            .retain(|(id, _)| set.policies.iter().any(|p| p.id == *id));
+    }
+
+    fn live(&mut self, plugin: &PolicyPlugin) -> Option<&mut Live> {
+        self.live
+            .iter_mut()
+            .find(|(id, _)| *id == plugin.id)
+            .map(|(_, live)| live)
     }
 
     /// A verdict this plugin's instance declared reusable for the statement, if any.
-    pub fn remembered(
-        &self,
-        plugin: &PolicyPlugin,
-        key: ReuseKey,
-        text: &str,
-        params: &[Option<String>],
-    ) -> Option<wit::Decision> {
-        self.live
-            .get(&plugin.id)?
-            .remembered(key, text, params)
-            .cloned()
+    pub fn remembered(&self, plugin: &PolicyPlugin, key: &ReuseKey) -> Option<wit::Decision> {
+        let (_, live) = self.live.iter().find(|(id, _)| *id == plugin.id)?;
+        live.remembered(key).cloned()
     }
 
     /// Calls the plugin's `evaluate` in its sandbox and remembers the verdict as far as the
@@ -161,14 +202,14 @@ impl SessionPlugins {
         plugin: &PolicyPlugin,
         session: &wit::Session,
         statement: &wit::Statement,
-        key: ReuseKey,
+        key: &ReuseKey<'_>,
     ) -> Result<wit::Decision, CallFailure> {
-        if !self.live.contains_key(&plugin.id) {
+        if self.live(plugin).is_none() {
             let host = self.host.clone();
             let live = instantiate(&host, plugin, session).await?;
-            self.live.insert(plugin.id, live);
+            self.live.push((plugin.id, live));
         }
-        let Some(live) = self.live.get_mut(&plugin.id) else {
+        let Some(live) = self.live(plugin) else {
             return Err(CallFailure::Instantiate("instance vanished".into()));
         };
         live.store
@@ -193,7 +234,7 @@ impl SessionPlugins {
             }
         };
         // After a trap the instance's state is unknown: never reuse it.
-        self.live.remove(&plugin.id);
+        self.live.retain(|(id, _)| *id != plugin.id);
         Err(failure)
     }
 }
@@ -233,8 +274,8 @@ async fn instantiate(
     Ok(Live {
         store,
         bindings,
-        by_shape: HashMap::new(),
-        by_text: HashMap::new(),
+        by_shape: NumberMap::default(),
+        by_text: NumberMap::default(),
     })
 }
 
