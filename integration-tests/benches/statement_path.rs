@@ -106,7 +106,7 @@ fn main() {
                 .unwrap(),
         );
     });
-    measure("fresh instance + call (no-ddl)", || {
+    measure("fresh instance + open + call (no-ddl)", || {
         let mut fresh = SessionPlugins::new(host.clone());
         black_box(runtime.block_on(policy::decide(&set, &mut fresh, &info, &statements, &[])));
     });
@@ -144,4 +144,75 @@ fn main() {
             )));
         },
     );
+
+    compile_cache();
+}
+
+/// A Python component (componentize-py, ~18 MB) compiled cold, then loaded by a new host from
+/// the compiled-artifact cache, as after a restart. One-shot timings.
+fn compile_cache() {
+    if let Some(only) = std::env::args().skip(1).find(|a| !a.starts_with('-'))
+        && !"compile cache".contains(&only)
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins.d");
+    std::fs::create_dir_all(&plugins).unwrap();
+    PluginSpec::with(
+        "deny-tables-py",
+        "deny-tables-py",
+        "[config]\ntables = \"secrets\"\n",
+    )
+    .install(&plugins);
+    let size = std::fs::metadata(plugins.join("deny-tables-py.wasm"))
+        .unwrap()
+        .len();
+    for label in ["cold (compile)", "restart (cached)", "restart (cached)"] {
+        let host = PluginHost::new(
+            Some(plugins.clone()),
+            dir.path().join("cache"),
+            Limits::default(),
+        )
+        .unwrap();
+        let started = Instant::now();
+        host.reload().unwrap();
+        println!(
+            "compile cache: {:.1} MB Python component, {label:<17} {:>10.1} ms",
+            size as f64 / 1e6,
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        assert!(host.status().iter().all(|s| s.error.is_none()));
+    }
+    let host = PluginHost::new(Some(plugins), dir.path().join("cache"), Limits::default()).unwrap();
+    host.reload().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let info = SessionInfo {
+        id: 1,
+        subject: "bench".into(),
+        groups: vec![],
+        database: "app".into(),
+        token_id: "t".into(),
+        client_addr: "127.0.0.1:1".into(),
+        application_name: None,
+    };
+    let statements = analyze_uncached(STATEMENT).unwrap();
+    let lowered = policy::statement_to_wit(&statements[0], &[]);
+    let set = host.current();
+    let mut instances = SessionPlugins::new(host.clone());
+    let key = instances.reuse_key(None, STATEMENT, &[]);
+    measure("compile cache: Python plugin call, reused instance", || {
+        black_box(
+            runtime
+                .block_on(instances.evaluate(&set.policies[0], &info, &lowered, &key))
+                .unwrap(),
+        );
+    });
+    measure("compile cache: Python fresh instance + open + call", || {
+        let mut fresh = SessionPlugins::new(host.clone());
+        black_box(runtime.block_on(policy::decide(&set, &mut fresh, &info, &statements, &[])));
+    });
 }

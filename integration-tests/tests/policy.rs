@@ -443,3 +443,34 @@ async fn guard_functions_judges_each_set_config_name_although_the_shapes_match()
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn python_plugin_refuses_configured_tables_and_exempts_its_groups() {
+    let gw = gateway(vec![PluginSpec::with(
+        "deny-tables-py",
+        "deny-tables-py",
+        "[config]\ntables = \"items\"\nexempt_groups = \"auditors\"\n",
+    )])
+    .await;
+    let agent = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    for sql in [
+        "SELECT * FROM items",
+        "SELECT * FROM public.items",
+        "WITH x AS (SELECT id FROM items) SELECT * FROM x",
+    ] {
+        let (code, message) = refused(&agent, sql).await;
+        assert_eq!(code, "42501", "{sql}");
+        assert!(message.contains("\"deny-tables-py\""), "{message}");
+        assert!(message.contains("off limits"), "{message}");
+    }
+    agent.batch_execute("SELECT 1").await.unwrap();
+    let auditor = gw
+        .connect("auditor", &gw.token_with_groups("auditor", &["auditors"]))
+        .await
+        .unwrap();
+    let row = auditor
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 100);
+}

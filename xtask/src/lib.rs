@@ -12,9 +12,16 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Builds every plugin for wasm32-wasip2 (release) and copies each to `out/<name>.wasm`.
+/// Builds every plugin in `plugins/` — Rust crates and Python apps — to `out/<name>.wasm`.
 /// Returns the paths written.
 pub fn build_plugins(out: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut written = build_rust_plugins(out)?;
+    written.extend(build_python_plugins(out)?);
+    Ok(written)
+}
+
+/// Builds the Rust plugins for wasm32-wasip2 (release) and copies each to `out/<name>.wasm`.
+pub fn build_rust_plugins(out: &Path) -> Result<Vec<PathBuf>, String> {
     let root = repo_root();
     let plugins = root.join("plugins");
     let target_dir = root.join("target").join("plugins");
@@ -81,4 +88,97 @@ pub fn plugin_names(plugins: &Path) -> Result<Vec<String>, String> {
         .collect();
     names.sort();
     Ok(names)
+}
+
+/// Python plugins: the directories of `plugins/` holding an `app.py`.
+pub fn python_plugin_names(plugins: &Path) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = std::fs::read_dir(plugins)
+        .map_err(|e| format!("cannot read {}: {e}", plugins.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("app.py").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Builds each Python plugin with componentize-py (`policy-plugin` world) and copies it to
+/// `out/<name>.wasm`. A build takes most of a minute, so the component is kept in
+/// `target/plugins/python` and rebuilt only when its sources or the contract are newer.
+pub fn build_python_plugins(out: &Path) -> Result<Vec<PathBuf>, String> {
+    let root = repo_root();
+    let plugins = root.join("plugins");
+    let names = python_plugin_names(&plugins)?;
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let built = root.join("target").join("plugins").join("python");
+    std::fs::create_dir_all(&built)
+        .and_then(|_| std::fs::create_dir_all(out))
+        .map_err(|e| format!("cannot create plugin output directories: {e}"))?;
+    let tool = std::env::var_os("COMPONENTIZE_PY").unwrap_or_else(|| "componentize-py".into());
+    let wit = root.join("wit");
+    let mut written = Vec::new();
+    for name in names {
+        let source = plugins.join(&name);
+        let artifact = built.join(format!("{name}.wasm"));
+        if !is_newer_than_sources(&artifact, &[&source, &wit]) {
+            let partial = artifact.with_extension("partial");
+            let output = Command::new(&tool)
+                .arg("-d")
+                .arg(&wit)
+                .args([
+                    "-w",
+                    "sluice:plugin/policy-plugin@0.1.0",
+                    "componentize",
+                    "-p",
+                ])
+                .arg(&source)
+                .args(["app", "-o"])
+                .arg(&partial)
+                .output()
+                .map_err(|e| {
+                    format!(
+                        "cannot run {} to build the Python plugin {name}: {e}\n\
+                         hint: pip install componentize-py",
+                        tool.to_string_lossy()
+                    )
+                })?;
+            if !output.status.success() {
+                return Err(format!(
+                    "building the Python plugin {name} failed:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+            std::fs::rename(&partial, &artifact)
+                .map_err(|e| format!("cannot move {}: {e}", partial.display()))?;
+        }
+        let dest = out.join(format!("{name}.wasm"));
+        std::fs::copy(&artifact, &dest)
+            .map_err(|e| format!("cannot copy {}: {e}", artifact.display()))?;
+        written.push(dest);
+    }
+    Ok(written)
+}
+
+/// Whether `artifact` exists and is newer than every file under `sources`.
+fn is_newer_than_sources(artifact: &Path, sources: &[&Path]) -> bool {
+    fn newest(path: &Path) -> Option<std::time::SystemTime> {
+        let meta = std::fs::metadata(path).ok()?;
+        if !meta.is_dir() {
+            return meta.modified().ok();
+        }
+        std::fs::read_dir(path)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name() != "__pycache__")
+            .filter_map(|e| newest(&e.path()))
+            .max()
+    }
+    let Some(built) = std::fs::metadata(artifact).and_then(|m| m.modified()).ok() else {
+        return false;
+    };
+    sources
+        .iter()
+        .all(|s| newest(s).is_some_and(|changed| changed < built))
 }

@@ -23,9 +23,9 @@ fn main() -> ExitCode {
             }
         },
         ["demo", rest @ ..] => {
-            // Build the stock plugins, then run `sluice demo` with them loaded.
+            // Build the stock (Rust) plugins, then run `sluice demo` with them loaded.
             let out = xtask::repo_root().join("target").join("demo-plugins");
-            if let Err(e) = xtask::build_plugins(&out) {
+            if let Err(e) = xtask::build_rust_plugins(&out) {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
