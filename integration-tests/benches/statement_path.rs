@@ -84,15 +84,7 @@ fn main() {
     )
     .unwrap();
     host.reload().unwrap();
-    let info = SessionInfo {
-        id: 1,
-        subject: "bench".into(),
-        groups: vec![],
-        database: "app".into(),
-        token_id: "t".into(),
-        client_addr: "127.0.0.1:1".into(),
-        application_name: None,
-    };
+    let info = bench_session();
     let statements = analyzer.analyze(STATEMENT).unwrap();
     let lowered = policy::statement_to_wit(&statements[0], &[]);
     let set = host.current();
@@ -190,15 +182,7 @@ fn compile_cache() {
         .enable_all()
         .build()
         .unwrap();
-    let info = SessionInfo {
-        id: 1,
-        subject: "bench".into(),
-        groups: vec![],
-        database: "app".into(),
-        token_id: "t".into(),
-        client_addr: "127.0.0.1:1".into(),
-        application_name: None,
-    };
+    let info = bench_session();
     let statements = analyze_uncached(STATEMENT).unwrap();
     let lowered = policy::statement_to_wit(&statements[0], &[]);
     let set = host.current();
@@ -215,4 +199,16 @@ fn compile_cache() {
         let mut fresh = SessionPlugins::new(host.clone());
         black_box(runtime.block_on(policy::decide(&set, &mut fresh, &info, &statements, &[])));
     });
+}
+
+fn bench_session() -> SessionInfo {
+    SessionInfo {
+        id: 1,
+        subject: "bench".into(),
+        groups: vec![],
+        database: "app".into(),
+        token_id: "t".into(),
+        client_addr: "127.0.0.1:1".into(),
+        application_name: None,
+    }
 }

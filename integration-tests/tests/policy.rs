@@ -38,6 +38,20 @@ async fn refused(client: &tokio_postgres::Client, sql: &str) -> (String, String)
     (sqlstate(&err), message)
 }
 
+/// Parse (unnamed) `SELECT $1::text`, Bind `value`, Execute, Sync; the reply up to
+/// ReadyForQuery.
+async fn unnamed_select_with(
+    raw: &mut RawClient,
+    value: &str,
+) -> Vec<sluice_integration_tests::Msg> {
+    let mut out = BytesMut::new();
+    frontend::parse("", "SELECT $1::text", None, &mut out).unwrap();
+    sluice_integration_tests::bind_and_execute(&mut out, &[value]);
+    frontend::sync(&mut out);
+    raw.send(&out).await;
+    raw.until_ready().await
+}
+
 #[tokio::test]
 async fn no_ddl_refuses_schema_changes_and_names_itself() {
     let gw = gateway(stock()).await;
@@ -325,12 +339,7 @@ async fn plugins_see_bind_parameter_values_of_the_unnamed_statement() {
         ("forbidden", "EZ"),
         ("fine again", "12DCZ"),
     ] {
-        let mut out = BytesMut::new();
-        frontend::parse("", "SELECT $1::text", None, &mut out).unwrap();
-        sluice_integration_tests::bind_and_execute(&mut out, &[value]);
-        frontend::sync(&mut out);
-        raw.send(&out).await;
-        let reply = raw.until_ready().await;
+        let reply = unnamed_select_with(&mut raw, value).await;
         assert_eq!(tags(&reply), expected, "parameter {value:?}");
         if expected == "EZ" {
             assert_eq!(reply[0].sqlstate(), "42501");
@@ -393,13 +402,8 @@ async fn a_text_verdict_answers_only_the_same_text_and_parameters() {
         ("b", "12DCZ"),
         ("c", "EZ"),
     ] {
-        let mut out = BytesMut::new();
-        frontend::parse("", "SELECT $1::text", None, &mut out).unwrap();
-        sluice_integration_tests::bind_and_execute(&mut out, &[value]);
-        frontend::sync(&mut out);
-        raw.send(&out).await;
         assert_eq!(
-            tags(&raw.until_ready().await),
+            tags(&unnamed_select_with(&mut raw, value).await),
             expected,
             "parameter {value:?}"
         );
@@ -449,7 +453,9 @@ async fn python_plugin_refuses_configured_tables_and_exempts_its_groups() {
     let gw = gateway(vec![PluginSpec::with(
         "deny-tables-py",
         "deny-tables-py",
-        "[config]\ntables = \"items\"\nexempt_groups = \"auditors\"\n",
+        // An interpreter in a component: milliseconds to start, so a budget above the
+        // default 20 ms (and the tests share two cores with the build).
+        "[config]\ntables = \"items\"\nexempt_groups = \"auditors\"\n[limits]\ntimeout = \"1s\"\n",
     )])
     .await;
     let agent = gw.connect("agent", &gw.token("agent")).await.unwrap();

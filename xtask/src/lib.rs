@@ -80,10 +80,15 @@ pub fn build_rust_plugins(out: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// Plugin crates: the directories of `plugins/` holding a Cargo.toml.
 pub fn plugin_names(plugins: &Path) -> Result<Vec<String>, String> {
+    directories_holding(plugins, "Cargo.toml")
+}
+
+/// The names of the directories of `plugins` that hold a file called `marker`, sorted.
+fn directories_holding(plugins: &Path, marker: &str) -> Result<Vec<String>, String> {
     let mut names: Vec<String> = std::fs::read_dir(plugins)
         .map_err(|e| format!("cannot read {}: {e}", plugins.display()))?
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .filter(|e| e.path().join(marker).is_file())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
@@ -92,14 +97,7 @@ pub fn plugin_names(plugins: &Path) -> Result<Vec<String>, String> {
 
 /// Python plugins: the directories of `plugins/` holding an `app.py`.
 pub fn python_plugin_names(plugins: &Path) -> Result<Vec<String>, String> {
-    let mut names: Vec<String> = std::fs::read_dir(plugins)
-        .map_err(|e| format!("cannot read {}: {e}", plugins.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("app.py").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    Ok(names)
+    directories_holding(plugins, "app.py")
 }
 
 /// Builds each Python plugin with componentize-py (`policy-plugin` world) and copies it to
