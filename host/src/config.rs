@@ -71,6 +71,16 @@ pub struct ServerConfig {
     /// Time a client has to finish startup and authentication.
     #[serde(default = "default_login_timeout", with = "humantime_serde")]
     pub login_timeout: Duration,
+    /// Open client connections, logins included; beyond it a client gets FATAL 53300.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Sessions one token subject may hold at once (0: no limit).
+    #[serde(default = "default_max_connections_per_subject")]
+    pub max_connections_per_subject: usize,
+    /// A session with no statement in flight and nothing from the client for this long is
+    /// closed with FATAL 57P05 ("0s": never).
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 /// Whether clients must use TLS.
@@ -208,6 +218,15 @@ fn default_max_message_size() -> usize {
 }
 fn default_login_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_max_connections() -> usize {
+    1000
+}
+fn default_max_connections_per_subject() -> usize {
+    100
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(3600)
 }
 fn default_issuer() -> String {
     "sluice".to_owned()

@@ -46,6 +46,11 @@ impl Gate {
         }
     }
 
+    /// Request cycles (Query, Sync, FunctionCall) sent upstream so far.
+    pub fn cycles(&self) -> u64 {
+        self.cycles
+    }
+
     fn policies_loaded(&self) -> bool {
         self.instances
             .as_ref()

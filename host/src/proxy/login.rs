@@ -10,6 +10,7 @@ use tokio_util::either::Either;
 use super::Shared;
 use super::cancel::CancelKey;
 use super::frame::FrameReader;
+use super::limits::SubjectSlot;
 use super::messages::{self, sqlstate};
 use super::startup::{InitialRequest, StartupError, read_initial};
 use super::startup_params::ClientStartup;
@@ -35,6 +36,8 @@ pub struct Established {
     pub application_name: Option<String>,
     pub upstream: UpstreamSession,
     pub cancel_key: CancelKey,
+    /// The subject's share of `max_connections_per_subject`, held for the session's life.
+    pub subject_slot: SubjectSlot,
 }
 
 /// How the login phase ended when it did not produce a session.
@@ -52,7 +55,13 @@ pub enum LoginError {
     Frame(#[from] super::frame::FrameError),
 }
 
-pub async fn login(shared: &Shared, tcp: TcpStream) -> Result<Established, LoginError> {
+/// `over_capacity`: the gateway holds more connections than `max_connections`; the client is
+/// told so once it has said who it is (as Postgres does), before any token is read.
+pub async fn login(
+    shared: &Shared,
+    tcp: TcpStream,
+    over_capacity: bool,
+) -> Result<Established, LoginError> {
     let mut stream: ClientStream = Either::Right(tcp);
     if let Either::Right(tcp) = &stream {
         let mut first = [0u8; 1];
@@ -99,6 +108,18 @@ pub async fn login(shared: &Shared, tcp: TcpStream) -> Result<Established, Login
             .refuse(
                 sqlstate::INVALID_AUTHORIZATION,
                 "sluice requires TLS: connect with sslmode=require".into(),
+            )
+            .await;
+    }
+    if over_capacity {
+        tracing::warn!(
+            max_connections = shared.config.server.max_connections,
+            "connection refused: too many clients"
+        );
+        return client
+            .refuse(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                "sorry, too many clients already".into(),
             )
             .await;
     }
@@ -159,6 +180,19 @@ pub async fn login(shared: &Shared, tcp: TcpStream) -> Result<Established, Login
     };
     span.record("subject", grant.subject.as_str());
     span.record("token_id", grant.token_id.as_str());
+    let per_subject = shared.config.server.max_connections_per_subject;
+    let Some(subject_slot) = shared.limits.subject(&grant.subject, per_subject) else {
+        tracing::warn!(
+            max_connections_per_subject = per_subject,
+            "connection refused: subject holds too many sessions"
+        );
+        return client
+            .refuse(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                format!("too many connections for subject \"{}\"", grant.subject),
+            )
+            .await;
+    };
 
     let Some(upstream) = shared.upstreams.get(&grant.database).cloned() else {
         return client
@@ -212,6 +246,7 @@ pub async fn login(shared: &Shared, tcp: TcpStream) -> Result<Established, Login
         application_name: startup.application_name.clone(),
         upstream: session,
         cancel_key,
+        subject_slot,
     })
 }
 

@@ -3,6 +3,7 @@
 mod cancel;
 mod frame;
 mod gate;
+mod limits;
 mod login;
 pub mod messages;
 mod refusal;
@@ -47,6 +48,7 @@ pub struct Shared {
     pub plugins: Option<Arc<PluginHost>>,
     /// Fired when sessions must end now (end of the shutdown grace period).
     pub terminate: CancellationToken,
+    pub limits: limits::ConnectionLimits,
     next_session: AtomicU64,
 }
 
@@ -118,6 +120,7 @@ impl Shared {
             analyzer: Analyzer::default(),
             plugins,
             terminate: CancellationToken::new(),
+            limits: limits::ConnectionLimits::default(),
             next_session: AtomicU64::new(1),
         })
     }
@@ -289,9 +292,12 @@ async fn accept_loop(
 
 async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id: u64) {
     let _ = tcp.set_nodelay(true);
+    // Held until the connection ends, whichever way.
+    let (_slot, open) = shared.limits.connection();
+    let over_capacity = open > shared.config.server.max_connections;
     let login_timeout = shared.config.server.login_timeout;
     let established = tokio::select! {
-        result = tokio::time::timeout(login_timeout, login::login(&shared, tcp)) => match result {
+        result = tokio::time::timeout(login_timeout, login::login(&shared, tcp, over_capacity)) => match result {
             Ok(Ok(established)) => established,
             Ok(Err(login::LoginError::CancelHandled)) => return,
             Ok(Err(e)) => {

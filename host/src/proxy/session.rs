@@ -2,7 +2,8 @@
 //! expires or the gateway shuts down. Both directions run concurrently so that a client that
 //! pipelines without reading, or a server streaming a large result, never deadlocks the relay.
 
-use std::time::{Instant, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{ReadHalf, WriteHalf};
 
@@ -28,6 +29,8 @@ pub enum SessionEnd {
     UpstreamClosed,
     TokenExpired,
     Shutdown,
+    /// Nothing in flight and nothing from the client for `idle_timeout`.
+    IdleTimeout,
     ClientProtocol(String),
     UpstreamProtocol(String),
     ClientIo(std::io::Error),
@@ -63,6 +66,7 @@ pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionIn
         grant,
         upstream,
         cancel_key,
+        subject_slot,
         ..
     } = established;
     let (client_stream, client_buffered) = client.into_parts();
@@ -82,13 +86,19 @@ pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionIn
 
     let refusals = Arc::new(Refusals::default());
     let mut gate = Gate::new(shared.clone(), info, refusals.clone());
+    let cycles_done = AtomicU64::new(0);
+    let idle = Idle {
+        timeout: shared.config.server.idle_timeout,
+        cycles_done: &cycles_done,
+    };
     let end = tokio::select! {
-        end = client_to_upstream(&mut client_in, &mut up_out, &mut gate) => end,
-        end = upstream_to_client(&mut up_in, &mut client_out, &refusals) => end,
+        end = client_to_upstream(&mut client_in, &mut up_out, &mut gate, idle) => end,
+        end = upstream_to_client(&mut up_in, &mut client_out, &refusals, &cycles_done) => end,
         () = expiry => SessionEnd::TokenExpired,
         () = shared.terminate.cancelled() => SessionEnd::Shutdown,
     };
     drop(cancel_key);
+    drop(subject_slot);
 
     let to_client = match &end {
         SessionEnd::TokenExpired => Some(messages::fatal(
@@ -98,6 +108,10 @@ pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionIn
         SessionEnd::Shutdown => Some(messages::fatal(
             sqlstate::ADMIN_SHUTDOWN,
             "terminating connection because the gateway is shutting down",
+        )),
+        SessionEnd::IdleTimeout => Some(messages::fatal(
+            sqlstate::IDLE_SESSION_TIMEOUT,
+            "terminating connection due to idle-session timeout",
         )),
         SessionEnd::ClientProtocol(why) => Some(messages::fatal(sqlstate::PROTOCOL_VIOLATION, why)),
         SessionEnd::UpstreamProtocol(_) | SessionEnd::UpstreamIo(_) => Some(messages::fatal(
@@ -117,19 +131,50 @@ pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionIn
     end
 }
 
+/// What the client direction needs to tell an idle session from one waiting on a statement.
+#[derive(Clone, Copy)]
+struct Idle<'a> {
+    /// Zero: never time out.
+    timeout: Duration,
+    /// ReadyForQuery messages relayed to the client so far.
+    cycles_done: &'a AtomicU64,
+}
+
 async fn client_to_upstream(
     client: &mut FrameReader<ReadHalf<ClientStream>>,
     upstream: &mut FrameWriter<WriteHalf<UpstreamStream>>,
     gate: &mut Gate,
+    idle: Idle<'_>,
 ) -> SessionEnd {
+    // Whether the client's last message closed a request cycle (nothing half-sent, such as a
+    // Parse/Bind/Execute awaiting its Sync, or COPY data).
+    let mut at_cycle_end = true;
     loop {
-        let mut next = match client.next().await {
+        let read = if idle.timeout.is_zero() {
+            client.next().await
+        } else {
+            // Reading is cancel-safe: bytes already read stay in the reader's buffer.
+            match tokio::time::timeout(idle.timeout, client.next()).await {
+                Ok(read) => read,
+                Err(_) => {
+                    let waiting_on_upstream =
+                        gate.cycles() != idle.cycles_done.load(Ordering::Relaxed);
+                    if at_cycle_end && !waiting_on_upstream {
+                        tracing::info!(timeout = ?idle.timeout, "idle session closed");
+                        return SessionEnd::IdleTimeout;
+                    }
+                    continue;
+                }
+            }
+        };
+        let mut next = match read {
             Ok(Some(frame)) => Some(frame),
             Ok(None) => return SessionEnd::ClientDisconnected,
             Err(e) => return client_error(e),
         };
         // Everything the client has already sent goes upstream in one write.
         while let Some(frame) = next {
+            at_cycle_end = matches!(frame.tag(), b'Q' | b'S' | b'F');
             match classify_client(frame.tag()) {
                 ClientMessage::Relay => gate.process(&frame, upstream).await,
                 ClientMessage::Terminate => {
@@ -164,6 +209,7 @@ async fn upstream_to_client(
     upstream: &mut FrameReader<ReadHalf<UpstreamStream>>,
     client: &mut FrameWriter<WriteHalf<ClientStream>>,
     refusals: &Refusals,
+    cycles_seen: &AtomicU64,
 ) -> SessionEnd {
     // ReadyForQuery messages seen: the upstream's position in the client's request stream.
     let mut cycles_done = 0u64;
@@ -191,6 +237,7 @@ async fn upstream_to_client(
                         refusals.cycle_done(cycles_done);
                     }
                     cycles_done += 1;
+                    cycles_seen.store(cycles_done, Ordering::Relaxed);
                     client.queue(frame.raw());
                 }
                 _ => client.queue(frame.raw()),
