@@ -27,6 +27,21 @@ async fn refused_login(gw: &TestGateway, subject: &str) -> (String, String) {
     (sqlstate(&err), message)
 }
 
+/// Connects as `subject`, retrying for a few seconds while a just-closed session gives its
+/// place back (the gateway notices the close asynchronously).
+async fn connect_once_freed(gw: &TestGateway, subject: &str) -> tokio_postgres::Client {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match gw.connect(subject, &gw.token(subject)).await {
+            Ok(client) => return client,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the freed place was not given back to {subject}: {e}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn connections_beyond_max_connections_get_too_many_clients() {
     let gw = gateway("max_connections = 2\n").await;
@@ -38,16 +53,7 @@ async fn connections_beyond_max_connections_get_too_many_clients() {
     // The sessions inside the limit are untouched, and a closed one frees its place.
     first.simple_query("SELECT 1").await.unwrap();
     drop(first);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let third = loop {
-        match gw.connect("c", &gw.token("c")).await {
-            Ok(client) => break client,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("a freed place was not reused: {e}"),
-        }
-    };
+    let third = connect_once_freed(&gw, "c").await;
     third.simple_query("SELECT 1").await.unwrap();
     second.simple_query("SELECT 1").await.unwrap();
 }
@@ -64,19 +70,8 @@ async fn one_subject_cannot_hold_more_sessions_than_its_limit() {
     let other = gw.connect("other", &gw.token("other")).await.unwrap();
     other.simple_query("SELECT 1").await.unwrap();
     drop(one);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match gw.connect("agent", &gw.token("agent")).await {
-            Ok(again) => {
-                again.simple_query("SELECT 1").await.unwrap();
-                break;
-            }
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("the subject's freed slot was not given back: {e}"),
-        }
-    }
+    let again = connect_once_freed(&gw, "agent").await;
+    again.simple_query("SELECT 1").await.unwrap();
 }
 
 #[tokio::test]
