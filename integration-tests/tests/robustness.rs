@@ -187,3 +187,102 @@ async fn shutdown_waits_for_sessions_that_finish_within_the_grace_period() {
     tokio::join!(gw.gateway.shutdown(Duration::from_secs(10)), work);
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// Sends `bytes` on a logged-in session and expects FATAL 08P01 and the close, with another
+/// session and the gateway unaffected.
+async fn closes_with_protocol_violation(gw: &TestGateway, bytes: &[u8]) {
+    let bystander = gw
+        .connect("bystander", &gw.token("bystander"))
+        .await
+        .unwrap();
+    let mut raw = RawClient::connect(gw, "agent", &gw.token("agent")).await;
+    raw.send(bytes).await;
+    let reply = raw.recv().await.expect("an error before the close");
+    assert_eq!(reply.tag, b'E', "{bytes:?}");
+    assert_eq!(reply.sqlstate(), "08P01", "{bytes:?}");
+    assert!(raw.recv().await.is_none(), "the connection must close");
+    bystander.simple_query("SELECT 1").await.unwrap();
+    still_serves(gw).await;
+}
+
+#[tokio::test]
+async fn lengths_that_lie_close_only_that_session() {
+    let gw = TestGateway::start().await;
+    // Shorter than the length field itself, zero, and negative.
+    for bytes in [
+        &[b'Q', 0, 0, 0, 3][..],
+        &[b'Q', 0, 0, 0, 0][..],
+        &[b'Q', 0xff, 0xff, 0xff, 0xff][..],
+        &[b'P', 0x80, 0, 0, 0][..],
+    ] {
+        closes_with_protocol_violation(&gw, bytes).await;
+    }
+}
+
+#[tokio::test]
+async fn startup_or_ssl_request_after_login_is_a_protocol_violation() {
+    let gw = TestGateway::start().await;
+    let mut startup = BytesMut::new();
+    frontend::startup_message([("user", "agent"), ("database", "app")], &mut startup).unwrap();
+    closes_with_protocol_violation(&gw, &startup).await;
+    let mut ssl = BytesMut::new();
+    frontend::ssl_request(&mut ssl);
+    closes_with_protocol_violation(&gw, &ssl).await;
+}
+
+#[tokio::test]
+async fn message_truncated_by_a_disconnect_loses_nothing_else() {
+    let gw = TestGateway::start().await;
+    let bystander = gw
+        .connect("bystander", &gw.token("bystander"))
+        .await
+        .unwrap();
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    // Announces 100 bytes, sends 9, then leaves.
+    raw.send(&[b'Q', 0, 0, 0, 100, b'S', b'E', b'L', b'E'])
+        .await;
+    drop(raw);
+    bystander.simple_query("SELECT 1").await.unwrap();
+    still_serves(&gw).await;
+}
+
+#[tokio::test]
+async fn bind_or_execute_without_a_parse_gets_postgres_error_and_the_session_goes_on() {
+    let gw = TestGateway::start().await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let mut out = BytesMut::new();
+    frontend::bind(
+        "",
+        "never_parsed",
+        std::iter::empty::<i16>(),
+        std::iter::empty::<Option<&[u8]>>(),
+        |_: Option<&[u8]>,
+         _: &mut BytesMut|
+         -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+            Ok(postgres_protocol::IsNull::No)
+        },
+        Some(0),
+        &mut out,
+    )
+    .map_err(|_| ())
+    .unwrap();
+    frontend::execute("", 0, &mut out).unwrap();
+    frontend::sync(&mut out);
+    raw.send(&out).await;
+    let reply = raw.until_ready().await;
+    assert_eq!(tags(&reply), "EZ");
+    assert_eq!(reply[0].sqlstate(), "26000");
+
+    out.clear();
+    frontend::execute("no_such_portal", 0, &mut out).unwrap();
+    frontend::sync(&mut out);
+    raw.send(&out).await;
+    let reply = raw.until_ready().await;
+    assert_eq!(tags(&reply), "EZ");
+    assert_eq!(reply[0].sqlstate(), "34000");
+
+    out.clear();
+    frontend::query("SELECT 1", &mut out).unwrap();
+    raw.send(&out).await;
+    assert_eq!(tags(&raw.until_ready().await), "TDCZ");
+}

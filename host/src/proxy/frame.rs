@@ -35,6 +35,8 @@ pub enum FrameError {
     BadLength { tag: char, len: usize, max: usize },
     #[error("connection closed in the middle of a message")]
     Truncated,
+    #[error("unexpected message type {0:?}")]
+    UnexpectedType(char),
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -45,6 +47,10 @@ pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
     max_len: usize,
+    /// Message types this peer may send, checked on the type byte alone: an unknown type is
+    /// refused at once instead of after waiting for the length it claims (Postgres does the
+    /// same), so a stray StartupMessage or SSLRequest cannot stall the session.
+    known_type: Option<fn(u8) -> bool>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -58,11 +64,23 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             inner,
             buf,
             max_len,
+            known_type: None,
         }
+    }
+
+    /// Refuses any message whose type byte `known` rejects, as soon as that byte arrives.
+    pub fn accepting(mut self, known: fn(u8) -> bool) -> FrameReader<R> {
+        self.known_type = Some(known);
+        self
     }
 
     /// The next whole frame already buffered, without reading.
     pub fn try_next(&mut self) -> Result<Option<Frame>, FrameError> {
+        if let (Some(&tag), Some(known)) = (self.buf.first(), self.known_type)
+            && !known(tag)
+        {
+            return Err(FrameError::UnexpectedType(tag as char));
+        }
         if self.buf.len() < 5 {
             return Ok(None);
         }

@@ -73,7 +73,8 @@ pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionIn
     let (client_read, client_write) = tokio::io::split(client_stream);
     let (up_read, up_write) = tokio::io::split(upstream.stream);
     let max = shared.config.server.max_message_size;
-    let mut client_in = FrameReader::with_buffer(client_read, client_buffered, max);
+    let mut client_in = FrameReader::with_buffer(client_read, client_buffered, max)
+        .accepting(|tag| !matches!(classify_client(tag), ClientMessage::Unexpected));
     let mut client_out = FrameWriter::new(client_write);
     let mut up_in = FrameReader::with_buffer(up_read, upstream.buffered, max);
     let mut up_out = FrameWriter::new(up_write);
@@ -267,6 +268,9 @@ fn client_error(e: FrameError) -> SessionEnd {
         }
         FrameError::Io(e) => SessionEnd::ClientIo(e),
         FrameError::Truncated => SessionEnd::ClientDisconnected,
+        FrameError::UnexpectedType(tag) => {
+            SessionEnd::ClientProtocol(format!("unexpected message type {tag:?} from client"))
+        }
         other => SessionEnd::ClientProtocol(other.to_string()),
     }
 }
