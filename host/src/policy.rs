@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use crate::analysis::{Statement, StatementKind, TableRef};
-use crate::plugins::{PluginSet, SessionPlugins, wit};
+use crate::plugins::{PluginSet, ReuseKey, SessionPlugins, wit};
 
 /// The outcome for a statement (or for all statements of one query string).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub async fn decide(
     instances.retain(set);
     let mut verdict = Verdict::Allow;
     for statement in statements {
-        let key = instances.reuse_key(statement.shape, &statement.text, params);
+        let key = ReuseKey::new(statement.shape, &statement.text, params);
         // Built only when some plugin has to be called.
         let mut lowered: Option<wit::Statement> = None;
         for plugin in &set.policies {

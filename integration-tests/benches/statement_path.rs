@@ -3,10 +3,11 @@
 //! pipeline with the stock plugins, and a fresh instance.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice::analysis::{Analyzer, analyze_uncached};
-use sluice::plugins::{Limits, PluginHost, SessionPlugins};
+use sluice::plugins::{Limits, PluginHost, ReuseKey, SessionPlugins};
 use sluice::policy::{self, SessionInfo};
 use sluice_integration_tests::{PluginSpec, built_plugin};
 
@@ -84,24 +85,12 @@ fn main() {
     )
     .unwrap();
     host.reload().unwrap();
-    let info = bench_session();
-    let statements = analyzer.analyze(STATEMENT).unwrap();
-    let lowered = policy::statement_to_wit(&statements[0], &[]);
-    let set = host.current();
-    let mut instances = SessionPlugins::new(host.clone());
-    let key = instances.reuse_key(statements[0].shape, STATEMENT, &[]);
-    // Called directly, past the verdict memo: the cost of a real call.
-    measure("one plugin call (no-ddl), reused instance", || {
-        black_box(
-            runtime
-                .block_on(instances.evaluate(&set.policies[0], &info, &lowered, &key))
-                .unwrap(),
-        );
-    });
-    measure("fresh instance + open + call (no-ddl)", || {
-        let mut fresh = SessionPlugins::new(host.clone());
-        black_box(runtime.block_on(policy::decide(&set, &mut fresh, &info, &statements, &[])));
-    });
+    measure_calls(
+        &host,
+        &runtime,
+        "one plugin call (no-ddl), reused instance",
+        "fresh instance + open + call (no-ddl)",
+    );
 
     for name in ["safe-writes", "guard-functions", "guard-roles"] {
         PluginSpec::stock(name).install(&plugins);
@@ -109,6 +98,10 @@ fn main() {
     PluginSpec::with("read-only", "read-only", "[config]\ngroups = \"readers\"\n")
         .install(&plugins);
     host.reload().unwrap();
+    let info = bench_session();
+    let statements = analyzer.analyze(STATEMENT).unwrap();
+    let lowered = policy::statement_to_wit(&statements[0], &[]);
+    let key = ReuseKey::new(statements[0].shape, STATEMENT, &[]);
     let set = host.current();
     let mut instances = SessionPlugins::new(host.clone());
     measure("pipeline, 5 stock plugins, every plugin called", || {
@@ -182,22 +175,44 @@ fn compile_cache() {
         .enable_all()
         .build()
         .unwrap();
+    measure_calls(
+        &host,
+        &runtime,
+        "compile cache: Python plugin call, reused instance",
+        "compile cache: Python fresh instance + open + call",
+    );
+}
+
+/// The first plugin of `host`'s set: one real call on a reused instance (past the verdict
+/// memo), and a fresh instance + open + call.
+fn measure_calls(
+    host: &Arc<PluginHost>,
+    runtime: &tokio::runtime::Runtime,
+    reused: &str,
+    fresh: &str,
+) {
     let info = bench_session();
     let statements = analyze_uncached(STATEMENT).unwrap();
     let lowered = policy::statement_to_wit(&statements[0], &[]);
+    let key = ReuseKey::new(None, STATEMENT, &[]);
     let set = host.current();
     let mut instances = SessionPlugins::new(host.clone());
-    let key = instances.reuse_key(None, STATEMENT, &[]);
-    measure("compile cache: Python plugin call, reused instance", || {
+    measure(reused, || {
         black_box(
             runtime
                 .block_on(instances.evaluate(&set.policies[0], &info, &lowered, &key))
                 .unwrap(),
         );
     });
-    measure("compile cache: Python fresh instance + open + call", || {
-        let mut fresh = SessionPlugins::new(host.clone());
-        black_box(runtime.block_on(policy::decide(&set, &mut fresh, &info, &statements, &[])));
+    measure(fresh, || {
+        let mut instances = SessionPlugins::new(host.clone());
+        black_box(runtime.block_on(policy::decide(
+            &set,
+            &mut instances,
+            &info,
+            &statements,
+            &[],
+        )));
     });
 }
 

@@ -401,6 +401,13 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
         .unwrap_or_default()
 }
 
+/// The message of a database error (empty for an error that is not one).
+pub fn error_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default()
+}
+
 /// A client speaking the protocol by hand, for what drivers will not send: pipelines with
 /// errors in the middle, malformed messages, raw cancel requests.
 pub struct RawClient {
@@ -516,6 +523,12 @@ impl RawClient {
         }
     }
 
+    /// Sends `bytes`, then returns the reply up to and including the next ReadyForQuery.
+    pub async fn exchange(&mut self, bytes: &[u8]) -> Vec<Msg> {
+        self.send(bytes).await;
+        self.until_ready().await
+    }
+
     /// Messages up to and including the next ReadyForQuery (or until the connection closes).
     pub async fn until_ready(&mut self) -> Vec<Msg> {
         let mut messages = Vec::new();
@@ -537,11 +550,17 @@ pub fn tags(messages: &[Msg]) -> String {
 
 /// Appends Bind (unnamed portal and statement, text-format `params`) and Execute to `out`.
 pub fn bind_and_execute(out: &mut bytes::BytesMut, params: &[&str]) {
+    bind_statement_and_execute(out, "", params);
+}
+
+/// Appends Bind (unnamed portal, prepared statement `statement`, text-format `params`) and
+/// Execute to `out`.
+pub fn bind_statement_and_execute(out: &mut bytes::BytesMut, statement: &str, params: &[&str]) {
     use postgres_protocol::IsNull;
     type BoxError = Box<dyn std::error::Error + Sync + Send>;
     postgres_protocol::message::frontend::bind(
         "",
-        "",
+        statement,
         params.iter().map(|_| 0i16),
         params.iter().map(|p| p.as_bytes()),
         |value: &[u8], buf: &mut bytes::BytesMut| -> Result<IsNull, BoxError> {

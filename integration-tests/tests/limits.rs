@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
-use sluice_integration_tests::{GatewayOptions, RawClient, TestGateway, sqlstate};
+use sluice_integration_tests::{GatewayOptions, RawClient, TestGateway, error_message, sqlstate};
 
 async fn gateway(server_toml: &str) -> TestGateway {
     TestGateway::start_with(GatewayOptions {
@@ -20,11 +20,7 @@ async fn refused_login(gw: &TestGateway, subject: &str) -> (String, String) {
     let Err(err) = gw.connect(subject, &gw.token(subject)).await else {
         panic!("the login of {subject} must be refused");
     };
-    let message = err
-        .as_db_error()
-        .map(|d| d.message().to_owned())
-        .unwrap_or_default();
-    (sqlstate(&err), message)
+    (sqlstate(&err), error_message(&err))
 }
 
 /// Connects as `subject`, retrying for a few seconds while a just-closed session gives its

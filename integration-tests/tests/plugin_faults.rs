@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_integration_tests::{GatewayOptions, PluginSpec, TestGateway, sqlstate};
+use sluice_integration_tests::{GatewayOptions, PluginSpec, TestGateway, error_message, sqlstate};
 
 fn fault(mode: &str) -> PluginSpec {
     PluginSpec::with(
@@ -38,7 +38,7 @@ async fn assert_refused_then_healthy(gw: &TestGateway, expect_in_message: &str) 
         started.elapsed()
     );
     assert_eq!(sqlstate(&err), "42501");
-    let message = err.as_db_error().unwrap().message().to_owned();
+    let message = error_message(&err);
     assert!(message.contains("fault-"), "names the plugin: {message}");
     assert!(message.contains(expect_in_message), "{message}");
     // The same session goes on (with a fresh instance), and so do the others.
@@ -175,7 +175,7 @@ async fn plugin_failing_to_open_its_session_refuses_every_statement() {
     for _ in 0..2 {
         let err = client.simple_query("SELECT 1").await.expect_err("refused");
         assert_eq!(sqlstate(&err), "42501");
-        let message = err.as_db_error().unwrap().message().to_owned();
+        let message = error_message(&err);
         assert!(message.contains("fault-open"), "{message}");
         assert!(message.contains("refuses to open"), "{message}");
     }

@@ -4,7 +4,7 @@
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 use sluice_integration_tests::{
-    GatewayOptions, PluginSpec, RawClient, TestGateway, sqlstate, tags,
+    GatewayOptions, PluginSpec, RawClient, TestGateway, error_message, sqlstate, tags,
 };
 
 async fn gateway(plugins: Vec<PluginSpec>) -> TestGateway {
@@ -31,11 +31,7 @@ async fn refused(client: &tokio_postgres::Client, sql: &str) -> (String, String)
         .batch_execute(sql)
         .await
         .expect_err(&format!("must be refused: {sql}"));
-    let message = err
-        .as_db_error()
-        .map(|d| d.message().to_owned())
-        .unwrap_or_default();
-    (sqlstate(&err), message)
+    (sqlstate(&err), error_message(&err))
 }
 
 /// Parse (unnamed) `SELECT $1::text`, Bind `value`, Execute, Sync; the reply up to
@@ -48,8 +44,7 @@ async fn unnamed_select_with(
     frontend::parse("", "SELECT $1::text", None, &mut out).unwrap();
     sluice_integration_tests::bind_and_execute(&mut out, &[value]);
     frontend::sync(&mut out);
-    raw.send(&out).await;
-    raw.until_ready().await
+    raw.exchange(&out).await
 }
 
 #[tokio::test]

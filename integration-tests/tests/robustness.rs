@@ -14,32 +14,33 @@ async fn still_serves(gw: &TestGateway) {
     assert_eq!(row.get::<_, i32>(0), 7);
 }
 
-#[tokio::test]
-async fn unknown_message_type_gets_a_protocol_violation_and_only_that_session_closes() {
-    let gw = TestGateway::start().await;
+/// Sends `bytes` on a logged-in session and expects FATAL 08P01 and the close, with another
+/// session and the gateway unaffected.
+async fn closes_with_protocol_violation(gw: &TestGateway, bytes: &[u8]) {
     let bystander = gw
         .connect("bystander", &gw.token("bystander"))
         .await
         .unwrap();
-    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
-    raw.send(&[b'!', 0, 0, 0, 4]).await;
+    let mut raw = RawClient::connect(gw, "agent", &gw.token("agent")).await;
+    raw.send(bytes).await;
     let reply = raw.recv().await.expect("an error before the close");
-    assert_eq!(reply.tag, b'E');
-    assert_eq!(reply.sqlstate(), "08P01");
+    assert_eq!(reply.tag, b'E', "{bytes:?}");
+    assert_eq!(reply.sqlstate(), "08P01", "{bytes:?}");
     assert!(raw.recv().await.is_none(), "the connection must close");
     bystander.simple_query("SELECT 1").await.unwrap();
-    still_serves(&gw).await;
+    still_serves(gw).await;
+}
+
+#[tokio::test]
+async fn unknown_message_type_gets_a_protocol_violation_and_only_that_session_closes() {
+    let gw = TestGateway::start().await;
+    closes_with_protocol_violation(&gw, &[b'!', 0, 0, 0, 4]).await;
 }
 
 #[tokio::test]
 async fn absurd_message_length_is_refused_without_allocating_it() {
     let gw = TestGateway::start().await;
-    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
-    raw.send(&[b'Q', 0x7f, 0xff, 0xff, 0xf0]).await;
-    let reply = raw.recv().await.expect("an error before the close");
-    assert_eq!(reply.sqlstate(), "08P01");
-    assert!(raw.recv().await.is_none());
-    still_serves(&gw).await;
+    closes_with_protocol_violation(&gw, &[b'Q', 0x7f, 0xff, 0xff, 0xf0]).await;
 }
 
 #[tokio::test]
@@ -188,23 +189,6 @@ async fn shutdown_waits_for_sessions_that_finish_within_the_grace_period() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-/// Sends `bytes` on a logged-in session and expects FATAL 08P01 and the close, with another
-/// session and the gateway unaffected.
-async fn closes_with_protocol_violation(gw: &TestGateway, bytes: &[u8]) {
-    let bystander = gw
-        .connect("bystander", &gw.token("bystander"))
-        .await
-        .unwrap();
-    let mut raw = RawClient::connect(gw, "agent", &gw.token("agent")).await;
-    raw.send(bytes).await;
-    let reply = raw.recv().await.expect("an error before the close");
-    assert_eq!(reply.tag, b'E', "{bytes:?}");
-    assert_eq!(reply.sqlstate(), "08P01", "{bytes:?}");
-    assert!(raw.recv().await.is_none(), "the connection must close");
-    bystander.simple_query("SELECT 1").await.unwrap();
-    still_serves(gw).await;
-}
-
 #[tokio::test]
 async fn lengths_that_lie_close_only_that_session() {
     let gw = TestGateway::start().await;
@@ -251,38 +235,20 @@ async fn bind_or_execute_without_a_parse_gets_postgres_error_and_the_session_goe
     let gw = TestGateway::start().await;
     let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
     let mut out = BytesMut::new();
-    frontend::bind(
-        "",
-        "never_parsed",
-        std::iter::empty::<i16>(),
-        std::iter::empty::<Option<&[u8]>>(),
-        |_: Option<&[u8]>,
-         _: &mut BytesMut|
-         -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-            Ok(postgres_protocol::IsNull::No)
-        },
-        Some(0),
-        &mut out,
-    )
-    .map_err(|_| ())
-    .unwrap();
-    frontend::execute("", 0, &mut out).unwrap();
+    sluice_integration_tests::bind_statement_and_execute(&mut out, "never_parsed", &[]);
     frontend::sync(&mut out);
-    raw.send(&out).await;
-    let reply = raw.until_ready().await;
+    let reply = raw.exchange(&out).await;
     assert_eq!(tags(&reply), "EZ");
     assert_eq!(reply[0].sqlstate(), "26000");
 
     out.clear();
     frontend::execute("no_such_portal", 0, &mut out).unwrap();
     frontend::sync(&mut out);
-    raw.send(&out).await;
-    let reply = raw.until_ready().await;
+    let reply = raw.exchange(&out).await;
     assert_eq!(tags(&reply), "EZ");
     assert_eq!(reply[0].sqlstate(), "34000");
 
     out.clear();
     frontend::query("SELECT 1", &mut out).unwrap();
-    raw.send(&out).await;
-    assert_eq!(tags(&raw.until_ready().await), "TDCZ");
+    assert_eq!(tags(&raw.exchange(&out).await), "TDCZ");
 }

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
@@ -45,14 +45,27 @@ pub struct ReuseKey<'a> {
     /// Hash of text and parameter values, computed only if a lookup gets that far; a hit is
     /// confirmed against the stored text and values.
     text_hash: OnceLock<u64>,
-    hasher: RandomState,
 }
 
-impl ReuseKey<'_> {
+/// Keyed once per process: text hashes are compared within one process only, and a hit is
+/// confirmed against the stored text anyway.
+static TEXT_HASHER: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+
+impl<'a> ReuseKey<'a> {
+    /// The key of a statement (its analyser shape id, text) with these parameter values.
+    pub fn new(shape: Option<u64>, text: &'a str, params: &'a [Option<String>]) -> ReuseKey<'a> {
+        ReuseKey {
+            shape,
+            text,
+            params,
+            text_hash: OnceLock::new(),
+        }
+    }
+
     fn text_hash(&self) -> u64 {
         *self
             .text_hash
-            .get_or_init(|| self.hasher.hash_one((self.text, self.params)))
+            .get_or_init(|| TEXT_HASHER.hash_one((self.text, self.params)))
     }
 }
 
@@ -139,7 +152,6 @@ pub struct SessionPlugins {
     live: Vec<(u64, Live)>,
     /// The plugin set generation `live` was last pruned for.
     generation: u64,
-    hasher: RandomState,
 }
 
 impl SessionPlugins {
@@ -148,28 +160,11 @@ impl SessionPlugins {
             host,
             live: Vec::new(),
             generation: 0,
-            hasher: RandomState::new(),
         }
     }
 
     pub fn host(&self) -> &Arc<PluginHost> {
         &self.host
-    }
-
-    /// The reuse key of a statement with these parameter values.
-    pub fn reuse_key<'a>(
-        &self,
-        shape: Option<u64>,
-        text: &'a str,
-        params: &'a [Option<String>],
-    ) -> ReuseKey<'a> {
-        ReuseKey {
-            shape,
-            text,
-            params,
-            text_hash: OnceLock::new(),
-            hasher: self.hasher.clone(),
-        }
     }
 
     /// Drops instances of plugin versions that are no longer serving.
@@ -180,13 +175,6 @@ impl SessionPlugins {
         self.generation = set.generation;
         self.live
             .retain(|(id, _)| set.policies.iter().any(|p| p.id == *id));
-    }
-
-    fn live(&mut self, plugin: &PolicyPlugin) -> Option<&mut Live> {
-        self.live
-            .iter_mut()
-            .find(|(id, _)| *id == plugin.id)
-            .map(|(_, live)| live)
     }
 
     /// A verdict this plugin's instance declared reusable for the statement, if any.
@@ -204,14 +192,17 @@ impl SessionPlugins {
         statement: &wit::Statement,
         key: &ReuseKey<'_>,
     ) -> Result<wit::Decision, CallFailure> {
-        if self.live(plugin).is_none() {
-            let host = self.host.clone();
-            let live = instantiate(&host, plugin, session).await?;
-            self.live.push((plugin.id, live));
-        }
-        let Some(live) = self.live(plugin) else {
-            return Err(CallFailure::Instantiate("instance vanished".into()));
+        let found = self.live.iter().position(|(id, _)| *id == plugin.id);
+        let index = match found {
+            Some(index) => index,
+            None => {
+                let host = self.host.clone();
+                let live = instantiate(&host, plugin, session).await?;
+                self.live.push((plugin.id, live));
+                self.live.len() - 1
+            }
         };
+        let live = &mut self.live[index].1;
         live.store
             .set_epoch_deadline(super::deadline_ticks(plugin.limits.timeout));
         let started = Instant::now();
@@ -234,7 +225,7 @@ impl SessionPlugins {
             }
         };
         // After a trap the instance's state is unknown: never reuse it.
-        self.live.retain(|(id, _)| *id != plugin.id);
+        self.live.swap_remove(index);
         Err(failure)
     }
 }

@@ -22,7 +22,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config as EngineConfig, Engine};
 
 pub use bindings::v0_1::sluice::plugin::types as wit;
-pub use instances::{CallFailure, SessionPlugins};
+pub use instances::{CallFailure, ReuseKey, SessionPlugins};
 pub use manifest::Manifest;
 pub use state::PluginState;
 
@@ -190,6 +190,12 @@ impl PluginHost {
     /// changes the plugins under a statement in flight.
     pub fn current(&self) -> Arc<PluginSet> {
         self.current.load_full()
+    }
+
+    /// Whether any policy plugin is serving; cheaper than [`PluginHost::current`] (no
+    /// reference count touched), for the per-message check.
+    pub fn has_policies(&self) -> bool {
+        !self.current.load().policies.is_empty()
     }
 
     pub fn status(&self) -> Vec<PluginStatus> {

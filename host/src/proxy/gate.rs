@@ -28,6 +28,8 @@ pub struct Gate {
     refusals: Arc<Refusals>,
     /// ReadyForQuery-producing messages forwarded so far (Query, Sync, FunctionCall).
     cycles: u64,
+    /// The last message processed closed a request cycle.
+    between_cycles: bool,
     statements: u64,
     held: Option<HeldParse>,
 }
@@ -41,20 +43,23 @@ impl Gate {
             instances,
             refusals,
             cycles: 0,
+            between_cycles: true,
             statements: 0,
             held: None,
         }
     }
 
-    /// Request cycles (Query, Sync, FunctionCall) sent upstream so far.
-    pub fn cycles(&self) -> u64 {
-        self.cycles
+    /// Nothing is in flight: the client's last message closed a request cycle (no
+    /// Parse/Bind/Execute awaiting its Sync, no COPY data) and the upstream has answered all
+    /// `cycles_done` of them.
+    pub fn at_rest(&self, cycles_done: u64) -> bool {
+        self.between_cycles && self.cycles == cycles_done
     }
 
     fn policies_loaded(&self) -> bool {
         self.instances
             .as_ref()
-            .is_some_and(|i| !i.host().current().policies.is_empty())
+            .is_some_and(|i| i.host().has_policies())
     }
 
     /// Queues on `out` what goes upstream for `frame` (possibly nothing yet, possibly a held
@@ -64,6 +69,7 @@ impl Gate {
         frame: &Frame,
         out: &mut FrameWriter<W>,
     ) {
+        self.between_cycles = matches!(frame.tag(), b'Q' | b'S' | b'F');
         if let Some(held) = self.held.take() {
             // The held Parse is decided now, with this Bind's parameters if it binds it.
             let params = match frame.tag() {
@@ -116,7 +122,7 @@ impl Gate {
             )),
             _ => out.queue(frame.raw()),
         }
-        if matches!(frame.tag(), b'Q' | b'S' | b'F') {
+        if self.between_cycles {
             self.cycles += 1;
         }
     }

@@ -37,22 +37,14 @@ pub enum SessionEnd {
     UpstreamIo(std::io::Error),
 }
 
-/// What the relay does with one client message.
-enum ClientMessage {
-    Relay,
-    Terminate,
-    Unexpected,
-}
-
-fn classify_client(tag: u8) -> ClientMessage {
-    match tag {
-        // Simple query, extended query, COPY sub-protocol, function call.
-        b'Q' | b'P' | b'B' | b'D' | b'E' | b'S' | b'H' | b'C' | b'd' | b'c' | b'f' | b'F' => {
-            ClientMessage::Relay
-        }
-        b'X' => ClientMessage::Terminate,
-        _ => ClientMessage::Unexpected,
-    }
+/// Message types a client may send after login: simple query, extended query, COPY
+/// sub-protocol, function call, Terminate. The frame reader refuses anything else on its type
+/// byte.
+fn client_may_send(tag: u8) -> bool {
+    matches!(
+        tag,
+        b'Q' | b'P' | b'B' | b'D' | b'E' | b'S' | b'H' | b'C' | b'd' | b'c' | b'f' | b'F' | b'X'
+    )
 }
 
 /// Backend messages that only belong to the login: after it, they mean a broken upstream.
@@ -73,8 +65,8 @@ pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionIn
     let (client_read, client_write) = tokio::io::split(client_stream);
     let (up_read, up_write) = tokio::io::split(upstream.stream);
     let max = shared.config.server.max_message_size;
-    let mut client_in = FrameReader::with_buffer(client_read, client_buffered, max)
-        .accepting(|tag| !matches!(classify_client(tag), ClientMessage::Unexpected));
+    let mut client_in =
+        FrameReader::with_buffer(client_read, client_buffered, max).accepting(client_may_send);
     let mut client_out = FrameWriter::new(client_write);
     let mut up_in = FrameReader::with_buffer(up_read, upstream.buffered, max);
     let mut up_out = FrameWriter::new(up_write);
@@ -137,7 +129,8 @@ pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionIn
 struct Idle<'a> {
     /// Zero: never time out.
     timeout: Duration,
-    /// ReadyForQuery messages relayed to the client so far.
+    /// ReadyForQuery messages relayed to the client so far: the upstream's position in the
+    /// client's request stream.
     cycles_done: &'a AtomicU64,
 }
 
@@ -147,9 +140,6 @@ async fn client_to_upstream(
     gate: &mut Gate,
     idle: Idle<'_>,
 ) -> SessionEnd {
-    // Whether the client's last message closed a request cycle (nothing half-sent, such as a
-    // Parse/Bind/Execute awaiting its Sync, or COPY data).
-    let mut at_cycle_end = true;
     loop {
         let read = if idle.timeout.is_zero() {
             client.next().await
@@ -158,9 +148,7 @@ async fn client_to_upstream(
             match tokio::time::timeout(idle.timeout, client.next()).await {
                 Ok(read) => read,
                 Err(_) => {
-                    let waiting_on_upstream =
-                        gate.cycles() != idle.cycles_done.load(Ordering::Relaxed);
-                    if at_cycle_end && !waiting_on_upstream {
+                    if gate.at_rest(idle.cycles_done.load(Ordering::Relaxed)) {
                         tracing::info!(timeout = ?idle.timeout, "idle session closed");
                         return SessionEnd::IdleTimeout;
                     }
@@ -175,21 +163,12 @@ async fn client_to_upstream(
         };
         // Everything the client has already sent goes upstream in one write.
         while let Some(frame) = next {
-            at_cycle_end = matches!(frame.tag(), b'Q' | b'S' | b'F');
-            match classify_client(frame.tag()) {
-                ClientMessage::Relay => gate.process(&frame, upstream).await,
-                ClientMessage::Terminate => {
-                    upstream.queue(frame.raw());
-                    let _ = upstream.flush().await;
-                    return SessionEnd::ClientTerminated;
-                }
-                ClientMessage::Unexpected => {
-                    return SessionEnd::ClientProtocol(format!(
-                        "unexpected message type {:?} from client",
-                        frame.tag() as char
-                    ));
-                }
+            if frame.tag() == b'X' {
+                upstream.queue(frame.raw());
+                let _ = upstream.flush().await;
+                return SessionEnd::ClientTerminated;
             }
+            gate.process(&frame, upstream).await;
             if upstream.wants_flush()
                 && let Err(e) = upstream.flush().await
             {
@@ -210,10 +189,8 @@ async fn upstream_to_client(
     upstream: &mut FrameReader<ReadHalf<UpstreamStream>>,
     client: &mut FrameWriter<WriteHalf<ClientStream>>,
     refusals: &Refusals,
-    cycles_seen: &AtomicU64,
+    cycles_done: &AtomicU64,
 ) -> SessionEnd {
-    // ReadyForQuery messages seen: the upstream's position in the client's request stream.
-    let mut cycles_done = 0u64;
     loop {
         let mut next = match upstream.next().await {
             Ok(Some(frame)) => Some(frame),
@@ -229,16 +206,19 @@ async fn upstream_to_client(
                 ));
             }
             match frame.tag() {
-                b'E' if refusals.any() => match refusals.rewrite(cycles_done, frame.body()) {
-                    Some(replacement) => client.queue(&replacement),
-                    None => client.queue(frame.raw()),
-                },
-                b'Z' => {
-                    if refusals.any() {
-                        refusals.cycle_done(cycles_done);
+                b'E' if refusals.any() => {
+                    match refusals.rewrite(cycles_done.load(Ordering::Relaxed), frame.body()) {
+                        Some(replacement) => client.queue(&replacement),
+                        None => client.queue(frame.raw()),
                     }
-                    cycles_done += 1;
-                    cycles_seen.store(cycles_done, Ordering::Relaxed);
+                }
+                b'Z' => {
+                    // This direction is the only writer.
+                    let done = cycles_done.load(Ordering::Relaxed);
+                    if refusals.any() {
+                        refusals.cycle_done(done);
+                    }
+                    cycles_done.store(done + 1, Ordering::Relaxed);
                     client.queue(frame.raw());
                 }
                 _ => client.queue(frame.raw()),

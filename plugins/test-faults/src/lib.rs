@@ -2,9 +2,9 @@
 //! `loop` spins forever, `alloc` allocates without bound, `trap` panics, `error` reports an
 //! error, `deny` denies everything, `allow` allows everything, `deny-param` denies when a
 //! parameter equals config `param`, `deny-after` allows the first config `calls` calls of its
-//! instance and denies every later one, `refuse-open` fails when the session is opened. Config `match` limits the misbehaviour to statements
-//! containing that text; config `reuse` (`never`, the default, `text` or `shape`) is the reuse
-//! the plugin declares for its verdicts.
+//! instance and denies every later one, `refuse-open` fails when the session is opened.
+//! Config `match` limits the misbehaviour to statements containing that text; config `reuse`
+//! (`never`, the default, `text` or `shape`) is the reuse the plugin declares for its verdicts.
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sluice_sdk::{Decision, PluginError, Policy, Reuse, Session, Statement, Verdict};
