@@ -53,7 +53,8 @@ fn start_postgres() -> anyhow::Result<TestPostgres> {
             format!("host all {} 127.0.0.1/32 trust", Roles::TRUST),
             format!("hostnossl all {} 127.0.0.1/32 reject", Roles::TLS_ONLY),
         ],
-        settings: vec![],
+        // The load test holds a thousand sessions, each with its own upstream connection.
+        settings: vec![("max_connections".into(), "1100".into())],
     };
     let server = LocalPostgres::start(&options)?;
     let role_password = uuid_like();
@@ -112,6 +113,8 @@ pub struct GatewayOptions {
     pub extra_server_toml: String,
     /// Replaces the default `ca_file` line of the upstream.
     pub extra_upstream_toml: String,
+    /// Appended to the config, e.g. more `[[upstream]]` tables.
+    pub extra_toml: String,
     /// Plugins to install: (file name without .wasm, built plugin to copy, manifest TOML).
     pub plugins: Vec<PluginSpec>,
 }
@@ -174,6 +177,7 @@ impl Default for GatewayOptions {
             shutdown_grace: Duration::from_secs(5),
             extra_server_toml: String::new(),
             extra_upstream_toml: String::new(),
+            extra_toml: String::new(),
             plugins: Vec::new(),
         }
     }
@@ -257,16 +261,7 @@ impl TestGateway {
 
     /// tokio-postgres config for this gateway: TLS required, `user` and token as password.
     pub fn client_config(&self, user: &str, token: &str) -> tokio_postgres::Config {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host("127.0.0.1")
-            .port(self.port())
-            .user(user)
-            .password(token)
-            .dbname(DATABASE)
-            .ssl_mode(tokio_postgres::config::SslMode::Require)
-            .connect_timeout(Duration::from_secs(10));
-        config
+        client_config(self.port(), user, token)
     }
 
     /// Connects with tokio-postgres over TLS; the connection task is spawned.
@@ -296,6 +291,103 @@ impl TestGateway {
             .await
             .expect("psql runs")
     }
+}
+
+/// tokio-postgres config for a gateway on `port`: TLS required, `user` and token as password.
+pub fn client_config(port: u16, user: &str, token: &str) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .password(token)
+        .dbname(DATABASE)
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .connect_timeout(Duration::from_secs(10));
+    config
+}
+
+/// A gateway running as its own `sluice serve` process in front of the shared Postgres, to
+/// measure the gateway alone (memory, descriptors). Killed on drop.
+pub struct GatewayProcess {
+    child: tokio::process::Child,
+    port: u16,
+    pub tokens: TokenAuthority,
+    _dir: tempfile::TempDir,
+}
+
+impl GatewayProcess {
+    pub async fn start(options: GatewayOptions) -> GatewayProcess {
+        use tokio::io::AsyncBufReadExt;
+        let pg = postgres();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = write_config(dir.path(), pg, &options);
+        let config = Config::load(&config_path).expect("test config is valid");
+        let tokens = TokenAuthority::from_config(&config.identity).expect("key loads");
+        let mut child = tokio::process::Command::new(sluice_binary())
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&config_path)
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("sluice serve starts");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let port = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("gateway log") {
+                if let Some(at) = line.find("\"local_addr\":\"") {
+                    let rest = &line[at + 14..];
+                    let addr = &rest[..rest.find('"').expect("quoted address")];
+                    return addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+                }
+            }
+            None
+        })
+        .await
+        .expect("the gateway logs its address within 30 s")
+        .expect("the gateway started and logged its address");
+        // The log must keep draining, or the gateway blocks writing it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        GatewayProcess {
+            child,
+            port,
+            tokens,
+            _dir: dir,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Resident memory of the gateway process in bytes.
+    pub fn resident_bytes(&self) -> u64 {
+        let pid = self.child.id().expect("gateway running");
+        statm_resident(&format!("/proc/{pid}/statm"))
+    }
+
+    /// A valid 5-minute token for `subject` on the `app` database.
+    pub fn token(&self, subject: &str) -> String {
+        self.tokens
+            .mint(subject, DATABASE, &[], Duration::from_secs(300))
+            .expect("mint")
+    }
+}
+
+/// The `sluice` binary built beside this test binary (`cargo test --workspace` builds it).
+pub fn sluice_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> → target/<profile>/sluice
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("sluice"))
+        .expect("target directory");
+    assert!(
+        path.is_file(),
+        "the sluice binary is not built at {}: run the tests with `cargo test --workspace`, or `cargo build -p sluice` first",
+        path.display()
+    );
+    path
 }
 
 /// Connects with tokio-postgres using TLS without certificate checks (the gateway's certificate
@@ -365,7 +457,9 @@ url = "postgres://{role}@127.0.0.1:{port}/{DATABASE}"
 password_file = "./upstream.password"
 tls = "{tls}"
 {upstream_extra}
+{appended}
 "#,
+        appended = options.extra_toml,
         grace = options.shutdown_grace.as_millis(),
         extra = options.extra_server_toml,
         client_tls = options.client_tls,
@@ -385,7 +479,11 @@ tls = "{tls}"
 
 /// Resident memory of this process in bytes (Linux).
 pub fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm_resident("/proc/self/statm")
+}
+
+fn statm_resident(path: &str) -> u64 {
+    let statm = std::fs::read_to_string(path).unwrap_or_default();
     let pages: u64 = statm
         .split_whitespace()
         .nth(1)

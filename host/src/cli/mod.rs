@@ -1,6 +1,7 @@
 //! Subcommands. Each returns `anyhow::Result` with context; `main` prints the chain.
 
 mod demo;
+mod fd_limit;
 mod keys;
 mod plugins;
 mod serve;

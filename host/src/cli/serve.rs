@@ -16,6 +16,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let config = Config::load(config_path)?;
+    super::fd_limit::raise_for(config.server.max_connections);
     let grace = config.server.shutdown_grace;
     let admin_listen = config.admin.listen;
     let shared = Shared::new(config).context("starting the gateway")?;

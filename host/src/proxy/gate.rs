@@ -182,7 +182,7 @@ impl Gate {
 }
 
 /// The NUL-terminated string at the start of `bytes` (`None` if not UTF-8) and what follows.
-fn cstr(bytes: &[u8]) -> (Option<&str>, &[u8]) {
+pub(super) fn cstr(bytes: &[u8]) -> (Option<&str>, &[u8]) {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     let s = std::str::from_utf8(&bytes[..end]).ok();
     (s, bytes.get(end + 1..).unwrap_or_default())
@@ -190,7 +190,7 @@ fn cstr(bytes: &[u8]) -> (Option<&str>, &[u8]) {
 
 /// Parameter values of a Bind message as text (`None` for NULL and binary-format values), or
 /// `None` if the message is malformed (Postgres will reject it).
-fn bind_params(body: &[u8]) -> Option<Vec<Option<String>>> {
+pub(super) fn bind_params(body: &[u8]) -> Option<Vec<Option<String>>> {
     let (_portal, rest) = cstr(body);
     let (_statement, mut rest) = cstr(rest);
     if rest.len() < 2 {

@@ -2,6 +2,7 @@
 
 mod cancel;
 mod frame;
+pub mod fuzzing;
 mod gate;
 mod limits;
 mod login;

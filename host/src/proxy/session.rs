@@ -5,17 +5,16 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use std::sync::Arc;
 
 use super::Shared;
 use super::frame::{FrameError, FrameReader, FrameWriter};
 use super::gate::Gate;
-use super::login::{ClientStream, Established};
+use super::login::Established;
 use super::messages::{self, sqlstate};
 use super::refusal::Refusals;
-use super::upstream::UpstreamStream;
 use crate::policy::SessionInfo;
 
 /// Why a session ended.
@@ -25,8 +24,10 @@ pub enum SessionEnd {
     ClientTerminated,
     /// The client closed its connection without Terminate.
     ClientDisconnected,
-    /// The upstream closed the connection (after a FATAL of its own, or without one).
+    /// The upstream closed the connection after a FATAL of its own, relayed to the client.
     UpstreamClosed,
+    /// The upstream closed the connection without saying why.
+    UpstreamVanished,
     TokenExpired,
     Shutdown,
     /// Nothing in flight and nothing from the client for `idle_timeout`.
@@ -40,16 +41,40 @@ pub enum SessionEnd {
 /// Message types a client may send after login: simple query, extended query, COPY
 /// sub-protocol, function call, Terminate. The frame reader refuses anything else on its type
 /// byte.
-fn client_may_send(tag: u8) -> bool {
+pub(super) fn client_may_send(tag: u8) -> bool {
     matches!(
         tag,
         b'Q' | b'P' | b'B' | b'D' | b'E' | b'S' | b'H' | b'C' | b'd' | b'c' | b'f' | b'F' | b'X'
     )
 }
 
-/// Backend messages that only belong to the login: after it, they mean a broken upstream.
-fn upstream_message_allowed(tag: u8) -> bool {
-    !matches!(tag, b'R' | b'K' | b'v')
+/// Backend messages Postgres sends after login. Authentication requests, BackendKeyData and
+/// NegotiateProtocolVersion only belong to the login; after it they, like any unknown type,
+/// mean a broken or hostile upstream, refused on the type byte.
+pub(super) fn upstream_may_send(tag: u8) -> bool {
+    matches!(
+        tag,
+        b'1' | b'2'
+            | b'3'
+            | b'A'
+            | b'C'
+            | b'c'
+            | b'D'
+            | b'd'
+            | b'E'
+            | b'G'
+            | b'H'
+            | b'I'
+            | b'n'
+            | b'N'
+            | b's'
+            | b'S'
+            | b't'
+            | b'T'
+            | b'V'
+            | b'W'
+            | b'Z'
+    )
 }
 
 pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionInfo) -> SessionEnd {
@@ -68,7 +93,8 @@ pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionIn
     let mut client_in =
         FrameReader::with_buffer(client_read, client_buffered, max).accepting(client_may_send);
     let mut client_out = FrameWriter::new(client_write);
-    let mut up_in = FrameReader::with_buffer(up_read, upstream.buffered, max);
+    let mut up_in =
+        FrameReader::with_buffer(up_read, upstream.buffered, max).accepting(upstream_may_send);
     let mut up_out = FrameWriter::new(up_write);
 
     let expires_in = grant
@@ -107,14 +133,18 @@ pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionIn
             "terminating connection due to idle-session timeout",
         )),
         SessionEnd::ClientProtocol(why) => Some(messages::fatal(sqlstate::PROTOCOL_VIOLATION, why)),
-        SessionEnd::UpstreamProtocol(_) | SessionEnd::UpstreamIo(_) => Some(messages::fatal(
+        SessionEnd::UpstreamProtocol(_)
+        | SessionEnd::UpstreamIo(_)
+        | SessionEnd::UpstreamVanished => Some(messages::fatal(
             sqlstate::CONNECTION_FAILURE,
             "terminating connection because the upstream connection failed",
         )),
         _ => None,
     };
     let to_upstream = match &end {
-        SessionEnd::ClientTerminated | SessionEnd::UpstreamClosed => None,
+        SessionEnd::ClientTerminated
+        | SessionEnd::UpstreamClosed
+        | SessionEnd::UpstreamVanished => None,
         _ => Some(messages::terminate()),
     };
     tokio::join!(
@@ -126,17 +156,17 @@ pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionIn
 
 /// What the client direction needs to tell an idle session from one waiting on a statement.
 #[derive(Clone, Copy)]
-struct Idle<'a> {
+pub(super) struct Idle<'a> {
     /// Zero: never time out.
-    timeout: Duration,
+    pub timeout: Duration,
     /// ReadyForQuery messages relayed to the client so far: the upstream's position in the
     /// client's request stream.
-    cycles_done: &'a AtomicU64,
+    pub cycles_done: &'a AtomicU64,
 }
 
-async fn client_to_upstream(
-    client: &mut FrameReader<ReadHalf<ClientStream>>,
-    upstream: &mut FrameWriter<WriteHalf<UpstreamStream>>,
+pub(super) async fn client_to_upstream<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    client: &mut FrameReader<R>,
+    upstream: &mut FrameWriter<W>,
     gate: &mut Gate,
     idle: Idle<'_>,
 ) -> SessionEnd {
@@ -185,26 +215,25 @@ async fn client_to_upstream(
     }
 }
 
-async fn upstream_to_client(
-    upstream: &mut FrameReader<ReadHalf<UpstreamStream>>,
-    client: &mut FrameWriter<WriteHalf<ClientStream>>,
+pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    upstream: &mut FrameReader<R>,
+    client: &mut FrameWriter<W>,
     refusals: &Refusals,
     cycles_done: &AtomicU64,
 ) -> SessionEnd {
+    // Whether the last message relayed was a FATAL: then a close is the upstream's own,
+    // explained, ending (admin shutdown, its idle timeout...).
+    let mut said_fatal = false;
     loop {
         let mut next = match upstream.next().await {
             Ok(Some(frame)) => Some(frame),
-            Ok(None) => return SessionEnd::UpstreamClosed,
+            Ok(None) if said_fatal => return SessionEnd::UpstreamClosed,
+            Ok(None) => return SessionEnd::UpstreamVanished,
             Err(FrameError::Io(e)) => return SessionEnd::UpstreamIo(e),
             Err(e) => return SessionEnd::UpstreamProtocol(e.to_string()),
         };
         while let Some(frame) = next {
-            if !upstream_message_allowed(frame.tag()) {
-                return SessionEnd::UpstreamProtocol(format!(
-                    "unexpected message type {:?} from upstream after login",
-                    frame.tag() as char
-                ));
-            }
+            said_fatal = frame.tag() == b'E' && is_fatal(frame.body());
             match frame.tag() {
                 b'E' if refusals.any() => {
                     match refusals.rewrite(cycles_done.load(Ordering::Relaxed), frame.body()) {
@@ -237,6 +266,12 @@ async fn upstream_to_client(
             return SessionEnd::ClientIo(e);
         }
     }
+}
+
+fn is_fatal(error_body: &[u8]) -> bool {
+    messages::error_fields(error_body)
+        .iter()
+        .any(|(field, value)| *field == b'S' && (value == "FATAL" || value == "PANIC"))
 }
 
 fn client_error(e: FrameError) -> SessionEnd {

@@ -9,7 +9,7 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, Scr
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -70,8 +70,8 @@ impl std::fmt::Debug for Upstream {
 }
 
 /// A logged-in upstream session, ready for queries.
-pub struct UpstreamSession {
-    pub stream: UpstreamStream,
+pub struct UpstreamSession<S = UpstreamStream> {
+    pub stream: S,
     /// Bytes read past the login's ReadyForQuery.
     pub buffered: BytesMut,
     pub backend_pid: i32,
@@ -125,7 +125,18 @@ impl Upstream {
         params: &[(String, String)],
         max_message: usize,
     ) -> Result<UpstreamSession, UpstreamError> {
-        let mut stream = self.open().await?;
+        let stream = self.open().await?;
+        self.authenticate(stream, params, max_message).await
+    }
+
+    /// The startup exchange on an open connection, up to the first ReadyForQuery. Everything the
+    /// upstream sends is checked: it may be compromised or not Postgres at all.
+    pub(super) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut stream: S,
+        params: &[(String, String)],
+        max_message: usize,
+    ) -> Result<UpstreamSession<S>, UpstreamError> {
         let mut buf = BytesMut::new();
         frontend::startup_message(
             params.iter().map(|(k, v)| (k.as_str(), v.as_str())),

@@ -1,0 +1,205 @@
+//! Entry points for the fuzz targets in `host/fuzz`: the gateway's decoders and its relay fed
+//! arbitrary bytes, without sockets. Not an API for anything else; it lives in the library so
+//! the targets reach private code and so clippy and the unit tests keep it compiling.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use super::Shared;
+use super::frame::{FrameReader, FrameWriter};
+use super::gate::{self, Gate};
+use super::refusal::Refusals;
+use super::session::{self, Idle};
+use super::startup::{InitialRequest, read_initial};
+use super::startup_params::ClientStartup;
+use crate::analysis::{Analyzer, Statement, analyze_uncached};
+use crate::config::Config;
+use crate::identity::SigningKey;
+use crate::policy::SessionInfo;
+
+/// Largest message the targets accept (small, so inputs reach the decoders quickly).
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// A client's first packets: SSLRequest, CancelRequest, StartupMessage, and the startup
+/// parameter checks that decide what reaches Postgres.
+pub fn startup_packet(data: &[u8]) {
+    let mut input = data;
+    loop {
+        match now(read_initial(&mut input)) {
+            Ok(InitialRequest::Startup { params, .. }) => {
+                if let Ok(startup) = ClientStartup::from_params(params) {
+                    let upstream = startup.upstream_params("subject", "role", "db");
+                    assert!(
+                        upstream.iter().any(|(k, _)| k == "application_name"),
+                        "the upstream always learns who acts"
+                    );
+                }
+                return;
+            }
+            Ok(_) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Client messages after login: framing with the type check, the fields the gate reads
+/// (query text, Parse, Bind parameters) and statement analysis. Also checks that the analysis
+/// cache never answers differently from a fresh parse: a shape-cache hit that lost a table
+/// would let a statement past a policy.
+pub fn client_messages(data: &[u8]) {
+    let analyzer = Analyzer::new(64);
+    let mut reader =
+        FrameReader::with_buffer(tokio::io::empty(), BytesMut::from(data), MAX_MESSAGE)
+            .accepting(session::client_may_send);
+    while let Ok(Some(frame)) = reader.try_next() {
+        let sql = match frame.tag() {
+            b'Q' => gate::cstr(frame.body()).0,
+            b'P' => gate::cstr(gate::cstr(frame.body()).1).0,
+            b'B' => {
+                let _ = gate::bind_params(frame.body());
+                None
+            }
+            _ => None,
+        };
+        if let Some(sql) = sql {
+            let cached = analyzer.analyze(sql);
+            if let (Ok(cached), Ok(fresh)) = (cached, analyze_uncached(sql)) {
+                assert_same_facts(sql, &cached, &fresh);
+            }
+        }
+    }
+}
+
+fn assert_same_facts(sql: &str, cached: &[Statement], fresh: &[Statement]) {
+    assert_eq!(cached.len(), fresh.len(), "statement count for {sql:?}");
+    for (c, f) in cached.iter().zip(fresh) {
+        let mut facts = (*c.facts).clone();
+        // Shape ids are handed out by the cache; a fresh parse has none.
+        facts.shape = None;
+        assert_eq!(
+            facts, *f.facts,
+            "cached analysis differs from a fresh parse for {sql:?}"
+        );
+        assert_eq!(c.text, f.text, "statement text for {sql:?}");
+    }
+}
+
+/// A gateway configuration with one upstream that is never dialled: the targets hand it
+/// in-memory streams instead.
+pub struct Fixture {
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// `plugins`: a plugin directory (e.g. the stock plugins with their manifests), so the
+    /// relay runs the policy pipeline too.
+    pub fn new(plugins: Option<&Path>) -> Fixture {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        SigningKey::generate()
+            .and_then(|key| key.write_new(&dir.path().join("signing.pem")))
+            .expect("signing key");
+        std::fs::write(dir.path().join("upstream.password"), "fuzz").expect("password file");
+        let plugins = plugins.map_or(String::new(), |p| {
+            format!("[plugins]\ndir = {:?}\n", p.display().to_string())
+        });
+        let text = format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+data_dir = "./data"
+idle_timeout = "0s"
+{plugins}
+[identity]
+signing_key = "./signing.pem"
+[[upstream]]
+database = "app"
+url = "postgres://sluice@127.0.0.1:1/app"
+password_file = "./upstream.password"
+tls = "disable"
+"#
+        );
+        let config =
+            Config::from_toml(&text, &dir.path().join("sluice.toml")).expect("fuzz config");
+        let shared = Shared::new(config).expect("fuzz gateway state");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        Fixture {
+            shared: Arc::new(shared),
+            runtime,
+            _dir: dir,
+        }
+    }
+
+    /// The upstream login exchange, with `data` as everything the upstream says.
+    pub fn upstream_login(&self, data: &[u8]) {
+        let upstream = &self.shared.upstreams["app"];
+        let stream = tokio::io::join(data, tokio::io::sink());
+        let params = [("user".to_owned(), "sluice".to_owned())];
+        let login = upstream.authenticate(stream, &params, MAX_MESSAGE);
+        let _ = self
+            .runtime
+            .block_on(tokio::time::timeout(Duration::from_secs(5), login))
+            .expect("a login over finite input ends");
+    }
+
+    /// A logged-in session's relay: the first two bytes split the rest into what the client
+    /// sends and what the upstream answers, then both directions run to the end of their input.
+    pub fn relay(&self, data: &[u8]) {
+        let Some((split, rest)) = data.split_first_chunk::<2>() else {
+            return;
+        };
+        let split = (u16::from_be_bytes(*split) as usize).min(rest.len());
+        let (from_client, from_upstream) = rest.split_at(split);
+        let info = SessionInfo {
+            id: 1,
+            subject: "fuzz".into(),
+            groups: vec!["agents".into()],
+            database: "app".into(),
+            token_id: "t".into(),
+            client_addr: "127.0.0.1:1".into(),
+            application_name: None,
+        };
+        let refusals = Arc::new(Refusals::default());
+        let mut gate = Gate::new(self.shared.clone(), info, refusals.clone());
+        let mut client_in =
+            FrameReader::new(from_client, MAX_MESSAGE).accepting(session::client_may_send);
+        let mut upstream_in =
+            FrameReader::new(from_upstream, MAX_MESSAGE).accepting(session::upstream_may_send);
+        let mut to_upstream = FrameWriter::new(tokio::io::sink());
+        let mut to_client = FrameWriter::new(tokio::io::sink());
+        let cycles_done = AtomicU64::new(0);
+        let idle = Idle {
+            timeout: Duration::ZERO,
+            cycles_done: &cycles_done,
+        };
+        let both = async {
+            tokio::join!(
+                session::client_to_upstream(&mut client_in, &mut to_upstream, &mut gate, idle),
+                session::upstream_to_client(
+                    &mut upstream_in,
+                    &mut to_client,
+                    &refusals,
+                    &cycles_done
+                ),
+            )
+        };
+        self.runtime
+            .block_on(tokio::time::timeout(Duration::from_secs(5), both))
+            .expect("a relay over finite input ends");
+    }
+}
+
+/// Runs a future whose input is all in memory to completion.
+fn now<F: Future>(future: F) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime.block_on(future)
+}
