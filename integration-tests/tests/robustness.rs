@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::message::frontend;
-use sluice_integration_tests::{GatewayOptions, RawClient, TestGateway, tags};
+use sluice_integration_tests::{GatewayOptions, PluginSpec, RawClient, TestGateway, tags};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn still_serves(gw: &TestGateway) {
@@ -251,4 +251,39 @@ async fn bind_or_execute_without_a_parse_gets_postgres_error_and_the_session_goe
     out.clear();
     frontend::query("SELECT 1", &mut out).unwrap();
     assert_eq!(tags(&raw.exchange(&out).await), "TDCZ");
+}
+
+/// Found by the client_messages fuzz target: with a policy loaded, the gateway reads the Bind
+/// that follows an unnamed Parse, and a negative parameter count panicked the session.
+#[tokio::test]
+async fn bind_with_a_negative_parameter_count_gets_postgres_error_and_the_session_goes_on() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        plugins: vec![PluginSpec::stock("no-ddl")],
+        ..GatewayOptions::default()
+    })
+    .await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let mut out = BytesMut::new();
+    frontend::parse("", "SELECT $1::int", [], &mut out).unwrap();
+    let mut bind = BytesMut::new();
+    bind.put_slice(b"\0\0");
+    bind.put_i16(0);
+    bind.put_i16(-1);
+    out.put_u8(b'B');
+    out.put_i32(bind.len() as i32 + 4);
+    out.put_slice(&bind);
+    frontend::execute("", 0, &mut out).unwrap();
+    frontend::sync(&mut out);
+    let reply = raw.exchange(&out).await;
+    assert_eq!(
+        tags(&reply),
+        "1EZ",
+        "Postgres parses, then refuses the Bind"
+    );
+    assert_eq!(reply[1].sqlstate(), "08P01");
+
+    out.clear();
+    frontend::query("SELECT 1", &mut out).unwrap();
+    assert_eq!(tags(&raw.exchange(&out).await), "TDCZ");
+    still_serves(&gw).await;
 }

@@ -193,15 +193,12 @@ pub(super) fn cstr(bytes: &[u8]) -> (Option<&str>, &[u8]) {
 pub(super) fn bind_params(body: &[u8]) -> Option<Vec<Option<String>>> {
     let (_portal, rest) = cstr(body);
     let (_statement, mut rest) = cstr(rest);
-    if rest.len() < 2 {
-        return None;
-    }
-    let format_count = rest.get_i16() as usize;
-    if rest.len() < format_count * 2 + 2 {
+    let format_count = wire_count(&mut rest)?;
+    if rest.len() < format_count * 2 {
         return None;
     }
     let formats: Vec<i16> = (0..format_count).map(|_| rest.get_i16()).collect();
-    let count = rest.get_i16() as usize;
+    let count = wire_count(&mut rest)?;
     let mut params = Vec::with_capacity(count);
     for i in 0..count {
         if rest.len() < 4 {
@@ -226,4 +223,64 @@ pub(super) fn bind_params(body: &[u8]) -> Option<Vec<Option<String>>> {
         rest.advance(len);
     }
     Some(params)
+}
+
+/// An int16 count off the front of `rest`. A negative one is malformed (Postgres refuses the
+/// message) and must not become a huge usize here.
+fn wire_count(rest: &mut &[u8]) -> Option<usize> {
+    if rest.len() < 2 {
+        return None;
+    }
+    usize::try_from(rest.get_i16()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bind(formats: &[i16], values: &[Option<&[u8]>], count: i16) -> Vec<u8> {
+        let mut body = b"\0\0".to_vec();
+        body.extend_from_slice(&(formats.len() as i16).to_be_bytes());
+        for f in formats {
+            body.extend_from_slice(&f.to_be_bytes());
+        }
+        body.extend_from_slice(&count.to_be_bytes());
+        for v in values {
+            match v {
+                Some(v) => {
+                    body.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    body.extend_from_slice(v);
+                }
+                None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        body
+    }
+
+    #[test]
+    fn bind_parameters_are_read_as_text_null_or_binary() {
+        let body = bind(&[0, 1, 0], &[Some(b"42"), Some(b"\x01"), None], 3);
+        assert_eq!(
+            bind_params(&body),
+            Some(vec![Some("42".to_owned()), None, None])
+        );
+    }
+
+    /// Found by the client_messages fuzz target: a negative count became a huge capacity and
+    /// panicked the session.
+    #[test]
+    fn bind_with_negative_counts_is_malformed_not_a_panic() {
+        assert_eq!(bind_params(&bind(&[], &[], -1)), None);
+        let mut negative_formats = b"\0\0".to_vec();
+        negative_formats.extend_from_slice(&(-2i16).to_be_bytes());
+        assert_eq!(bind_params(&negative_formats), None);
+    }
+
+    #[test]
+    fn bind_claiming_more_values_than_it_holds_is_malformed() {
+        assert_eq!(bind_params(&bind(&[], &[Some(b"1")], 2)), None);
+        let mut short = bind(&[], &[Some(b"12345")], 1);
+        short.truncate(short.len() - 2);
+        assert_eq!(bind_params(&short), None);
+    }
 }
