@@ -63,6 +63,36 @@ async fn garbage_instead_of_a_startup_packet_closes_only_that_connection() {
 }
 
 #[tokio::test]
+async fn garbage_where_the_tls_handshake_belongs_closes_only_that_connection() {
+    let gw = TestGateway::start().await;
+    let ssl_request = [0, 0, 0, 8, 4, 210, 22, 47];
+    // After SSLRequest and its 'S'; and as a direct-TLS connection (first byte 0x16, the TLS
+    // handshake record type) whose record is nonsense.
+    for (request, garbage) in [
+        (&ssl_request[..], &b"GET / HTTP/1.1\r\n\r\n"[..]),
+        (&ssl_request[..], &[0x16, 3, 1, 0xff, 0xff, 0, 0, 0][..]),
+        (&[][..], &[0x16, 3, 3, 0, 5, 1, 2, 3, 4, 5][..]),
+        (&[][..], &[0x16; 64][..]),
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port()))
+            .await
+            .unwrap();
+        if !request.is_empty() {
+            tcp.write_all(request).await.unwrap();
+            assert_eq!(tcp.read_u8().await.unwrap(), b'S');
+        }
+        tcp.write_all(garbage).await.unwrap();
+        let mut sink = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut sink)).await;
+        assert!(
+            read.is_ok(),
+            "{garbage:?}: the gateway must close the connection"
+        );
+        still_serves(&gw).await;
+    }
+}
+
+#[tokio::test]
 async fn gssenc_request_is_declined_and_tls_follows() {
     let gw = TestGateway::start().await;
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port()))
