@@ -9,4 +9,5 @@ pub mod localpg;
 pub mod plugins;
 pub mod policy;
 pub mod proxy;
+pub mod state;
 pub mod tls;
