@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod analysis;
+pub mod approvals;
 pub mod config;
 pub mod identity;
 pub mod localpg;

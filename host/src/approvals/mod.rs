@@ -1,0 +1,358 @@
+//! The approval queue: a held statement becomes a request, approvers vote on it, and the session
+//! waiting for it is woken the moment it is decided. Nobody approves their own request; quorum
+//! counts distinct approvers; an approval covers exactly the held statement, once, unless the
+//! approver grants a scope (that fingerprint, for that subject, for a while).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+
+use crate::state::{ApprovalRecord, ApprovalRequest, ApprovalStore, StateError, Status, Vote};
+
+/// The default route, used when no approval plugin routes a request.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub approver_groups: Vec<String>,
+    pub approvals_needed: u32,
+    pub timeout: Duration,
+}
+
+/// What the session knows when a policy asks for approval.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub session_id: u64,
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub database: String,
+    pub statement: String,
+    pub parameters: Vec<Option<String>>,
+    pub fingerprint: u64,
+    pub plugin: String,
+    pub reason: String,
+}
+
+/// Someone deciding, as their token says.
+#[derive(Debug, Clone)]
+pub struct Approver {
+    pub subject: String,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub approve: bool,
+    pub reason: Option<String>,
+    /// With an approval: also let the requester run this fingerprint for this long.
+    pub scope: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("nobody may decide their own approval request")]
+    SelfApproval,
+    #[error("{subject} is not in any approver group of this request ({groups})")]
+    NotAnApprover { subject: String, groups: String },
+    #[error("the state store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub struct Approvals {
+    store: Arc<dyn ApprovalStore>,
+    route: Route,
+    /// Sessions of this gateway waiting on a request, woken when it is decided here.
+    waiting: DashMap<String, watch::Sender<Status>>,
+}
+
+/// A request the calling session is waiting on.
+pub struct Pending {
+    pub id: String,
+    pub timeout: Duration,
+    expires: SystemTime,
+    decided: watch::Receiver<Status>,
+    approvals: Arc<Approvals>,
+}
+
+impl Approvals {
+    pub fn new(store: Arc<dyn ApprovalStore>, route: Route) -> Arc<Approvals> {
+        Arc::new(Approvals {
+            store,
+            route,
+            waiting: DashMap::new(),
+        })
+    }
+
+    /// Runs a store call off the async threads (SQLite may wait on disk or on a lock).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn ApprovalStore) -> Result<T, StateError> + Send + 'static,
+    ) -> Result<T, ApprovalError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || call(store.as_ref()))
+            .await
+            .map_err(|e| ApprovalError::Unavailable(e.to_string()))?
+            .map_err(ApprovalError::from)
+    }
+
+    /// Whether an earlier scoped approval lets `subject` run `fingerprint` on `database` now.
+    pub async fn granted(
+        &self,
+        subject: &str,
+        database: &str,
+        fingerprint: u64,
+    ) -> Result<bool, ApprovalError> {
+        let (subject, database) = (subject.to_owned(), database.to_owned());
+        self.blocking(move |store| {
+            store
+                .grant_for(&subject, &database, fingerprint, SystemTime::now())
+                .map(|grant| grant.is_some())
+        })
+        .await
+    }
+
+    /// Records the request and returns a handle to wait on it.
+    pub async fn open(self: &Arc<Self>, new: NewRequest) -> Result<Pending, ApprovalError> {
+        let created = SystemTime::now();
+        let id = format!("apr-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let request = ApprovalRequest {
+            id: id.clone(),
+            session_id: new.session_id,
+            subject: new.subject,
+            groups: new.groups,
+            database: new.database,
+            statement: new.statement,
+            parameters: new.parameters,
+            fingerprint: new.fingerprint,
+            plugin: new.plugin,
+            reason: new.reason,
+            approver_groups: self.route.approver_groups.clone(),
+            approvals_needed: self.route.approvals_needed.max(1),
+            created,
+            expires: created + self.route.timeout,
+        };
+        let (tx, rx) = watch::channel(Status::Pending);
+        self.waiting.insert(id.clone(), tx);
+        let stored = request.clone();
+        if let Err(e) = self
+            .blocking(move |store| store.insert_request(&stored))
+            .await
+        {
+            self.waiting.remove(&id);
+            return Err(e);
+        }
+        tracing::info!(approval = %id, plugin = %request.plugin, "statement held for approval");
+        Ok(Pending {
+            id,
+            timeout: self.route.timeout,
+            expires: request.expires,
+            decided: rx,
+            approvals: self.clone(),
+        })
+    }
+
+    /// One approver's vote. Refused for the requester themself and for anyone outside the
+    /// request's approver groups.
+    pub async fn decide(
+        &self,
+        id: &str,
+        approver: &Approver,
+        decision: Decision,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        let key = id.to_owned();
+        let record = self
+            .blocking(move |store| {
+                store
+                    .request(&key)?
+                    .ok_or(StateError::UnknownRequest(key.clone()))
+            })
+            .await?;
+        if record.request.subject == approver.subject {
+            return Err(ApprovalError::SelfApproval);
+        }
+        if !approver
+            .groups
+            .iter()
+            .any(|g| record.request.approver_groups.contains(g))
+        {
+            return Err(ApprovalError::NotAnApprover {
+                subject: approver.subject.clone(),
+                groups: record.request.approver_groups.join(", "),
+            });
+        }
+        let vote = Vote {
+            approver: approver.subject.clone(),
+            approve: decision.approve,
+            reason: decision.reason,
+            at: SystemTime::now(),
+            scope: decision.scope.filter(|_| decision.approve),
+        };
+        let key = id.to_owned();
+        let record = self.blocking(move |store| store.vote(&key, &vote)).await?;
+        tracing::info!(approval = %id, approver = %approver.subject, approve = decision.approve, status = record.status.as_str(), "approval vote");
+        self.wake(id, record.status);
+        Ok(record)
+    }
+
+    fn wake(&self, id: &str, status: Status) {
+        if status != Status::Pending
+            && let Some((_, tx)) = self.waiting.remove(id)
+        {
+            let _ = tx.send(status);
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<ApprovalRecord>, ApprovalError> {
+        let id = id.to_owned();
+        self.blocking(move |store| store.request(&id)).await
+    }
+
+    pub async fn pending(&self) -> Result<Vec<ApprovalRecord>, ApprovalError> {
+        self.blocking(|store| store.pending()).await
+    }
+
+    async fn close(&self, id: &str, status: Status) -> Result<ApprovalRecord, ApprovalError> {
+        let key = id.to_owned();
+        let record = self
+            .blocking(move |store| store.close(&key, status, SystemTime::now()))
+            .await?;
+        self.waiting.remove(id);
+        Ok(record)
+    }
+}
+
+impl Pending {
+    /// Waits for the decision, or for the expiry (the request is then marked expired). Returns
+    /// the final record: a decision that raced the expiry wins, as the store decides.
+    pub async fn outcome(&mut self) -> Result<ApprovalRecord, ApprovalError> {
+        let left = self
+            .expires
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let _ = tokio::time::timeout(left, self.decided.wait_for(|s| *s != Status::Pending)).await;
+        self.approvals.close(&self.id, Status::Expired).await
+    }
+
+    /// The client went away or cancelled: the request is withdrawn unless already decided.
+    pub async fn withdraw(self) -> Result<ApprovalRecord, ApprovalError> {
+        self.approvals.close(&self.id, Status::Withdrawn).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::SqliteStore;
+
+    fn approvals(timeout: Duration, needed: u32) -> Arc<Approvals> {
+        Approvals::new(
+            Arc::new(SqliteStore::in_memory().unwrap()),
+            Route {
+                approver_groups: vec!["dba".into()],
+                approvals_needed: needed,
+                timeout,
+            },
+        )
+    }
+
+    fn held() -> NewRequest {
+        NewRequest {
+            session_id: 1,
+            subject: "agent".into(),
+            groups: vec!["dba".into()],
+            database: "app".into(),
+            statement: "DELETE FROM t WHERE id = 1".into(),
+            parameters: vec![],
+            fingerprint: 99,
+            plugin: "approve-writes".into(),
+            reason: "writes need approval".into(),
+        }
+    }
+
+    fn dba(subject: &str) -> Approver {
+        Approver {
+            subject: subject.into(),
+            groups: vec!["dba".into()],
+        }
+    }
+
+    fn yes() -> Decision {
+        Decision {
+            approve: true,
+            reason: None,
+            scope: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_waiting_session_wakes_when_the_quorum_is_reached() {
+        let approvals = approvals(Duration::from_secs(60), 2);
+        let mut pending = approvals.open(held()).await.unwrap();
+        let id = pending.id.clone();
+        let waiter = tokio::spawn(async move { pending.outcome().await.unwrap() });
+        approvals.decide(&id, &dba("alice"), yes()).await.unwrap();
+        assert!(!waiter.is_finished());
+        approvals.decide(&id, &dba("bob"), yes()).await.unwrap();
+        let record = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.status, Status::Approved);
+    }
+
+    #[tokio::test]
+    async fn requesters_cannot_approve_themselves_even_in_an_approver_group() {
+        let approvals = approvals(Duration::from_secs(60), 1);
+        let pending = approvals.open(held()).await.unwrap();
+        let err = approvals
+            .decide(&pending.id, &dba("agent"), yes())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ApprovalError::SelfApproval));
+        let outsider = Approver {
+            subject: "mallory".into(),
+            groups: vec!["agents".into()],
+        };
+        let err = approvals
+            .decide(&pending.id, &outsider, yes())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ApprovalError::NotAnApprover { .. }));
+        assert_eq!(
+            approvals.get(&pending.id).await.unwrap().unwrap().status,
+            Status::Pending
+        );
+    }
+
+    #[tokio::test]
+    async fn an_undecided_request_expires_and_a_withdrawn_one_cannot_be_approved() {
+        let approvals = approvals(Duration::from_millis(50), 1);
+        let mut pending = approvals.open(held()).await.unwrap();
+        assert_eq!(pending.outcome().await.unwrap().status, Status::Expired);
+
+        let approvals = self::approvals(Duration::from_secs(60), 1);
+        let pending = approvals.open(held()).await.unwrap();
+        let id = pending.id.clone();
+        assert_eq!(pending.withdraw().await.unwrap().status, Status::Withdrawn);
+        assert!(approvals.decide(&id, &dba("alice"), yes()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_scoped_approval_covers_the_fingerprint_for_that_subject() {
+        let approvals = approvals(Duration::from_secs(60), 1);
+        let pending = approvals.open(held()).await.unwrap();
+        assert!(!approvals.granted("agent", "app", 99).await.unwrap());
+        let scoped = Decision {
+            scope: Some(Duration::from_secs(600)),
+            ..yes()
+        };
+        approvals
+            .decide(&pending.id, &dba("alice"), scoped)
+            .await
+            .unwrap();
+        assert!(approvals.granted("agent", "app", 99).await.unwrap());
+        assert!(!approvals.granted("other", "app", 99).await.unwrap());
+    }
+}
