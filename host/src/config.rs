@@ -46,6 +46,12 @@ pub struct Config {
     /// Policy plugins.
     #[serde(default)]
     pub plugins: PluginsConfig,
+    /// Statements held for a human decision.
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+    /// Where approvals and grants are kept.
+    #[serde(default)]
+    pub state: StateConfig,
     /// The file this configuration was read from (set by [`Config::load`]).
     #[serde(skip)]
     pub source: PathBuf,
@@ -200,6 +206,68 @@ impl Default for PluginsConfig {
     }
 }
 
+/// `[approvals]`: the route for requests no approval plugin routes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// Token groups whose members may decide.
+    #[serde(default = "default_approver_groups")]
+    pub approver_groups: Vec<String>,
+    /// Distinct approvers a request needs.
+    #[serde(default = "default_approvals_needed")]
+    pub approvals_needed: u32,
+    /// How long a held statement waits for a decision.
+    #[serde(default = "default_approval_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig {
+            approver_groups: default_approver_groups(),
+            approvals_needed: default_approvals_needed(),
+            timeout: default_approval_timeout(),
+        }
+    }
+}
+
+fn default_approver_groups() -> Vec<String> {
+    vec!["approvers".to_owned()]
+}
+fn default_approvals_needed() -> u32 {
+    1
+}
+fn default_approval_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// `[state]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// `sqlite://PATH` (relative to the config file); default `state.db` in `data_dir`.
+    pub url: Option<String>,
+}
+
+impl Config {
+    /// The SQLite file the state store lives in.
+    pub fn state_path(&self) -> Result<PathBuf, ConfigError> {
+        match &self.state.url {
+            None => Ok(self.server.data_dir.join("state.db")),
+            Some(url) => match url.strip_prefix("sqlite://") {
+                Some(path) if !path.is_empty() => {
+                    let base = self.source.parent().unwrap_or(Path::new("."));
+                    Ok(base.join(path))
+                }
+                _ => Err(self.invalid(
+                    "state.url",
+                    "must be sqlite://PATH (the PostgreSQL store is not available yet)",
+                )),
+            },
+        }
+    }
+}
+
 fn default_plugin_timeout() -> Duration {
     Duration::from_millis(20)
 }
@@ -320,6 +388,16 @@ impl Config {
                 "plugins.dir",
                 format!("{} is not a directory", dir.display()),
             ));
+        }
+        self.state_path()?;
+        if self.approvals.approver_groups.is_empty() {
+            return Err(self.invalid("approvals.approver_groups", "must name at least one group"));
+        }
+        if self.approvals.approvals_needed == 0 {
+            return Err(self.invalid("approvals.approvals_needed", "must be at least 1"));
+        }
+        if self.approvals.timeout.is_zero() {
+            return Err(self.invalid("approvals.timeout", "must be longer than zero"));
         }
         if self.upstreams.is_empty() {
             return Err(self.invalid("upstream", "at least one [[upstream]] is required"));

@@ -6,6 +6,7 @@ use std::process::Output;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use sluice::admin::AdminState;
 use sluice::config::{Config, UpstreamTlsMode};
 use sluice::identity::{Claims, SigningKey, TokenAuthority};
 use sluice::localpg::{LocalPostgres, LocalPostgresOptions};
@@ -188,6 +189,9 @@ pub struct TestGateway {
     pub gateway: Gateway,
     pub tokens: TokenAuthority,
     pub config_path: PathBuf,
+    /// The admin HTTP listener (approvals API, health, plugins).
+    pub admin: std::net::SocketAddr,
+    _admin_stop: tokio_util::sync::DropGuard,
     _dir: tempfile::TempDir,
 }
 
@@ -204,10 +208,21 @@ impl TestGateway {
         let tokens = TokenAuthority::from_config(&config.identity).expect("key loads");
         let shared = Shared::new(config).expect("gateway starts");
         let gateway = Gateway::start(shared).await.expect("gateway binds");
+        let admin_state = std::sync::Arc::new(AdminState::for_gateway(gateway.shared()));
+        let admin_stop = tokio_util::sync::CancellationToken::new();
+        let admin = sluice::admin::serve(
+            "127.0.0.1:0".parse().unwrap(),
+            admin_state,
+            admin_stop.clone(),
+        )
+        .await
+        .expect("admin listener binds");
         TestGateway {
             gateway,
             tokens,
             config_path,
+            admin,
+            _admin_stop: admin_stop.drop_guard(),
             _dir: dir,
         }
     }
@@ -291,6 +306,46 @@ impl TestGateway {
             .await
             .expect("psql runs")
     }
+}
+
+/// One HTTP/1.1 request to `addr` (the admin listener), with a bearer token and a JSON body
+/// when given. Returns the status code and the body.
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("admin connect");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    tcp.write_all(request.as_bytes())
+        .await
+        .expect("admin write");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut response))
+        .await
+        .expect("admin answers within 30 s")
+        .expect("admin read");
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
 }
 
 /// tokio-postgres config for a gateway on `port`: TLS required, `user` and token as password.
@@ -588,6 +643,25 @@ impl RawClient {
             }
         }
         client
+    }
+
+    /// Sends a CancelRequest with `key` on a new plain connection, as libpq does, and waits
+    /// for the gateway to close it (it has acted on the request by then).
+    pub async fn cancel_with(gw: &TestGateway, (pid, secret): (i32, i32)) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port()))
+            .await
+            .expect("connect");
+        let mut request = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::cancel_request(pid, secret, &mut request);
+        tcp.write_all(&request).await.expect("send cancel");
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut sink)).await;
+    }
+
+    /// Cancels this session's running (or held) statement.
+    pub async fn cancel(&self, gw: &TestGateway) {
+        RawClient::cancel_with(gw, self.key).await;
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {

@@ -186,17 +186,6 @@ async fn guard_roles_refuses_identity_switches() {
 }
 
 #[tokio::test]
-async fn approve_writes_is_refused_while_approvals_are_not_configured() {
-    let gw = gateway(vec![PluginSpec::stock("approve-writes")]).await;
-    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
-    let (code, message) = refused(&client, "INSERT INTO items VALUES (2000, 'x')").await;
-    assert_eq!(code, "42501");
-    assert!(message.contains("requires approval"), "{message}");
-    assert!(message.contains("not configured"), "{message}");
-    client.query_one("SELECT 1", &[]).await.unwrap();
-}
-
-#[tokio::test]
 async fn multi_statement_query_is_refused_whole_before_anything_runs() {
     let gw = gateway(stock()).await;
     let client = gw.connect("agent", &gw.token("agent")).await.unwrap();

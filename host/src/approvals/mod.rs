@@ -67,13 +67,29 @@ pub struct Approvals {
     waiting: DashMap<String, watch::Sender<Status>>,
 }
 
-/// A request the calling session is waiting on.
+/// A request the calling session is waiting on. Dropped undecided (the session ended for
+/// another reason: token expiry, shutdown), it is withdrawn in the background.
 pub struct Pending {
     pub id: String,
     pub timeout: Duration,
     expires: SystemTime,
     decided: watch::Receiver<Status>,
     approvals: Arc<Approvals>,
+    closed: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        let (approvals, id) = (self.approvals.clone(), self.id.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = approvals.close(&id, Status::Withdrawn).await;
+            });
+        }
+    }
 }
 
 impl Approvals {
@@ -150,6 +166,7 @@ impl Approvals {
             expires: request.expires,
             decided: rx,
             approvals: self.clone(),
+            closed: false,
         })
     }
 
@@ -232,12 +249,16 @@ impl Pending {
             .duration_since(SystemTime::now())
             .unwrap_or_default();
         let _ = tokio::time::timeout(left, self.decided.wait_for(|s| *s != Status::Pending)).await;
-        self.approvals.close(&self.id, Status::Expired).await
+        let record = self.approvals.close(&self.id, Status::Expired).await;
+        self.closed = record.is_ok();
+        record
     }
 
     /// The client went away or cancelled: the request is withdrawn unless already decided.
-    pub async fn withdraw(self) -> Result<ApprovalRecord, ApprovalError> {
-        self.approvals.close(&self.id, Status::Withdrawn).await
+    pub async fn withdraw(mut self) -> Result<ApprovalRecord, ApprovalError> {
+        let record = self.approvals.close(&self.id, Status::Withdrawn).await;
+        self.closed = record.is_ok();
+        record
     }
 }
 

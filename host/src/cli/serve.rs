@@ -22,11 +22,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let shared = Shared::new(config).context("starting the gateway")?;
     let gateway = Gateway::start(shared).await?;
 
-    let admin_state = Arc::new(AdminState {
-        plugins: gateway.shared().plugins.clone(),
-        ..AdminState::default()
-    });
-    admin_state.accepting.store(true, Ordering::Relaxed);
+    let admin_state = Arc::new(AdminState::for_gateway(gateway.shared()));
     let admin_stop = CancellationToken::new();
     if let Some(addr) = admin_listen {
         admin::serve(addr, admin_state.clone(), admin_stop.clone())

@@ -1,17 +1,20 @@
 //! Cancel keys. Each client gets the gateway's own BackendKeyData; a CancelRequest carrying it is
 //! mapped to the upstream backend's key, and anything else is dropped without a word, as
-//! Postgres does.
+//! Postgres does. A cancel also wakes the session itself, which may be holding a statement
+//! for approval that the upstream has not seen.
 
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
 
 use super::upstream::Upstream;
 
 struct Target {
     secret: i32,
+    session: Arc<Notify>,
     upstream: Arc<Upstream>,
     upstream_pid: i32,
     upstream_secret: i32,
@@ -28,6 +31,8 @@ pub struct CancelKey {
     registry: Arc<CancelRegistry>,
     pub pid: i32,
     pub secret: i32,
+    /// Notified (to current waiters only) when a valid cancel request arrives.
+    pub cancelled: Arc<Notify>,
 }
 
 impl Drop for CancelKey {
@@ -48,8 +53,10 @@ impl CancelRegistry {
             let pid = rand::random_range(1..i32::MAX);
             if let Entry::Vacant(slot) = self.targets.entry(pid) {
                 let secret = rand::random();
+                let cancelled = Arc::new(Notify::new());
                 slot.insert(Target {
                     secret,
+                    session: cancelled.clone(),
                     upstream: upstream.clone(),
                     upstream_pid,
                     upstream_secret,
@@ -58,6 +65,7 @@ impl CancelRegistry {
                     registry: self.clone(),
                     pid,
                     secret,
+                    cancelled,
                 };
             }
         }
@@ -67,6 +75,7 @@ impl CancelRegistry {
     pub async fn cancel(&self, pid: i32, secret: i32) -> bool {
         let target = match self.targets.get(&pid) {
             Some(t) if bool::from(t.secret.to_be_bytes().ct_eq(&secret.to_be_bytes())) => {
+                t.session.notify_waiters();
                 (t.upstream.clone(), t.upstream_pid, t.upstream_secret)
             }
             _ => {

@@ -123,6 +123,43 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// For while the consumer is not taking frames (a statement held for approval): buffers
+    /// whatever the peer sends, up to `limit` bytes, and returns once the peer has left — closed
+    /// the connection, or sent Terminate at a message boundary. Cancel-safe; the buffered
+    /// messages are still returned by `next` afterwards, in order.
+    pub async fn departed(&mut self, limit: usize) -> bool {
+        loop {
+            if self.terminate_buffered() {
+                return true;
+            }
+            if self.buf.len() >= limit {
+                std::future::pending::<()>().await;
+            }
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            match self.inner.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn terminate_buffered(&self) -> bool {
+        let mut at = 0;
+        while at + 5 <= self.buf.len() {
+            if self.buf[at] == b'X' {
+                return true;
+            }
+            let len = (&self.buf[at + 1..at + 5]).get_u32() as usize;
+            if len < 4 {
+                return false;
+            }
+            at += 1 + len;
+        }
+        false
+    }
+
     /// The underlying stream, e.g. to write on it while reading login replies.
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner

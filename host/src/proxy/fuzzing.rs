@@ -11,7 +11,7 @@ use bytes::BytesMut;
 
 use super::Shared;
 use super::frame::{FrameReader, FrameWriter};
-use super::gate::{self, Gate};
+use super::gate::{self, Gate, HoldSignals};
 use super::refusal::Refusals;
 use super::session::{self, Idle};
 use super::startup::{InitialRequest, read_initial};
@@ -167,7 +167,12 @@ tls = "disable"
             application_name: None,
         };
         let refusals = Arc::new(Refusals::default());
-        let mut gate = Gate::new(self.shared.clone(), info, refusals.clone());
+        let (notices, mut notices_in) = tokio::sync::mpsc::unbounded_channel();
+        let signals = HoldSignals {
+            notices,
+            cancelled: Default::default(),
+        };
+        let mut gate = Gate::new(self.shared.clone(), info, refusals.clone(), signals);
         let mut client_in =
             FrameReader::new(from_client, MAX_MESSAGE).accepting(session::client_may_send);
         let mut upstream_in =
@@ -186,7 +191,8 @@ tls = "disable"
                     &mut upstream_in,
                     &mut to_client,
                     &refusals,
-                    &cycles_done
+                    &cycles_done,
+                    &mut notices_in
                 ),
             )
         };

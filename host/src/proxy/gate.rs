@@ -3,15 +3,32 @@
 
 use std::sync::Arc;
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
+use tokio::io::AsyncRead;
+use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
 use super::Shared;
-use super::frame::{Frame, FrameWriter};
-use super::messages::sqlstate;
+use super::frame::{Frame, FrameReader, FrameWriter};
+use super::messages::{self, sqlstate};
 use super::refusal::Refusals;
+use crate::analysis::Statement;
+use crate::approvals::NewRequest;
 use crate::plugins::SessionPlugins;
-use crate::policy::{self, SessionInfo, Verdict};
+use crate::policy::{self, Decider, SessionInfo, Verdict};
+use crate::state::Status;
+
+/// Bytes a client may pipeline behind a held statement before the gateway stops reading it.
+const HELD_BACKLOG: usize = 1 << 20;
+
+/// How a session talks to its client and hears cancels while a statement waits for approval.
+pub struct HoldSignals {
+    /// Messages for the client, written by the upstream → client direction in between relayed
+    /// ones.
+    pub notices: mpsc::UnboundedSender<Bytes>,
+    /// Notified when the client sends a CancelRequest for this session.
+    pub cancelled: Arc<Notify>,
+}
 
 /// An unnamed statement's Parse, held until the next message: when that is its Bind, plugins
 /// decide with the parameter values.
@@ -32,10 +49,16 @@ pub struct Gate {
     between_cycles: bool,
     statements: u64,
     held: Option<HeldParse>,
+    signals: HoldSignals,
 }
 
 impl Gate {
-    pub fn new(shared: Arc<Shared>, info: SessionInfo, refusals: Arc<Refusals>) -> Gate {
+    pub fn new(
+        shared: Arc<Shared>,
+        info: SessionInfo,
+        refusals: Arc<Refusals>,
+        signals: HoldSignals,
+    ) -> Gate {
         let instances = shared.plugins.clone().map(SessionPlugins::new);
         Gate {
             shared,
@@ -46,6 +69,7 @@ impl Gate {
             between_cycles: true,
             statements: 0,
             held: None,
+            signals,
         }
     }
 
@@ -64,10 +88,13 @@ impl Gate {
 
     /// Queues on `out` what goes upstream for `frame` (possibly nothing yet, possibly a held
     /// message first).
-    pub async fn process<W: tokio::io::AsyncWrite + Unpin>(
+    /// `client` is watched while a statement is held for approval, so that a client that
+    /// leaves withdraws its request.
+    pub async fn process<W: tokio::io::AsyncWrite + Unpin, R: AsyncRead + Unpin>(
         &mut self,
         frame: &Frame,
         out: &mut FrameWriter<W>,
+        client: &mut FrameReader<R>,
     ) {
         self.between_cycles = matches!(frame.tag(), b'Q' | b'S' | b'F');
         if let Some(held) = self.held.take() {
@@ -76,7 +103,7 @@ impl Gate {
                 b'B' => bind_params(frame.body()).unwrap_or_default(),
                 _ => Vec::new(),
             };
-            match self.check_text(held.sql.as_deref(), &params).await {
+            match self.check_text(held.sql.as_deref(), &params, client).await {
                 None => out.queue(held.frame.raw()),
                 Some((code, message)) => {
                     out.queue(&self.refusals.parse(self.cycles, "", code, &message))
@@ -86,7 +113,7 @@ impl Gate {
         match frame.tag() {
             b'Q' => {
                 let sql = cstr(frame.body()).0;
-                match self.check_text(sql, &[]).await {
+                match self.check_text(sql, &[], client).await {
                     None => out.queue(frame.raw()),
                     Some((code, message)) => {
                         out.queue(&self.refusals.query(self.cycles, code, &message))
@@ -104,7 +131,7 @@ impl Gate {
                     return;
                 }
                 // A named statement is decided once, here, and keeps that decision.
-                match self.check_text(sql, &[]).await {
+                match self.check_text(sql, &[], client).await {
                     None => out.queue(frame.raw()),
                     Some((code, message)) => out.queue(&self.refusals.parse(
                         self.cycles,
@@ -128,10 +155,11 @@ impl Gate {
     }
 
     /// `None` to let the statement text through, or the SQLSTATE and message refusing it.
-    async fn check_text(
+    async fn check_text<R: AsyncRead + Unpin>(
         &mut self,
         sql: Option<&str>,
         params: &[Option<String>],
+        client: &mut FrameReader<R>,
     ) -> Option<(&'static str, String)> {
         // No plugin directory, or one with no policy in it: nobody objects.
         let instances = self.instances.as_mut()?;
@@ -157,27 +185,158 @@ impl Gate {
         let verdict = policy::decide(&plugins, instances, &self.info, &statements, params)
             .instrument(span.clone())
             .await;
-        let _enter = span.enter();
         match verdict {
             Verdict::Allow => None,
             Verdict::Deny(d) => {
-                tracing::info!(plugin = %d.plugin, reason = %d.reason, "statement denied");
+                span.in_scope(
+                    || tracing::info!(plugin = %d.plugin, reason = %d.reason, "statement denied"),
+                );
                 Some((
                     sqlstate::INSUFFICIENT_PRIVILEGE,
                     format!("sluice: refused by policy \"{}\": {}", d.plugin, d.reason),
                 ))
             }
             Verdict::RequireApproval(d) => {
-                tracing::info!(plugin = %d.plugin, reason = %d.reason, "statement needs approval; approvals are not configured");
+                self.hold(d, sql, &statements, params, client)
+                    .instrument(span)
+                    .await
+            }
+        }
+    }
+}
+
+impl Gate {
+    /// Holds a statement until approvers decide, the request expires, or the client cancels or
+    /// leaves. `None` lets it through.
+    async fn hold<R: AsyncRead + Unpin>(
+        &mut self,
+        decider: Decider,
+        sql: &str,
+        statements: &[Statement],
+        params: &[Option<String>],
+        client: &mut FrameReader<R>,
+    ) -> Option<(&'static str, String)> {
+        let approvals = self.shared.approvals.clone();
+        let fingerprint = combined_fingerprint(statements);
+        let unavailable = |e: crate::approvals::ApprovalError| {
+            tracing::error!(error = %e, "approval store failed; statement refused");
+            Some((
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!(
+                    "sluice: policy \"{}\" requires approval ({}), and the approval store failed",
+                    decider.plugin, decider.reason
+                ),
+            ))
+        };
+        match approvals
+            .granted(&self.info.subject, &self.info.database, fingerprint)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(plugin = %decider.plugin, "statement runs under a scoped approval");
+                return None;
+            }
+            Ok(false) => {}
+            Err(e) => return unavailable(e),
+        }
+        let request = NewRequest {
+            session_id: self.info.id,
+            subject: self.info.subject.clone(),
+            groups: self.info.groups.clone(),
+            database: self.info.database.clone(),
+            statement: sql.to_owned(),
+            parameters: params.to_vec(),
+            fingerprint,
+            plugin: decider.plugin.to_string(),
+            reason: decider.reason.clone(),
+        };
+        let mut pending = match approvals.open(request).await {
+            Ok(pending) => pending,
+            Err(e) => return unavailable(e),
+        };
+        let id = pending.id.clone();
+        let _ = self.signals.notices.send(messages::notice(format!(
+            "sluice: approval {id} required ({}); waiting up to {}",
+            decider.reason,
+            humantime::format_duration(pending.timeout)
+        )));
+        let cancelled = self.signals.cancelled.clone();
+        let outcome = tokio::select! {
+            outcome = pending.outcome() => Some(outcome),
+            () = cancelled.notified() => None,
+            _ = client.departed(HELD_BACKLOG) => None,
+        };
+        let record = match outcome {
+            Some(Ok(record)) => record,
+            Some(Err(e)) => return unavailable(e),
+            None => match pending.withdraw().await {
+                // A decision that landed just before the withdrawal stands.
+                Ok(record) if record.status == Status::Approved => record,
+                Ok(_) => {
+                    tracing::info!(approval = %id, "held statement withdrawn by the client");
+                    return Some((
+                        sqlstate::QUERY_CANCELED,
+                        format!(
+                            "sluice: canceling statement due to user request; approval {id} withdrawn"
+                        ),
+                    ));
+                }
+                Err(e) => return unavailable(e),
+            },
+        };
+        let last = record.votes.last();
+        let approvers = record
+            .votes
+            .iter()
+            .filter(|v| v.approve)
+            .map(|v| v.approver.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        match record.status {
+            Status::Approved => {
+                tracing::info!(approval = %id, %approvers, "held statement approved");
+                None
+            }
+            Status::Denied => {
+                let (who, why) = last.map_or(("?", ""), |v| {
+                    (v.approver.as_str(), v.reason.as_deref().unwrap_or(""))
+                });
+                tracing::info!(approval = %id, approver = %who, "held statement denied");
                 Some((
                     sqlstate::INSUFFICIENT_PRIVILEGE,
+                    format!("sluice: approval {id} denied by {who}: {why}"),
+                ))
+            }
+            Status::Expired | Status::Pending | Status::Withdrawn => {
+                tracing::info!(approval = %id, "held statement expired");
+                Some((
+                    sqlstate::QUERY_CANCELED,
                     format!(
-                        "sluice: policy \"{}\" requires approval ({}), but approvals are not configured on this gateway",
-                        d.plugin, d.reason
+                        "sluice: approval {id} expired after {} without a decision",
+                        humantime::format_duration(pending_timeout(&record))
                     ),
                 ))
             }
         }
+    }
+}
+
+fn pending_timeout(record: &crate::state::ApprovalRecord) -> std::time::Duration {
+    record
+        .request
+        .expires
+        .duration_since(record.request.created)
+        .unwrap_or_default()
+}
+
+/// One fingerprint for everything a query string holds: a scoped grant for `a; b` must not
+/// cover `a` alone or `a; c`.
+fn combined_fingerprint(statements: &[Statement]) -> u64 {
+    match statements {
+        [one] => one.fingerprint,
+        many => many.iter().fold(0xcbf2_9ce4_8422_2325, |hash, s| {
+            (hash ^ s.fingerprint).wrapping_mul(0x0100_0000_01b3)
+        }),
     }
 }
 

@@ -31,16 +31,18 @@ pub use session::SessionEnd;
 pub use upstream::{Upstream, UpstreamError};
 
 use crate::analysis::Analyzer;
+use crate::approvals::{Approvals, Route};
 use crate::config::{Config, ConfigError};
 use crate::identity::{KeyError, TokenAuthority};
 use crate::plugins::PluginHost;
 use crate::policy::SessionInfo;
+use crate::state::SqliteStore;
 
 /// Everything sessions share, built once at start from a validated config.
 pub struct Shared {
     pub config: Config,
     pub tls: TlsAcceptor,
-    pub tokens: TokenAuthority,
+    pub tokens: Arc<TokenAuthority>,
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub cancels: Arc<CancelRegistry>,
     /// Statement analyses, cached by text.
@@ -50,6 +52,8 @@ pub struct Shared {
     /// Fired when sessions must end now (end of the shutdown grace period).
     pub terminate: CancellationToken,
     pub limits: limits::ConnectionLimits,
+    /// The approval queue held statements wait in.
+    pub approvals: Arc<Approvals>,
     next_session: AtomicU64,
 }
 
@@ -70,6 +74,8 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot open the state store: {0}")]
+    State(#[from] crate::state::StateError),
     #[error("cannot start session threads: {0}")]
     Workers(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -86,7 +92,7 @@ impl Shared {
             path: config.server.data_dir.clone(),
             source,
         })?;
-        let tokens = TokenAuthority::from_config(&config.identity)?;
+        let tokens = Arc::new(TokenAuthority::from_config(&config.identity)?);
         let tls = TlsAcceptor::from(crate::tls::server_config(
             &config.tls,
             &config.server.data_dir,
@@ -112,7 +118,17 @@ impl Shared {
             }
             None => None,
         };
+        let store = SqliteStore::open(&config.state_path()?)?;
+        let approvals = Approvals::new(
+            Arc::new(store),
+            Route {
+                approver_groups: config.approvals.approver_groups.clone(),
+                approvals_needed: config.approvals.approvals_needed,
+                timeout: config.approvals.timeout,
+            },
+        );
         Ok(Shared {
+            approvals,
             config,
             tls,
             tokens,

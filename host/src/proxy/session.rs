@@ -5,13 +5,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 
 use std::sync::Arc;
 
 use super::Shared;
 use super::frame::{FrameError, FrameReader, FrameWriter};
-use super::gate::Gate;
+use super::gate::{Gate, HoldSignals};
 use super::login::Established;
 use super::messages::{self, sqlstate};
 use super::refusal::Refusals;
@@ -104,7 +106,12 @@ pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionIn
     let expiry = tokio::time::sleep_until((Instant::now() + expires_in).into());
 
     let refusals = Arc::new(Refusals::default());
-    let mut gate = Gate::new(shared.clone(), info, refusals.clone());
+    let (notices, mut notices_in) = tokio::sync::mpsc::unbounded_channel();
+    let signals = HoldSignals {
+        notices,
+        cancelled: cancel_key.cancelled.clone(),
+    };
+    let mut gate = Gate::new(shared.clone(), info, refusals.clone(), signals);
     let cycles_done = AtomicU64::new(0);
     let idle = Idle {
         timeout: shared.config.server.idle_timeout,
@@ -112,7 +119,7 @@ pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionIn
     };
     let end = tokio::select! {
         end = client_to_upstream(&mut client_in, &mut up_out, &mut gate, idle) => end,
-        end = upstream_to_client(&mut up_in, &mut client_out, &refusals, &cycles_done) => end,
+        end = upstream_to_client(&mut up_in, &mut client_out, &refusals, &cycles_done, &mut notices_in) => end,
         () = expiry => SessionEnd::TokenExpired,
         () = shared.terminate.cancelled() => SessionEnd::Shutdown,
     };
@@ -198,7 +205,7 @@ pub(super) async fn client_to_upstream<R: AsyncRead + Unpin, W: AsyncWrite + Unp
                 let _ = upstream.flush().await;
                 return SessionEnd::ClientTerminated;
             }
-            gate.process(&frame, upstream).await;
+            gate.process(&frame, upstream, client).await;
             if upstream.wants_flush()
                 && let Err(e) = upstream.flush().await
             {
@@ -220,12 +227,25 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
     client: &mut FrameWriter<W>,
     refusals: &Refusals,
     cycles_done: &AtomicU64,
+    notices: &mut mpsc::UnboundedReceiver<Bytes>,
 ) -> SessionEnd {
     // Whether the last message relayed was a FATAL: then a close is the upstream's own,
     // explained, ending (admin shutdown, its idle timeout...).
     let mut said_fatal = false;
     loop {
-        let mut next = match upstream.next().await {
+        let read = tokio::select! {
+            read = upstream.next() => read,
+            // The gateway's own notices (a statement held for approval) go out between
+            // relayed messages.
+            Some(notice) = notices.recv() => {
+                client.queue(&notice);
+                if let Err(e) = client.flush().await {
+                    return SessionEnd::ClientIo(e);
+                }
+                continue;
+            }
+        };
+        let mut next = match read {
             Ok(Some(frame)) => Some(frame),
             Ok(None) if said_fatal => return SessionEnd::UpstreamClosed,
             Ok(None) => return SessionEnd::UpstreamVanished,

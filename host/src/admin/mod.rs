@@ -1,8 +1,12 @@
-//! The admin HTTP listener: health and readiness now; the APIs of later features mount here.
+//! The admin HTTP listener: health and readiness, plugin status, and the approvals API.
+
+mod approvals;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use approvals::ApprovalsApi;
 
 use axum::Router;
 use axum::extract::State;
@@ -18,6 +22,24 @@ pub struct AdminState {
     pub accepting: AtomicBool,
     /// The plugin host, when plugins are configured.
     pub plugins: Option<Arc<crate::plugins::PluginHost>>,
+    /// The approval queue and what authenticates approvers; absent, the approvals API answers
+    /// 503.
+    pub approvals: Option<approvals::ApprovalsApi>,
+}
+
+impl AdminState {
+    /// The admin view of a running gateway: its plugins and its approval queue.
+    pub fn for_gateway(shared: &crate::proxy::Shared) -> AdminState {
+        AdminState {
+            accepting: AtomicBool::new(true),
+            plugins: shared.plugins.clone(),
+            approvals: Some(ApprovalsApi {
+                approvals: shared.approvals.clone(),
+                tokens: shared.tokens.clone(),
+                approver_groups: shared.config.approvals.approver_groups.clone(),
+            }),
+        }
+    }
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -25,6 +47,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/v1/plugins", get(plugins))
+        .merge(approvals::routes())
         .with_state(state)
 }
 

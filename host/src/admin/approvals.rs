@@ -1,0 +1,245 @@
+//! `/v1/approvals`: list, show, approve and deny held statements. Every call carries a Sluice
+//! token (`Authorization: Bearer ...`) whose groups include an approver group; the token's
+//! subject is the approver, and nobody decides their own request.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::AdminState;
+use crate::approvals::{ApprovalError, Approvals, Approver, Decision};
+use crate::identity::TokenAuthority;
+use crate::state::{ApprovalRecord, StateError};
+
+/// What the approvals API needs.
+#[derive(Clone)]
+pub struct ApprovalsApi {
+    pub approvals: Arc<Approvals>,
+    pub tokens: Arc<TokenAuthority>,
+    /// Groups allowed to see the queue at all.
+    pub approver_groups: Vec<String>,
+}
+
+pub fn routes() -> Router<Arc<AdminState>> {
+    Router::new()
+        .route("/v1/approvals", get(list))
+        .route("/v1/approvals/{id}", get(show))
+        .route("/v1/approvals/{id}/approve", post(approve))
+        .route("/v1/approvals/{id}/deny", post(deny))
+}
+
+/// An approval request as the API shows it. Times are Unix seconds.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApprovalView {
+    pub id: String,
+    pub status: String,
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub database: String,
+    pub session_id: u64,
+    pub statement: String,
+    pub parameters: Vec<Option<String>>,
+    pub fingerprint: String,
+    pub plugin: String,
+    pub reason: String,
+    pub approver_groups: Vec<String>,
+    pub approvals_needed: u32,
+    pub created: f64,
+    pub expires: f64,
+    pub decided: Option<f64>,
+    pub votes: Vec<VoteView>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VoteView {
+    pub approver: String,
+    pub approve: bool,
+    pub reason: Option<String>,
+    pub at: f64,
+    pub scope_seconds: Option<u64>,
+}
+
+fn seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl From<ApprovalRecord> for ApprovalView {
+    fn from(record: ApprovalRecord) -> ApprovalView {
+        let r = record.request;
+        ApprovalView {
+            id: r.id,
+            status: record.status.as_str().to_owned(),
+            subject: r.subject,
+            groups: r.groups,
+            database: r.database,
+            session_id: r.session_id,
+            statement: r.statement,
+            parameters: r.parameters,
+            fingerprint: format!("{:016x}", r.fingerprint),
+            plugin: r.plugin,
+            reason: r.reason,
+            approver_groups: r.approver_groups,
+            approvals_needed: r.approvals_needed,
+            created: seconds(r.created),
+            expires: seconds(r.expires),
+            decided: record.decided.map(seconds),
+            votes: record
+                .votes
+                .into_iter()
+                .map(|v| VoteView {
+                    approver: v.approver,
+                    approve: v.approve,
+                    reason: v.reason,
+                    at: seconds(v.at),
+                    scope_seconds: v.scope.map(|d| d.as_secs()),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Body of approve and deny (all optional).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    pub reason: Option<String>,
+    /// Approve only: also let the requester run statements of this fingerprint for this many
+    /// seconds.
+    pub scope_seconds: Option<u64>,
+}
+
+/// An error as JSON `{"error": "..."}` with its status code.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ApprovalError> for ApiError {
+    fn from(e: ApprovalError) -> ApiError {
+        let status = match &e {
+            ApprovalError::SelfApproval | ApprovalError::NotAnApprover { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            ApprovalError::State(StateError::UnknownRequest(_)) => StatusCode::NOT_FOUND,
+            ApprovalError::State(StateError::Closed { .. } | StateError::AlreadyVoted { .. }) => {
+                StatusCode::CONFLICT
+            }
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// The caller, from a valid token in an approver group.
+fn approver(api: &ApprovalsApi, headers: &HeaderMap) -> Result<Approver, ApiError> {
+    let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.to_owned());
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("an approver token is required (Authorization: Bearer ...)"))?;
+    let claims = api.tokens.verify(token.trim()).map_err(|e| {
+        tracing::info!(reason = e.class(), "admin API call with a refused token");
+        unauthorized("the token was refused")
+    })?;
+    if !claims
+        .groups
+        .iter()
+        .any(|g| api.approver_groups.contains(g))
+    {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} is not in an approver group ({})",
+                claims.sub,
+                api.approver_groups.join(", ")
+            ),
+        ));
+    }
+    Ok(Approver {
+        subject: claims.sub,
+        groups: claims.groups,
+    })
+}
+
+fn api(state: &AdminState) -> Result<&ApprovalsApi, ApiError> {
+    state.approvals.as_ref().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "approvals are not served here".into(),
+        )
+    })
+}
+
+async fn list(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<ApprovalView>>, ApiError> {
+    let api = api(&state)?;
+    approver(api, &headers)?;
+    let pending = api.approvals.pending().await?;
+    Ok(Json(pending.into_iter().map(ApprovalView::from).collect()))
+}
+
+async fn show(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<ApprovalView>, ApiError> {
+    let api = api(&state)?;
+    approver(api, &headers)?;
+    match api.approvals.get(&id).await? {
+        Some(record) => Ok(Json(record.into())),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no approval request {id}"),
+        )),
+    }
+}
+
+async fn approve(
+    state: State<Arc<AdminState>>,
+    id: Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<DecisionBody>>,
+) -> Result<Json<ApprovalView>, ApiError> {
+    decide(state, id, headers, body, true).await
+}
+
+async fn deny(
+    state: State<Arc<AdminState>>,
+    id: Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<DecisionBody>>,
+) -> Result<Json<ApprovalView>, ApiError> {
+    decide(state, id, headers, body, false).await
+}
+
+async fn decide(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<DecisionBody>>,
+    approve: bool,
+) -> Result<Json<ApprovalView>, ApiError> {
+    let api = api(&state)?;
+    let who = approver(api, &headers)?;
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let decision = Decision {
+        approve,
+        reason: body.reason,
+        scope: body.scope_seconds.map(Duration::from_secs),
+    };
+    let record = api.approvals.decide(&id, &who, decision).await?;
+    Ok(Json(record.into()))
+}

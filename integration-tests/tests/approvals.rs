@@ -1,0 +1,305 @@
+//! Statements a policy sends for approval are held on the live connection: the client gets a
+//! notice with the request id at once, and the statement runs, fails or is withdrawn as
+//! approvers (over the admin API), the clock or the client decide.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postgres_protocol::message::frontend;
+use sluice_integration_tests::{
+    GatewayOptions, Msg, PluginSpec, RawClient, TestGateway, http, tags,
+};
+
+const WRITE: &str = "INSERT INTO items VALUES (5000, 'held')";
+
+async fn gateway(approvals_toml: &str) -> TestGateway {
+    TestGateway::start_with(GatewayOptions {
+        plugins: vec![PluginSpec::stock("approve-writes")],
+        extra_toml: format!("[approvals]\n{approvals_toml}\n"),
+        ..GatewayOptions::default()
+    })
+    .await
+}
+
+fn query(sql: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    frontend::query(sql, &mut out).unwrap();
+    out
+}
+
+fn message_of(msg: &Msg) -> String {
+    sluice::proxy::messages::error_fields(&msg.body)
+        .into_iter()
+        .find(|(k, _)| *k == b'M')
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+}
+
+/// Sends `sql`, expects the approval notice first and returns the request id.
+async fn held(raw: &mut RawClient, sql: &str) -> String {
+    raw.send(&query(sql)).await;
+    let notice = raw.recv().await.expect("a notice");
+    assert_eq!(notice.tag, b'N', "the notice comes first");
+    let text = message_of(&notice);
+    assert!(text.contains("required ("), "{text}");
+    assert!(text.contains("waiting up to"), "{text}");
+    text.split_whitespace()
+        .find(|w| w.starts_with("apr-"))
+        .expect("the notice names the request")
+        .to_owned()
+}
+
+async fn vote(gw: &TestGateway, id: &str, approver: &str, verb: &str, body: &str) -> (u16, String) {
+    let token = gw.token_with_groups(approver, &["approvers"]);
+    http(
+        gw.admin,
+        "POST",
+        &format!("/v1/approvals/{id}/{verb}"),
+        Some(&token),
+        Some(body),
+    )
+    .await
+}
+
+async fn status_of(gw: &TestGateway, id: &str) -> String {
+    let token = gw.token_with_groups("auditor", &["approvers"]);
+    let (code, body) = http(
+        gw.admin,
+        "GET",
+        &format!("/v1/approvals/{id}"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    view["status"].as_str().unwrap().to_owned()
+}
+
+async fn count(gw: &TestGateway, id: i32) -> i64 {
+    let client = gw.connect("reader", &gw.token("reader")).await.unwrap();
+    client
+        .query_one("SELECT count(*) FROM items WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_held_statement_runs_once_approved_and_not_before() {
+    let gw = gateway("timeout = \"30s\"").await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let id = held(&mut raw, WRITE).await;
+    assert_eq!(count(&gw, 5000).await, 0, "nothing runs while held");
+    assert_eq!(status_of(&gw, &id).await, "pending");
+
+    let (code, body) = vote(&gw, &id, "alice", "approve", r#"{"reason":"ok"}"#).await;
+    assert_eq!(code, 200, "{body}");
+    let reply = raw.until_ready().await;
+    assert_eq!(tags(&reply), "CZ");
+    assert_eq!(count(&gw, 5000).await, 1);
+    assert_eq!(status_of(&gw, &id).await, "approved");
+
+    // The approval covered that statement once: the same text again is held again.
+    let again = held(&mut raw, "INSERT INTO items VALUES (5000, 'held')").await;
+    assert_ne!(again, id);
+}
+
+#[tokio::test]
+async fn a_denied_statement_fails_with_42501_naming_the_approver_and_the_session_goes_on() {
+    let gw = gateway("timeout = \"30s\"").await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let id = held(&mut raw, "INSERT INTO items VALUES (5001, 'no')").await;
+    let (code, _) = vote(&gw, &id, "bob", "deny", r#"{"reason":"not today"}"#).await;
+    assert_eq!(code, 200);
+    let reply = raw.until_ready().await;
+    assert_eq!(tags(&reply), "EZ");
+    assert_eq!(reply[0].sqlstate(), "42501");
+    let text = message_of(&reply[0]);
+    assert!(text.contains("denied by bob: not today"), "{text}");
+    assert_eq!(count(&gw, 5001).await, 0);
+    assert_eq!(tags(&raw.exchange(&query("SELECT 1")).await), "TDCZ");
+}
+
+#[tokio::test]
+async fn an_undecided_statement_expires_with_57014() {
+    let gw = gateway("timeout = \"1s\"").await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let id = held(&mut raw, "INSERT INTO items VALUES (5002, 'late')").await;
+    let reply = raw.until_ready().await;
+    assert_eq!(tags(&reply), "EZ");
+    assert_eq!(reply[0].sqlstate(), "57014");
+    assert!(message_of(&reply[0]).contains("expired"));
+    assert_eq!(status_of(&gw, &id).await, "expired");
+    let (code, _) = vote(&gw, &id, "alice", "approve", "").await;
+    assert_eq!(code, 409, "an expired request cannot be approved");
+    assert_eq!(count(&gw, 5002).await, 0);
+}
+
+#[tokio::test]
+async fn nobody_approves_their_own_request_and_only_approvers_vote() {
+    let gw = gateway("timeout = \"30s\"").await;
+    // The requester is even in the approver group.
+    let token = gw.token_with_groups("agent", &["approvers"]);
+    let mut raw = RawClient::connect(&gw, "agent", &token).await;
+    let id = held(&mut raw, "INSERT INTO items VALUES (5003, 'self')").await;
+    let (code, body) = vote(&gw, &id, "agent", "approve", "").await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("own"), "{body}");
+
+    let outsider = gw.token_with_groups("mallory", &["agents"]);
+    let path = format!("/v1/approvals/{id}/approve");
+    let (code, _) = http(gw.admin, "POST", &path, Some(&outsider), None).await;
+    assert_eq!(code, 403);
+    let (code, _) = http(gw.admin, "POST", &path, None, None).await;
+    assert_eq!(code, 401);
+    let (code, _) = http(gw.admin, "POST", &path, Some("not.a.token"), None).await;
+    assert_eq!(code, 401);
+    assert_eq!(status_of(&gw, &id).await, "pending");
+}
+
+#[tokio::test]
+async fn a_quorum_of_two_needs_two_distinct_approvers() {
+    let gw = gateway("timeout = \"30s\"\napprovals_needed = 2").await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let id = held(&mut raw, "INSERT INTO items VALUES (5004, 'two')").await;
+    assert_eq!(vote(&gw, &id, "alice", "approve", "").await.0, 200);
+    assert_eq!(
+        vote(&gw, &id, "alice", "approve", "").await.0,
+        409,
+        "no double vote"
+    );
+    assert_eq!(status_of(&gw, &id).await, "pending");
+    assert_eq!(count(&gw, 5004).await, 0);
+    assert_eq!(vote(&gw, &id, "bob", "approve", "").await.0, 200);
+    assert_eq!(tags(&raw.until_ready().await), "CZ");
+    assert_eq!(count(&gw, 5004).await, 1);
+}
+
+#[tokio::test]
+async fn a_scoped_approval_lets_that_statement_shape_run_for_a_while() {
+    let gw = gateway("timeout = \"30s\"").await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let id = held(&mut raw, "INSERT INTO items VALUES (5005, 'scoped')").await;
+    let (code, body) = vote(&gw, &id, "alice", "approve", r#"{"scope_seconds":600}"#).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(tags(&raw.until_ready().await), "CZ");
+    // Same fingerprint (constants differ): runs at once.
+    let reply = raw
+        .exchange(&query("INSERT INTO items VALUES (5006, 'also')"))
+        .await;
+    assert_eq!(tags(&reply), "CZ");
+    // Another statement still needs its own approval.
+    held(&mut raw, "UPDATE items SET name = 'x' WHERE id = 5005").await;
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_or_cancels_withdraws_its_request() {
+    let gw = gateway("timeout = \"30s\"").await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let id = held(&mut raw, "INSERT INTO items VALUES (5007, 'gone')").await;
+    drop(raw);
+    let mut status = String::new();
+    for _ in 0..50 {
+        status = status_of(&gw, &id).await;
+        if status == "withdrawn" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "withdrawn");
+    assert_eq!(vote(&gw, &id, "alice", "approve", "").await.0, 409);
+    assert_eq!(count(&gw, 5007).await, 0);
+
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let id = held(&mut raw, "INSERT INTO items VALUES (5008, 'cancelled')").await;
+    raw.cancel(&gw).await;
+    let reply = raw.until_ready().await;
+    assert_eq!(tags(&reply), "EZ");
+    assert_eq!(reply[0].sqlstate(), "57014");
+    assert_eq!(status_of(&gw, &id).await, "withdrawn");
+    assert_eq!(tags(&raw.exchange(&query("SELECT 1")).await), "TDCZ");
+}
+
+#[tokio::test]
+async fn a_held_statement_inside_a_transaction_commits_with_it() {
+    let gw = gateway("timeout = \"30s\"").await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    assert_eq!(tags(&raw.exchange(&query("BEGIN")).await), "CZ");
+    let id = held(&mut raw, "INSERT INTO items VALUES (5009, 'txn')").await;
+    vote(&gw, &id, "alice", "approve", "").await;
+    let reply = raw.until_ready().await;
+    assert_eq!(tags(&reply), "CZ");
+    assert_eq!(reply[1].body[0], b'T', "still in the transaction");
+    assert_eq!(count(&gw, 5009).await, 0, "not visible before COMMIT");
+    assert_eq!(tags(&raw.exchange(&query("COMMIT")).await), "CZ");
+    assert_eq!(count(&gw, 5009).await, 1);
+}
+
+#[tokio::test]
+async fn pipelined_messages_behind_a_held_one_wait_in_order() {
+    let gw = gateway("timeout = \"30s\"").await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    // Extended protocol, the held write first, a read of its row behind it, one Sync.
+    let mut out = BytesMut::new();
+    frontend::parse("", "INSERT INTO items VALUES (5010, 'piped')", [], &mut out).unwrap();
+    sluice_integration_tests::bind_and_execute(&mut out, &[]);
+    frontend::parse("", "SELECT name FROM items WHERE id = 5010", [], &mut out).unwrap();
+    sluice_integration_tests::bind_and_execute(&mut out, &[]);
+    frontend::sync(&mut out);
+    raw.send(&out).await;
+    let notice = raw.recv().await.unwrap();
+    assert_eq!(notice.tag, b'N');
+    let text = message_of(&notice);
+    let id = text
+        .split_whitespace()
+        .find(|w| w.starts_with("apr-"))
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    vote(&gw, &id, "alice", "approve", "").await;
+    let reply = raw.until_ready().await;
+    // Parse, Bind, Insert done; then the read sees the row.
+    assert_eq!(tags(&reply), "12C12DCZ");
+}
+
+#[tokio::test]
+async fn fifty_held_sessions_are_decided_in_one_burst() {
+    let gw = gateway("timeout = \"60s\"").await;
+    let mut sessions = Vec::new();
+    for i in 0..50 {
+        let mut raw =
+            RawClient::connect(&gw, &format!("agent-{i}"), &gw.token(&format!("agent-{i}"))).await;
+        let id = held(
+            &mut raw,
+            &format!("INSERT INTO items VALUES ({}, 'burst')", 6000 + i),
+        )
+        .await;
+        sessions.push((raw, id));
+    }
+    let token = gw.token_with_groups("alice", &["approvers"]);
+    let (code, body) = http(gw.admin, "GET", "/v1/approvals", Some(&token), None).await;
+    assert_eq!(code, 200);
+    let pending: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert!(pending.len() >= 50, "{} pending", pending.len());
+
+    let votes = sessions
+        .iter()
+        .map(|(_, id)| vote(&gw, id, "alice", "approve", ""));
+    for (code, body) in futures_util::future::join_all(votes).await {
+        assert_eq!(code, 200, "{body}");
+    }
+    for (mut raw, _) in sessions {
+        assert_eq!(tags(&raw.until_ready().await), "CZ");
+    }
+    let client = gw.connect("reader", &gw.token("reader")).await.unwrap();
+    let n: i64 = client
+        .query_one(
+            "SELECT count(*) FROM items WHERE id BETWEEN 6000 AND 6049",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 50);
+}
