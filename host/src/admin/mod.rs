@@ -1,6 +1,6 @@
 //! The admin HTTP listener: health and readiness, plugin status, and the approvals API.
 
-mod approvals;
+pub mod approvals;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! Subcommands. Each returns `anyhow::Result` with context; `main` prints the chain.
 
+mod approvals;
 mod demo;
 mod fd_limit;
 mod keys;
@@ -48,6 +49,8 @@ enum Command {
         #[arg(long)]
         plugins: Option<PathBuf>,
     },
+    /// The approval queue: list, show, approve and deny held statements (admin API).
+    Approvals(approvals::ApprovalsArgs),
     /// Signing keys.
     Keys {
         #[command(subcommand)]
@@ -81,6 +84,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve::run(&config).await,
         Command::Demo { port, plugins } => demo::run(port, plugins).await,
+        Command::Approvals(args) => approvals::run(args).await,
         Command::Keys { command } => keys::run(command),
         Command::Token { command } => token::run(command),
         Command::Plugins { command } => plugins::run(command).await,
