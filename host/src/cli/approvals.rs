@@ -213,7 +213,7 @@ fn print_view(view: &ApprovalView) {
             .collect();
         println!("parameters: {}", params.join(" "));
     }
-    println!("fingerprint: {}", view.fingerprint);
+    println!("hash:       {} (statement fingerprint)", view.fingerprint);
     println!(
         "approvers:  {} of group {}",
         view.approvals_needed,

@@ -83,6 +83,7 @@ pub async fn run(port: Option<u16>, plugins: Option<std::path::PathBuf>) -> anyh
     SigningKey::generate()?.write_new(&dir.join("signing.pem"))?;
     sluice::tls::write_private(&dir.join("upstream.password"), &gw_password)?;
     let listen = pick_listen_addr(port)?;
+    let admin_listen = SocketAddr::from(([127, 0, 0, 1], sluice::localpg::free_port()?));
     let plugins_toml = match &plugins {
         Some(from) => {
             let to = dir.join("plugins.d");
@@ -114,6 +115,8 @@ database = "app"
 url = "postgres://sluice_gw@127.0.0.1:{pg_port}/app"
 password_file = "./upstream.password"
 tls = "require"
+[admin]
+listen = "{admin_listen}"
 {plugins_toml}"#,
             pg_port = pg.port()
         ),
@@ -121,7 +124,19 @@ tls = "require"
     let config = Config::load(&config_path)?;
     let tokens = TokenAuthority::from_config(&config.identity)?;
     let gateway = Gateway::start(Shared::new(config)?).await?;
+    let admin_state = std::sync::Arc::new(sluice::admin::AdminState::for_gateway(gateway.shared()));
+    let admin_stop = tokio_util::sync::CancellationToken::new();
+    sluice::admin::serve(admin_listen, admin_state, admin_stop.clone())
+        .await
+        .with_context(|| format!("admin listener on {admin_listen}"))?;
+    let _admin_stop = admin_stop.drop_guard();
     let addr = gateway.local_addr();
+    let approver = tokens.mint(
+        "demo-approver",
+        "app",
+        &["approvers".into()],
+        Duration::from_secs(60 * 60),
+    )?;
     let token = tokens.mint(
         "demo-agent",
         "app",
@@ -136,11 +151,16 @@ tls = "require"
          PGPASSWORD='{token}' psql \"host={host} port={port} user=demo-agent dbname=app sslmode=require\"\n\n\
          Mint another token:\n\n  \
          sluice token mint --config {config} --subject demo-agent --database app --ttl 15m\n\n\
+         Approve or deny held statements from another terminal, as demo-approver (token valid 1 hour):\n\n  \
+         export SLUICE_TOKEN='{approver}'\n  \
+         sluice approvals list --config {config}\n  \
+         sluice approvals approve <id> --config {config}\n\n\
          Press Ctrl-C to stop; everything is removed.",
         pg_port = pg.port(),
         loaded = if plugins.is_some() {
             "Policy plugins loaded: no-ddl, guard-roles, guard-functions, safe-writes, read-only, approve-writes.\n\
-             Try: DROP TABLE orders;  UPDATE customers SET name = 'x';  SELECT pg_read_file('/etc/passwd');"
+             Try: DROP TABLE orders;  UPDATE customers SET name = 'x';  SELECT pg_read_file('/etc/passwd');\n\
+             Writes with a WHERE clause wait for approval: psql shows the request id."
         } else {
             "No policy plugins (run `cargo xtask demo` to load the stock ones)."
         },
