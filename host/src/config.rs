@@ -219,6 +219,10 @@ pub struct ApprovalsConfig {
     /// How long a held statement waits for a decision.
     #[serde(default = "default_approval_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Statements one subject may have waiting at once; beyond it a new one is refused with
+    /// 53400 (0: no limit).
+    #[serde(default = "default_max_pending_per_subject")]
+    pub max_pending_per_subject: usize,
 }
 
 impl Default for ApprovalsConfig {
@@ -227,6 +231,7 @@ impl Default for ApprovalsConfig {
             approver_groups: default_approver_groups(),
             approvals_needed: default_approvals_needed(),
             timeout: default_approval_timeout(),
+            max_pending_per_subject: default_max_pending_per_subject(),
         }
     }
 }
@@ -236,6 +241,9 @@ fn default_approver_groups() -> Vec<String> {
 }
 fn default_approvals_needed() -> u32 {
     1
+}
+fn default_max_pending_per_subject() -> usize {
+    10
 }
 fn default_approval_timeout() -> Duration {
     Duration::from_secs(300)

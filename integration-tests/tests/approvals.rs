@@ -355,3 +355,23 @@ async fn the_cli_lists_shows_and_approves_and_refuses_self_approval() {
     assert_eq!(tags(&raw.until_ready().await), "CZ");
     assert_eq!(count(&gw, 5011).await, 1);
 }
+
+#[tokio::test]
+async fn a_subject_with_too_many_statements_waiting_is_refused_53400() {
+    let gw = gateway("timeout = \"30s\"\nmax_pending_per_subject = 2").await;
+    let token = gw.token("agent");
+    let mut first = RawClient::connect(&gw, "agent", &token).await;
+    held(&mut first, "INSERT INTO items VALUES (5012, 'a')").await;
+    let mut second = RawClient::connect(&gw, "agent", &token).await;
+    held(&mut second, "INSERT INTO items VALUES (5013, 'b')").await;
+    let mut third = RawClient::connect(&gw, "agent", &token).await;
+    let reply = third
+        .exchange(&query("INSERT INTO items VALUES (5014, 'c')"))
+        .await;
+    assert_eq!(tags(&reply), "EZ");
+    assert_eq!(reply[0].sqlstate(), "53400");
+    assert!(message_of(&reply[0]).contains("max_pending_per_subject"));
+    // Another subject is not affected.
+    let mut other = RawClient::connect(&gw, "other", &gw.token("other")).await;
+    held(&mut other, "INSERT INTO items VALUES (5015, 'd')").await;
+}

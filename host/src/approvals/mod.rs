@@ -17,6 +17,8 @@ pub struct Route {
     pub approver_groups: Vec<String>,
     pub approvals_needed: u32,
     pub timeout: Duration,
+    /// Requests one subject may have waiting at once (0: no limit).
+    pub max_pending_per_subject: usize,
 }
 
 /// What the session knows when a policy asks for approval.
@@ -56,6 +58,8 @@ pub enum ApprovalError {
     SelfApproval,
     #[error("{subject} is not in any approver group of this request ({groups})")]
     NotAnApprover { subject: String, groups: String },
+    #[error("{subject} already has {max} statements waiting for approval")]
+    TooManyPending { subject: String, max: usize },
     #[error("the state store is unavailable: {0}")]
     Unavailable(String),
 }
@@ -131,6 +135,20 @@ impl Approvals {
 
     /// Records the request and returns a handle to wait on it.
     pub async fn open(self: &Arc<Self>, new: NewRequest) -> Result<Pending, ApprovalError> {
+        let max = self.route.max_pending_per_subject;
+        if max > 0 {
+            let subject = new.subject.clone();
+            let waiting = self
+                .blocking(move |store| store.pending_for(&subject))
+                .await?;
+            if waiting >= max {
+                tracing::warn!(subject = %new.subject, max, "approval request refused: too many pending for this subject");
+                return Err(ApprovalError::TooManyPending {
+                    subject: new.subject,
+                    max,
+                });
+            }
+        }
         let created = SystemTime::now();
         let id = format!("apr-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let request = ApprovalRequest {
@@ -274,6 +292,7 @@ mod tests {
                 approver_groups: vec!["dba".into()],
                 approvals_needed: needed,
                 timeout,
+                max_pending_per_subject: 2,
             },
         )
     }
@@ -358,6 +377,24 @@ mod tests {
         let id = pending.id.clone();
         assert_eq!(pending.withdraw().await.unwrap().status, Status::Withdrawn);
         assert!(approvals.decide(&id, &dba("alice"), yes()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_subject_cannot_have_more_requests_waiting_than_the_limit() {
+        let approvals = approvals(Duration::from_secs(60), 1);
+        let first = approvals.open(held()).await.unwrap();
+        let _second = approvals.open(held()).await.unwrap();
+        assert!(matches!(
+            approvals.open(held()).await,
+            Err(ApprovalError::TooManyPending { max: 2, .. })
+        ));
+        let other = NewRequest {
+            subject: "other".into(),
+            ..held()
+        };
+        approvals.open(other).await.unwrap();
+        first.withdraw().await.unwrap();
+        approvals.open(held()).await.unwrap();
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use super::frame::{Frame, FrameReader, FrameWriter};
 use super::messages::{self, sqlstate};
 use super::refusal::Refusals;
 use crate::analysis::Statement;
-use crate::approvals::NewRequest;
+use crate::approvals::{ApprovalError, NewRequest};
 use crate::plugins::SessionPlugins;
 use crate::policy::{self, Decider, SessionInfo, Verdict};
 use crate::state::Status;
@@ -218,7 +218,7 @@ impl Gate {
     ) -> Option<(&'static str, String)> {
         let approvals = self.shared.approvals.clone();
         let fingerprint = combined_fingerprint(statements);
-        let unavailable = |e: crate::approvals::ApprovalError| {
+        let unavailable = |e: ApprovalError| {
             tracing::error!(error = %e, "approval store failed; statement refused");
             Some((
                 sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -252,6 +252,12 @@ impl Gate {
         };
         let mut pending = match approvals.open(request).await {
             Ok(pending) => pending,
+            Err(e @ ApprovalError::TooManyPending { .. }) => {
+                return Some((
+                    sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
+                    format!("sluice: {e} (approvals.max_pending_per_subject)"),
+                ));
+            }
             Err(e) => return unavailable(e),
         };
         let id = pending.id.clone();

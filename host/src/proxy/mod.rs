@@ -125,6 +125,7 @@ impl Shared {
                 approver_groups: config.approvals.approver_groups.clone(),
                 approvals_needed: config.approvals.approvals_needed,
                 timeout: config.approvals.timeout,
+                max_pending_per_subject: config.approvals.max_pending_per_subject,
             },
         );
         Ok(Shared {

@@ -117,6 +117,9 @@ pub trait ApprovalStore: Send + Sync {
     /// Requests still waiting, oldest first.
     fn pending(&self) -> Result<Vec<ApprovalRecord>, StateError>;
 
+    /// How many requests of `subject` are still waiting.
+    fn pending_for(&self, subject: &str) -> Result<usize, StateError>;
+
     /// Adds a vote and decides the request when it settles it: one refusal denies, the
     /// `approvals_needed`-th distinct approval approves (and records a scoped grant if that
     /// vote asks for one). A request past its expiry is marked expired instead.

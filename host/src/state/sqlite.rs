@@ -254,6 +254,16 @@ impl ApprovalStore for SqliteStore {
         })
     }
 
+    fn pending_for(&self, subject: &str) -> Result<usize, StateError> {
+        self.transaction(|tx| {
+            Ok(tx.query_row(
+                "SELECT count(*) FROM approval_requests WHERE subject = ?1 AND status = 'pending'",
+                [subject],
+                |row| row.get(0),
+            )?)
+        })
+    }
+
     fn vote(&self, id: &str, vote: &Vote) -> Result<ApprovalRecord, StateError> {
         self.transaction(|tx| {
             let record = load(tx, id)?.ok_or_else(|| StateError::UnknownRequest(id.into()))?;
