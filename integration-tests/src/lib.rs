@@ -348,6 +348,45 @@ pub async fn http(
     (status, body.to_owned())
 }
 
+/// Runs `integration-tests/browser/approve.mjs` with `args` (headless Chromium through
+/// playwright-core). Installs the driver with `npm ci` on first use; a missing node or
+/// Chromium fails with how to install it.
+pub async fn browser(args: &[&str]) -> Output {
+    static INSTALL: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).is_file(),
+        "{chromium} not found: install Chromium (`apt-get install chromium`) or set CHROMIUM"
+    );
+    {
+        let mut installed = INSTALL.lock().await;
+        if !*installed && !dir.join("node_modules/playwright-core").is_dir() {
+            let npm = tokio::process::Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir)
+                .output()
+                .await
+                .expect("npm runs: install Node.js (`apt-get install nodejs npm`)");
+            assert!(
+                npm.status.success(),
+                "npm ci in {} failed: {}",
+                dir.display(),
+                String::from_utf8_lossy(&npm.stderr)
+            );
+        }
+        *installed = true;
+    }
+    tokio::process::Command::new("node")
+        .arg(dir.join("approve.mjs"))
+        .args(args)
+        .env("CHROMIUM", chromium)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("node runs: install Node.js (`apt-get install nodejs npm`)")
+}
+
 /// tokio-postgres config for a gateway on `port`: TLS required, `user` and token as password.
 pub fn client_config(port: u16, user: &str, token: &str) -> tokio_postgres::Config {
     let mut config = tokio_postgres::Config::new();

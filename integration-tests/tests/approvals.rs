@@ -375,3 +375,43 @@ async fn a_subject_with_too_many_statements_waiting_is_refused_53400() {
     let mut other = RawClient::connect(&gw, "other", &gw.token("other")).await;
     held(&mut other, "INSERT INTO items VALUES (5015, 'd')").await;
 }
+
+#[tokio::test]
+async fn the_web_page_approves_a_real_held_statement_and_refuses_self_approval() {
+    let gw = gateway("timeout = \"60s\"").await;
+    let requester = gw.token_with_groups("agent", &["approvers"]);
+    let mut raw = RawClient::connect(&gw, "agent", &requester).await;
+    let id = held(&mut raw, "INSERT INTO items VALUES (5016, 'browser')").await;
+    let page = format!("http://{}/approvals", gw.admin);
+
+    let own = sluice_integration_tests::browser(&[&page, &requester, &id, "refused"]).await;
+    assert!(
+        own.status.success(),
+        "the page must show the refusal: {}{}",
+        String::from_utf8_lossy(&own.stdout),
+        String::from_utf8_lossy(&own.stderr)
+    );
+    assert!(String::from_utf8_lossy(&own.stdout).contains("own"));
+    assert_eq!(status_of(&gw, &id).await, "pending");
+
+    let alice = gw.token_with_groups("alice", &["approvers"]);
+    let approved = sluice_integration_tests::browser(&[&page, &alice, &id, "approve"]).await;
+    assert!(
+        approved.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&approved.stdout),
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    assert_eq!(tags(&raw.until_ready().await), "CZ");
+    assert_eq!(count(&gw, 5016).await, 1);
+    let token = gw.token_with_groups("auditor", &["approvers"]);
+    let (_, body) = http(
+        gw.admin,
+        "GET",
+        &format!("/v1/approvals/{id}"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert!(body.contains("clicked in the browser"), "{body}");
+}

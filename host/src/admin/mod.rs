@@ -1,6 +1,7 @@
 //! The admin HTTP listener: health and readiness, plugin status, and the approvals API.
 
 pub mod approvals;
+mod page;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +49,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/ready", get(ready))
         .route("/v1/plugins", get(plugins))
         .merge(approvals::routes())
+        .merge(page::routes())
         .with_state(state)
 }
 

@@ -1,0 +1,114 @@
+// The approver page. Statement text and reasons come from agents: they are only ever set as
+// text, never parsed as HTML.
+"use strict";
+
+let token = sessionStorage.getItem("sluice-approver-token") || "";
+
+function text(tag, value, className) {
+  const element = document.createElement(tag);
+  element.textContent = value;
+  if (className) element.className = className;
+  return element;
+}
+
+function age(created) {
+  const seconds = Math.max(0, Math.round(Date.now() / 1000 - created));
+  if (seconds < 60) return seconds + "s";
+  if (seconds < 3600) return Math.floor(seconds / 60) + "m";
+  return Math.floor(seconds / 3600) + "h";
+}
+
+async function api(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    headers: {
+      "Authorization": "Bearer " + token,
+      "Content-Type": "application/json",
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(answer.error || response.statusText);
+  return answer;
+}
+
+function show(id, message) {
+  document.getElementById(id).textContent = message;
+}
+
+async function decide(request, verb, reason) {
+  try {
+    const answer = await api("POST", "/v1/approvals/" + encodeURIComponent(request) + "/" + verb,
+      reason ? { reason } : {});
+    show("error", "");
+    show("notice", request + ": " + (answer.status === "pending"
+      ? "vote recorded (" + answer.votes.filter((v) => v.approve).length + " of " + answer.approvals_needed + ")"
+      : answer.status));
+  } catch (e) {
+    show("notice", "");
+    show("error", request + ": " + e.message);
+  }
+  refresh();
+}
+
+function row(request) {
+  const tr = document.createElement("tr");
+  tr.dataset.id = request.id;
+  tr.append(text("td", request.id));
+  tr.append(text("td", request.subject + " @ " + request.database));
+  const statement = document.createElement("td");
+  statement.append(text("pre", request.statement));
+  if (request.parameters.length > 0) {
+    statement.append(text("pre", "parameters: " + request.parameters
+      .map((p, i) => "$" + (i + 1) + "=" + (p === null ? "NULL" : p)).join(" ")));
+  }
+  tr.append(statement);
+  tr.append(text("td", request.plugin + ": " + request.reason));
+  tr.append(text("td", age(request.created)));
+  const actions = document.createElement("td");
+  actions.className = "actions";
+  const reason = document.createElement("input");
+  reason.placeholder = "reason";
+  reason.className = "reason";
+  const approve = text("button", "Approve", "approve");
+  approve.addEventListener("click", () => decide(request.id, "approve", reason.value));
+  const deny = text("button", "Deny", "deny");
+  deny.addEventListener("click", () => decide(request.id, "deny", reason.value));
+  actions.append(reason, approve, deny);
+  tr.append(actions);
+  return tr;
+}
+
+async function refresh() {
+  if (!token) {
+    show("error", "Paste an approver token to see the queue.");
+    return;
+  }
+  try {
+    const pending = await api("GET", "/v1/approvals");
+    const body = document.getElementById("pending");
+    // Rows keep their reason inputs across refreshes.
+    const seen = new Set(pending.map((r) => r.id));
+    for (const tr of [...body.children]) {
+      if (!seen.has(tr.dataset.id)) tr.remove();
+    }
+    const shown = new Set([...body.children].map((tr) => tr.dataset.id));
+    for (const request of pending) {
+      if (!shown.has(request.id)) body.append(row(request));
+    }
+    document.getElementById("empty").hidden = pending.length > 0;
+    if (document.getElementById("error").textContent.startsWith("Paste")) show("error", "");
+  } catch (e) {
+    show("error", e.message);
+  }
+}
+
+document.getElementById("login").addEventListener("submit", (event) => {
+  event.preventDefault();
+  token = document.getElementById("token").value.trim();
+  sessionStorage.setItem("sluice-approver-token", token);
+  refresh();
+});
+
+refresh();
+setInterval(refresh, 2000);
