@@ -415,3 +415,76 @@ async fn the_web_page_approves_a_real_held_statement_and_refuses_self_approval()
     .await;
     assert!(body.contains("clicked in the browser"), "{body}");
 }
+
+/// Waits for the notice of a statement sent in the extended protocol and returns its id.
+async fn notice_id(raw: &mut RawClient) -> String {
+    let notice = raw.recv().await.expect("a notice");
+    assert_eq!(notice.tag, b'N', "the notice comes first");
+    message_of(&notice)
+        .split_whitespace()
+        .find(|w| w.starts_with("apr-"))
+        .expect("the notice names the request")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_approval_covers_those_parameter_values_once_even_for_a_named_statement() {
+    let gw = gateway("timeout = \"30s\"").await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+
+    // Unnamed: the same text with other parameters is a new request.
+    for (value, verdict, expected) in [(5017, "approve", "12CZ"), (5018, "deny", "EZ")] {
+        let mut out = BytesMut::new();
+        frontend::parse("", "INSERT INTO items VALUES ($1::int, 'p')", [], &mut out).unwrap();
+        sluice_integration_tests::bind_and_execute(&mut out, &[&value.to_string()]);
+        frontend::sync(&mut out);
+        raw.send(&out).await;
+        let id = notice_id(&mut raw).await;
+        let token = gw.token_with_groups("alice", &["approvers"]);
+        let (_, body) = http(
+            gw.admin,
+            "GET",
+            &format!("/v1/approvals/{id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+        assert!(
+            body.contains(&format!("\"{value}\"")),
+            "the request shows the parameter: {body}"
+        );
+        vote(&gw, &id, "alice", verdict, "").await;
+        assert_eq!(tags(&raw.until_ready().await), expected, "{value}");
+    }
+    assert_eq!(count(&gw, 5017).await, 1);
+    assert_eq!(count(&gw, 5018).await, 0);
+
+    // Named: prepared without a hold, then every execution is held with its parameters.
+    let mut out = BytesMut::new();
+    frontend::parse(
+        "ins",
+        "INSERT INTO items VALUES ($1::int, 'named')",
+        [],
+        &mut out,
+    )
+    .unwrap();
+    frontend::sync(&mut out);
+    assert_eq!(tags(&raw.exchange(&out).await), "1Z");
+    for (value, verdict, expected) in [(5019, "approve", "2CZ"), (5020, "deny", "EZ")] {
+        let mut out = BytesMut::new();
+        sluice_integration_tests::bind_statement_and_execute(
+            &mut out,
+            "ins",
+            &[&value.to_string()],
+        );
+        frontend::sync(&mut out);
+        raw.send(&out).await;
+        let id = notice_id(&mut raw).await;
+        vote(&gw, &id, "alice", verdict, "").await;
+        assert_eq!(tags(&raw.until_ready().await), expected, "{value}");
+    }
+    assert_eq!(count(&gw, 5019).await, 1);
+    assert_eq!(count(&gw, 5020).await, 0);
+    // The session is in a clean state after the refused Bind.
+    assert_eq!(tags(&raw.exchange(&query("SELECT 1")).await), "TDCZ");
+}

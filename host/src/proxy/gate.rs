@@ -1,6 +1,7 @@
 //! The per-statement check on the client → upstream path: analysis, the policy pipeline, and
 //! the substitute sent in place of a refused message.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
@@ -49,6 +50,8 @@ pub struct Gate {
     between_cycles: bool,
     statements: u64,
     held: Option<HeldParse>,
+    /// Named statements a policy sends for approval: every Bind of them is held.
+    approval_per_bind: HashMap<String, Arc<NeedsApproval>>,
     signals: HoldSignals,
 }
 
@@ -69,6 +72,7 @@ impl Gate {
             between_cycles: true,
             statements: 0,
             held: None,
+            approval_per_bind: HashMap::new(),
             signals,
         }
     }
@@ -130,16 +134,48 @@ impl Gate {
                     });
                     return;
                 }
-                // A named statement is decided once, here, and keeps that decision.
-                match self.check_text(sql, &[], client).await {
-                    None => out.queue(frame.raw()),
-                    Some((code, message)) => out.queue(&self.refusals.parse(
-                        self.cycles,
-                        name.unwrap_or(""),
-                        code,
-                        &message,
-                    )),
+                // A named statement is decided once, here, and keeps that decision; one that
+                // needs approval is prepared now and held at each Bind, with its parameters.
+                let name = name.unwrap_or("");
+                match self.judge(sql, &[]).await {
+                    Judgement::Pass => out.queue(frame.raw()),
+                    Judgement::Refuse(code, message) => {
+                        out.queue(&self.refusals.parse(self.cycles, name, code, &message))
+                    }
+                    Judgement::Approval(approval) => {
+                        // A Parse reusing a name Postgres still holds fails there, and the
+                        // statement behind the name keeps needing approval.
+                        self.approval_per_bind
+                            .entry(name.to_owned())
+                            .or_insert(approval);
+                        out.queue(frame.raw());
+                    }
                 }
+            }
+            b'B' => {
+                let statement = cstr(cstr(frame.body()).1).0.unwrap_or("");
+                let named = (!statement.is_empty())
+                    .then(|| self.approval_per_bind.get(statement).cloned())
+                    .flatten();
+                match named {
+                    None => out.queue(frame.raw()),
+                    Some(approval) => {
+                        let params = bind_params(frame.body()).unwrap_or_default();
+                        match self.hold(&approval, &params, client).await {
+                            None => out.queue(frame.raw()),
+                            // Fails at the Bind's place; Postgres then skips to Sync.
+                            Some((code, message)) => {
+                                out.queue(&self.refusals.parse(self.cycles, "", code, &message))
+                            }
+                        }
+                    }
+                }
+            }
+            b'C' => {
+                if let Some((&b'S', name)) = frame.body().split_first() {
+                    self.approval_per_bind.remove(cstr(name).0.unwrap_or(""));
+                }
+                out.queue(frame.raw());
             }
             // The fast-path function call bypasses SQL entirely, so nothing can check it.
             b'F' => out.queue(&self.refusals.query(
@@ -154,55 +190,83 @@ impl Gate {
         }
     }
 
-    /// `None` to let the statement text through, or the SQLSTATE and message refusing it.
+    /// `None` to let the statement text through (held for approval first if a policy says
+    /// so), or the SQLSTATE and message refusing it.
     async fn check_text<R: AsyncRead + Unpin>(
         &mut self,
         sql: Option<&str>,
         params: &[Option<String>],
         client: &mut FrameReader<R>,
     ) -> Option<(&'static str, String)> {
+        match self.judge(sql, params).await {
+            Judgement::Pass => None,
+            Judgement::Refuse(code, message) => Some((code, message)),
+            Judgement::Approval(approval) => self.hold(&approval, params, client).await,
+        }
+    }
+
+    /// What the policies say about a statement text.
+    async fn judge(&mut self, sql: Option<&str>, params: &[Option<String>]) -> Judgement {
         // No plugin directory, or one with no policy in it: nobody objects.
-        let instances = self.instances.as_mut()?;
+        let Some(instances) = self.instances.as_mut() else {
+            return Judgement::Pass;
+        };
         let plugins = instances.host().current();
         if plugins.policies.is_empty() {
-            return None;
+            return Judgement::Pass;
         }
         self.statements += 1;
         let span = tracing::debug_span!("statement", sluice.statement = self.statements);
         let Some(sql) = sql else {
-            return Some((
+            return Judgement::Refuse(
                 sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
                 "sluice: statement text is not valid UTF-8 (use client_encoding UTF8)".into(),
-            ));
+            );
         };
         let statements = match self.shared.analyzer.analyze(sql) {
             Ok(statements) => statements,
             Err(e) => {
                 span.in_scope(|| tracing::info!(error = %e, "unparsable statement refused"));
-                return Some((sqlstate::SYNTAX_ERROR, format!("sluice: {e}")));
+                return Judgement::Refuse(sqlstate::SYNTAX_ERROR, format!("sluice: {e}"));
             }
         };
         let verdict = policy::decide(&plugins, instances, &self.info, &statements, params)
             .instrument(span.clone())
             .await;
         match verdict {
-            Verdict::Allow => None,
+            Verdict::Allow => Judgement::Pass,
             Verdict::Deny(d) => {
                 span.in_scope(
                     || tracing::info!(plugin = %d.plugin, reason = %d.reason, "statement denied"),
                 );
-                Some((
+                Judgement::Refuse(
                     sqlstate::INSUFFICIENT_PRIVILEGE,
                     format!("sluice: refused by policy \"{}\": {}", d.plugin, d.reason),
-                ))
+                )
             }
-            Verdict::RequireApproval(d) => {
-                self.hold(d, sql, &statements, params, client)
-                    .instrument(span)
-                    .await
-            }
+            Verdict::RequireApproval(decider) => Judgement::Approval(Arc::new(NeedsApproval {
+                decider,
+                sql: sql.to_owned(),
+                statements,
+                span,
+            })),
         }
     }
+}
+
+/// What the policies said about a statement text.
+enum Judgement {
+    Pass,
+    Refuse(&'static str, String),
+    Approval(Arc<NeedsApproval>),
+}
+
+/// A statement text a policy sends for approval.
+struct NeedsApproval {
+    decider: Decider,
+    sql: String,
+    statements: Arc<[Statement]>,
+    span: tracing::Span,
 }
 
 impl Gate {
@@ -210,12 +274,23 @@ impl Gate {
     /// leaves. `None` lets it through.
     async fn hold<R: AsyncRead + Unpin>(
         &mut self,
-        decider: Decider,
-        sql: &str,
-        statements: &[Statement],
+        approval: &NeedsApproval,
         params: &[Option<String>],
         client: &mut FrameReader<R>,
     ) -> Option<(&'static str, String)> {
+        let span = approval.span.clone();
+        self.hold_in_span(approval, params, client)
+            .instrument(span)
+            .await
+    }
+
+    async fn hold_in_span<R: AsyncRead + Unpin>(
+        &mut self,
+        approval: &NeedsApproval,
+        params: &[Option<String>],
+        client: &mut FrameReader<R>,
+    ) -> Option<(&'static str, String)> {
+        let (decider, sql, statements) = (&approval.decider, &approval.sql, &approval.statements);
         let approvals = self.shared.approvals.clone();
         let fingerprint = combined_fingerprint(statements);
         let unavailable = |e: ApprovalError| {
@@ -244,7 +319,7 @@ impl Gate {
             subject: self.info.subject.clone(),
             groups: self.info.groups.clone(),
             database: self.info.database.clone(),
-            statement: sql.to_owned(),
+            statement: sql.clone(),
             parameters: params.to_vec(),
             fingerprint,
             plugin: decider.plugin.to_string(),
