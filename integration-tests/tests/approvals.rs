@@ -488,3 +488,26 @@ async fn an_approval_covers_those_parameter_values_once_even_for_a_named_stateme
     // The session is in a clean state after the refused Bind.
     assert_eq!(tags(&raw.exchange(&query("SELECT 1")).await), "TDCZ");
 }
+
+#[tokio::test]
+async fn every_execute_of_a_sql_prepared_write_is_held() {
+    let gw = gateway("timeout = \"30s\"").await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let prepare = raw
+        .exchange(&query(
+            "PREPARE ins2 (int) AS INSERT INTO items VALUES ($1, 'sql prepared')",
+        ))
+        .await;
+    assert_eq!(
+        tags(&prepare),
+        "CZ",
+        "preparing runs nothing, so it is not held"
+    );
+    for (value, verdict, expected) in [(5021, "approve", "CZ"), (5022, "deny", "EZ")] {
+        let id = held(&mut raw, &format!("EXECUTE ins2({value})")).await;
+        vote(&gw, &id, "alice", verdict, "").await;
+        assert_eq!(tags(&raw.until_ready().await), expected, "{value}");
+    }
+    assert_eq!(count(&gw, 5021).await, 1);
+    assert_eq!(count(&gw, 5022).await, 0);
+}

@@ -77,6 +77,8 @@ pub struct Facts {
     pub command: String,
     /// SET/RESET/SHOW parameter, lower case.
     pub parameter: Option<String>,
+    /// The prepared statement a SQL-level PREPARE creates or an EXECUTE runs.
+    pub prepared_name: Option<String>,
     pub tables_read: Vec<TableRef>,
     pub tables_written: Vec<TableRef>,
     pub functions: Vec<String>,
@@ -277,6 +279,12 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
             .map(str::to_ascii_lowercase),
         _ => None,
     };
+    let prepared_name = match node_type {
+        "PrepareStmt" | "ExecuteStmt" => {
+            node.get("name").and_then(Value::as_str).map(str::to_owned)
+        }
+        _ => None,
+    };
     let explain_analyze = node_type == "ExplainStmt" && explain_has_analyze(node);
     let writes = match kind {
         StatementKind::Insert
@@ -298,6 +306,7 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
         kind,
         command: node_type.to_owned(),
         parameter,
+        prepared_name,
         tables_read: found.tables_read,
         tables_written: found.tables_written,
         functions: found.functions,

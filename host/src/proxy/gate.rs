@@ -52,6 +52,8 @@ pub struct Gate {
     held: Option<HeldParse>,
     /// Named statements a policy sends for approval: every Bind of them is held.
     approval_per_bind: HashMap<String, Arc<NeedsApproval>>,
+    /// Likewise for statements prepared with SQL PREPARE: every EXECUTE of them is held.
+    approval_per_execute: HashMap<String, Decider>,
     signals: HoldSignals,
 }
 
@@ -73,6 +75,7 @@ impl Gate {
             statements: 0,
             held: None,
             approval_per_bind: HashMap::new(),
+            approval_per_execute: HashMap::new(),
             signals,
         }
     }
@@ -230,9 +233,28 @@ impl Gate {
                 return Judgement::Refuse(sqlstate::SYNTAX_ERROR, format!("sluice: {e}"));
             }
         };
-        let verdict = policy::decide(&plugins, instances, &self.info, &statements, params)
+        let mut verdict = policy::decide(&plugins, instances, &self.info, &statements, params)
             .instrument(span.clone())
             .await;
+        if let Verdict::RequireApproval(decider) = &verdict {
+            // What a SQL PREPARE sends for approval, every EXECUTE of it needs (never forgotten:
+            // a DEALLOCATE can fail, and keeping the requirement only errs on the safe side).
+            // A string that only prepares runs nothing, so it passes; its EXECUTEs are held.
+            for name in prepared_names(&statements, "PrepareStmt") {
+                self.approval_per_execute
+                    .entry(name.to_owned())
+                    .or_insert_with(|| decider.clone());
+            }
+            if statements.iter().all(|s| s.command == "PrepareStmt") {
+                verdict = Verdict::Allow;
+            }
+        }
+        if matches!(verdict, Verdict::Allow)
+            && let Some(decider) = prepared_names(&statements, "ExecuteStmt")
+                .find_map(|name| self.approval_per_execute.get(name))
+        {
+            verdict = Verdict::RequireApproval(decider.clone());
+        }
         match verdict {
             Verdict::Allow => Judgement::Pass,
             Verdict::Deny(d) => {
@@ -252,6 +274,16 @@ impl Gate {
             })),
         }
     }
+}
+
+fn prepared_names<'a>(
+    statements: &'a [Statement],
+    command: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    statements
+        .iter()
+        .filter(move |s| s.command == command)
+        .filter_map(|s| s.prepared_name.as_deref())
 }
 
 /// What the policies said about a statement text.
