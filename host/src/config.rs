@@ -223,6 +223,13 @@ pub struct ApprovalsConfig {
     /// 53400 (0: no limit).
     #[serde(default = "default_max_pending_per_subject")]
     pub max_pending_per_subject: usize,
+    /// URLs (http or https) that get a JSON POST (Slack-compatible `text`) for each held
+    /// statement.
+    #[serde(default)]
+    pub webhooks: Vec<url::Url>,
+    /// How long one webhook delivery may take.
+    #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
+    pub webhook_timeout: Duration,
 }
 
 impl Default for ApprovalsConfig {
@@ -232,6 +239,8 @@ impl Default for ApprovalsConfig {
             approvals_needed: default_approvals_needed(),
             timeout: default_approval_timeout(),
             max_pending_per_subject: default_max_pending_per_subject(),
+            webhooks: Vec::new(),
+            webhook_timeout: default_webhook_timeout(),
         }
     }
 }
@@ -241,6 +250,9 @@ fn default_approver_groups() -> Vec<String> {
 }
 fn default_approvals_needed() -> u32 {
     1
+}
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 fn default_max_pending_per_subject() -> usize {
     10
@@ -404,6 +416,21 @@ impl Config {
         if self.approvals.approvals_needed == 0 {
             return Err(self.invalid("approvals.approvals_needed", "must be at least 1"));
         }
+        if let Some(hook) = self
+            .approvals
+            .webhooks
+            .iter()
+            .find(|u| !matches!(u.scheme(), "http" | "https") || u.host_str().is_none())
+        {
+            return Err(self.invalid(
+                "approvals.webhooks",
+                // Not the URL itself: webhook paths often carry a secret.
+                format!(
+                    "webhooks must be http:// or https:// URLs with a host (got a {}: URL)",
+                    hook.scheme()
+                ),
+            ));
+        }
         if self.approvals.timeout.is_zero() {
             return Err(self.invalid("approvals.timeout", "must be longer than zero"));
         }
@@ -558,6 +585,29 @@ password_env = "SLUICE_UPSTREAM_PASSWORD"
             .to_string();
         assert!(err.contains("/etc/sluice/sluice.toml"), "{err}");
         assert!(err.contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn approvals_default_route_and_state_path() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.approvals.approver_groups, ["approvers"]);
+        assert_eq!(config.approvals.timeout, Duration::from_secs(300));
+        assert_eq!(
+            config.state_path().unwrap(),
+            Path::new("/etc/sluice/./data/state.db")
+        );
+        let text = format!("{MINIMAL}\n[state]\nurl = \"postgres://x\"\n");
+        assert!(parse(&text).unwrap_err().to_string().contains("state.url"));
+    }
+
+    #[test]
+    fn webhooks_must_be_http_urls_and_errors_do_not_echo_them() {
+        let text = format!(
+            "{MINIMAL}\n[approvals]\nwebhooks = [\"https://hooks.example/ok\", \"ftp://h/secret-token\"]\n"
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("approvals.webhooks"), "{err}");
+        assert!(!err.contains("secret-token"), "{err}");
     }
 
     #[test]

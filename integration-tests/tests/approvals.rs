@@ -511,3 +511,73 @@ async fn every_execute_of_a_sql_prepared_write_is_held() {
     assert_eq!(count(&gw, 5021).await, 1);
     assert_eq!(count(&gw, 5022).await, 0);
 }
+
+/// Accepts one HTTP request, answers 200 and returns its request line and body.
+async fn one_webhook_call(listener: tokio::net::TcpListener) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut tcp, _) = listener.accept().await.unwrap();
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the webhook request ended early");
+        data.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&data).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+                let line = head.lines().next().unwrap_or_default().to_owned();
+                return (line, body.to_owned());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_held_statement_is_posted_to_the_webhooks_in_a_slack_compatible_shape() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // A second hook that is down must not delay anything.
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let received = tokio::spawn(one_webhook_call(listener));
+    let gw = gateway(&format!(
+        "timeout = \"30s\"\nwebhooks = [\"http://127.0.0.1:{port}/hooks/T0/B1?x=1\", \"http://127.0.0.1:{down}/\"]"
+    ))
+    .await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let id = held(&mut raw, "INSERT INTO items VALUES (5023, 'hooked')").await;
+    let (line, body) = tokio::time::timeout(Duration::from_secs(10), received)
+        .await
+        .expect("the webhook is called")
+        .unwrap();
+    assert_eq!(line, "POST /hooks/T0/B1?x=1 HTTP/1.1");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let text = json["text"].as_str().unwrap();
+    assert!(text.contains(&id), "{text}");
+    assert!(
+        text.contains("INSERT INTO items VALUES (5023, 'hooked')"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("sluice approvals approve {id}")),
+        "{text}"
+    );
+    assert_eq!(json["approval"]["id"], id.as_str());
+    assert_eq!(json["approval"]["subject"], "agent");
+    assert_eq!(json["approval"]["plugin"], "approve-writes");
+    vote(&gw, &id, "alice", "approve", "").await;
+    assert_eq!(tags(&raw.until_ready().await), "CZ");
+}

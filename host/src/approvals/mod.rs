@@ -3,6 +3,8 @@
 //! counts distinct approvers; an approval covers exactly the held statement, once, unless the
 //! approver grants a scope (that fingerprint, for that subject, for a while).
 
+mod notify;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -64,9 +66,12 @@ pub enum ApprovalError {
     Unavailable(String),
 }
 
+pub use notify::Notifier;
+
 pub struct Approvals {
     store: Arc<dyn ApprovalStore>,
     route: Route,
+    notifier: Notifier,
     /// Sessions of this gateway waiting on a request, woken when it is decided here.
     waiting: DashMap<String, watch::Sender<Status>>,
 }
@@ -97,10 +102,11 @@ impl Drop for Pending {
 }
 
 impl Approvals {
-    pub fn new(store: Arc<dyn ApprovalStore>, route: Route) -> Arc<Approvals> {
+    pub fn new(store: Arc<dyn ApprovalStore>, route: Route, notifier: Notifier) -> Arc<Approvals> {
         Arc::new(Approvals {
             store,
             route,
+            notifier,
             waiting: DashMap::new(),
         })
     }
@@ -178,6 +184,7 @@ impl Approvals {
             return Err(e);
         }
         tracing::info!(approval = %id, plugin = %request.plugin, "statement held for approval");
+        self.notifier.held(&request);
         Ok(Pending {
             id,
             timeout: self.route.timeout,
@@ -294,6 +301,7 @@ mod tests {
                 timeout,
                 max_pending_per_subject: 2,
             },
+            Notifier::new(Vec::new(), Duration::from_secs(1)),
         )
     }
 

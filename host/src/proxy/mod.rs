@@ -31,7 +31,7 @@ pub use session::SessionEnd;
 pub use upstream::{Upstream, UpstreamError};
 
 use crate::analysis::Analyzer;
-use crate::approvals::{Approvals, Route};
+use crate::approvals::{Approvals, Notifier, Route};
 use crate::config::{Config, ConfigError};
 use crate::identity::{KeyError, TokenAuthority};
 use crate::plugins::PluginHost;
@@ -127,6 +127,10 @@ impl Shared {
                 timeout: config.approvals.timeout,
                 max_pending_per_subject: config.approvals.max_pending_per_subject,
             },
+            Notifier::new(
+                config.approvals.webhooks.clone(),
+                config.approvals.webhook_timeout,
+            ),
         );
         Ok(Shared {
             approvals,

@@ -1,0 +1,149 @@
+//! Webhook notifications: when a statement is held, every configured URL gets a JSON POST in
+//! the shape Slack's incoming webhooks accept (`text`), with the request itself beside it for
+//! other receivers. Delivery is best effort and never delays the held statement: a webhook
+//! that is down is logged, and approvers still find the request in the queue.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::state::ApprovalRequest;
+
+pub struct Notifier {
+    hooks: Vec<url::Url>,
+    timeout: Duration,
+    tls: TlsConnector,
+}
+
+impl Notifier {
+    /// `hooks` are `http://` or `https://` URLs (checked by the config); HTTPS is verified
+    /// against the Mozilla root set.
+    pub fn new(hooks: Vec<url::Url>, timeout: Duration) -> Notifier {
+        let roots =
+            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .expect("ring supports the default protocol versions");
+        Notifier {
+            hooks,
+            timeout,
+            tls: TlsConnector::from(Arc::new(config)),
+        }
+    }
+
+    /// Posts `request` to every hook in the background.
+    pub fn held(&self, request: &ApprovalRequest) {
+        if self.hooks.is_empty() {
+            return;
+        }
+        let body = Bytes::from(message(request).to_string());
+        for hook in &self.hooks {
+            let (hook, body, tls, timeout) =
+                (hook.clone(), body.clone(), self.tls.clone(), self.timeout);
+            let id = request.id.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(timeout, post(&hook, body, tls)).await {
+                    Ok(Ok(status)) if (200..300).contains(&status) => {
+                        tracing::debug!(approval = %id, hook = %redacted(&hook), status, "webhook notified");
+                    }
+                    Ok(Ok(status)) => {
+                        tracing::warn!(approval = %id, hook = %redacted(&hook), status, "webhook refused the notification");
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(approval = %id, hook = %redacted(&hook), error = %e, "webhook notification failed");
+                    }
+                    Err(_) => {
+                        tracing::warn!(approval = %id, hook = %redacted(&hook), ?timeout, "webhook notification timed out");
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// The hook without its path and query, which often carry a secret (Slack's do).
+fn redacted(hook: &url::Url) -> String {
+    format!(
+        "{}://{}",
+        hook.scheme(),
+        hook.host_str().unwrap_or_default()
+    )
+}
+
+fn message(r: &ApprovalRequest) -> serde_json::Value {
+    let expires = r
+        .expires
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let text = format!(
+        "sluice: approval {id} required for {subject} on {database} ({plugin}: {reason})\n```{statement}```\nApprove: sluice approvals approve {id}    Deny: sluice approvals deny {id}",
+        id = r.id,
+        subject = r.subject,
+        database = r.database,
+        plugin = r.plugin,
+        reason = r.reason,
+        statement = r.statement,
+    );
+    serde_json::json!({
+        "text": text,
+        "approval": {
+            "id": r.id,
+            "subject": r.subject,
+            "groups": r.groups,
+            "database": r.database,
+            "statement": r.statement,
+            "parameters": r.parameters,
+            "fingerprint": format!("{:016x}", r.fingerprint),
+            "plugin": r.plugin,
+            "reason": r.reason,
+            "approver_groups": r.approver_groups,
+            "approvals_needed": r.approvals_needed,
+            "expires": expires,
+        }
+    })
+}
+
+/// Delivery failures are only logged, so their type only needs to print.
+type PostError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn post(hook: &url::Url, body: Bytes, tls: TlsConnector) -> Result<u16, PostError> {
+    let host = hook.host_str().ok_or("the URL has no host")?;
+    let port = hook.port_or_known_default().ok_or("the URL has no port")?;
+    let tcp = TcpStream::connect((host, port)).await?;
+    let path = match hook.query() {
+        Some(query) => format!("{}?{query}", hook.path()),
+        None => hook.path().to_owned(),
+    };
+    let request = hyper::Request::post(path)
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))?;
+    let status = if hook.scheme() == "https" {
+        let name = ServerName::try_from(host.to_owned())?;
+        let stream = tls.connect(name, tcp).await?;
+        send(hyper_util::rt::TokioIo::new(stream), request).await?
+    } else {
+        send(hyper_util::rt::TokioIo::new(tcp), request).await?
+    };
+    Ok(status)
+}
+
+async fn send<S>(io: S, request: hyper::Request<Full<Bytes>>) -> Result<u16, PostError>
+where
+    S: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let _ = response.into_body().collect().await;
+    Ok(status)
+}
