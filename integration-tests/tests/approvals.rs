@@ -503,13 +503,37 @@ async fn every_execute_of_a_sql_prepared_write_is_held() {
         "CZ",
         "preparing runs nothing, so it is not held"
     );
-    for (value, verdict, expected) in [(5021, "approve", "CZ"), (5022, "deny", "EZ")] {
+    // Even a scoped approval covers only that EXECUTE: the name could be prepared again as
+    // something else.
+    for (value, verdict, body, expected) in [
+        (5021, "approve", r#"{"scope_seconds":600}"#, "CZ"),
+        (5022, "deny", "", "EZ"),
+    ] {
         let id = held(&mut raw, &format!("EXECUTE ins2({value})")).await;
-        vote(&gw, &id, "alice", verdict, "").await;
+        assert!(
+            status_body(&gw, &id)
+                .await
+                .contains("ins2 was prepared as: PREPARE ins2"),
+            "approvers see what the EXECUTE runs"
+        );
+        vote(&gw, &id, "alice", verdict, body).await;
         assert_eq!(tags(&raw.until_ready().await), expected, "{value}");
     }
     assert_eq!(count(&gw, 5021).await, 1);
     assert_eq!(count(&gw, 5022).await, 0);
+}
+
+async fn status_body(gw: &TestGateway, id: &str) -> String {
+    let token = gw.token_with_groups("auditor", &["approvers"]);
+    http(
+        gw.admin,
+        "GET",
+        &format!("/v1/approvals/{id}"),
+        Some(&token),
+        None,
+    )
+    .await
+    .1
 }
 
 /// Accepts one HTTP request, answers 200 and returns its request line and body.

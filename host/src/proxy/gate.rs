@@ -52,8 +52,9 @@ pub struct Gate {
     held: Option<HeldParse>,
     /// Named statements a policy sends for approval: every Bind of them is held.
     approval_per_bind: HashMap<String, Arc<NeedsApproval>>,
-    /// Likewise for statements prepared with SQL PREPARE: every EXECUTE of them is held.
-    approval_per_execute: HashMap<String, Decider>,
+    /// Likewise for statements prepared with SQL PREPARE (with the PREPARE's text, shown to
+    /// approvers): every EXECUTE of them is held.
+    approval_per_execute: HashMap<String, (Decider, String)>,
     signals: HoldSignals,
 }
 
@@ -240,20 +241,33 @@ impl Gate {
             // What a SQL PREPARE sends for approval, every EXECUTE of it needs (never forgotten:
             // a DEALLOCATE can fail, and keeping the requirement only errs on the safe side).
             // A string that only prepares runs nothing, so it passes; its EXECUTEs are held.
-            for name in prepared_names(&statements, "PrepareStmt") {
-                self.approval_per_execute
-                    .entry(name.to_owned())
-                    .or_insert_with(|| decider.clone());
+            for prepare in statements.iter().filter(|s| s.command == "PrepareStmt") {
+                if let Some(name) = &prepare.prepared_name {
+                    self.approval_per_execute
+                        .insert(name.clone(), (decider.clone(), prepare.text.clone()));
+                }
             }
             if statements.iter().all(|s| s.command == "PrepareStmt") {
                 verdict = Verdict::Allow;
             }
         }
-        if matches!(verdict, Verdict::Allow)
-            && let Some(decider) = prepared_names(&statements, "ExecuteStmt")
-                .find_map(|name| self.approval_per_execute.get(name))
-        {
-            verdict = Verdict::RequireApproval(decider.clone());
+        let mut scoped = true;
+        let mut shown = sql.to_owned();
+        if matches!(verdict, Verdict::Allow) {
+            for execute in statements.iter().filter(|s| s.command == "ExecuteStmt") {
+                let prepared = execute
+                    .prepared_name
+                    .as_deref()
+                    .and_then(|name| self.approval_per_execute.get(name).map(|p| (name, p)));
+                if let Some((name, (decider, prepared_as))) = prepared {
+                    // Approvers must see what runs, and a scoped grant for "EXECUTE name" would
+                    // cover whatever is prepared under that name later: none applies here.
+                    shown = format!("{sql}\n-- {name} was prepared as: {prepared_as}");
+                    scoped = false;
+                    verdict = Verdict::RequireApproval(decider.clone());
+                    break;
+                }
+            }
         }
         match verdict {
             Verdict::Allow => Judgement::Pass,
@@ -268,22 +282,13 @@ impl Gate {
             }
             Verdict::RequireApproval(decider) => Judgement::Approval(Arc::new(NeedsApproval {
                 decider,
-                sql: sql.to_owned(),
+                sql: shown,
                 statements,
+                scoped,
                 span,
             })),
         }
     }
-}
-
-fn prepared_names<'a>(
-    statements: &'a [Statement],
-    command: &'a str,
-) -> impl Iterator<Item = &'a str> + 'a {
-    statements
-        .iter()
-        .filter(move |s| s.command == command)
-        .filter_map(|s| s.prepared_name.as_deref())
 }
 
 /// What the policies said about a statement text.
@@ -296,8 +301,11 @@ enum Judgement {
 /// A statement text a policy sends for approval.
 struct NeedsApproval {
     decider: Decider,
+    /// What the approvers are shown.
     sql: String,
     statements: Arc<[Statement]>,
+    /// Whether scoped grants apply (not to an EXECUTE of a name that can be re-prepared).
+    scoped: bool,
     span: tracing::Span,
 }
 
@@ -335,10 +343,14 @@ impl Gate {
                 ),
             ))
         };
-        match approvals
-            .granted(&self.info.subject, &self.info.database, fingerprint)
-            .await
-        {
+        let granted = if approval.scoped {
+            approvals
+                .granted(&self.info.subject, &self.info.database, fingerprint)
+                .await
+        } else {
+            Ok(false)
+        };
+        match granted {
             Ok(true) => {
                 tracing::info!(plugin = %decider.plugin, "statement runs under a scoped approval");
                 return None;
