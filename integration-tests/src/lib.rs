@@ -633,6 +633,31 @@ impl Msg {
 impl RawClient {
     /// TLS, startup and token login; returns after the first ReadyForQuery.
     pub async fn connect(gw: &TestGateway, user: &str, token: &str) -> RawClient {
+        let mut client = RawClient::start_login(gw, user).await;
+        let mut out = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::password_message(token.as_bytes(), &mut out).unwrap();
+        client.send(&out).await;
+        for msg in client.until_ready().await {
+            match msg.tag {
+                b'E' => panic!(
+                    "login failed: {}",
+                    sluice::proxy::messages::error_summary(&msg.body)
+                ),
+                b'K' => {
+                    let b = &msg.body;
+                    client.key = (
+                        i32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                        i32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+                    );
+                }
+                _ => {}
+            }
+        }
+        client
+    }
+
+    /// TLS and the startup packet, up to the gateway's request for the token.
+    pub async fn start_login(gw: &TestGateway, user: &str) -> RawClient {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port()))
             .await
@@ -662,25 +687,6 @@ impl RawClient {
         client.send(&out).await;
         let auth = client.recv().await.expect("auth request");
         assert_eq!(auth.tag, b'R');
-        out.clear();
-        postgres_protocol::message::frontend::password_message(token.as_bytes(), &mut out).unwrap();
-        client.send(&out).await;
-        for msg in client.until_ready().await {
-            match msg.tag {
-                b'E' => panic!(
-                    "login failed: {}",
-                    sluice::proxy::messages::error_summary(&msg.body)
-                ),
-                b'K' => {
-                    let b = &msg.body;
-                    client.key = (
-                        i32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-                        i32::from_be_bytes([b[4], b[5], b[6], b[7]]),
-                    );
-                }
-                _ => {}
-            }
-        }
         client
     }
 

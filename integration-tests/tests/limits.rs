@@ -94,3 +94,25 @@ async fn idle_session_is_closed_but_a_long_statement_is_not() {
     let reply = busy.until_ready().await;
     assert_eq!(sluice_integration_tests::tags(&reply), "TDCZ");
 }
+
+#[tokio::test]
+async fn a_client_that_stalls_before_sending_its_token_is_told_why_it_is_dropped() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        extra_server_toml: "login_timeout = \"1s\"\n".into(),
+        ..GatewayOptions::default()
+    })
+    .await;
+    let started = Instant::now();
+    let mut raw = RawClient::start_login(&gw, "agent").await;
+    let reply = tokio::time::timeout(Duration::from_secs(5), raw.recv())
+        .await
+        .expect("answered within the timeout")
+        .expect("an error before the close");
+    assert_eq!(reply.tag, b'E');
+    assert_eq!(reply.sqlstate(), "57014");
+    let fields = sluice::proxy::messages::error_fields(&reply.body);
+    assert!(fields.contains(&(b'S', "FATAL".into())), "{fields:?}");
+    assert!(fields.contains(&(b'M', "canceling authentication due to timeout".into())));
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(raw.recv().await.is_none(), "the connection closes");
+}

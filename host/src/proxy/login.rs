@@ -55,13 +55,11 @@ pub enum LoginError {
     Frame(#[from] super::frame::FrameError),
 }
 
-/// `over_capacity`: the gateway holds more connections than `max_connections`; the client is
-/// told so once it has said who it is (as Postgres does), before any token is read.
-pub async fn login(
+/// TLS negotiation and the first packets, up to the StartupMessage.
+async fn negotiate(
     shared: &Shared,
     tcp: TcpStream,
-    over_capacity: bool,
-) -> Result<Established, LoginError> {
+) -> Result<(ClientStream, u16, u16, Vec<(String, String)>), LoginError> {
     let mut stream: ClientStream = Either::Right(tcp);
     if let Either::Right(tcp) = &stream {
         let mut first = [0u8; 1];
@@ -69,7 +67,7 @@ pub async fn login(
             stream = upgrade(shared, stream).await?;
         }
     }
-    let (major, minor, params) = loop {
+    loop {
         match read_initial(&mut stream).await? {
             InitialRequest::Ssl if matches!(stream, Either::Right(_)) => {
                 stream.write_all(b"S").await?;
@@ -89,9 +87,29 @@ pub async fn login(
                 major,
                 minor,
                 params,
-            } => break (major, minor, params),
+            } => return Ok((stream, major, minor, params)),
         }
-    };
+    }
+}
+
+/// `over_capacity`: the gateway holds more connections than `max_connections`; the client is
+/// told so once it has said who it is (as Postgres does), before any token is read.
+pub async fn login(
+    shared: &Shared,
+    tcp: TcpStream,
+    over_capacity: bool,
+) -> Result<Established, LoginError> {
+    let deadline = tokio::time::Instant::now() + shared.config.server.login_timeout;
+    // Until the startup packet there is nobody to tell: a client that stalls is dropped
+    // silently, as Postgres does.
+    let (stream, major, minor, params) =
+        match tokio::time::timeout_at(deadline, negotiate(shared, tcp)).await {
+            Ok(negotiated) => negotiated?,
+            Err(_) => {
+                tracing::info!("login timed out before the startup packet");
+                return Err(LoginError::Refused("login_timeout before startup".into()));
+            }
+        };
     let mut client = LoginStream::new(stream);
 
     if major != 3 {
@@ -140,7 +158,18 @@ pub async fn login(
     // refused the client, and `prefer` is the operator's explicit choice.
     client.queue(&messages::auth_cleartext_request());
     client.flush().await?;
-    let token = match client.reader.next().await? {
+    // A client that stalls here has said who it is: like Postgres it is told why it is dropped.
+    let read = tokio::time::timeout_at(deadline, client.reader.next()).await;
+    let Ok(read) = read else {
+        tracing::info!("login timed out waiting for the token");
+        return client
+            .refuse(
+                sqlstate::QUERY_CANCELED,
+                "canceling authentication due to timeout".into(),
+            )
+            .await;
+    };
+    let token = match read? {
         Some(frame) if frame.tag() == b'p' => {
             let body = frame.body();
             let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());

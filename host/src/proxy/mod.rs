@@ -312,6 +312,9 @@ async fn accept_loop(
     }
 }
 
+/// How long past `login_timeout` a login may run before it is cut without a word.
+const LOGIN_BACKSTOP: Duration = Duration::from_secs(1);
+
 async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id: u64) {
     let _ = tcp.set_nodelay(true);
     // Held until the connection ends, whichever way.
@@ -319,7 +322,9 @@ async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id
     let over_capacity = open > shared.config.server.max_connections;
     let login_timeout = shared.config.server.login_timeout;
     let established = tokio::select! {
-        result = tokio::time::timeout(login_timeout, login::login(&shared, tcp, over_capacity)) => match result {
+        // login() keeps login_timeout itself (telling the client when it can); this is the
+        // backstop for anything slower, such as an upstream login near its own timeout.
+        result = tokio::time::timeout(login_timeout + LOGIN_BACKSTOP, login::login(&shared, tcp, over_capacity)) => match result {
             Ok(Ok(established)) => established,
             Ok(Err(login::LoginError::CancelHandled)) => return,
             Ok(Err(e)) => {
