@@ -38,6 +38,11 @@ fn message_of(msg: &Msg) -> String {
 /// Sends `sql`, expects the approval notice first and returns the request id.
 async fn held(raw: &mut RawClient, sql: &str) -> String {
     raw.send(&query(sql)).await;
+    notice_id(raw).await
+}
+
+/// Expects the approval notice of a statement already sent and returns the request id.
+async fn notice_id(raw: &mut RawClient) -> String {
     let notice = raw.recv().await.expect("a notice");
     assert_eq!(notice.tag, b'N', "the notice comes first");
     let text = message_of(&notice);
@@ -248,14 +253,7 @@ async fn pipelined_messages_behind_a_held_one_wait_in_order() {
     sluice_integration_tests::bind_and_execute(&mut out, &[]);
     frontend::sync(&mut out);
     raw.send(&out).await;
-    let notice = raw.recv().await.unwrap();
-    assert_eq!(notice.tag, b'N');
-    let text = message_of(&notice);
-    let id = text
-        .split_whitespace()
-        .find(|w| w.starts_with("apr-"))
-        .unwrap()
-        .to_owned();
+    let id = notice_id(&mut raw).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     vote(&gw, &id, "alice", "approve", "").await;
     let reply = raw.until_ready().await;
@@ -414,17 +412,6 @@ async fn the_web_page_approves_a_real_held_statement_and_refuses_self_approval()
     )
     .await;
     assert!(body.contains("clicked in the browser"), "{body}");
-}
-
-/// Waits for the notice of a statement sent in the extended protocol and returns its id.
-async fn notice_id(raw: &mut RawClient) -> String {
-    let notice = raw.recv().await.expect("a notice");
-    assert_eq!(notice.tag, b'N', "the notice comes first");
-    message_of(&notice)
-        .split_whitespace()
-        .find(|w| w.starts_with("apr-"))
-        .expect("the notice names the request")
-        .to_owned()
 }
 
 #[tokio::test]

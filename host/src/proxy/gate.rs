@@ -156,6 +156,9 @@ impl Gate {
                     }
                 }
             }
+            // Bind is per execution: the statement name is only read once some named
+            // statement in this session needs approval.
+            b'B' if self.approval_per_bind.is_empty() => out.queue(frame.raw()),
             b'B' => {
                 let statement = cstr(cstr(frame.body()).1).0.unwrap_or("");
                 let named = (!statement.is_empty())
@@ -253,7 +256,8 @@ impl Gate {
         }
         let mut scoped = true;
         let mut shown = sql.to_owned();
-        if matches!(verdict, Verdict::Allow) {
+        // Nothing to look up until a SQL PREPARE needed approval in this session.
+        if matches!(verdict, Verdict::Allow) && !self.approval_per_execute.is_empty() {
             for execute in statements.iter().filter(|s| s.command == "ExecuteStmt") {
                 let prepared = execute
                     .prepared_name
