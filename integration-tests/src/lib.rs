@@ -87,7 +87,13 @@ fn start_postgres() -> anyhow::Result<TestPostgres> {
             "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
              INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 100) i;
              GRANT ALL ON SCHEMA public TO PUBLIC;
-             GRANT ALL ON ALL TABLES IN SCHEMA public TO PUBLIC;",
+             GRANT ALL ON ALL TABLES IN SCHEMA public TO PUBLIC;
+             CREATE SCHEMA billing;
+             CREATE TABLE billing.invoices (id int PRIMARY KEY, amount int NOT NULL);
+             CREATE SCHEMA scratch;
+             CREATE TABLE scratch.notes (id int PRIMARY KEY, body text);
+             GRANT ALL ON SCHEMA billing, scratch TO PUBLIC;
+             GRANT ALL ON ALL TABLES IN SCHEMA billing, scratch TO PUBLIC;",
         )
         .await?;
         anyhow::Ok(())

@@ -1,4 +1,4 @@
-//! Write Sluice policy plugins in Rust.
+//! Write Sluice policy and approval plugins in Rust.
 //!
 //! A policy plugin is a WebAssembly component implementing the `sluice:plugin/policy-plugin`
 //! world (see `wit/plugin.wit`). With this crate it is a `cdylib` with one type implementing
@@ -37,6 +37,34 @@
 //! `params`, never when it reads the clock or keeps state between calls. Reuse is what keeps a
 //! pipeline of plugins out of the per-statement cost; over-stating it lets statements through
 //! on a stale decision.
+//!
+//! An approval plugin implements the `sluice:plugin/approval-plugin` world: it implements
+//! [`Router`] and is exported with [`export_router!`]. It is called once per held statement,
+//! on a fresh instance, and answers with a [`Routing`]: ask people (which groups, how many,
+//! how long, what the notification says), approve or deny without a human, or pass to the
+//! next approval plugin (after the last, the gateway's `[approvals]` default route):
+//!
+//! ```no_run
+//! use sluice_sdk::{ApprovalRequest, ApprovalRoute, PluginError, Router, Routing};
+//!
+//! struct TwoDbas;
+//!
+//! impl Router for TwoDbas {
+//!     fn route(request: ApprovalRequest) -> Result<Routing, PluginError> {
+//!         if !request.statements.iter().any(|s| s.writes) {
+//!             return Ok(Routing::Pass);
+//!         }
+//!         Ok(Routing::Ask(ApprovalRoute {
+//!             approver_groups: vec!["dba".into()],
+//!             approvals_needed: 2,
+//!             timeout_ms: None,
+//!             notification: Some(format!("{} wants to write", request.session.subject)),
+//!         }))
+//!     }
+//! }
+//!
+//! sluice_sdk::export_router!(TwoDbas);
+//! ```
 #![deny(missing_docs)]
 
 #[doc(hidden)]
@@ -50,9 +78,28 @@ pub mod wit {
     });
 }
 
+#[doc(hidden)]
+pub mod approval_wit {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "approval-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_approval_bindings",
+        default_bindings_module: "sluice_sdk::approval_wit",
+        with: {
+            "sluice:plugin/types@0.1.0": crate::wit::sluice::plugin::types,
+            "sluice:plugin/host@0.1.0": crate::wit::sluice::plugin::host,
+        },
+    });
+}
+
+mod pattern;
+
+pub use pattern::TablePattern;
 pub use wit::sluice::plugin::host::{self as host_api, LogLevel};
 pub use wit::sluice::plugin::types::{
-    Decision, Error as PluginError, Reuse, Session, Statement, StatementKind, TableRef, Verdict,
+    ApprovalRequest, ApprovalRoute, Decision, Error as PluginError, Reuse, Routing, Session,
+    Statement, StatementKind, TableRef, Verdict,
 };
 
 impl Verdict {
@@ -118,6 +165,27 @@ impl<T: Policy> wit::exports::sluice::plugin::policy::Guest for T {
 macro_rules! export_policy {
     ($ty:ident) => {
         $crate::wit::export_policy_bindings!($ty with_types_in $crate::wit);
+    };
+}
+
+/// An approval plugin: routes each statement a policy held for approval.
+pub trait Router {
+    /// Where `request` goes. Called once per request on a fresh instance: nothing kept in the
+    /// plugin survives to the next request.
+    fn route(request: ApprovalRequest) -> Result<Routing, PluginError>;
+}
+
+impl<T: Router> approval_wit::exports::sluice::plugin::approval::Guest for T {
+    fn route(request: ApprovalRequest) -> Result<Routing, PluginError> {
+        T::route(request)
+    }
+}
+
+/// Exports a type implementing [`Router`] as this component's approval router.
+#[macro_export]
+macro_rules! export_router {
+    ($ty:ident) => {
+        $crate::approval_wit::export_approval_bindings!($ty with_types_in $crate::approval_wit);
     };
 }
 

@@ -1,6 +1,8 @@
 //! `/v1/approvals`: list, show, approve and deny held statements. Every call carries a Sluice
-//! token (`Authorization: Bearer ...`) whose groups include an approver group; the token's
-//! subject is the approver, and nobody decides their own request.
+//! token (`Authorization: Bearer ...`); the token's subject is the approver. Each request has
+//! its own approver groups (the `[approvals]` default route, or an approval plugin's route):
+//! a caller sees and decides only the requests routed to a group their token carries, and
+//! nobody decides their own request.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,8 +24,6 @@ use crate::state::{ApprovalRecord, StateError};
 pub struct ApprovalsApi {
     pub approvals: Arc<Approvals>,
     pub tokens: Arc<TokenAuthority>,
-    /// Groups allowed to see the queue at all.
-    pub approver_groups: Vec<String>,
 }
 
 pub fn routes() -> Router<Arc<AdminState>> {
@@ -50,6 +50,10 @@ pub struct ApprovalView {
     pub reason: String,
     pub approver_groups: Vec<String>,
     pub approvals_needed: u32,
+    /// The approval plugin that routed the request; absent for the `[approvals]` default.
+    pub routed_by: Option<String>,
+    /// The routing plugin's text for approvers.
+    pub note: Option<String>,
     pub created: f64,
     pub expires: f64,
     pub decided: Option<f64>,
@@ -87,6 +91,8 @@ impl From<ApprovalRecord> for ApprovalView {
             reason: r.reason,
             approver_groups: r.approver_groups,
             approvals_needed: r.approvals_needed,
+            routed_by: r.routed_by,
+            note: r.note,
             created: seconds(r.created),
             expires: seconds(r.expires),
             decided: record.decided.map(seconds),
@@ -140,8 +146,9 @@ impl From<ApprovalError> for ApiError {
     }
 }
 
-/// The caller, from a valid token in an approver group.
-fn approver(api: &ApprovalsApi, headers: &HeaderMap) -> Result<Approver, ApiError> {
+/// The caller, from a valid token. What they may see and decide depends on each request's
+/// approver groups (set by its route), so group membership is checked per request.
+fn caller(api: &ApprovalsApi, headers: &HeaderMap) -> Result<Approver, ApiError> {
     let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.to_owned());
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -152,24 +159,17 @@ fn approver(api: &ApprovalsApi, headers: &HeaderMap) -> Result<Approver, ApiErro
         tracing::info!(reason = e.class(), "admin API call with a refused token");
         unauthorized("the token was refused")
     })?;
-    if !claims
-        .groups
-        .iter()
-        .any(|g| api.approver_groups.contains(g))
-    {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            format!(
-                "{} is not in an approver group ({})",
-                claims.sub,
-                api.approver_groups.join(", ")
-            ),
-        ));
-    }
     Ok(Approver {
         subject: claims.sub,
         groups: claims.groups,
     })
+}
+
+/// Whether `who` is in one of the request's approver groups.
+fn may_decide(who: &Approver, record: &ApprovalRecord) -> bool {
+    who.groups
+        .iter()
+        .any(|g| record.request.approver_groups.contains(g))
 }
 
 fn api(state: &AdminState) -> Result<&ApprovalsApi, ApiError> {
@@ -186,9 +186,10 @@ async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Vec<ApprovalView>>, ApiError> {
     let api = api(&state)?;
-    approver(api, &headers)?;
+    let who = caller(api, &headers)?;
     let pending = api.approvals.pending().await?;
-    Ok(Json(pending.into_iter().map(ApprovalView::from).collect()))
+    let mine = pending.into_iter().filter(|r| may_decide(&who, r));
+    Ok(Json(mine.map(ApprovalView::from).collect()))
 }
 
 async fn show(
@@ -197,9 +198,20 @@ async fn show(
     headers: HeaderMap,
 ) -> Result<Json<ApprovalView>, ApiError> {
     let api = api(&state)?;
-    approver(api, &headers)?;
+    let who = caller(api, &headers)?;
     match api.approvals.get(&id).await? {
-        Some(record) => Ok(Json(record.into())),
+        // Requesters may follow their own requests.
+        Some(record) if may_decide(&who, &record) || record.request.subject == who.subject => {
+            Ok(Json(record.into()))
+        }
+        Some(record) => Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} is not in an approver group of request {id} ({})",
+                who.subject,
+                record.request.approver_groups.join(", ")
+            ),
+        )),
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no approval request {id}"),
@@ -233,7 +245,7 @@ async fn decide(
     approve: bool,
 ) -> Result<Json<ApprovalView>, ApiError> {
     let api = api(&state)?;
-    let who = approver(api, &headers)?;
+    let who = caller(api, &headers)?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let decision = Decision {
         approve,

@@ -37,7 +37,6 @@ impl AdminState {
             approvals: Some(ApprovalsApi {
                 approvals: shared.approvals.clone(),
                 tokens: shared.tokens.clone(),
-                approver_groups: shared.config.approvals.approver_groups.clone(),
             }),
         }
     }

@@ -4,6 +4,7 @@
 //! approver grants a scope (that fingerprint, for that subject, for a while).
 
 mod notify;
+mod routing;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,9 +24,18 @@ pub struct Route {
     pub max_pending_per_subject: usize,
 }
 
+pub use routing::{PluginRoute, Routing, RoutingFailure, route};
+
+/// A fresh request id, as the client's notice and the approvers see it.
+pub fn new_id() -> String {
+    format!("apr-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
 /// What the session knows when a policy asks for approval.
 #[derive(Debug, Clone)]
 pub struct NewRequest {
+    /// From [`new_id`].
+    pub id: String,
     pub session_id: u64,
     pub subject: String,
     pub groups: Vec<String>,
@@ -67,6 +77,12 @@ pub enum ApprovalError {
 }
 
 pub use notify::Notifier;
+
+/// A request just recorded: waiting for people, or already decided by an approval plugin.
+pub enum Opened {
+    Waiting(Pending),
+    Decided(ApprovalRecord),
+}
 
 pub struct Approvals {
     store: Arc<dyn ApprovalStore>,
@@ -139,26 +155,35 @@ impl Approvals {
         .await
     }
 
-    /// Records the request and returns a handle to wait on it.
-    pub async fn open(self: &Arc<Self>, new: NewRequest) -> Result<Pending, ApprovalError> {
-        let max = self.route.max_pending_per_subject;
-        if max > 0 {
-            let subject = new.subject.clone();
-            let waiting = self
-                .blocking(move |store| store.pending_for(&subject))
-                .await?;
-            if waiting >= max {
-                tracing::warn!(subject = %new.subject, max, "approval request refused: too many pending for this subject");
-                return Err(ApprovalError::TooManyPending {
-                    subject: new.subject,
-                    max,
-                });
-            }
-        }
+    /// Records the request as `routing` says. A request routed to people returns a handle to
+    /// wait on; one an approval plugin decided is recorded with the plugin's vote (as
+    /// `plugin:<name>`) and returned decided.
+    pub async fn open(
+        self: &Arc<Self>,
+        new: NewRequest,
+        routing: Routing,
+    ) -> Result<Opened, ApprovalError> {
         let created = SystemTime::now();
-        let id = format!("apr-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let default = &self.route;
+        let (groups, needed, timeout, routed_by, note) = match &routing {
+            Routing::Default => (
+                default.approver_groups.clone(),
+                default.approvals_needed.max(1),
+                default.timeout,
+                None,
+                None,
+            ),
+            Routing::Ask(r) => (
+                r.approver_groups.clone(),
+                r.approvals_needed.max(1),
+                r.timeout.unwrap_or(default.timeout),
+                Some(r.by.clone()),
+                r.note.clone(),
+            ),
+            Routing::Decided { by, .. } => (Vec::new(), 1, Duration::ZERO, Some(by.clone()), None),
+        };
         let request = ApprovalRequest {
-            id: id.clone(),
+            id: new.id,
             session_id: new.session_id,
             subject: new.subject,
             groups: new.groups,
@@ -168,11 +193,55 @@ impl Approvals {
             fingerprint: new.fingerprint,
             plugin: new.plugin,
             reason: new.reason,
-            approver_groups: self.route.approver_groups.clone(),
-            approvals_needed: self.route.approvals_needed.max(1),
+            approver_groups: groups,
+            approvals_needed: needed,
+            routed_by,
+            note,
             created,
-            expires: created + self.route.timeout,
+            expires: created + timeout,
         };
+        let id = request.id.clone();
+        if let Routing::Decided {
+            by,
+            approve,
+            reason,
+        } = routing
+        {
+            // Expiry is the moment of the plugin's vote; the request never waits.
+            let vote = Vote {
+                approver: format!("plugin:{by}"),
+                approve,
+                reason: Some(reason),
+                at: created,
+                scope: None,
+            };
+            let stored = ApprovalRequest {
+                expires: created + Duration::from_millis(1),
+                ..request
+            };
+            let record = self
+                .blocking(move |store| {
+                    store.insert_request(&stored)?;
+                    store.vote(&stored.id, &vote)
+                })
+                .await?;
+            tracing::info!(approval = %id, plugin = %by, approve, "approval request decided by its approval plugin");
+            return Ok(Opened::Decided(record));
+        }
+        let max = self.route.max_pending_per_subject;
+        if max > 0 {
+            let subject = request.subject.clone();
+            let waiting = self
+                .blocking(move |store| store.pending_for(&subject))
+                .await?;
+            if waiting >= max {
+                tracing::warn!(subject = %request.subject, max, "approval request refused: too many pending for this subject");
+                return Err(ApprovalError::TooManyPending {
+                    subject: request.subject,
+                    max,
+                });
+            }
+        }
         let (tx, rx) = watch::channel(Status::Pending);
         self.waiting.insert(id.clone(), tx);
         let stored = request.clone();
@@ -183,16 +252,16 @@ impl Approvals {
             self.waiting.remove(&id);
             return Err(e);
         }
-        tracing::info!(approval = %id, plugin = %request.plugin, "statement held for approval");
+        tracing::info!(approval = %id, plugin = %request.plugin, routed_by = ?request.routed_by, "statement held for approval");
         self.notifier.held(&request);
-        Ok(Pending {
+        Ok(Opened::Waiting(Pending {
             id,
-            timeout: self.route.timeout,
+            timeout,
             expires: request.expires,
             decided: rx,
             approvals: self.clone(),
             closed: false,
-        })
+        }))
     }
 
     /// One approver's vote. Refused for the requester themself and for anyone outside the
@@ -307,6 +376,7 @@ mod tests {
 
     fn held() -> NewRequest {
         NewRequest {
+            id: new_id(),
             session_id: 1,
             subject: "agent".into(),
             groups: vec!["dba".into()],
@@ -316,6 +386,13 @@ mod tests {
             fingerprint: 99,
             plugin: "approve-writes".into(),
             reason: "writes need approval".into(),
+        }
+    }
+
+    async fn wait(approvals: &Arc<Approvals>, new: NewRequest) -> Pending {
+        match approvals.open(new, Routing::Default).await.unwrap() {
+            Opened::Waiting(pending) => pending,
+            Opened::Decided(record) => panic!("decided without anyone: {record:?}"),
         }
     }
 
@@ -337,7 +414,7 @@ mod tests {
     #[tokio::test]
     async fn the_waiting_session_wakes_when_the_quorum_is_reached() {
         let approvals = approvals(Duration::from_secs(60), 2);
-        let mut pending = approvals.open(held()).await.unwrap();
+        let mut pending = wait(&approvals, held()).await;
         let id = pending.id.clone();
         let waiter = tokio::spawn(async move { pending.outcome().await.unwrap() });
         approvals.decide(&id, &dba("alice"), yes()).await.unwrap();
@@ -353,7 +430,7 @@ mod tests {
     #[tokio::test]
     async fn requesters_cannot_approve_themselves_even_in_an_approver_group() {
         let approvals = approvals(Duration::from_secs(60), 1);
-        let pending = approvals.open(held()).await.unwrap();
+        let pending = wait(&approvals, held()).await;
         let err = approvals
             .decide(&pending.id, &dba("agent"), yes())
             .await
@@ -377,11 +454,11 @@ mod tests {
     #[tokio::test]
     async fn an_undecided_request_expires_and_a_withdrawn_one_cannot_be_approved() {
         let approvals = approvals(Duration::from_millis(50), 1);
-        let mut pending = approvals.open(held()).await.unwrap();
+        let mut pending = wait(&approvals, held()).await;
         assert_eq!(pending.outcome().await.unwrap().status, Status::Expired);
 
         let approvals = self::approvals(Duration::from_secs(60), 1);
-        let pending = approvals.open(held()).await.unwrap();
+        let pending = wait(&approvals, held()).await;
         let id = pending.id.clone();
         assert_eq!(pending.withdraw().await.unwrap().status, Status::Withdrawn);
         assert!(approvals.decide(&id, &dba("alice"), yes()).await.is_err());
@@ -390,25 +467,25 @@ mod tests {
     #[tokio::test]
     async fn a_subject_cannot_have_more_requests_waiting_than_the_limit() {
         let approvals = approvals(Duration::from_secs(60), 1);
-        let first = approvals.open(held()).await.unwrap();
-        let _second = approvals.open(held()).await.unwrap();
+        let first = wait(&approvals, held()).await;
+        let _second = wait(&approvals, held()).await;
         assert!(matches!(
-            approvals.open(held()).await,
-            Err(ApprovalError::TooManyPending { max: 2, .. })
+            approvals.open(held(), Routing::Default).await.err(),
+            Some(ApprovalError::TooManyPending { max: 2, .. })
         ));
         let other = NewRequest {
             subject: "other".into(),
             ..held()
         };
-        approvals.open(other).await.unwrap();
+        wait(&approvals, other).await;
         first.withdraw().await.unwrap();
-        approvals.open(held()).await.unwrap();
+        wait(&approvals, held()).await;
     }
 
     #[tokio::test]
     async fn a_scoped_approval_covers_the_fingerprint_for_that_subject() {
         let approvals = approvals(Duration::from_secs(60), 1);
-        let pending = approvals.open(held()).await.unwrap();
+        let pending = wait(&approvals, held()).await;
         assert!(!approvals.granted("agent", "app", 99).await.unwrap());
         let scoped = Decision {
             scope: Some(Duration::from_secs(600)),
@@ -420,5 +497,69 @@ mod tests {
             .unwrap();
         assert!(approvals.granted("agent", "app", 99).await.unwrap());
         assert!(!approvals.granted("other", "app", 99).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_plugin_route_sets_who_decides_how_many_and_for_how_long() {
+        let approvals = approvals(Duration::from_secs(60), 1);
+        let route = Routing::Ask(PluginRoute {
+            by: "route-by-table".into(),
+            approver_groups: vec!["billing-admins".into()],
+            approvals_needed: 2,
+            timeout: Some(Duration::from_secs(5)),
+            note: Some("billing write".into()),
+        });
+        let Opened::Waiting(pending) = approvals.open(held(), route).await.unwrap() else {
+            panic!("a routed request waits for people");
+        };
+        assert_eq!(pending.timeout, Duration::from_secs(5));
+        let record = approvals.get(&pending.id).await.unwrap().unwrap();
+        assert_eq!(record.request.approver_groups, ["billing-admins"]);
+        assert_eq!(record.request.routed_by.as_deref(), Some("route-by-table"));
+        assert_eq!(record.request.note.as_deref(), Some("billing write"));
+        // The default route's group is not this request's.
+        assert!(matches!(
+            approvals.decide(&pending.id, &dba("alice"), yes()).await,
+            Err(ApprovalError::NotAnApprover { .. })
+        ));
+        let billing = |s: &str| Approver {
+            subject: s.into(),
+            groups: vec!["billing-admins".into()],
+        };
+        let one = approvals
+            .decide(&pending.id, &billing("alice"), yes())
+            .await
+            .unwrap();
+        assert_eq!(one.status, Status::Pending);
+        let two = approvals
+            .decide(&pending.id, &billing("bob"), yes())
+            .await
+            .unwrap();
+        assert_eq!(two.status, Status::Approved);
+    }
+
+    #[tokio::test]
+    async fn a_request_decided_by_a_plugin_is_recorded_with_its_vote_and_never_waits() {
+        let approvals = approvals(Duration::from_secs(60), 2);
+        for approve in [true, false] {
+            let decided = Routing::Decided {
+                by: "route-by-table".into(),
+                approve,
+                reason: "scratch tables".into(),
+            };
+            let Opened::Decided(record) = approvals.open(held(), decided).await.unwrap() else {
+                panic!("a plugin's decision needs nobody");
+            };
+            let expected = if approve {
+                Status::Approved
+            } else {
+                Status::Denied
+            };
+            assert_eq!(record.status, expected);
+            assert_eq!(record.votes.len(), 1);
+            assert_eq!(record.votes[0].approver, "plugin:route-by-table");
+            assert_eq!(record.votes[0].reason.as_deref(), Some("scratch tables"));
+        }
+        assert!(approvals.pending().await.unwrap().is_empty());
     }
 }

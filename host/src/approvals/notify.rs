@@ -83,13 +83,20 @@ fn message(r: &ApprovalRequest) -> serde_json::Value {
         .expires
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    // A routing plugin's text replaces the headline; the statement and commands stay.
+    let headline = r.note.clone().unwrap_or_else(|| {
+        format!(
+            "sluice: approval {id} required for {subject} on {database} ({plugin}: {reason})",
+            id = r.id,
+            subject = r.subject,
+            database = r.database,
+            plugin = r.plugin,
+            reason = r.reason,
+        )
+    });
     let text = format!(
-        "sluice: approval {id} required for {subject} on {database} ({plugin}: {reason})\n```{statement}```\nApprove: sluice approvals approve {id}    Deny: sluice approvals deny {id}",
+        "{headline}\n```{statement}```\nApprove: sluice approvals approve {id}    Deny: sluice approvals deny {id}",
         id = r.id,
-        subject = r.subject,
-        database = r.database,
-        plugin = r.plugin,
-        reason = r.reason,
         statement = r.statement,
     );
     serde_json::json!({
@@ -106,6 +113,8 @@ fn message(r: &ApprovalRequest) -> serde_json::Value {
             "reason": r.reason,
             "approver_groups": r.approver_groups,
             "approvals_needed": r.approvals_needed,
+            "routed_by": r.routed_by,
+            "note": r.note,
             "expires": expires,
         }
     })
@@ -146,4 +155,45 @@ where
     let status = response.status().as_u16();
     let _ = response.into_body().collect().await;
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn request(note: Option<&str>) -> ApprovalRequest {
+        ApprovalRequest {
+            id: "apr-1".into(),
+            session_id: 1,
+            subject: "agent".into(),
+            groups: vec![],
+            database: "app".into(),
+            statement: "UPDATE billing.invoices SET amount = 0".into(),
+            parameters: vec![],
+            fingerprint: 1,
+            plugin: "approve-writes".into(),
+            reason: "writes".into(),
+            approver_groups: vec!["dba".into()],
+            approvals_needed: 2,
+            routed_by: note.map(|_| "route-by-table".into()),
+            note: note.map(str::to_owned),
+            created: SystemTime::now(),
+            expires: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn a_routing_plugins_note_heads_the_notification_and_the_statement_stays() {
+        let routed = message(&request(Some("billing write: 2 of dba")));
+        let text = routed["text"].as_str().unwrap();
+        assert!(text.starts_with("billing write: 2 of dba\n"), "{text}");
+        assert!(text.contains("UPDATE billing.invoices") && text.contains("approve apr-1"));
+        assert_eq!(routed["approval"]["routed_by"], "route-by-table");
+
+        let default = message(&request(None));
+        let text = default["text"].as_str().unwrap();
+        assert!(text.starts_with("sluice: approval apr-1 required for agent"), "{text}");
+        assert!(default["approval"]["routed_by"].is_null());
+    }
 }

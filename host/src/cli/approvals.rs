@@ -215,10 +215,17 @@ fn print_view(view: &ApprovalView) {
     }
     println!("hash:       {} (statement fingerprint)", view.fingerprint);
     println!(
-        "approvers:  {} of group {}",
+        "approvers:  {} of group {}{}",
         view.approvals_needed,
-        view.approver_groups.join(" | ")
+        view.approver_groups.join(" | "),
+        view.routed_by
+            .as_deref()
+            .map(|p| format!(" (routed by {p})"))
+            .unwrap_or_default()
     );
+    if let Some(note) = &view.note {
+        println!("note:       {note}");
+    }
     println!("age:        {}", age(view.created));
     for vote in &view.votes {
         println!(

@@ -1,4 +1,7 @@
-//! Host bindings of the WIT contract. One module per contract version; today only 0.1.0.
+//! Host bindings of the WIT contract. One module per contract version; today only 0.1.0, with
+//! one binding per plugin world. The worlds share the `types` and `host` interfaces, generated
+//! once (with the policy world) and reused by the others, so every kind of plugin is linked
+//! against the same host functions and exchanges the same Rust types.
 //!
 //! Calls are async only because WASI's host side is: a plugin that writes to stderr (a Rust
 //! panic message does) reaches wasmtime-wasi's async stream code, which cannot be driven from
@@ -11,4 +14,16 @@ pub mod v0_1 {
         world: "policy-plugin",
         exports: { default: async },
     });
+
+    pub mod approval {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "approval-plugin",
+            exports: { default: async },
+            with: {
+                "sluice:plugin/types": crate::plugins::bindings::v0_1::sluice::plugin::types,
+                "sluice:plugin/host": crate::plugins::bindings::v0_1::sluice::plugin::host,
+            },
+        });
+    }
 }

@@ -216,7 +216,7 @@ impl SessionPlugins {
         // total (host imports, a stalled machine) is refused after the fact.
         let overran = started.elapsed() > plugin.limits.timeout * 2 + Duration::from_millis(5);
         let failure = match outcome {
-            Err(trap) => classify_trap(&trap, plugin),
+            Err(trap) => classify_trap(&trap, plugin.limits.timeout),
             Ok(_) if overran => CallFailure::Timeout(plugin.limits.timeout),
             Ok(Err(reported)) => return Err(CallFailure::Reported(reported_message(reported))),
             Ok(Ok(verdict)) => {
@@ -260,7 +260,7 @@ async fn instantiate(
     match opened {
         Ok(Ok(())) => {}
         Ok(Err(reported)) => return Err(CallFailure::Reported(reported_message(reported))),
-        Err(trap) => return Err(classify_trap(&trap, plugin)),
+        Err(trap) => return Err(classify_trap(&trap, plugin.limits.timeout)),
     }
     Ok(Live {
         store,
@@ -270,16 +270,16 @@ async fn instantiate(
     })
 }
 
-fn reported_message(error: wit::Error) -> String {
+pub(super) fn reported_message(error: wit::Error) -> String {
     match error {
         wit::Error::InvalidConfig(m) => format!("invalid config: {m}"),
         wit::Error::Other(m) => m,
     }
 }
 
-fn classify_trap(error: &wasmtime::Error, plugin: &PolicyPlugin) -> CallFailure {
+pub(super) fn classify_trap(error: &wasmtime::Error, timeout: Duration) -> CallFailure {
     match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => CallFailure::Timeout(plugin.limits.timeout),
+        Some(wasmtime::Trap::Interrupt) => CallFailure::Timeout(timeout),
         Some(trap) => CallFailure::Trap(trap.to_string()),
         None => CallFailure::Trap(format!("{error:#}")),
     }

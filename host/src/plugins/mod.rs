@@ -1,10 +1,12 @@
 //! WebAssembly component plugins: the wasmtime engine, loading `<name>.wasm` (+ `<name>.toml`)
-//! from the plugin directory, compiled-artifact caching by content hash, hot reload by atomic
-//! swap, and per-session sandboxed instances.
+//! from the plugin directory, telling plugin kinds apart by the interface a component exports,
+//! compiled-artifact caching by content hash, hot reload by atomic swap, per-session sandboxed
+//! policy instances and one-call approval instances.
 //!
 //! Reload is load → compile → validate → swap. A file that fails any step never unloads the
 //! version that was serving: the previous one keeps serving and the failure is reported.
 
+mod approval;
 mod bindings;
 mod instances;
 mod manifest;
@@ -21,6 +23,7 @@ use arc_swap::ArcSwap;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config as EngineConfig, Engine};
 
+pub use approval::route;
 pub use bindings::v0_1::sluice::plugin::types as wit;
 pub use instances::{CallFailure, ReuseKey, SessionPlugins};
 pub use manifest::Manifest;
@@ -35,6 +38,7 @@ pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
 pub use watch::{WatchHandle, watch};
 
 use bindings::v0_1::PolicyPluginPre;
+use bindings::v0_1::approval::ApprovalPluginPre;
 
 /// Epoch tick: deadlines are counted in ticks, so a 20 ms timeout is 4 ticks (stopped within
 /// 20–25 ms). A finer tick costs an idle gateway a thread wakeup every millisecond.
@@ -67,8 +71,8 @@ impl Default for Limits {
     }
 }
 
-/// A policy plugin ready to instantiate.
-pub struct PolicyPlugin {
+/// A plugin of one kind, ready to instantiate.
+pub struct Plugin<Pre> {
     /// Unique per load: a new component or a new manifest gives a new id, so sessions build
     /// new instances instead of reusing ones made with the old config.
     pub id: u64,
@@ -78,12 +82,17 @@ pub struct PolicyPlugin {
     pub priority: i32,
     pub config: Arc<BTreeMap<String, String>>,
     pub limits: Limits,
-    pre: PolicyPluginPre<PluginState>,
+    pre: Pre,
 }
 
-impl std::fmt::Debug for PolicyPlugin {
+/// Decides statements (`policy-plugin` world).
+pub type PolicyPlugin = Plugin<PolicyPluginPre<PluginState>>;
+/// Routes approval requests (`approval-plugin` world).
+pub type ApprovalPlugin = Plugin<ApprovalPluginPre<PluginState>>;
+
+impl<Pre> std::fmt::Debug for Plugin<Pre> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyPlugin")
+        f.debug_struct("Plugin")
             .field("name", &self.name)
             .field("hash", &self.hash)
             .field("priority", &self.priority)
@@ -91,11 +100,96 @@ impl std::fmt::Debug for PolicyPlugin {
     }
 }
 
-/// The plugins serving right now, in the order they run.
+impl Plugin<()> {
+    fn with<Pre>(self, pre: Pre) -> Plugin<Pre> {
+        Plugin {
+            id: self.id,
+            name: self.name,
+            hash: self.hash,
+            priority: self.priority,
+            config: self.config,
+            limits: self.limits,
+            pre,
+        }
+    }
+}
+
+impl<Pre> Plugin<Pre> {
+    /// Whether this load can keep serving for a file with this content and manifest.
+    fn unchanged(&self, hash: &str, manifest: &Manifest, limits: &Limits) -> bool {
+        *self.hash == *hash
+            && self.priority == manifest.priority
+            && *self.config == manifest.config
+            && self.limits.timeout == limits.timeout
+            && self.limits.memory_bytes == limits.memory_bytes
+    }
+}
+
+/// What a plugin does, from the interface its component exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginKind {
+    Policy,
+    Approval,
+}
+
+/// One loaded file, of whichever kind.
+#[derive(Debug, Clone)]
+enum Loaded {
+    Policy(Arc<PolicyPlugin>),
+    Approval(Arc<ApprovalPlugin>),
+}
+
+impl Loaded {
+    fn kind(&self) -> PluginKind {
+        match self {
+            Loaded::Policy(_) => PluginKind::Policy,
+            Loaded::Approval(_) => PluginKind::Approval,
+        }
+    }
+
+    fn hash(&self) -> &str {
+        match self {
+            Loaded::Policy(p) => &p.hash,
+            Loaded::Approval(p) => &p.hash,
+        }
+    }
+
+    fn priority(&self) -> i32 {
+        match self {
+            Loaded::Policy(p) => p.priority,
+            Loaded::Approval(p) => p.priority,
+        }
+    }
+
+    fn unchanged(&self, hash: &str, manifest: &Manifest, limits: &Limits) -> bool {
+        match self {
+            Loaded::Policy(p) => p.unchanged(hash, manifest, limits),
+            Loaded::Approval(p) => p.unchanged(hash, manifest, limits),
+        }
+    }
+}
+
+/// The plugins serving right now, each kind in the order it runs.
 #[derive(Debug, Default)]
 pub struct PluginSet {
     pub policies: Vec<Arc<PolicyPlugin>>,
+    pub approvals: Vec<Arc<ApprovalPlugin>>,
     pub generation: u64,
+}
+
+impl PluginSet {
+    fn loaded(&self) -> impl Iterator<Item = (&str, Loaded)> {
+        let policies = self
+            .policies
+            .iter()
+            .map(|p| (&*p.name, Loaded::Policy(p.clone())));
+        let approvals = self
+            .approvals
+            .iter()
+            .map(|p| (&*p.name, Loaded::Approval(p.clone())));
+        policies.chain(approvals)
+    }
 }
 
 /// One file's state after the last (re)load, for `sluice plugins list` and the admin API.
@@ -105,6 +199,7 @@ pub struct PluginStatus {
     pub file: PathBuf,
     /// Hash of the version serving, if any.
     pub serving: Option<String>,
+    pub kind: Option<PluginKind>,
     pub priority: Option<i32>,
     /// Why the file on disk is not the version serving.
     pub error: Option<String>,
@@ -143,6 +238,7 @@ impl PluginHost {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
+        // Every world imports the same `host` interface: linking it once serves all kinds.
         bindings::v0_1::PolicyPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |state| state,
@@ -221,56 +317,72 @@ impl PluginHost {
             .collect();
         files.sort();
         let previous = self.current();
-        let by_name: HashMap<&str, &Arc<PolicyPlugin>> =
-            previous.policies.iter().map(|p| (&*p.name, p)).collect();
-        let mut policies = Vec::new();
+        let by_name: HashMap<&str, Loaded> = previous.loaded().collect();
+        let mut serving = Vec::new();
         let mut status = Vec::new();
         for file in files {
             let name = file
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            match self.load(&file, &name, by_name.get(name.as_str()).copied()) {
+            match self.load(&file, &name, by_name.get(name.as_str())) {
                 Ok(Some(plugin)) => {
                     status.push(PluginStatus {
                         name: name.clone(),
                         file: file.clone(),
-                        serving: Some(plugin.hash.to_string()),
-                        priority: Some(plugin.priority),
+                        serving: Some(plugin.hash().to_owned()),
+                        kind: Some(plugin.kind()),
+                        priority: Some(plugin.priority()),
                         error: None,
                     });
-                    policies.push(plugin);
+                    serving.push(plugin);
                 }
                 Ok(None) => status.push(PluginStatus {
                     name,
                     file,
                     serving: None,
+                    kind: None,
                     priority: None,
                     error: Some("disabled by its manifest".into()),
                 }),
                 Err(error) => {
                     // The working version, if there was one, keeps serving.
-                    let kept = by_name.get(name.as_str()).map(|p| (*p).clone());
+                    let kept = by_name.get(name.as_str()).cloned();
                     tracing::error!(plugin = %name, %error, kept = kept.is_some(), "plugin failed to load");
                     status.push(PluginStatus {
                         name,
                         file,
-                        serving: kept.as_ref().map(|p| p.hash.to_string()),
-                        priority: kept.as_ref().map(|p| p.priority),
+                        serving: kept.as_ref().map(|p| p.hash().to_owned()),
+                        kind: kept.as_ref().map(Loaded::kind),
+                        priority: kept.as_ref().map(Loaded::priority),
                         error: Some(error),
                     });
-                    policies.extend(kept);
+                    serving.extend(kept);
                 }
             }
         }
+        let (mut policies, mut approvals) = (Vec::new(), Vec::new());
+        for plugin in serving {
+            match plugin {
+                Loaded::Policy(p) => policies.push(p),
+                Loaded::Approval(p) => approvals.push(p),
+            }
+        }
         policies.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.name.cmp(&b.name)));
+        approvals.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.name.cmp(&b.name)));
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let summary: Vec<String> = policies
             .iter()
             .map(|p| format!("{}@{}", p.name, &p.hash[..12]))
+            .chain(
+                approvals
+                    .iter()
+                    .map(|p| format!("{}@{} (approval)", p.name, &p.hash[..12])),
+            )
             .collect();
         self.current.store(Arc::new(PluginSet {
             policies,
+            approvals,
             generation,
         }));
         *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
@@ -284,8 +396,8 @@ impl PluginHost {
         &self,
         file: &Path,
         name: &str,
-        previous: Option<&Arc<PolicyPlugin>>,
-    ) -> Result<Option<Arc<PolicyPlugin>>, String> {
+        previous: Option<&Loaded>,
+    ) -> Result<Option<Loaded>, String> {
         let manifest = Manifest::for_component(file)?;
         if !manifest.enabled {
             return Ok(None);
@@ -300,39 +412,48 @@ impl PluginHost {
                 .map(|m| (m as usize) << 20)
                 .unwrap_or(self.defaults.memory_bytes),
         };
-        let config = Arc::new(manifest.config);
         if let Some(prev) = previous
-            && *prev.hash == *hash
-            && prev.priority == manifest.priority
-            && prev.config == config
-            && prev.limits.timeout == limits.timeout
-            && prev.limits.memory_bytes == limits.memory_bytes
+            && prev.unchanged(&hash, &manifest, &limits)
         {
             return Ok(Some(prev.clone()));
         }
         let component = self.compile(&bytes, &hash)?;
+        let kind = exported_kind(&component, &self.engine)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("imports something the gateway does not provide: {e:#}"))?;
-        let pre = PolicyPluginPre::new(pre)
-            .map_err(|e| format!("is not a sluice:plugin/policy-plugin@0.1.0 component: {e:#}"))?;
         tracing::info!(
             plugin = name,
+            ?kind,
             hash = &hash[..12],
             priority = manifest.priority,
             "plugin loaded"
         );
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        Ok(Some(Arc::new(PolicyPlugin {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let plugin = Plugin {
+            id,
             name: Arc::from(name),
-            hash: Arc::from(hash),
+            hash: Arc::from(hash.as_str()),
             priority: manifest.priority,
-            config,
+            config: Arc::new(manifest.config),
             limits,
-            pre,
-        })))
+            pre: (),
+        };
+        let wrong = |world: &'static str| {
+            move |e: wasmtime::Error| {
+                format!("is not a sluice:plugin/{world}@0.1.0 component: {e:#}")
+            }
+        };
+        Ok(Some(match kind {
+            PluginKind::Policy => Loaded::Policy(Arc::new(
+                plugin.with(PolicyPluginPre::new(pre).map_err(wrong("policy-plugin"))?),
+            )),
+            PluginKind::Approval => Loaded::Approval(Arc::new(
+                plugin.with(ApprovalPluginPre::new(pre).map_err(wrong("approval-plugin"))?),
+            )),
+        }))
     }
 
     /// Compiles, or loads the compiled artifact cached under the content hash.
@@ -356,6 +477,27 @@ impl PluginHost {
             }
         }
         Ok(component)
+    }
+}
+
+/// The kind of plugin a component is, from the one contract interface it exports.
+fn exported_kind(component: &Component, engine: &Engine) -> Result<PluginKind, String> {
+    let ty = component.component_type();
+    let mut kinds = Vec::new();
+    for (name, _) in ty.exports(engine) {
+        match name {
+            "sluice:plugin/policy@0.1.0" => kinds.push(PluginKind::Policy),
+            "sluice:plugin/approval@0.1.0" => kinds.push(PluginKind::Approval),
+            "sluice:plugin/masking@0.1.0" => {
+                return Err("is a masking plugin, which this gateway does not run yet".into());
+            }
+            _ => {}
+        }
+    }
+    match kinds.as_slice() {
+        [kind] => Ok(*kind),
+        [] => Err("exports no sluice:plugin@0.1.0 interface (policy or approval)".into()),
+        _ => Err("exports more than one plugin interface; build one component per kind".into()),
     }
 }
 

@@ -14,8 +14,8 @@ use super::frame::{Frame, FrameReader, FrameWriter};
 use super::messages::{self, sqlstate};
 use super::refusal::Refusals;
 use crate::analysis::Statement;
-use crate::approvals::{ApprovalError, NewRequest};
-use crate::plugins::SessionPlugins;
+use crate::approvals::{self, ApprovalError, NewRequest, Opened, Routing};
+use crate::plugins::{PluginHost, PluginSet, SessionPlugins, wit};
 use crate::policy::{self, Decider, SessionInfo, Verdict};
 use crate::state::Status;
 
@@ -362,7 +362,26 @@ impl Gate {
             Ok(false) => {}
             Err(e) => return unavailable(e),
         }
+        let id = approvals::new_id();
+        let routing = match self.routing_request(&id, approval, params) {
+            None => Ok(Routing::Default),
+            Some((host, set, request)) => approvals::route(&host, &set, &request).await,
+        };
+        let routing = match routing {
+            Ok(routing) => routing,
+            Err(e) => {
+                tracing::warn!(error = %e, "approval routing failed; statement refused");
+                return Some((
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    format!(
+                        "sluice: policy \"{}\" requires approval ({}), and {e}",
+                        decider.plugin, decider.reason
+                    ),
+                ));
+            }
+        };
         let request = NewRequest {
+            id,
             session_id: self.info.id,
             subject: self.info.subject.clone(),
             groups: self.info.groups.clone(),
@@ -373,8 +392,20 @@ impl Gate {
             plugin: decider.plugin.to_string(),
             reason: decider.reason.clone(),
         };
-        let mut pending = match approvals.open(request).await {
-            Ok(pending) => pending,
+        let mut pending = match approvals.open(request, routing).await {
+            Ok(Opened::Waiting(pending)) => pending,
+            Ok(Opened::Decided(record)) => {
+                if let (Status::Approved, Some(vote)) = (record.status, record.votes.first()) {
+                    // The agent learns which request id its statement ran under.
+                    let _ = self.signals.notices.send(messages::notice(format!(
+                        "sluice: approval {} granted by {} ({})",
+                        record.request.id,
+                        vote.approver,
+                        vote.reason.as_deref().unwrap_or_default()
+                    )));
+                }
+                return settled(&record);
+            }
             Err(e @ ApprovalError::TooManyPending { .. }) => {
                 return Some((
                     sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
@@ -413,39 +444,74 @@ impl Gate {
                 Err(e) => return unavailable(e),
             },
         };
-        let last = record.votes.last();
-        let approvers = record
-            .votes
-            .iter()
-            .filter(|v| v.approve)
-            .map(|v| v.approver.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        match record.status {
-            Status::Approved => {
-                tracing::info!(approval = %id, %approvers, "held statement approved");
-                None
-            }
-            Status::Denied => {
-                let (who, why) = last.map_or(("?", ""), |v| {
-                    (v.approver.as_str(), v.reason.as_deref().unwrap_or(""))
-                });
-                tracing::info!(approval = %id, approver = %who, "held statement denied");
-                Some((
-                    sqlstate::INSUFFICIENT_PRIVILEGE,
-                    format!("sluice: approval {id} denied by {who}: {why}"),
-                ))
-            }
-            Status::Expired | Status::Pending | Status::Withdrawn => {
-                tracing::info!(approval = %id, "held statement expired");
-                Some((
-                    sqlstate::QUERY_CANCELED,
-                    format!(
-                        "sluice: approval {id} expired after {} without a decision",
-                        humantime::format_duration(pending_timeout(&record))
-                    ),
-                ))
-            }
+        settled(&record)
+    }
+
+    /// What the approval plugins are asked about this request; `None` when none is serving.
+    /// (Not async: a `&Gate` held across an await would require the session's plugin stores
+    /// to be `Sync`.)
+    fn routing_request(
+        &self,
+        id: &str,
+        approval: &NeedsApproval,
+        params: &[Option<String>],
+    ) -> Option<(Arc<PluginHost>, Arc<PluginSet>, wit::ApprovalRequest)> {
+        let host = self.shared.plugins.clone()?;
+        let set = host.current();
+        if set.approvals.is_empty() {
+            return None;
+        }
+        let request = wit::ApprovalRequest {
+            id: id.to_owned(),
+            session: self.info.clone(),
+            statements: approval
+                .statements
+                .iter()
+                .map(|s| policy::statement_to_wit(s, params))
+                .collect(),
+            text: approval.sql.clone(),
+            plugin: approval.decider.plugin.to_string(),
+            reason: approval.decider.reason.clone(),
+        };
+        Some((host, set, request))
+    }
+}
+
+/// What a decided request means for the held statement: `None` runs it.
+fn settled(record: &crate::state::ApprovalRecord) -> Option<(&'static str, String)> {
+    let id = &record.request.id;
+    let last = record.votes.last();
+    let approvers = record
+        .votes
+        .iter()
+        .filter(|v| v.approve)
+        .map(|v| v.approver.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match record.status {
+        Status::Approved => {
+            tracing::info!(approval = %id, %approvers, "held statement approved");
+            None
+        }
+        Status::Denied => {
+            let (who, why) = last.map_or(("?", ""), |v| {
+                (v.approver.as_str(), v.reason.as_deref().unwrap_or(""))
+            });
+            tracing::info!(approval = %id, approver = %who, "held statement denied");
+            Some((
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!("sluice: approval {id} denied by {who}: {why}"),
+            ))
+        }
+        Status::Expired | Status::Pending | Status::Withdrawn => {
+            tracing::info!(approval = %id, "held statement expired");
+            Some((
+                sqlstate::QUERY_CANCELED,
+                format!(
+                    "sluice: approval {id} expired after {} without a decision",
+                    humantime::format_duration(pending_timeout(record))
+                ),
+            ))
         }
     }
 }

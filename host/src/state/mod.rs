@@ -25,6 +25,10 @@ pub struct ApprovalRequest {
     /// Who may decide (any of these groups), and how many distinct approvers it takes.
     pub approver_groups: Vec<String>,
     pub approvals_needed: u32,
+    /// The approval plugin that routed the request (`None`: the `[approvals]` default route).
+    pub routed_by: Option<String>,
+    /// The routing plugin's text for notifications and the approvers' page.
+    pub note: Option<String>,
     pub created: SystemTime,
     pub expires: SystemTime,
 }

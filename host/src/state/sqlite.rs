@@ -50,6 +50,9 @@ const MIGRATIONS: &[&str] = &[
          request_id TEXT NOT NULL REFERENCES approval_requests (id)
      );
      CREATE INDEX scoped_grants_lookup ON scoped_grants (subject, database, fingerprint);",
+    // 2: routing by approval plugins.
+    "ALTER TABLE approval_requests ADD COLUMN routed_by TEXT;
+     ALTER TABLE approval_requests ADD COLUMN note TEXT;",
 ];
 
 pub struct SqliteStore {
@@ -122,7 +125,7 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 
 const REQUEST_COLUMNS: &str = "id, session_id, subject, groups, database, statement, parameters, \
      fingerprint, plugin, reason, approver_groups, approvals_needed, created_ms, expires_ms, \
-     status, decided_ms";
+     status, decided_ms, routed_by, note";
 
 /// A JSON-encoded column; unreadable JSON is an error, never an empty default.
 fn json_column<T: serde::de::DeserializeOwned>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
@@ -147,6 +150,8 @@ fn read_request(row: &Row<'_>) -> rusqlite::Result<(ApprovalRequest, String, Opt
         reason: row.get(9)?,
         approver_groups: json_column(row, 10)?,
         approvals_needed: row.get(11)?,
+        routed_by: row.get(16)?,
+        note: row.get(17)?,
         created: time(row.get(12)?),
         expires: time(row.get(13)?),
     };
@@ -211,7 +216,7 @@ impl ApprovalStore for SqliteStore {
             tx.execute(
                 &format!(
                     "INSERT INTO approval_requests ({REQUEST_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'pending', NULL)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'pending', NULL, ?15, ?16)"
                 ),
                 params![
                     r.id,
@@ -228,6 +233,8 @@ impl ApprovalStore for SqliteStore {
                     r.approvals_needed,
                     millis(r.created),
                     millis(r.expires),
+                    r.routed_by,
+                    r.note,
                 ],
             )?;
             Ok(())
@@ -383,6 +390,8 @@ mod tests {
             reason: "writes need approval".into(),
             approver_groups: vec!["dba".into()],
             approvals_needed: needed,
+            routed_by: Some("route-by-table".into()),
+            note: Some("writes to billing.invoices".into()),
             created: now,
             expires: now + Duration::from_secs(300),
         }
@@ -527,5 +536,32 @@ mod tests {
             SqliteStore::open(&path),
             Err(StateError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn a_store_written_before_routing_existed_is_migrated_with_its_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let mut old = Connection::open(&path).unwrap();
+            let tx = old.transaction().unwrap();
+            tx.execute_batch(MIGRATIONS[0]).unwrap();
+            tx.pragma_update(None, "user_version", 1).unwrap();
+            tx.execute(
+                "INSERT INTO approval_requests VALUES ('old', 1, 'agent', '[]', 'app', 'DELETE FROM t', \
+                 '[]', 5, 'approve-writes', 'writes', '[\"approvers\"]', 1, 0, 99999999999999, 'pending', NULL)",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let record = store.request("old").unwrap().unwrap();
+        assert_eq!(record.request.statement, "DELETE FROM t");
+        assert_eq!(record.request.routed_by, None);
+        assert_eq!(record.request.note, None);
+        store.insert_request(&request("new", 1)).unwrap();
+        let new = store.request("new").unwrap().unwrap();
+        assert_eq!(new.request.routed_by.as_deref(), Some("route-by-table"));
     }
 }

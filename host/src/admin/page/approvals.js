@@ -63,7 +63,14 @@ function row(request) {
       .map((p, i) => "$" + (i + 1) + "=" + (p === null ? "NULL" : p)).join(" ")));
   }
   tr.append(statement);
-  tr.append(text("td", request.plugin + ": " + request.reason));
+  const why = document.createElement("td");
+  why.append(text("div", request.plugin + ": " + request.reason));
+  if (request.note) {
+    why.append(text("div", request.note, "note"));
+  }
+  why.append(text("div", request.approvals_needed + " of " + request.approver_groups.join(" | ") +
+    (request.routed_by ? " (routed by " + request.routed_by + ")" : ""), "route"));
+  tr.append(why);
   tr.append(text("td", age(request.created)));
   const actions = document.createElement("td");
   actions.className = "actions";
