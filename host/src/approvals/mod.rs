@@ -81,7 +81,7 @@ pub use notify::Notifier;
 /// A request just recorded: waiting for people, or already decided by an approval plugin.
 pub enum Opened {
     Waiting(Pending),
-    Decided(ApprovalRecord),
+    Decided(Box<ApprovalRecord>),
 }
 
 pub struct Approvals {
@@ -226,7 +226,7 @@ impl Approvals {
                 })
                 .await?;
             tracing::info!(approval = %id, plugin = %by, approve, "approval request decided by its approval plugin");
-            return Ok(Opened::Decided(record));
+            return Ok(Opened::Decided(Box::new(record)));
         }
         let max = self.route.max_pending_per_subject;
         if max > 0 {
