@@ -193,7 +193,10 @@ mod tests {
 
         let default = message(&request(None));
         let text = default["text"].as_str().unwrap();
-        assert!(text.starts_with("sluice: approval apr-1 required for agent"), "{text}");
+        assert!(
+            text.starts_with("sluice: approval apr-1 required for agent"),
+            "{text}"
+        );
         assert!(default["approval"]["routed_by"].is_null());
     }
 }

@@ -46,6 +46,10 @@ const DEMO_PLUGINS: &[(&str, &str)] = &[
         "priority = 50\n[config]\ngroups = \"readers\"\n",
     ),
     ("approve-writes", "priority = 60\n"),
+    (
+        "route-by-table",
+        "[config]\nrules = \"public.customers -> ask groups=pii-approvers timeout=10m\"\n",
+    ),
 ];
 
 pub async fn run(port: Option<u16>, plugins: Option<std::path::PathBuf>) -> anyhow::Result<()> {
@@ -134,7 +138,7 @@ listen = "{admin_listen}"
     let approver = tokens.mint(
         "demo-approver",
         "app",
-        &["approvers".into()],
+        &["approvers".into(), "pii-approvers".into()],
         Duration::from_secs(60 * 60),
     )?;
     let token = tokens.mint(
@@ -158,7 +162,8 @@ listen = "{admin_listen}"
          Press Ctrl-C to stop; everything is removed.",
         pg_port = pg.port(),
         loaded = if plugins.is_some() {
-            "Policy plugins loaded: no-ddl, guard-roles, guard-functions, safe-writes, read-only, approve-writes.\n\
+            "Policy plugins loaded: no-ddl, guard-roles, guard-functions, safe-writes, read-only, approve-writes;\n\
+             approval plugin route-by-table (writes touching customers go to group pii-approvers).\n\
              Try: DROP TABLE orders;  UPDATE customers SET name = 'x';  SELECT pg_read_file('/etc/passwd');\n\
              Writes with a WHERE clause wait for approval: psql shows the request id."
         } else {
