@@ -230,3 +230,50 @@ async fn a_routing_plugin_that_fails_refuses_the_held_statement_and_the_session_
     let (_, pending) = http(gw.admin, "GET", "/v1/approvals", Some(&token), None).await;
     assert_eq!(pending.trim(), "[]", "no request was opened");
 }
+
+#[tokio::test]
+async fn an_approval_plugin_that_traps_spins_hogs_memory_or_routes_to_nobody_refuses_and_the_gateway_goes_on()
+ {
+    for (mode, expect) in [
+        ("trap", "trapped"),
+        ("loop", "timed out"),
+        ("alloc", "trapped"),
+        ("nobody", "no approver group"),
+    ] {
+        let gw = TestGateway::start_with(GatewayOptions {
+            plugins: vec![
+                PluginSpec::stock("approve-writes"),
+                PluginSpec::with(
+                    "faulty-router",
+                    "test-route-faults",
+                    &format!("[config]\nmode = \"{mode}\"\n[limits]\nmemory_mib = 16\n"),
+                ),
+            ],
+            ..GatewayOptions::default()
+        })
+        .await;
+        let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+        let started = std::time::Instant::now();
+        let reply = raw
+            .exchange(&query("INSERT INTO items VALUES (7100, 'x')"))
+            .await;
+        assert_eq!(tags(&reply), "EZ", "{mode}: refused, never held");
+        assert_eq!(reply[0].sqlstate(), "42501", "{mode}");
+        let text = message_of(&reply[0]);
+        assert!(
+            text.contains("approval plugin \"faulty-router\" failed"),
+            "{mode}: {text}"
+        );
+        assert!(text.contains(expect), "{mode}: {text}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{mode}"
+        );
+        // The session, and reads that need no approval, go on.
+        assert_eq!(
+            tags(&raw.exchange(&query("SELECT 1")).await),
+            "TDCZ",
+            "{mode}"
+        );
+    }
+}
