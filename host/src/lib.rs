@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod analysis;
 pub mod approvals;
+pub mod audit;
 pub mod config;
 pub mod identity;
 pub mod localpg;

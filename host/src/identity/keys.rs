@@ -101,6 +101,25 @@ impl SigningKey {
     pub(crate) fn decoding_key(&self) -> jsonwebtoken::DecodingKey {
         jsonwebtoken::DecodingKey::from_ed_der(&self.public)
     }
+
+    /// The raw Ed25519 public key.
+    pub fn public_key(&self) -> &[u8] {
+        &self.public
+    }
+
+    /// An Ed25519 signature of `message` (audit checkpoints).
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        Ed25519KeyPair::from_pkcs8_maybe_unchecked(&self.pkcs8_der)
+            .map(|pair| pair.sign(message).as_ref().to_vec())
+            .unwrap_or_default()
+    }
+}
+
+/// Whether `signature` is `public_key`'s Ed25519 signature of `message`.
+pub fn verify_signature(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public_key)
+        .verify(message, signature)
+        .is_ok()
 }
 
 #[cfg(test)]

@@ -6,5 +6,5 @@ mod keys;
 mod token;
 
 pub use grant::Grant;
-pub use keys::{KeyError, SigningKey};
+pub use keys::{KeyError, SigningKey, verify_signature};
 pub use token::{Claims, TokenAuthority, TokenError};

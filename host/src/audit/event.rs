@@ -1,0 +1,144 @@
+//! What the audit log records. Each variant is one record `type`; the fields are the record's
+//! own beside the header (`v`, `seq`, `ts`, `prev`). The schema is documented in the README
+//! ("Audit log"); fields are only ever added within a schema version.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The first record a gateway writes after it opens the log.
+    AuditOpen {
+        /// The last record of the previous run was not `audit_close`: it stopped uncleanly.
+        unclean: bool,
+        /// Bytes of a torn last line removed from the file on open.
+        torn_bytes: u64,
+    },
+    /// The last record of a clean stop.
+    AuditClose {},
+    /// A signed statement that the chain up to `covers_seq` ends in `covers_hash`.
+    Checkpoint {
+        covers_seq: u64,
+        covers_hash: String,
+        /// Hex Ed25519 public key.
+        key: String,
+        /// Hex signature of [`checkpoint_message`].
+        signature: String,
+    },
+    SessionStart {
+        session: u64,
+        subject: String,
+        groups: Vec<String>,
+        token_id: String,
+        client_addr: String,
+        database: String,
+        application_name: Option<String>,
+    },
+    SessionEnd {
+        session: u64,
+        subject: String,
+        duration_ms: u64,
+        statements: u64,
+        reason: String,
+    },
+    LoginFailure {
+        client_addr: String,
+        user: Option<String>,
+        database: Option<String>,
+        /// A class (`expired`, `bad-signature`...), never token text.
+        reason: String,
+    },
+    /// A statement text decided before it reaches Postgres (a Query, or a Parse), or one
+    /// execution of a prepared statement (a Bind).
+    Statement(Box<StatementRecord>),
+    /// How a statement that went upstream ended.
+    Result {
+        session: u64,
+        statement: u64,
+        /// `ok`, `error`, or `skipped` (never ran: an earlier error in its query string or
+        /// pipeline).
+        outcome: &'static str,
+        /// CommandComplete's tag (`INSERT 0 1`).
+        tag: Option<String>,
+        /// Rows, from the tag.
+        rows: Option<u64>,
+        sqlstate: Option<String>,
+        duration_us: u64,
+    },
+    ApprovalRequested {
+        id: String,
+        session: u64,
+        subject: String,
+        database: String,
+        statement: String,
+        plugin: String,
+        reason: String,
+        approver_groups: Vec<String>,
+        approvals_needed: u32,
+        routed_by: Option<String>,
+    },
+    ApprovalDecided {
+        id: String,
+        /// `approved`, `denied`, `expired`, `withdrawn`.
+        status: String,
+        /// Who voted, in order, with their vote.
+        votes: Vec<VoteRecord>,
+    },
+    PluginLoaded {
+        plugin: String,
+        kind: String,
+        hash: String,
+        priority: i32,
+    },
+    PluginLoadFailed {
+        plugin: String,
+        error: String,
+        /// Hash of the version that keeps serving, if any.
+        kept: Option<String>,
+    },
+    PluginUnloaded {
+        plugin: String,
+        hash: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatementRecord {
+    pub session: u64,
+    pub subject: String,
+    pub database: String,
+    /// The statement's number in its session; a `result` refers to it.
+    pub statement: u64,
+    /// `query` (simple protocol), `parse`, or `bind` (one execution of a prepared statement:
+    /// `prepared` names the Parse's number).
+    pub protocol: &'static str,
+    pub prepared: Option<u64>,
+    /// Full or normalized, as `[audit] statement_text` says; absent for a Bind.
+    pub text: Option<String>,
+    pub kinds: Vec<String>,
+    pub tables_read: Vec<String>,
+    pub tables_written: Vec<String>,
+    /// `allow`, `deny`, `approved`, `approval-denied`, `approval-expired`, `withdrawn`,
+    /// `error` (unparsable, audit or routing failure).
+    pub decision: &'static str,
+    pub plugin: Option<String>,
+    /// SHA-256 of the deciding plugin's component.
+    pub plugin_hash: Option<String>,
+    pub reason: Option<String>,
+    pub approval: Option<String>,
+    pub approvers: Vec<String>,
+    /// Bind parameter values (text format), with `statement_text = "full"`.
+    pub params: Option<Vec<Option<String>>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VoteRecord {
+    pub approver: String,
+    pub approve: bool,
+    pub reason: Option<String>,
+}
+
+/// What a checkpoint's signature covers.
+pub fn checkpoint_message(covers_seq: u64, covers_hash: &str) -> Vec<u8> {
+    format!("sluice-audit-checkpoint-v1:{covers_seq}:{covers_hash}").into_bytes()
+}
