@@ -413,46 +413,38 @@ pub struct GatewayProcess {
     child: tokio::process::Child,
     port: u16,
     pub tokens: TokenAuthority,
+    pub config_path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl GatewayProcess {
     pub async fn start(options: GatewayOptions) -> GatewayProcess {
-        use tokio::io::AsyncBufReadExt;
         let pg = postgres();
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = write_config(dir.path(), pg, &options);
         let config = Config::load(&config_path).expect("test config is valid");
         let tokens = TokenAuthority::from_config(&config.identity).expect("key loads");
-        let mut child = tokio::process::Command::new(sluice_binary())
-            .args(["--log-format", "json", "serve", "--config"])
-            .arg(&config_path)
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("sluice serve starts");
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let port = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.expect("gateway log") {
-                if let Some(at) = line.find("\"local_addr\":\"") {
-                    let rest = &line[at + 14..];
-                    let addr = &rest[..rest.find('"').expect("quoted address")];
-                    return addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
-                }
-            }
-            None
-        })
-        .await
-        .expect("the gateway logs its address within 30 s")
-        .expect("the gateway started and logged its address");
-        // The log must keep draining, or the gateway blocks writing it.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (child, port) = spawn_gateway(&config_path).await;
         GatewayProcess {
             child,
             port,
             tokens,
+            config_path,
             _dir: dir,
         }
+    }
+
+    /// SIGKILL: no shutdown, no flushing, nothing.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill the gateway");
+    }
+
+    /// Starts the gateway again on the same config (after [`GatewayProcess::kill`]); it may
+    /// listen on another port.
+    pub async fn restart(&mut self) {
+        let (child, port) = spawn_gateway(&self.config_path).await;
+        self.child = child;
+        self.port = port;
     }
 
     pub fn port(&self) -> u16 {
@@ -471,6 +463,35 @@ impl GatewayProcess {
             .mint(subject, DATABASE, &[], Duration::from_secs(300))
             .expect("mint")
     }
+}
+
+/// Runs `sluice serve` on `config_path` and waits for its listening port.
+async fn spawn_gateway(config_path: &Path) -> (tokio::process::Child, u16) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(sluice_binary())
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(config_path)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sluice serve starts");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let port = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("gateway log") {
+            if let Some(at) = line.find("\"local_addr\":\"") {
+                let rest = &line[at + 14..];
+                let addr = &rest[..rest.find('"').expect("quoted address")];
+                return addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+            }
+        }
+        None
+    })
+    .await
+    .expect("the gateway logs its address within 30 s")
+    .expect("the gateway started and logged its address");
+    // The log must keep draining, or the gateway blocks writing it.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, port)
 }
 
 /// The `sluice` binary built beside this test binary (`cargo test --workspace` builds it).

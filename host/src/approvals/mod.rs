@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use dashmap::DashMap;
 use tokio::sync::watch;
 
+use crate::audit::{Audit, Event, VoteRecord};
 use crate::state::{ApprovalRecord, ApprovalRequest, ApprovalStore, StateError, Status, Vote};
 
 /// The default route, used when no approval plugin routes a request.
@@ -88,6 +89,7 @@ pub struct Approvals {
     store: Arc<dyn ApprovalStore>,
     route: Route,
     notifier: Notifier,
+    audit: Arc<Audit>,
     /// Sessions of this gateway waiting on a request, woken when it is decided here.
     waiting: DashMap<String, watch::Sender<Status>>,
 }
@@ -118,11 +120,17 @@ impl Drop for Pending {
 }
 
 impl Approvals {
-    pub fn new(store: Arc<dyn ApprovalStore>, route: Route, notifier: Notifier) -> Arc<Approvals> {
+    pub fn new(
+        store: Arc<dyn ApprovalStore>,
+        route: Route,
+        notifier: Notifier,
+        audit: Arc<Audit>,
+    ) -> Arc<Approvals> {
         Arc::new(Approvals {
             store,
             route,
             notifier,
+            audit,
             waiting: DashMap::new(),
         })
     }
@@ -226,6 +234,8 @@ impl Approvals {
                 })
                 .await?;
             tracing::info!(approval = %id, plugin = %by, approve, "approval request decided by its approval plugin");
+            self.audit_requested(&record.request);
+            self.audit_decided(&record);
             return Ok(Opened::Decided(Box::new(record)));
         }
         let max = self.route.max_pending_per_subject;
@@ -253,6 +263,7 @@ impl Approvals {
             return Err(e);
         }
         tracing::info!(approval = %id, plugin = %request.plugin, routed_by = ?request.routed_by, "statement held for approval");
+        self.audit_requested(&request);
         self.notifier.held(&request);
         Ok(Opened::Waiting(Pending {
             id,
@@ -303,16 +314,50 @@ impl Approvals {
         let key = id.to_owned();
         let record = self.blocking(move |store| store.vote(&key, &vote)).await?;
         tracing::info!(approval = %id, approver = %approver.subject, approve = decision.approve, status = record.status.as_str(), "approval vote");
-        self.wake(id, record.status);
+        self.wake(&record);
         Ok(record)
     }
 
-    fn wake(&self, id: &str, status: Status) {
-        if status != Status::Pending
-            && let Some((_, tx)) = self.waiting.remove(id)
+    /// Wakes the session waiting on a request this decision settled, and records the decision
+    /// (once: only while someone waits on it).
+    fn wake(&self, record: &ApprovalRecord) {
+        if record.status != Status::Pending
+            && let Some((_, tx)) = self.waiting.remove(&record.request.id)
         {
-            let _ = tx.send(status);
+            self.audit_decided(record);
+            let _ = tx.send(record.status);
         }
+    }
+
+    fn audit_requested(&self, r: &ApprovalRequest) {
+        self.audit.record(Event::ApprovalRequested {
+            id: r.id.clone(),
+            session: r.session_id,
+            subject: r.subject.clone(),
+            database: r.database.clone(),
+            statement: r.statement.clone(),
+            plugin: r.plugin.clone(),
+            reason: r.reason.clone(),
+            approver_groups: r.approver_groups.clone(),
+            approvals_needed: r.approvals_needed,
+            routed_by: r.routed_by.clone(),
+        });
+    }
+
+    fn audit_decided(&self, record: &ApprovalRecord) {
+        self.audit.record(Event::ApprovalDecided {
+            id: record.request.id.clone(),
+            status: record.status.as_str().to_owned(),
+            votes: record
+                .votes
+                .iter()
+                .map(|v| VoteRecord {
+                    approver: v.approver.clone(),
+                    approve: v.approve,
+                    reason: v.reason.clone(),
+                })
+                .collect(),
+        });
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<ApprovalRecord>, ApprovalError> {
@@ -329,7 +374,7 @@ impl Approvals {
         let record = self
             .blocking(move |store| store.close(&key, status, SystemTime::now()))
             .await?;
-        self.waiting.remove(id);
+        self.wake(&record);
         Ok(record)
     }
 }
@@ -371,6 +416,7 @@ mod tests {
                 max_pending_per_subject: 2,
             },
             Notifier::new(Vec::new(), Duration::from_secs(1)),
+            Arc::new(Audit::disabled()),
         )
     }
 

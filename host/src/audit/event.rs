@@ -55,6 +55,8 @@ pub enum Event {
     Result {
         session: u64,
         statement: u64,
+        /// Which statement of a multi-statement Query (0-based).
+        part: u32,
         /// `ok`, `error`, or `skipped` (never ran: an earlier error in its query string or
         /// pipeline).
         outcome: &'static str,

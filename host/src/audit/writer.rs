@@ -31,6 +31,9 @@ pub struct WriterConfig {
     pub key: Option<Arc<SigningKey>>,
 }
 
+// Records are nearly every command; boxing them to shrink the once-per-run Close would cost
+// an allocation per record.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     Record(Event, Option<oneshot::Sender<Result<(), String>>>),
     /// Write `audit_close` and a final checkpoint, then stop.

@@ -1,6 +1,7 @@
 //! Subcommands. Each returns `anyhow::Result` with context; `main` prints the chain.
 
 mod approvals;
+mod audit;
 mod demo;
 mod fd_limit;
 mod keys;
@@ -51,6 +52,11 @@ enum Command {
     },
     /// The approval queue: list, show, approve and deny held statements (admin API).
     Approvals(approvals::ApprovalsArgs),
+    /// The audit log: verify its integrity, read it.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Signing keys.
     Keys {
         #[command(subcommand)]
@@ -85,6 +91,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config } => serve::run(&config).await,
         Command::Demo { port, plugins } => demo::run(port, plugins).await,
         Command::Approvals(args) => approvals::run(args).await,
+        Command::Audit { command } => audit::run(command).await,
         Command::Keys { command } => keys::run(command),
         Command::Token { command } => token::run(command),
         Command::Plugins { command } => plugins::run(command).await,

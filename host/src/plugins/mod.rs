@@ -148,6 +148,13 @@ impl Loaded {
         }
     }
 
+    fn id(&self) -> u64 {
+        match self {
+            Loaded::Policy(p) => p.id,
+            Loaded::Approval(p) => p.id,
+        }
+    }
+
     fn hash(&self) -> &str {
         match self {
             Loaded::Policy(p) => &p.hash,
@@ -216,6 +223,8 @@ pub struct PluginHost {
     status: std::sync::Mutex<Vec<PluginStatus>>,
     generation: AtomicU64,
     stop_ticker: Arc<AtomicBool>,
+    /// Where loads, reloads and load failures are recorded.
+    audit: std::sync::OnceLock<Arc<crate::audit::Audit>>,
 }
 
 impl Drop for PluginHost {
@@ -271,7 +280,19 @@ impl PluginHost {
             status: std::sync::Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             stop_ticker,
+            audit: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Records plugin loads, reloads and failures in `audit` from now on.
+    pub fn set_audit(&self, audit: Arc<crate::audit::Audit>) {
+        let _ = self.audit.set(audit);
+    }
+
+    fn audit(&self, event: crate::audit::Event) {
+        if let Some(audit) = self.audit.get() {
+            audit.record(event);
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -327,6 +348,17 @@ impl PluginHost {
                 .unwrap_or_default();
             match self.load(&file, &name, by_name.get(name.as_str())) {
                 Ok(Some(plugin)) => {
+                    let reused = by_name
+                        .get(name.as_str())
+                        .is_some_and(|p| p.id() == plugin.id());
+                    if !reused {
+                        self.audit(crate::audit::Event::PluginLoaded {
+                            plugin: name.clone(),
+                            kind: format!("{:?}", plugin.kind()).to_lowercase(),
+                            hash: plugin.hash().to_owned(),
+                            priority: plugin.priority(),
+                        });
+                    }
                     status.push(PluginStatus {
                         name: name.clone(),
                         file: file.clone(),
@@ -349,6 +381,11 @@ impl PluginHost {
                     // The working version, if there was one, keeps serving.
                     let kept = by_name.get(name.as_str()).cloned();
                     tracing::error!(plugin = %name, %error, kept = kept.is_some(), "plugin failed to load");
+                    self.audit(crate::audit::Event::PluginLoadFailed {
+                        plugin: name.clone(),
+                        error: error.clone(),
+                        kept: kept.as_ref().map(|p| p.hash().to_owned()),
+                    });
                     status.push(PluginStatus {
                         name,
                         file,
@@ -359,6 +396,17 @@ impl PluginHost {
                     });
                     serving.extend(kept);
                 }
+            }
+        }
+        for (name, gone) in &by_name {
+            if !status
+                .iter()
+                .any(|s| s.name == *name && s.serving.is_some())
+            {
+                self.audit(crate::audit::Event::PluginUnloaded {
+                    plugin: (*name).to_owned(),
+                    hash: gone.hash().to_owned(),
+                });
             }
         }
         let (mut policies, mut approvals) = (Vec::new(), Vec::new());

@@ -16,6 +16,7 @@ use super::refusal::Refusals;
 use super::session::{self, Idle};
 use super::startup::{InitialRequest, read_initial};
 use super::startup_params::ClientStartup;
+use super::trail::Trail;
 use crate::analysis::{Analyzer, Statement, analyze_uncached};
 use crate::config::Config;
 use crate::identity::SigningKey;
@@ -172,7 +173,9 @@ tls = "disable"
             notices,
             cancelled: Default::default(),
         };
-        let mut gate = Gate::new(self.shared.clone(), info, refusals.clone(), signals);
+        // The audit trail runs too: its result matching reads the upstream's bytes.
+        let (trail, mut results) = Trail::new(self.shared.audit.clone(), info.clone());
+        let mut gate = Gate::new(self.shared.clone(), info, refusals.clone(), signals, trail);
         let mut client_in =
             FrameReader::new(from_client, MAX_MESSAGE).accepting(session::client_may_send);
         let mut upstream_in =
@@ -192,7 +195,8 @@ tls = "disable"
                     &mut to_client,
                     &refusals,
                     &cycles_done,
-                    &mut notices_in
+                    &mut notices_in,
+                    results.as_mut(),
                 ),
             )
         };

@@ -13,6 +13,7 @@ use super::Shared;
 use super::frame::{Frame, FrameReader, FrameWriter};
 use super::messages::{self, sqlstate};
 use super::refusal::Refusals;
+use super::trail::{Decided, Trail};
 use crate::analysis::Statement;
 use crate::approvals::{self, ApprovalError, NewRequest, Opened, Routing};
 use crate::plugins::{PluginHost, PluginSet, SessionPlugins, wit};
@@ -56,6 +57,17 @@ pub struct Gate {
     /// approvers): every EXECUTE of them is held.
     approval_per_execute: HashMap<String, (Decider, String)>,
     signals: HoldSignals,
+    trail: Trail,
+    /// How the statement text last judged (or the execution last held) was decided, for its
+    /// audit record.
+    last: Last,
+}
+
+/// The analysis and decision of the last statement text judged.
+#[derive(Default)]
+struct Last {
+    statements: Option<Arc<[Statement]>>,
+    decided: Decided,
 }
 
 impl Gate {
@@ -64,9 +76,12 @@ impl Gate {
         info: SessionInfo,
         refusals: Arc<Refusals>,
         signals: HoldSignals,
+        trail: Trail,
     ) -> Gate {
         let instances = shared.plugins.clone().map(SessionPlugins::new);
         Gate {
+            trail,
+            last: Last::default(),
             shared,
             info,
             instances,
@@ -86,6 +101,11 @@ impl Gate {
     /// `cycles_done` of them.
     pub fn at_rest(&self, cycles_done: u64) -> bool {
         self.between_cycles && self.cycles == cycles_done
+    }
+
+    /// Statement texts judged so far.
+    pub fn statements(&self) -> u64 {
+        self.statements
     }
 
     fn policies_loaded(&self) -> bool {
@@ -111,18 +131,34 @@ impl Gate {
                 b'B' => bind_params(frame.body()).unwrap_or_default(),
                 _ => Vec::new(),
             };
-            match self.check_text(held.sql.as_deref(), &params, client).await {
-                None => out.queue(held.frame.raw()),
+            let refusal = self.check_text(held.sql.as_deref(), &params, client).await;
+            let (refusal, id) = self
+                .record_text("parse", held.sql.as_deref(), &params, refusal)
+                .await;
+            match refusal {
+                None => {
+                    self.trail.prepared("", id);
+                    out.queue(held.frame.raw())
+                }
                 Some((code, message)) => {
                     out.queue(&self.refusals.parse(self.cycles, "", code, &message))
                 }
             }
         }
+        let auditing = self.trail.enabled();
         match frame.tag() {
             b'Q' => {
                 let sql = cstr(frame.body()).0;
-                match self.check_text(sql, &[], client).await {
-                    None => out.queue(frame.raw()),
+                let refusal = self.check_text(sql, &[], client).await;
+                let (refusal, id) = self.record_text("query", sql, &[], refusal).await;
+                match refusal {
+                    None => {
+                        if auditing {
+                            let parts = self.last.statements.as_ref().map_or(1, |s| s.len());
+                            self.trail.expect_query(id, parts);
+                        }
+                        out.queue(frame.raw())
+                    }
                     Some((code, message)) => {
                         out.queue(&self.refusals.query(self.cycles, code, &message))
                     }
@@ -141,42 +177,80 @@ impl Gate {
                 // A named statement is decided once, here, and keeps that decision; one that
                 // needs approval is prepared now and held at each Bind, with its parameters.
                 let name = name.unwrap_or("");
+                let mut refusal = None;
                 match self.judge(sql, &[]).await {
-                    Judgement::Pass => out.queue(frame.raw()),
-                    Judgement::Refuse(code, message) => {
-                        out.queue(&self.refusals.parse(self.cycles, name, code, &message))
-                    }
+                    Judgement::Pass => {}
+                    Judgement::Refuse(code, message) => refusal = Some((code, message)),
                     Judgement::Approval(approval) => {
                         // A Parse reusing a name Postgres still holds fails there, and the
                         // statement behind the name keeps needing approval.
                         self.approval_per_bind
                             .entry(name.to_owned())
                             .or_insert(approval);
-                        out.queue(frame.raw());
+                        // Preparing runs nothing: each Bind is held and recorded.
+                        self.last.decided.decision = "allow";
+                    }
+                }
+                let (refusal, id) = self.record_text("parse", sql, &[], refusal).await;
+                match refusal {
+                    None => {
+                        self.trail.prepared(name, id);
+                        out.queue(frame.raw())
+                    }
+                    Some((code, message)) => {
+                        out.queue(&self.refusals.parse(self.cycles, name, code, &message))
                     }
                 }
             }
             // Bind is per execution: the statement name is only read once some named
-            // statement in this session needs approval.
-            b'B' if self.approval_per_bind.is_empty() => out.queue(frame.raw()),
+            // statement in this session needs approval, or for the audit record.
+            b'B' if self.approval_per_bind.is_empty() && !auditing => out.queue(frame.raw()),
             b'B' => {
-                let statement = cstr(cstr(frame.body()).1).0.unwrap_or("");
+                let (portal, rest) = cstr(frame.body());
+                let statement = cstr(rest).0.unwrap_or("");
                 let named = (!statement.is_empty())
                     .then(|| self.approval_per_bind.get(statement).cloned())
                     .flatten();
-                match named {
-                    None => out.queue(frame.raw()),
-                    Some(approval) => {
-                        let params = bind_params(frame.body()).unwrap_or_default();
-                        match self.hold(&approval, &params, client).await {
-                            None => out.queue(frame.raw()),
-                            // Fails at the Bind's place; Postgres then skips to Sync.
-                            Some((code, message)) => {
-                                out.queue(&self.refusals.parse(self.cycles, "", code, &message))
-                            }
-                        }
+                let params = if named.is_some() {
+                    bind_params(frame.body()).unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                self.last = Last {
+                    statements: None,
+                    decided: Decided {
+                        decision: "allow",
+                        ..Decided::default()
+                    },
+                };
+                let mut refusal = match named {
+                    None => None,
+                    Some(approval) => self.hold(&approval, &params, client).await,
+                };
+                if auditing {
+                    let decided = std::mem::take(&mut self.last.decided);
+                    let decided = refused_if(decided, &refusal);
+                    let recorded = bind_params_recorded(frame.body()).unwrap_or_default();
+                    if let Err(e) = self
+                        .trail
+                        .bind(statement, portal.unwrap_or(""), &recorded, decided)
+                        .await
+                    {
+                        refusal = Some(audit_refusal(&e));
                     }
                 }
+                match refusal {
+                    None => out.queue(frame.raw()),
+                    // Fails at the Bind's place; Postgres then skips to Sync.
+                    Some((code, message)) => {
+                        out.queue(&self.refusals.parse(self.cycles, "", code, &message))
+                    }
+                }
+            }
+            b'E' if auditing => {
+                self.trail
+                    .expect_execute(cstr(frame.body()).0.unwrap_or(""));
+                out.queue(frame.raw())
             }
             b'C' => {
                 if let Some((&b'S', name)) = frame.body().split_first() {
@@ -193,7 +267,36 @@ impl Gate {
             _ => out.queue(frame.raw()),
         }
         if self.between_cycles {
+            if auditing {
+                self.trail.expect_cycle_end();
+            }
             self.cycles += 1;
+        }
+    }
+
+    /// Writes the audit record of the statement text last judged. A text allowed to run is
+    /// durable before it is forwarded; if the log cannot take it, the text is refused instead.
+    /// Returns the (possibly new) refusal and the record number.
+    async fn record_text(
+        &mut self,
+        protocol: &'static str,
+        sql: Option<&str>,
+        params: &[Option<String>],
+        refusal: Option<(&'static str, String)>,
+    ) -> (Option<(&'static str, String)>, u64) {
+        if !self.trail.enabled() {
+            return (refusal, 0);
+        }
+        let last = std::mem::take(&mut self.last);
+        let decided = refused_if(last.decided, &refusal);
+        let written = self
+            .trail
+            .text(protocol, sql, last.statements.as_deref(), params, decided)
+            .await;
+        self.last.statements = last.statements;
+        match written {
+            Ok(id) => (refusal, id),
+            Err(e) => (refusal.or_else(|| Some(audit_refusal(&e))), 0),
         }
     }
 
@@ -212,19 +315,32 @@ impl Gate {
         }
     }
 
-    /// What the policies say about a statement text.
+    /// What the policies say about a statement text. Also keeps its analysis and decision
+    /// in `last` for the audit record.
     async fn judge(&mut self, sql: Option<&str>, params: &[Option<String>]) -> Judgement {
-        // No plugin directory, or one with no policy in it: nobody objects.
-        let Some(instances) = self.instances.as_mut() else {
-            return Judgement::Pass;
+        self.last = Last {
+            statements: None,
+            decided: Decided {
+                decision: "allow",
+                ..Decided::default()
+            },
         };
-        let plugins = instances.host().current();
-        if plugins.policies.is_empty() {
+        // No plugin directory, or one with no policy in it: nobody objects.
+        let plugins = self
+            .instances
+            .as_ref()
+            .map(|i| i.host().current())
+            .filter(|p| !p.policies.is_empty());
+        let auditing = self.trail.enabled();
+        if plugins.is_none() && !auditing {
             return Judgement::Pass;
         }
         self.statements += 1;
         let span = tracing::debug_span!("statement", sluice.statement = self.statements);
         let Some(sql) = sql else {
+            if plugins.is_none() {
+                return Judgement::Pass;
+            }
             return Judgement::Refuse(
                 sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
                 "sluice: statement text is not valid UTF-8 (use client_encoding UTF8)".into(),
@@ -232,10 +348,19 @@ impl Gate {
         };
         let statements = match self.shared.analyzer.analyze(sql) {
             Ok(statements) => statements,
+            // Without policies nothing depends on the analysis: Postgres answers the error.
+            Err(_) if plugins.is_none() => return Judgement::Pass,
             Err(e) => {
                 span.in_scope(|| tracing::info!(error = %e, "unparsable statement refused"));
                 return Judgement::Refuse(sqlstate::SYNTAX_ERROR, format!("sluice: {e}"));
             }
+        };
+        self.last.statements = Some(statements.clone());
+        let Some(plugins) = plugins else {
+            return Judgement::Pass;
+        };
+        let Some(instances) = self.instances.as_mut() else {
+            return Judgement::Pass;
         };
         let mut verdict = policy::decide(&plugins, instances, &self.info, &statements, params)
             .instrument(span.clone())
@@ -271,6 +396,22 @@ impl Gate {
                     verdict = Verdict::RequireApproval(decider.clone());
                     break;
                 }
+            }
+        }
+        match &verdict {
+            Verdict::Allow => {}
+            Verdict::Deny(d) | Verdict::RequireApproval(d) => {
+                self.last.decided = Decided {
+                    decision: if matches!(verdict, Verdict::Deny(_)) {
+                        "deny"
+                    } else {
+                        "approval"
+                    },
+                    plugin: Some(d.plugin.to_string()),
+                    plugin_hash: Some(d.hash.to_string()),
+                    reason: Some(d.reason.clone()),
+                    ..Decided::default()
+                };
             }
         }
         match verdict {
@@ -323,9 +464,29 @@ impl Gate {
         client: &mut FrameReader<R>,
     ) -> Option<(&'static str, String)> {
         let span = approval.span.clone();
-        self.hold_in_span(approval, params, client)
+        self.last.decided = Decided {
+            decision: "approval",
+            plugin: Some(approval.decider.plugin.to_string()),
+            plugin_hash: Some(approval.decider.hash.to_string()),
+            reason: Some(approval.decider.reason.clone()),
+            ..Decided::default()
+        };
+        let refusal = self
+            .hold_in_span(approval, params, client)
             .instrument(span)
-            .await
+            .await;
+        self.last.decided.decision = match &refusal {
+            None => "approved",
+            Some((code, message)) if *code == sqlstate::QUERY_CANCELED => {
+                if message.contains("withdrawn") {
+                    "withdrawn"
+                } else {
+                    "approval-expired"
+                }
+            }
+            Some(_) => "approval-denied",
+        };
+        refusal
     }
 
     async fn hold_in_span<R: AsyncRead + Unpin>(
@@ -363,6 +524,7 @@ impl Gate {
             Err(e) => return unavailable(e),
         }
         let id = approvals::new_id();
+        self.last.decided.approval = Some(id.clone());
         let routing = match self.routing_request(&id, approval, params) {
             None => Ok(Routing::Default),
             Some((host, set, request)) => approvals::route(&host, &set, &request).await,
@@ -395,6 +557,7 @@ impl Gate {
         let mut pending = match approvals.open(request, routing).await {
             Ok(Opened::Waiting(pending)) => pending,
             Ok(Opened::Decided(record)) => {
+                self.last.decided.approvers = approvers_of(&record);
                 if let (Status::Approved, Some(vote)) = (record.status, record.votes.first()) {
                     // The agent learns which request id its statement ran under.
                     let _ = self.signals.notices.send(messages::notice(format!(
@@ -444,6 +607,7 @@ impl Gate {
                 Err(e) => return unavailable(e),
             },
         };
+        self.last.decided.approvers = approvers_of(&record);
         settled(&record)
     }
 
@@ -475,6 +639,44 @@ impl Gate {
         };
         Some((host, set, request))
     }
+}
+
+fn approvers_of(record: &crate::state::ApprovalRecord) -> Vec<String> {
+    record
+        .votes
+        .iter()
+        .map(|v| {
+            format!(
+                "{}:{}",
+                if v.approve { "approved" } else { "denied" },
+                v.approver
+            )
+        })
+        .collect()
+}
+
+/// A decision as recorded, given what actually happened to the message.
+fn refused_if(mut decided: Decided, refusal: &Option<(&'static str, String)>) -> Decided {
+    if let Some((code, message)) = refusal {
+        if decided.allowed() || decided.decision.is_empty() {
+            decided.decision = if *code == sqlstate::INSUFFICIENT_PRIVILEGE {
+                "deny"
+            } else {
+                "error"
+            };
+        }
+        decided.reason.get_or_insert_with(|| message.clone());
+    }
+    decided
+}
+
+fn audit_refusal(e: &crate::audit::AuditError) -> (&'static str, String) {
+    tracing::error!(error = %e, "statement refused: the audit log cannot take its record");
+    (
+        sqlstate::IO_ERROR,
+        "sluice: the audit log cannot be written; statement refused (audit.on_failure = \"refuse\")"
+            .into(),
+    )
 }
 
 /// What a decided request means for the held statement: `None` runs it.
@@ -545,6 +747,21 @@ pub(super) fn cstr(bytes: &[u8]) -> (Option<&str>, &[u8]) {
 /// Parameter values of a Bind message as text (`None` for NULL and binary-format values), or
 /// `None` if the message is malformed (Postgres will reject it).
 pub(super) fn bind_params(body: &[u8]) -> Option<Vec<Option<String>>> {
+    bind_values(body, |_| None)
+}
+
+/// Parameter values of a Bind message for the audit record: text values as they are, binary
+/// ones as `\x` and hex (NULL stays `None`).
+pub(super) fn bind_params_recorded(body: &[u8]) -> Option<Vec<Option<String>>> {
+    bind_values(body, |value| {
+        Some(format!("\\x{}", crate::audit::record::hex(value)))
+    })
+}
+
+fn bind_values(
+    body: &[u8],
+    binary: impl Fn(&[u8]) -> Option<String>,
+) -> Option<Vec<Option<String>>> {
     let (_portal, rest) = cstr(body);
     let (_statement, mut rest) = cstr(rest);
     let format_count = wire_count(&mut rest)?;
@@ -573,7 +790,11 @@ pub(super) fn bind_params(body: &[u8]) -> Option<Vec<Option<String>>> {
             return None;
         }
         let value = &rest[..len];
-        params.push((format == 0).then(|| String::from_utf8_lossy(value).into_owned()));
+        params.push(if format == 0 {
+            Some(String::from_utf8_lossy(value).into_owned())
+        } else {
+            binary(value)
+        });
         rest.advance(len);
     }
     Some(params)

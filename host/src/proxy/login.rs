@@ -15,6 +15,7 @@ use super::messages::{self, sqlstate};
 use super::startup::{InitialRequest, StartupError, read_initial};
 use super::startup_params::ClientStartup;
 use super::upstream::UpstreamSession;
+use crate::audit::Event;
 use crate::config::ClientTlsMode;
 use crate::identity::Grant;
 
@@ -100,6 +101,7 @@ pub async fn login(
     over_capacity: bool,
 ) -> Result<Established, LoginError> {
     let deadline = tokio::time::Instant::now() + shared.config.server.login_timeout;
+    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     // Until the startup packet there is nobody to tell: a client that stalls is dropped
     // silently, as Postgres does.
     let (stream, major, minor, params) =
@@ -145,6 +147,15 @@ pub async fn login(
         Ok(s) => s,
         Err(refusal) => return client.refuse(refusal.code, refusal.message).await,
     };
+    // Logins refused after the client said who it is are audited, by reason class.
+    let failed = |reason: &str| {
+        shared.audit.record(Event::LoginFailure {
+            client_addr: peer.clone(),
+            user: Some(startup.user.clone()),
+            database: Some(startup.database.clone()),
+            reason: reason.to_owned(),
+        })
+    };
     let span = tracing::Span::current();
     span.record("user", startup.user.as_str());
     span.record("database", startup.database.as_str());
@@ -162,6 +173,7 @@ pub async fn login(
     let read = tokio::time::timeout_at(deadline, client.reader.next()).await;
     let Ok(read) = read else {
         tracing::info!("login timed out waiting for the token");
+        failed("login_timeout");
         return client
             .refuse(
                 sqlstate::QUERY_CANCELED,
@@ -184,6 +196,7 @@ pub async fn login(
                 .await;
         }
         None => {
+            failed("no_token");
             return Err(LoginError::Refused(
                 "client left before sending a token".into(),
             ));
@@ -196,6 +209,7 @@ pub async fn login(
         Ok(grant) => grant,
         Err(e) => {
             tracing::warn!(reason = e.class(), "token refused");
+            failed(e.class());
             return client
                 .refuse(
                     sqlstate::INVALID_PASSWORD,
@@ -215,6 +229,7 @@ pub async fn login(
             max_connections_per_subject = per_subject,
             "connection refused: subject holds too many sessions"
         );
+        failed("too_many_connections_for_subject");
         return client
             .refuse(
                 sqlstate::TOO_MANY_CONNECTIONS,
@@ -224,6 +239,7 @@ pub async fn login(
     };
 
     let Some(upstream) = shared.upstreams.get(&grant.database).cloned() else {
+        failed("unknown_database");
         return client
             .refuse(
                 sqlstate::INVALID_CATALOG_NAME,
@@ -243,6 +259,7 @@ pub async fn login(
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "upstream login failed");
+            failed("upstream_login_failed");
             return client
                 .refuse(
                     sqlstate::CONNECTION_FAILURE,

@@ -25,6 +25,7 @@ pub mod sqlstate {
     pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
     pub const SYNTAX_ERROR: &str = "42601";
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+    pub const IO_ERROR: &str = "58030";
 }
 
 fn encode(message: &impl Message) -> Bytes {

@@ -11,6 +11,7 @@ mod refusal;
 mod session;
 mod startup;
 mod startup_params;
+mod trail;
 mod upstream;
 mod workers;
 
@@ -54,6 +55,8 @@ pub struct Shared {
     pub limits: limits::ConnectionLimits,
     /// The approval queue held statements wait in.
     pub approvals: Arc<Approvals>,
+    /// The audit log (a no-op when `[audit] enabled = false`).
+    pub audit: Arc<crate::audit::Audit>,
     next_session: AtomicU64,
 }
 
@@ -74,6 +77,8 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     #[error("cannot open the state store: {0}")]
     State(#[from] crate::state::StateError),
     #[error("cannot start session threads: {0}")]
@@ -93,6 +98,13 @@ impl Shared {
             source,
         })?;
         let tokens = Arc::new(TokenAuthority::from_config(&config.identity)?);
+        let audit = Arc::new(crate::audit::Audit::start(
+            &config.audit,
+            config.audit_path(),
+            Some(crate::identity::SigningKey::load(
+                &config.identity.signing_key,
+            )?),
+        )?);
         let tls = TlsAcceptor::from(crate::tls::server_config(
             &config.tls,
             &config.server.data_dir,
@@ -113,6 +125,7 @@ impl Shared {
                         memory_bytes: (config.plugins.memory_mib as usize) << 20,
                     },
                 )?;
+                host.set_audit(audit.clone());
                 host.reload()?;
                 Some(host)
             }
@@ -131,9 +144,11 @@ impl Shared {
                 config.approvals.webhooks.clone(),
                 config.approvals.webhook_timeout,
             ),
+            audit.clone(),
         );
         Ok(Shared {
             approvals,
+            audit,
             config,
             tls,
             tokens,
@@ -249,6 +264,7 @@ impl Gateway {
             self.sessions.wait().await;
         }
         tracing::info!(elapsed = ?started.elapsed(), "all sessions closed");
+        self.shared.audit.close().await;
     }
 }
 
@@ -347,9 +363,26 @@ async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id
         client_addr: peer.to_string(),
         application_name: established.application_name.clone(),
     };
+    shared.audit.record(crate::audit::Event::SessionStart {
+        session: id,
+        subject: info.subject.clone(),
+        groups: info.groups.clone(),
+        token_id: info.token_id.clone(),
+        client_addr: info.client_addr.clone(),
+        database: info.database.clone(),
+        application_name: info.application_name.clone(),
+    });
+    let subject = info.subject.clone();
     let started = Instant::now();
-    let end = session::run(&shared, established, info).await;
+    let (end, statements) = session::run(&shared, established, info).await;
     let duration = started.elapsed();
+    shared.audit.record(crate::audit::Event::SessionEnd {
+        session: id,
+        subject,
+        duration_ms: duration.as_millis() as u64,
+        statements,
+        reason: end.class().to_owned(),
+    });
     match &end {
         SessionEnd::ClientTerminated | SessionEnd::ClientDisconnected => {
             tracing::info!(?duration, reason = ?end, "session ended");

@@ -17,6 +17,7 @@ use super::gate::{Gate, HoldSignals};
 use super::login::Established;
 use super::messages::{self, sqlstate};
 use super::refusal::Refusals;
+use super::trail::{Results, Trail};
 use crate::policy::SessionInfo;
 
 /// Why a session ended.
@@ -79,7 +80,31 @@ pub(super) fn upstream_may_send(tag: u8) -> bool {
     )
 }
 
-pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionInfo) -> SessionEnd {
+impl SessionEnd {
+    /// A short name for the audit log.
+    pub fn class(&self) -> &'static str {
+        match self {
+            SessionEnd::ClientTerminated => "client_terminated",
+            SessionEnd::ClientDisconnected => "client_disconnected",
+            SessionEnd::UpstreamClosed => "upstream_closed",
+            SessionEnd::UpstreamVanished => "upstream_vanished",
+            SessionEnd::TokenExpired => "token_expired",
+            SessionEnd::Shutdown => "shutdown",
+            SessionEnd::IdleTimeout => "idle_timeout",
+            SessionEnd::ClientProtocol(_) => "client_protocol_error",
+            SessionEnd::UpstreamProtocol(_) => "upstream_protocol_error",
+            SessionEnd::ClientIo(_) => "client_io_error",
+            SessionEnd::UpstreamIo(_) => "upstream_io_error",
+        }
+    }
+}
+
+/// Runs the session; returns why it ended and how many statement texts it judged.
+pub async fn run(
+    shared: &Arc<Shared>,
+    established: Established,
+    info: SessionInfo,
+) -> (SessionEnd, u64) {
     let Established {
         client,
         grant,
@@ -111,7 +136,8 @@ pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionIn
         notices,
         cancelled: cancel_key.cancelled.clone(),
     };
-    let mut gate = Gate::new(shared.clone(), info, refusals.clone(), signals);
+    let (trail, mut results) = Trail::new(shared.audit.clone(), info.clone());
+    let mut gate = Gate::new(shared.clone(), info, refusals.clone(), signals, trail);
     let cycles_done = AtomicU64::new(0);
     let idle = Idle {
         timeout: shared.config.server.idle_timeout,
@@ -119,7 +145,7 @@ pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionIn
     };
     let end = tokio::select! {
         end = client_to_upstream(&mut client_in, &mut up_out, &mut gate, idle) => end,
-        end = upstream_to_client(&mut up_in, &mut client_out, &refusals, &cycles_done, &mut notices_in) => end,
+        end = upstream_to_client(&mut up_in, &mut client_out, &refusals, &cycles_done, &mut notices_in, results.as_mut()) => end,
         () = expiry => SessionEnd::TokenExpired,
         () = shared.terminate.cancelled() => SessionEnd::Shutdown,
     };
@@ -158,7 +184,7 @@ pub async fn run(shared: &Arc<Shared>, established: Established, info: SessionIn
         client_out.close_with(to_client.as_deref()),
         up_out.close_with(to_upstream.as_deref()),
     );
-    end
+    (end, gate.statements())
 }
 
 /// What the client direction needs to tell an idle session from one waiting on a statement.
@@ -228,6 +254,7 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
     refusals: &Refusals,
     cycles_done: &AtomicU64,
     notices: &mut mpsc::UnboundedReceiver<Bytes>,
+    mut results: Option<&mut Results>,
 ) -> SessionEnd {
     // Whether the last message relayed was a FATAL: then a close is the upstream's own,
     // explained, ending (admin shutdown, its idle timeout...).
@@ -254,6 +281,9 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
         };
         while let Some(frame) = next {
             said_fatal = frame.tag() == b'E' && is_fatal(frame.body());
+            if let Some(results) = results.as_deref_mut() {
+                results.saw(frame.tag(), frame.body());
+            }
             match frame.tag() {
                 b'E' if refusals.any() => {
                     match refusals.rewrite(cycles_done.load(Ordering::Relaxed), frame.body()) {
