@@ -17,62 +17,10 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 SCALE=${SCALE:-10}
 
-bindir=$(pg_config --bindir 2>/dev/null || true)
-[ -x "$bindir/initdb" ] || bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
-[ -x "$bindir/initdb" ] || { echo "initdb not found: apt-get install postgresql" >&2; exit 1; }
-command -v pgbench >/dev/null || { echo "pgbench not found: apt-get install postgresql-contrib" >&2; exit 1; }
+source bench/lib.sh
+SLUICE_PORT=$(free_port); BOUNCER_PORT=$(free_port); PLUGGED_PORT=$(free_port)
 PGBOUNCER=$(command -v pgbouncer || true)
 [ -n "$PGBOUNCER" ] || echo "pgbouncer not installed (apt-get install pgbouncer): comparing direct and sluice only" >&2
-
-cargo build --release -q -p sluice
-SLUICE=$PWD/target/release/sluice
-
-work=$(mktemp -d /tmp/sluice-bench-XXXXXX)
-as_pg=()
-if [ "$(id -u)" = 0 ]; then
-    chown postgres: "$work"
-    as_pg=(runuser -u postgres --)
-fi
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on port $1" >&2; return 1
-}
-
-PG_PORT=$(free_port); SLUICE_PORT=$(free_port); BOUNCER_PORT=$(free_port); PLUGGED_PORT=$(free_port)
-PASSWORD=bench-$RANDOM$RANDOM
-
-echo "$PASSWORD" > "$work/pwfile"; chmod 644 "$work/pwfile"
-"${as_pg[@]}" "$bindir/initdb" -D "$work/data" -U postgres -A scram-sha-256 --pwfile="$work/pwfile" \
-    -E UTF8 --locale=C --no-sync >/dev/null
-cat >> "$work/data/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = ''
-max_connections = 200
-shared_buffers = 256MB
-fsync = off
-synchronous_commit = off
-CONF
-"${as_pg[@]}" "$bindir/postgres" -D "$work/data" >"$work/postgres.log" 2>&1 &
-pids+=($!)
-wait_port "$PG_PORT"
-
-export PGHOST=127.0.0.1 PGSSLMODE=disable
-PGPASSWORD=$PASSWORD psql -qX -p "$PG_PORT" -U postgres -d postgres \
-    -c "CREATE ROLE bench LOGIN PASSWORD '$PASSWORD'" -c "CREATE DATABASE bench OWNER bench" >/dev/null
-PGPASSWORD=$PASSWORD pgbench -q -i -s "$SCALE" -p "$PG_PORT" -U bench bench 2>/dev/null
 
 # Sluice: plain TCP on both legs for a like-for-like comparison.
 mkdir -p "$work/sluice" "$work/plugged"
@@ -93,6 +41,8 @@ database = "bench"
 url = "postgres://bench@127.0.0.1:$PG_PORT/bench"
 password_file = "./upstream.password"
 tls = "disable"
+[audit]
+enabled = ${AUDIT:-false}
 CONF
 RUST_LOG=warn "$SLUICE" serve --config "$work/sluice/sluice.toml" 2>"$work/sluice.log" &
 pids+=($!)

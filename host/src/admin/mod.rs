@@ -26,6 +26,10 @@ pub struct AdminState {
     /// The approval queue and what authenticates approvers; absent, the approvals API answers
     /// 503.
     pub approvals: Option<approvals::ApprovalsApi>,
+    /// What `/metrics` serves.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Readiness also needs a writable audit log (when statements are refused without one).
+    pub audit: Option<Arc<crate::audit::Audit>>,
 }
 
 impl AdminState {
@@ -38,6 +42,8 @@ impl AdminState {
                 approvals: shared.approvals.clone(),
                 tokens: shared.tokens.clone(),
             }),
+            metrics: Some(shared.metrics.clone()),
+            audit: Some(shared.audit.clone()),
         }
     }
 }
@@ -47,6 +53,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/v1/plugins", get(plugins))
+        .route("/metrics", get(metrics))
         .merge(approvals::routes())
         .merge(page::routes())
         .with_state(state)
@@ -67,11 +74,34 @@ async fn plugins(
 }
 
 async fn ready(State(state): State<Arc<AdminState>>) -> (StatusCode, &'static str) {
-    if state.accepting.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
+    if !state.accepting.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if state.audit.as_ref().is_some_and(|a| a.refusing()) {
+        (StatusCode::SERVICE_UNAVAILABLE, "audit log not writable\n")
+    } else {
+        (StatusCode::OK, "ready\n")
     }
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(state): State<Arc<AdminState>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(metrics) = &state.metrics else {
+        return (StatusCode::NOT_FOUND, "no metrics here\n").into_response();
+    };
+    if let Some(api) = &state.approvals
+        && let Ok(pending) = api.approvals.pending().await
+    {
+        metrics.approvals_pending.set(pending.len() as i64);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+        .into_response()
 }
 
 /// Binds `addr` and serves until `stop` fires. Returns the bound address.

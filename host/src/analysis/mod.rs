@@ -51,6 +51,36 @@ pub enum StatementKind {
     Other,
 }
 
+impl StatementKind {
+    /// The contract's name for the kind (`copy-in`, `do-block`...), for metrics and the audit
+    /// log.
+    pub fn label(self) -> &'static str {
+        use StatementKind as K;
+        match self {
+            K::Select => "select",
+            K::Insert => "insert",
+            K::Update => "update",
+            K::Delete => "delete",
+            K::Merge => "merge",
+            K::CopyIn => "copy-in",
+            K::CopyOut => "copy-out",
+            K::Ddl => "ddl",
+            K::Transaction => "transaction",
+            K::Set => "set",
+            K::Reset => "reset",
+            K::Show => "show",
+            K::Call => "call",
+            K::DoBlock => "do-block",
+            K::Explain => "explain",
+            K::Prepared => "prepared",
+            K::Cursor => "cursor",
+            K::Notify => "notify",
+            K::Utility => "utility",
+            K::Other => "other",
+        }
+    }
+}
+
 /// One statement's analysis: its own text, and what the parser found in it, shared by every
 /// statement of the same shape (so a new constant costs one string, not a copy of the facts).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -64,6 +64,7 @@ impl Audit {
         config: &AuditConfig,
         path: std::path::PathBuf,
         key: Option<SigningKey>,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Result<Audit, AuditError> {
         if !config.enabled {
             return Ok(Audit::disabled());
@@ -76,6 +77,7 @@ impl Audit {
             rotate_interval: config.rotate_interval,
             checkpoint_interval: config.checkpoint_interval,
             key: key.map(Arc::new),
+            metrics,
         };
         let (writer, opened) = writer::Writer::open(writer_config, failing.clone())
             .map_err(|source| AuditError::Open { path, source })?;
@@ -104,6 +106,11 @@ impl Audit {
     /// Whether the last write failed (for readiness and metrics).
     pub fn failing(&self) -> bool {
         self.failing.load(Ordering::Relaxed)
+    }
+
+    /// Whether statements are being refused because the log cannot be written.
+    pub fn refusing(&self) -> bool {
+        self.on_failure == OnAuditFailure::Refuse && self.failing()
     }
 
     fn send(&self, command: writer::Command) -> bool {
@@ -183,7 +190,7 @@ mod tests {
         let path = dir.join("audit.jsonl");
         let key = SigningKey::generate().unwrap();
         let public = key.public_key().to_vec();
-        let audit = Audit::start(&config(), path.clone(), Some(key)).unwrap();
+        let audit = Audit::start(&config(), path.clone(), Some(key), None).unwrap();
         for i in 0..n {
             audit.durable(end(i)).await.unwrap();
         }
@@ -334,7 +341,7 @@ mod tests {
             rotate_interval: Some(std::time::Duration::from_millis(1)),
             ..config()
         };
-        let audit = Audit::start(&config, path.clone(), Some(key)).unwrap();
+        let audit = Audit::start(&config, path.clone(), Some(key), None).unwrap();
         for i in 0..5 {
             audit.durable(end(i)).await.unwrap();
             std::thread::sleep(std::time::Duration::from_millis(2));
@@ -351,7 +358,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unwritable_log_fails_durable_records_unless_told_to_continue() {
-        let refuse = Audit::start(&config(), "/dev/full".into(), None).unwrap();
+        let refuse = Audit::start(&config(), "/dev/full".into(), None, None).unwrap();
         assert!(matches!(
             refuse.durable(end(1)).await,
             Err(AuditError::Write(_))
@@ -361,7 +368,7 @@ mod tests {
             on_failure: OnAuditFailure::Continue,
             ..config()
         };
-        let go_on = Audit::start(&go_on, "/dev/full".into(), None).unwrap();
+        let go_on = Audit::start(&go_on, "/dev/full".into(), None, None).unwrap();
         assert!(go_on.durable(end(1)).await.is_ok());
     }
 }

@@ -29,6 +29,7 @@ pub struct WriterConfig {
     pub rotate_interval: Option<Duration>,
     pub checkpoint_interval: Duration,
     pub key: Option<Arc<SigningKey>>,
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 // Records are nearly every command; boxing them to shrink the once-per-run Close would cost
@@ -198,7 +199,17 @@ impl Writer {
             lines.push(b'\n');
         }
         let count = self.seq - seq;
-        match self.write(&lines) {
+        let started = Instant::now();
+        let written = self.write(&lines);
+        if let Some(metrics) = &self.config.metrics {
+            metrics
+                .audit_write_seconds
+                .observe(started.elapsed().as_secs_f64());
+            if written.is_err() {
+                metrics.audit_write_failures.inc();
+            }
+        }
+        match written {
             Ok(()) => {
                 self.len += lines.len() as u64;
                 self.since_checkpoint += count;

@@ -32,6 +32,18 @@ pub enum CallFailure {
     Reported(String),
 }
 
+impl CallFailure {
+    /// A label for metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            CallFailure::Timeout(_) => "timeout",
+            CallFailure::Trap(_) => "trap",
+            CallFailure::Instantiate(_) => "instantiate",
+            CallFailure::Reported(_) => "reported",
+        }
+    }
+}
+
 /// Verdicts remembered per instance; beyond this many of a kind the memo starts over.
 const MEMO_CAPACITY: usize = 4096;
 
@@ -214,7 +226,16 @@ impl SessionPlugins {
         // The epoch deadline stops wasm code wherever it runs. The call never yields to the
         // runtime, so a timer could not interrupt it; instead a call that took too long in
         // total (host imports, a stalled machine) is refused after the fact.
-        let overran = started.elapsed() > plugin.limits.timeout * 2 + Duration::from_millis(5);
+        let took = started.elapsed();
+        let overran = took > plugin.limits.timeout * 2 + Duration::from_millis(5);
+        if let Some(metrics) = self.host.metrics() {
+            metrics
+                .plugin_call_seconds
+                .get_or_create(&crate::metrics::PluginLabels {
+                    plugin: plugin.name.to_string(),
+                })
+                .observe(took.as_secs_f64());
+        }
         let failure = match outcome {
             Err(trap) => classify_trap(&trap, plugin.limits.timeout),
             Ok(_) if overran => CallFailure::Timeout(plugin.limits.timeout),
@@ -226,6 +247,15 @@ impl SessionPlugins {
         };
         // After a trap the instance's state is unknown: never reuse it.
         self.live.swap_remove(index);
+        if let Some(metrics) = self.host.metrics() {
+            metrics
+                .plugin_failures
+                .get_or_create(&crate::metrics::PluginFailureLabels {
+                    plugin: plugin.name.to_string(),
+                    reason: failure.class().to_owned(),
+                })
+                .inc();
+        }
         Err(failure)
     }
 }

@@ -225,6 +225,7 @@ pub struct PluginHost {
     stop_ticker: Arc<AtomicBool>,
     /// Where loads, reloads and load failures are recorded.
     audit: std::sync::OnceLock<Arc<crate::audit::Audit>>,
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl Drop for PluginHost {
@@ -281,12 +282,22 @@ impl PluginHost {
             generation: AtomicU64::new(0),
             stop_ticker,
             audit: std::sync::OnceLock::new(),
+            metrics: std::sync::OnceLock::new(),
         }))
     }
 
     /// Records plugin loads, reloads and failures in `audit` from now on.
     pub fn set_audit(&self, audit: Arc<crate::audit::Audit>) {
         let _ = self.audit.set(audit);
+    }
+
+    /// Counts reloads, load failures and plugin calls in `metrics` from now on.
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    pub(crate) fn metrics(&self) -> Option<&crate::metrics::Metrics> {
+        self.metrics.get().map(|m| &**m)
     }
 
     fn audit(&self, event: crate::audit::Event) {
@@ -381,6 +392,14 @@ impl PluginHost {
                     // The working version, if there was one, keeps serving.
                     let kept = by_name.get(name.as_str()).cloned();
                     tracing::error!(plugin = %name, %error, kept = kept.is_some(), "plugin failed to load");
+                    if let Some(metrics) = self.metrics() {
+                        metrics
+                            .plugin_load_failures
+                            .get_or_create(&crate::metrics::PluginLabels {
+                                plugin: name.clone(),
+                            })
+                            .inc();
+                    }
                     self.audit(crate::audit::Event::PluginLoadFailed {
                         plugin: name.clone(),
                         error: error.clone(),
@@ -419,6 +438,9 @@ impl PluginHost {
         policies.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.name.cmp(&b.name)));
         approvals.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.name.cmp(&b.name)));
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(metrics) = self.metrics() {
+            metrics.plugin_reloads.inc();
+        }
         let summary: Vec<String> = policies
             .iter()
             .map(|p| format!("{}@{}", p.name, &p.hash[..12]))

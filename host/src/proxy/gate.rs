@@ -230,6 +230,7 @@ impl Gate {
                 if auditing {
                     let decided = std::mem::take(&mut self.last.decided);
                     let decided = refused_if(decided, &refusal);
+                    self.shared.metrics.statement("execute", decided.decision);
                     let recorded = bind_params_recorded(frame.body()).unwrap_or_default();
                     if let Err(e) = self
                         .trail
@@ -284,11 +285,21 @@ impl Gate {
         params: &[Option<String>],
         refusal: Option<(&'static str, String)>,
     ) -> (Option<(&'static str, String)>, u64) {
-        if !self.trail.enabled() {
-            return (refusal, 0);
-        }
         let last = std::mem::take(&mut self.last);
         let decided = refused_if(last.decided, &refusal);
+        let metrics = &self.shared.metrics;
+        match last.statements.as_deref() {
+            Some(statements) => {
+                for statement in statements {
+                    metrics.statement(statement.kind.label(), decided.decision);
+                }
+            }
+            None => metrics.statement("unanalysed", decided.decision),
+        }
+        if !self.trail.enabled() {
+            self.last.statements = last.statements;
+            return (refusal, 0);
+        }
         let written = self
             .trail
             .text(protocol, sql, last.statements.as_deref(), params, decided)

@@ -149,6 +149,13 @@ pub async fn login(
     };
     // Logins refused after the client said who it is are audited, by reason class.
     let failed = |reason: &str| {
+        shared
+            .metrics
+            .login_failures
+            .get_or_create(&crate::metrics::ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
         shared.audit.record(Event::LoginFailure {
             client_addr: peer.clone(),
             user: Some(startup.user.clone()),
@@ -260,6 +267,13 @@ pub async fn login(
         Err(e) => {
             tracing::error!(error = %e, "upstream login failed");
             failed("upstream_login_failed");
+            shared
+                .metrics
+                .upstream_connect_errors
+                .get_or_create(&crate::metrics::DatabaseLabels {
+                    database: grant.database.clone(),
+                })
+                .inc();
             return client
                 .refuse(
                     sqlstate::CONNECTION_FAILURE,

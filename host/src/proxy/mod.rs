@@ -57,6 +57,7 @@ pub struct Shared {
     pub approvals: Arc<Approvals>,
     /// The audit log (a no-op when `[audit] enabled = false`).
     pub audit: Arc<crate::audit::Audit>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     next_session: AtomicU64,
 }
 
@@ -98,12 +99,14 @@ impl Shared {
             source,
         })?;
         let tokens = Arc::new(TokenAuthority::from_config(&config.identity)?);
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let audit = Arc::new(crate::audit::Audit::start(
             &config.audit,
             config.audit_path(),
             Some(crate::identity::SigningKey::load(
                 &config.identity.signing_key,
             )?),
+            Some(metrics.clone()),
         )?);
         let tls = TlsAcceptor::from(crate::tls::server_config(
             &config.tls,
@@ -126,6 +129,7 @@ impl Shared {
                     },
                 )?;
                 host.set_audit(audit.clone());
+                host.set_metrics(metrics.clone());
                 host.reload()?;
                 Some(host)
             }
@@ -149,6 +153,7 @@ impl Shared {
         Ok(Shared {
             approvals,
             audit,
+            metrics,
             config,
             tls,
             tokens,
@@ -373,9 +378,12 @@ async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id
         application_name: info.application_name.clone(),
     });
     let subject = info.subject.clone();
+    shared.metrics.sessions.inc();
+    shared.metrics.sessions_open.inc();
     let started = Instant::now();
     let (end, statements) = session::run(&shared, established, info).await;
     let duration = started.elapsed();
+    shared.metrics.sessions_open.dec();
     shared.audit.record(crate::audit::Event::SessionEnd {
         session: id,
         subject,

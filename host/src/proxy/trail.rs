@@ -125,7 +125,7 @@ impl Trail {
             text,
             kinds: statements
                 .iter()
-                .map(|s| format!("{:?}", s.kind).to_lowercase())
+                .map(|s| s.kind.label().to_owned())
                 .collect(),
             tables_read: statements
                 .iter()

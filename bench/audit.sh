@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The audit log's cost: pgbench through Sluice with auditing off, with `durability = "write"`
+# and with `durability = "fsync"` (group commit), same machine, same run, interleaved rounds.
+#
+#   bench/audit.sh                        # 3 rounds of 10 s per scenario and target
+#   ROUNDS=5 DURATION=20 bench/audit.sh
+#   PG_DURABLE=0 bench/audit.sh           # Postgres with fsync and synchronous_commit off
+#
+# Postgres keeps fsync and synchronous_commit on by default here: the question is what a
+# durable audit log adds in front of a durable database. Prints TPS (median over rounds) and
+# each target's ratio to auditing off.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+SCALE=${SCALE:-10}
+CLIENTS=${CLIENTS:-16}
+export PG_DURABLE=${PG_DURABLE:-1}
+
+source bench/lib.sh
+
+"$SLUICE" keys generate --out "$work/signing.pem" 2>/dev/null
+echo "$PASSWORD" > "$work/upstream.password"
+declare -A port=()
+targets=(audit-off audit-write audit-fsync)
+for t in "${targets[@]}"; do
+    mkdir -p "$work/$t"
+    port[$t]=$(free_port)
+    case $t in
+        audit-off) audit='enabled = false' ;;
+        audit-write) audit='durability = "write"' ;;
+        audit-fsync) audit='durability = "fsync"' ;;
+    esac
+    cat > "$work/$t/sluice.toml" <<CONF
+[server]
+listen = "127.0.0.1:${port[$t]}"
+data_dir = "./data"
+[tls]
+mode = "prefer"
+[identity]
+signing_key = "../signing.pem"
+max_ttl = "2h"
+[[upstream]]
+database = "bench"
+url = "postgres://bench@127.0.0.1:$PG_PORT/bench"
+password_file = "../upstream.password"
+tls = "disable"
+[audit]
+$audit
+CONF
+    RUST_LOG=warn "$SLUICE" serve --config "$work/$t/sluice.toml" 2>"$work/$t.log" &
+    pids+=($!)
+    wait_port "${port[$t]}"
+done
+TOKEN=$("$SLUICE" token mint --config "$work/audit-off/sluice.toml" --subject bench --database bench --ttl 2h)
+
+# run TARGET SCRIPT -> tps
+run() {
+    local target=$1 script=$2
+    local args=(-n -h 127.0.0.1 -p "${port[$target]}" -U bench -c "$CLIENTS" -j 2 -T "$DURATION" -M simple)
+    [ "$script" = select-only ] && args+=(-S)
+    PGPASSWORD=$TOKEN pgbench "${args[@]}" bench 2>/dev/null | awk '/^tps/ {print $3}'
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+echo "# $(date -u +%FT%TZ) $(nproc) cores; rounds=$ROUNDS duration=${DURATION}s scale=$SCALE clients=$CLIENTS; postgres fsync/synchronous_commit $([ "$PG_DURABLE" = 1 ] && echo on || echo off)"
+printf "%-12s %-12s %12s %8s %12s\n" script target tps ratio records
+for script in tpcb-like select-only; do
+    declare -A tps=()
+    for round in $(seq 1 "$ROUNDS"); do
+        n=${#targets[@]}
+        for i in $(seq 0 $((n - 1))); do
+            t=${targets[$(( (i + round) % n ))]}
+            tps[$t]+="$(run "$t" "$script") "
+        done
+    done
+    base=$(tr ' ' '\n' <<<"${tps[audit-off]}" | grep . | median)
+    for t in "${targets[@]}"; do
+        m=$(tr ' ' '\n' <<<"${tps[$t]}" | grep . | median)
+        records=$(cat "$work/$t"/data/audit/audit.jsonl* 2>/dev/null | wc -l)
+        printf "%-12s %-12s %12.1f %8.3f %12s\n" "$script" "$t" "$m" \
+            "$(awk -v a="$m" -v b="$base" 'BEGIN{print a/b}')" "$records"
+    done
+    unset tps
+done
+for t in audit-write audit-fsync; do
+    "$SLUICE" audit verify "$work/$t"/data/audit/audit.jsonl* >/dev/null 2>&1 &&
+        echo "# $t: audit verify ok" || echo "# $t: audit verify FAILED"
+done

@@ -1,0 +1,170 @@
+//! Prometheus metrics, served as text at `GET /metrics` on the admin listener. Counters are
+//! updated where things happen; the approvals-pending gauge is read from the store at scrape
+//! time.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatementLabels {
+    pub kind: String,
+    pub decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginFailureLabels {
+    pub plugin: String,
+    /// `timeout`, `trap`, `instantiate`, `reported`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatabaseLabels {
+    pub database: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub sessions_open: Gauge,
+    pub sessions: Counter,
+    pub login_failures: Family<ReasonLabels, Counter>,
+    pub statements: Family<StatementLabels, Counter>,
+    pub plugin_call_seconds: Family<PluginLabels, Histogram>,
+    pub plugin_failures: Family<PluginFailureLabels, Counter>,
+    pub approvals_pending: Gauge,
+    pub audit_write_seconds: Histogram,
+    pub audit_write_failures: Counter,
+    pub plugin_reloads: Counter,
+    pub plugin_load_failures: Family<PluginLabels, Counter>,
+    pub upstream_connect_errors: Family<DatabaseLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("sluice");
+        let sessions_open = Gauge::default();
+        registry.register(
+            "sessions_open",
+            "Client sessions logged in now",
+            sessions_open.clone(),
+        );
+        let sessions = Counter::default();
+        registry.register("sessions", "Client sessions logged in", sessions.clone());
+        let login_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "login_failures",
+            "Logins refused after the startup packet, by reason",
+            login_failures.clone(),
+        );
+        let statements = Family::<StatementLabels, Counter>::default();
+        registry.register(
+            "statements",
+            "Statements judged, by kind and decision",
+            statements.clone(),
+        );
+        // 1 µs .. ~1 s.
+        let plugin_call_seconds = Family::<PluginLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1e-6, 4.0, 11))
+        });
+        registry.register(
+            "plugin_call_seconds",
+            "Policy plugin calls (cached verdicts not counted)",
+            plugin_call_seconds.clone(),
+        );
+        let plugin_failures = Family::<PluginFailureLabels, Counter>::default();
+        registry.register(
+            "plugin_failures",
+            "Plugin calls that trapped, timed out or reported an error",
+            plugin_failures.clone(),
+        );
+        let approvals_pending = Gauge::default();
+        registry.register(
+            "approvals_pending",
+            "Approval requests waiting for a decision",
+            approvals_pending.clone(),
+        );
+        // 10 µs .. ~10 s.
+        let audit_write_seconds = Histogram::new(exponential_buckets(1e-5, 4.0, 11));
+        registry.register(
+            "audit_write_seconds",
+            "Audit batch writes (and fsyncs), one per group commit",
+            audit_write_seconds.clone(),
+        );
+        let audit_write_failures = Counter::default();
+        registry.register(
+            "audit_write_failures",
+            "Audit batches that could not be written",
+            audit_write_failures.clone(),
+        );
+        let plugin_reloads = Counter::default();
+        registry.register(
+            "plugin_reloads",
+            "Plugin directory reloads",
+            plugin_reloads.clone(),
+        );
+        let plugin_load_failures = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "plugin_load_failures",
+            "Plugin files that failed to load",
+            plugin_load_failures.clone(),
+        );
+        let upstream_connect_errors = Family::<DatabaseLabels, Counter>::default();
+        registry.register(
+            "upstream_connect_errors",
+            "Failed upstream logins, by database",
+            upstream_connect_errors.clone(),
+        );
+        Metrics {
+            registry,
+            sessions_open,
+            sessions,
+            login_failures,
+            statements,
+            plugin_call_seconds,
+            plugin_failures,
+            approvals_pending,
+            audit_write_seconds,
+            audit_write_failures,
+            plugin_reloads,
+            plugin_load_failures,
+            upstream_connect_errors,
+        }
+    }
+
+    /// One statement judged.
+    pub fn statement(&self, kind: &str, decision: &str) {
+        self.statements
+            .get_or_create(&StatementLabels {
+                kind: kind.to_owned(),
+                decision: decision.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
