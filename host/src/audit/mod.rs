@@ -316,6 +316,7 @@ mod tests {
             &config(),
             path.clone(),
             Some(SigningKey::generate().unwrap()),
+            None,
         )
         .unwrap();
         audit.durable(end(9)).await.unwrap();
