@@ -355,6 +355,7 @@ impl Approvals {
                     approver: v.approver.clone(),
                     approve: v.approve,
                     reason: v.reason.clone(),
+                    scope_seconds: v.scope.map(|d| d.as_secs()),
                 })
                 .collect(),
         });

@@ -138,6 +138,9 @@ pub struct VoteRecord {
     pub approver: String,
     pub approve: bool,
     pub reason: Option<String>,
+    /// A scoped grant given with the approval: the requester may run statements of this
+    /// fingerprint for this many seconds.
+    pub scope_seconds: Option<u64>,
 }
 
 /// What a checkpoint's signature covers.
