@@ -141,6 +141,7 @@ impl Gate {
                     out.queue(held.frame.raw())
                 }
                 Some((code, message)) => {
+                    self.trail.refused_parse("");
                     out.queue(&self.refusals.parse(self.cycles, "", code, &message))
                 }
             }
@@ -198,6 +199,7 @@ impl Gate {
                         out.queue(frame.raw())
                     }
                     Some((code, message)) => {
+                        self.trail.refused_parse(name);
                         out.queue(&self.refusals.parse(self.cycles, name, code, &message))
                     }
                 }

@@ -154,6 +154,11 @@ impl Trail {
         self.prepared.insert(name.to_owned(), statement);
     }
 
+    /// A Parse under `name` was refused: what Postgres holds under it is nothing we recorded.
+    pub fn refused_parse(&mut self, name: &str) {
+        self.prepared.remove(name);
+    }
+
     /// Records one execution of the statement prepared as `name`, bound to `portal`.
     pub async fn bind(
         &mut self,
@@ -185,6 +190,9 @@ impl Trail {
             params: (!normalized).then(|| params.to_vec()),
         };
         let allowed = decided.allowed();
+        // A refused Bind leaves no portal of ours: an Execute of the name must not be paired
+        // with an earlier execution.
+        self.portals.remove(portal);
         self.write(record, allowed).await?;
         if allowed {
             self.portals.insert(portal.to_owned(), statement);
