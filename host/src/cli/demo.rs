@@ -159,6 +159,9 @@ listen = "{admin_listen}"
          export SLUICE_TOKEN='{approver}'\n  \
          sluice approvals list --config {config}\n  \
          sluice approvals approve <id> --config {config}\n\n\
+         Watch the audit log (every login, statement and decision), and check its integrity:\n\n  \
+         sluice audit tail --follow --config {config}\n  \
+         sluice audit verify --config {config}\n\n\
          Press Ctrl-C to stop; everything is removed.",
         pg_port = pg.port(),
         loaded = if plugins.is_some() {
