@@ -79,13 +79,16 @@ for script in tpcb-like select-only; do
     base=$(tr ' ' '\n' <<<"${tps[audit-off]}" | grep . | median)
     for t in "${targets[@]}"; do
         m=$(tr ' ' '\n' <<<"${tps[$t]}" | grep . | median)
-        records=$(cat "$work/$t"/data/audit/audit.jsonl* 2>/dev/null | wc -l)
+        records=$({ cat "$work/$t"/data/audit/audit.jsonl* 2>/dev/null || true; } | wc -l)
         printf "%-12s %-12s %12.1f %8.3f %12s\n" "$script" "$t" "$m" \
             "$(awk -v a="$m" -v b="$base" 'BEGIN{print a/b}')" "$records"
     done
     unset tps
 done
 for t in audit-write audit-fsync; do
-    "$SLUICE" audit verify "$work/$t"/data/audit/audit.jsonl* >/dev/null 2>&1 &&
-        echo "# $t: audit verify ok" || echo "# $t: audit verify FAILED"
+    if "$SLUICE" audit verify "$work/$t"/data/audit/audit.jsonl >/dev/null 2>&1; then
+        echo "# $t: audit verify ok"
+    else
+        echo "# $t: audit verify FAILED"
+    fi
 done

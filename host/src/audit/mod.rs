@@ -16,9 +16,6 @@ mod writer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
-
-use tokio::sync::oneshot;
 
 pub use event::{Event, StatementRecord, VoteRecord, checkpoint_message};
 pub use files::{chain_files, head_path};
@@ -40,7 +37,8 @@ pub enum AuditError {
 /// A handle on the log, shared by every session.
 pub struct Audit {
     /// `None`: auditing is off.
-    commands: Option<Sender<writer::Command>>,
+    log: Option<Arc<writer::Log>>,
+    fsync: bool,
     failing: Arc<AtomicBool>,
     on_failure: OnAuditFailure,
     pub statement_text: StatementText,
@@ -51,7 +49,8 @@ impl Audit {
     /// Records nothing.
     pub fn disabled() -> Audit {
         Audit {
-            commands: None,
+            log: None,
+            fsync: false,
             failing: Arc::new(AtomicBool::new(false)),
             on_failure: OnAuditFailure::Continue,
             statement_text: StatementText::Full,
@@ -59,7 +58,7 @@ impl Audit {
         }
     }
 
-    /// Opens the log at `path` and starts its writer thread; signs checkpoints with `key`.
+    /// Opens the log at `path` and starts its background thread; signs checkpoints with `key`.
     pub fn start(
         config: &AuditConfig,
         path: std::path::PathBuf,
@@ -70,28 +69,29 @@ impl Audit {
             return Ok(Audit::disabled());
         }
         let failing = Arc::new(AtomicBool::new(false));
+        let fsync = config.durability == Durability::Fsync;
         let writer_config = writer::WriterConfig {
             path: path.clone(),
-            fsync: config.durability == Durability::Fsync,
+            fsync,
             rotate_bytes: config.rotate_mib << 20,
             rotate_interval: config.rotate_interval,
             checkpoint_interval: config.checkpoint_interval,
             key: key.map(Arc::new),
             metrics,
         };
-        let (writer, opened) = writer::Writer::open(writer_config, failing.clone())
+        let log = writer::Log::open(writer_config, failing.clone())
             .map_err(|source| AuditError::Open { path, source })?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let _ = tx.send(writer::Command::Record(opened, None));
+        let background = log.clone();
         let thread = std::thread::Builder::new()
             .name("sluice-audit".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || background.run())
             .map_err(|source| AuditError::Open {
                 path: std::path::PathBuf::new(),
                 source,
             })?;
         Ok(Audit {
-            commands: Some(tx),
+            log: Some(log),
+            fsync,
             failing,
             on_failure: config.on_failure,
             statement_text: config.statement_text,
@@ -100,7 +100,7 @@ impl Audit {
     }
 
     pub fn enabled(&self) -> bool {
-        self.commands.is_some()
+        self.log.is_some()
     }
 
     /// Whether the last write failed (for readiness and metrics).
@@ -113,51 +113,58 @@ impl Audit {
         self.on_failure == OnAuditFailure::Refuse && self.failing()
     }
 
-    fn send(&self, command: writer::Command) -> bool {
-        self.commands
-            .as_ref()
-            .is_some_and(|commands| commands.send(command).is_ok())
-    }
-
-    /// Records `event` without waiting for it.
+    /// Records `event` without waiting for it (written within a few milliseconds, or with the
+    /// next durable record).
     pub fn record(&self, event: Event) {
-        self.send(writer::Command::Record(event, None));
+        if let Some(log) = &self.log {
+            let _ = log.append(&event, false);
+        }
     }
 
-    /// Records `event` and waits until it is written as `durability` says. An error means the
+    /// Records `event` and returns once it is written as `durability` says. An error means the
     /// record is not in the log and, with `on_failure = "refuse"`, that what it would have
     /// allowed must not happen.
     pub async fn durable(&self, event: Event) -> Result<(), AuditError> {
-        if self.commands.is_none() {
+        let Some(log) = &self.log else {
             return Ok(());
-        }
-        let (tx, rx) = oneshot::channel();
-        let result = if self.send(writer::Command::Record(event, Some(tx))) {
-            match rx.await {
-                Ok(written) => written.map_err(AuditError::Write),
-                Err(_) => Err(AuditError::Write("the audit writer stopped".into())),
-            }
-        } else {
-            Err(AuditError::Write("the audit writer stopped".into()))
         };
+        let mut result = log.append(&event, true);
+        if self.fsync
+            && let Ok(bytes) = result
+        {
+            result = log.synced(bytes).await.map(|()| bytes);
+        }
         match result {
+            Ok(_) => Ok(()),
             Err(e) if self.on_failure == OnAuditFailure::Continue => {
                 tracing::warn!(error = %e, "audit record lost; continuing as configured (audit.on_failure)");
                 Ok(())
             }
-            other => other,
+            Err(e) => Err(AuditError::Write(e)),
         }
     }
 
-    /// Writes `audit_close` and a final checkpoint, and waits for the writer to finish.
+    /// Writes `audit_close` and a final checkpoint, and stops the background thread.
     pub async fn close(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.send(writer::Command::Close(tx)) {
-            let _ = rx.await;
-        }
+        let Some(log) = self.log.clone() else {
+            return;
+        };
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            log.stop();
+            if let Some(thread) = thread {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Audit {
+    fn drop(&mut self) {
+        // A gateway dropped without `close` still ends its log cleanly.
+        if let Some(log) = &self.log {
+            log.stop();
         }
     }
 }
@@ -371,5 +378,40 @@ mod tests {
         };
         let go_on = Audit::start(&go_on, "/dev/full".into(), None, None).unwrap();
         assert!(go_on.durable(end(1)).await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_fsync_durability_concurrent_records_share_syncs_and_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = SigningKey::generate().unwrap();
+        let public = key.public_key().to_vec();
+        let config = AuditConfig {
+            durability: Durability::Fsync,
+            ..config()
+        };
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let audit = Arc::new(
+            Audit::start(&config, path.clone(), Some(key), Some(metrics.clone())).unwrap(),
+        );
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let audit = audit.clone();
+            tasks.push(tokio::spawn(async move { audit.durable(end(i)).await }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        audit.close().await;
+        let report = check(&path, &public);
+        assert!(report.ok(), "{:?}", report.problems);
+        assert_eq!(report.records, 64 + 3);
+        let syncs = metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix("sluice_audit_write_seconds_count "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap();
+        assert!(syncs < 64, "group commit: {syncs} syncs for 64 waiting records");
     }
 }

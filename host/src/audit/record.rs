@@ -1,10 +1,12 @@
-//! One audit record on disk: a JSON object on one line with the header fields `v` (schema
-//! version), `seq`, `ts` and `prev` (the hash of the record before it) beside the event's own
-//! fields. A record's hash is SHA-256 over its canonical form: the same JSON with object keys
-//! sorted and no insignificant whitespace, so verification does not depend on how a JSON
-//! library orders keys.
+//! One audit record on disk: a JSON object on one line. Its canonical form is the line exactly
+//! as the writer serializes it — compact JSON, the header fields `v` (schema version), `seq`,
+//! `ts` and `prev` (the hash of the record before it) first, then `type` and the event's
+//! fields in schema order — and a record's hash is SHA-256 over those bytes (without the
+//! newline). Any change to a line, whitespace included, changes its hash.
 
-use serde_json::{Map, Value};
+use std::io::Write;
+
+use super::event::Event;
 
 /// The schema version records are written with. Bump it when a field changes meaning or
 /// goes away (adding a field does not).
@@ -13,67 +15,44 @@ pub const SCHEMA_VERSION: u64 = 1;
 /// `prev` of the very first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// `value` as canonical JSON text.
-pub fn canonical(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
+/// Appends the line for `event` at `seq`, chained to `prev`, to `out` (with its newline) and
+/// returns its hash.
+pub fn seal(event: &Event, seq: u64, prev: &str, ts_ms: u64, out: &mut Vec<u8>) -> String {
+    let body = serde_json::to_vec(event).unwrap_or_default();
+    seal_body(&body, seq, prev, ts_ms, out)
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(&map[key], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
+/// [`seal`] for an event already serialized (as `{"type":...}`).
+pub fn seal_body(body: &[u8], seq: u64, prev: &str, ts_ms: u64, out: &mut Vec<u8>) -> String {
+    let start = out.len();
+    let _ = write!(
+        out,
+        "{{\"v\":{SCHEMA_VERSION},\"seq\":{seq},\"ts\":\"{}\",\"prev\":\"{prev}\",",
+        rfc3339_ms(ts_ms)
+    );
+    // The event's opening brace is the header's.
+    match body.strip_prefix(b"{") {
+        Some(rest) if rest.len() > 1 => out.extend_from_slice(rest),
+        _ => out.extend_from_slice(b"\"type\":\"unserializable\"}"),
     }
+    let hash = line_hash(&out[start..]);
+    out.push(b'\n');
+    hash
 }
 
-/// Hex SHA-256 of a record's canonical form.
-pub fn hash(value: &Value) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, canonical(value).as_bytes()).as_ref())
+/// Hex SHA-256 of one line's bytes (without its newline).
+pub fn line_hash(line: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, line).as_ref())
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The record for `event` (a JSON object) at `seq`, chained to `prev`.
-pub fn seal(event: Value, seq: u64, prev: &str, ts_ms: u64) -> Value {
-    let mut record = match event {
-        Value::Object(map) => map,
-        other => {
-            let mut map = Map::new();
-            map.insert("event".into(), other);
-            map
-        }
-    };
-    record.insert("v".into(), SCHEMA_VERSION.into());
-    record.insert("seq".into(), seq.into());
-    record.insert("ts".into(), rfc3339_ms(ts_ms).into());
-    record.insert("prev".into(), prev.into());
-    Value::Object(record)
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
 }
 
 /// Milliseconds since the epoch as `2026-11-30T07:01:02.345Z`.
@@ -87,16 +66,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_canonical_form_sorts_keys_at_every_depth_and_drops_whitespace() {
-        let a: Value =
-            serde_json::from_str(r#"{"b": 1, "a": {"z": [1, {"y": 2, "x": 3}], "c": "é\n"}}"#)
-                .unwrap();
+    fn a_sealed_line_is_one_json_object_with_the_header_first_and_its_hash_covers_its_bytes() {
+        let mut out = Vec::new();
+        let event = Event::AuditClose {};
+        let hash = seal(&event, 7, GENESIS, 0, &mut out);
+        let line = std::str::from_utf8(&out).unwrap();
         assert_eq!(
-            canonical(&a),
-            r#"{"a":{"c":"é\n","z":[1,{"x":3,"y":2}]},"b":1}"#
+            line,
+            format!(
+                "{{\"v\":1,\"seq\":7,\"ts\":\"1970-01-01T00:00:00.000Z\",\"prev\":\"{GENESIS}\",\"type\":\"audit_close\"}}\n"
+            )
         );
-        let b: Value =
-            serde_json::from_str(r#"{"a":{"z":[1,{"x":3,"y":2}],"c":"é\n"},"b":1}"#).unwrap();
-        assert_eq!(hash(&a), hash(&b));
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(value["type"], "audit_close");
+        assert_eq!(hash, line_hash(line.trim_end().as_bytes()));
+        // The same event at the same place seals to the same bytes.
+        let mut again = Vec::new();
+        assert_eq!(seal(&event, 7, GENESIS, 0, &mut again), hash);
+        assert_eq!(again, out);
     }
 }

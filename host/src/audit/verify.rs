@@ -205,19 +205,19 @@ impl Walk<'_> {
                 self.problem(path, number, "the last line is cut off: truncated".into());
                 break;
             }
-            match serde_json::from_slice::<Value>(&bytes) {
-                Ok(value) => self.record(path, number, value),
+            let line = &bytes[..bytes.len() - 1];
+            match serde_json::from_slice::<Value>(line) {
+                Ok(value) => self.record(path, number, value, record::line_hash(line)),
                 Err(e) => self.problem(path, number, format!("not a JSON record ({e}): edited")),
             }
         }
     }
 
-    fn record(&mut self, path: &Path, line: u64, value: Value) {
+    fn record(&mut self, path: &Path, line: u64, value: Value, hash: String) {
         let Some(seq) = value["seq"].as_u64() else {
             return self.problem(path, line, "record without seq: edited or inserted".into());
         };
         let prev = value["prev"].as_str().unwrap_or_default().to_owned();
-        let hash = record::hash(&value);
         self.report.records += 1;
         self.report.first_seq.get_or_insert(seq);
         match &self.previous {

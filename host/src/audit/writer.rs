@@ -1,20 +1,21 @@
-//! The writer thread: records arrive on a channel, are sealed into the hash chain in arrival
-//! order and written in batches. Everything that arrived while the previous batch was being
-//! written goes out in the next one, with one write and (for `fsync` durability) one
-//! `fdatasync`: group commit across sessions, so a busy gateway pays for disk syncs per batch,
-//! not per statement. Callers that need their record durable wait for the batch's
-//! acknowledgement.
+//! Where records are sealed and written. Sessions append on their own threads: the event is
+//! serialized outside the lock; under it the record gets its `seq` and `prev`, is hashed and
+//! joins the pending bytes. A record that must be durable writes everything pending with it
+//! (one `write`), so records that need not wait — results, session ends — ride along with the
+//! next one that does, and a background thread writes them out within a few milliseconds
+//! otherwise. With `fsync` durability that thread is also the syncer: it `fdatasync`s whatever
+//! has been written since its last sync and wakes every session waiting for those bytes at
+//! once — group commit across sessions, one disk flush per round however many sessions wait.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use super::event::{Event, checkpoint_message};
 use super::files;
@@ -32,42 +33,50 @@ pub struct WriterConfig {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
-// Records are nearly every command; boxing them to shrink the once-per-run Close would cost
-// an allocation per record.
-#[allow(clippy::large_enum_variant)]
-pub enum Command {
-    Record(Event, Option<oneshot::Sender<Result<(), String>>>),
-    /// Write `audit_close` and a final checkpoint, then stop.
-    Close(oneshot::Sender<()>),
+/// How often records that nobody waits for are written out at the latest.
+const LINGER: Duration = Duration::from_millis(5);
+
+/// Bytes written and bytes known to be on disk, counted from the start of this run (across
+/// rotations); `failed` once a sync failed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Synced {
+    pub bytes: u64,
+    pub failed: bool,
 }
 
-/// At most this many records go into one batch.
-const MAX_BATCH: usize = 4096;
-
-pub struct Writer {
+pub struct Log {
     config: WriterConfig,
-    file: Option<File>,
-    /// Bytes in the current file.
-    len: u64,
-    /// Sequence number of the current file's first record.
-    file_first_seq: u64,
-    opened: Instant,
-    /// The next record's sequence number and the hash it chains to.
-    seq: u64,
-    prev: String,
-    since_checkpoint: u64,
-    last_checkpoint: Instant,
-    /// Set while the log cannot be written; cleared by the next successful batch.
+    inner: Mutex<Inner>,
+    /// Wakes the background thread: something to write or sync, or stop.
+    wake: Condvar,
+    synced: watch::Sender<Synced>,
     failing: Arc<AtomicBool>,
 }
 
-impl Writer {
-    /// Opens the log and finds where its chain ends (repairing a torn last line). The first
-    /// record of this run, `audit_open`, is queued by the caller.
-    pub fn open(
-        config: WriterConfig,
-        failing: Arc<AtomicBool>,
-    ) -> std::io::Result<(Writer, Event)> {
+struct Inner {
+    file: Option<Arc<File>>,
+    /// Bytes in the current file.
+    len: u64,
+    file_first_seq: u64,
+    opened: Instant,
+    /// The next record's `seq` and `prev`.
+    seq: u64,
+    prev: String,
+    /// Sealed lines not yet written, and the chain state at their start (restored if they
+    /// cannot be written).
+    pending: Vec<u8>,
+    pending_from: (u64, String),
+    /// Bytes written in this run.
+    written: u64,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    stopping: bool,
+}
+
+impl Log {
+    /// Opens the log and finds where its chain ends (cutting a torn last line); the run's first
+    /// record, `audit_open`, is written before this returns.
+    pub fn open(config: WriterConfig, failing: Arc<AtomicBool>) -> std::io::Result<Arc<Log>> {
         if let Some(dir) = config.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -81,7 +90,6 @@ impl Writer {
             let total = file.metadata()?.len();
             let Some((line, end)) = files::last_line(&mut file)? else {
                 if total > 0 {
-                    // One torn line and nothing else.
                     file.set_len(0)?;
                     torn += total;
                 }
@@ -98,131 +106,92 @@ impl Writer {
                 ))
             })?;
             seq = last["seq"].as_u64().unwrap_or(0) + 1;
-            prev = record::hash(&last);
+            prev = record::line_hash(&line);
             unclean = last["type"] != "audit_close";
             break;
         }
         let file = open_append(&config.path)?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let writer = Writer {
+        let log = Arc::new(Log {
             config,
-            file: Some(file),
-            len,
-            file_first_seq: seq,
-            opened: Instant::now(),
-            seq,
-            prev,
-            since_checkpoint: 0,
-            last_checkpoint: Instant::now(),
+            inner: Mutex::new(Inner {
+                file: Some(Arc::new(file)),
+                len,
+                file_first_seq: seq,
+                opened: Instant::now(),
+                pending_from: (seq, prev.clone()),
+                seq,
+                prev,
+                pending: Vec::new(),
+                written: 0,
+                since_checkpoint: 0,
+                last_checkpoint: Instant::now(),
+                stopping: false,
+            }),
+            wake: Condvar::new(),
+            synced: watch::Sender::new(Synced::default()),
             failing,
+        });
+        let opened = Event::AuditOpen {
+            unclean,
+            torn_bytes: torn,
         };
-        Ok((
-            writer,
-            Event::AuditOpen {
-                unclean,
-                torn_bytes: torn,
-            },
-        ))
+        // Not fatal: a log that cannot be written now refuses statements until it can.
+        let _ = log.append(&opened, true);
+        Ok(log)
     }
 
-    pub fn run(mut self, commands: Receiver<Command>) {
-        let mut batch = Vec::new();
-        loop {
-            let wait = if self.since_checkpoint > 0 {
-                self.config
-                    .checkpoint_interval
-                    .saturating_sub(self.last_checkpoint.elapsed())
-            } else {
-                Duration::from_secs(3600)
-            };
-            match commands.recv_timeout(wait) {
-                Ok(command) => batch.push(command),
-                Err(RecvTimeoutError::Timeout) => {
-                    self.checkpoint_if_due();
-                    continue;
-                }
-                // Every handle is gone without a Close: stop as cleanly as we can.
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.close();
-                    return;
-                }
-            }
-            while batch.len() < MAX_BATCH {
-                match commands.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
-                }
-            }
-            let mut events = Vec::with_capacity(batch.len());
-            let mut acks = Vec::with_capacity(batch.len());
-            let mut close = None;
-            for command in batch.drain(..) {
-                match command {
-                    Command::Record(event, ack) => {
-                        events.push(event);
-                        acks.extend(ack);
-                    }
-                    Command::Close(done) => close = Some(done),
-                }
-            }
-            let written = if events.is_empty() {
-                Ok(())
-            } else {
-                self.append(events)
-            };
-            for ack in acks {
-                let _ = ack.send(written.clone());
-            }
-            if let Some(done) = close {
-                self.close();
-                let _ = done.send(());
-                return;
-            }
-            if written.is_ok() {
-                self.checkpoint_if_due();
-                self.rotate_if_due();
-            }
-        }
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Seals and writes `events` as one batch. On failure nothing of the batch counts: the
-    /// chain and the file are rolled back to where they were.
-    fn append(&mut self, events: Vec<Event>) -> Result<(), String> {
-        let (seq, prev, len) = (self.seq, self.prev.clone(), self.len);
-        let mut lines = Vec::with_capacity(events.len() * 256);
-        for event in events {
-            let value = serde_json::to_value(&event).unwrap_or(Value::Null);
-            let sealed = record::seal(value, self.seq, &self.prev, now_ms());
-            self.prev = record::hash(&sealed);
-            self.seq += 1;
-            lines.extend_from_slice(record::canonical(&sealed).as_bytes());
-            lines.push(b'\n');
+    /// Seals `event` into the chain. With `flush`, everything pending is written before this
+    /// returns, and the result is the byte count the caller must see synced (fsync durability)
+    /// for its record to be on disk.
+    pub fn append(&self, event: &Event, flush: bool) -> Result<u64, String> {
+        let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+        let mut inner = self.lock();
+        if inner.stopping && !matches!(event, Event::AuditClose {}) {
+            return Err("the audit log is closed".into());
         }
-        let count = self.seq - seq;
+        inner.seal(&body, now_ms());
+        if !flush {
+            return Ok(inner.written);
+        }
+        let result = self.flush(&mut inner);
+        if result.is_ok() && self.config.fsync {
+            // The syncer may be asleep waiting for work.
+            self.wake.notify_one();
+        }
+        result.map(|()| inner.written)
+    }
+
+    /// Writes everything pending. On failure the pending records are dropped and the chain
+    /// continues from the last record written.
+    fn flush(&self, inner: &mut Inner) -> Result<(), String> {
+        if inner.pending.is_empty() {
+            return Ok(());
+        }
         let started = Instant::now();
-        let written = self.write(&lines);
-        if let Some(metrics) = &self.config.metrics {
+        let written = inner.write_pending(&self.config.path);
+        if let Some(metrics) = &self.config.metrics
+            && !self.config.fsync
+        {
             metrics
                 .audit_write_seconds
                 .observe(started.elapsed().as_secs_f64());
-            if written.is_err() {
-                metrics.audit_write_failures.inc();
-            }
         }
         match written {
             Ok(()) => {
-                self.len += lines.len() as u64;
-                self.since_checkpoint += count;
                 if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::warn!(path = %self.config.path.display(), "audit log writable again");
                 }
+                self.rotate_or_checkpoint_if_due(inner);
                 Ok(())
             }
             Err(e) => {
-                self.seq = seq;
-                self.prev = prev;
-                if let Some(file) = self.file.take() {
-                    let _ = file.set_len(len);
+                if let Some(metrics) = &self.config.metrics {
+                    metrics.audit_write_failures.inc();
                 }
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     tracing::error!(path = %self.config.path.display(), error = %e, "audit log write failed");
@@ -232,35 +201,30 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if self.file.is_none() {
-            self.file = Some(open_append(&self.config.path)?);
-        }
-        let file = self.file.as_mut().expect("opened above");
-        file.write_all(bytes)?;
-        if self.config.fsync {
-            file.sync_data()?;
-        }
-        Ok(())
-    }
-
-    fn checkpoint_if_due(&mut self) {
-        if self.since_checkpoint > 0
-            && self.last_checkpoint.elapsed() >= self.config.checkpoint_interval
+    fn rotate_or_checkpoint_if_due(&self, inner: &mut Inner) {
+        let by_size = self.config.rotate_bytes > 0 && inner.len >= self.config.rotate_bytes;
+        let by_age = self
+            .config
+            .rotate_interval
+            .is_some_and(|every| !every.is_zero() && inner.opened.elapsed() >= every);
+        if (by_size || by_age) && inner.len > 0 {
+            self.rotate(inner);
+        } else if inner.since_checkpoint > 0
+            && inner.last_checkpoint.elapsed() >= self.config.checkpoint_interval
         {
-            self.checkpoint();
+            self.checkpoint(inner);
         }
     }
 
     /// Signs the chain's current end, into the log and into the head file.
-    fn checkpoint(&mut self) {
+    fn checkpoint(&self, inner: &mut Inner) {
+        inner.last_checkpoint = Instant::now();
         let Some(key) = self.config.key.clone() else {
-            self.since_checkpoint = 0;
-            self.last_checkpoint = Instant::now();
+            inner.since_checkpoint = 0;
             return;
         };
-        let covers_seq = self.seq.saturating_sub(1);
-        let covers_hash = self.prev.clone();
+        let covers_seq = inner.seq.saturating_sub(1);
+        let covers_hash = inner.prev.clone();
         let signature = record::hex(&key.sign(&checkpoint_message(covers_seq, &covers_hash)));
         let event = Event::Checkpoint {
             covers_seq,
@@ -268,13 +232,17 @@ impl Writer {
             key: record::hex(key.public_key()),
             signature,
         };
-        let head = serde_json::to_value(&event).unwrap_or(Value::Null);
-        if self.append(vec![event]).is_err() {
+        let Ok(body) = serde_json::to_vec(&event) else {
+            return;
+        };
+        inner.seal(&body, now_ms());
+        if inner.write_pending(&self.config.path).is_err() {
             return;
         }
+        inner.since_checkpoint = 0;
         let head_path = files::head_path(&self.config.path);
         let tmp = head_path.with_extension("head.tmp");
-        let written = std::fs::write(&tmp, record::canonical(&head) + "\n")
+        let written = std::fs::write(&tmp, [body.as_slice(), b"\n"].concat())
             .and_then(|()| {
                 if self.config.fsync {
                     File::open(&tmp)?.sync_all()?;
@@ -285,39 +253,152 @@ impl Writer {
         if let Err(e) = written {
             tracing::error!(path = %head_path.display(), error = %e, "audit head not written");
         }
-        self.since_checkpoint = 0;
-        self.last_checkpoint = Instant::now();
     }
 
-    fn rotate_if_due(&mut self) {
-        let by_size = self.config.rotate_bytes > 0 && self.len >= self.config.rotate_bytes;
-        let by_age = self
-            .config
-            .rotate_interval
-            .is_some_and(|every| !every.is_zero() && self.opened.elapsed() >= every);
-        if !(by_size || by_age) || self.len == 0 {
-            return;
+    fn rotate(&self, inner: &mut Inner) {
+        self.checkpoint(inner);
+        if let Some(file) = &inner.file {
+            let _ = file.sync_all();
         }
-        self.checkpoint();
-        let rotated = files::rotated_path(&self.config.path, self.file_first_seq);
-        self.file = None;
+        let rotated = files::rotated_path(&self.config.path, inner.file_first_seq);
+        inner.file = None;
         match std::fs::rename(&self.config.path, &rotated) {
             Ok(()) => {
                 tracing::info!(to = %rotated.display(), "audit log rotated");
-                self.len = 0;
-                self.file_first_seq = self.seq;
-                self.opened = Instant::now();
+                inner.len = 0;
+                inner.file_first_seq = inner.seq;
+                inner.opened = Instant::now();
             }
             Err(e) => tracing::error!(error = %e, "audit log rotation failed"),
         }
     }
 
-    fn close(&mut self) {
-        if self.append(vec![Event::AuditClose {}]).is_ok() {
-            self.checkpoint();
+    /// Waits (async) until the first `bytes` of this run are on disk.
+    pub async fn synced(&self, bytes: u64) -> Result<(), String> {
+        let mut rx = self.synced.subscribe();
+        match rx.wait_for(|s| s.bytes >= bytes || s.failed).await {
+            Ok(state) if !state.failed || state.bytes >= bytes => Ok(()),
+            Ok(_) => Err("fdatasync failed".into()),
+            Err(_) => Err("the audit syncer stopped".into()),
         }
-        if let Some(file) = &self.file {
+    }
+
+    /// The background thread: writes lingering records, syncs (fsync durability), writes
+    /// checkpoints when due; stops after [`Log::stop`].
+    pub fn run(self: Arc<Log>) {
+        let mut inner = self.lock();
+        loop {
+            if inner.stopping {
+                return;
+            }
+            let wait = if self.config.fsync && inner.written > self.synced.borrow().bytes {
+                Duration::ZERO
+            } else {
+                LINGER
+            };
+            if !wait.is_zero() {
+                inner = self
+                    .wake
+                    .wait_timeout(inner, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            if inner.stopping {
+                return;
+            }
+            if !inner.pending.is_empty() {
+                let _ = self.flush(&mut inner);
+            } else if inner.since_checkpoint > 0
+                && inner.last_checkpoint.elapsed() >= self.config.checkpoint_interval
+            {
+                self.checkpoint(&mut inner);
+            }
+            if self.config.fsync && inner.written > self.synced.borrow().bytes {
+                let (file, target) = (inner.file.clone(), inner.written);
+                // Sessions keep appending while the disk works.
+                drop(inner);
+                let started = Instant::now();
+                let synced = file.map_or(Ok(()), |f| f.sync_data());
+                if let Some(metrics) = &self.config.metrics {
+                    metrics
+                        .audit_write_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                match synced {
+                    Ok(()) => self.synced.send_modify(|s| s.bytes = s.bytes.max(target)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit log fdatasync failed");
+                        self.failing.store(true, Ordering::Relaxed);
+                        self.synced.send_modify(|s| s.failed = true);
+                    }
+                }
+                inner = self.lock();
+            }
+        }
+    }
+
+    /// Writes `audit_close` and a final checkpoint, syncs, and stops the background thread.
+    pub fn stop(&self) {
+        let mut inner = self.lock();
+        if inner.stopping {
+            return;
+        }
+        let close = serde_json::to_vec(&Event::AuditClose {}).unwrap_or_default();
+        inner.seal(&close, now_ms());
+        if self.flush(&mut inner).is_ok() {
+            self.checkpoint(&mut inner);
+        }
+        if let Some(file) = &inner.file {
             let _ = file.sync_all();
+        }
+        let written = inner.written;
+        self.synced.send_modify(|s| s.bytes = s.bytes.max(written));
+        inner.stopping = true;
+        drop(inner);
+        self.wake.notify_all();
+    }
+}
+
+impl Inner {
+    /// Appends the record with this serialized event body to the pending bytes.
+    fn seal(&mut self, body: &[u8], ts_ms: u64) {
+        if self.pending.is_empty() {
+            self.pending_from = (self.seq, self.prev.clone());
+        }
+        self.prev = record::seal_body(body, self.seq, &self.prev, ts_ms, &mut self.pending);
+        self.seq += 1;
+        self.since_checkpoint += 1;
+    }
+
+    fn write_pending(&mut self, path: &std::path::Path) -> std::io::Result<()> {
+        let result = (|| {
+            if self.file.is_none() {
+                self.file = Some(Arc::new(open_append(path)?));
+            }
+            let mut file: &File = self.file.as_deref().expect("opened above");
+            file.write_all(&self.pending)
+        })();
+        match result {
+            Ok(()) => {
+                let n = self.pending.len() as u64;
+                self.len += n;
+                self.written += n;
+                self.pending.clear();
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing of the pending records counts: cut what part of them may have
+                // reached the file, and continue the chain from the last record written.
+                if let Some(file) = self.file.take() {
+                    let _ = file.set_len(self.len);
+                }
+                let (seq, prev) = self.pending_from.clone();
+                self.since_checkpoint = self.since_checkpoint.saturating_sub(self.seq - seq);
+                self.seq = seq;
+                self.prev = prev;
+                self.pending.clear();
+                Err(e)
+            }
         }
     }
 }
