@@ -412,6 +412,9 @@ mod tests {
             .find_map(|l| l.strip_prefix("sluice_audit_write_seconds_count "))
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap();
-        assert!(syncs < 64, "group commit: {syncs} syncs for 64 waiting records");
+        assert!(
+            syncs < 64,
+            "group commit: {syncs} syncs for 64 waiting records"
+        );
     }
 }
