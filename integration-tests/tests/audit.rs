@@ -321,3 +321,111 @@ async fn a_gateway_killed_under_pgbench_restarts_with_a_log_that_verifies_and_co
         &missing[..missing.len().min(5)]
     );
 }
+
+#[tokio::test]
+async fn normalized_text_keeps_constants_and_parameter_values_out_of_the_log() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        extra_toml: "[audit]\nstatement_text = \"normalized\"\n".into(),
+        ..GatewayOptions::default()
+    })
+    .await;
+    let log = audit_path(&gw.config_path);
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    client
+        .batch_execute("SELECT name FROM items WHERE name = 'secret-value-1'")
+        .await
+        .unwrap();
+    client
+        .query(
+            "SELECT name FROM items WHERE name = $1",
+            &[&"secret-value-2"],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let all = records_when(&log, |all| !of_type(all, "session_end").is_empty()).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("secret-value"), "values leaked into the log");
+    assert!(
+        of_type(&all, "statement")
+            .iter()
+            .any(|s| s["text"] == "SELECT name FROM items WHERE name = $1"),
+        "{all:#?}"
+    );
+}
+
+#[tokio::test]
+async fn approvals_are_recorded_with_the_request_the_votes_and_the_statement_they_let_run() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        plugins: vec![PluginSpec::stock("approve-writes")],
+        ..GatewayOptions::default()
+    })
+    .await;
+    let log = audit_path(&gw.config_path);
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    let write = tokio::spawn(async move {
+        client
+            .batch_execute("INSERT INTO items VALUES (9200, 'approved')")
+            .await
+    });
+    let all = records_when(&log, |all| !of_type(all, "approval_requested").is_empty()).await;
+    let id = of_type(&all, "approval_requested")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = gw.token_with_groups("alice", &["approvers"]);
+    let (code, body) = sluice_integration_tests::http(
+        gw.admin,
+        "POST",
+        &format!("/v1/approvals/{id}/approve"),
+        Some(&token),
+        Some(r#"{"reason":"looks fine"}"#),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    write.await.unwrap().unwrap();
+    let all = records_when(&log, |all| !of_type(all, "approval_decided").is_empty()).await;
+    let requested = of_type(&all, "approval_requested")[0];
+    assert_eq!(requested["subject"], "agent");
+    assert_eq!(requested["plugin"], "approve-writes");
+    let decided = of_type(&all, "approval_decided")[0];
+    assert_eq!(decided["status"], "approved");
+    assert_eq!(decided["votes"][0]["approver"], "alice");
+    assert_eq!(decided["votes"][0]["reason"], "looks fine");
+    let statement = of_type(&all, "statement")
+        .into_iter()
+        .find(|s| s["approval"] == id.as_str())
+        .expect("the statement names its approval");
+    assert_eq!(statement["decision"], "approved");
+    assert_eq!(
+        statement["approvers"],
+        serde_json::json!(["approved:alice"])
+    );
+    assert_eq!(statement["plugin"], "approve-writes");
+}
+
+#[tokio::test]
+async fn tail_prints_one_subjects_records() {
+    let gw = TestGateway::start().await;
+    for subject in ["agent-a", "agent-b"] {
+        let client = gw.connect(subject, &gw.token(subject)).await.unwrap();
+        client.batch_execute("SELECT 1").await.unwrap();
+    }
+    gw.gateway.shutdown(std::time::Duration::from_secs(5)).await;
+    let out = std::process::Command::new(sluice_binary())
+        .args(["audit", "tail", "--subject", "agent-b", "--config"])
+        .arg(&gw.config_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().any(|r| r["type"] == "session_start"));
+    assert!(lines.iter().any(|r| r["type"] == "statement"));
+    assert!(
+        lines.iter().all(|r| r["subject"] == "agent-b"),
+        "{lines:#?}"
+    );
+}

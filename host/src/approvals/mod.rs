@@ -335,7 +335,7 @@ impl Approvals {
             session: r.session_id,
             subject: r.subject.clone(),
             database: r.database.clone(),
-            statement: r.statement.clone(),
+            statement: self.audit.text(&r.statement),
             plugin: r.plugin.clone(),
             reason: r.reason.clone(),
             approver_groups: r.approver_groups.clone(),

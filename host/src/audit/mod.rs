@@ -103,6 +103,16 @@ impl Audit {
         self.log.is_some()
     }
 
+    /// A statement text as `statement_text` says to record it.
+    pub fn text(&self, sql: &str) -> String {
+        match self.statement_text {
+            StatementText::Full => sql.to_owned(),
+            StatementText::Normalized => {
+                pg_query::normalize(sql).unwrap_or_else(|_| "(unparsable; text withheld)".into())
+            }
+        }
+    }
+
     /// Whether the last write failed (for readiness and metrics).
     pub fn failing(&self) -> bool {
         self.failing.load(Ordering::Relaxed)

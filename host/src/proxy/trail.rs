@@ -103,13 +103,7 @@ impl Trail {
         self.next += 1;
         let statement = self.next;
         let normalized = self.audit.statement_text == StatementText::Normalized;
-        let text = text.map(|t| {
-            if normalized {
-                pg_query::normalize(t).unwrap_or_else(|_| "(unparsable; text withheld)".into())
-            } else {
-                t.to_owned()
-            }
-        });
+        let text = text.map(|t| self.audit.text(t));
         let table = |t: &crate::analysis::TableRef| match &t.schema {
             Some(s) => format!("{s}.{}", t.name),
             None => t.name.clone(),
