@@ -649,12 +649,28 @@ pub struct Msg {
 impl Msg {
     /// The SQLSTATE of an ErrorResponse or NoticeResponse.
     pub fn sqlstate(&self) -> String {
+        self.field(b'C')
+    }
+
+    /// The message text of an ErrorResponse or NoticeResponse.
+    pub fn message(&self) -> String {
+        self.field(b'M')
+    }
+
+    fn field(&self, code: u8) -> String {
         sluice::proxy::messages::error_fields(&self.body)
             .into_iter()
-            .find(|(k, _)| *k == b'C')
+            .find(|(k, _)| *k == code)
             .map(|(_, v)| v)
             .unwrap_or_default()
     }
+}
+
+/// A simple-protocol Query message.
+pub fn query_message(sql: &str) -> bytes::BytesMut {
+    let mut out = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::query(sql, &mut out).expect("query message");
+    out
 }
 
 impl RawClient {

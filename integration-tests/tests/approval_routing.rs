@@ -2,10 +2,8 @@
 //! how long and with what notification, or decide them without a human. Tested with the stock
 //! `route-by-table` component behind the stock `approve-writes` policy.
 
-use bytes::BytesMut;
-use postgres_protocol::message::frontend;
 use sluice_integration_tests::{
-    GatewayOptions, Msg, PluginSpec, RawClient, TestGateway, http, tags,
+    GatewayOptions, PluginSpec, RawClient, TestGateway, http, query_message, tags,
 };
 
 async fn gateway(rules: &str) -> TestGateway {
@@ -24,20 +22,6 @@ async fn gateway(rules: &str) -> TestGateway {
     .await
 }
 
-fn query(sql: &str) -> BytesMut {
-    let mut out = BytesMut::new();
-    frontend::query(sql, &mut out).unwrap();
-    out
-}
-
-fn message_of(msg: &Msg) -> String {
-    sluice::proxy::messages::error_fields(&msg.body)
-        .into_iter()
-        .find(|(k, _)| *k == b'M')
-        .map(|(_, v)| v)
-        .unwrap_or_default()
-}
-
 fn request_id(text: &str) -> String {
     text.split_whitespace()
         .find(|w| w.starts_with("apr-"))
@@ -47,10 +31,10 @@ fn request_id(text: &str) -> String {
 
 /// Sends `sql`; expects the "approval required" notice and returns it.
 async fn held(raw: &mut RawClient, sql: &str) -> String {
-    raw.send(&query(sql)).await;
+    raw.send(&query_message(sql)).await;
     let notice = raw.recv().await.expect("a notice");
     assert_eq!(notice.tag, b'N', "the notice comes first");
-    message_of(&notice)
+    notice.message()
 }
 
 async fn view(gw: &TestGateway, id: &str) -> serde_json::Value {
@@ -156,10 +140,12 @@ async fn a_plugin_approves_or_denies_without_a_human_and_only_for_tables_it_name
     // Every table it touches is covered by `approve`: it runs at once, with a notice naming
     // the request, recorded as the plugin's vote.
     let reply = raw
-        .exchange(&query("INSERT INTO scratch.notes VALUES (1, 'fine')"))
+        .exchange(&query_message(
+            "INSERT INTO scratch.notes VALUES (1, 'fine')",
+        ))
         .await;
     assert_eq!(tags(&reply), "NCZ");
-    let notice = message_of(&reply[0]);
+    let notice = reply[0].message();
     assert!(
         notice.contains("granted by plugin:route-by-table"),
         "{notice}"
@@ -172,13 +158,13 @@ async fn a_plugin_approves_or_denies_without_a_human_and_only_for_tables_it_name
 
     // A denied table anywhere in the statement denies it, with 42501 and the plugin's reason.
     let reply = raw
-        .exchange(&query(
+        .exchange(&query_message(
             "INSERT INTO scratch.notes SELECT id, name FROM items",
         ))
         .await;
     assert_eq!(tags(&reply), "EZ");
     assert_eq!(reply[0].sqlstate(), "42501");
-    let text = message_of(&reply[0]);
+    let text = reply[0].message();
     assert!(
         text.contains("denied by plugin:route-by-table: items: items are written by the app only"),
         "{text}"
@@ -213,11 +199,11 @@ async fn a_routing_plugin_that_fails_refuses_the_held_statement_and_the_session_
     let gw = gateway("billing.* -> ask approvals=2").await;
     let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
     let reply = raw
-        .exchange(&query("INSERT INTO billing.invoices VALUES (2, 1)"))
+        .exchange(&query_message("INSERT INTO billing.invoices VALUES (2, 1)"))
         .await;
     assert_eq!(tags(&reply), "EZ", "refused at once, never held");
     assert_eq!(reply[0].sqlstate(), "42501");
-    let text = message_of(&reply[0]);
+    let text = reply[0].message();
     assert!(
         text.contains("approval plugin \"route-by-table\" failed"),
         "{text}"
@@ -225,7 +211,10 @@ async fn a_routing_plugin_that_fails_refuses_the_held_statement_and_the_session_
     assert!(text.contains("invalid config"), "{text}");
     assert!(text.contains("needs groups"), "{text}");
     assert_eq!(invoices(&gw).await, 0);
-    assert_eq!(tags(&raw.exchange(&query("SELECT 1")).await), "TDCZ");
+    assert_eq!(
+        tags(&raw.exchange(&query_message("SELECT 1")).await),
+        "TDCZ"
+    );
     let token = gw.token_with_groups("auditor", &["approvers"]);
     let (_, pending) = http(gw.admin, "GET", "/v1/approvals", Some(&token), None).await;
     assert_eq!(pending.trim(), "[]", "no request was opened");
@@ -255,11 +244,11 @@ async fn an_approval_plugin_that_traps_spins_hogs_memory_or_routes_to_nobody_ref
         let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
         let started = std::time::Instant::now();
         let reply = raw
-            .exchange(&query("INSERT INTO items VALUES (7100, 'x')"))
+            .exchange(&query_message("INSERT INTO items VALUES (7100, 'x')"))
             .await;
         assert_eq!(tags(&reply), "EZ", "{mode}: refused, never held");
         assert_eq!(reply[0].sqlstate(), "42501", "{mode}");
-        let text = message_of(&reply[0]);
+        let text = reply[0].message();
         assert!(
             text.contains("approval plugin \"faulty-router\" failed"),
             "{mode}: {text}"
@@ -271,7 +260,7 @@ async fn an_approval_plugin_that_traps_spins_hogs_memory_or_routes_to_nobody_ref
         );
         // The session, and reads that need no approval, go on.
         assert_eq!(
-            tags(&raw.exchange(&query("SELECT 1")).await),
+            tags(&raw.exchange(&query_message("SELECT 1")).await),
             "TDCZ",
             "{mode}"
         );

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 use sluice_integration_tests::{
-    GatewayOptions, Msg, PluginSpec, RawClient, TestGateway, http, tags,
+    GatewayOptions, PluginSpec, RawClient, TestGateway, http, query_message, tags,
 };
 
 const WRITE: &str = "INSERT INTO items VALUES (5000, 'held')";
@@ -21,23 +21,9 @@ async fn gateway(approvals_toml: &str) -> TestGateway {
     .await
 }
 
-fn query(sql: &str) -> BytesMut {
-    let mut out = BytesMut::new();
-    frontend::query(sql, &mut out).unwrap();
-    out
-}
-
-fn message_of(msg: &Msg) -> String {
-    sluice::proxy::messages::error_fields(&msg.body)
-        .into_iter()
-        .find(|(k, _)| *k == b'M')
-        .map(|(_, v)| v)
-        .unwrap_or_default()
-}
-
 /// Sends `sql`, expects the approval notice first and returns the request id.
 async fn held(raw: &mut RawClient, sql: &str) -> String {
-    raw.send(&query(sql)).await;
+    raw.send(&query_message(sql)).await;
     notice_id(raw).await
 }
 
@@ -45,7 +31,7 @@ async fn held(raw: &mut RawClient, sql: &str) -> String {
 async fn notice_id(raw: &mut RawClient) -> String {
     let notice = raw.recv().await.expect("a notice");
     assert_eq!(notice.tag, b'N', "the notice comes first");
-    let text = message_of(&notice);
+    let text = notice.message();
     assert!(text.contains("required ("), "{text}");
     assert!(text.contains("waiting up to"), "{text}");
     text.split_whitespace()
@@ -120,10 +106,13 @@ async fn a_denied_statement_fails_with_42501_naming_the_approver_and_the_session
     let reply = raw.until_ready().await;
     assert_eq!(tags(&reply), "EZ");
     assert_eq!(reply[0].sqlstate(), "42501");
-    let text = message_of(&reply[0]);
+    let text = reply[0].message();
     assert!(text.contains("denied by bob: not today"), "{text}");
     assert_eq!(count(&gw, 5001).await, 0);
-    assert_eq!(tags(&raw.exchange(&query("SELECT 1")).await), "TDCZ");
+    assert_eq!(
+        tags(&raw.exchange(&query_message("SELECT 1")).await),
+        "TDCZ"
+    );
 }
 
 #[tokio::test]
@@ -134,7 +123,7 @@ async fn an_undecided_statement_expires_with_57014() {
     let reply = raw.until_ready().await;
     assert_eq!(tags(&reply), "EZ");
     assert_eq!(reply[0].sqlstate(), "57014");
-    assert!(message_of(&reply[0]).contains("expired"));
+    assert!(reply[0].message().contains("expired"));
     assert_eq!(status_of(&gw, &id).await, "expired");
     let (code, _) = vote(&gw, &id, "alice", "approve", "").await;
     assert_eq!(code, 409, "an expired request cannot be approved");
@@ -191,7 +180,7 @@ async fn a_scoped_approval_lets_that_statement_shape_run_for_a_while() {
     assert_eq!(tags(&raw.until_ready().await), "CZ");
     // Same fingerprint (constants differ): runs at once.
     let reply = raw
-        .exchange(&query("INSERT INTO items VALUES (5006, 'also')"))
+        .exchange(&query_message("INSERT INTO items VALUES (5006, 'also')"))
         .await;
     assert_eq!(tags(&reply), "CZ");
     // Another statement still needs its own approval.
@@ -223,21 +212,24 @@ async fn a_client_that_leaves_or_cancels_withdraws_its_request() {
     assert_eq!(tags(&reply), "EZ");
     assert_eq!(reply[0].sqlstate(), "57014");
     assert_eq!(status_of(&gw, &id).await, "withdrawn");
-    assert_eq!(tags(&raw.exchange(&query("SELECT 1")).await), "TDCZ");
+    assert_eq!(
+        tags(&raw.exchange(&query_message("SELECT 1")).await),
+        "TDCZ"
+    );
 }
 
 #[tokio::test]
 async fn a_held_statement_inside_a_transaction_commits_with_it() {
     let gw = gateway("timeout = \"30s\"").await;
     let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
-    assert_eq!(tags(&raw.exchange(&query("BEGIN")).await), "CZ");
+    assert_eq!(tags(&raw.exchange(&query_message("BEGIN")).await), "CZ");
     let id = held(&mut raw, "INSERT INTO items VALUES (5009, 'txn')").await;
     vote(&gw, &id, "alice", "approve", "").await;
     let reply = raw.until_ready().await;
     assert_eq!(tags(&reply), "CZ");
     assert_eq!(reply[1].body[0], b'T', "still in the transaction");
     assert_eq!(count(&gw, 5009).await, 0, "not visible before COMMIT");
-    assert_eq!(tags(&raw.exchange(&query("COMMIT")).await), "CZ");
+    assert_eq!(tags(&raw.exchange(&query_message("COMMIT")).await), "CZ");
     assert_eq!(count(&gw, 5009).await, 1);
 }
 
@@ -364,11 +356,11 @@ async fn a_subject_with_too_many_statements_waiting_is_refused_53400() {
     held(&mut second, "INSERT INTO items VALUES (5013, 'b')").await;
     let mut third = RawClient::connect(&gw, "agent", &token).await;
     let reply = third
-        .exchange(&query("INSERT INTO items VALUES (5014, 'c')"))
+        .exchange(&query_message("INSERT INTO items VALUES (5014, 'c')"))
         .await;
     assert_eq!(tags(&reply), "EZ");
     assert_eq!(reply[0].sqlstate(), "53400");
-    assert!(message_of(&reply[0]).contains("max_pending_per_subject"));
+    assert!(reply[0].message().contains("max_pending_per_subject"));
     // Another subject is not affected.
     let mut other = RawClient::connect(&gw, "other", &gw.token("other")).await;
     held(&mut other, "INSERT INTO items VALUES (5015, 'd')").await;
@@ -473,7 +465,10 @@ async fn an_approval_covers_those_parameter_values_once_even_for_a_named_stateme
     assert_eq!(count(&gw, 5019).await, 1);
     assert_eq!(count(&gw, 5020).await, 0);
     // The session is in a clean state after the refused Bind.
-    assert_eq!(tags(&raw.exchange(&query("SELECT 1")).await), "TDCZ");
+    assert_eq!(
+        tags(&raw.exchange(&query_message("SELECT 1")).await),
+        "TDCZ"
+    );
 }
 
 #[tokio::test]
@@ -481,7 +476,7 @@ async fn every_execute_of_a_sql_prepared_write_is_held() {
     let gw = gateway("timeout = \"30s\"").await;
     let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
     let prepare = raw
-        .exchange(&query(
+        .exchange(&query_message(
             "PREPARE ins2 (int) AS INSERT INTO items VALUES ($1, 'sql prepared')",
         ))
         .await;

@@ -4,11 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use wasmtime::Store;
-
 use super::bindings::v0_1::sluice::plugin::types as wit;
 use super::instances::{classify_trap, reported_message};
-use super::{ApprovalPlugin, CallFailure, PluginHost, PluginState};
+use super::{ApprovalPlugin, CallFailure, PluginHost};
 
 /// Asks `plugin` where `request` goes, within the plugin's time and memory limits.
 pub async fn route(
@@ -16,16 +14,8 @@ pub async fn route(
     plugin: &ApprovalPlugin,
     request: &wit::ApprovalRequest,
 ) -> Result<wit::Routing, CallFailure> {
-    let state = PluginState::new(
-        plugin.name.clone(),
-        plugin.config.clone(),
-        plugin.limits.memory_bytes,
-    );
-    let mut store = Store::new(host.engine(), state);
-    store.limiter(|s| &mut s.limits);
-    store.epoch_deadline_trap();
     // Instantiation runs the component's start code: allow it and the call two budgets.
-    store.set_epoch_deadline(super::deadline_ticks(plugin.limits.timeout) * 2);
+    let mut store = host.sandbox(plugin, 2);
     let started = Instant::now();
     let bindings = plugin
         .pre

@@ -267,17 +267,9 @@ async fn instantiate(
     plugin: &PolicyPlugin,
     session: &wit::Session,
 ) -> Result<Live, CallFailure> {
-    let state = PluginState::new(
-        plugin.name.clone(),
-        plugin.config.clone(),
-        plugin.limits.memory_bytes,
-    );
-    let mut store = Store::new(host.engine(), state);
-    store.limiter(|s| &mut s.limits);
-    store.epoch_deadline_trap();
     // Instantiation runs the component's start code, and `open` follows: allow both five
     // call budgets.
-    store.set_epoch_deadline(super::deadline_ticks(plugin.limits.timeout) * 5);
+    let mut store = host.sandbox(plugin, 5);
     let bindings = plugin
         .pre
         .instantiate_async(&mut store)

@@ -306,6 +306,25 @@ impl PluginHost {
         }
     }
 
+    /// A store of its own for one instance of `plugin`: its memory cap, no ambient
+    /// capabilities, and an epoch deadline of `budgets` call timeouts.
+    pub(crate) fn sandbox<Pre>(
+        &self,
+        plugin: &Plugin<Pre>,
+        budgets: u64,
+    ) -> wasmtime::Store<PluginState> {
+        let state = PluginState::new(
+            plugin.name.clone(),
+            plugin.config.clone(),
+            plugin.limits.memory_bytes,
+        );
+        let mut store = wasmtime::Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(deadline_ticks(plugin.limits.timeout) * budgets);
+        store
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

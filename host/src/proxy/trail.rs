@@ -110,12 +110,6 @@ impl Trail {
         };
         let statements = statements.unwrap_or_default();
         let record = StatementRecord {
-            session: self.info.id,
-            subject: self.info.subject.clone(),
-            database: self.info.database.clone(),
-            statement,
-            protocol,
-            prepared: None,
             text,
             kinds: statements
                 .iter()
@@ -131,13 +125,8 @@ impl Trail {
                 .flat_map(|s| &s.tables_written)
                 .map(table)
                 .collect(),
-            decision: decided.decision,
-            plugin: decided.plugin.clone(),
-            plugin_hash: decided.plugin_hash.clone(),
-            reason: decided.reason.clone(),
-            approval: decided.approval.clone(),
-            approvers: decided.approvers.clone(),
             params: (!normalized && !params.is_empty()).then(|| params.to_vec()),
+            ..self.record(statement, protocol, &decided)
         };
         self.write(record, decided.allowed()).await?;
         Ok(statement)
@@ -165,23 +154,9 @@ impl Trail {
         let statement = self.next;
         let normalized = self.audit.statement_text == StatementText::Normalized;
         let record = StatementRecord {
-            session: self.info.id,
-            subject: self.info.subject.clone(),
-            database: self.info.database.clone(),
-            statement,
-            protocol: "bind",
             prepared: self.prepared.get(name).copied(),
-            text: None,
-            kinds: Vec::new(),
-            tables_read: Vec::new(),
-            tables_written: Vec::new(),
-            decision: decided.decision,
-            plugin: decided.plugin.clone(),
-            plugin_hash: decided.plugin_hash.clone(),
-            reason: decided.reason.clone(),
-            approval: decided.approval.clone(),
-            approvers: decided.approvers.clone(),
             params: (!normalized).then(|| params.to_vec()),
+            ..self.record(statement, "bind", &decided)
         };
         let allowed = decided.allowed();
         // A refused Bind leaves no portal of ours: an Execute of the name must not be paired
@@ -192,6 +167,30 @@ impl Trail {
             self.portals.insert(portal.to_owned(), statement);
         }
         Ok(())
+    }
+
+    /// A record of this session's statement number `statement`, decided as `decided`, with
+    /// nothing about the statement itself yet.
+    fn record(&self, statement: u64, protocol: &'static str, decided: &Decided) -> StatementRecord {
+        StatementRecord {
+            session: self.info.id,
+            subject: self.info.subject.clone(),
+            database: self.info.database.clone(),
+            statement,
+            protocol,
+            prepared: None,
+            text: None,
+            kinds: Vec::new(),
+            tables_read: Vec::new(),
+            tables_written: Vec::new(),
+            decision: decided.decision,
+            plugin: decided.plugin.clone(),
+            plugin_hash: decided.plugin_hash.clone(),
+            reason: decided.reason.clone(),
+            approval: decided.approval.clone(),
+            approvers: decided.approvers.clone(),
+            params: None,
+        }
     }
 
     async fn write(&self, record: StatementRecord, durable: bool) -> Result<(), AuditError> {
