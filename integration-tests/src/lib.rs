@@ -256,6 +256,15 @@ impl TestGateway {
             .expect("plugin directory readable");
     }
 
+    /// `GET /v1/approvals/{id}` as `subject` in `groups`: the request, asserted found.
+    pub async fn approval(&self, id: &str, subject: &str, groups: &[&str]) -> serde_json::Value {
+        let token = self.token_with_groups(subject, groups);
+        let path = format!("/v1/approvals/{id}");
+        let (code, body) = http(self.admin, "GET", &path, Some(&token), None).await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("the API answers JSON")
+    }
+
     /// A valid 5-minute token with `groups`.
     pub fn token_with_groups(&self, subject: &str, groups: &[&str]) -> String {
         let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
@@ -658,12 +667,30 @@ impl Msg {
     }
 
     fn field(&self, code: u8) -> String {
-        sluice::proxy::messages::error_fields(&self.body)
-            .into_iter()
-            .find(|(k, _)| *k == code)
-            .map(|(_, v)| v)
-            .unwrap_or_default()
+        sluice::proxy::messages::error_field(&self.body, code).unwrap_or_default()
     }
+}
+
+/// pgbench against a gateway on `port` as `user` with `token`, over TLS: `args` (clients,
+/// duration, mode...), then the script file and the test database. Killed if dropped.
+pub fn pgbench(
+    port: u16,
+    user: &str,
+    token: &str,
+    args: &[&str],
+    script: &Path,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(client_binary("pgbench"));
+    command
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", user])
+        .args(args)
+        .arg("-f")
+        .arg(script)
+        .arg(DATABASE)
+        .env("PGPASSWORD", token)
+        .env("PGSSLMODE", "require")
+        .kill_on_drop(true);
+    command
 }
 
 /// A simple-protocol Query message.

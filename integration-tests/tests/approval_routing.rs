@@ -42,17 +42,7 @@ async fn view(gw: &TestGateway, id: &str) -> serde_json::Value {
 }
 
 async fn view_as(gw: &TestGateway, id: &str, subject: &str) -> serde_json::Value {
-    let token = gw.token_with_groups(subject, &["approvers", "dba"]);
-    let (code, body) = http(
-        gw.admin,
-        "GET",
-        &format!("/v1/approvals/{id}"),
-        Some(&token),
-        None,
-    )
-    .await;
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+    gw.approval(id, subject, &["approvers", "dba"]).await
 }
 
 async fn vote(gw: &TestGateway, id: &str, approver: &str, groups: &[&str]) -> u16 {

@@ -53,17 +53,7 @@ async fn vote(gw: &TestGateway, id: &str, approver: &str, verb: &str, body: &str
 }
 
 async fn status_of(gw: &TestGateway, id: &str) -> String {
-    let token = gw.token_with_groups("auditor", &["approvers"]);
-    let (code, body) = http(
-        gw.admin,
-        "GET",
-        &format!("/v1/approvals/{id}"),
-        Some(&token),
-        None,
-    )
-    .await;
-    assert_eq!(code, 200, "{body}");
-    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let view = gw.approval(id, "auditor", &["approvers"]).await;
     view["status"].as_str().unwrap().to_owned()
 }
 

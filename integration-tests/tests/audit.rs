@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sluice::config::Config;
 use sluice_integration_tests::{
-    DATABASE, GatewayOptions, GatewayProcess, PluginSpec, TestGateway, client_binary, sluice_binary,
+    DATABASE, GatewayOptions, GatewayProcess, PluginSpec, TestGateway, sluice_binary,
 };
 
 fn audit_path(config: &Path) -> PathBuf {
@@ -251,23 +251,15 @@ async fn a_gateway_killed_under_pgbench_restarts_with_a_log_that_verifies_and_co
     )
     .unwrap();
     let token = gw.token("loader");
-    let pgbench = tokio::process::Command::new(client_binary("pgbench"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &gw.port().to_string(),
-            "-U",
-            "loader",
-        ])
-        .args(["-n", "-c", "4", "-j", "2", "-T", "30", "-f"])
-        .arg(script.path())
-        .arg(DATABASE)
-        .env("PGPASSWORD", &token)
-        .env("PGSSLMODE", "require")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let pgbench = sluice_integration_tests::pgbench(
+        gw.port(),
+        "loader",
+        &token,
+        &["-n", "-c", "4", "-j", "2", "-T", "30"],
+        script.path(),
+    )
+    .spawn()
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     gw.kill().await;
     let _ = pgbench.wait_with_output().await;

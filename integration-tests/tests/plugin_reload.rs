@@ -28,24 +28,14 @@ async fn plugins_swapped_ten_times_under_pgbench_fail_nothing_and_apply_within_a
         "\\set id random(1, 100)\nSELECT name FROM items WHERE id = :id;\n",
     )
     .unwrap();
-    let pgbench = tokio::process::Command::new(sluice_integration_tests::client_binary("pgbench"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &gw.port().to_string(),
-            "-U",
-            "bench",
-        ])
-        .args([
-            "-n", "-c", "4", "-j", "2", "-T", "8", "-M", "extended", "-f",
-        ])
-        .arg(script.path())
-        .arg(sluice_integration_tests::DATABASE)
-        .env("PGPASSWORD", &token)
-        .env("PGSSLMODE", "require")
-        .kill_on_drop(true)
-        .output();
+    let pgbench = sluice_integration_tests::pgbench(
+        gw.port(),
+        "bench",
+        &token,
+        &["-n", "-c", "4", "-j", "2", "-T", "8", "-M", "extended"],
+        script.path(),
+    )
+    .output();
     let swaps = async {
         let client = gw.connect("prober", &gw.token("prober")).await.unwrap();
         let mut worst = Duration::ZERO;

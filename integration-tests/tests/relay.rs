@@ -236,25 +236,16 @@ async fn pgbench_runs_through_the_gateway() {
         "\\set id random(1, 100)\nSELECT name FROM items WHERE id = :id;\n",
     )
     .unwrap();
-    let out = tokio::process::Command::new(sluice_integration_tests::client_binary("pgbench"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &gw.port().to_string(),
-            "-U",
-            "agent",
-        ])
-        .args([
-            "-n", "-c", "4", "-j", "2", "-t", "50", "-M", "prepared", "-f",
-        ])
-        .arg(script.path())
-        .arg(sluice_integration_tests::DATABASE)
-        .env("PGPASSWORD", &token)
-        .env("PGSSLMODE", "require")
-        .output()
-        .await
-        .unwrap();
+    let out = sluice_integration_tests::pgbench(
+        gw.port(),
+        "agent",
+        &token,
+        &["-n", "-c", "4", "-j", "2", "-t", "50", "-M", "prepared"],
+        script.path(),
+    )
+    .output()
+    .await
+    .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -188,7 +188,14 @@ impl Approvals {
                 Some(r.by.clone()),
                 r.note.clone(),
             ),
-            Routing::Decided { by, .. } => (Vec::new(), 1, Duration::ZERO, Some(by.clone()), None),
+            // Decided as it is recorded: it expires a moment after the plugin's vote.
+            Routing::Decided { by, .. } => (
+                Vec::new(),
+                1,
+                Duration::from_millis(1),
+                Some(by.clone()),
+                None,
+            ),
         };
         let request = ApprovalRequest {
             id: new.id,
@@ -215,7 +222,6 @@ impl Approvals {
             reason,
         } = routing
         {
-            // Expiry is the moment of the plugin's vote; the request never waits.
             let vote = Vote {
                 approver: format!("plugin:{by}"),
                 approve,
@@ -223,14 +229,10 @@ impl Approvals {
                 at: created,
                 scope: None,
             };
-            let stored = ApprovalRequest {
-                expires: created + Duration::from_millis(1),
-                ..request
-            };
             let record = self
                 .blocking(move |store| {
-                    store.insert_request(&stored)?;
-                    store.vote(&stored.id, &vote)
+                    store.insert_request(&request)?;
+                    store.vote(&request.id, &vote)
                 })
                 .await?;
             tracing::info!(approval = %id, plugin = %by, approve, "approval request decided by its approval plugin");

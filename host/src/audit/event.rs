@@ -117,9 +117,18 @@ pub struct StatementRecord {
     pub prepared: Option<u64>,
     /// Full or normalized, as `[audit] statement_text` says; absent for a Bind.
     pub text: Option<String>,
-    pub kinds: Vec<String>,
+    pub kinds: Vec<&'static str>,
     pub tables_read: Vec<String>,
     pub tables_written: Vec<String>,
+    #[serde(flatten)]
+    pub decided: Decided,
+    /// Bind parameter values (text format), with `statement_text = "full"`.
+    pub params: Option<Vec<Option<String>>>,
+}
+
+/// How a statement text or execution was decided.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Decided {
     /// `allow`, `deny`, `approved`, `approval-denied`, `approval-expired`, `withdrawn`,
     /// `error` (unparsable, audit or routing failure).
     pub decision: &'static str,
@@ -129,8 +138,13 @@ pub struct StatementRecord {
     pub reason: Option<String>,
     pub approval: Option<String>,
     pub approvers: Vec<String>,
-    /// Bind parameter values (text format), with `statement_text = "full"`.
-    pub params: Option<Vec<Option<String>>>,
+}
+
+impl Decided {
+    /// Whether the statement may run.
+    pub fn allowed(&self) -> bool {
+        matches!(self.decision, "allow" | "approved")
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -6,8 +6,6 @@
 
 use std::io::Write;
 
-use super::event::Event;
-
 /// The schema version records are written with. Bump it when a field changes meaning or
 /// goes away (adding a field does not).
 pub const SCHEMA_VERSION: u64 = 1;
@@ -15,14 +13,9 @@ pub const SCHEMA_VERSION: u64 = 1;
 /// `prev` of the very first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Appends the line for `event` at `seq`, chained to `prev`, to `out` (with its newline) and
-/// returns its hash.
-pub fn seal(event: &Event, seq: u64, prev: &str, ts_ms: u64, out: &mut Vec<u8>) -> String {
-    let body = serde_json::to_vec(event).unwrap_or_default();
-    seal_body(&body, seq, prev, ts_ms, out)
-}
-
-/// [`seal`] for an event already serialized (as `{"type":...}`).
+/// Appends the line for an event serialized as `body` (`{"type":...}`) at `seq`, chained to
+/// `prev`, to `out` (with its newline) and returns its hash. Serializing happens before, outside
+/// the log's lock.
 pub fn seal_body(body: &[u8], seq: u64, prev: &str, ts_ms: u64, out: &mut Vec<u8>) -> String {
     let start = out.len();
     let _ = write!(
@@ -56,7 +49,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Milliseconds since the epoch as `2026-11-30T07:01:02.345Z`.
-pub fn rfc3339_ms(ms: u64) -> String {
+fn rfc3339_ms(ms: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -64,6 +57,11 @@ pub fn rfc3339_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::Event;
+
+    fn seal(event: &Event, seq: u64, prev: &str, ts_ms: u64, out: &mut Vec<u8>) -> String {
+        seal_body(&serde_json::to_vec(event).unwrap(), seq, prev, ts_ms, out)
+    }
 
     #[test]
     fn a_sealed_line_is_one_json_object_with_the_header_first_and_its_hash_covers_its_bytes() {

@@ -39,9 +39,9 @@ const LINGER: Duration = Duration::from_millis(5);
 /// Bytes written and bytes known to be on disk, counted from the start of this run (across
 /// rotations); `failed` once a sync failed.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Synced {
-    pub bytes: u64,
-    pub failed: bool,
+struct Synced {
+    bytes: u64,
+    failed: bool,
 }
 
 pub struct Log {
@@ -182,6 +182,12 @@ impl Log {
                 .observe(started.elapsed().as_secs_f64());
         }
         match written {
+            // A failed fdatasync leaves earlier writes of unknown durability: the log stays
+            // failing (and durable records refused) however later writes fare.
+            Ok(()) if self.synced.borrow().failed => {
+                self.rotate_or_checkpoint_if_due(inner);
+                Ok(())
+            }
             Ok(()) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::warn!(path = %self.config.path.display(), "audit log writable again");

@@ -115,6 +115,8 @@ struct Live {
     bindings: PolicyBindings,
     by_shape: NumberMap<wit::Decision>,
     by_text: NumberMap<TextVerdict>,
+    /// This plugin's call-latency histogram, looked up once per instance rather than per call.
+    call_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl Live {
@@ -228,13 +230,8 @@ impl SessionPlugins {
         // total (host imports, a stalled machine) is refused after the fact.
         let took = started.elapsed();
         let overran = took > plugin.limits.timeout * 2 + Duration::from_millis(5);
-        if let Some(metrics) = self.host.metrics() {
-            metrics
-                .plugin_call_seconds
-                .get_or_create(&crate::metrics::PluginLabels {
-                    plugin: plugin.name.to_string(),
-                })
-                .observe(took.as_secs_f64());
+        if let Some(histogram) = &live.call_seconds {
+            histogram.observe(took.as_secs_f64());
         }
         let failure = match outcome {
             Err(trap) => classify_trap(&trap, plugin.limits.timeout),
@@ -289,6 +286,7 @@ async fn instantiate(
         bindings,
         by_shape: NumberMap::default(),
         by_text: NumberMap::default(),
+        call_seconds: host.metrics().map(|m| m.plugin_calls(&plugin.name)),
     })
 }
 

@@ -492,7 +492,8 @@ impl PluginHost {
             return Ok(None);
         }
         let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
-        let hash = hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
+        let hash =
+            crate::audit::record::hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
         let limits = Limits {
             timeout: manifest.limits.timeout.unwrap_or(self.defaults.timeout),
             memory_bytes: manifest
@@ -588,8 +589,4 @@ fn exported_kind(component: &Component, engine: &Engine) -> Result<PluginKind, S
         [] => Err("exports no sluice:plugin@0.1.0 interface (policy or approval)".into()),
         _ => Err("exports more than one plugin interface; build one component per kind".into()),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

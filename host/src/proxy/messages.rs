@@ -97,6 +97,14 @@ pub fn error_fields(body: &[u8]) -> Vec<(u8, String)> {
     fields
 }
 
+/// One field of an `ErrorResponse` or `NoticeResponse` body (`b'C'`: the SQLSTATE).
+pub fn error_field(body: &[u8], field: u8) -> Option<String> {
+    error_fields(body)
+        .into_iter()
+        .find(|(kind, _)| *kind == field)
+        .map(|(_, value)| value)
+}
+
 /// SQLSTATE and message of an error body, for logs.
 pub fn error_summary(body: &[u8]) -> String {
     let fields = error_fields(body);

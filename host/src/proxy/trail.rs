@@ -17,6 +17,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use crate::analysis::Statement;
+pub use crate::audit::Decided;
 use crate::audit::{Audit, AuditError, Event, StatementRecord};
 use crate::config::StatementText;
 use crate::policy::SessionInfo;
@@ -33,23 +34,6 @@ pub enum Expect {
     },
     /// The ReadyForQuery ending a request cycle.
     CycleEnd,
-}
-
-/// How a statement text or execution was decided, for its record.
-#[derive(Debug, Default)]
-pub struct Decided {
-    pub decision: &'static str,
-    pub plugin: Option<String>,
-    pub plugin_hash: Option<String>,
-    pub reason: Option<String>,
-    pub approval: Option<String>,
-    pub approvers: Vec<String>,
-}
-
-impl Decided {
-    pub fn allowed(&self) -> bool {
-        matches!(self.decision, "allow" | "approved")
-    }
 }
 
 /// The client direction's half.
@@ -103,32 +87,25 @@ impl Trail {
         self.next += 1;
         let statement = self.next;
         let normalized = self.audit.statement_text == StatementText::Normalized;
-        let text = text.map(|t| self.audit.text(t));
-        let table = |t: &crate::analysis::TableRef| match &t.schema {
-            Some(s) => format!("{s}.{}", t.name),
-            None => t.name.clone(),
-        };
         let statements = statements.unwrap_or_default();
+        let allowed = decided.allowed();
         let record = StatementRecord {
-            text,
-            kinds: statements
-                .iter()
-                .map(|s| s.kind.label().to_owned())
-                .collect(),
+            text: text.map(|t| self.audit.text(t)),
+            kinds: statements.iter().map(|s| s.kind.label()).collect(),
             tables_read: statements
                 .iter()
                 .flat_map(|s| &s.tables_read)
-                .map(table)
+                .map(ToString::to_string)
                 .collect(),
             tables_written: statements
                 .iter()
                 .flat_map(|s| &s.tables_written)
-                .map(table)
+                .map(ToString::to_string)
                 .collect(),
             params: (!normalized && !params.is_empty()).then(|| params.to_vec()),
-            ..self.record(statement, protocol, &decided)
+            ..self.record(statement, protocol, decided)
         };
-        self.write(record, decided.allowed()).await?;
+        self.write(record, allowed).await?;
         Ok(statement)
     }
 
@@ -153,25 +130,31 @@ impl Trail {
         self.next += 1;
         let statement = self.next;
         let normalized = self.audit.statement_text == StatementText::Normalized;
+        let allowed = decided.allowed();
         let record = StatementRecord {
             prepared: self.prepared.get(name).copied(),
             params: (!normalized).then(|| params.to_vec()),
-            ..self.record(statement, "bind", &decided)
+            ..self.record(statement, "bind", decided)
         };
-        let allowed = decided.allowed();
-        // A refused Bind leaves no portal of ours: an Execute of the name must not be paired
-        // with an earlier execution.
-        self.portals.remove(portal);
-        self.write(record, allowed).await?;
-        if allowed {
-            self.portals.insert(portal.to_owned(), statement);
+        let written = self.write(record, allowed).await;
+        if allowed && written.is_ok() {
+            match self.portals.get_mut(portal) {
+                Some(bound) => *bound = statement,
+                None => {
+                    self.portals.insert(portal.to_owned(), statement);
+                }
+            }
+        } else {
+            // A refused Bind leaves no portal of ours: an Execute of the name must not be
+            // paired with an earlier execution.
+            self.portals.remove(portal);
         }
-        Ok(())
+        written
     }
 
     /// A record of this session's statement number `statement`, decided as `decided`, with
     /// nothing about the statement itself yet.
-    fn record(&self, statement: u64, protocol: &'static str, decided: &Decided) -> StatementRecord {
+    fn record(&self, statement: u64, protocol: &'static str, decided: Decided) -> StatementRecord {
         StatementRecord {
             session: self.info.id,
             subject: self.info.subject.clone(),
@@ -183,12 +166,7 @@ impl Trail {
             kinds: Vec::new(),
             tables_read: Vec::new(),
             tables_written: Vec::new(),
-            decision: decided.decision,
-            plugin: decided.plugin.clone(),
-            plugin_hash: decided.plugin_hash.clone(),
-            reason: decided.reason.clone(),
-            approval: decided.approval.clone(),
-            approvers: decided.approvers.clone(),
+            decided,
             params: None,
         }
     }
@@ -265,7 +243,7 @@ impl Results {
                 };
                 let (outcome, tag_text, sqlstate) = match tag {
                     b'C' => ("ok", super::gate::cstr(body).0.map(str::to_owned), None),
-                    b'E' => ("error", None, error_code(body)),
+                    b'E' => ("error", None, super::messages::error_field(body, b'C')),
                     b's' => ("suspended", None, None),
                     _ => ("ok", None, None),
                 };
@@ -312,11 +290,4 @@ impl Results {
             duration_us: started.elapsed().as_micros() as u64,
         });
     }
-}
-
-fn error_code(body: &[u8]) -> Option<String> {
-    super::messages::error_fields(body)
-        .into_iter()
-        .find(|(k, _)| *k == b'C')
-        .map(|(_, v)| v)
 }
