@@ -55,6 +55,9 @@ pub struct Config {
     /// The audit log.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Result masking by masking plugins.
+    #[serde(default)]
+    pub masking: MaskingConfig,
     /// The file this configuration was read from (set by [`Config::load`]).
     #[serde(skip)]
     pub source: PathBuf,
@@ -207,6 +210,38 @@ impl Default for PluginsConfig {
             reload_debounce: default_reload_debounce(),
         }
     }
+}
+
+/// `[masking]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingConfig {
+    /// How long the catalog cache (table OIDs, column names, view definitions) is trusted
+    /// before it is read again. DDL through the gateway, and a table OID the cache does not
+    /// know, refresh it at once.
+    #[serde(default = "default_catalog_ttl", with = "humantime_serde")]
+    pub catalog_ttl: Duration,
+    /// Rows collected before a `custom` column's values go to its plugin in one call (fewer if
+    /// the upstream pauses or the result ends).
+    #[serde(default = "default_transform_batch")]
+    pub transform_batch: usize,
+}
+
+impl Default for MaskingConfig {
+    fn default() -> Self {
+        MaskingConfig {
+            catalog_ttl: default_catalog_ttl(),
+            transform_batch: default_transform_batch(),
+        }
+    }
+}
+
+fn default_catalog_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_transform_batch() -> usize {
+    256
 }
 
 /// `[approvals]`: the route for requests no approval plugin routes.
@@ -494,6 +529,9 @@ impl Config {
         }
         if self.plugins.memory_mib == 0 {
             return Err(self.invalid("plugins.memory_mib", "must be at least 1"));
+        }
+        if !(1..=65_536).contains(&self.masking.transform_batch) {
+            return Err(self.invalid("masking.transform_batch", "must be between 1 and 65536"));
         }
         if let Some(dir) = &self.plugins.dir
             && !dir.is_dir()

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod config;
 pub mod identity;
 pub mod localpg;
+pub mod masking;
 pub mod metrics;
 pub mod plugins;
 pub mod policy;

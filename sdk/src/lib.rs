@@ -65,6 +65,40 @@
 //!
 //! sluice_sdk::export_router!(TwoDbas);
 //! ```
+//!
+//! A masking plugin implements the `sluice:plugin/masking-plugin` world: [`Masker`], exported
+//! with [`export_masker!`]. For each result set it plans a [`Mask`] per [`Column`]; the
+//! gateway applies `keep`, `null`, `redact`, `hash` and `partial` itself, and sends the
+//! values of `custom` columns back to [`Masker::transform`] in batches. A column's `source`
+//! is the table column it carries unchanged; `derived_from` lists the table columns an
+//! expression, aggregate or whole-row reference may have put into it — a plan must cover
+//! those too, or their values leave through `upper(email)`:
+//!
+//! ```no_run
+//! use sluice_sdk::{Column, Mask, Masker, PluginError, Session, Statement};
+//!
+//! struct HideEmails;
+//!
+//! impl Masker for HideEmails {
+//!     fn plan(_: &Session, _: Statement, columns: Vec<Column>) -> Result<Vec<Mask>, PluginError> {
+//!         Ok(columns
+//!             .iter()
+//!             .map(|c| {
+//!                 let email = |s: &sluice_sdk::ColumnSource| s.column == "email";
+//!                 if c.source.iter().any(email) {
+//!                     Mask::Hash
+//!                 } else if c.derived_from.iter().any(email) {
+//!                     Mask::Redact("[email]".into())
+//!                 } else {
+//!                     Mask::Keep
+//!                 }
+//!             })
+//!             .collect())
+//!     }
+//! }
+//!
+//! sluice_sdk::export_masker!(HideEmails);
+//! ```
 #![deny(missing_docs)]
 
 #[doc(hidden)]
@@ -93,13 +127,28 @@ pub mod approval_wit {
     });
 }
 
+#[doc(hidden)]
+pub mod masking_wit {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "masking-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_masking_bindings",
+        default_bindings_module: "sluice_sdk::masking_wit",
+        with: {
+            "sluice:plugin/types@0.1.0": crate::wit::sluice::plugin::types,
+            "sluice:plugin/host@0.1.0": crate::wit::sluice::plugin::host,
+        },
+    });
+}
+
 mod pattern;
 
 pub use pattern::TablePattern;
 pub use wit::sluice::plugin::host::{self as host_api, LogLevel};
 pub use wit::sluice::plugin::types::{
-    ApprovalRequest, ApprovalRoute, Decision, Error as PluginError, Reuse, Routing, Session,
-    Statement, StatementKind, TableRef, Verdict,
+    ApprovalRequest, ApprovalRoute, Column, ColumnSource, Decision, Error as PluginError, Mask,
+    PartialMask, Reuse, Routing, Session, Statement, StatementKind, TableRef, ValueFormat, Verdict,
 };
 
 impl Verdict {
@@ -187,6 +236,84 @@ macro_rules! export_router {
     ($ty:ident) => {
         $crate::approval_wit::export_approval_bindings!($ty with_types_in $crate::approval_wit);
     };
+}
+
+/// A masking plugin: plans how each result set of its session is masked.
+pub trait Masker {
+    /// Called once per instance with its session; `false` when this plugin masks nothing in
+    /// it (the gateway then never calls it again for the session). An error withholds every
+    /// result value of the session.
+    fn open(_session: &Session) -> Result<bool, PluginError> {
+        Ok(true)
+    }
+
+    /// A mask for each of `columns`, in order.
+    fn plan(
+        session: &Session,
+        statement: Statement,
+        columns: Vec<Column>,
+    ) -> Result<Vec<Mask>, PluginError>;
+
+    /// The values of a column planned as [`Mask::Custom`], transformed; as many as given.
+    fn transform(
+        _session: &Session,
+        _column: Column,
+        _values: Vec<Option<String>>,
+    ) -> Result<Vec<Option<String>>, PluginError> {
+        Err(PluginError::Other(
+            "planned a custom mask without implementing transform".into(),
+        ))
+    }
+}
+
+impl<T: Masker> masking_wit::exports::sluice::plugin::masking::Guest for T {
+    fn open(session: Session) -> Result<bool, PluginError> {
+        let active = T::open(&session)?;
+        SESSION
+            .set(session)
+            .map_err(|_| PluginError::Other("open was called twice".into()))?;
+        Ok(active)
+    }
+
+    fn plan(statement: Statement, columns: Vec<Column>) -> Result<Vec<Mask>, PluginError> {
+        T::plan(opened()?, statement, columns)
+    }
+
+    fn transform(
+        column: Column,
+        values: Vec<Option<String>>,
+    ) -> Result<Vec<Option<String>>, PluginError> {
+        T::transform(opened()?, column, values)
+    }
+}
+
+fn opened() -> Result<&'static Session, PluginError> {
+    SESSION
+        .get()
+        .ok_or_else(|| PluginError::Other("called before open".into()))
+}
+
+/// Exports a type implementing [`Masker`] as this component's masking plugin.
+#[macro_export]
+macro_rules! export_masker {
+    ($ty:ident) => {
+        $crate::masking_wit::export_masking_bindings!($ty with_types_in $crate::masking_wit);
+    };
+}
+
+impl ColumnSource {
+    /// Whether this is `table_pattern`'s column `column` (both as a [`TablePattern`] would
+    /// match, `*` allowed for the column).
+    pub fn is(&self, table: &TablePattern, column: &str) -> bool {
+        (column == "*" || column.eq_ignore_ascii_case(&self.column))
+            && table.matches(
+                &TableRef {
+                    schema: Some(self.schema.clone()),
+                    name: self.table.clone(),
+                },
+                &[],
+            )
+    }
 }
 
 /// A value from the `[config]` table of the plugin's manifest.

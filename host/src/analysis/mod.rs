@@ -2,7 +2,10 @@
 //! written, functions called, hidden writes. Analyses are cached by statement text, so a repeated
 //! statement is parsed once.
 
+mod lineage;
 mod walk;
+
+pub use lineage::{Lineage, Ref};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,6 +112,8 @@ pub struct Facts {
     pub parameter: Option<String>,
     /// The prepared statement a SQL-level PREPARE creates or an EXECUTE runs.
     pub prepared_name: Option<String>,
+    /// The cursor a DECLARE creates or a FETCH, MOVE or CLOSE uses.
+    pub cursor: Option<String>,
     pub tables_read: Vec<TableRef>,
     pub tables_written: Vec<TableRef>,
     pub functions: Vec<String>,
@@ -117,6 +122,8 @@ pub struct Facts {
     pub unfiltered_write: bool,
     pub writes: bool,
     pub copy_program: bool,
+    /// Which column references feed the statement's output and written values (masking).
+    pub lineage: Lineage,
     /// Set by [`Analyzer`] for single DML statements: equal for statements of the same shape
     /// (same tokens apart from constants), never reused for another shape.
     pub shape: Option<u64>,
@@ -315,6 +322,13 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
         }
         _ => None,
     };
+    let cursor = match node_type {
+        "DeclareCursorStmt" | "FetchStmt" | "ClosePortalStmt" => node
+            .get("portalname")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        _ => None,
+    };
     let explain_analyze = node_type == "ExplainStmt" && explain_has_analyze(node);
     let writes = match kind {
         StatementKind::Insert
@@ -337,6 +351,7 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
         command: node_type.to_owned(),
         parameter,
         prepared_name,
+        cursor,
         tables_read: found.tables_read,
         tables_written: found.tables_written,
         functions: found.functions,
@@ -344,6 +359,7 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
         unfiltered_write: writes && found.unfiltered_write,
         writes,
         copy_program,
+        lineage: lineage::lineage(tree),
         shape: None,
     };
     Statement {

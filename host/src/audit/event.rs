@@ -102,6 +102,26 @@ pub enum Event {
         plugin: String,
         hash: String,
     },
+    /// A result set masked: which columns, with which mask (never values).
+    Masking {
+        session: u64,
+        /// The statement record the result belongs to, when the audit trail knows it.
+        statement: Option<u64>,
+        columns: Vec<MaskedColumn>,
+        /// Why the plan could not be made and every value was withheld, if so.
+        failure: Option<String>,
+    },
+}
+
+/// One masked column of a result set.
+#[derive(Debug, Clone, Serialize)]
+pub struct MaskedColumn {
+    /// The name the client saw.
+    pub name: String,
+    /// `schema.table.column` when the column is a plain table column.
+    pub source: Option<String>,
+    /// `null`, `redact`, `hash`, `partial` or `custom`.
+    pub mask: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]

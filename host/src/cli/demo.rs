@@ -50,6 +50,10 @@ const DEMO_PLUGINS: &[(&str, &str)] = &[
         "route-by-table",
         "[config]\nrules = \"public.customers -> ask groups=pii-approvers timeout=10m\"\n",
     ),
+    (
+        "mask-pii-columns",
+        "[config]\nrules = \"customers.email=hash, customers.card_number=partial(0,4), customers.phone=redact\"\nexempt_groups = \"pii-readers\"\n",
+    ),
 ];
 
 pub async fn run(port: Option<u16>, plugins: Option<std::path::PathBuf>) -> anyhow::Result<()> {
@@ -166,8 +170,10 @@ listen = "{admin_listen}"
         pg_port = pg.port(),
         loaded = if plugins.is_some() {
             "Policy plugins loaded: no-ddl, guard-roles, guard-functions, safe-writes, read-only, approve-writes;\n\
-             approval plugin route-by-table (writes touching customers go to group pii-approvers).\n\
-             Try: DROP TABLE orders;  UPDATE customers SET name = 'x';  SELECT pg_read_file('/etc/passwd');\n\
+             approval plugin route-by-table (writes touching customers go to group pii-approvers);\n\
+             masking plugin mask-pii-columns (customers: email hashed, card_number partial, phone redacted).\n\
+             Try: SELECT * FROM customers;  SELECT upper(email) FROM customers;  COPY customers TO STDOUT;\n\
+             Also try: DROP TABLE orders;  UPDATE customers SET name = 'x';  SELECT pg_read_file('/etc/passwd');\n\
              Writes with a WHERE clause wait for approval: psql shows the request id."
         } else {
             "No policy plugins (run `cargo xtask demo` to load the stock ones)."

@@ -26,4 +26,16 @@ pub mod v0_1 {
             },
         });
     }
+
+    pub mod masking {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "masking-plugin",
+            exports: { default: async },
+            with: {
+                "sluice:plugin/types": crate::plugins::bindings::v0_1::sluice::plugin::types,
+                "sluice:plugin/host": crate::plugins::bindings::v0_1::sluice::plugin::host,
+            },
+        });
+    }
 }

@@ -1,7 +1,7 @@
 //! WebAssembly component plugins: the wasmtime engine, loading `<name>.wasm` (+ `<name>.toml`)
 //! from the plugin directory, telling plugin kinds apart by the interface a component exports,
 //! compiled-artifact caching by content hash, hot reload by atomic swap, per-session sandboxed
-//! policy instances and one-call approval instances.
+//! policy and masking instances and one-call approval instances.
 //!
 //! Reload is load → compile → validate → swap. A file that fails any step never unloads the
 //! version that was serving: the previous one keeps serving and the failure is reported.
@@ -10,6 +10,7 @@ mod approval;
 mod bindings;
 mod instances;
 mod manifest;
+mod masking;
 mod state;
 mod watch;
 
@@ -27,6 +28,7 @@ pub use approval::route;
 pub use bindings::v0_1::sluice::plugin::types as wit;
 pub use instances::{CallFailure, ReuseKey, SessionPlugins};
 pub use manifest::Manifest;
+pub use masking::SessionMaskers;
 pub use state::PluginState;
 
 /// The epoch deadline for a call limited to `timeout`.
@@ -39,6 +41,7 @@ pub use watch::{WatchHandle, watch};
 
 use bindings::v0_1::PolicyPluginPre;
 use bindings::v0_1::approval::ApprovalPluginPre;
+use bindings::v0_1::masking::MaskingPluginPre;
 
 /// Epoch tick: deadlines are counted in ticks, so a 20 ms timeout is 4 ticks (stopped within
 /// 20–25 ms). A finer tick costs an idle gateway a thread wakeup every millisecond.
@@ -89,6 +92,8 @@ pub struct Plugin<Pre> {
 pub type PolicyPlugin = Plugin<PolicyPluginPre<PluginState>>;
 /// Routes approval requests (`approval-plugin` world).
 pub type ApprovalPlugin = Plugin<ApprovalPluginPre<PluginState>>;
+/// Masks result columns (`masking-plugin` world).
+pub type MaskingPlugin = Plugin<MaskingPluginPre<PluginState>>;
 
 impl<Pre> std::fmt::Debug for Plugin<Pre> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,6 +136,7 @@ impl<Pre> Plugin<Pre> {
 pub enum PluginKind {
     Policy,
     Approval,
+    Masking,
 }
 
 /// One loaded file, of whichever kind.
@@ -138,6 +144,18 @@ pub enum PluginKind {
 enum Loaded {
     Policy(Arc<PolicyPlugin>),
     Approval(Arc<ApprovalPlugin>),
+    Masking(Arc<MaskingPlugin>),
+}
+
+/// Runs `$body` with `$p` bound to the plugin of whichever kind `$loaded` holds.
+macro_rules! each_kind {
+    ($loaded:expr, $p:ident => $body:expr) => {
+        match $loaded {
+            Loaded::Policy($p) => $body,
+            Loaded::Approval($p) => $body,
+            Loaded::Masking($p) => $body,
+        }
+    };
 }
 
 impl Loaded {
@@ -145,35 +163,24 @@ impl Loaded {
         match self {
             Loaded::Policy(_) => PluginKind::Policy,
             Loaded::Approval(_) => PluginKind::Approval,
+            Loaded::Masking(_) => PluginKind::Masking,
         }
     }
 
     fn id(&self) -> u64 {
-        match self {
-            Loaded::Policy(p) => p.id,
-            Loaded::Approval(p) => p.id,
-        }
+        each_kind!(self, p => p.id)
     }
 
     fn hash(&self) -> &str {
-        match self {
-            Loaded::Policy(p) => &p.hash,
-            Loaded::Approval(p) => &p.hash,
-        }
+        each_kind!(self, p => &p.hash)
     }
 
     fn priority(&self) -> i32 {
-        match self {
-            Loaded::Policy(p) => p.priority,
-            Loaded::Approval(p) => p.priority,
-        }
+        each_kind!(self, p => p.priority)
     }
 
     fn unchanged(&self, hash: &str, manifest: &Manifest, limits: &Limits) -> bool {
-        match self {
-            Loaded::Policy(p) => p.unchanged(hash, manifest, limits),
-            Loaded::Approval(p) => p.unchanged(hash, manifest, limits),
-        }
+        each_kind!(self, p => p.unchanged(hash, manifest, limits))
     }
 }
 
@@ -182,6 +189,7 @@ impl Loaded {
 pub struct PluginSet {
     pub policies: Vec<Arc<PolicyPlugin>>,
     pub approvals: Vec<Arc<ApprovalPlugin>>,
+    pub maskers: Vec<Arc<MaskingPlugin>>,
     pub generation: u64,
 }
 
@@ -195,7 +203,11 @@ impl PluginSet {
             .approvals
             .iter()
             .map(|p| (&*p.name, Loaded::Approval(p.clone())));
-        policies.chain(approvals)
+        let maskers = self
+            .maskers
+            .iter()
+            .map(|p| (&*p.name, Loaded::Masking(p.clone())));
+        policies.chain(approvals).chain(maskers)
     }
 }
 
@@ -345,6 +357,11 @@ impl PluginHost {
         !self.current.load().policies.is_empty()
     }
 
+    /// Whether any masking plugin is serving (as cheap as [`PluginHost::has_policies`]).
+    pub fn has_maskers(&self) -> bool {
+        !self.current.load().maskers.is_empty()
+    }
+
     pub fn status(&self) -> Vec<PluginStatus> {
         self.status
             .lock()
@@ -447,15 +464,17 @@ impl PluginHost {
                 });
             }
         }
-        let (mut policies, mut approvals) = (Vec::new(), Vec::new());
+        let (mut policies, mut approvals, mut maskers) = (Vec::new(), Vec::new(), Vec::new());
         for plugin in serving {
             match plugin {
                 Loaded::Policy(p) => policies.push(p),
                 Loaded::Approval(p) => approvals.push(p),
+                Loaded::Masking(p) => maskers.push(p),
             }
         }
         policies.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.name.cmp(&b.name)));
         approvals.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.name.cmp(&b.name)));
+        maskers.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.name.cmp(&b.name)));
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(metrics) = self.metrics() {
             metrics.plugin_reloads.inc();
@@ -468,10 +487,16 @@ impl PluginHost {
                     .iter()
                     .map(|p| format!("{}@{} (approval)", p.name, &p.hash[..12])),
             )
+            .chain(
+                maskers
+                    .iter()
+                    .map(|p| format!("{}@{} (masking)", p.name, &p.hash[..12])),
+            )
             .collect();
         self.current.store(Arc::new(PluginSet {
             policies,
             approvals,
+            maskers,
             generation,
         }));
         *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
@@ -543,6 +568,9 @@ impl PluginHost {
             PluginKind::Approval => Loaded::Approval(Arc::new(
                 plugin.with(ApprovalPluginPre::new(pre).map_err(wrong("approval-plugin"))?),
             )),
+            PluginKind::Masking => Loaded::Masking(Arc::new(
+                plugin.with(MaskingPluginPre::new(pre).map_err(wrong("masking-plugin"))?),
+            )),
         }))
     }
 
@@ -578,15 +606,15 @@ fn exported_kind(component: &Component, engine: &Engine) -> Result<PluginKind, S
         match name {
             "sluice:plugin/policy@0.1.0" => kinds.push(PluginKind::Policy),
             "sluice:plugin/approval@0.1.0" => kinds.push(PluginKind::Approval),
-            "sluice:plugin/masking@0.1.0" => {
-                return Err("is a masking plugin, which this gateway does not run yet".into());
-            }
+            "sluice:plugin/masking@0.1.0" => kinds.push(PluginKind::Masking),
             _ => {}
         }
     }
     match kinds.as_slice() {
         [kind] => Ok(*kind),
-        [] => Err("exports no sluice:plugin@0.1.0 interface (policy or approval)".into()),
+        [] => Err(
+            "exports no sluice:plugin@0.1.0 interface (policy, approval or masking)".into(),
+        ),
         _ => Err("exports more than one plugin interface; build one component per kind".into()),
     }
 }

@@ -175,7 +175,19 @@ tls = "disable"
         };
         // The audit trail runs too: its result matching reads the upstream's bytes.
         let (trail, mut results) = Trail::new(self.shared.audit.clone(), info.clone());
-        let mut gate = Gate::new(self.shared.clone(), info, refusals.clone(), signals, trail);
+        // Masking tracks the relay too when the shared gateway has plugins.
+        let (tracker, mut masker) = match super::masker::new(&self.shared, &info) {
+            Some((tracker, masker)) => (Some(tracker), Some(masker)),
+            None => (None, None),
+        };
+        let mut gate = Gate::new(
+            self.shared.clone(),
+            info,
+            refusals.clone(),
+            signals,
+            trail,
+            tracker,
+        );
         let mut client_in =
             FrameReader::new(from_client, MAX_MESSAGE).accepting(session::client_may_send);
         let mut upstream_in =
@@ -197,6 +209,7 @@ tls = "disable"
                     &cycles_done,
                     &mut notices_in,
                     results.as_mut(),
+                    masker.as_mut(),
                 ),
             )
         };

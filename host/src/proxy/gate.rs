@@ -16,7 +16,9 @@ use super::refusal::Refusals;
 use super::trail::{Decided, Trail};
 use crate::analysis::Statement;
 use crate::approvals::{self, ApprovalError, NewRequest, Opened, Routing};
-use crate::plugins::{PluginHost, PluginSet, SessionPlugins, wit};
+use super::masker::{Tracker, Unplannable};
+use crate::masking;
+use crate::plugins::{PluginHost, PluginSet, SessionMaskers, SessionPlugins, wit};
 use crate::policy::{self, Decider, SessionInfo, Verdict};
 use crate::state::Status;
 
@@ -58,6 +60,11 @@ pub struct Gate {
     approval_per_execute: HashMap<String, (Decider, String)>,
     signals: HoldSignals,
     trail: Trail,
+    /// Announces answers to the masking side of the upstream direction (`None` without a
+    /// plugin directory).
+    tracker: Option<Tracker>,
+    /// Masking plugin instances for the checks made before a statement runs.
+    maskers: Option<SessionMaskers>,
     /// How the statement text last judged (or the execution last held) was decided, for its
     /// audit record.
     last: Last,
@@ -77,10 +84,14 @@ impl Gate {
         refusals: Arc<Refusals>,
         signals: HoldSignals,
         trail: Trail,
+        tracker: Option<Tracker>,
     ) -> Gate {
         let instances = shared.plugins.clone().map(SessionPlugins::new);
+        let maskers = shared.plugins.clone().map(SessionMaskers::new);
         Gate {
             trail,
+            tracker,
+            maskers,
             last: Last::default(),
             shared,
             info,
@@ -124,7 +135,11 @@ impl Gate {
         out: &mut FrameWriter<W>,
         client: &mut FrameReader<R>,
     ) {
+        let at_boundary = self.between_cycles;
         self.between_cycles = matches!(frame.tag(), b'Q' | b'S' | b'F');
+        if at_boundary {
+            self.start_tracking();
+        }
         if let Some(held) = self.held.take() {
             // The held Parse is decided now, with this Bind's parameters if it binds it.
             let params = match frame.tag() {
@@ -138,6 +153,7 @@ impl Gate {
             match refusal {
                 None => {
                     self.trail.prepared("", id);
+                    self.track_parse("");
                     out.queue(held.frame.raw())
                 }
                 Some((code, message)) => {
@@ -157,6 +173,9 @@ impl Gate {
                         if auditing {
                             let parts = self.last.statements.as_ref().map_or(1, |s| s.len());
                             self.trail.expect_query(id, parts);
+                        }
+                        if let Some(tracker) = &mut self.tracker {
+                            tracker.query(self.last.statements.as_deref().unwrap_or_default());
                         }
                         out.queue(frame.raw())
                     }
@@ -196,6 +215,7 @@ impl Gate {
                 match refusal {
                     None => {
                         self.trail.prepared(name, id);
+                        self.track_parse(name);
                         out.queue(frame.raw())
                     }
                     Some((code, message)) => {
@@ -206,7 +226,9 @@ impl Gate {
             }
             // Bind is per execution: the statement name is only read once some named
             // statement in this session needs approval, or for the audit record.
-            b'B' if self.approval_per_bind.is_empty() && !auditing => out.queue(frame.raw()),
+            b'B' if self.approval_per_bind.is_empty() && !auditing && !self.tracking() => {
+                out.queue(frame.raw())
+            }
             b'B' => {
                 let (portal, rest) = cstr(frame.body());
                 let statement = cstr(rest).0.unwrap_or("");
@@ -243,21 +265,40 @@ impl Gate {
                     }
                 }
                 match refusal {
-                    None => out.queue(frame.raw()),
+                    None => {
+                        if let Some(tracker) = &mut self.tracker {
+                            tracker.bound(portal.unwrap_or(""), statement);
+                        }
+                        out.queue(frame.raw())
+                    }
                     // Fails at the Bind's place; Postgres then skips to Sync.
                     Some((code, message)) => {
                         out.queue(&self.refusals.parse(self.cycles, "", code, &message))
                     }
                 }
             }
-            b'E' if auditing => {
-                self.trail
-                    .expect_execute(cstr(frame.body()).0.unwrap_or(""));
+            b'E' => {
+                let portal = cstr(frame.body()).0.unwrap_or("");
+                if auditing {
+                    self.trail.expect_execute(portal);
+                }
+                if let Some(tracker) = &mut self.tracker {
+                    tracker.execute(portal, out);
+                }
+                out.queue(frame.raw())
+            }
+            b'D' => {
+                if let Some(tracker) = &mut self.tracker {
+                    tracker.describe(frame.body());
+                }
                 out.queue(frame.raw())
             }
             b'C' => {
                 if let Some((&b'S', name)) = frame.body().split_first() {
                     self.approval_per_bind.remove(cstr(name).0.unwrap_or(""));
+                }
+                if let Some(tracker) = &mut self.tracker {
+                    tracker.close(frame.body());
                 }
                 out.queue(frame.raw());
             }
@@ -273,8 +314,76 @@ impl Gate {
             if auditing {
                 self.trail.expect_cycle_end();
             }
+            if let Some(tracker) = &self.tracker {
+                tracker.cycle_end();
+            }
             self.cycles += 1;
         }
+    }
+
+    fn tracking(&self) -> bool {
+        self.tracker.as_ref().is_some_and(Tracker::on)
+    }
+
+    /// Starts masking's tracking at this request-cycle boundary once a masking plugin serves.
+    fn start_tracking(&mut self) {
+        let serving = self.shared.plugins.as_ref().is_some_and(|h| h.has_maskers());
+        if let Some(tracker) = &mut self.tracker
+            && !tracker.on()
+            && serving
+        {
+            tracker.start(self.cycles);
+        }
+    }
+
+    /// A Parse of `name` (the statement text last judged) went upstream.
+    fn track_parse(&mut self, name: &str) {
+        if let Some(tracker) = &mut self.tracker {
+            let statement = self.last.statements.as_deref().and_then(<[_]>::first);
+            tracker.parsed(name, statement);
+        }
+    }
+
+    /// Why masking refuses one of `statements` before it runs: a FETCH or EXECUTE whose rows
+    /// nothing can account for, or values of masked columns leaving by COPY or a write.
+    async fn masking_refusal(&mut self, statements: &[Statement]) -> Option<String> {
+        let (Some(tracker), Some(maskers), Some(host)) =
+            (&self.tracker, &mut self.maskers, &self.shared.plugins)
+        else {
+            return None;
+        };
+        let set = host.current();
+        let mut declared: Vec<&str> = Vec::new();
+        for statement in statements {
+            let local = match statement.command.as_str() {
+                "DeclareCursorStmt" => statement.cursor.as_deref(),
+                "PrepareStmt" => statement.prepared_name.as_deref(),
+                _ => None,
+            };
+            declared.extend(local);
+            let uses = match statement.command.as_str() {
+                "FetchStmt" => statement.cursor.as_deref(),
+                "ExecuteStmt" => statement.prepared_name.as_deref(),
+                _ => None,
+            };
+            let declared_here = uses.is_some_and(|name| declared.contains(&name));
+            if !declared_here
+                && let Err(Unplannable::Unknown(what, name)) = tracker.lineage_source(statement)
+            {
+                return Some(format!(
+                    "sluice: the rows of {what} \"{name}\" cannot be masked: it was not created through this session"
+                ));
+            }
+            let Some(catalog) = self.shared.catalogs.get(&self.info.database) else {
+                return Some("sluice: no catalog for masking this database".into());
+            };
+            match masking::check_statement(&set, maskers, &self.info, catalog, statement).await {
+                Ok(None) => {}
+                Ok(Some(reason)) => return Some(format!("sluice: refused by masking: {reason}")),
+                Err(failure) => return Some(format!("sluice: refused: {failure}")),
+            }
+        }
+        None
     }
 
     /// Writes the audit record of the statement text last judged. A text allowed to run is
@@ -345,13 +454,14 @@ impl Gate {
             .map(|i| i.host().current())
             .filter(|p| !p.policies.is_empty());
         let auditing = self.trail.enabled();
-        if plugins.is_none() && !auditing {
+        let masking = self.tracking();
+        if plugins.is_none() && !auditing && !masking {
             return Judgement::Pass;
         }
         self.statements += 1;
         let span = tracing::debug_span!("statement", sluice.statement = self.statements);
         let Some(sql) = sql else {
-            if plugins.is_none() {
+            if plugins.is_none() && !masking {
                 return Judgement::Pass;
             }
             return Judgement::Refuse(
@@ -362,13 +472,18 @@ impl Gate {
         let statements = match self.shared.analyzer.analyze(sql) {
             Ok(statements) => statements,
             // Without policies nothing depends on the analysis: Postgres answers the error.
-            Err(_) if plugins.is_none() => return Judgement::Pass,
+            Err(_) if plugins.is_none() && !masking => return Judgement::Pass,
             Err(e) => {
                 span.in_scope(|| tracing::info!(error = %e, "unparsable statement refused"));
                 return Judgement::Refuse(sqlstate::SYNTAX_ERROR, format!("sluice: {e}"));
             }
         };
         self.last.statements = Some(statements.clone());
+        if masking && let Some(reason) = self.masking_refusal(&statements).await {
+            span.in_scope(|| tracing::info!(%reason, "statement refused by masking"));
+            self.last.decided.decision = "deny";
+            return Judgement::Refuse(sqlstate::INSUFFICIENT_PRIVILEGE, reason);
+        }
         let Some(plugins) = plugins else {
             return Judgement::Pass;
         };

@@ -51,6 +51,12 @@ fn error_with_severity(severity: &str, code: &str, message: impl Into<String>) -
     encode(&ErrorResponse::from(info))
 }
 
+/// A `NoticeResponse` with severity WARNING (SQLSTATE 01000).
+pub fn warning(message: impl Into<String>) -> Bytes {
+    let notice = ErrorInfo::new("WARNING".into(), "01000".into(), message.into());
+    encode(&pgwire::messages::response::NoticeResponse::from(notice))
+}
+
 /// A `NoticeResponse` the client shows as a notice.
 pub fn notice(message: impl Into<String>) -> Bytes {
     let info = ErrorInfo::new("NOTICE".to_owned(), "00000".to_owned(), message.into());

@@ -1,11 +1,13 @@
 //! The data path: listener, client login, upstream login, relay, cancel keys.
 
 mod cancel;
+mod catalog_reader;
 mod frame;
 pub mod fuzzing;
 mod gate;
 mod limits;
 mod login;
+mod masker;
 pub mod messages;
 mod refusal;
 mod session;
@@ -58,6 +60,10 @@ pub struct Shared {
     /// The audit log (a no-op when `[audit] enabled = false`).
     pub audit: Arc<crate::audit::Audit>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The masking catalog cache of each database, by client-visible name.
+    pub catalogs: HashMap<String, Arc<crate::masking::Catalog>>,
+    /// The key of `hash` masks.
+    pub hash_key: crate::masking::HashKey,
     next_session: AtomicU64,
 }
 
@@ -99,13 +105,13 @@ impl Shared {
             source,
         })?;
         let tokens = Arc::new(TokenAuthority::from_config(&config.identity)?);
+        let signing_key = crate::identity::SigningKey::load(&config.identity.signing_key)?;
+        let hash_key = hash_key(&signing_key);
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let audit = Arc::new(crate::audit::Audit::start(
             &config.audit,
             config.audit_path(),
-            Some(crate::identity::SigningKey::load(
-                &config.identity.signing_key,
-            )?),
+            Some(signing_key),
             Some(metrics.clone()),
         )?);
         let tls = TlsAcceptor::from(crate::tls::server_config(
@@ -114,9 +120,16 @@ impl Shared {
         )?);
         let secrets = config.load_upstream_secrets()?;
         let mut upstreams = HashMap::new();
+        let mut catalogs = HashMap::new();
         for (upstream, password) in config.upstreams.iter().zip(secrets) {
-            let built = Upstream::from_config(upstream, password, &config.source)?;
-            upstreams.insert(upstream.database.clone(), Arc::new(built));
+            let built = Arc::new(Upstream::from_config(upstream, password, &config.source)?);
+            let max_message = config.server.max_message_size;
+            let reader = built.clone();
+            let catalog = crate::masking::Catalog::new(config.masking.catalog_ttl, move || {
+                catalog_reader::read_catalog(reader.clone(), max_message)
+            });
+            catalogs.insert(upstream.database.clone(), Arc::new(catalog));
+            upstreams.insert(upstream.database.clone(), built);
         }
         let plugins = match &config.plugins.dir {
             Some(dir) => {
@@ -163,9 +176,21 @@ impl Shared {
             plugins,
             terminate: CancellationToken::new(),
             limits: limits::ConnectionLimits::default(),
+            catalogs,
+            hash_key,
             next_session: AtomicU64::new(1),
         })
     }
+}
+
+/// The `hash` mask key: stable for as long as the signing key is (Ed25519 signatures are
+/// deterministic), and not the signing key itself.
+fn hash_key(signing_key: &crate::identity::SigningKey) -> crate::masking::HashKey {
+    let signature = signing_key.sign(b"sluice masking hash key v1");
+    let digest = ring::digest::digest(&ring::digest::SHA256, &signature);
+    let mut key = [0; 16];
+    key.copy_from_slice(&digest.as_ref()[..16]);
+    crate::masking::HashKey::new(key)
 }
 
 /// A gateway accepting clients. Dropping it stops everything at once; [`Gateway::shutdown`]

@@ -15,6 +15,7 @@ use super::Shared;
 use super::frame::{FrameError, FrameReader, FrameWriter};
 use super::gate::{Gate, HoldSignals};
 use super::login::Established;
+use super::masker::{Masker, Relay};
 use super::messages::{self, sqlstate};
 use super::refusal::Refusals;
 use super::trail::{Results, Trail};
@@ -137,7 +138,11 @@ pub async fn run(
         cancelled: cancel_key.cancelled.clone(),
     };
     let (trail, mut results) = Trail::new(shared.audit.clone(), info.clone());
-    let mut gate = Gate::new(shared.clone(), info, refusals.clone(), signals, trail);
+    let (tracker, mut masker) = match super::masker::new(shared, &info) {
+        Some((tracker, masker)) => (Some(tracker), Some(masker)),
+        None => (None, None),
+    };
+    let mut gate = Gate::new(shared.clone(), info, refusals.clone(), signals, trail, tracker);
     let cycles_done = AtomicU64::new(0);
     let idle = Idle {
         timeout: shared.config.server.idle_timeout,
@@ -145,7 +150,7 @@ pub async fn run(
     };
     let end = tokio::select! {
         end = client_to_upstream(&mut client_in, &mut up_out, &mut gate, idle) => end,
-        end = upstream_to_client(&mut up_in, &mut client_out, &refusals, &cycles_done, &mut notices_in, results.as_mut()) => end,
+        end = upstream_to_client(&mut up_in, &mut client_out, &refusals, &cycles_done, &mut notices_in, results.as_mut(), masker.as_mut()) => end,
         () = expiry => SessionEnd::TokenExpired,
         () = shared.terminate.cancelled() => SessionEnd::Shutdown,
     };
@@ -255,6 +260,7 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
     cycles_done: &AtomicU64,
     notices: &mut mpsc::UnboundedReceiver<Bytes>,
     mut results: Option<&mut Results>,
+    mut masker: Option<&mut Masker>,
 ) -> SessionEnd {
     // Whether the last message relayed was a FATAL: then a close is the upstream's own,
     // explained, ending (admin shutdown, its idle timeout...).
@@ -284,23 +290,35 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
             if let Some(results) = results.as_deref_mut() {
                 results.saw(frame.tag(), frame.body());
             }
-            match frame.tag() {
-                b'E' if refusals.any() => {
-                    match refusals.rewrite(cycles_done.load(Ordering::Relaxed), frame.body()) {
-                        Some(replacement) => client.queue(&replacement),
-                        None => client.queue(frame.raw()),
+            let done = cycles_done.load(Ordering::Relaxed);
+            let refused = match frame.tag() {
+                b'E' if refusals.any() => refusals.rewrite(done, frame.body()),
+                _ => None,
+            };
+            let relay = match masker.as_deref_mut() {
+                Some(m) if m.tracking(done) => match &refused {
+                    Some(_) => {
+                        m.idle(client).await;
+                        m.failed();
+                        Relay::Pass
                     }
-                }
-                b'Z' => {
+                    None => m.relay(&frame, client, results.as_deref_mut()).await,
+                },
+                _ => Relay::Pass,
+            };
+            match (frame.tag(), relay, refused) {
+                (b'E', _, Some(replacement)) => client.queue(&replacement),
+                (b'Z', _, _) => {
                     // This direction is the only writer.
-                    let done = cycles_done.load(Ordering::Relaxed);
                     if refusals.any() {
                         refusals.cycle_done(done);
                     }
                     cycles_done.store(done + 1, Ordering::Relaxed);
                     client.queue(frame.raw());
                 }
-                _ => client.queue(frame.raw()),
+                (_, Relay::Pass, _) => client.queue(frame.raw()),
+                (_, Relay::Replace(replacement), _) => client.queue(&replacement),
+                (_, Relay::Drop, _) => {}
             }
             if client.wants_flush()
                 && let Err(e) = client.flush().await
@@ -311,6 +329,10 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
                 Ok(frame) => frame,
                 Err(e) => return SessionEnd::UpstreamProtocol(e.to_string()),
             };
+        }
+        // The upstream paused: rows held for a batched transform go out now.
+        if let Some(m) = masker.as_deref_mut() {
+            m.idle(client).await;
         }
         if let Err(e) = client.flush().await {
             return SessionEnd::ClientIo(e);

@@ -225,6 +225,15 @@ impl Results {
         }
     }
 
+    /// The record number of the statement the upstream is answering now, if known.
+    pub fn current_statement(&mut self) -> Option<u64> {
+        self.refill();
+        match self.pending.front() {
+            Some(Expect::Statement { statement, .. }) => Some(*statement),
+            _ => None,
+        }
+    }
+
     /// Looks at one message from the upstream.
     pub fn saw(&mut self, tag: u8, body: &[u8]) {
         match tag {

@@ -1,0 +1,305 @@
+//! Which column references feed a statement's output values and the values it writes, for
+//! masking. Only value positions count: select lists, VALUES lists, UPDATE's SET, RETURNING
+//! (at any depth, so a subquery's select list counts too). WHERE, JOIN, GROUP BY and ORDER BY
+//! only filter and order rows; a reference there never puts a value in a result.
+//!
+//! References are kept by their column name, without resolving them to tables: the parse tree
+//! alone cannot say which table an unqualified name belongs to, so masking resolves each name
+//! against the catalog columns of every table the statement touches (erring towards more).
+
+use serde_json::Value;
+
+/// One column reference in a value position.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Ref {
+    /// `email`, `c.email`, `s.t.email`: the last name part, as the parser folded it.
+    Column(String),
+    /// `c`, `c.*`, `ROW(c.*)`, a `*` inside an expression: every column of a row.
+    WholeRow,
+}
+
+/// What a statement's values read.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Lineage {
+    /// Per output column, the references its expression reads, when the outputs map one to one
+    /// onto the top-level select (or RETURNING) list: no `*` in it, no set operation, no
+    /// subquery or CTE the outputs could come through. `None` otherwise.
+    pub per_output: Option<Vec<Vec<Ref>>>,
+    /// Every reference in any value position of the statement, at any depth.
+    pub all: Vec<Ref>,
+    /// References in values the statement writes into tables (`INSERT ... SELECT`, `UPDATE
+    /// ... SET`, `CREATE TABLE ... AS`, `SELECT ... INTO`, `CREATE VIEW`, MERGE), at any depth.
+    pub written: Vec<Ref>,
+}
+
+impl Lineage {
+    /// What output column `index` (of `count`) reads: its own references where the outputs map
+    /// onto the select list, everything the statement's values read otherwise.
+    pub fn output(&self, index: usize, count: usize) -> &[Ref] {
+        match &self.per_output {
+            Some(per) if per.len() == count => per.get(index).map_or(&[], Vec::as_slice),
+            _ => &self.all,
+        }
+    }
+}
+
+/// The lineage of one statement (`tree` is `{"node": {"<NodeType>": {...}}}`).
+pub fn lineage(tree: &Value) -> Lineage {
+    let mut collector = Collector::default();
+    collector.visit(tree, false, false);
+    let mut lineage = Lineage {
+        per_output: top_outputs(tree),
+        all: collector.all,
+        written: collector.written,
+    };
+    for list in [&mut lineage.all, &mut lineage.written] {
+        list.sort();
+        list.dedup();
+    }
+    lineage
+}
+
+/// The node inside a `{"node": {"Type": {...}}}` wrapper, with its type name.
+fn node(value: &Value) -> Option<(&str, &Value)> {
+    let inner = value.get("node").unwrap_or(value);
+    inner
+        .as_object()
+        .and_then(|m| m.iter().next())
+        .map(|(k, v)| (k.as_str(), v))
+}
+
+fn list<'a>(value: &'a Value, field: &str) -> &'a [Value] {
+    value
+        .get(field)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+fn present(value: &Value, field: &str) -> bool {
+    value.get(field).is_some_and(|v| match v {
+        Value::Null => false,
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        _ => true,
+    })
+}
+
+/// The per-output references of the statement's own result, where they map one to one.
+fn top_outputs(tree: &Value) -> Option<Vec<Vec<Ref>>> {
+    let (kind, stmt) = node(tree)?;
+    let targets = match kind {
+        "SelectStmt" => {
+            let plain = !present(stmt, "larg")
+                && !present(stmt, "with_clause")
+                && !present(stmt, "values_lists")
+                && !list(stmt, "from_clause").iter().any(has_subquery);
+            if !plain {
+                return None;
+            }
+            list(stmt, "target_list")
+        }
+        "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
+            if present(stmt, "with_clause") {
+                return None;
+            }
+            list(stmt, "returning_list")
+        }
+        "DeclareCursorStmt" | "PrepareStmt" | "ExplainStmt" => {
+            return stmt.get("query").and_then(top_outputs);
+        }
+        "CopyStmt" => return stmt.get("query").and_then(top_outputs),
+        _ => return None,
+    };
+    let mut outputs = Vec::with_capacity(targets.len());
+    for target in targets {
+        let value = target
+            .pointer("/node/ResTarget/val")
+            .unwrap_or(&Value::Null);
+        if is_star(value) {
+            return None;
+        }
+        let mut collector = Collector::default();
+        collector.refs(value, false);
+        let mut refs = collector.all;
+        refs.sort();
+        refs.dedup();
+        outputs.push(refs);
+    }
+    Some(outputs)
+}
+
+/// A FROM item whose columns are not a table's: a subquery or a function (its columns could
+/// carry anything the function read).
+fn has_subquery(item: &Value) -> bool {
+    match node(item) {
+        Some(("RangeSubselect" | "RangeFunction" | "RangeTableFunc", _)) => true,
+        Some(("JoinExpr", join)) => {
+            join.get("larg").is_some_and(has_subquery) || join.get("rarg").is_some_and(has_subquery)
+        }
+        _ => false,
+    }
+}
+
+/// A bare `*` or `t.*` select-list entry.
+fn is_star(value: &Value) -> bool {
+    match node(value) {
+        Some(("ColumnRef", column)) => list(column, "fields")
+            .iter()
+            .any(|f| matches!(node(f), Some(("AStar", _)))),
+        _ => false,
+    }
+}
+
+#[derive(Default)]
+struct Collector {
+    all: Vec<Ref>,
+    written: Vec<Ref>,
+}
+
+/// Nodes whose value lists are written into a table.
+const WRITING: &[&str] = &[
+    "InsertStmt",
+    "UpdateStmt",
+    "MergeStmt",
+    "CreateTableAsStmt",
+    "ViewStmt",
+];
+
+impl Collector {
+    /// Walks `value`; `writing`: inside a statement whose values go into a table; `in_value`:
+    /// inside a value position (references count).
+    fn visit(&mut self, value: &Value, writing: bool, in_value: bool) {
+        match value {
+            Value::Array(items) => items.iter().for_each(|v| self.visit(v, writing, in_value)),
+            Value::Object(map) => {
+                for (key, inner) in map {
+                    match key.as_str() {
+                        "ColumnRef" if in_value => self.column_ref(inner, writing),
+                        "target_list" | "values_lists" | "merge_when_clauses" => {
+                            self.visit(inner, writing, true)
+                        }
+                        // RETURNING feeds the result, not the table.
+                        "returning_list" => self.visit(inner, false, true),
+                        k if WRITING.contains(&k) => self.visit(inner, true, in_value),
+                        "SelectStmt" if present(inner, "into_clause") => {
+                            self.visit(inner, true, in_value)
+                        }
+                        // A subquery's own WHERE is not a value position even inside one.
+                        "where_clause" | "having_clause" | "group_clause" | "sort_clause"
+                        | "from_clause" | "quals" | "window_clause"
+                            if !in_value =>
+                        {
+                            self.visit(inner, writing, false)
+                        }
+                        _ => self.visit(inner, writing, in_value),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Collects every reference in an expression (all positions inside it count).
+    fn refs(&mut self, value: &Value, writing: bool) {
+        match value {
+            Value::Array(items) => items.iter().for_each(|v| self.refs(v, writing)),
+            Value::Object(map) => {
+                for (key, inner) in map {
+                    if key == "ColumnRef" {
+                        self.column_ref(inner, writing);
+                    } else {
+                        self.refs(inner, writing);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn column_ref(&mut self, column: &Value, writing: bool) {
+        let fields = list(column, "fields");
+        let last = fields.last().and_then(node);
+        let reference = match last {
+            Some(("AStar", _)) | None => Ref::WholeRow,
+            Some(("String", s)) => match s.get("sval").and_then(Value::as_str) {
+                Some(name) => Ref::Column(name.to_owned()),
+                None => Ref::WholeRow,
+            },
+            Some(_) => Ref::WholeRow,
+        };
+        if writing {
+            self.written.push(reference.clone());
+        }
+        self.all.push(reference);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(sql: &str) -> Lineage {
+        let parsed = pg_query::parse(sql, 0).unwrap();
+        let tree = serde_json::to_value(&parsed.protobuf.stmts[0].stmt).unwrap();
+        lineage(&tree)
+    }
+
+    fn col(name: &str) -> Ref {
+        Ref::Column(name.into())
+    }
+
+    #[test]
+    fn plain_select_maps_each_output_to_its_own_references() {
+        let l = of("SELECT id, upper(email), name || '' AS n, 1 FROM customers WHERE phone = 'x'");
+        assert_eq!(
+            l.per_output,
+            Some(vec![vec![col("id")], vec![col("email")], vec![col("name")], vec![]])
+        );
+        assert!(!l.all.contains(&col("phone")), "WHERE is not a value: {:?}", l.all);
+        assert!(l.written.is_empty());
+    }
+
+    #[test]
+    fn whole_row_references_and_stars_in_expressions_are_whole_rows() {
+        let l = of("SELECT row_to_json(c), json_agg(c.*), to_jsonb(c) FROM customers c");
+        let per = l.per_output.unwrap();
+        assert_eq!(per[0], vec![col("c")]);
+        assert_eq!(per[1], vec![Ref::WholeRow]);
+        assert!(of("SELECT * FROM customers").per_output.is_none());
+        assert!(of("SELECT c.* FROM customers c").per_output.is_none());
+    }
+
+    #[test]
+    fn subqueries_ctes_and_set_operations_fall_back_to_everything_read() {
+        let l = of("SELECT x FROM (SELECT upper(email) AS x FROM customers) s");
+        assert!(l.per_output.is_none());
+        assert!(l.all.contains(&col("email")));
+        let l = of("WITH e AS (SELECT email FROM customers) SELECT * FROM e");
+        assert!(l.per_output.is_none() && l.all.contains(&col("email")));
+        let l = of("SELECT name FROM items UNION SELECT email FROM customers");
+        assert!(l.per_output.is_none() && l.all.contains(&col("email")));
+        // A scalar subquery in the select list stays with its output.
+        let l = of("SELECT id, (SELECT email FROM customers LIMIT 1) FROM items");
+        assert_eq!(l.per_output.unwrap()[1], vec![col("email")]);
+    }
+
+    #[test]
+    fn writes_record_the_references_they_copy_into_tables() {
+        assert!(of("INSERT INTO t SELECT email FROM customers").written.contains(&col("email")));
+        assert!(of("UPDATE customers SET name = email").written.contains(&col("email")));
+        assert!(of("CREATE TABLE t AS SELECT email FROM customers").written.contains(&col("email")));
+        assert!(of("SELECT email INTO t FROM customers").written.contains(&col("email")));
+        assert!(of("CREATE VIEW v AS SELECT email FROM customers").written.contains(&col("email")));
+        let l = of("UPDATE customers SET name = 'x' WHERE email = 'a' RETURNING email");
+        assert!(l.written.is_empty(), "{:?}", l.written);
+        assert_eq!(l.per_output, Some(vec![vec![col("email")]]));
+    }
+
+    #[test]
+    fn cursors_and_copy_take_their_query_lineage() {
+        let l = of("DECLARE c CURSOR FOR SELECT upper(email) FROM customers");
+        assert_eq!(l.per_output, Some(vec![vec![col("email")]]));
+        let l = of("COPY (SELECT email FROM customers) TO STDOUT");
+        assert!(l.all.contains(&col("email")));
+    }
+}

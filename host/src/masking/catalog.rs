@@ -1,0 +1,375 @@
+//! The catalog cache: every user table, view and foreign table of one database with its
+//! columns (by attribute number) and, for views, the lineage of their definition.
+//!
+//! It is read on a side connection of the gateway's own (same upstream role, application_name
+//! `sluice:catalog`), never on a client's session, so a client's protocol state and
+//! transaction are never touched. A snapshot is trusted for `catalog_ttl`; DDL that committed
+//! through the gateway marks it stale, and a table OID it does not know refreshes it (at most
+//! once a second, since a table created in a client's open transaction stays invisible to
+//! the side connection until it commits).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::analysis::{Lineage, Ref, TableRef};
+use crate::plugins::wit::ColumnSource;
+
+/// The query the side connection runs: one row per column.
+pub const CATALOG_QUERY: &str = "SELECT c.oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname, \
+     CASE WHEN c.relkind IN ('v', 'm') AND a.attnum = 1 THEN pg_catalog.pg_get_viewdef(c.oid) END \
+     FROM pg_catalog.pg_class c \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') \
+     ORDER BY c.oid, a.attnum";
+
+/// One row of [`CATALOG_QUERY`].
+#[derive(Debug, Clone)]
+pub struct CatalogRow {
+    pub oid: u32,
+    pub schema: String,
+    pub table: String,
+    pub kind: char,
+    pub attnum: i16,
+    pub column: String,
+    pub view_definition: Option<String>,
+}
+
+/// A table, view or foreign table.
+#[derive(Debug)]
+pub struct Relation {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    /// Column names by attribute number − 1 (`None` for dropped columns).
+    pub columns: Vec<Option<String>>,
+    /// For a view: what its definition's output columns read, and the tables it reads.
+    pub view: Option<(Lineage, Vec<TableRef>)>,
+}
+
+impl Relation {
+    fn source(&self, column: &str) -> ColumnSource {
+        ColumnSource {
+            schema: self.schema.clone(),
+            table: self.name.clone(),
+            column: column.to_owned(),
+        }
+    }
+
+    fn column_names(&self) -> impl Iterator<Item = &str> {
+        self.columns.iter().flatten().map(String::as_str)
+    }
+}
+
+/// One reading of the catalog.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    by_oid: HashMap<u32, Arc<Relation>>,
+    by_name: HashMap<String, Vec<Arc<Relation>>>,
+    /// Every schema, relation and column name: identifiers an error message may show.
+    names: std::collections::HashSet<String>,
+}
+
+/// Views nest; a definition that refers back to itself through others stops here.
+const MAX_VIEW_DEPTH: usize = 8;
+
+impl Snapshot {
+    pub fn from_rows(rows: Vec<CatalogRow>) -> Snapshot {
+        let mut building: Vec<(CatalogRow, Vec<Option<String>>, Option<String>)> = Vec::new();
+        for row in rows {
+            match building.last_mut() {
+                Some((first, columns, _)) if first.oid == row.oid => {
+                    set_column(columns, row.attnum, row.column);
+                }
+                _ => {
+                    let mut columns = Vec::new();
+                    set_column(&mut columns, row.attnum, row.column.clone());
+                    let definition = row.view_definition.clone();
+                    building.push((row, columns, definition));
+                }
+            }
+        }
+        let mut snapshot = Snapshot::default();
+        for (row, columns, definition) in building {
+            let view = definition.and_then(|sql| {
+                let analysed = crate::analysis::analyze_uncached(&sql).ok()?;
+                let statement = analysed.first()?;
+                Some((statement.lineage.clone(), statement.tables_read.clone()))
+            });
+            let relation = Arc::new(Relation {
+                oid: row.oid,
+                schema: row.schema,
+                name: row.table,
+                columns,
+                view,
+            });
+            snapshot.names.insert(relation.schema.clone());
+            snapshot.names.insert(relation.name.clone());
+            snapshot
+                .names
+                .extend(relation.column_names().map(str::to_owned));
+            snapshot
+                .by_name
+                .entry(relation.name.clone())
+                .or_default()
+                .push(relation.clone());
+            snapshot.by_oid.insert(relation.oid, relation);
+        }
+        snapshot
+    }
+
+    pub fn relation(&self, oid: u32) -> Option<&Arc<Relation>> {
+        self.by_oid.get(&oid)
+    }
+
+    /// Whether `name` is a schema, relation or column name of this database.
+    pub fn knows_name(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    /// The relations `tables` may name: schema-qualified ones exactly, unqualified ones in
+    /// any schema (the session's search_path is not known here, so every candidate counts).
+    pub fn tables<'a>(&'a self, tables: impl IntoIterator<Item = &'a TableRef>) -> Vec<&'a Arc<Relation>> {
+        let mut found: Vec<&Arc<Relation>> = Vec::new();
+        for table in tables {
+            for relation in self.by_name.get(&table.name).into_iter().flatten() {
+                let schema_matches = table.schema.as_deref().is_none_or(|s| s == relation.schema);
+                if schema_matches && !found.iter().any(|r| r.oid == relation.oid) {
+                    found.push(relation);
+                }
+            }
+        }
+        found
+    }
+
+    /// The table column behind attribute `attnum` of relation `oid`, and for a view's column
+    /// what its definition derives it from.
+    pub fn column(&self, oid: u32, attnum: i16) -> Option<(ColumnSource, Vec<ColumnSource>)> {
+        let relation = self.by_oid.get(&oid)?;
+        let index = usize::try_from(attnum).ok()?.checked_sub(1)?;
+        let name = relation.columns.get(index)?.as_deref()?;
+        let mut derived = Vec::new();
+        if let Some((lineage, tables)) = &relation.view {
+            let refs = lineage.output(index, relation.columns.len());
+            self.resolve(refs, &self.tables(tables), &mut derived, 1);
+        }
+        Some((relation.source(name), derived))
+    }
+
+    /// Adds to `out` every column of `tables` that `refs` may read: a name resolves to that
+    /// column of every table that has it, a whole row (or a name no table has: a subquery's
+    /// or alias's) to every column of every table. View columns bring what they derive from.
+    pub fn resolve(
+        &self,
+        refs: &[Ref],
+        tables: &[&Arc<Relation>],
+        out: &mut Vec<ColumnSource>,
+        depth: usize,
+    ) {
+        for reference in refs {
+            let named = match reference {
+                Ref::Column(name) => {
+                    let having: Vec<_> = tables
+                        .iter()
+                        .filter(|t| t.column_names().any(|c| c == name))
+                        .collect();
+                    if having.is_empty() {
+                        None
+                    } else {
+                        for table in having {
+                            self.push(table, name, out, depth);
+                        }
+                        Some(())
+                    }
+                }
+                Ref::WholeRow => None,
+            };
+            if named.is_none() {
+                for table in tables {
+                    for column in table.column_names() {
+                        self.push(table, column, out, depth);
+                    }
+                }
+            }
+        }
+    }
+
+    fn push(&self, table: &Relation, column: &str, out: &mut Vec<ColumnSource>, depth: usize) {
+        let known = out
+            .iter()
+            .any(|s| s.column == column && s.table == table.name && s.schema == table.schema);
+        if known {
+            return;
+        }
+        out.push(table.source(column));
+        if let Some((lineage, tables)) = &table.view
+            && depth < MAX_VIEW_DEPTH
+        {
+            let index = table
+                .columns
+                .iter()
+                .position(|c| c.as_deref() == Some(column))
+                .unwrap_or(0);
+            let refs = lineage.output(index, table.columns.len());
+            self.resolve(refs, &self.tables(tables), out, depth + 1);
+        }
+    }
+}
+
+fn set_column(columns: &mut Vec<Option<String>>, attnum: i16, name: String) {
+    let Ok(index) = usize::try_from(attnum - 1) else {
+        return;
+    };
+    if columns.len() <= index {
+        columns.resize(index + 1, None);
+    }
+    columns[index] = Some(name);
+}
+
+type Reader = dyn Fn() -> Pin<Box<dyn Future<Output = Result<Vec<CatalogRow>, String>> + Send>>
+    + Send
+    + Sync;
+
+/// The cache of one upstream database.
+pub struct Catalog {
+    reader: Box<Reader>,
+    ttl: Duration,
+    current: ArcSwap<(Option<Instant>, Arc<Snapshot>)>,
+    stale: AtomicBool,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+/// How soon a snapshot that lacks a table is read again.
+const MISSING_RETRY: Duration = Duration::from_secs(1);
+
+impl Catalog {
+    /// A cache that reads with `reader` (nothing is read until first needed).
+    pub fn new<F, Fut>(ttl: Duration, reader: F) -> Catalog
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<CatalogRow>, String>> + Send + 'static,
+    {
+        Catalog {
+            reader: Box::new(move || Box::pin(reader())),
+            ttl,
+            current: ArcSwap::from_pointee((None, Arc::new(Snapshot::default()))),
+            stale: AtomicBool::new(false),
+            refreshing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The last snapshot read, without reading (empty before the first read).
+    pub fn peek(&self) -> Arc<Snapshot> {
+        self.current.load().1.clone()
+    }
+
+    /// Marks the snapshot out of date (after DDL committed through the gateway).
+    pub fn invalidate(&self) {
+        self.stale.store(true, Ordering::Release);
+    }
+
+    /// A snapshot that knows `oids` if the database does, read again when stale, expired or
+    /// missing one of them.
+    pub async fn snapshot(&self, oids: &[u32]) -> Result<Arc<Snapshot>, String> {
+        if let Some(snapshot) = self.usable(oids) {
+            return Ok(snapshot);
+        }
+        let _one_reader = self.refreshing.lock().await;
+        // Whoever held the lock may have read what we need.
+        if let Some(snapshot) = self.usable(oids) {
+            return Ok(snapshot);
+        }
+        self.stale.store(false, Ordering::Release);
+        let rows = (self.reader)().await?;
+        let snapshot = Arc::new(Snapshot::from_rows(rows));
+        tracing::debug!(relations = snapshot.by_oid.len(), "catalog cache read");
+        self.current
+            .store(Arc::new((Some(Instant::now()), snapshot.clone())));
+        Ok(snapshot)
+    }
+
+    fn usable(&self, oids: &[u32]) -> Option<Arc<Snapshot>> {
+        let current = self.current.load();
+        let (Some(read_at), snapshot) = &**current else {
+            return None;
+        };
+        let age = read_at.elapsed();
+        if self.stale.load(Ordering::Acquire) || age > self.ttl {
+            return None;
+        }
+        let knows_all = oids
+            .iter()
+            .all(|oid| *oid == 0 || snapshot.by_oid.contains_key(oid));
+        (knows_all || age < MISSING_RETRY).then(|| snapshot.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(oid: u32, table: &str, kind: char, attnum: i16, column: &str, def: Option<&str>) -> CatalogRow {
+        CatalogRow {
+            oid,
+            schema: "public".into(),
+            table: table.into(),
+            kind,
+            attnum,
+            column: column.into(),
+            view_definition: def.map(str::to_owned),
+        }
+    }
+
+    fn sample() -> Snapshot {
+        Snapshot::from_rows(vec![
+            row(10, "customers", 'r', 1, "id", None),
+            row(10, "customers", 'r', 2, "email", None),
+            row(10, "customers", 'r', 4, "name", None),
+            row(20, "contacts", 'v', 1, "who", Some(" SELECT customers.name AS who, upper(customers.email) AS mail FROM customers;")),
+            row(20, "contacts", 'v', 2, "mail", None),
+        ])
+    }
+
+    fn names(sources: &[ColumnSource]) -> Vec<String> {
+        sources.iter().map(|s| format!("{}.{}", s.table, s.column)).collect()
+    }
+
+    #[test]
+    fn columns_resolve_by_attribute_number_across_dropped_ones() {
+        let s = sample();
+        let (source, derived) = s.column(10, 4).unwrap();
+        assert_eq!(source.column, "name");
+        assert!(derived.is_empty());
+        assert!(s.column(10, 3).is_none(), "dropped");
+        assert!(s.column(99, 1).is_none());
+    }
+
+    #[test]
+    fn view_columns_carry_what_their_definition_reads() {
+        let s = sample();
+        let (source, derived) = s.column(20, 2).unwrap();
+        assert_eq!(source.table, "contacts");
+        assert_eq!(names(&derived), ["customers.email"]);
+    }
+
+    #[test]
+    fn unknown_names_and_whole_rows_resolve_to_every_column() {
+        let s = sample();
+        let tables = s.tables(&[TableRef { schema: None, name: "customers".into() }]);
+        let mut out = Vec::new();
+        s.resolve(&[Ref::Column("email".into())], &tables, &mut out, 0);
+        assert_eq!(names(&out), ["customers.email"]);
+        let mut out = Vec::new();
+        s.resolve(&[Ref::Column("x".into())], &tables, &mut out, 0);
+        assert_eq!(names(&out), ["customers.id", "customers.email", "customers.name"]);
+        let other_schema = s.tables(&[TableRef { schema: Some("billing".into()), name: "customers".into() }]);
+        assert!(other_schema.is_empty());
+    }
+}

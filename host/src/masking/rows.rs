@@ -1,0 +1,461 @@
+//! RowDescription and DataRow on the wire, and the built-in masks applied to them.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use siphasher::sip128::{Hasher128, SipHasher24};
+
+use super::Action;
+
+/// OID of `text`, the type masked columns are described as.
+const TEXT_OID: u32 = 25;
+
+/// One column of a RowDescription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    /// The table the column comes from, 0 for a computed one.
+    pub table_oid: u32,
+    pub attnum: i16,
+    pub type_oid: u32,
+    /// 0 text, 1 binary.
+    pub format: i16,
+}
+
+impl Field {
+    /// Whether a binary value of this column is its text (text, varchar, bpchar, name).
+    fn binary_is_text(&self) -> bool {
+        matches!(self.type_oid, 25 | 1043 | 1042 | 19)
+    }
+}
+
+/// The fields of a RowDescription body, or `None` if it is malformed.
+pub fn parse_row_description(body: &[u8]) -> Option<Vec<Field>> {
+    let mut rest = body;
+    let count = take_i16(&mut rest)?;
+    let mut fields = Vec::with_capacity(count.max(0) as usize);
+    for _ in 0..count.max(0) {
+        let end = rest.iter().position(|&b| b == 0)?;
+        let name = String::from_utf8_lossy(&rest[..end]).into_owned();
+        rest = &rest[end + 1..];
+        let table_oid = take_u32(&mut rest)?;
+        let attnum = take_i16(&mut rest)?;
+        let type_oid = take_u32(&mut rest)?;
+        let _typlen = take_i16(&mut rest)?;
+        let _typmod = take_u32(&mut rest)?;
+        let format = take_i16(&mut rest)?;
+        fields.push(Field {
+            name,
+            table_oid,
+            attnum,
+            type_oid,
+            format,
+        });
+    }
+    Some(fields)
+}
+
+fn take_i16(rest: &mut &[u8]) -> Option<i16> {
+    let (head, tail) = rest.split_first_chunk::<2>()?;
+    *rest = tail;
+    Some(i16::from_be_bytes(*head))
+}
+
+fn take_u32(rest: &mut &[u8]) -> Option<u32> {
+    let (head, tail) = rest.split_first_chunk::<4>()?;
+    *rest = tail;
+    Some(u32::from_be_bytes(*head))
+}
+
+/// The gateway's key for `hash` masks: 128 bits, stable across restarts (derived from the
+/// signing key by the caller), never sent anywhere.
+#[derive(Clone)]
+pub struct HashKey([u8; 16]);
+
+impl HashKey {
+    pub fn new(key: [u8; 16]) -> HashKey {
+        HashKey(key)
+    }
+
+    /// `h:` and 32 hex digits of the keyed SipHash-2-4-128 of `value`.
+    fn hash(&self, value: &[u8], out: &mut BytesMut) {
+        let mut hasher = SipHasher24::new_with_key(&self.0);
+        std::hash::Hasher::write(&mut hasher, value);
+        let digest = hasher.finish128().as_u128();
+        out.put_slice(b"h:");
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for shift in (0..32).rev() {
+            out.put_u8(HEX[((digest >> (shift * 4)) & 0xf) as usize]);
+        }
+    }
+}
+
+impl std::fmt::Debug for HashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HashKey(..)")
+    }
+}
+
+/// How one result set is masked.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub fields: Vec<Field>,
+    pub actions: Vec<Action>,
+    /// Whether the client saw each column described as text (masked when described).
+    pub described_as_text: Vec<bool>,
+    masks_anything: bool,
+    custom: bool,
+}
+
+impl Plan {
+    /// A plan of `actions` for `fields`, as described now: masked columns of other than text
+    /// types become text.
+    pub fn new(fields: Vec<Field>, actions: Vec<Action>) -> Plan {
+        let described_as_text = fields
+            .iter()
+            .zip(&actions)
+            .map(|(field, action)| action.retypes() && !field.binary_is_text())
+            .collect();
+        Plan::with_description(fields, actions, described_as_text)
+    }
+
+    /// A plan for columns the client already saw described (or never saw, and knows the types
+    /// of by itself): a masked column of a non-text type that was not described as text can
+    /// only be nulled, as a text value would not decode.
+    pub fn with_description(
+        fields: Vec<Field>,
+        mut actions: Vec<Action>,
+        described_as_text: Vec<bool>,
+    ) -> Plan {
+        for ((action, as_text), field) in actions.iter_mut().zip(&described_as_text).zip(&fields) {
+            if action.retypes() && !as_text && !field.binary_is_text() {
+                *action = Action::Null;
+            }
+        }
+        let masks_anything = actions.iter().any(|a| *a != Action::Keep);
+        let custom = actions.iter().any(|a| matches!(a, Action::Custom(_)));
+        Plan {
+            fields,
+            actions,
+            described_as_text,
+            masks_anything,
+            custom,
+        }
+    }
+
+    /// Every column withheld (a plan that could not be made).
+    pub fn withhold_all(fields: Vec<Field>) -> Plan {
+        let actions = vec![Action::Null; fields.len()];
+        Plan::new(fields, actions)
+    }
+
+    pub fn masks_anything(&self) -> bool {
+        self.masks_anything
+    }
+
+    pub fn has_custom(&self) -> bool {
+        self.custom
+    }
+
+    /// The RowDescription the client sees: masked columns described as `text`.
+    pub fn row_description(&self, original: &Bytes) -> Bytes {
+        if !self.described_as_text.iter().any(|&t| t) {
+            return original.clone();
+        }
+        let mut out = BytesMut::with_capacity(original.len());
+        out.put_u8(b'T');
+        out.put_u32(0);
+        out.put_i16(self.fields.len() as i16);
+        for (field, as_text) in self.fields.iter().zip(&self.described_as_text) {
+            out.put_slice(field.name.as_bytes());
+            out.put_u8(0);
+            out.put_u32(field.table_oid);
+            out.put_i16(field.attnum);
+            if *as_text {
+                out.put_u32(TEXT_OID);
+                out.put_i16(-1);
+                out.put_i32(-1);
+            } else {
+                // The original type length and modifier are not kept: re-read them.
+                let (typlen, typmod) = original_type_details(original, field);
+                out.put_u32(field.type_oid);
+                out.put_i16(typlen);
+                out.put_i32(typmod);
+            }
+            out.put_i16(field.format);
+        }
+        let len = (out.len() - 1) as u32;
+        out[1..5].copy_from_slice(&len.to_be_bytes());
+        out.freeze()
+    }
+
+    /// Whether column `index`'s value can be masked as text (not a binary non-text value).
+    pub fn textual(&self, index: usize) -> bool {
+        self.fields
+            .get(index)
+            .is_some_and(|f| f.format == 0 || f.binary_is_text())
+    }
+
+    /// The DataRow the client sees, with every built-in mask applied; `custom` columns are
+    /// taken from `custom` (their transformed values, by column), when given.
+    pub fn apply(
+        &self,
+        row: &Bytes,
+        key: &HashKey,
+        custom: Option<&dyn Fn(usize) -> Option<Option<String>>>,
+    ) -> Bytes {
+        if !self.masks_anything {
+            return row.clone();
+        }
+        let Some(values) = data_row_values(&row[5..]) else {
+            // Not a DataRow we can read: nothing of it may pass.
+            return encode_data_row(self.actions.iter().map(|_| None::<&[u8]>));
+        };
+        let mut out = BytesMut::with_capacity(row.len() + 16 * self.actions.len());
+        out.put_u8(b'D');
+        out.put_u32(0);
+        out.put_i16(self.actions.len() as i16);
+        for (index, action) in self.actions.iter().enumerate() {
+            let value = values.get(index).copied().flatten();
+            match (action, value) {
+                (Action::Keep, Some(v)) => put_value(&mut out, v),
+                (_, None) | (Action::Null, _) => out.put_i32(-1),
+                (Action::Redact(text), Some(_)) => put_value(&mut out, text.as_bytes()),
+                (_, Some(_)) if !self.textual(index) => out.put_i32(-1),
+                (Action::Hash, Some(v)) => {
+                    out.put_i32(34);
+                    key.hash(v, &mut out);
+                }
+                (Action::Partial { first, last }, Some(v)) => {
+                    put_value(&mut out, partial(v, *first, *last).as_bytes())
+                }
+                (Action::Custom(_), Some(_)) => match custom.and_then(|c| c(index)) {
+                    Some(Some(text)) => put_value(&mut out, text.as_bytes()),
+                    _ => out.put_i32(-1),
+                },
+            }
+        }
+        let len = (out.len() - 1) as u32;
+        out[1..5].copy_from_slice(&len.to_be_bytes());
+        out.freeze()
+    }
+}
+
+fn put_value(out: &mut BytesMut, value: &[u8]) {
+    out.put_i32(value.len() as i32);
+    out.put_slice(value);
+}
+
+/// The type length and modifier of `field` in the original RowDescription message.
+fn original_type_details(original: &Bytes, field: &Field) -> (i16, i32) {
+    let mut rest = &original[5..];
+    let Some(count) = take_i16(&mut rest) else {
+        return (-1, -1);
+    };
+    for _ in 0..count.max(0) {
+        let Some(end) = rest.iter().position(|&b| b == 0) else {
+            break;
+        };
+        let name = &rest[..end];
+        rest = &rest[end + 1..];
+        let (Some(oid), Some(attnum), Some(_type), Some(typlen), Some(typmod), Some(_format)) = (
+            take_u32(&mut rest),
+            take_i16(&mut rest),
+            take_u32(&mut rest),
+            take_i16(&mut rest),
+            take_u32(&mut rest),
+            take_i16(&mut rest),
+        ) else {
+            break;
+        };
+        if name == field.name.as_bytes() && oid == field.table_oid && attnum == field.attnum {
+            return (typlen, typmod as i32);
+        }
+    }
+    (-1, -1)
+}
+
+/// The values of a DataRow body (`None` for NULL), or `None` if it is malformed.
+pub fn data_row_values(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+    let mut rest = body;
+    let count = take_i16(&mut rest)?;
+    let mut values = Vec::with_capacity(count.max(0) as usize);
+    for _ in 0..count.max(0) {
+        let len = take_u32(&mut rest)? as i32;
+        if len < 0 {
+            values.push(None);
+            continue;
+        }
+        let len = len as usize;
+        if rest.len() < len {
+            return None;
+        }
+        values.push(Some(&rest[..len]));
+        rest = &rest[len..];
+    }
+    Some(values)
+}
+
+/// A DataRow message of `values`.
+pub fn encode_data_row<'a>(values: impl ExactSizeIterator<Item = Option<&'a [u8]>>) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u8(b'D');
+    out.put_u32(0);
+    out.put_i16(values.len() as i16);
+    for value in values {
+        match value {
+            Some(v) => put_value(&mut out, v),
+            None => out.put_i32(-1),
+        }
+    }
+    let len = (out.len() - 1) as u32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    out.freeze()
+}
+
+/// The first `first` and last `last` characters of `value` with `*` for each character between;
+/// a value no longer than what would be kept is masked whole.
+fn partial(value: &[u8], first: u32, last: u32) -> String {
+    let text = String::from_utf8_lossy(value);
+    let count = text.chars().count();
+    let (first, last) = (first as usize, last as usize);
+    if count <= first.saturating_add(last) {
+        return "*".repeat(count);
+    }
+    text.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i < first || i >= count - last {
+                c
+            } else {
+                '*'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(name: &str, type_oid: u32, format: i16) -> Field {
+        Field {
+            name: name.into(),
+            table_oid: 16384,
+            attnum: 1,
+            type_oid,
+            format,
+        }
+    }
+
+    fn row(values: &[Option<&str>]) -> Bytes {
+        encode_data_row(values.iter().map(|v| v.map(str::as_bytes)))
+    }
+
+    fn values(row: &Bytes) -> Vec<Option<String>> {
+        data_row_values(&row[5..])
+            .unwrap()
+            .into_iter()
+            .map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn built_in_masks_rewrite_each_value_and_keep_nulls() {
+        let key = HashKey::new([7; 16]);
+        let plan = Plan::new(
+            vec![
+                field("id", 23, 0),
+                field("email", 25, 0),
+                field("card", 25, 0),
+                field("phone", 25, 0),
+                field("ssn", 25, 0),
+            ],
+            vec![
+                Action::Keep,
+                Action::Hash,
+                Action::Partial { first: 0, last: 4 },
+                Action::Redact("[redacted]".into()),
+                Action::Null,
+            ],
+        );
+        let out = plan.apply(
+            &row(&[Some("1"), Some("a@x.io"), Some("4242424242424242"), Some("555"), Some("1")]),
+            &key,
+            None,
+        );
+        let got = values(&out);
+        assert_eq!(got[0].as_deref(), Some("1"));
+        let hashed = got[1].clone().unwrap();
+        assert!(hashed.starts_with("h:") && hashed.len() == 34, "{hashed}");
+        assert_eq!(got[2].as_deref(), Some("************4242"));
+        assert_eq!(got[3].as_deref(), Some("[redacted]"));
+        assert_eq!(got[4], None);
+        // Stable: the same value hashes the same in another row; another value differently.
+        let again = values(&plan.apply(&row(&[None, Some("a@x.io"), None, None, None]), &key, None));
+        assert_eq!(again[1].as_deref(), Some(hashed.as_str()));
+        assert_eq!(again[2], None, "a NULL stays NULL");
+        let other = values(&plan.apply(&row(&[None, Some("b@x.io"), None, None, None]), &key, None));
+        assert_ne!(other[1].as_deref(), Some(hashed.as_str()));
+    }
+
+    #[test]
+    fn partial_masks_short_values_whole() {
+        assert_eq!(partial(b"abcdef", 1, 2), "a***ef");
+        assert_eq!(partial(b"abc", 1, 2), "***");
+        assert_eq!(partial("ñandú".as_bytes(), 1, 1), "ñ***ú");
+    }
+
+    #[test]
+    fn binary_values_of_non_text_types_are_nulled_and_binary_text_is_masked() {
+        let key = HashKey::new([1; 16]);
+        let plan = Plan::new(
+            vec![field("n", 23, 1), field("t", 25, 1)],
+            vec![Action::Hash, Action::Partial { first: 1, last: 0 }],
+        );
+        let out = values(&plan.apply(&row(&[Some("\0\0\0\x07"), Some("secret")]), &key, None));
+        assert_eq!(out[0], None);
+        assert_eq!(out[1].as_deref(), Some("s*****"));
+    }
+
+    #[test]
+    fn masked_columns_are_described_as_text_and_late_masks_null_columns_described_before() {
+        let original = {
+            let mut b = BytesMut::new();
+            b.put_u8(b'T');
+            b.put_u32(0);
+            b.put_i16(2);
+            for (name, oid) in [("id", 23u32), ("email", 1043)] {
+                b.put_slice(name.as_bytes());
+                b.put_u8(0);
+                b.put_u32(16384);
+                b.put_i16(1);
+                b.put_u32(oid);
+                b.put_i16(4);
+                b.put_i32(-1);
+                b.put_i16(0);
+            }
+            let len = (b.len() - 1) as u32;
+            b[1..5].copy_from_slice(&len.to_be_bytes());
+            b.freeze()
+        };
+        let fields = parse_row_description(&original[5..]).unwrap();
+        assert_eq!(fields[1].type_oid, 1043);
+        let plan = Plan::new(fields.clone(), vec![Action::Keep, Action::Hash]);
+        let described = parse_row_description(&plan.row_description(&original)[5..]).unwrap();
+        assert_eq!(described[0].type_oid, 23);
+        assert_eq!(described[1].type_oid, 1043, "text types keep their type");
+        let plan = Plan::new(fields.clone(), vec![Action::Hash, Action::Keep]);
+        let described = parse_row_description(&plan.row_description(&original)[5..]).unwrap();
+        assert_eq!(described[0].type_oid, TEXT_OID, "a masked int is described as text");
+        let late =
+            Plan::with_description(fields, vec![Action::Hash, Action::Hash], vec![false, false]);
+        assert_eq!(late.actions[0], Action::Null, "an int described as int");
+        assert_eq!(late.actions[1], Action::Hash, "a varchar holds a hash as it is");
+    }
+
+    #[test]
+    fn malformed_rows_pass_nothing() {
+        let plan = Plan::new(vec![field("a", 25, 0)], vec![Action::Hash]);
+        let bad = Bytes::from_static(b"D\0\0\0\x0a\0\x01\0\0\0\x09ab");
+        assert_eq!(values(&plan.apply(&bad, &HashKey::new([0; 16]), None)), vec![None]);
+    }
+}

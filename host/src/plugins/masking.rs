@@ -1,0 +1,217 @@
+//! Masking plugin instances of one session, as for policies: one instance per plugin version
+//! and session, created on first use, `open`ed once, discarded after a trap. A plugin whose
+//! `open` says it masks nothing in this session is remembered as inactive and never called
+//! again for it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::Store;
+
+use super::bindings::v0_1::masking::MaskingPlugin as MaskingBindings;
+use super::bindings::v0_1::sluice::plugin::types as wit;
+use super::instances::{classify_trap, reported_message};
+use super::{CallFailure, MaskingPlugin, PluginHost, PluginSet, PluginState};
+
+struct Live {
+    store: Store<PluginState>,
+    bindings: MaskingBindings,
+}
+
+/// One plugin's instance in this session: live, or inactive by its own `open`.
+enum Instance {
+    Live(Box<Live>),
+    Inactive,
+}
+
+pub struct SessionMaskers {
+    host: Arc<PluginHost>,
+    /// By plugin id.
+    instances: Vec<(u64, Instance)>,
+    generation: u64,
+}
+
+impl SessionMaskers {
+    pub fn new(host: Arc<PluginHost>) -> SessionMaskers {
+        SessionMaskers {
+            host,
+            instances: Vec::new(),
+            generation: 0,
+        }
+    }
+
+    pub fn host(&self) -> &Arc<PluginHost> {
+        &self.host
+    }
+
+    /// Drops instances of plugin versions that are no longer serving.
+    pub fn retain(&mut self, set: &PluginSet) {
+        if set.generation == self.generation {
+            return;
+        }
+        self.generation = set.generation;
+        self.instances
+            .retain(|(id, _)| set.maskers.iter().any(|p| p.id == *id));
+    }
+
+    /// Whether any serving plugin masks something in this session; a plugin that cannot be
+    /// opened counts as masking (fail closed).
+    pub async fn any_active(&mut self, set: &PluginSet, session: &wit::Session) -> bool {
+        for plugin in &set.maskers {
+            match self.instance(plugin, session).await {
+                Ok(None) => {}
+                Ok(Some(_)) | Err(_) => return true,
+            }
+        }
+        false
+    }
+
+    /// The plugin's plan for `columns`; `None` when it masks nothing in this session.
+    pub async fn plan(
+        &mut self,
+        plugin: &MaskingPlugin,
+        session: &wit::Session,
+        statement: &wit::Statement,
+        columns: &[wit::Column],
+    ) -> Result<Option<Vec<wit::Mask>>, CallFailure> {
+        let Some(index) = self.instance(plugin, session).await? else {
+            return Ok(None);
+        };
+        let Instance::Live(live) = &mut self.instances[index].1 else {
+            return Ok(None);
+        };
+        live.store
+            .set_epoch_deadline(super::deadline_ticks(plugin.limits.timeout));
+        let started = Instant::now();
+        let outcome = live
+            .bindings
+            .sluice_plugin_masking()
+            .call_plan(&mut live.store, statement, columns)
+            .await;
+        let masks = self.settle(index, plugin, started, outcome)?;
+        if masks.len() != columns.len() {
+            return Err(CallFailure::Reported(format!(
+                "planned {} masks for {} columns",
+                masks.len(),
+                columns.len()
+            )));
+        }
+        Ok(Some(masks))
+    }
+
+    /// The plugin's transform of one batch of a `custom` column.
+    pub async fn transform(
+        &mut self,
+        plugin: &MaskingPlugin,
+        session: &wit::Session,
+        column: &wit::Column,
+        values: &[Option<String>],
+    ) -> Result<Vec<Option<String>>, CallFailure> {
+        let live = match self.instance(plugin, session).await? {
+            Some(index) => match &mut self.instances[index].1 {
+                Instance::Live(live) => Some((index, live)),
+                Instance::Inactive => None,
+            },
+            None => None,
+        };
+        let Some((index, live)) = live else {
+            return Err(CallFailure::Reported(
+                "asked to transform in a session it does not mask".into(),
+            ));
+        };
+        live.store
+            .set_epoch_deadline(super::deadline_ticks(plugin.limits.timeout));
+        let started = Instant::now();
+        let outcome = live
+            .bindings
+            .sluice_plugin_masking()
+            .call_transform(&mut live.store, column, values)
+            .await;
+        let out = self.settle(index, plugin, started, outcome)?;
+        if out.len() != values.len() {
+            return Err(CallFailure::Reported(format!(
+                "returned {} values for {}",
+                out.len(),
+                values.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// The index of the plugin's instance, created and opened if needed; `None` if inactive.
+    async fn instance(
+        &mut self,
+        plugin: &MaskingPlugin,
+        session: &wit::Session,
+    ) -> Result<Option<usize>, CallFailure> {
+        if let Some(index) = self.instances.iter().position(|(id, _)| *id == plugin.id) {
+            return Ok(match self.instances[index].1 {
+                Instance::Live(_) => Some(index),
+                Instance::Inactive => None,
+            });
+        }
+        let host = self.host.clone();
+        let instance = instantiate(&host, plugin, session).await?;
+        let active = matches!(instance, Instance::Live(_));
+        self.instances.push((plugin.id, instance));
+        Ok(active.then(|| self.instances.len() - 1))
+    }
+
+    /// A call's outcome: its value, or the failure (the instance is discarded after a trap or
+    /// an overrun, and counted).
+    fn settle<T>(
+        &mut self,
+        index: usize,
+        plugin: &MaskingPlugin,
+        started: Instant,
+        outcome: wasmtime::Result<Result<T, wit::Error>>,
+    ) -> Result<T, CallFailure> {
+        let took = started.elapsed();
+        if let Some(metrics) = self.host.metrics() {
+            metrics.plugin_calls(&plugin.name).observe(took.as_secs_f64());
+        }
+        let overran = took > plugin.limits.timeout * 2 + Duration::from_millis(5);
+        let failure = match outcome {
+            Err(trap) => classify_trap(&trap, plugin.limits.timeout),
+            Ok(_) if overran => CallFailure::Timeout(plugin.limits.timeout),
+            Ok(Err(reported)) => CallFailure::Reported(reported_message(reported)),
+            Ok(Ok(value)) => return Ok(value),
+        };
+        if !matches!(failure, CallFailure::Reported(_)) {
+            self.instances.swap_remove(index);
+        }
+        if let Some(metrics) = self.host.metrics() {
+            metrics
+                .plugin_failures
+                .get_or_create(&crate::metrics::PluginFailureLabels {
+                    plugin: plugin.name.to_string(),
+                    reason: failure.class().to_owned(),
+                })
+                .inc();
+        }
+        Err(failure)
+    }
+}
+
+async fn instantiate(
+    host: &PluginHost,
+    plugin: &MaskingPlugin,
+    session: &wit::Session,
+) -> Result<Instance, CallFailure> {
+    let mut store = host.sandbox(plugin, 5);
+    let bindings = plugin
+        .pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| CallFailure::Instantiate(format!("{e:#}")))?;
+    let opened = bindings
+        .sluice_plugin_masking()
+        .call_open(&mut store, session)
+        .await;
+    match opened {
+        Ok(Ok(true)) => Ok(Instance::Live(Box::new(Live { store, bindings }))),
+        Ok(Ok(false)) => Ok(Instance::Inactive),
+        Ok(Err(reported)) => Err(CallFailure::Reported(reported_message(reported))),
+        Err(trap) => Err(classify_trap(&trap, plugin.limits.timeout)),
+    }
+}

@@ -1,0 +1,77 @@
+//! Reads the catalog for the masking cache on a connection of its own: the gateway's upstream
+//! role, `application_name` `sluice:catalog`, one simple query, then Terminate. Never a
+//! client's session, so no client's transaction or protocol state is touched.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::Upstream;
+use super::frame::{FrameReader, FrameWriter};
+use crate::masking::catalog::{CATALOG_QUERY, CatalogRow};
+use crate::masking::data_row_values;
+
+pub async fn read_catalog(
+    upstream: Arc<Upstream>,
+    max_message: usize,
+) -> Result<Vec<CatalogRow>, String> {
+    let target = upstream.target();
+    let params = vec![
+        ("user".to_owned(), target.user.clone()),
+        ("database".to_owned(), target.database.clone()),
+        ("application_name".to_owned(), "sluice:catalog".to_owned()),
+    ];
+    let session = upstream
+        .login(&params, max_message)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (read, write) = tokio::io::split(session.stream);
+    let mut reader = FrameReader::with_buffer(read, session.buffered, max_message);
+    let mut writer = FrameWriter::new(write);
+    let mut query = BytesMut::new();
+    postgres_protocol::message::frontend::query(CATALOG_QUERY, &mut query)
+        .map_err(|e| e.to_string())?;
+    writer.queue(&query);
+    writer.flush().await.map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    let mut failure = None;
+    loop {
+        let frame = match reader.next().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Err("the upstream closed the catalog connection".into()),
+            Err(e) => return Err(e.to_string()),
+        };
+        match frame.tag() {
+            b'D' => rows.push(catalog_row(frame.body()).ok_or("malformed catalog row")?),
+            b'E' => failure = Some(super::messages::error_summary(frame.body())),
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    writer.queue(&super::messages::terminate());
+    let _ = writer.flush().await;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(rows),
+    }
+}
+
+fn catalog_row(body: &[u8]) -> Option<CatalogRow> {
+    let values = data_row_values(body)?;
+    let text = |i: usize| -> Option<String> {
+        values
+            .get(i)
+            .copied()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    Some(CatalogRow {
+        oid: text(0)?.parse().ok()?,
+        schema: text(1)?,
+        table: text(2)?,
+        kind: text(3)?.chars().next()?,
+        attnum: text(4)?.parse().ok()?,
+        column: text(5)?,
+        view_definition: text(6),
+    })
+}

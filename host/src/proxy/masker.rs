@@ -1,0 +1,785 @@
+//! Masking on the wire. The client direction ([`Tracker`]) announces, in the order it forwards
+//! them, what each upstream answer belongs to: every statement of a Query, each Describe and
+//! Execute, the end of each request cycle. The upstream direction ([`Masker`]) pairs answers
+//! with those announcements: a RowDescription gets its plan from the masking plugins (for a
+//! Describe, kept for that statement or portal), and every DataRow is rewritten by the plan of
+//! the result it belongs to — also the rows of an Execute that was described long before, the
+//! rest of a portal after PortalSuspended, and a FETCH from a cursor (planned with the
+//! DECLARE's lineage). An Execute of something never described gets a Describe of its portal
+//! injected first, answered to the gateway only.
+//!
+//! Tracking starts at a request-cycle boundary once a masking plugin is serving, and then stays
+//! on for the session.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWrite;
+use tokio::sync::mpsc;
+
+use super::Shared;
+use super::frame::{Frame, FrameWriter};
+use super::messages;
+use crate::analysis::{Statement, StatementKind};
+use crate::audit::{Event, MaskedColumn};
+use crate::masking::{self, Action, Catalog, Field, Plan};
+use crate::plugins::{PluginSet, SessionMaskers, wit};
+use crate::policy::SessionInfo;
+
+/// What an upstream answer belongs to.
+#[derive(Debug)]
+pub enum Expect {
+    /// One statement of a Query (its lineage source: for a FETCH, the cursor's DECLARE).
+    Part(Option<Statement>),
+    DescribeStatement {
+        name: String,
+        statement: Option<Statement>,
+    },
+    DescribePortal {
+        portal: String,
+        statement: Option<Statement>,
+        /// Injected by the gateway: the answer is not the client's.
+        injected: bool,
+    },
+    Execute {
+        portal: String,
+        /// The statement the portal was bound from.
+        bound: String,
+        /// Whether the portal itself was described after its Bind.
+        portal_described: bool,
+    },
+    CycleEnd,
+}
+
+/// Tracking is off until this cycle number is set.
+const OFF: u64 = u64::MAX;
+
+/// State both directions see.
+struct Common {
+    /// The first request cycle that is tracked (`OFF` before).
+    from_cycle: AtomicU64,
+    /// DDL went upstream: the catalog is read again once it has committed.
+    ddl: AtomicBool,
+}
+
+struct Prepared {
+    statement: Option<Statement>,
+    described: bool,
+}
+
+struct Portal {
+    bound: String,
+    described: bool,
+}
+
+/// The client direction's half.
+pub struct Tracker {
+    common: Arc<Common>,
+    expect: mpsc::UnboundedSender<Expect>,
+    on: bool,
+    statements: HashMap<String, Prepared>,
+    portals: HashMap<String, Portal>,
+    /// DECLAREd cursors and SQL PREPAREd statements: what their FETCH and EXECUTE return.
+    cursors: HashMap<String, Statement>,
+    sql_prepared: HashMap<String, Statement>,
+}
+
+/// Why a statement's result could not be planned before it runs.
+pub enum Unplannable {
+    /// A FETCH from a cursor or an EXECUTE of a statement the gateway never saw declared.
+    Unknown(&'static str, String),
+}
+
+impl Tracker {
+    pub fn on(&self) -> bool {
+        self.on
+    }
+
+    /// Starts tracking with request cycle `cycle` (the next one the client sends).
+    pub fn start(&mut self, cycle: u64) {
+        if !self.on {
+            self.on = true;
+            self.common.from_cycle.store(cycle, Ordering::Release);
+        }
+    }
+
+    fn send(&self, expect: Expect) {
+        let _ = self.expect.send(expect);
+    }
+
+    /// What `statement`'s result rows carry: for FETCH and EXECUTE, the DECLARE's or
+    /// PREPARE's statement.
+    pub fn lineage_source(&self, statement: &Statement) -> Result<Statement, Unplannable> {
+        let known = match statement.command.as_str() {
+            "FetchStmt" => statement.cursor.as_ref().map(|name| {
+                self.cursors
+                    .get(name)
+                    .cloned()
+                    .ok_or(Unplannable::Unknown("cursor", name.clone()))
+            }),
+            "ExecuteStmt" => statement.prepared_name.as_ref().map(|name| {
+                self.sql_prepared
+                    .get(name)
+                    .cloned()
+                    .ok_or(Unplannable::Unknown("prepared statement", name.clone()))
+            }),
+            _ => None,
+        };
+        known.unwrap_or_else(|| Ok(statement.clone()))
+    }
+
+    /// Remembers what a statement that went upstream declares or prepares, and marks DDL.
+    fn remember(&mut self, statement: &Statement) {
+        match statement.command.as_str() {
+            "DeclareCursorStmt" => {
+                if let Some(name) = &statement.cursor {
+                    self.cursors.insert(name.clone(), statement.clone());
+                }
+            }
+            "PrepareStmt" => {
+                if let Some(name) = &statement.prepared_name {
+                    self.sql_prepared.insert(name.clone(), statement.clone());
+                }
+            }
+            _ => {}
+        }
+        if statement.kind == StatementKind::Ddl {
+            self.common.ddl.store(true, Ordering::Release);
+        }
+    }
+
+    /// A Query went upstream with these statements.
+    pub fn query(&mut self, statements: &[Statement]) {
+        if !self.on {
+            return;
+        }
+        for statement in statements {
+            self.remember(statement);
+            let source = self.lineage_source(statement).ok();
+            self.send(Expect::Part(source));
+        }
+    }
+
+    /// A Parse of `name` went upstream.
+    pub fn parsed(&mut self, name: &str, statement: Option<&Statement>) {
+        if !self.on {
+            return;
+        }
+        if let Some(statement) = statement {
+            self.remember(statement);
+        }
+        let statement = statement.and_then(|s| self.lineage_source(s).ok());
+        self.statements.insert(
+            name.to_owned(),
+            Prepared {
+                statement,
+                described: false,
+            },
+        );
+    }
+
+    pub fn bound(&mut self, portal: &str, statement: &str) {
+        if self.on {
+            self.portals.insert(
+                portal.to_owned(),
+                Portal {
+                    bound: statement.to_owned(),
+                    described: false,
+                },
+            );
+        }
+    }
+
+    /// A Describe went upstream (`body`: `S` or `P` and the name).
+    pub fn describe(&mut self, body: &[u8]) {
+        if !self.on {
+            return;
+        }
+        let Some((&kind, rest)) = body.split_first() else {
+            return;
+        };
+        let name = super::gate::cstr(rest).0.unwrap_or("").to_owned();
+        match kind {
+            b'S' => {
+                let statement = self.statements.get_mut(&name).and_then(|p| {
+                    p.described = true;
+                    p.statement.clone()
+                });
+                self.send(Expect::DescribeStatement { name, statement });
+            }
+            b'P' => {
+                let statement = self.portal_statement(&name);
+                if let Some(portal) = self.portals.get_mut(&name) {
+                    portal.described = true;
+                }
+                self.send(Expect::DescribePortal {
+                    portal: name,
+                    statement,
+                    injected: false,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn portal_statement(&self, portal: &str) -> Option<Statement> {
+        let bound = &self.portals.get(portal)?.bound;
+        self.statements.get(bound)?.statement.clone()
+    }
+
+    /// An Execute of `portal` is about to go upstream: queues a Describe of it first when
+    /// nothing describes its rows yet.
+    pub fn execute<W: AsyncWrite + Unpin>(&mut self, portal: &str, out: &mut FrameWriter<W>) {
+        if !self.on {
+            return;
+        }
+        let (bound, portal_described) = match self.portals.get(portal) {
+            Some(p) => (p.bound.clone(), p.described),
+            None => (String::new(), false),
+        };
+        let statement_described = self.statements.get(&bound).is_some_and(|s| s.described);
+        let mut portal_described = portal_described;
+        if !portal_described && !statement_described {
+            let mut describe = BytesMut::new();
+            postgres_protocol::message::frontend::describe(b'P', portal, &mut describe)
+                .expect("portal names from the client are NUL-free");
+            out.queue(&describe);
+            self.send(Expect::DescribePortal {
+                portal: portal.to_owned(),
+                statement: self.portal_statement(portal),
+                injected: true,
+            });
+            if let Some(p) = self.portals.get_mut(portal) {
+                p.described = true;
+            }
+            portal_described = true;
+        }
+        self.send(Expect::Execute {
+            portal: portal.to_owned(),
+            bound,
+            portal_described,
+        });
+    }
+
+    /// A Close went upstream (`body`: `S` or `P` and the name).
+    pub fn close(&mut self, body: &[u8]) {
+        let Some((&kind, rest)) = body.split_first() else {
+            return;
+        };
+        let name = super::gate::cstr(rest).0.unwrap_or("");
+        match kind {
+            b'S' => self.statements.remove(name),
+            _ => {
+                self.portals.remove(name);
+                None
+            }
+        };
+    }
+
+    /// A Query, Sync or FunctionCall went upstream.
+    pub fn cycle_end(&self) {
+        if self.on {
+            self.send(Expect::CycleEnd);
+        }
+    }
+}
+
+/// A plan and what it was made from, for re-planning after a plugin reload.
+struct Planned {
+    plan: Arc<Plan>,
+    statement: Option<Statement>,
+    generation: u64,
+}
+
+/// The upstream direction's half.
+pub struct Masker {
+    shared: Arc<Shared>,
+    info: SessionInfo,
+    maskers: SessionMaskers,
+    catalog: Option<Arc<Catalog>>,
+    common: Arc<Common>,
+    expected: mpsc::UnboundedReceiver<Expect>,
+    pending: VecDeque<Expect>,
+    statements: HashMap<String, Planned>,
+    portals: HashMap<String, Planned>,
+    /// The plan of the rows streaming now.
+    current: Option<Arc<Plan>>,
+    /// Rows held for a batched `custom` transform.
+    batch: Vec<Bytes>,
+    /// Whether errors and notices are scrubbed, by plugin set generation.
+    scrubbing: Option<(u64, bool)>,
+}
+
+/// What the client gets for one upstream message.
+pub enum Relay {
+    /// The message as it came.
+    Pass,
+    Replace(Bytes),
+    /// Nothing (an answer to an injected Describe, or a row held for a batch).
+    Drop,
+}
+
+/// The two halves of a session's masking, or `None` without a plugin directory.
+pub fn new(shared: &Arc<Shared>, info: &SessionInfo) -> Option<(Tracker, Masker)> {
+    let host = shared.plugins.clone()?;
+    let common = Arc::new(Common {
+        from_cycle: AtomicU64::new(OFF),
+        ddl: AtomicBool::new(false),
+    });
+    let (expect, expected) = mpsc::unbounded_channel();
+    let tracker = Tracker {
+        common: common.clone(),
+        expect,
+        on: false,
+        statements: HashMap::new(),
+        portals: HashMap::new(),
+        cursors: HashMap::new(),
+        sql_prepared: HashMap::new(),
+    };
+    let masker = Masker {
+        shared: shared.clone(),
+        info: info.clone(),
+        maskers: SessionMaskers::new(host),
+        catalog: shared.catalogs.get(&info.database).cloned(),
+        common,
+        expected,
+        pending: VecDeque::new(),
+        statements: HashMap::new(),
+        portals: HashMap::new(),
+        current: None,
+        batch: Vec::new(),
+        scrubbing: None,
+    };
+    Some((tracker, masker))
+}
+
+impl Masker {
+    /// Whether answers of request cycle `cycles_done` are tracked.
+    pub fn tracking(&self, cycles_done: u64) -> bool {
+        let from = self.common.from_cycle.load(Ordering::Acquire);
+        from != OFF && cycles_done >= from
+    }
+
+    fn refill(&mut self) {
+        while let Ok(expect) = self.expected.try_recv() {
+            self.pending.push_back(expect);
+        }
+    }
+
+    fn set(&self) -> Arc<PluginSet> {
+        self.maskers.host().current()
+    }
+
+    /// Handles one upstream message of a tracked cycle, queueing held rows on `client` first
+    /// when this message ends their batch.
+    pub async fn relay<W: AsyncWrite + Unpin>(
+        &mut self,
+        frame: &Frame,
+        client: &mut FrameWriter<W>,
+        trail: Option<&mut super::trail::Results>,
+    ) -> Relay {
+        if frame.tag() != b'D' {
+            self.flush(client).await;
+        }
+        self.refill();
+        match frame.tag() {
+            b'T' => self.row_description(frame, client, trail).await,
+            b'n' => match self.pending.pop_front() {
+                Some(Expect::DescribeStatement { name, .. }) => {
+                    self.statements.remove(&name);
+                    Relay::Pass
+                }
+                Some(Expect::DescribePortal {
+                    portal, injected, ..
+                }) => {
+                    self.portals.remove(&portal);
+                    if injected { Relay::Drop } else { Relay::Pass }
+                }
+                Some(other) => {
+                    self.pending.push_front(other);
+                    Relay::Pass
+                }
+                None => Relay::Pass,
+            },
+            b'D' => self.data_row(frame, client).await,
+            b'C' | b'I' | b's' => {
+                self.current = None;
+                if matches!(
+                    self.pending.front(),
+                    Some(Expect::Part(_) | Expect::Execute { .. })
+                ) {
+                    self.pending.pop_front();
+                }
+                Relay::Pass
+            }
+            b'E' => {
+                // Scrubbed while the statement texts it may quote are still pending.
+                let relay = self.scrub(frame).await;
+                self.failed();
+                relay
+            }
+            b'N' => self.scrub(frame).await,
+            b'Z' => {
+                self.current = None;
+                while let Some(expect) = self.pending.pop_front() {
+                    if matches!(expect, Expect::CycleEnd) {
+                        break;
+                    }
+                }
+                // Committed (or no transaction): DDL sent before is visible to the catalog now.
+                if frame.body().first() == Some(&b'I')
+                    && self.common.ddl.swap(false, Ordering::AcqRel)
+                    && let Some(catalog) = &self.catalog
+                {
+                    catalog.invalidate();
+                }
+                Relay::Pass
+            }
+            _ => Relay::Pass,
+        }
+    }
+
+    /// An ErrorResponse: Postgres skips the rest of the cycle (the rest of a query string, or
+    /// everything up to Sync).
+    pub fn failed(&mut self) {
+        self.refill();
+        self.current = None;
+        while matches!(self.pending.front(), Some(e) if !matches!(e, Expect::CycleEnd)) {
+            self.pending.pop_front();
+        }
+    }
+
+    /// The upstream paused: rows held for a batch go out now.
+    pub async fn idle<W: AsyncWrite + Unpin>(&mut self, client: &mut FrameWriter<W>) {
+        self.flush(client).await;
+    }
+
+    async fn row_description<W: AsyncWrite + Unpin>(
+        &mut self,
+        frame: &Frame,
+        client: &mut FrameWriter<W>,
+        trail: Option<&mut super::trail::Results>,
+    ) -> Relay {
+        let Some(fields) = masking::parse_row_description(frame.body()) else {
+            return Relay::Replace(messages::error(
+                messages::sqlstate::PROTOCOL_VIOLATION,
+                "sluice: malformed RowDescription from the upstream withheld",
+            ));
+        };
+        enum Target {
+            Current,
+            Statement(String),
+            Portal(String, bool),
+        }
+        let (target, statement) = match self.pending.front() {
+            Some(Expect::Part(statement)) => (Target::Current, statement.clone()),
+            Some(Expect::DescribeStatement { name, statement }) => {
+                (Target::Statement(name.clone()), statement.clone())
+            }
+            Some(Expect::DescribePortal {
+                portal,
+                statement,
+                injected,
+            }) => (Target::Portal(portal.clone(), *injected), statement.clone()),
+            _ => (Target::Current, None),
+        };
+        if !matches!(target, Target::Current) {
+            self.pending.pop_front();
+        }
+        let generation = self.set().generation;
+        // The client never sees an injected Describe: it decodes with the types it knows.
+        let described = match target {
+            Target::Portal(_, true) => Some(vec![false; fields.len()]),
+            _ => None,
+        };
+        let plan = Arc::new(
+            self.plan(statement.as_ref(), fields, described, client, trail)
+                .await,
+        );
+        let described = plan.row_description(frame.raw());
+        let planned = Planned {
+            plan: plan.clone(),
+            statement,
+            generation,
+        };
+        match target {
+            Target::Current => {
+                self.current = Some(plan);
+                Relay::Replace(described)
+            }
+            Target::Statement(name) => {
+                self.statements.insert(name, planned);
+                Relay::Replace(described)
+            }
+            Target::Portal(portal, injected) => {
+                self.portals.insert(portal, planned);
+                if injected {
+                    Relay::Drop
+                } else {
+                    Relay::Replace(described)
+                }
+            }
+        }
+    }
+
+    /// Asks the plugins; a failure withholds every value and warns the client.
+    async fn plan<W: AsyncWrite + Unpin>(
+        &mut self,
+        statement: Option<&Statement>,
+        fields: Vec<Field>,
+        described: Option<Vec<bool>>,
+        client: &mut FrameWriter<W>,
+        trail: Option<&mut super::trail::Results>,
+    ) -> Plan {
+        let set = self.set();
+        let Some(catalog) = self.catalog.clone() else {
+            return Plan::withhold_all(fields);
+        };
+        let outcome = masking::plan_result(
+            &set,
+            &mut self.maskers,
+            &self.info,
+            &catalog,
+            statement,
+            fields,
+            described,
+        )
+        .await;
+        let (plan, failure) = match outcome {
+            Ok(plan) => (plan, None),
+            Err((plan, failure)) => {
+                tracing::warn!(%failure, "masking plan failed; result values withheld");
+                client.queue(&messages::warning(format!(
+                    "sluice: every value of this result is withheld: {failure}"
+                )));
+                (plan, Some(failure.to_string()))
+            }
+        };
+        if plan.masks_anything() || failure.is_some() {
+            self.record(&plan, failure, trail);
+        }
+        plan
+    }
+
+    fn record(
+        &self,
+        plan: &Plan,
+        failure: Option<String>,
+        trail: Option<&mut super::trail::Results>,
+    ) {
+        if !self.shared.audit.enabled() {
+            return;
+        }
+        let snapshot = self.catalog.as_ref().map(|c| c.peek());
+        let columns = plan
+            .fields
+            .iter()
+            .zip(&plan.actions)
+            .filter(|(_, action)| **action != Action::Keep)
+            .map(|(field, action)| MaskedColumn {
+                name: field.name.clone(),
+                source: snapshot
+                    .as_ref()
+                    .and_then(|s| s.column(field.table_oid, field.attnum))
+                    .map(|(s, _)| format!("{}.{}.{}", s.schema, s.table, s.column)),
+                mask: action.label(),
+            })
+            .collect();
+        self.shared.audit.record(Event::Masking {
+            session: self.info.id,
+            statement: trail.and_then(|t| t.current_statement()),
+            columns,
+            failure,
+        });
+    }
+
+    async fn data_row<W: AsyncWrite + Unpin>(
+        &mut self,
+        frame: &Frame,
+        client: &mut FrameWriter<W>,
+    ) -> Relay {
+        if self.current.is_none() {
+            self.current = Some(self.execution_plan(frame, client).await);
+        }
+        let Some(plan) = self.current.clone() else {
+            return Relay::Pass;
+        };
+        if !plan.masks_anything() {
+            return Relay::Pass;
+        }
+        if plan.has_custom() {
+            self.batch.push(frame.raw().clone());
+            if self.batch.len() >= self.shared.config.masking.transform_batch {
+                self.flush(client).await;
+            }
+            return Relay::Drop;
+        }
+        Relay::Replace(plan.apply(frame.raw(), &self.shared.hash_key, None))
+    }
+
+    /// The plan of the Execute whose rows start now: its portal's or its statement's, made
+    /// again if the plugins changed since (values of columns described unmasked are then
+    /// nulled, as they cannot change type any more).
+    async fn execution_plan<W: AsyncWrite + Unpin>(
+        &mut self,
+        frame: &Frame,
+        client: &mut FrameWriter<W>,
+    ) -> Arc<Plan> {
+        let withhold = |frame: &Frame| {
+            let count = masking::data_row_values(frame.body()).map_or(0, |v| v.len());
+            Arc::new(Plan::withhold_all(vec![
+                Field {
+                    name: String::new(),
+                    table_oid: 0,
+                    attnum: 0,
+                    type_oid: 25,
+                    format: 0,
+                };
+                count
+            ]))
+        };
+        let planned = match self.pending.front() {
+            Some(Expect::Execute {
+                portal,
+                bound,
+                portal_described,
+            }) => {
+                if *portal_described {
+                    self.portals.get(portal)
+                } else {
+                    self.statements.get(bound)
+                }
+            }
+            // Rows nothing announced: nothing accounts for them.
+            _ => return withhold(frame),
+        };
+        let Some(planned) = planned else {
+            return withhold(frame);
+        };
+        let generation = self.set().generation;
+        if planned.generation == generation {
+            return planned.plan.clone();
+        }
+        let (statement, fields, described) = (
+            planned.statement.clone(),
+            planned.plan.fields.clone(),
+            planned.plan.described_as_text.clone(),
+        );
+        Arc::new(
+            self.plan(statement.as_ref(), fields, Some(described), client, None)
+                .await,
+        )
+    }
+
+    /// Sends held rows, with their `custom` columns transformed in one call per column and
+    /// plugin.
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, client: &mut FrameWriter<W>) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let rows = std::mem::take(&mut self.batch);
+        let Some(plan) = self.current.clone() else {
+            return;
+        };
+        let set = self.set();
+        let mut transformed: HashMap<usize, Vec<Option<String>>> = HashMap::new();
+        for (index, action) in plan.actions.iter().enumerate() {
+            let Action::Custom(plugins) = action else {
+                continue;
+            };
+            if !plan.textual(index) {
+                continue;
+            }
+            let mut values: Vec<Option<String>> = rows
+                .iter()
+                .map(|row| {
+                    masking::data_row_values(&row[5..])
+                        .and_then(|v| v.get(index).copied().flatten())
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                })
+                .collect();
+            let column = wit::Column {
+                name: plan.fields[index].name.clone(),
+                source: None,
+                derived_from: Vec::new(),
+                type_oid: plan.fields[index].type_oid,
+                format: wit::ValueFormat::Text,
+            };
+            let mut ok = true;
+            for &plugin_index in plugins {
+                let Some(plugin) = set.maskers.get(plugin_index) else {
+                    ok = false;
+                    break;
+                };
+                match self
+                    .maskers
+                    .transform(plugin, &self.info, &column, &values)
+                    .await
+                {
+                    Ok(out) => values = out,
+                    Err(failure) => {
+                        tracing::warn!(plugin = %plugin.name, %failure, "custom mask failed; values withheld");
+                        client.queue(&messages::warning(format!(
+                            "sluice: values of column \"{}\" withheld: masking plugin \"{}\" failed: {failure}",
+                            column.name, plugin.name
+                        )));
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            // Withheld (None) when any plugin of the chain failed.
+            transformed.insert(index, if ok { values } else { vec![None; rows.len()] });
+        }
+        for (row_index, row) in rows.iter().enumerate() {
+            let custom = |column: usize| -> Option<Option<String>> {
+                transformed
+                    .get(&column)
+                    .map(|values| values.get(row_index).cloned().flatten())
+            };
+            client.queue(&plan.apply(row, &self.shared.hash_key, Some(&custom)));
+        }
+    }
+
+    /// An ErrorResponse or NoticeResponse while masking is active, without echoed values.
+    async fn scrub(&mut self, frame: &Frame) -> Relay {
+        if !self.scrubbing().await {
+            return Relay::Pass;
+        }
+        let fields = messages::error_fields(frame.body());
+        let snapshot = self.catalog.as_ref().map(|c| c.peek());
+        let texts: Vec<String> = self
+            .pending
+            .iter()
+            .filter_map(|e| match e {
+                Expect::Part(Some(s)) => Some(s.text.clone()),
+                _ => None,
+            })
+            .collect();
+        let known = |quoted: &str| {
+            snapshot.as_ref().is_some_and(|s| s.knows_name(quoted))
+                || texts.iter().any(|t| t.contains(quoted))
+        };
+        match masking::scrub_message(frame.tag(), &fields, &known) {
+            Some(scrubbed) => Relay::Replace(scrubbed),
+            None => Relay::Pass,
+        }
+    }
+
+    /// Whether any masking plugin masks something in this session (a plugin that fails to
+    /// open counts: fail closed).
+    async fn scrubbing(&mut self) -> bool {
+        let set = self.set();
+        if let Some((generation, on)) = self.scrubbing
+            && generation == set.generation
+        {
+            return on;
+        }
+        self.maskers.retain(&set);
+        let on = self.maskers.any_active(&set, &self.info).await;
+        self.scrubbing = Some((set.generation, on));
+        on
+    }
+}
