@@ -84,6 +84,14 @@ fn present(value: &Value, field: &str) -> bool {
     })
 }
 
+/// A DML statement's RETURNING list (Postgres 18 wraps it in a ReturningClause).
+fn returning(stmt: &Value) -> &[Value] {
+    match stmt.get("returning_clause") {
+        Some(clause) if !clause.is_null() => list(clause, "exprs"),
+        _ => list(stmt, "returning_list"),
+    }
+}
+
 /// The per-output references of the statement's own result, where they map one to one.
 fn top_outputs(tree: &Value) -> Option<Vec<Vec<Ref>>> {
     let (kind, stmt) = node(tree)?;
@@ -102,7 +110,7 @@ fn top_outputs(tree: &Value) -> Option<Vec<Vec<Ref>>> {
             if present(stmt, "with_clause") {
                 return None;
             }
-            list(stmt, "returning_list")
+            returning(stmt)
         }
         "DeclareCursorStmt" | "PrepareStmt" | "ExplainStmt" => {
             return stmt.get("query").and_then(top_outputs);
@@ -179,7 +187,7 @@ impl Collector {
                             self.visit(inner, writing, true)
                         }
                         // RETURNING feeds the result, not the table.
-                        "returning_list" => self.visit(inner, false, true),
+                        "returning_list" | "returning_clause" => self.visit(inner, false, true),
                         k if WRITING.contains(&k) => self.visit(inner, true, in_value),
                         "SelectStmt" if present(inner, "into_clause") => {
                             self.visit(inner, true, in_value)

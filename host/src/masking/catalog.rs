@@ -136,7 +136,7 @@ impl Snapshot {
 
     /// The relations `tables` may name: schema-qualified ones exactly, unqualified ones in
     /// any schema (the session's search_path is not known here, so every candidate counts).
-    pub fn tables<'a>(&'a self, tables: impl IntoIterator<Item = &'a TableRef>) -> Vec<&'a Arc<Relation>> {
+    pub fn tables<'t>(&self, tables: impl IntoIterator<Item = &'t TableRef>) -> Vec<&Arc<Relation>> {
         let mut found: Vec<&Arc<Relation>> = Vec::new();
         for table in tables {
             for relation in self.by_name.get(&table.name).into_iter().flatten() {
