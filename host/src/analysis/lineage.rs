@@ -261,9 +261,18 @@ mod tests {
         let l = of("SELECT id, upper(email), name || '' AS n, 1 FROM customers WHERE phone = 'x'");
         assert_eq!(
             l.per_output,
-            Some(vec![vec![col("id")], vec![col("email")], vec![col("name")], vec![]])
+            Some(vec![
+                vec![col("id")],
+                vec![col("email")],
+                vec![col("name")],
+                vec![]
+            ])
         );
-        assert!(!l.all.contains(&col("phone")), "WHERE is not a value: {:?}", l.all);
+        assert!(
+            !l.all.contains(&col("phone")),
+            "WHERE is not a value: {:?}",
+            l.all
+        );
         assert!(l.written.is_empty());
     }
 
@@ -293,11 +302,31 @@ mod tests {
 
     #[test]
     fn writes_record_the_references_they_copy_into_tables() {
-        assert!(of("INSERT INTO t SELECT email FROM customers").written.contains(&col("email")));
-        assert!(of("UPDATE customers SET name = email").written.contains(&col("email")));
-        assert!(of("CREATE TABLE t AS SELECT email FROM customers").written.contains(&col("email")));
-        assert!(of("SELECT email INTO t FROM customers").written.contains(&col("email")));
-        assert!(of("CREATE VIEW v AS SELECT email FROM customers").written.contains(&col("email")));
+        assert!(
+            of("INSERT INTO t SELECT email FROM customers")
+                .written
+                .contains(&col("email"))
+        );
+        assert!(
+            of("UPDATE customers SET name = email")
+                .written
+                .contains(&col("email"))
+        );
+        assert!(
+            of("CREATE TABLE t AS SELECT email FROM customers")
+                .written
+                .contains(&col("email"))
+        );
+        assert!(
+            of("SELECT email INTO t FROM customers")
+                .written
+                .contains(&col("email"))
+        );
+        assert!(
+            of("CREATE VIEW v AS SELECT email FROM customers")
+                .written
+                .contains(&col("email"))
+        );
         let l = of("UPDATE customers SET name = 'x' WHERE email = 'a' RETURNING email");
         assert!(l.written.is_empty(), "{:?}", l.written);
         assert_eq!(l.per_output, Some(vec![vec![col("email")]]));

@@ -136,7 +136,10 @@ impl Snapshot {
 
     /// The relations `tables` may name: schema-qualified ones exactly, unqualified ones in
     /// any schema (the session's search_path is not known here, so every candidate counts).
-    pub fn tables<'t>(&self, tables: impl IntoIterator<Item = &'t TableRef>) -> Vec<&Arc<Relation>> {
+    pub fn tables<'t>(
+        &self,
+        tables: impl IntoIterator<Item = &'t TableRef>,
+    ) -> Vec<&Arc<Relation>> {
         let mut found: Vec<&Arc<Relation>> = Vec::new();
         for table in tables {
             for relation in self.by_name.get(&table.name).into_iter().flatten() {
@@ -233,9 +236,8 @@ fn set_column(columns: &mut Vec<Option<String>>, attnum: i16, name: String) {
     columns[index] = Some(name);
 }
 
-type Reader = dyn Fn() -> Pin<Box<dyn Future<Output = Result<Vec<CatalogRow>, String>> + Send>>
-    + Send
-    + Sync;
+type Reader =
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Vec<CatalogRow>, String>> + Send>> + Send + Sync;
 
 /// The cache of one upstream database.
 pub struct Catalog {
@@ -315,7 +317,14 @@ impl Catalog {
 mod tests {
     use super::*;
 
-    fn row(oid: u32, table: &str, kind: char, attnum: i16, column: &str, def: Option<&str>) -> CatalogRow {
+    fn row(
+        oid: u32,
+        table: &str,
+        kind: char,
+        attnum: i16,
+        column: &str,
+        def: Option<&str>,
+    ) -> CatalogRow {
         CatalogRow {
             oid,
             schema: "public".into(),
@@ -332,13 +341,25 @@ mod tests {
             row(10, "customers", 'r', 1, "id", None),
             row(10, "customers", 'r', 2, "email", None),
             row(10, "customers", 'r', 4, "name", None),
-            row(20, "contacts", 'v', 1, "who", Some(" SELECT customers.name AS who, upper(customers.email) AS mail FROM customers;")),
+            row(
+                20,
+                "contacts",
+                'v',
+                1,
+                "who",
+                Some(
+                    " SELECT customers.name AS who, upper(customers.email) AS mail FROM customers;",
+                ),
+            ),
             row(20, "contacts", 'v', 2, "mail", None),
         ])
     }
 
     fn names(sources: &[ColumnSource]) -> Vec<String> {
-        sources.iter().map(|s| format!("{}.{}", s.table, s.column)).collect()
+        sources
+            .iter()
+            .map(|s| format!("{}.{}", s.table, s.column))
+            .collect()
     }
 
     #[test]
@@ -362,14 +383,23 @@ mod tests {
     #[test]
     fn unknown_names_and_whole_rows_resolve_to_every_column() {
         let s = sample();
-        let tables = s.tables(&[TableRef { schema: None, name: "customers".into() }]);
+        let tables = s.tables(&[TableRef {
+            schema: None,
+            name: "customers".into(),
+        }]);
         let mut out = Vec::new();
         s.resolve(&[Ref::Column("email".into())], &tables, &mut out, 0);
         assert_eq!(names(&out), ["customers.email"]);
         let mut out = Vec::new();
         s.resolve(&[Ref::Column("x".into())], &tables, &mut out, 0);
-        assert_eq!(names(&out), ["customers.id", "customers.email", "customers.name"]);
-        let other_schema = s.tables(&[TableRef { schema: Some("billing".into()), name: "customers".into() }]);
+        assert_eq!(
+            names(&out),
+            ["customers.id", "customers.email", "customers.name"]
+        );
+        let other_schema = s.tables(&[TableRef {
+            schema: Some("billing".into()),
+            name: "customers".into(),
+        }]);
         assert!(other_schema.is_empty());
     }
 }

@@ -31,7 +31,10 @@ pub enum Action {
     Keep,
     /// The plugins (by index in the plugin set's `maskers`) transform values, in this order.
     Custom(Vec<usize>),
-    Partial { first: u32, last: u32 },
+    Partial {
+        first: u32,
+        last: u32,
+    },
     Hash,
     Redact(Arc<str>),
     Null,

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use super::Action;
 use super::catalog::{Catalog, Snapshot};
 use super::rows::{Field, Plan};
-use super::Action;
 use crate::analysis::{Statement, StatementKind};
 use crate::plugins::{CallFailure, PluginSet, SessionMaskers, wit};
 
@@ -34,10 +34,11 @@ pub async fn plan_result(
     fields: Vec<Field>,
     described: Option<Vec<bool>>,
 ) -> Result<Plan, (Plan, PlanFailure)> {
-    let finish = |fields: Vec<Field>, actions: Vec<Action>, described: Option<Vec<bool>>| match described {
-        Some(as_text) => Plan::with_description(fields, actions, as_text),
-        None => Plan::new(fields, actions),
-    };
+    let finish =
+        |fields: Vec<Field>, actions: Vec<Action>, described: Option<Vec<bool>>| match described {
+            Some(as_text) => Plan::with_description(fields, actions, as_text),
+            None => Plan::new(fields, actions),
+        };
     if set.maskers.is_empty() || fields.is_empty() {
         let keep = vec![Action::Keep; fields.len()];
         return Ok(finish(fields, keep, described));
@@ -50,13 +51,16 @@ pub async fn plan_result(
     };
     let (columns, unknown) = columns(&snapshot, statement, &fields);
     let lowered = lowered(statement);
-    let mut actions: Vec<Action> = unknown
-        .iter()
-        .map(|&u| if u { Action::Null } else { Action::Keep })
-        .collect();
+    let mut actions = vec![Action::Keep; fields.len()];
     for (index, plugin) in set.maskers.iter().enumerate() {
         match maskers.plan(plugin, session, &lowered, &columns).await {
             Ok(Some(masks)) => {
+                // Values nothing can account for are withheld wherever masking is on.
+                for (action, &unknown) in actions.iter_mut().zip(&unknown) {
+                    if unknown {
+                        *action = Action::Null;
+                    }
+                }
                 for (action, mask) in actions.iter_mut().zip(masks) {
                     *action = std::mem::replace(action, Action::Keep)
                         .stricter(Action::from_wit(mask, index));
@@ -75,8 +79,9 @@ pub async fn plan_result(
     Ok(finish(fields, actions, described))
 }
 
-/// The columns as plugins see them, and which ones cannot be accounted for at all (computed
-/// by a statement the gateway could not analyse).
+/// The columns as plugins see them, and which ones cannot be accounted for at all: computed
+/// by a statement the gateway could not analyse, or from a table the catalog cannot see (one
+/// created in the client's still open transaction).
 fn columns(
     snapshot: &Snapshot,
     statement: Option<&Statement>,
@@ -93,7 +98,9 @@ fn columns(
                 None => (None, Vec::new()),
             };
             let computed = source.is_none();
-            unknown.push(computed && statement.is_none());
+            // Attribute 0 is a whole-row reference to a known table: computed, not unknown.
+            let unseen_table = field.table_oid != 0 && snapshot.relation(field.table_oid).is_none();
+            unknown.push((computed && statement.is_none()) || unseen_table);
             if let (true, Some(statement), Some(tables)) = (computed, statement, &tables) {
                 let refs = statement.lineage.output(index, fields.len());
                 snapshot.resolve(refs, tables, &mut derived_from, 0);
@@ -152,7 +159,12 @@ pub async fn check_statement(
     }
     maskers.retain(set);
     let snapshot = catalog.snapshot(&[]).await.map_err(PlanFailure::Catalog)?;
-    let tables = snapshot.tables(statement.tables_read.iter().chain(&statement.tables_written));
+    let tables = snapshot.tables(
+        statement
+            .tables_read
+            .iter()
+            .chain(&statement.tables_written),
+    );
     let (what, refs) = if copies_out {
         ("COPY ... TO", &statement.lineage.all)
     } else {

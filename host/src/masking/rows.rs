@@ -378,7 +378,13 @@ mod tests {
             ],
         );
         let out = plan.apply(
-            &row(&[Some("1"), Some("a@x.io"), Some("4242424242424242"), Some("555"), Some("1")]),
+            &row(&[
+                Some("1"),
+                Some("a@x.io"),
+                Some("4242424242424242"),
+                Some("555"),
+                Some("1"),
+            ]),
             &key,
             None,
         );
@@ -390,10 +396,12 @@ mod tests {
         assert_eq!(got[3].as_deref(), Some("[redacted]"));
         assert_eq!(got[4], None);
         // Stable: the same value hashes the same in another row; another value differently.
-        let again = values(&plan.apply(&row(&[None, Some("a@x.io"), None, None, None]), &key, None));
+        let again =
+            values(&plan.apply(&row(&[None, Some("a@x.io"), None, None, None]), &key, None));
         assert_eq!(again[1].as_deref(), Some(hashed.as_str()));
         assert_eq!(again[2], None, "a NULL stays NULL");
-        let other = values(&plan.apply(&row(&[None, Some("b@x.io"), None, None, None]), &key, None));
+        let other =
+            values(&plan.apply(&row(&[None, Some("b@x.io"), None, None, None]), &key, None));
         assert_ne!(other[1].as_deref(), Some(hashed.as_str()));
     }
 
@@ -445,17 +453,27 @@ mod tests {
         assert_eq!(described[1].type_oid, 1043, "text types keep their type");
         let plan = Plan::new(fields.clone(), vec![Action::Hash, Action::Keep]);
         let described = parse_row_description(&plan.row_description(&original)[5..]).unwrap();
-        assert_eq!(described[0].type_oid, TEXT_OID, "a masked int is described as text");
+        assert_eq!(
+            described[0].type_oid, TEXT_OID,
+            "a masked int is described as text"
+        );
         let late =
             Plan::with_description(fields, vec![Action::Hash, Action::Hash], vec![false, false]);
         assert_eq!(late.actions[0], Action::Null, "an int described as int");
-        assert_eq!(late.actions[1], Action::Hash, "a varchar holds a hash as it is");
+        assert_eq!(
+            late.actions[1],
+            Action::Hash,
+            "a varchar holds a hash as it is"
+        );
     }
 
     #[test]
     fn malformed_rows_pass_nothing() {
         let plan = Plan::new(vec![field("a", 25, 0)], vec![Action::Hash]);
         let bad = Bytes::from_static(b"D\0\0\0\x0a\0\x01\0\0\0\x09ab");
-        assert_eq!(values(&plan.apply(&bad, &HashKey::new([0; 16]), None)), vec![None]);
+        assert_eq!(
+            values(&plan.apply(&bad, &HashKey::new([0; 16]), None)),
+            vec![None]
+        );
     }
 }

@@ -15,7 +15,11 @@ const WITHHELD_MESSAGE: &str = "sluice: message from a function withheld while m
 
 /// The ErrorResponse or NoticeResponse (`tag`, its `fields`) as the client may see it, or
 /// `None` when it can pass unchanged. `known` says whether a quoted text may be shown.
-pub fn scrub_message(tag: u8, fields: &[(u8, String)], known: &dyn Fn(&str) -> bool) -> Option<Bytes> {
+pub fn scrub_message(
+    tag: u8,
+    fields: &[(u8, String)],
+    known: &dyn Fn(&str) -> bool,
+) -> Option<Bytes> {
     let own: Vec<&str> = fields
         .iter()
         .filter(|(f, _)| matches!(f, b's' | b't' | b'c' | b'd' | b'n'))
@@ -115,19 +119,29 @@ mod tests {
         let body = error(&[
             (b'S', "ERROR"),
             (b'C', "22P02"),
-            (b'M', "invalid input syntax for type integer: \"alice@example.com\""),
+            (
+                b'M',
+                "invalid input syntax for type integer: \"alice@example.com\"",
+            ),
         ]);
         let out = scrubbed(&body, &["integer"]);
         assert_eq!(out[2].1, "invalid input syntax for type integer: \"***\"");
         let body = error(&[
             (b'S', "ERROR"),
             (b'C', "23505"),
-            (b'M', "duplicate key value violates unique constraint \"customers_email_key\""),
+            (
+                b'M',
+                "duplicate key value violates unique constraint \"customers_email_key\"",
+            ),
             (b'D', "Key (email)=(alice@example.com) already exists."),
             (b'n', "customers_email_key"),
         ]);
         let out = scrubbed(&body, &[]);
-        assert!(out[2].1.ends_with("\"customers_email_key\""), "{}", out[2].1);
+        assert!(
+            out[2].1.ends_with("\"customers_email_key\""),
+            "{}",
+            out[2].1
+        );
         assert_eq!(out[3].1, WITHHELD_DETAIL);
         assert_eq!(out[4], (b'n', "customers_email_key".into()));
     }
@@ -148,7 +162,11 @@ mod tests {
 
     #[test]
     fn messages_without_values_pass_unchanged() {
-        let body = error(&[(b'S', "ERROR"), (b'C', "42P01"), (b'M', "relation \"nope\" does not exist")]);
+        let body = error(&[
+            (b'S', "ERROR"),
+            (b'C', "42P01"),
+            (b'M', "relation \"nope\" does not exist"),
+        ]);
         let fields = crate::proxy::messages::error_fields(&body);
         assert!(scrub_message(b'E', &fields, &|t| t == "nope").is_none());
     }

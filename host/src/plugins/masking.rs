@@ -168,7 +168,9 @@ impl SessionMaskers {
     ) -> Result<T, CallFailure> {
         let took = started.elapsed();
         if let Some(metrics) = self.host.metrics() {
-            metrics.plugin_calls(&plugin.name).observe(took.as_secs_f64());
+            metrics
+                .plugin_calls(&plugin.name)
+                .observe(took.as_secs_f64());
         }
         let overran = took > plugin.limits.timeout * 2 + Duration::from_millis(5);
         let failure = match outcome {

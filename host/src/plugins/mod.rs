@@ -612,9 +612,7 @@ fn exported_kind(component: &Component, engine: &Engine) -> Result<PluginKind, S
     }
     match kinds.as_slice() {
         [kind] => Ok(*kind),
-        [] => Err(
-            "exports no sluice:plugin@0.1.0 interface (policy, approval or masking)".into(),
-        ),
+        [] => Err("exports no sluice:plugin@0.1.0 interface (policy, approval or masking)".into()),
         _ => Err("exports more than one plugin interface; build one component per kind".into()),
     }
 }

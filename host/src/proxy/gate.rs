@@ -11,12 +11,12 @@ use tracing::Instrument;
 
 use super::Shared;
 use super::frame::{Frame, FrameReader, FrameWriter};
+use super::masker::{Tracker, Unplannable};
 use super::messages::{self, sqlstate};
 use super::refusal::Refusals;
 use super::trail::{Decided, Trail};
 use crate::analysis::Statement;
 use crate::approvals::{self, ApprovalError, NewRequest, Opened, Routing};
-use super::masker::{Tracker, Unplannable};
 use crate::masking;
 use crate::plugins::{PluginHost, PluginSet, SessionMaskers, SessionPlugins, wit};
 use crate::policy::{self, Decider, SessionInfo, Verdict};
@@ -327,7 +327,11 @@ impl Gate {
 
     /// Starts masking's tracking at this request-cycle boundary once a masking plugin serves.
     fn start_tracking(&mut self) {
-        let serving = self.shared.plugins.as_ref().is_some_and(|h| h.has_maskers());
+        let serving = self
+            .shared
+            .plugins
+            .as_ref()
+            .is_some_and(|h| h.has_maskers());
         if let Some(tracker) = &mut self.tracker
             && !tracker.on()
             && serving

@@ -142,7 +142,14 @@ pub async fn run(
         Some((tracker, masker)) => (Some(tracker), Some(masker)),
         None => (None, None),
     };
-    let mut gate = Gate::new(shared.clone(), info, refusals.clone(), signals, trail, tracker);
+    let mut gate = Gate::new(
+        shared.clone(),
+        info,
+        refusals.clone(),
+        signals,
+        trail,
+        tracker,
+    );
     let cycles_done = AtomicU64::new(0);
     let idle = Idle {
         timeout: shared.config.server.idle_timeout,

@@ -112,6 +112,8 @@ struct PiiScan;
 
 impl Masker for PiiScan {
     fn open(session: &Session) -> Result<bool, PluginError> {
+        // Compiled here, in open's larger time budget, not in the first transform.
+        LazyLock::force(&DETECTORS);
         Ok(!sluice_sdk::in_any_group(
             session,
             &sluice_sdk::config_list("exempt_groups"),
