@@ -130,7 +130,93 @@ fn main() {
         },
     );
 
+    masking_path(&runtime);
     compile_cache();
+}
+
+/// A result set's plan from mask-pii-columns (catalog cached), and one 10,000-row-bench-like
+/// DataRow (aid, bid, abalance, filler) rewritten with filler hashed and abalance partial.
+fn masking_path(runtime: &tokio::runtime::Runtime) {
+    use sluice::masking::{Catalog, CatalogRow, Field, HashKey, encode_data_row, plan_result};
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins.d");
+    std::fs::create_dir_all(&plugins).unwrap();
+    PluginSpec::with(
+        "mask-pii-columns",
+        "mask-pii-columns",
+        "[config]\nrules = \"pgbench_accounts.filler=hash, pgbench_accounts.abalance=partial(0,1)\"\n",
+    )
+    .install(&plugins);
+    let host = PluginHost::new(Some(plugins), dir.path().join("cache"), Limits::default()).unwrap();
+    host.reload().unwrap();
+    let columns = ["aid", "bid", "abalance", "filler"];
+    let catalog = Catalog::new(Duration::from_secs(3600), move || async move {
+        Ok(columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| CatalogRow {
+                oid: 16400,
+                schema: "public".into(),
+                table: "pgbench_accounts".into(),
+                kind: 'r',
+                attnum: i as i16 + 1,
+                column: (*c).into(),
+                view_definition: None,
+            })
+            .collect())
+    });
+    let fields: Vec<Field> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Field {
+            name: (*c).into(),
+            table_oid: 16400,
+            attnum: i as i16 + 1,
+            type_oid: if *c == "filler" { 1042 } else { 23 },
+            format: 0,
+        })
+        .collect();
+    let sql = "SELECT aid, bid, abalance, filler FROM pgbench_accounts WHERE aid <= 10000";
+    let statements = analyze_uncached(sql).unwrap();
+    let info = bench_session();
+    let set = host.current();
+    let mut maskers = sluice::plugins::SessionMaskers::new(host.clone());
+    let mut plan = None;
+    measure("masking: plan of a result set (mask-pii-columns)", || {
+        plan = Some(
+            runtime
+                .block_on(plan_result(
+                    &set,
+                    &mut maskers,
+                    &info,
+                    &catalog,
+                    Some(&statements[0]),
+                    fields.clone(),
+                    None,
+                ))
+                .unwrap(),
+        );
+    });
+    let plan = plan.unwrap();
+    assert!(plan.masks_anything());
+    let filler = " ".repeat(84);
+    let row = encode_data_row(
+        [
+            Some(&b"48213"[..]),
+            Some(b"5"),
+            Some(b"-2745"),
+            Some(filler.as_bytes()),
+        ]
+        .into_iter(),
+    );
+    let key = HashKey::new([3; 16]);
+    measure("masking: one DataRow, hash + partial of 4 columns", || {
+        black_box(plan.apply(black_box(&row), &key, None));
+    });
+    let keep = sluice::masking::Plan::new(fields.clone(), vec![sluice::masking::Action::Keep; 4]);
+    measure("masking: one DataRow, nothing masked", || {
+        black_box(keep.apply(black_box(&row), &key, None));
+    });
 }
 
 /// A Python component (componentize-py, ~18 MB) compiled cold, then loaded by a new host from

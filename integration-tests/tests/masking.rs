@@ -513,3 +513,86 @@ async fn masking_is_recorded_in_the_audit_log_without_values() {
         "{line}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masking_plugins_hot_reloaded_under_pgbench_fail_nothing_and_apply_to_open_sessions() {
+    let gw = gateway(vec![PluginSpec::stock("no-ddl")]).await;
+    // A session that prepared its statement before any masking plugin existed.
+    let early = gw.connect("early", &gw.token("early")).await.unwrap();
+    let prepared = early
+        .prepare("SELECT id, email FROM customers WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        early
+            .query_one(&prepared, &[])
+            .await
+            .unwrap()
+            .get::<_, &str>(1),
+        ALICE
+    );
+
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        script.path(),
+        "\\set id random(1, 2)\nSELECT email, card FROM customers WHERE id = :id;\n",
+    )
+    .unwrap();
+    let pgbench = sluice_integration_tests::pgbench(
+        gw.port(),
+        "bench",
+        &gw.token("bench"),
+        &["-n", "-c", "4", "-j", "2", "-T", "6", "-M", "extended"],
+        script.path(),
+    )
+    .output();
+    let swaps = async {
+        let probe = gw.connect("prober", &gw.token("prober")).await.unwrap();
+        let path = gw.plugin_dir().join("mask-pii-columns.wasm");
+        for i in 0..6 {
+            let masked = i % 2 == 0;
+            if masked {
+                rules().install(&gw.plugin_dir());
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+            let changed = std::time::Instant::now();
+            loop {
+                let rows = probe
+                    .simple_query("SELECT email FROM customers WHERE id = 1")
+                    .await
+                    .unwrap();
+                let value = rows.iter().find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                    _ => None,
+                });
+                if (value.as_deref() != Some(ALICE)) == masked {
+                    break;
+                }
+                assert!(
+                    changed.elapsed() < Duration::from_secs(1),
+                    "swap {i} not visible"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if masked {
+                // The statement prepared before: its text column is masked in place.
+                let row = early.query_one(&prepared, &[]).await.unwrap();
+                assert_eq!(row.get::<_, i32>(0), 1);
+                assert_hash(row.get::<_, &str>(1));
+            }
+        }
+    };
+    let (out, ()) = tokio::join!(pgbench, swaps);
+    let out = out.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("number of failed transactions: 0"),
+        "{stdout}"
+    );
+}
