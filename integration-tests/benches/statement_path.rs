@@ -173,6 +173,8 @@ fn masking_path(runtime: &tokio::runtime::Runtime) {
             table_oid: 16400,
             attnum: i as i16 + 1,
             type_oid: if *c == "filler" { 1042 } else { 23 },
+            type_len: if *c == "filler" { -1 } else { 4 },
+            type_modifier: -1,
             format: 0,
         })
         .collect();

@@ -16,6 +16,8 @@ pub struct Field {
     pub table_oid: u32,
     pub attnum: i16,
     pub type_oid: u32,
+    pub type_len: i16,
+    pub type_modifier: i32,
     /// 0 text, 1 binary.
     pub format: i16,
 }
@@ -39,14 +41,16 @@ pub fn parse_row_description(body: &[u8]) -> Option<Vec<Field>> {
         let table_oid = take_u32(&mut rest)?;
         let attnum = take_i16(&mut rest)?;
         let type_oid = take_u32(&mut rest)?;
-        let _typlen = take_i16(&mut rest)?;
-        let _typmod = take_u32(&mut rest)?;
+        let type_len = take_i16(&mut rest)?;
+        let type_modifier = take_u32(&mut rest)? as i32;
         let format = take_i16(&mut rest)?;
         fields.push(Field {
             name,
             table_oid,
             attnum,
             type_oid,
+            type_len,
+            type_modifier,
             format,
         });
     }
@@ -174,11 +178,9 @@ impl Plan {
                 out.put_i16(-1);
                 out.put_i32(-1);
             } else {
-                // The original type length and modifier are not kept: re-read them.
-                let (typlen, typmod) = original_type_details(original, field);
                 out.put_u32(field.type_oid);
-                out.put_i16(typlen);
-                out.put_i32(typmod);
+                out.put_i16(field.type_len);
+                out.put_i32(field.type_modifier);
             }
             out.put_i16(field.format);
         }
@@ -242,35 +244,6 @@ impl Plan {
 fn put_value(out: &mut BytesMut, value: &[u8]) {
     out.put_i32(value.len() as i32);
     out.put_slice(value);
-}
-
-/// The type length and modifier of `field` in the original RowDescription message.
-fn original_type_details(original: &Bytes, field: &Field) -> (i16, i32) {
-    let mut rest = &original[5..];
-    let Some(count) = take_i16(&mut rest) else {
-        return (-1, -1);
-    };
-    for _ in 0..count.max(0) {
-        let Some(end) = rest.iter().position(|&b| b == 0) else {
-            break;
-        };
-        let name = &rest[..end];
-        rest = &rest[end + 1..];
-        let (Some(oid), Some(attnum), Some(_type), Some(typlen), Some(typmod), Some(_format)) = (
-            take_u32(&mut rest),
-            take_i16(&mut rest),
-            take_u32(&mut rest),
-            take_i16(&mut rest),
-            take_u32(&mut rest),
-            take_i16(&mut rest),
-        ) else {
-            break;
-        };
-        if name == field.name.as_bytes() && oid == field.table_oid && attnum == field.attnum {
-            return (typlen, typmod as i32);
-        }
-    }
-    (-1, -1)
 }
 
 /// The values of a DataRow body (`None` for NULL), or `None` if it is malformed.
@@ -342,6 +315,8 @@ mod tests {
             table_oid: 16384,
             attnum: 1,
             type_oid,
+            type_len: -1,
+            type_modifier: -1,
             format,
         }
     }

@@ -50,6 +50,11 @@ pub enum Expect {
         /// Whether the portal itself was described after its Bind.
         portal_described: bool,
     },
+    /// A Close of a statement (`S`) or portal (`P`): its plan goes at CloseComplete.
+    Close {
+        kind: u8,
+        name: String,
+    },
     CycleEnd,
 }
 
@@ -265,17 +270,19 @@ impl Tracker {
 
     /// A Close went upstream (`body`: `S` or `P` and the name).
     pub fn close(&mut self, body: &[u8]) {
+        if !self.on {
+            return;
+        }
         let Some((&kind, rest)) = body.split_first() else {
             return;
         };
-        let name = super::gate::cstr(rest).0.unwrap_or("");
-        match kind {
-            b'S' => self.statements.remove(name),
-            _ => {
-                self.portals.remove(name);
-                None
-            }
-        };
+        let name = super::gate::cstr(rest).0.unwrap_or("").to_owned();
+        if kind == b'S' {
+            self.statements.remove(&name);
+        } else {
+            self.portals.remove(&name);
+        }
+        self.send(Expect::Close { kind, name });
     }
 
     /// A Query, Sync or FunctionCall went upstream.
@@ -421,8 +428,24 @@ impl Masker {
                 relay
             }
             b'N' => self.scrub(frame).await,
+            b'3' => {
+                if let Some(Expect::Close { .. }) = self.pending.front()
+                    && let Some(Expect::Close { kind, name }) = self.pending.pop_front()
+                {
+                    if kind == b'S' {
+                        self.statements.remove(&name);
+                    } else {
+                        self.portals.remove(&name);
+                    }
+                }
+                Relay::Pass
+            }
             b'Z' => {
                 self.current = None;
+                // Outside a transaction no portal survives.
+                if frame.body().first() == Some(&b'I') {
+                    self.portals.clear();
+                }
                 while let Some(expect) = self.pending.pop_front() {
                     if matches!(expect, Expect::CycleEnd) {
                         break;
@@ -635,6 +658,8 @@ impl Masker {
                     table_oid: 0,
                     attnum: 0,
                     type_oid: 25,
+                    type_len: -1,
+                    type_modifier: -1,
                     format: 0,
                 };
                 count
