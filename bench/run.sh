@@ -50,9 +50,9 @@ wait_port "$SLUICE_PORT"
 TOKEN=$("$SLUICE" token mint --config "$work/sluice/sluice.toml" --subject bench --database bench --ttl 2h)
 
 # The same gateway with the stock policy plugins loaded (approve-writes aside: it would hold
-# every write), same key so the same token works.
+# every write; masking has bench/masking.sh), same key so the same token works.
 cargo xtask plugins --out "$work/plugged/plugins.d" >/dev/null
-rm -f "$work/plugged/plugins.d/"{approve-writes,test-faults,deny-tables-py}.wasm
+rm -f "$work/plugged/plugins.d/"{approve-writes,test-faults,test-route-faults,test-mask-faults,deny-tables-py,mask-pii-columns,pii-scan}.wasm
 printf '[config]\ngroups = "readers"\n' > "$work/plugged/plugins.d/read-only.toml"
 cp "$work/sluice/signing.pem" "$work/sluice/upstream.password" "$work/plugged/"
 sed -e "s/127.0.0.1:$SLUICE_PORT/127.0.0.1:$PLUGGED_PORT/" "$work/sluice/sluice.toml" > "$work/plugged/sluice.toml"

@@ -33,7 +33,7 @@ async fn fixtures() {
                      card text, phone text, ssn text, note text, CHECK (length(phone) < 40));
                  INSERT INTO customers VALUES
                      (1, 'Alice', '{ALICE}', '{CARD}', '{PHONE}', '123-45-6789', 'vip'),
-                     (2, 'Bob', 'bob@example.com', '5555555555554444', '+1 555 0199', NULL,
+                     (2, 'Bob', 'bob@example.com', '5555555555554444', '+1 415-555-0199', NULL,
                       'call bob@example.com or 555-867-5309');
                  CREATE VIEW contacts AS SELECT id, upper(email) AS mail, name FROM customers;
                  CREATE TABLE copies (v text);
@@ -403,6 +403,18 @@ async fn content_scanning_masks_personal_data_in_any_text_column() {
     assert_eq!(lines[1], "call [email] or [phone]|mail [email]|2");
     let out = psql(&gw, "SELECT card, ssn FROM customers WHERE id = 1").await;
     assert_eq!(out.trim(), "[card]|[ssn]");
+    // Binary results through tokio-postgres: text values are transformed in place.
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT note, phone, id FROM customers WHERE id = $1",
+            &[&2i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "call [email] or [phone]");
+    assert_eq!(row.get::<_, &str>(1), "[phone]");
+    assert_eq!(row.get::<_, i32>(2), 2);
     // Batched: a result larger than one transform batch keeps every row.
     let out = psql(
         &gw,

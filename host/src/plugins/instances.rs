@@ -244,16 +244,21 @@ impl SessionPlugins {
         };
         // After a trap the instance's state is unknown: never reuse it.
         self.live.swap_remove(index);
-        if let Some(metrics) = self.host.metrics() {
-            metrics
-                .plugin_failures
-                .get_or_create(&crate::metrics::PluginFailureLabels {
-                    plugin: plugin.name.to_string(),
-                    reason: failure.class().to_owned(),
-                })
-                .inc();
-        }
+        count_failure(&self.host, &plugin.name, &failure);
         Err(failure)
+    }
+}
+
+/// Counts a failed plugin call in the metrics, by plugin and failure class.
+pub(super) fn count_failure(host: &PluginHost, plugin: &str, failure: &CallFailure) {
+    if let Some(metrics) = host.metrics() {
+        metrics
+            .plugin_failures
+            .get_or_create(&crate::metrics::PluginFailureLabels {
+                plugin: plugin.to_owned(),
+                reason: failure.class().to_owned(),
+            })
+            .inc();
     }
 }
 

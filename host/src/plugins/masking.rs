@@ -10,7 +10,7 @@ use wasmtime::Store;
 
 use super::bindings::v0_1::masking::MaskingPlugin as MaskingBindings;
 use super::bindings::v0_1::sluice::plugin::types as wit;
-use super::instances::{classify_trap, reported_message};
+use super::instances::{classify_trap, count_failure, reported_message};
 use super::{CallFailure, MaskingPlugin, PluginHost, PluginSet, PluginState};
 
 struct Live {
@@ -182,15 +182,7 @@ impl SessionMaskers {
         if !matches!(failure, CallFailure::Reported(_)) {
             self.instances.swap_remove(index);
         }
-        if let Some(metrics) = self.host.metrics() {
-            metrics
-                .plugin_failures
-                .get_or_create(&crate::metrics::PluginFailureLabels {
-                    plugin: plugin.name.to_string(),
-                    reason: failure.class().to_owned(),
-                })
-                .inc();
-        }
+        count_failure(&self.host, &plugin.name, &failure);
         Err(failure)
     }
 }
