@@ -207,37 +207,96 @@ impl Plan {
         if !self.masks_anything {
             return row.clone();
         }
-        let Some(values) = data_row_values(&row[5..]) else {
-            // Not a DataRow we can read: nothing of it may pass.
-            return encode_data_row(self.actions.iter().map(|_| None::<&[u8]>));
-        };
         let mut out = BytesMut::with_capacity(row.len() + 16 * self.actions.len());
+        self.apply_into(row, key, custom, &mut out);
+        out.freeze()
+    }
+
+    /// [`Plan::apply`] written at the end of `out` (the per-row path: no allocation of its own).
+    pub fn apply_into(
+        &self,
+        row: &[u8],
+        key: &HashKey,
+        custom: Option<&dyn Fn(usize) -> Option<Option<String>>>,
+        out: &mut BytesMut,
+    ) {
+        let start = out.len();
         out.put_u8(b'D');
         out.put_u32(0);
         out.put_i16(self.actions.len() as i16);
+        let mut values = Values::new(row.get(5..).unwrap_or_default());
         for (index, action) in self.actions.iter().enumerate() {
-            let value = values.get(index).copied().flatten();
+            let value = match values.next() {
+                Some(Ok(value)) => value,
+                Some(Err(())) => {
+                    // Not a DataRow we can read: nothing of it may pass.
+                    out.truncate(start);
+                    out.put_slice(&encode_data_row(self.actions.iter().map(|_| None)));
+                    return;
+                }
+                None => None,
+            };
             match (action, value) {
-                (Action::Keep, Some(v)) => put_value(&mut out, v),
+                (Action::Keep, Some(v)) => put_value(out, v),
                 (_, None) | (Action::Null, _) => out.put_i32(-1),
-                (Action::Redact(text), Some(_)) => put_value(&mut out, text.as_bytes()),
+                (Action::Redact(text), Some(_)) => put_value(out, text.as_bytes()),
                 (_, Some(_)) if !self.textual(index) => out.put_i32(-1),
                 (Action::Hash, Some(v)) => {
                     out.put_i32(34);
-                    key.hash(v, &mut out);
+                    key.hash(v, out);
                 }
-                (Action::Partial { first, last }, Some(v)) => {
-                    put_value(&mut out, partial(v, *first, *last).as_bytes())
-                }
+                (Action::Partial { first, last }, Some(v)) => partial_into(v, *first, *last, out),
                 (Action::Custom(_), Some(_)) => match custom.and_then(|c| c(index)) {
-                    Some(Some(text)) => put_value(&mut out, text.as_bytes()),
+                    Some(Some(text)) => put_value(out, text.as_bytes()),
                     _ => out.put_i32(-1),
                 },
             }
         }
-        let len = (out.len() - 1) as u32;
-        out[1..5].copy_from_slice(&len.to_be_bytes());
-        out.freeze()
+        let len = (out.len() - start - 1) as u32;
+        out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+/// The values of a DataRow body, one at a time: `Ok(None)` for NULL, `Err` once malformed.
+struct Values<'a> {
+    rest: &'a [u8],
+    left: i16,
+}
+
+impl<'a> Values<'a> {
+    fn new(body: &'a [u8]) -> Values<'a> {
+        let mut rest = body;
+        let left = take_i16(&mut rest).unwrap_or(-1);
+        Values { rest, left }
+    }
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = Result<Option<&'a [u8]>, ()>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left < 0 {
+            return Some(Err(()));
+        }
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let Some(len) = take_u32(&mut self.rest).map(|l| l as i32) else {
+            self.left = -1;
+            return Some(Err(()));
+        };
+        if len < 0 {
+            return Some(Ok(None));
+        }
+        let len = len as usize;
+        if self.rest.len() < len {
+            self.left = -1;
+            return Some(Err(()));
+        }
+        let (value, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Some(Ok(Some(value)))
     }
 }
 
@@ -248,23 +307,7 @@ fn put_value(out: &mut BytesMut, value: &[u8]) {
 
 /// The values of a DataRow body (`None` for NULL), or `None` if it is malformed.
 pub fn data_row_values(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
-    let mut rest = body;
-    let count = take_i16(&mut rest)?;
-    let mut values = Vec::with_capacity(count.max(0) as usize);
-    for _ in 0..count.max(0) {
-        let len = take_u32(&mut rest)? as i32;
-        if len < 0 {
-            values.push(None);
-            continue;
-        }
-        let len = len as usize;
-        if rest.len() < len {
-            return None;
-        }
-        values.push(Some(&rest[..len]));
-        rest = &rest[len..];
-    }
-    Some(values)
+    Values::new(body).collect::<Result<_, ()>>().ok()
 }
 
 /// A DataRow message of `values`.
@@ -287,22 +330,44 @@ pub fn encode_data_row<'a>(values: impl ExactSizeIterator<Item = Option<&'a [u8]
 /// The first `first` and last `last` characters of `value` with `*` for each character between;
 /// a value no longer than what would be kept is masked whole.
 fn partial(value: &[u8], first: u32, last: u32) -> String {
+    let mut out = BytesMut::new();
+    partial_into(value, first, last, &mut out);
+    String::from_utf8_lossy(&out[4..]).into_owned()
+}
+
+/// [`partial`] as a length-prefixed field at the end of `out`.
+fn partial_into(value: &[u8], first: u32, last: u32, out: &mut BytesMut) {
+    let (first, last) = (first as usize, last as usize);
+    if value.is_ascii() {
+        // One byte per character.
+        let count = value.len();
+        out.put_i32(count as i32);
+        if count <= first.saturating_add(last) {
+            out.put_bytes(b'*', count);
+        } else {
+            out.put_slice(&value[..first]);
+            out.put_bytes(b'*', count - first - last);
+            out.put_slice(&value[count - last..]);
+        }
+        return;
+    }
     let text = String::from_utf8_lossy(value);
     let count = text.chars().count();
-    let (first, last) = (first as usize, last as usize);
-    if count <= first.saturating_add(last) {
-        return "*".repeat(count);
-    }
-    text.chars()
-        .enumerate()
-        .map(|(i, c)| {
-            if i < first || i >= count - last {
-                c
-            } else {
-                '*'
-            }
-        })
-        .collect()
+    let masked: String = if count <= first.saturating_add(last) {
+        "*".repeat(count)
+    } else {
+        text.chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i < first || i >= count - last {
+                    c
+                } else {
+                    '*'
+                }
+            })
+            .collect()
+    };
+    put_value(out, masked.as_bytes());
 }
 
 #[cfg(test)]

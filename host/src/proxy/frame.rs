@@ -193,6 +193,11 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.pending.extend_from_slice(bytes);
     }
 
+    /// Queues one whole message written in place by `write` (no buffer of its own per message).
+    pub fn queue_with(&mut self, write: impl FnOnce(&mut BytesMut)) {
+        write(&mut self.pending);
+    }
+
     /// Large buffers are flushed early so that memory stays bounded while a big result streams.
     pub fn wants_flush(&self) -> bool {
         self.pending.len() >= READ_CHUNK

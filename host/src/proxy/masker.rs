@@ -324,7 +324,8 @@ pub enum Relay {
     /// The message as it came.
     Pass,
     Replace(Bytes),
-    /// Nothing (an answer to an injected Describe, or a row held for a batch).
+    /// Nothing more: an answer to an injected Describe, a row held for a batch, or a row
+    /// already queued masked.
     Drop,
 }
 
@@ -387,9 +388,10 @@ impl Masker {
         client: &mut FrameWriter<W>,
         trail: Option<&mut super::trail::Results>,
     ) -> Relay {
-        if frame.tag() != b'D' {
-            self.flush(client).await;
+        if frame.tag() == b'D' {
+            return self.data_row(frame, client).await;
         }
+        self.flush(client).await;
         self.refill();
         match frame.tag() {
             b'T' => self.row_description(frame, client, trail).await,
@@ -410,7 +412,6 @@ impl Masker {
                 }
                 None => Relay::Pass,
             },
-            b'D' => self.data_row(frame, client).await,
             b'C' | b'I' | b's' => {
                 self.current = None;
                 if matches!(
@@ -624,9 +625,10 @@ impl Masker {
         client: &mut FrameWriter<W>,
     ) -> Relay {
         if self.current.is_none() {
+            self.refill();
             self.current = Some(self.execution_plan(frame, client).await);
         }
-        let Some(plan) = self.current.clone() else {
+        let Some(plan) = self.current.as_deref() else {
             return Relay::Pass;
         };
         if !plan.masks_anything() {
@@ -639,7 +641,9 @@ impl Masker {
             }
             return Relay::Drop;
         }
-        Relay::Replace(plan.apply(frame.raw(), &self.shared.hash_key, None))
+        let key = &self.shared.hash_key;
+        client.queue_with(|out| plan.apply_into(frame.raw(), key, None, out));
+        Relay::Drop
     }
 
     /// The plan of the Execute whose rows start now: its portal's or its statement's, made
@@ -764,7 +768,8 @@ impl Masker {
                     .get(&column)
                     .map(|values| values.get(row_index).cloned().flatten())
             };
-            client.queue(&plan.apply(row, &self.shared.hash_key, Some(&custom)));
+            let key = &self.shared.hash_key;
+            client.queue_with(|out| plan.apply_into(row, key, Some(&custom), out));
         }
     }
 
