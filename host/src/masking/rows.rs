@@ -83,12 +83,15 @@ impl HashKey {
     fn hash(&self, value: &[u8], out: &mut BytesMut) {
         let mut hasher = SipHasher24::new_with_key(&self.0);
         std::hash::Hasher::write(&mut hasher, value);
-        let digest = hasher.finish128().as_u128();
-        out.put_slice(b"h:");
+        let digest = hasher.finish128().as_u128().to_be_bytes();
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        for shift in (0..32).rev() {
-            out.put_u8(HEX[((digest >> (shift * 4)) & 0xf) as usize]);
+        let mut text = [0u8; 34];
+        text[..2].copy_from_slice(b"h:");
+        for (i, byte) in digest.iter().enumerate() {
+            text[2 + 2 * i] = HEX[usize::from(byte >> 4)];
+            text[3 + 2 * i] = HEX[usize::from(byte & 0xf)];
         }
+        out.put_slice(&text);
     }
 }
 
@@ -221,6 +224,8 @@ impl Plan {
         out: &mut BytesMut,
     ) {
         let start = out.len();
+        // Masks change a value's length by at most a hash's 34 bytes.
+        out.reserve(row.len() + 34 * self.actions.len());
         out.put_u8(b'D');
         out.put_u32(0);
         out.put_i16(self.actions.len() as i16);
@@ -327,15 +332,9 @@ pub fn encode_data_row<'a>(values: impl ExactSizeIterator<Item = Option<&'a [u8]
     out.freeze()
 }
 
-/// The first `first` and last `last` characters of `value` with `*` for each character between;
-/// a value no longer than what would be kept is masked whole.
-fn partial(value: &[u8], first: u32, last: u32) -> String {
-    let mut out = BytesMut::new();
-    partial_into(value, first, last, &mut out);
-    String::from_utf8_lossy(&out[4..]).into_owned()
-}
-
-/// [`partial`] as a length-prefixed field at the end of `out`.
+/// The first `first` and last `last` characters of `value` with `*` for each character between,
+/// as a length-prefixed field at the end of `out`; a value no longer than what would be kept is
+/// masked whole.
 fn partial_into(value: &[u8], first: u32, last: u32, out: &mut BytesMut) {
     let (first, last) = (first as usize, last as usize);
     if value.is_ascii() {
@@ -373,6 +372,12 @@ fn partial_into(value: &[u8], first: u32, last: u32, out: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn partial(value: &[u8], first: u32, last: u32) -> String {
+        let mut out = BytesMut::new();
+        partial_into(value, first, last, &mut out);
+        String::from_utf8_lossy(&out[4..]).into_owned()
+    }
 
     fn field(name: &str, type_oid: u32, format: i16) -> Field {
         Field {
