@@ -67,6 +67,33 @@ struct Common {
     from_cycle: AtomicU64,
     /// DDL went upstream: the catalog is read again once it has committed.
     ddl: AtomicBool,
+    /// The last statement texts the client sent: an error may quote what the client wrote.
+    recent: std::sync::Mutex<VecDeque<Arc<str>>>,
+}
+
+/// How many statement texts an error message may quote from.
+const RECENT_TEXTS: usize = 8;
+
+impl Common {
+    fn sent(&self, text: &str) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() >= RECENT_TEXTS {
+            recent.pop_front();
+        }
+        recent.push_back(Arc::from(text));
+    }
+}
+
+/// Whether `word` stands in `text` as a whole token (not inside a longer name or number).
+fn has_token(text: &str, word: &str) -> bool {
+    if word.is_empty() {
+        return false;
+    }
+    let part_of_name = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    text.match_indices(word).any(|(at, _)| {
+        !part_of_name(text[..at].chars().next_back())
+            && !part_of_name(text[at + word.len()..].chars().next())
+    })
 }
 
 struct Prepared {
@@ -162,6 +189,7 @@ impl Tracker {
         }
         for statement in statements {
             self.remember(statement);
+            self.common.sent(&statement.text);
             let source = self.lineage_source(statement).ok();
             self.send(Expect::Part(source));
         }
@@ -174,6 +202,7 @@ impl Tracker {
         }
         if let Some(statement) = statement {
             self.remember(statement);
+            self.common.sent(&statement.text);
         }
         let statement = statement.and_then(|s| self.lineage_source(s).ok());
         self.statements.insert(
@@ -335,6 +364,7 @@ pub fn new(shared: &Arc<Shared>, info: &SessionInfo) -> Option<(Tracker, Masker)
     let common = Arc::new(Common {
         from_cycle: AtomicU64::new(OFF),
         ddl: AtomicBool::new(false),
+        recent: std::sync::Mutex::new(VecDeque::new()),
     });
     let (expect, expected) = mpsc::unbounded_channel();
     let tracker = Tracker {
@@ -423,7 +453,6 @@ impl Masker {
                 Relay::Pass
             }
             b'E' => {
-                // Scrubbed while the statement texts it may quote are still pending.
                 let relay = self.scrub(frame).await;
                 self.failed();
                 relay
@@ -780,17 +809,17 @@ impl Masker {
         }
         let fields = messages::error_fields(frame.body());
         let snapshot = self.catalog.as_ref().map(|c| c.peek());
-        let texts: Vec<String> = self
-            .pending
+        let texts: Vec<Arc<str>> = self
+            .common
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter_map(|e| match e {
-                Expect::Part(Some(s)) => Some(s.text.clone()),
-                _ => None,
-            })
+            .cloned()
             .collect();
         let known = |quoted: &str| {
             snapshot.as_ref().is_some_and(|s| s.knows_name(quoted))
-                || texts.iter().any(|t| t.contains(quoted))
+                || texts.iter().any(|t| has_token(t, quoted))
         };
         match masking::scrub_message(frame.tag(), &fields, &known) {
             Some(scrubbed) => Relay::Replace(scrubbed),
@@ -811,5 +840,19 @@ impl Masker {
         let on = self.maskers.any_active(&set, &self.info).await;
         self.scrubbing = Some((set.generation, on));
         on
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_token;
+
+    #[test]
+    fn quoted_text_counts_as_sent_only_as_a_whole_token() {
+        assert!(has_token("SELECT nope FROM t", "nope"));
+        assert!(has_token("SELECT \"Mixed Case\" FROM t", "Mixed Case"));
+        assert!(!has_token("SELECT nopenope FROM t", "nope"));
+        assert!(!has_token("SELECT a FROM t WHERE id = 12", "1"));
+        assert!(!has_token("SELECT 1", ""));
     }
 }
