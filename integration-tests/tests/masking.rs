@@ -356,8 +356,15 @@ async fn errors_and_notices_do_not_echo_masked_values() {
         db.detail()
     );
     // Names the client wrote itself stay in the message, in the extended protocol too.
-    let e = client.prepare("SELECT nosuchcol FROM customers").await.unwrap_err();
-    assert!(error_message(&e).contains("\"nosuchcol\""), "{}", error_message(&e));
+    let e = client
+        .prepare("SELECT nosuchcol FROM customers")
+        .await
+        .unwrap_err();
+    assert!(
+        error_message(&e).contains("\"nosuchcol\""),
+        "{}",
+        error_message(&e)
+    );
     // A function that RAISEs what it read.
     let out = gw
         .psql(
