@@ -413,6 +413,17 @@ async fn content_scanning_masks_personal_data_in_any_text_column() {
     assert_eq!(lines[1], "call [email] or [phone]|mail [email]|2");
     let out = psql(&gw, "SELECT card, ssn FROM customers WHERE id = 1").await;
     assert_eq!(out.trim(), "[card]|[ssn]");
+    // Checksums decide: a valid IBAN and card go, digits that fail Luhn or mod-97 stay.
+    let out = psql(
+        &gw,
+        "SELECT 'iban GB82 WEST 1234 5698 7654 32', 'card 4242 4242 4242 4242', \
+         'not a card 1234 5678 9012 3456', 'order 42 shipped', 'ssn 000-12-3456'",
+    )
+    .await;
+    assert_eq!(
+        out.trim(),
+        "iban [iban]|card [card]|not a card 1234 5678 9012 3456|order 42 shipped|ssn 000-12-3456"
+    );
     // Binary results through tokio-postgres: text values are transformed in place.
     let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
     let row = client

@@ -87,7 +87,7 @@ fn iban_valid(text: &str) -> bool {
 }
 
 /// `text` with every detected item replaced by its marker.
-pub fn scan(text: &str) -> String {
+fn scan(text: &str) -> String {
     let mut out = text.to_owned();
     for detector in DETECTORS.iter() {
         if !detector.pattern.is_match(&out) {
@@ -143,21 +143,3 @@ impl Masker for PiiScan {
 }
 
 sluice_sdk::export_masker!(PiiScan);
-
-#[cfg(test)]
-mod tests {
-    use super::scan;
-
-    #[test]
-    fn personal_data_is_masked_in_place_and_the_rest_kept() {
-        assert_eq!(
-            scan("mail alice@example.com or call (555) 123-4567"),
-            "mail [email] or call [phone]"
-        );
-        assert_eq!(scan("card 4242 4242 4242 4242 ok"), "card [card] ok");
-        assert_eq!(scan("not a card 1234 5678 9012 3456"), "not a card 1234 5678 9012 3456");
-        assert_eq!(scan("ssn 123-45-6789"), "ssn [ssn]");
-        assert_eq!(scan("iban GB82 WEST 1234 5698 7654 32"), "iban [iban]");
-        assert_eq!(scan("order 42 shipped"), "order 42 shipped");
-    }
-}
