@@ -39,11 +39,12 @@ pub async fn plan_result(
             Some(as_text) => Plan::with_description(fields, actions, as_text),
             None => Plan::new(fields, actions),
         };
-    if set.maskers.is_empty() || fields.is_empty() {
+    maskers.retain(set);
+    // An exempt session (every plugin inactive) costs no catalog lookup or lowering.
+    if fields.is_empty() || !maskers.any_active(set, session).await {
         let keep = vec![Action::Keep; fields.len()];
         return Ok(finish(fields, keep, described));
     }
-    maskers.retain(set);
     let oids: Vec<u32> = fields.iter().map(|f| f.table_oid).collect();
     let snapshot = match catalog.snapshot(&oids).await {
         Ok(snapshot) => snapshot,
@@ -154,10 +155,13 @@ pub async fn check_statement(
 ) -> Result<Option<String>, PlanFailure> {
     let copies_out = statement.kind == StatementKind::CopyOut || statement.copy_program;
     let copies_values = statement.writes && !statement.lineage.written.is_empty();
-    if set.maskers.is_empty() || !(copies_out || copies_values) {
+    if !(copies_out || copies_values) {
         return Ok(None);
     }
     maskers.retain(set);
+    if !maskers.any_active(set, session).await {
+        return Ok(None);
+    }
     let snapshot = catalog.snapshot(&[]).await.map_err(PlanFailure::Catalog)?;
     let tables = snapshot.tables(
         statement

@@ -16,6 +16,8 @@ use super::{CallFailure, MaskingPlugin, PluginHost, PluginSet, PluginState};
 struct Live {
     store: Store<PluginState>,
     bindings: MaskingBindings,
+    /// This plugin's call-latency histogram, looked up once per instance rather than per call.
+    call_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 /// One plugin's instance in this session: live, or inactive by its own `open`.
@@ -77,11 +79,9 @@ impl SessionMaskers {
         let Some(index) = self.instance(plugin, session).await? else {
             return Ok(None);
         };
-        let Instance::Live(live) = &mut self.instances[index].1 else {
+        let Some(live) = self.armed(index, plugin) else {
             return Ok(None);
         };
-        live.store
-            .set_epoch_deadline(super::deadline_ticks(plugin.limits.timeout));
         let started = Instant::now();
         let outcome = live
             .bindings
@@ -107,20 +107,10 @@ impl SessionMaskers {
         column: &wit::Column,
         values: &[Option<String>],
     ) -> Result<Vec<Option<String>>, CallFailure> {
-        let live = match self.instance(plugin, session).await? {
-            Some(index) => match &mut self.instances[index].1 {
-                Instance::Live(live) => Some((index, live)),
-                Instance::Inactive => None,
-            },
-            None => None,
-        };
-        let Some((index, live)) = live else {
-            return Err(CallFailure::Reported(
-                "asked to transform in a session it does not mask".into(),
-            ));
-        };
-        live.store
-            .set_epoch_deadline(super::deadline_ticks(plugin.limits.timeout));
+        let inactive =
+            || CallFailure::Reported("asked to transform in a session it does not mask".into());
+        let index = self.instance(plugin, session).await?.ok_or_else(inactive)?;
+        let live = self.armed(index, plugin).ok_or_else(inactive)?;
         let started = Instant::now();
         let outcome = live
             .bindings
@@ -136,6 +126,17 @@ impl SessionMaskers {
             )));
         }
         Ok(out)
+    }
+
+    /// The live instance at `index` (from [`SessionMaskers::instance`]), its deadline set for
+    /// one call.
+    fn armed(&mut self, index: usize, plugin: &MaskingPlugin) -> Option<&mut Live> {
+        let Instance::Live(live) = &mut self.instances[index].1 else {
+            return None;
+        };
+        live.store
+            .set_epoch_deadline(super::deadline_ticks(plugin.limits.timeout));
+        Some(live)
     }
 
     /// The index of the plugin's instance, created and opened if needed; `None` if inactive.
@@ -167,10 +168,10 @@ impl SessionMaskers {
         outcome: wasmtime::Result<Result<T, wit::Error>>,
     ) -> Result<T, CallFailure> {
         let took = started.elapsed();
-        if let Some(metrics) = self.host.metrics() {
-            metrics
-                .plugin_calls(&plugin.name)
-                .observe(took.as_secs_f64());
+        if let Instance::Live(live) = &self.instances[index].1
+            && let Some(histogram) = &live.call_seconds
+        {
+            histogram.observe(took.as_secs_f64());
         }
         let overran = took > plugin.limits.timeout * 2 + Duration::from_millis(5);
         let failure = match outcome {
@@ -203,7 +204,11 @@ async fn instantiate(
         .call_open(&mut store, session)
         .await;
     match opened {
-        Ok(Ok(true)) => Ok(Instance::Live(Box::new(Live { store, bindings }))),
+        Ok(Ok(true)) => Ok(Instance::Live(Box::new(Live {
+            store,
+            bindings,
+            call_seconds: host.metrics().map(|m| m.plugin_calls(&plugin.name)),
+        }))),
         Ok(Ok(false)) => Ok(Instance::Inactive),
         Ok(Err(reported)) => Err(CallFailure::Reported(reported_message(reported))),
         Err(trap) => Err(classify_trap(&trap, plugin.limits.timeout)),
