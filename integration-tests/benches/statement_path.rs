@@ -24,21 +24,22 @@ fn measure<F: FnMut()>(name: &str, mut f: F) {
         f();
     }
     let mut iterations = 1000u32;
-    loop {
+    let timed = |f: &mut F, iterations: u32| {
         let started = Instant::now();
         for _ in 0..iterations {
             f();
         }
-        let elapsed = started.elapsed();
-        if elapsed > Duration::from_millis(500) || iterations >= 1 << 22 {
-            println!(
-                "{name:<48} {:>10.2} µs",
-                elapsed.as_secs_f64() * 1e6 / iterations as f64
-            );
-            return;
-        }
+        started.elapsed()
+    };
+    while iterations < 1 << 22 && timed(&mut f, iterations) < Duration::from_millis(100) {
         iterations *= 4;
     }
+    // The best of five batches: on a shared machine the others measure the neighbours.
+    let best = (0..5).map(|_| timed(&mut f, iterations)).min().unwrap_or_default();
+    println!(
+        "{name:<48} {:>10.3} µs",
+        best.as_secs_f64() * 1e6 / iterations as f64
+    );
 }
 
 fn main() {
@@ -212,9 +213,15 @@ fn masking_path(runtime: &tokio::runtime::Runtime) {
         .into_iter(),
     );
     let key = HashKey::new([3; 16]);
+    // As the relay does it: rows rewritten at the end of the client's write buffer.
+    let mut out = bytes::BytesMut::with_capacity(64 * 1024);
     measure("masking: one DataRow, hash + partial of 4 columns", || {
-        black_box(plan.apply(black_box(&row), &key, None));
+        if out.len() > 60 * 1024 {
+            out.clear();
+        }
+        plan.apply_into(black_box(&row), &key, None, &mut out);
     });
+    black_box(&out);
     let keep = sluice::masking::Plan::new(fields.clone(), vec![sluice::masking::Action::Keep; 4]);
     measure("masking: one DataRow, nothing masked", || {
         black_box(keep.apply(black_box(&row), &key, None));

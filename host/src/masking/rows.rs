@@ -1,5 +1,7 @@
 //! RowDescription and DataRow on the wire, and the built-in masks applied to them.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use siphasher::sip128::{Hasher128, SipHasher13};
 
@@ -79,23 +81,37 @@ impl HashKey {
         HashKey(key)
     }
 
-    /// `h:` and 32 hex digits of the keyed SipHash-1-3-128 of `value`: the variant Rust's own
-    /// HashMap keys with, no known attack on it as a keyed function, and one compression round
-    /// per block where 2-4 has two (hashing is most of masking's per-row cost).
-    fn hash(&self, value: &[u8], out: &mut BytesMut) {
+    /// `h:` and 32 hex digits of the keyed SipHash-1-3-128 of `value`, as a length-prefixed
+    /// field: the variant Rust's own HashMap keys with, no known attack on it as a keyed
+    /// function, and one compression round per block where 2-4 has two (hashing is most of
+    /// masking's per-row cost).
+    fn hash_field(&self, value: &[u8], out: &mut BytesMut) {
         let mut hasher = SipHasher13::new_with_key(&self.0);
         std::hash::Hasher::write(&mut hasher, value);
         let digest = hasher.finish128().as_u128().to_be_bytes();
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut text = [0u8; 34];
-        text[..2].copy_from_slice(b"h:");
-        for (i, byte) in digest.iter().enumerate() {
-            text[2 + 2 * i] = HEX[usize::from(byte >> 4)];
-            text[3 + 2 * i] = HEX[usize::from(byte & 0xf)];
+        let mut field = [0u8; 4 + HASH_LEN];
+        field[..6].copy_from_slice(&[0, 0, 0, HASH_LEN as u8, b'h', b':']);
+        for (pair, byte) in field[6..].chunks_exact_mut(2).zip(digest) {
+            pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
         }
-        out.put_slice(&text);
+        out.put_slice(&field);
     }
 }
+
+/// Length of a hash mask's text.
+const HASH_LEN: usize = 34;
+
+/// The two lowercase hex digits of every byte.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0; 2]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        pairs[byte] = [HEX[byte >> 4], HEX[byte & 0xf]];
+        byte += 1;
+    }
+    pairs
+};
 
 impl std::fmt::Debug for HashKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -110,8 +126,22 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// Whether the client saw each column described as text (masked when described).
     pub described_as_text: Vec<bool>,
+    /// What the row path does to each column's values.
+    ops: Vec<Op>,
     masks_anything: bool,
     custom: bool,
+}
+
+/// A column's action as the row path applies it: a mask that cannot apply to the column's
+/// values (a binary value of a non-text type) is already `Null`.
+#[derive(Debug, Clone)]
+enum Op {
+    Keep,
+    Null,
+    Redact(Arc<str>),
+    Hash,
+    Partial { first: usize, last: usize },
+    Custom,
 }
 
 impl Plan {
@@ -141,10 +171,30 @@ impl Plan {
         }
         let masks_anything = actions.iter().any(|a| *a != Action::Keep);
         let custom = actions.iter().any(|a| matches!(a, Action::Custom(_)));
+        let ops = actions
+            .iter()
+            .zip(&fields)
+            .map(|(action, field)| {
+                let textual = field.format == 0 || field.binary_is_text();
+                match action {
+                    Action::Keep => Op::Keep,
+                    Action::Null => Op::Null,
+                    Action::Redact(text) => Op::Redact(text.clone()),
+                    _ if !textual => Op::Null,
+                    Action::Hash => Op::Hash,
+                    Action::Partial { first, last } => Op::Partial {
+                        first: *first as usize,
+                        last: *last as usize,
+                    },
+                    Action::Custom(_) => Op::Custom,
+                }
+            })
+            .collect();
         Plan {
             fields,
             actions,
             described_as_text,
+            ops,
             masks_anything,
             custom,
         }
@@ -217,7 +267,8 @@ impl Plan {
         out.freeze()
     }
 
-    /// [`Plan::apply`] written at the end of `out` (the per-row path: no allocation of its own).
+    /// [`Plan::apply`] written at the end of `out` (the per-row path: no allocation of its own;
+    /// runs of kept values are copied as one piece).
     pub fn apply_into(
         &self,
         row: &[u8],
@@ -226,41 +277,63 @@ impl Plan {
         out: &mut BytesMut,
     ) {
         let start = out.len();
-        // Masks change a value's length by at most a hash's 34 bytes.
-        out.reserve(row.len() + 34 * self.actions.len());
-        out.put_u8(b'D');
-        out.put_u32(0);
-        out.put_i16(self.actions.len() as i16);
-        let mut values = Values::new(row.get(5..).unwrap_or_default());
-        for (index, action) in self.actions.iter().enumerate() {
-            let value = match values.next() {
-                Some(Ok(value)) => value,
-                Some(Err(())) => {
-                    // Not a DataRow we can read: nothing of it may pass.
-                    out.truncate(start);
-                    out.put_slice(&encode_data_row(self.actions.iter().map(|_| None)));
-                    return;
-                }
-                None => None,
-            };
-            match (action, value) {
-                (Action::Keep, Some(v)) => put_value(out, v),
-                (_, None) | (Action::Null, _) => out.put_i32(-1),
-                (Action::Redact(text), Some(_)) => put_value(out, text.as_bytes()),
-                (_, Some(_)) if !self.textual(index) => out.put_i32(-1),
-                (Action::Hash, Some(v)) => {
-                    out.put_i32(34);
-                    key.hash(v, out);
-                }
-                (Action::Partial { first, last }, Some(v)) => partial_into(v, *first, *last, out),
-                (Action::Custom(_), Some(_)) => match custom.and_then(|c| c(index)) {
+        // Masks change a value's length by at most a hash's length.
+        out.reserve(row.len() + HASH_LEN * self.ops.len());
+        out.put_slice(&[b'D', 0, 0, 0, 0]);
+        if self.rewrite_values(row, key, custom, out).is_none() {
+            // Not a DataRow of this result: nothing of it may pass.
+            out.truncate(start);
+            out.put_slice(&encode_data_row(self.ops.iter().map(|_| None)));
+            return;
+        }
+        let len = (out.len() - start - 1) as u32;
+        out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// The column count and values of `row` rewritten at the end of `out`; `None` if the row is
+    /// malformed or has another number of columns than the plan.
+    fn rewrite_values(
+        &self,
+        row: &[u8],
+        key: &HashKey,
+        custom: Option<&dyn Fn(usize) -> Option<Option<String>>>,
+        out: &mut BytesMut,
+    ) -> Option<()> {
+        let (count, mut rest) = row.get(5..)?.split_first_chunk::<2>()?;
+        if usize::try_from(i16::from_be_bytes(*count)).ok() != Some(self.ops.len()) {
+            return None;
+        }
+        out.put_slice(count);
+        // Kept values not yet copied: `kept` bytes from `run`.
+        let (mut run, mut kept) = (rest, 0);
+        for (index, op) in self.ops.iter().enumerate() {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = i32::from_be_bytes(*len);
+            let (value, tail) = tail.split_at_checked(len.max(0) as usize)?;
+            rest = tail;
+            if let Op::Keep = op {
+                kept += 4 + value.len();
+                continue;
+            }
+            out.put_slice(&run[..kept]);
+            (run, kept) = (rest, 0);
+            if len < 0 {
+                out.put_i32(-1);
+                continue;
+            }
+            match op {
+                Op::Keep | Op::Null => out.put_i32(-1),
+                Op::Redact(text) => put_value(out, text.as_bytes()),
+                Op::Hash => key.hash_field(value, out),
+                Op::Partial { first, last } => partial_into(value, *first, *last, out),
+                Op::Custom => match custom.and_then(|c| c(index)) {
                     Some(Some(text)) => put_value(out, text.as_bytes()),
                     _ => out.put_i32(-1),
                 },
             }
         }
-        let len = (out.len() - start - 1) as u32;
-        out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+        out.put_slice(&run[..kept]);
+        Some(())
     }
 }
 
@@ -337,8 +410,7 @@ pub fn encode_data_row<'a>(values: impl ExactSizeIterator<Item = Option<&'a [u8]
 /// The first `first` and last `last` characters of `value` with `*` for each character between,
 /// as a length-prefixed field at the end of `out`; a value no longer than what would be kept is
 /// masked whole.
-fn partial_into(value: &[u8], first: u32, last: u32, out: &mut BytesMut) {
-    let (first, last) = (first as usize, last as usize);
+fn partial_into(value: &[u8], first: usize, last: usize, out: &mut BytesMut) {
     if value.is_ascii() {
         // One byte per character.
         let count = value.len();
@@ -375,7 +447,7 @@ fn partial_into(value: &[u8], first: u32, last: u32, out: &mut BytesMut) {
 mod tests {
     use super::*;
 
-    fn partial(value: &[u8], first: u32, last: u32) -> String {
+    fn partial(value: &[u8], first: usize, last: usize) -> String {
         let mut out = BytesMut::new();
         partial_into(value, first, last, &mut out);
         String::from_utf8_lossy(&out[4..]).into_owned()
@@ -450,6 +522,67 @@ mod tests {
         let other =
             values(&plan.apply(&row(&[None, Some("b@x.io"), None, None, None]), &key, None));
         assert_ne!(other[1].as_deref(), Some(hashed.as_str()));
+    }
+
+    #[test]
+    fn a_hash_mask_is_the_same_in_every_release() {
+        // Pseudonyms stored or joined on by users must not change with an upgrade.
+        let plan = Plan::new(vec![field("email", 25, 0)], vec![Action::Hash]);
+        let out = plan.apply(&row(&[Some("a@x.io")]), &HashKey::new([7; 16]), None);
+        assert_eq!(
+            values(&out)[0].as_deref(),
+            Some("h:36879f9766a261b132b77d4de0578f87")
+        );
+    }
+
+    #[test]
+    fn kept_values_around_masked_ones_pass_whole_and_nulls_stay_null() {
+        let key = HashKey::new([1; 16]);
+        let plan = Plan::new(
+            (0..6).map(|i| field(&format!("c{i}"), 25, 0)).collect(),
+            vec![
+                Action::Keep,
+                Action::Keep,
+                Action::Partial { first: 1, last: 0 },
+                Action::Keep,
+                Action::Redact("x".into()),
+                Action::Keep,
+            ],
+        );
+        let out = plan.apply(
+            &row(&[Some("a"), None, Some("secret"), Some(""), None, Some("z")]),
+            &key,
+            None,
+        );
+        assert_eq!(
+            values(&out),
+            vec![
+                Some("a".into()),
+                None,
+                Some("s*****".into()),
+                Some(String::new()),
+                None,
+                Some("z".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_row_that_does_not_fit_the_plan_is_withheld_whole() {
+        let key = HashKey::new([1; 16]);
+        let plan = Plan::new(
+            vec![field("id", 25, 0), field("email", 25, 0)],
+            vec![Action::Keep, Action::Hash],
+        );
+        let withheld = vec![None, None];
+        let short = row(&[Some("1")]);
+        assert_eq!(values(&plan.apply(&short, &key, None)), withheld);
+        let long = row(&[Some("1"), Some("a@x.io"), Some("more")]);
+        assert_eq!(values(&plan.apply(&long, &key, None)), withheld);
+        // A value claiming more bytes than the row holds.
+        let mut truncated = BytesMut::from(&row(&[Some("1"), Some("a@x.io")])[..]);
+        truncated.truncate(truncated.len() - 2);
+        assert_eq!(values(&plan.apply(&truncated.freeze(), &key, None)), withheld);
     }
 
     #[test]

@@ -104,6 +104,28 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }))
     }
 
+    /// The whole messages of type `tag` at the head of the buffer, as one slice handed to
+    /// `take`, then consumed: the row path of a large result, without a frame per message. Stops
+    /// at any other message, an incomplete one, or one whose length `try_next` would refuse (left
+    /// for it to report). Returns how many bytes were taken.
+    pub fn take_run(&mut self, tag: u8, take: impl FnOnce(&[u8])) -> usize {
+        let mut end = 0;
+        while let Some(head) = self.buf.get(end..end + 5)
+            && head[0] == tag
+        {
+            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            if !(4..=self.max_len).contains(&len) || self.buf.len() < end + 1 + len {
+                break;
+            }
+            end += 1 + len;
+        }
+        if end > 0 {
+            take(&self.buf[..end]);
+            self.buf.advance(end);
+        }
+        end
+    }
+
     /// The next frame, reading as needed; `None` on a clean end of stream.
     pub async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
         loop {
@@ -168,6 +190,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn into_parts(self) -> (R, BytesMut) {
         (self.inner, self.buf)
     }
+}
+
+/// The messages of a run taken by [`FrameReader::take_run`], one slice each (tag and length
+/// included).
+pub fn messages_of(run: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = run;
+    std::iter::from_fn(move || {
+        let head = rest.get(1..5)?;
+        let len = 1 + u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let (message, tail) = rest.split_at(len.min(rest.len()));
+        rest = tail;
+        Some(message)
+    })
 }
 
 /// Collects outgoing messages and writes them in one go. `torn` tells whether a write was
@@ -253,6 +288,35 @@ mod tests {
         }
         writer.await.unwrap();
         assert!(reader.next().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_run_takes_whole_messages_of_one_type_and_leaves_the_rest() {
+        let (mut tx, rx) = tokio::io::duplex(1024);
+        let row = |value: &[u8]| {
+            let mut msg = vec![b'D', 0, 0, 0, 0];
+            msg.extend_from_slice(value);
+            let len = (msg.len() - 1) as u32;
+            msg[1..5].copy_from_slice(&len.to_be_bytes());
+            msg
+        };
+        let mut bytes = [row(b"one"), row(b"two"), row(b"three")].concat();
+        bytes.extend_from_slice(&[b'C', 0, 0, 0, 9, b'S', b'E', b'L', b'E', 0]);
+        bytes.extend_from_slice(&row(b"after")[..6]);
+        tx.write_all(&bytes).await.unwrap();
+        let mut reader = FrameReader::new(rx, 1 << 20);
+        let first = reader.next().await.unwrap().unwrap();
+        assert_eq!(first.body(), b"one");
+        let mut taken = Vec::new();
+        let len = reader.take_run(b'D', |run| {
+            taken = messages_of(run).map(<[u8]>::to_vec).collect();
+        });
+        assert_eq!(taken, vec![row(b"two"), row(b"three")]);
+        assert_eq!(len, taken.iter().map(Vec::len).sum::<usize>());
+        assert_eq!(reader.take_run(b'D', |_| panic!("a CommandComplete is no row")), 0);
+        assert_eq!(reader.next().await.unwrap().unwrap().tag(), b'C');
+        // A row not yet whole stays for the frame path.
+        assert_eq!(reader.take_run(b'D', |_| panic!("incomplete row taken")), 0);
     }
 
     #[tokio::test]

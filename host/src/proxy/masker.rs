@@ -358,6 +358,12 @@ pub enum Relay {
     Drop,
 }
 
+/// DataRows the upstream direction may rewrite by itself, see [`Masker::rows`].
+pub enum Rows<'a> {
+    Unmasked,
+    Masked(&'a Plan, &'a masking::HashKey),
+}
+
 /// The two halves of a session's masking, or `None` without a plugin directory.
 pub fn new(shared: &Arc<Shared>, info: &SessionInfo) -> Option<(Tracker, Masker)> {
     let host = shared.plugins.clone()?;
@@ -408,6 +414,21 @@ impl Masker {
 
     fn set(&self) -> Arc<PluginSet> {
         self.maskers.host().current()
+    }
+
+    /// How the DataRows arriving now can go out without [`Masker::relay`]: those of a result
+    /// whose plan is made and needs no plugin call. `None`: each row goes through `relay` (the
+    /// first row of an Execute makes its plan there; `custom` rows are batched).
+    pub fn rows(&self) -> Option<Rows<'_>> {
+        let plan = self.current.as_deref()?;
+        if plan.has_custom() || !self.batch.is_empty() {
+            return None;
+        }
+        Some(if plan.masks_anything() {
+            Rows::Masked(plan, &self.shared.hash_key)
+        } else {
+            Rows::Unmasked
+        })
     }
 
     /// Handles one upstream message of a tracked cycle, queueing held rows on `client` first

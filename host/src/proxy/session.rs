@@ -12,10 +12,10 @@ use tokio::sync::mpsc;
 use std::sync::Arc;
 
 use super::Shared;
-use super::frame::{FrameError, FrameReader, FrameWriter};
+use super::frame::{FrameError, FrameReader, FrameWriter, messages_of};
 use super::gate::{Gate, HoldSignals};
 use super::login::Established;
-use super::masker::{Masker, Relay};
+use super::masker::{Masker, Relay, Rows};
 use super::messages::{self, sqlstate};
 use super::refusal::Refusals;
 use super::trail::{Results, Trail};
@@ -327,6 +327,11 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
                 (_, Relay::Replace(replacement), _) => client.queue(&replacement),
                 (_, Relay::Drop, _) => {}
             }
+            // Read again: a ReadyForQuery just relayed starts the next cycle.
+            let done = cycles_done.load(Ordering::Relaxed);
+            if relay_rows(upstream, client, masker.as_deref(), done) > 0 {
+                said_fatal = false;
+            }
             if client.wants_flush()
                 && let Err(e) = client.flush().await
             {
@@ -344,6 +349,35 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
         if let Err(e) = client.flush().await {
             return SessionEnd::ClientIo(e);
         }
+    }
+}
+
+/// DataRows already buffered go to the client without a frame each: copied as one run when
+/// nothing masks them, rewritten by the current plan otherwise. A row the masker must see itself
+/// (the first of an Execute, which makes its plan; rows for a batched transform) is left for the
+/// frame path. Returns the bytes taken.
+fn relay_rows<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    upstream: &mut FrameReader<R>,
+    client: &mut FrameWriter<W>,
+    masker: Option<&Masker>,
+    cycles_done: u64,
+) -> usize {
+    let rows = match masker {
+        Some(m) if m.tracking(cycles_done) => match m.rows() {
+            Some(rows) => rows,
+            None => return 0,
+        },
+        _ => Rows::Unmasked,
+    };
+    match rows {
+        Rows::Unmasked => upstream.take_run(b'D', |run| client.queue(run)),
+        Rows::Masked(plan, key) => upstream.take_run(b'D', |run| {
+            client.queue_with(|out| {
+                for row in messages_of(run) {
+                    plan.apply_into(row, key, None, out);
+                }
+            })
+        }),
     }
 }
 
