@@ -2,7 +2,8 @@
 # Masking's cost on large results: a 10,000-row result (pgbench_accounts) with two masked
 # columns (filler hashed, abalance partial), direct Postgres vs Sluice without plugins vs Sluice
 # with mask-pii-columns, same run, interleaved rounds. Rows/s ratios equal the TPS ratios (every
-# transaction returns the same 10,000 rows).
+# transaction returns the same 10,000 rows); each ratio is the median of per-round ratios, each
+# round paired with its own direct run, with their range.
 #
 #   bench/masking.sh                  # 3 rounds of 5 s per scenario and target
 #   ROUNDS=5 DURATION=10 bench/masking.sh
@@ -38,6 +39,7 @@ enabled = false
 CONF
 RUST_LOG=warn "$SLUICE" serve --config "$work/sluice/sluice.toml" 2>"$work/sluice.log" &
 pids+=($!)
+SLUICE_PID=$!
 wait_port "$SLUICE_PORT"
 TOKEN=$("$SLUICE" token mint --config "$work/sluice/sluice.toml" --subject bench --database bench --ttl 2h)
 
@@ -50,6 +52,7 @@ sed -e "s/127.0.0.1:$SLUICE_PORT/127.0.0.1:$MASKED_PORT/" "$work/sluice/sluice.t
 printf '[plugins]\ndir = "./plugins.d"\n' >> "$work/masked/sluice.toml"
 RUST_LOG=warn "$SLUICE" serve --config "$work/masked/sluice.toml" 2>"$work/masked.log" &
 pids+=($!)
+MASKED_PID=$!
 wait_port "$MASKED_PORT"
 
 # The masked gateway really masks: a hash where filler was.
@@ -62,36 +65,56 @@ SELECT aid, bid, abalance, filler FROM pgbench_accounts WHERE aid <= 10000;
 SQL
 
 targets=(direct sluice sluice+masking)
+# CPU time (user + system, clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# run TARGET MODE CLIENTS -> "tps ticks": ticks is the gateway's CPU during the run (0 direct)
 run() {
-    local target=$1 mode=$2 clients=$3 port pass
+    local target=$1 mode=$2 clients=$3 port pass pid=
     case $target in
         direct) port=$PG_PORT; pass=$PASSWORD ;;
-        sluice) port=$SLUICE_PORT; pass=$TOKEN ;;
-        sluice+masking) port=$MASKED_PORT; pass=$TOKEN ;;
+        sluice) port=$SLUICE_PORT; pass=$TOKEN; pid=$SLUICE_PID ;;
+        sluice+masking) port=$MASKED_PORT; pass=$TOKEN; pid=$MASKED_PID ;;
     esac
-    local jobs=$(( clients > 1 ? 2 : 1 ))
-    PGPASSWORD=$pass pgbench -n -p "$port" -U bench -c "$clients" -j "$jobs" -T "$DURATION" \
-        -M "$mode" -f "$work/large.sql" bench 2>/dev/null | awk '/^tps/ {print $3}'
+    local jobs=$(( clients > 1 ? 2 : 1 )) before=0 tps
+    [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+    tps=$(PGPASSWORD=$pass pgbench -n -p "$port" -U bench -c "$clients" -j "$jobs" -T "$DURATION" \
+        -M "$mode" -f "$work/large.sql" bench 2>/dev/null | awk '/^tps/ {print $3}')
+    echo "$tps $(( ${pid:+$(cpu_ticks "$pid")} - before ))"
 }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores; rounds=$ROUNDS duration=${DURATION}s; $("$bindir/postgres" --version)"
-printf "%-9s %3s  %-15s %12s %12s %8s\n" mode c target tps rows_per_s ratio
+echo "# ratio: median over rounds of the target's TPS over direct's TPS in the same round;"
+echo "# gw_ns_per_row: the gateway's CPU time (user + system) over every row it relayed, all rounds"
+printf "%-9s %3s  %-15s %12s %12s %8s %12s %14s\n" mode c target tps rows_per_s ratio ratio_range gw_ns_per_row
 for scenario in "simple 1" "extended 1" "simple 16" "extended 16"; do
     read -r mode clients <<<"$scenario"
-    declare -A tps=()
+    declare -A tps=() ratios=() ticks=() txs=()
     for round in $(seq 1 "$ROUNDS"); do
         n=${#targets[@]}
+        declare -A this=()
         for i in $(seq 0 $((n - 1))); do
             t=${targets[$(( (i + round) % n ))]}
-            tps[$t]+="$(run "$t" "$mode" "$clients") "
+            read -r this[$t] used < <(run "$t" "$mode" "$clients")
+            tps[$t]+="${this[$t]} "
+            ticks[$t]=$(( ${ticks[$t]:-0} + used ))
+            txs[$t]=$(awk -v a="${txs[$t]:-0}" -v t="${this[$t]}" -v d="$DURATION" 'BEGIN{print a + t*d}')
         done
+        # Paired with this round's direct run: neighbours' load on a shared machine drifts
+        # between rounds, not within one.
+        for t in "${targets[@]}"; do
+            ratios[$t]+="$(awk -v a="${this[$t]}" -v b="${this[direct]}" 'BEGIN{print a/b}') "
+        done
+        unset this
     done
-    direct=$(tr ' ' '\n' <<<"${tps[direct]}" | grep . | median)
     for t in "${targets[@]}"; do
         m=$(tr ' ' '\n' <<<"${tps[$t]}" | grep . | median)
-        printf "%-9s %3s  %-15s %12.1f %12.0f %8.3f\n" "$mode" "$clients" "$t" "$m" \
-            "$(awk -v a="$m" 'BEGIN{print a*10000}')" "$(awk -v a="$m" -v b="$direct" 'BEGIN{print a/b}')"
+        r=$(tr ' ' '\n' <<<"${ratios[$t]}" | grep . | median)
+        range=$(tr ' ' '\n' <<<"${ratios[$t]}" | grep . | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{printf "%.2f-%.2f", lo, hi}')
+        per_row=$(awk -v k="${ticks[$t]}" -v hz="$(getconf CLK_TCK)" -v n="${txs[$t]}" \
+            'BEGIN{print (k > 0) ? sprintf("%.0f", k / hz * 1e9 / (n * 10000)) : "-"}')
+        printf "%-9s %3s  %-15s %12.1f %12.0f %8.3f %12s %14s\n" "$mode" "$clients" "$t" "$m" \
+            "$(awk -v a="$m" 'BEGIN{print a*10000}')" "$r" "$range" "$per_row"
     done
-    unset tps
+    unset tps ratios ticks txs
 done
