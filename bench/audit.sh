@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The audit log's cost: pgbench through Sluice with auditing off, with `durability = "write"`
-# and with `durability = "fsync"` (group commit), same machine, same run, interleaved rounds.
+# The audit log's cost: pgbench through Sluice with auditing off, with `durability = "write"`,
+# `"fsync"` and `"fsync-before-forward"` (group commit), same machine, same run, interleaved
+# rounds.
 #
 #   bench/audit.sh                        # 3 rounds of 10 s per scenario and target
 #   ROUNDS=5 DURATION=20 bench/audit.sh
@@ -23,7 +24,7 @@ source bench/lib.sh
 "$SLUICE" keys generate --out "$work/signing.pem" 2>/dev/null
 echo "$PASSWORD" > "$work/upstream.password"
 declare -A port=()
-targets=(audit-off audit-write audit-fsync)
+targets=(audit-off audit-write audit-fsync audit-fsync-fwd)
 for t in "${targets[@]}"; do
     mkdir -p "$work/$t"
     port[$t]=$(free_port)
@@ -31,6 +32,7 @@ for t in "${targets[@]}"; do
         audit-off) audit='enabled = false' ;;
         audit-write) audit='durability = "write"' ;;
         audit-fsync) audit='durability = "fsync"' ;;
+        audit-fsync-fwd) audit='durability = "fsync-before-forward"' ;;
     esac
     cat > "$work/$t/sluice.toml" <<CONF
 [server]
@@ -66,29 +68,39 @@ run() {
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores; rounds=$ROUNDS duration=${DURATION}s scale=$SCALE clients=$CLIENTS; postgres fsync/synchronous_commit $([ "$PG_DURABLE" = 1 ] && echo on || echo off)"
-printf "%-12s %-12s %12s %8s %12s\n" script target tps ratio records
+echo "# ratio: median over rounds of the target's TPS over audit-off's TPS in the same round"
+printf "%-12s %-16s %12s %8s %12s %12s\n" script target tps ratio ratio_range records
 for script in tpcb-like select-only; do
-    declare -A tps=()
+    declare -A tps=() ratios=()
     for round in $(seq 1 "$ROUNDS"); do
         n=${#targets[@]}
+        declare -A this=()
         for i in $(seq 0 $((n - 1))); do
             t=${targets[$(( (i + round) % n ))]}
-            tps[$t]+="$(run "$t" "$script") "
+            this[$t]=$(run "$t" "$script")
+            tps[$t]+="${this[$t]} "
         done
+        # Paired with this round's audit-off run: load from neighbours drifts between rounds.
+        for t in "${targets[@]}"; do
+            ratios[$t]+="$(awk -v a="${this[$t]}" -v b="${this[audit-off]}" 'BEGIN{print a/b}') "
+        done
+        unset this
     done
-    base=$(tr ' ' '\n' <<<"${tps[audit-off]}" | grep . | median)
     for t in "${targets[@]}"; do
         m=$(tr ' ' '\n' <<<"${tps[$t]}" | grep . | median)
+        r=$(tr ' ' '\n' <<<"${ratios[$t]}" | grep . | median)
+        range=$(tr ' ' '\n' <<<"${ratios[$t]}" | grep . | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{printf "%.2f-%.2f", lo, hi}')
         records=$({ cat "$work/$t"/data/audit/audit.jsonl* 2>/dev/null || true; } | wc -l)
-        printf "%-12s %-12s %12.1f %8.3f %12s\n" "$script" "$t" "$m" \
-            "$(awk -v a="$m" -v b="$base" 'BEGIN{print a/b}')" "$records"
+        printf "%-12s %-16s %12.1f %8.3f %12s %12s\n" "$script" "$t" "$m" "$r" "$range" "$records"
     done
-    unset tps
+    unset tps ratios
 done
-for t in audit-write audit-fsync; do
-    if "$SLUICE" audit verify "$work/$t"/data/audit/audit.jsonl >/dev/null 2>&1; then
+for t in audit-write audit-fsync audit-fsync-fwd; do
+    # --config: every file of the chain, rotated ones included, and the key.
+    if out=$("$SLUICE" audit verify --config "$work/$t/sluice.toml" 2>&1); then
         echo "# $t: audit verify ok"
     else
         echo "# $t: audit verify FAILED"
+        grep -v '^note' <<<"$out" | sed 's/^/#   /'
     fi
 done

@@ -310,7 +310,11 @@ pub struct AuditConfig {
     /// Rotated files sit beside it as `<name>.<first seq>`, the signed head as `<name>.head`.
     pub path: Option<PathBuf>,
     /// When the record that allows a statement counts as written: `write` (handed to the
-    /// kernel: survives a crash of the gateway) or `fsync` (on disk: survives the machine).
+    /// kernel before the statement is forwarded: survives a crash of the gateway), `fsync`
+    /// (also on disk before the statement can change anything — at once for COMMIT, writes
+    /// outside a transaction block, DDL, function calls; for the rest, before rows it returns
+    /// reach the client: survives the machine) or `fsync-before-forward` (on disk before every
+    /// statement is forwarded).
     #[serde(default)]
     pub durability: Durability,
     /// What a statement meets when the log cannot be written: `refuse` (fail closed) or
@@ -348,11 +352,12 @@ impl Default for AuditConfig {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Durability {
     #[default]
     Write,
     Fsync,
+    FsyncBeforeForward,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

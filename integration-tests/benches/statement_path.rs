@@ -35,7 +35,10 @@ fn measure<F: FnMut()>(name: &str, mut f: F) {
         iterations *= 4;
     }
     // The best of five batches: on a shared machine the others measure the neighbours.
-    let best = (0..5).map(|_| timed(&mut f, iterations)).min().unwrap_or_default();
+    let best = (0..5)
+        .map(|_| timed(&mut f, iterations))
+        .min()
+        .unwrap_or_default();
     println!(
         "{name:<48} {:>10.3} µs",
         best.as_secs_f64() * 1e6 / iterations as f64

@@ -2,9 +2,11 @@
 //! written, functions called, hidden writes. Analyses are cached by statement text, so a repeated
 //! statement is parsed once.
 
+mod effect;
 mod lineage;
 mod walk;
 
+pub use effect::Effect;
 pub use lineage::{Lineage, Ref};
 
 use std::sync::Arc;
@@ -122,6 +124,8 @@ pub struct Facts {
     pub unfiltered_write: bool,
     pub writes: bool,
     pub copy_program: bool,
+    /// When running it can change something that outlives it (the audit log's durability).
+    pub effect: Effect,
     /// Which column references feed the statement's output and written values (masking).
     pub lineage: Lineage,
     /// Set by [`Analyzer`] for single DML statements: equal for statements of the same shape
@@ -343,6 +347,7 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
         StatementKind::Explain => explain_analyze && found.nested_write,
         _ => found.nested_write,
     } || copy_program;
+    let effect = effect::effect(kind, node, &found.functions, writes, copy_program);
     let facts = Facts {
         fingerprint: pg_query::fingerprint(text, 0, 0)
             .map(|f| f.value)
@@ -359,6 +364,7 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
         unfiltered_write: writes && found.unfiltered_write,
         writes,
         copy_program,
+        effect,
         lineage: lineage::lineage(tree),
         shape: None,
     };

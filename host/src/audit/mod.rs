@@ -3,10 +3,14 @@
 //! `sluice audit verify` finds any edit, deletion, insertion, reordering or truncation.
 //!
 //! Records go to a writer thread ([`writer`]) in arrival order. The record that lets a
-//! statement through is *durable* before the statement is forwarded ([`Audit::durable`]):
-//! handed to the kernel, or on disk with `durability = "fsync"`. When the log cannot be
-//! written, durable records fail and the statement is refused, unless `on_failure =
-//! "continue"`.
+//! statement through is handed to the kernel before the statement is forwarded. With
+//! `durability = "fsync"` it is also on disk before the statement can change anything
+//! ([`Audit::durable`]: before forwarding a COMMIT, a write outside a transaction block, DDL,
+//! a function call) and before any row it returns reaches the client
+//! ([`Audit::durable_before_answer`] and [`Audit::answerable`]: a read is forwarded at once, and
+//! its rows wait for the disk while Postgres works); `fsync-before-forward` waits before
+//! forwarding every statement. When the log cannot be written, durable records fail and the
+//! statement is refused, unless `on_failure = "continue"`.
 
 mod event;
 mod files;
@@ -39,6 +43,8 @@ pub struct Audit {
     /// `None`: auditing is off.
     log: Option<Arc<writer::Log>>,
     fsync: bool,
+    /// Every record that allows a statement is synced before the statement is forwarded.
+    sync_before_forward: bool,
     failing: Arc<AtomicBool>,
     on_failure: OnAuditFailure,
     pub statement_text: StatementText,
@@ -51,6 +57,7 @@ impl Audit {
         Audit {
             log: None,
             fsync: false,
+            sync_before_forward: false,
             failing: Arc::new(AtomicBool::new(false)),
             on_failure: OnAuditFailure::Continue,
             statement_text: StatementText::Full,
@@ -69,7 +76,7 @@ impl Audit {
             return Ok(Audit::disabled());
         }
         let failing = Arc::new(AtomicBool::new(false));
-        let fsync = config.durability == Durability::Fsync;
+        let fsync = config.durability != Durability::Write;
         let writer_config = writer::WriterConfig {
             path: path.clone(),
             fsync,
@@ -92,6 +99,7 @@ impl Audit {
         Ok(Audit {
             log: Some(log),
             fsync,
+            sync_before_forward: config.durability == Durability::FsyncBeforeForward,
             failing,
             on_failure: config.on_failure,
             statement_text: config.statement_text,
@@ -146,12 +154,48 @@ impl Audit {
         }
         match result {
             Ok(_) => Ok(()),
-            Err(e) if self.on_failure == OnAuditFailure::Continue => {
-                tracing::warn!(error = %e, "audit record lost; continuing as configured (audit.on_failure)");
-                Ok(())
-            }
-            Err(e) => Err(AuditError::Write(e)),
+            Err(e) => self.lost(e),
         }
+    }
+
+    /// Records `event`, allowing a statement that cannot change anything by running now, and
+    /// returns once it is handed to the kernel. With fsync durability the disk is not waited
+    /// for here: the result is what [`Audit::answerable`] must see synced before rows the
+    /// statement returns reach the client (0: nothing to wait for).
+    pub async fn durable_before_answer(&self, event: Event) -> Result<u64, AuditError> {
+        if self.sync_before_forward {
+            return self.durable(event).await.map(|()| 0);
+        }
+        let Some(log) = &self.log else {
+            return Ok(0);
+        };
+        match log.append(&event, true) {
+            Ok(bytes) if self.fsync => Ok(bytes),
+            Ok(_) => Ok(0),
+            Err(e) => self.lost(e).map(|()| 0),
+        }
+    }
+
+    /// Returns once the first `bytes` of the log are on disk (see
+    /// [`Audit::durable_before_answer`]). An error means they may never be, and the answers
+    /// waiting on them must not reach the client.
+    pub async fn answerable(&self, bytes: u64) -> Result<(), AuditError> {
+        match &self.log {
+            Some(log) if bytes > 0 => match log.synced(bytes).await {
+                Ok(()) => Ok(()),
+                Err(e) => self.lost(e),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// A durable record that did not make it: fine only with `on_failure = "continue"`.
+    fn lost(&self, e: String) -> Result<(), AuditError> {
+        if self.on_failure == OnAuditFailure::Continue {
+            tracing::warn!(error = %e, "audit record lost; continuing as configured (audit.on_failure)");
+            return Ok(());
+        }
+        Err(AuditError::Write(e))
     }
 
     /// Writes `audit_close` and a final checkpoint, and stops the background thread.
@@ -372,6 +416,42 @@ mod tests {
         // Removing a whole rotated file from the middle is a deletion.
         std::fs::remove_file(&files[1]).unwrap();
         assert!(check(&path, &public).problems[0].what.contains("missing"));
+    }
+
+    #[tokio::test]
+    async fn verifying_only_the_newest_file_of_a_live_rotated_log_is_not_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = SigningKey::generate().unwrap();
+        let public = key.public_key().to_vec();
+        let config = AuditConfig {
+            rotate_mib: 0,
+            rotate_interval: Some(std::time::Duration::from_millis(1)),
+            ..config()
+        };
+        let audit = Audit::start(&config, path.clone(), Some(key), None).unwrap();
+        audit.durable(end(0)).await.unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        // Written, then rotated: the head now covers a record of the rotated file.
+        audit.durable(end(1)).await.unwrap();
+        audit.durable(end(2)).await.unwrap();
+        assert!(chain_files(&path).len() >= 2);
+        let newest = verify::verify(
+            std::slice::from_ref(&path),
+            Some(&head_path(&path)),
+            Some(&public),
+        );
+        assert!(newest.ok(), "{:?}", newest.problems);
+        assert!(
+            newest
+                .notes
+                .iter()
+                .any(|n| n.contains("give the earlier files")),
+            "{:?}",
+            newest.notes
+        );
+        assert!(check(&path, &public).ok());
+        drop(audit);
     }
 
     #[tokio::test]

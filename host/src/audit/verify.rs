@@ -87,7 +87,12 @@ pub fn verify(files: &[PathBuf], head: Option<&Path>, key: Option<&[u8]>) -> Rep
         walk.file(file);
     }
     if let Some((head_path, covers_seq, covers_hash)) = head_record {
+        let given_from = walk.report.first_seq.unwrap_or(0);
         match walk.seen_wanted.get(&covers_seq) {
+            // The files given start after what the head covers: nothing to compare.
+            None if covers_seq < given_from => walk.report.notes.push(format!(
+                "the signed head covers seq {covers_seq}, before the first record given (seq {given_from}): give the earlier files to check it"
+            )),
             Some(hash) if *hash == covers_hash => {}
             Some(_) => walk.problem(
                 &head_path,

@@ -582,7 +582,10 @@ mod tests {
         // A value claiming more bytes than the row holds.
         let mut truncated = BytesMut::from(&row(&[Some("1"), Some("a@x.io")])[..]);
         truncated.truncate(truncated.len() - 2);
-        assert_eq!(values(&plan.apply(&truncated.freeze(), &key, None)), withheld);
+        assert_eq!(
+            values(&plan.apply(&truncated.freeze(), &key, None)),
+            withheld
+        );
     }
 
     #[test]

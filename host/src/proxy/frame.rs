@@ -313,7 +313,10 @@ mod tests {
         });
         assert_eq!(taken, vec![row(b"two"), row(b"three")]);
         assert_eq!(len, taken.iter().map(Vec::len).sum::<usize>());
-        assert_eq!(reader.take_run(b'D', |_| panic!("a CommandComplete is no row")), 0);
+        assert_eq!(
+            reader.take_run(b'D', |_| panic!("a CommandComplete is no row")),
+            0
+        );
         assert_eq!(reader.next().await.unwrap().unwrap().tag(), b'C');
         // A row not yet whole stays for the frame path.
         assert_eq!(reader.take_run(b'D', |_| panic!("incomplete row taken")), 0);

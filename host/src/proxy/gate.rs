@@ -152,7 +152,7 @@ impl Gate {
                 .await;
             match refusal {
                 None => {
-                    self.trail.prepared("", id);
+                    self.trail.prepared("", id, self.last.statements.as_deref());
                     self.track_parse("");
                     out.queue(held.frame.raw())
                 }
@@ -214,7 +214,8 @@ impl Gate {
                 let (refusal, id) = self.record_text("parse", sql, &[], refusal).await;
                 match refusal {
                     None => {
-                        self.trail.prepared(name, id);
+                        self.trail
+                            .prepared(name, id, self.last.statements.as_deref());
                         self.track_parse(name);
                         out.queue(frame.raw())
                     }

@@ -40,6 +40,8 @@ pub enum SessionEnd {
     UpstreamProtocol(String),
     ClientIo(std::io::Error),
     UpstreamIo(std::io::Error),
+    /// Answers waited for audit records that could not be made durable.
+    AuditFailed,
 }
 
 /// Message types a client may send after login: simple query, extended query, COPY
@@ -96,6 +98,7 @@ impl SessionEnd {
             SessionEnd::UpstreamProtocol(_) => "upstream_protocol_error",
             SessionEnd::ClientIo(_) => "client_io_error",
             SessionEnd::UpstreamIo(_) => "upstream_io_error",
+            SessionEnd::AuditFailed => "audit_failed",
         }
     }
 }
@@ -178,6 +181,10 @@ pub async fn run(
             "terminating connection due to idle-session timeout",
         )),
         SessionEnd::ClientProtocol(why) => Some(messages::fatal(sqlstate::PROTOCOL_VIOLATION, why)),
+        SessionEnd::AuditFailed => Some(messages::fatal(
+            sqlstate::IO_ERROR,
+            "terminating connection because the audit log cannot be made durable",
+        )),
         SessionEnd::UpstreamProtocol(_)
         | SessionEnd::UpstreamIo(_)
         | SessionEnd::UpstreamVanished => Some(messages::fatal(
@@ -272,6 +279,8 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
     // Whether the last message relayed was a FATAL: then a close is the upstream's own,
     // explained, ending (admin shutdown, its idle timeout...).
     let mut said_fatal = false;
+    // Rows are queued for the client: they wait for their statements' audit records.
+    let mut rows_queued = false;
     loop {
         let read = tokio::select! {
             read = upstream.next() => read,
@@ -294,6 +303,7 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
         };
         while let Some(frame) = next {
             said_fatal = frame.tag() == b'E' && is_fatal(frame.body());
+            rows_queued |= frame.tag() == b'D';
             if let Some(results) = results.as_deref_mut() {
                 results.saw(frame.tag(), frame.body());
             }
@@ -331,11 +341,16 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
             let done = cycles_done.load(Ordering::Relaxed);
             if relay_rows(upstream, client, masker.as_deref(), done) > 0 {
                 said_fatal = false;
+                rows_queued = true;
             }
-            if client.wants_flush()
-                && let Err(e) = client.flush().await
-            {
-                return SessionEnd::ClientIo(e);
+            if client.wants_flush() {
+                if rows_queued && let Some(end) = answerable(results.as_deref_mut()).await {
+                    return end;
+                }
+                rows_queued = false;
+                if let Err(e) = client.flush().await {
+                    return SessionEnd::ClientIo(e);
+                }
             }
             next = match upstream.try_next() {
                 Ok(frame) => frame,
@@ -346,8 +361,25 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
         if let Some(m) = masker.as_deref_mut() {
             m.idle(client).await;
         }
+        if rows_queued && let Some(end) = answerable(results.as_deref_mut()).await {
+            return end;
+        }
+        rows_queued = false;
         if let Err(e) = client.flush().await {
             return SessionEnd::ClientIo(e);
+        }
+    }
+}
+
+/// Waits until the rows queued for the client may go (their statements' audit records are on
+/// disk, with fsync durability); `Some` ends the session when they never will be.
+async fn answerable(results: Option<&mut Results>) -> Option<SessionEnd> {
+    let results = results?;
+    match results.answerable().await {
+        Ok(()) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "answers withheld: their audit records are not durable");
+            Some(SessionEnd::AuditFailed)
         }
     }
 }

@@ -9,14 +9,21 @@
 //! ErrorResponse with it as failed, and at ReadyForQuery records the statements of the cycle
 //! that never answered as skipped (Postgres skips the rest of a query string or of a pipeline
 //! after an error).
+//!
+//! With fsync durability, a statement that cannot change anything by running now (see
+//! [`Effect`]) is forwarded once its record is written, and the upstream direction holds rows
+//! for the client until that record is on disk ([`Results::answerable`]). Whether
+//! the session is in a transaction block comes from the last ReadyForQuery, trusted only for the
+//! first statement of a request cycle that starts with every earlier cycle answered.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::analysis::Statement;
+use crate::analysis::{Effect, Statement};
 pub use crate::audit::Decided;
 use crate::audit::{Audit, AuditError, Event, StatementRecord};
 use crate::config::StatementText;
@@ -36,16 +43,35 @@ pub enum Expect {
     CycleEnd,
 }
 
+/// What both halves share.
+#[derive(Default)]
+struct Shared {
+    /// Log bytes that must be on disk before anything more reaches the client.
+    hold: AtomicU64,
+    /// ReadyForQuery messages seen (upper bits) and the last one's transaction status (low
+    /// byte).
+    position: AtomicU64,
+}
+
+fn position(cycles_done: u64, status: u8) -> u64 {
+    cycles_done << 8 | u64::from(status)
+}
+
 /// The client direction's half.
 pub struct Trail {
     audit: Arc<Audit>,
     info: SessionInfo,
     expect: mpsc::UnboundedSender<Expect>,
+    shared: Arc<Shared>,
     next: u64,
-    /// Prepared statement name → its Parse's record number.
-    prepared: HashMap<String, u64>,
+    /// Prepared statement name → its Parse's record number and its statements' effect.
+    prepared: HashMap<String, (u64, Effect)>,
     /// Portal name → its Bind's record number.
     portals: HashMap<String, u64>,
+    /// Request cycles announced so far.
+    cycles: u64,
+    /// No statement was recorded yet in the cycle the client is sending now.
+    cycle_fresh: bool,
 }
 
 impl Trail {
@@ -53,19 +79,29 @@ impl Trail {
     /// when auditing is off: nothing is tracked).
     pub fn new(audit: Arc<Audit>, info: SessionInfo) -> (Trail, Option<Results>) {
         let (expect, expected) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            hold: AtomicU64::new(0),
+            position: AtomicU64::new(position(0, b'I')),
+        });
         let results = audit.enabled().then(|| Results {
             audit: audit.clone(),
             session: info.id,
             expected,
             pending: VecDeque::new(),
+            shared: shared.clone(),
+            cycles_done: 0,
+            answerable: 0,
         });
         let trail = Trail {
             audit,
             info,
             expect,
+            shared,
             next: 0,
             prepared: HashMap::new(),
             portals: HashMap::new(),
+            cycles: 0,
+            cycle_fresh: true,
         };
         (trail, results)
     }
@@ -87,6 +123,8 @@ impl Trail {
         self.next += 1;
         let statement = self.next;
         let normalized = self.audit.statement_text == StatementText::Normalized;
+        // Preparing runs nothing; a Query runs every statement in it.
+        let at_once = protocol != "parse" && effect_of(statements).at_once(self.in_block());
         let statements = statements.unwrap_or_default();
         let allowed = decided.allowed();
         let record = StatementRecord {
@@ -105,13 +143,22 @@ impl Trail {
             params: (!normalized && !params.is_empty()).then(|| params.to_vec()),
             ..self.record(statement, protocol, decided)
         };
-        self.write(record, allowed).await?;
+        self.write(record, allowed, at_once).await?;
         Ok(statement)
     }
 
-    /// A Parse that went upstream under `name`.
-    pub fn prepared(&mut self, name: &str, statement: u64) {
-        self.prepared.insert(name.to_owned(), statement);
+    /// A Parse of `statements` (`None`: not analysed) went upstream under `name`.
+    pub fn prepared(&mut self, name: &str, record: u64, statements: Option<&[Statement]>) {
+        self.prepared
+            .insert(name.to_owned(), (record, effect_of(statements)));
+    }
+
+    /// Whether the session is inside a transaction block as the statement being recorded now
+    /// runs: known only when every earlier request cycle has been answered and nothing else
+    /// ran in this one yet (a COMMIT earlier in a pipeline ends the block it started in).
+    fn in_block(&self) -> bool {
+        let now = self.shared.position.load(Ordering::Acquire);
+        self.cycle_fresh && now >> 8 == self.cycles && matches!((now & 0xff) as u8, b'T' | b'E')
     }
 
     /// A Parse under `name` was refused: what Postgres holds under it is nothing we recorded.
@@ -131,12 +178,17 @@ impl Trail {
         let statement = self.next;
         let normalized = self.audit.statement_text == StatementText::Normalized;
         let allowed = decided.allowed();
+        let (prepared, effect) = match self.prepared.get(name) {
+            Some(&(record, effect)) => (Some(record), effect),
+            None => (None, Effect::AtOnce),
+        };
+        let at_once = effect.at_once(self.in_block());
         let record = StatementRecord {
-            prepared: self.prepared.get(name).copied(),
+            prepared,
             params: (!normalized).then(|| params.to_vec()),
             ..self.record(statement, "bind", decided)
         };
-        let written = self.write(record, allowed).await;
+        let written = self.write(record, allowed, at_once).await;
         if allowed && written.is_ok() {
             match self.portals.get_mut(portal) {
                 Some(bound) => *bound = statement,
@@ -171,14 +223,28 @@ impl Trail {
         }
     }
 
-    async fn write(&self, record: StatementRecord, durable: bool) -> Result<(), AuditError> {
+    /// Writes a statement's record: for one allowed to run, durable before it is forwarded
+    /// when running it can change something (`at_once`), else before its answer is relayed.
+    async fn write(
+        &mut self,
+        record: StatementRecord,
+        allowed: bool,
+        at_once: bool,
+    ) -> Result<(), AuditError> {
         let event = Event::Statement(Box::new(record));
-        if durable {
-            self.audit.durable(event).await
-        } else {
-            self.audit.record(event);
-            Ok(())
+        if record_runs(&event) {
+            self.cycle_fresh = false;
         }
+        if !allowed {
+            self.audit.record(event);
+            return Ok(());
+        }
+        if at_once {
+            return self.audit.durable(event).await;
+        }
+        let bytes = self.audit.durable_before_answer(event).await?;
+        self.shared.hold.fetch_max(bytes, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Statement `statement` (with `parts` statements) went upstream in a Query.
@@ -205,8 +271,28 @@ impl Trail {
     }
 
     /// A Query, Sync or FunctionCall went upstream: a ReadyForQuery will end its cycle.
-    pub fn expect_cycle_end(&self) {
+    pub fn expect_cycle_end(&mut self) {
+        self.cycles += 1;
+        self.cycle_fresh = true;
         let _ = self.expect.send(Expect::CycleEnd);
+    }
+}
+
+/// Whether the statement of a record runs when it goes upstream (a Query or a Bind; a Parse
+/// only prepares).
+fn record_runs(event: &Event) -> bool {
+    matches!(event, Event::Statement(record) if record.protocol != "parse")
+}
+
+/// The strongest effect among `statements`; not analysed: anything.
+fn effect_of(statements: Option<&[Statement]>) -> Effect {
+    match statements {
+        Some(statements) => statements
+            .iter()
+            .map(|s| s.effect)
+            .max()
+            .unwrap_or(Effect::None),
+        None => Effect::AtOnce,
     }
 }
 
@@ -216,9 +302,24 @@ pub struct Results {
     session: u64,
     expected: mpsc::UnboundedReceiver<Expect>,
     pending: VecDeque<Expect>,
+    shared: Arc<Shared>,
+    cycles_done: u64,
+    /// Log bytes known to be on disk already.
+    answerable: u64,
 }
 
 impl Results {
+    /// Returns once the rows queued for the client may go: the records of the statements
+    /// forwarded without waiting for the disk are on it. An error: they may never be.
+    pub async fn answerable(&mut self) -> Result<(), AuditError> {
+        let hold = self.shared.hold.load(Ordering::Acquire);
+        if hold > self.answerable {
+            self.audit.answerable(hold).await?;
+            self.answerable = hold;
+        }
+        Ok(())
+    }
+
     fn refill(&mut self) {
         while let Ok(expect) = self.expected.try_recv() {
             self.pending.push_back(expect);
@@ -259,6 +360,11 @@ impl Results {
                 self.result(statement, part, outcome, tag_text, sqlstate, started);
             }
             b'Z' => {
+                self.cycles_done += 1;
+                let status = body.first().copied().unwrap_or(b'I');
+                self.shared
+                    .position
+                    .store(position(self.cycles_done, status), Ordering::Release);
                 self.refill();
                 while let Some(expect) = self.pending.pop_front() {
                     match expect {
@@ -298,5 +404,112 @@ impl Results {
             sqlstate,
             duration_us: started.elapsed().as_micros() as u64,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AuditConfig, Durability};
+
+    fn info() -> SessionInfo {
+        SessionInfo {
+            id: 1,
+            subject: "agent".into(),
+            groups: Vec::new(),
+            database: "app".into(),
+            token_id: "t".into(),
+            client_addr: "127.0.0.1:1".into(),
+            application_name: None,
+        }
+    }
+
+    fn allowed() -> Decided {
+        Decided {
+            decision: "allow",
+            ..Decided::default()
+        }
+    }
+
+    /// Records `sql` as a Query and says whether it waited for the disk before returning
+    /// (instead of leaving its answer to wait).
+    async fn synced_before_forwarding(trail: &mut Trail, results: &mut Results, sql: &str) -> bool {
+        let held = trail.shared.hold.load(Ordering::Acquire);
+        let statements = crate::analysis::analyze_uncached(sql).unwrap();
+        trail
+            .text("query", Some(sql), Some(&statements[..]), &[], allowed())
+            .await
+            .unwrap();
+        let waits_for_answer = trail.shared.hold.load(Ordering::Acquire) > held;
+        // The cycle's answer.
+        trail.expect_cycle_end();
+        results.answerable().await.unwrap();
+        !waits_for_answer
+    }
+
+    #[tokio::test]
+    async fn with_fsync_only_statements_that_can_change_something_wait_before_forwarding() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuditConfig {
+            durability: Durability::Fsync,
+            ..AuditConfig::default()
+        };
+        let audit =
+            Arc::new(Audit::start(&config, dir.path().join("audit.jsonl"), None, None).unwrap());
+        let (mut trail, results) = Trail::new(audit.clone(), info());
+        let mut results = results.unwrap();
+        let idle = |results: &mut Results| results.saw(b'Z', b"I");
+        let in_block = |results: &mut Results| results.saw(b'Z', b"T");
+
+        assert!(!synced_before_forwarding(&mut trail, &mut results, "SELECT 1").await);
+        idle(&mut results);
+        assert!(synced_before_forwarding(&mut trail, &mut results, "UPDATE t SET v = 1").await);
+        idle(&mut results);
+        assert!(!synced_before_forwarding(&mut trail, &mut results, "BEGIN").await);
+        in_block(&mut results);
+        assert!(!synced_before_forwarding(&mut trail, &mut results, "UPDATE t SET v = 1").await);
+        in_block(&mut results);
+        assert!(synced_before_forwarding(&mut trail, &mut results, "SELECT nextval('s')").await);
+        in_block(&mut results);
+        assert!(synced_before_forwarding(&mut trail, &mut results, "COMMIT").await);
+        idle(&mut results);
+
+        // Unanswered cycles: the transaction status is not known, so a write waits.
+        assert!(!synced_before_forwarding(&mut trail, &mut results, "BEGIN").await);
+        assert!(synced_before_forwarding(&mut trail, &mut results, "UPDATE t SET v = 1").await);
+        in_block(&mut results);
+        in_block(&mut results);
+
+        // Extended protocol: a Parse runs nothing; its Bind is judged as the statement.
+        let update = crate::analysis::analyze_uncached("UPDATE t SET v = $1").unwrap();
+        let held = trail.shared.hold.load(Ordering::Acquire);
+        trail
+            .text(
+                "parse",
+                Some("UPDATE t SET v = $1"),
+                Some(&update[..]),
+                &[],
+                allowed(),
+            )
+            .await
+            .unwrap();
+        trail.prepared("u", 9, Some(&update[..]));
+        assert!(
+            trail.shared.hold.load(Ordering::Acquire) > held,
+            "a Parse does not wait"
+        );
+        let held = trail.shared.hold.load(Ordering::Acquire);
+        trail.bind("u", "", &[], allowed()).await.unwrap();
+        assert!(
+            trail.shared.hold.load(Ordering::Acquire) > held,
+            "inside the block"
+        );
+        // A second execution in the same cycle may follow a COMMIT: it waits.
+        let held = trail.shared.hold.load(Ordering::Acquire);
+        trail.bind("u", "", &[], allowed()).await.unwrap();
+        assert_eq!(trail.shared.hold.load(Ordering::Acquire), held);
+        trail.expect_cycle_end();
+        results.answerable().await.unwrap();
+        audit.close().await;
     }
 }
