@@ -392,10 +392,10 @@ mod tests {
         assert!(!check(&path, &key).ok());
     }
 
-    #[tokio::test]
-    async fn rotation_keeps_one_chain_across_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
+    /// A log in `dir` rotated at every write 1 ms after the last rotation; its path and the
+    /// trusted public key.
+    fn rotating_log(dir: &Path) -> (PathBuf, Vec<u8>, Audit) {
+        let path = dir.join("audit.jsonl");
         let key = SigningKey::generate().unwrap();
         let public = key.public_key().to_vec();
         let config = AuditConfig {
@@ -404,6 +404,13 @@ mod tests {
             ..config()
         };
         let audit = Audit::start(&config, path.clone(), Some(key), None).unwrap();
+        (path, public, audit)
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_one_chain_across_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, public, audit) = rotating_log(dir.path());
         for i in 0..5 {
             audit.durable(end(i)).await.unwrap();
             std::thread::sleep(std::time::Duration::from_millis(2));
@@ -421,15 +428,7 @@ mod tests {
     #[tokio::test]
     async fn verifying_only_the_newest_file_of_a_live_rotated_log_is_not_tampering() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let key = SigningKey::generate().unwrap();
-        let public = key.public_key().to_vec();
-        let config = AuditConfig {
-            rotate_mib: 0,
-            rotate_interval: Some(std::time::Duration::from_millis(1)),
-            ..config()
-        };
-        let audit = Audit::start(&config, path.clone(), Some(key), None).unwrap();
+        let (path, public, audit) = rotating_log(dir.path());
         audit.durable(end(0)).await.unwrap();
         std::thread::sleep(std::time::Duration::from_millis(2));
         // Written, then rotated: the head now covers a record of the rotated file.
