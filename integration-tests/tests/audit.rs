@@ -336,7 +336,7 @@ async fn with_fsync_durability_reads_in_block_writes_commits_and_pipelines_run_a
 
     // Rows of a read, which is forwarded before its record is on disk: the record is in the
     // file by the time they arrive.
-    let read = "SELECT count(*) FROM items";
+    let read = "SELECT count(*) FROM items WHERE id <= 100";
     let rows = client.simple_query(read).await.unwrap();
     let count = rows.iter().find_map(|m| match m {
         tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
