@@ -65,7 +65,6 @@ run() {
     PGPASSWORD=$TOKEN pgbench "${args[@]}" bench 2>/dev/null | awk '/^tps/ {print $3}'
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores; rounds=$ROUNDS duration=${DURATION}s scale=$SCALE clients=$CLIENTS; postgres fsync/synchronous_commit $([ "$PG_DURABLE" = 1 ] && echo on || echo off)"
 echo "# ratio: median over rounds of the target's TPS over audit-off's TPS in the same round"
@@ -89,7 +88,7 @@ for script in tpcb-like select-only; do
     for t in "${targets[@]}"; do
         m=$(tr ' ' '\n' <<<"${tps[$t]}" | grep . | median)
         r=$(tr ' ' '\n' <<<"${ratios[$t]}" | grep . | median)
-        range=$(tr ' ' '\n' <<<"${ratios[$t]}" | grep . | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{printf "%.2f-%.2f", lo, hi}')
+        range=$(tr ' ' '\n' <<<"${ratios[$t]}" | grep . | range)
         records=$({ cat "$work/$t"/data/audit/audit.jsonl* 2>/dev/null || true; } | wc -l)
         printf "%-12s %-16s %12.1f %8.3f %12s %12s\n" "$script" "$t" "$m" "$r" "$range" "$records"
     done

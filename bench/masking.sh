@@ -81,7 +81,6 @@ run() {
         -M "$mode" -f "$work/large.sql" bench 2>/dev/null | awk '/^tps/ {print $3}')
     echo "$tps $(( ${pid:+$(cpu_ticks "$pid")} - before ))"
 }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores; rounds=$ROUNDS duration=${DURATION}s; $("$bindir/postgres" --version)"
 echo "# ratio: median over rounds of the target's TPS over direct's TPS in the same round;"
@@ -110,7 +109,7 @@ for scenario in "simple 1" "extended 1" "simple 16" "extended 16"; do
     for t in "${targets[@]}"; do
         m=$(tr ' ' '\n' <<<"${tps[$t]}" | grep . | median)
         r=$(tr ' ' '\n' <<<"${ratios[$t]}" | grep . | median)
-        range=$(tr ' ' '\n' <<<"${ratios[$t]}" | grep . | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{printf "%.2f-%.2f", lo, hi}')
+        range=$(tr ' ' '\n' <<<"${ratios[$t]}" | grep . | range)
         per_row=$(awk -v k="${ticks[$t]}" -v hz="$(getconf CLK_TCK)" -v n="${txs[$t]}" \
             'BEGIN{print (k > 0) ? sprintf("%.0f", k / hz * 1e9 / (n * 10000)) : "-"}')
         printf "%-9s %3s  %-15s %12.1f %12.0f %8.3f %12s %14s\n" "$mode" "$clients" "$t" "$m" \

@@ -81,17 +81,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         {
             return Err(FrameError::UnexpectedType(tag as char));
         }
-        if self.buf.len() < 5 {
+        let Some(len) = self.declared_len(0)? else {
             return Ok(None);
-        }
-        let len = (&self.buf[1..5]).get_u32() as usize;
-        if !(4..=self.max_len).contains(&len) {
-            return Err(FrameError::BadLength {
-                tag: self.buf[0] as char,
-                len,
-                max: self.max_len,
-            });
-        }
+        };
         if self.buf.len() < len + 1 {
             // Grow towards the declared length, but only as bytes actually arrive: a length
             // field alone must not make the gateway allocate a large buffer.
@@ -104,19 +96,33 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }))
     }
 
+    /// The length field of the message starting at `at` in the buffer, once its header is
+    /// there; refused outside `4..=max_len`.
+    fn declared_len(&self, at: usize) -> Result<Option<usize>, FrameError> {
+        let Some(header) = self.buf.get(at..at + 5) else {
+            return Ok(None);
+        };
+        let len = (&header[1..]).get_u32() as usize;
+        if !(4..=self.max_len).contains(&len) {
+            return Err(FrameError::BadLength {
+                tag: header[0] as char,
+                len,
+                max: self.max_len,
+            });
+        }
+        Ok(Some(len))
+    }
+
     /// The whole messages of type `tag` at the head of the buffer, as one slice handed to
     /// `take`, then consumed: the row path of a large result, without a frame per message. Stops
     /// at any other message, an incomplete one, or one whose length `try_next` would refuse (left
     /// for it to report). Returns how many bytes were taken.
     pub fn take_run(&mut self, tag: u8, take: impl FnOnce(&[u8])) -> usize {
         let mut end = 0;
-        while let Some(head) = self.buf.get(end..end + 5)
-            && head[0] == tag
+        while self.buf.get(end) == Some(&tag)
+            && let Ok(Some(len)) = self.declared_len(end)
+            && self.buf.len() >= end + 1 + len
         {
-            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-            if !(4..=self.max_len).contains(&len) || self.buf.len() < end + 1 + len {
-                break;
-            }
             end += 1 + len;
         }
         if end > 0 {

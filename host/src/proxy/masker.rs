@@ -678,22 +678,21 @@ impl Masker {
             self.refill();
             self.current = Some(self.execution_plan(frame, client).await);
         }
-        let Some(plan) = self.current.as_deref() else {
-            return Relay::Pass;
-        };
-        if !plan.masks_anything() {
-            return Relay::Pass;
-        }
-        if plan.has_custom() {
-            self.batch.push(frame.raw().clone());
-            if self.batch.len() >= self.shared.config.masking.transform_batch {
-                self.flush(client).await;
+        match self.rows() {
+            Some(Rows::Unmasked) => Relay::Pass,
+            Some(Rows::Masked(plan, key)) => {
+                client.queue_with(|out| plan.apply_into(frame.raw(), key, None, out));
+                Relay::Drop
             }
-            return Relay::Drop;
+            // Held for a batched `custom` transform (behind any rows already held).
+            None => {
+                self.batch.push(frame.raw().clone());
+                if self.batch.len() >= self.shared.config.masking.transform_batch {
+                    self.flush(client).await;
+                }
+                Relay::Drop
+            }
         }
-        let key = &self.shared.hash_key;
-        client.queue_with(|out| plan.apply_into(frame.raw(), key, None, out));
-        Relay::Drop
     }
 
     /// The plan of the Execute whose rows start now: its portal's or its statement's, made

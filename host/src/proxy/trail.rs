@@ -45,7 +45,7 @@ pub enum Expect {
 
 /// What both halves share.
 #[derive(Default)]
-struct Shared {
+struct Common {
     /// Log bytes that must be on disk before anything more reaches the client.
     hold: AtomicU64,
     /// ReadyForQuery messages seen (upper bits) and the last one's transaction status (low
@@ -62,7 +62,7 @@ pub struct Trail {
     audit: Arc<Audit>,
     info: SessionInfo,
     expect: mpsc::UnboundedSender<Expect>,
-    shared: Arc<Shared>,
+    common: Arc<Common>,
     next: u64,
     /// Prepared statement name → its Parse's record number and its statements' effect.
     prepared: HashMap<String, (u64, Effect)>,
@@ -79,7 +79,7 @@ impl Trail {
     /// when auditing is off: nothing is tracked).
     pub fn new(audit: Arc<Audit>, info: SessionInfo) -> (Trail, Option<Results>) {
         let (expect, expected) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
+        let common = Arc::new(Common {
             hold: AtomicU64::new(0),
             position: AtomicU64::new(position(0, b'I')),
         });
@@ -88,7 +88,7 @@ impl Trail {
             session: info.id,
             expected,
             pending: VecDeque::new(),
-            shared: shared.clone(),
+            common: common.clone(),
             cycles_done: 0,
             answerable: 0,
         });
@@ -96,7 +96,7 @@ impl Trail {
             audit,
             info,
             expect,
-            shared,
+            common,
             next: 0,
             prepared: HashMap::new(),
             portals: HashMap::new(),
@@ -157,7 +157,7 @@ impl Trail {
     /// runs: known only when every earlier request cycle has been answered and nothing else
     /// ran in this one yet (a COMMIT earlier in a pipeline ends the block it started in).
     fn in_block(&self) -> bool {
-        let now = self.shared.position.load(Ordering::Acquire);
+        let now = self.common.position.load(Ordering::Acquire);
         self.cycle_fresh && now >> 8 == self.cycles && matches!((now & 0xff) as u8, b'T' | b'E')
     }
 
@@ -231,10 +231,11 @@ impl Trail {
         allowed: bool,
         at_once: bool,
     ) -> Result<(), AuditError> {
-        let event = Event::Statement(Box::new(record));
-        if record_runs(&event) {
+        // A Query or a Bind runs as it goes upstream; a Parse only prepares.
+        if record.protocol != "parse" {
             self.cycle_fresh = false;
         }
+        let event = Event::Statement(Box::new(record));
         if !allowed {
             self.audit.record(event);
             return Ok(());
@@ -243,7 +244,7 @@ impl Trail {
             return self.audit.durable(event).await;
         }
         let bytes = self.audit.durable_before_answer(event).await?;
-        self.shared.hold.fetch_max(bytes, Ordering::AcqRel);
+        self.common.hold.fetch_max(bytes, Ordering::AcqRel);
         Ok(())
     }
 
@@ -278,12 +279,6 @@ impl Trail {
     }
 }
 
-/// Whether the statement of a record runs when it goes upstream (a Query or a Bind; a Parse
-/// only prepares).
-fn record_runs(event: &Event) -> bool {
-    matches!(event, Event::Statement(record) if record.protocol != "parse")
-}
-
 /// The strongest effect among `statements`; not analysed: anything.
 fn effect_of(statements: Option<&[Statement]>) -> Effect {
     match statements {
@@ -302,7 +297,7 @@ pub struct Results {
     session: u64,
     expected: mpsc::UnboundedReceiver<Expect>,
     pending: VecDeque<Expect>,
-    shared: Arc<Shared>,
+    common: Arc<Common>,
     cycles_done: u64,
     /// Log bytes known to be on disk already.
     answerable: u64,
@@ -312,7 +307,7 @@ impl Results {
     /// Returns once the rows queued for the client may go: the records of the statements
     /// forwarded without waiting for the disk are on it. An error: they may never be.
     pub async fn answerable(&mut self) -> Result<(), AuditError> {
-        let hold = self.shared.hold.load(Ordering::Acquire);
+        let hold = self.common.hold.load(Ordering::Acquire);
         if hold > self.answerable {
             self.audit.answerable(hold).await?;
             self.answerable = hold;
@@ -362,7 +357,7 @@ impl Results {
             b'Z' => {
                 self.cycles_done += 1;
                 let status = body.first().copied().unwrap_or(b'I');
-                self.shared
+                self.common
                     .position
                     .store(position(self.cycles_done, status), Ordering::Release);
                 self.refill();
@@ -434,13 +429,13 @@ mod tests {
     /// Records `sql` as a Query and says whether it waited for the disk before returning
     /// (instead of leaving its answer to wait).
     async fn synced_before_forwarding(trail: &mut Trail, results: &mut Results, sql: &str) -> bool {
-        let held = trail.shared.hold.load(Ordering::Acquire);
+        let held = trail.common.hold.load(Ordering::Acquire);
         let statements = crate::analysis::analyze_uncached(sql).unwrap();
         trail
             .text("query", Some(sql), Some(&statements[..]), &[], allowed())
             .await
             .unwrap();
-        let waits_for_answer = trail.shared.hold.load(Ordering::Acquire) > held;
+        let waits_for_answer = trail.common.hold.load(Ordering::Acquire) > held;
         // The cycle's answer.
         trail.expect_cycle_end();
         results.answerable().await.unwrap();
@@ -482,7 +477,7 @@ mod tests {
 
         // Extended protocol: a Parse runs nothing; its Bind is judged as the statement.
         let update = crate::analysis::analyze_uncached("UPDATE t SET v = $1").unwrap();
-        let held = trail.shared.hold.load(Ordering::Acquire);
+        let held = trail.common.hold.load(Ordering::Acquire);
         trail
             .text(
                 "parse",
@@ -495,19 +490,19 @@ mod tests {
             .unwrap();
         trail.prepared("u", 9, Some(&update[..]));
         assert!(
-            trail.shared.hold.load(Ordering::Acquire) > held,
+            trail.common.hold.load(Ordering::Acquire) > held,
             "a Parse does not wait"
         );
-        let held = trail.shared.hold.load(Ordering::Acquire);
+        let held = trail.common.hold.load(Ordering::Acquire);
         trail.bind("u", "", &[], allowed()).await.unwrap();
         assert!(
-            trail.shared.hold.load(Ordering::Acquire) > held,
+            trail.common.hold.load(Ordering::Acquire) > held,
             "inside the block"
         );
         // A second execution in the same cycle may follow a COMMIT: it waits.
-        let held = trail.shared.hold.load(Ordering::Acquire);
+        let held = trail.common.hold.load(Ordering::Acquire);
         trail.bind("u", "", &[], allowed()).await.unwrap();
-        assert_eq!(trail.shared.hold.load(Ordering::Acquire), held);
+        assert_eq!(trail.common.hold.load(Ordering::Acquire), held);
         trail.expect_cycle_end();
         results.answerable().await.unwrap();
         audit.close().await;
