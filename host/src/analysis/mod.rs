@@ -4,6 +4,7 @@
 
 mod effect;
 mod lineage;
+mod shape;
 mod walk;
 
 pub use effect::Effect;
@@ -176,7 +177,7 @@ impl Analyzer {
         if let Some(hit) = self.cache.get(sql) {
             return hit.clone();
         }
-        let shape = shape_key(sql);
+        let shape = shape::quick_key(sql).or_else(|| shape::scanned_key(sql));
         let known = shape
             .as_ref()
             .and_then(|k| self.shapes.get(k).map(|s| s.clone()));
@@ -244,51 +245,6 @@ pub fn analyze_uncached(sql: &str) -> Analysis {
 /// A statement's own text: trimmed, without a trailing semicolon.
 fn statement_text(slice: &str) -> &str {
     slice.trim().trim_end_matches(';').trim_end()
-}
-
-/// Token kinds (pg_query's scanner) that carry a constant value.
-const CONSTANT_TOKENS: &[i32] = &[260, 261, 262, 263, 264, 266]; // FCONST SCONST USCONST BCONST XCONST ICONST
-const COMMENT_TOKENS: &[i32] = &[275, 276];
-
-/// The shape of a single DML statement: its tokens from the real scanner, constants blanked,
-/// comments and spacing dropped. `None` for anything else — utility statements may carry
-/// meaning in constants (`EXPLAIN (ANALYZE 'off')`), and several statements need their own
-/// texts.
-fn shape_key(sql: &str) -> Option<String> {
-    let scanned = pg_query::scan(sql).ok()?;
-    let mut key = String::with_capacity(sql.len());
-    let mut seen_semicolon = false;
-    let mut first = true;
-    for token in &scanned.tokens {
-        if COMMENT_TOKENS.contains(&token.token) {
-            continue;
-        }
-        let text = sql.get(token.start as usize..token.end as usize)?;
-        if seen_semicolon {
-            return None;
-        }
-        if text == ";" {
-            seen_semicolon = true;
-            continue;
-        }
-        if first {
-            first = false;
-            let keyword = text.to_ascii_uppercase();
-            if !matches!(
-                keyword.as_str(),
-                "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "WITH" | "VALUES" | "TABLE" | "MERGE"
-            ) {
-                return None;
-            }
-        }
-        if CONSTANT_TOKENS.contains(&token.token) {
-            key.push('\u{1}');
-        } else {
-            key.push_str(text);
-        }
-        key.push('\u{0}');
-    }
-    (!first).then_some(key)
 }
 
 fn parse_message(e: pg_query::Error) -> String {
@@ -585,27 +541,32 @@ mod tests {
             .analyze("SELECT name FROM items WHERE id = 1")
             .unwrap();
         let b = analyzer
-            .analyze("SELECT name FROM items WHERE id = 2 -- other")
+            .analyze("SELECT name FROM items WHERE id = 2")
             .unwrap();
-        assert_eq!(b[0].text, "SELECT name FROM items WHERE id = 2 -- other");
-        assert_eq!(a[0].tables_read, b[0].tables_read);
-        assert_eq!(analyzer.shapes.len(), 1);
+        assert_eq!(b[0].text, "SELECT name FROM items WHERE id = 2");
+        assert!(Arc::ptr_eq(&a[0].facts, &b[0].facts));
+        // With a comment, by the real scanner's shape.
+        let c = analyzer
+            .analyze("SELECT name FROM items WHERE id = 3 -- other")
+            .unwrap();
+        let d = analyzer
+            .analyze("SELECT name FROM items /* x */ WHERE id = 4")
+            .unwrap();
+        assert_eq!(d[0].text, "SELECT name FROM items /* x */ WHERE id = 4");
+        assert!(Arc::ptr_eq(&c[0].facts, &d[0].facts));
+        assert_eq!(a[0].tables_read, d[0].tables_read);
+        assert_eq!(analyzer.shapes.len(), 2);
     }
 
     #[test]
-    fn shapes_keep_identifiers_and_skip_utility_and_multi_statement_strings() {
+    fn aliased_tables_do_not_share_an_analysis() {
         let analyzer = Analyzer::default();
         let a = analyzer.analyze("SELECT * FROM allowed a").unwrap();
         let b = analyzer.analyze("SELECT * FROM secrets a").unwrap();
-        assert_ne!(
-            a[0].tables_read, b[0].tables_read,
-            "aliased tables must not share"
-        );
-        assert!(shape_key("EXPLAIN (ANALYZE 'off') DELETE FROM t").is_none());
-        assert!(shape_key("SELECT 1; SELECT 2").is_none());
-        assert!(shape_key("SET ROLE x").is_none());
-        assert_eq!(shape_key("SELECT 'a', 1.5"), shape_key("SELECT 'bb', 2.5"));
-        assert_ne!(shape_key("SELECT a FROM t1"), shape_key("SELECT a FROM t2"));
+        assert_ne!(a[0].tables_read, b[0].tables_read);
+        let c = analyzer.analyze("SELECT * FROM allowed a -- x").unwrap();
+        let d = analyzer.analyze("SELECT * FROM secrets a -- x").unwrap();
+        assert_ne!(c[0].tables_read, d[0].tables_read);
     }
 
     #[test]
