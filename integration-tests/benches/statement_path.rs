@@ -1,6 +1,6 @@
 //! Cost of the per-statement path, on a quiet machine: `cargo bench -p sluice-integration-tests`.
 //! Analysis (parse + walk, and a cache hit), one plugin call on a reused instance, the whole
-//! pipeline with the stock plugins, and a fresh instance.
+//! pipeline with the stock plugins, a fresh instance, masking a row, a statement's audit records.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -135,6 +135,7 @@ fn main() {
     );
 
     masking_path(&runtime);
+    audit_path(&runtime);
     compile_cache();
 }
 
@@ -187,23 +188,23 @@ fn masking_path(runtime: &tokio::runtime::Runtime) {
     let info = bench_session();
     let set = host.current();
     let mut maskers = sluice::plugins::SessionMaskers::new(host.clone());
-    let mut plan = None;
+    let mut plan = || {
+        runtime
+            .block_on(plan_result(
+                &set,
+                &mut maskers,
+                &info,
+                &catalog,
+                Some(&statements[0]),
+                fields.clone(),
+                None,
+            ))
+            .unwrap()
+    };
     measure("masking: plan of a result set (mask-pii-columns)", || {
-        plan = Some(
-            runtime
-                .block_on(plan_result(
-                    &set,
-                    &mut maskers,
-                    &info,
-                    &catalog,
-                    Some(&statements[0]),
-                    fields.clone(),
-                    None,
-                ))
-                .unwrap(),
-        );
+        black_box(plan());
     });
-    let plan = plan.unwrap();
+    let plan = plan();
     assert!(plan.masks_anything());
     let filler = " ".repeat(84);
     let row = encode_data_row(
@@ -229,6 +230,54 @@ fn masking_path(runtime: &tokio::runtime::Runtime) {
     measure("masking: one DataRow, nothing masked", || {
         black_box(keep.apply(black_box(&row), &key, None));
     });
+}
+
+/// A pgbench select's two records (the one that allows it, then its result), as a session
+/// writes them: serialized, sealed into the chain, the first written (with `durability =
+/// "write"`, one `write` per statement).
+fn audit_path(runtime: &tokio::runtime::Runtime) {
+    use sluice::audit::{Audit, Decided, Event, StatementRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let config = sluice::config::AuditConfig::default();
+    let audit = Audit::start(&config, dir.path().join("audit.jsonl"), None, None).unwrap();
+    let mut n = 0u64;
+    measure("audit: a statement's two records (write)", || {
+        n += 1;
+        let statement = StatementRecord {
+            session: 7,
+            subject: "bench".into(),
+            database: "bench".into(),
+            statement: n,
+            protocol: "query",
+            prepared: None,
+            text: Some(format!(
+                "SELECT abalance FROM pgbench_accounts WHERE aid = {};",
+                n % 100_000
+            )),
+            kinds: vec!["select"],
+            tables_read: vec!["pgbench_accounts".into()],
+            tables_written: vec![],
+            decided: Decided {
+                decision: "allow",
+                ..Decided::default()
+            },
+            params: None,
+        };
+        runtime
+            .block_on(audit.durable(Event::Statement(Box::new(statement))))
+            .unwrap();
+        audit.record(Event::Result {
+            session: 7,
+            statement: n,
+            part: 0,
+            outcome: "ok",
+            tag: Some("SELECT 1".into()),
+            rows: Some(1),
+            sqlstate: None,
+            duration_us: 609,
+        });
+    });
+    runtime.block_on(audit.close());
 }
 
 /// A Python component (componentize-py, ~18 MB) compiled cold, then loaded by a new host from

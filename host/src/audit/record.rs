@@ -4,8 +4,6 @@
 //! fields in schema order — and a record's hash is SHA-256 over those bytes (without the
 //! newline). Any change to a line, whitespace included, changes its hash.
 
-use std::io::Write;
-
 /// The schema version records are written with. Bump it when a field changes meaning or
 /// goes away (adding a field does not).
 pub const SCHEMA_VERSION: u64 = 1;
@@ -14,15 +12,20 @@ pub const SCHEMA_VERSION: u64 = 1;
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Appends the line for an event serialized as `body` (`{"type":...}`) at `seq`, chained to
-/// `prev`, to `out` (with its newline) and returns its hash. Serializing happens before, outside
-/// the log's lock.
-pub fn seal_body(body: &[u8], seq: u64, prev: &str, ts_ms: u64, out: &mut Vec<u8>) -> String {
+/// `prev`, stamped `ts` ([`rfc3339_ms`]), to `out` (with its newline) and returns its hash.
+/// Serializing happens before, outside the log's lock.
+pub fn seal_body(body: &[u8], seq: u64, prev: &str, ts: &str, out: &mut Vec<u8>) -> String {
     let start = out.len();
-    let _ = write!(
-        out,
-        "{{\"v\":{SCHEMA_VERSION},\"seq\":{seq},\"ts\":\"{}\",\"prev\":\"{prev}\",",
-        rfc3339_ms(ts_ms)
-    );
+    // By hand, not `write!`: the header is most of a short record's cost.
+    out.extend_from_slice(b"{\"v\":");
+    out.extend_from_slice(itoa::Buffer::new().format(SCHEMA_VERSION).as_bytes());
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.extend_from_slice(b",\"ts\":\"");
+    out.extend_from_slice(ts.as_bytes());
+    out.extend_from_slice(b"\",\"prev\":\"");
+    out.extend_from_slice(prev.as_bytes());
+    out.extend_from_slice(b"\",");
     // The event's opening brace is the header's.
     match body.strip_prefix(b"{") {
         Some(rest) if rest.len() > 1 => out.extend_from_slice(rest),
@@ -49,7 +52,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Milliseconds since the epoch as `2026-11-30T07:01:02.345Z`.
-fn rfc3339_ms(ms: u64) -> String {
+pub fn rfc3339_ms(ms: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -60,7 +63,13 @@ mod tests {
     use crate::audit::Event;
 
     fn seal(event: &Event, seq: u64, prev: &str, ts_ms: u64, out: &mut Vec<u8>) -> String {
-        seal_body(&serde_json::to_vec(event).unwrap(), seq, prev, ts_ms, out)
+        seal_body(
+            &serde_json::to_vec(event).unwrap(),
+            seq,
+            prev,
+            &rfc3339_ms(ts_ms),
+            out,
+        )
     }
 
     #[test]

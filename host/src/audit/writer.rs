@@ -71,6 +71,12 @@ struct Inner {
     since_checkpoint: u64,
     last_checkpoint: Instant,
     stopping: bool,
+    /// The background thread waits for work (with fsync durability, a durable record wakes
+    /// it; otherwise it is busy syncing and finds the record when it looks again).
+    syncer_idle: bool,
+    /// The last timestamp written, in milliseconds and as text: records come many per
+    /// millisecond.
+    stamp: (u64, String),
 }
 
 impl Log {
@@ -127,6 +133,8 @@ impl Log {
                 since_checkpoint: 0,
                 last_checkpoint: Instant::now(),
                 stopping: false,
+                syncer_idle: false,
+                stamp: (u64::MAX, String::new()),
             }),
             wake: Condvar::new(),
             synced: watch::Sender::new(Synced::default()),
@@ -149,21 +157,27 @@ impl Log {
     /// returns, and the result is the byte count the caller must see synced (fsync durability)
     /// for its record to be on disk.
     pub fn append(&self, event: &Event, flush: bool) -> Result<u64, String> {
-        let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
-        let mut inner = self.lock();
-        if inner.stopping && !matches!(event, Event::AuditClose {}) {
-            return Err("the audit log is closed".into());
+        thread_local! {
+            /// Where this thread serializes its events: one buffer reused, not one per record.
+            static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        inner.seal(&body, now_ms());
-        if !flush {
-            return Ok(inner.written);
-        }
-        let result = self.flush(&mut inner);
-        if result.is_ok() && self.config.fsync {
-            // The syncer may be asleep waiting for work.
-            self.wake.notify_one();
-        }
-        result.map(|()| inner.written)
+        BODY.with_borrow_mut(|body| {
+            body.clear();
+            serde_json::to_writer(&mut *body, event).map_err(|e| e.to_string())?;
+            let mut inner = self.lock();
+            if inner.stopping && !matches!(event, Event::AuditClose {}) {
+                return Err("the audit log is closed".into());
+            }
+            inner.seal(body, now_ms());
+            if !flush {
+                return Ok(inner.written);
+            }
+            let result = self.flush(&mut inner);
+            if result.is_ok() && inner.syncer_idle {
+                self.wake.notify_one();
+            }
+            result.map(|()| inner.written)
+        })
     }
 
     /// Writes everything pending. On failure the pending records are dropped and the chain
@@ -303,11 +317,13 @@ impl Log {
                 LINGER
             };
             if !wait.is_zero() {
+                inner.syncer_idle = self.config.fsync;
                 inner = self
                     .wake
                     .wait_timeout(inner, wait)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
+                inner.syncer_idle = false;
             }
             if inner.stopping {
                 return;
@@ -371,7 +387,10 @@ impl Inner {
         if self.pending.is_empty() {
             self.pending_from = (self.seq, self.prev.clone());
         }
-        self.prev = record::seal_body(body, self.seq, &self.prev, ts_ms, &mut self.pending);
+        if self.stamp.0 != ts_ms {
+            self.stamp = (ts_ms, record::rfc3339_ms(ts_ms));
+        }
+        self.prev = record::seal_body(body, self.seq, &self.prev, &self.stamp.1, &mut self.pending);
         self.seq += 1;
         self.since_checkpoint += 1;
     }
