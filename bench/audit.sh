@@ -23,7 +23,7 @@ source bench/lib.sh
 
 "$SLUICE" keys generate --out "$work/signing.pem" 2>/dev/null
 echo "$PASSWORD" > "$work/upstream.password"
-declare -A port=()
+declare -A port=() pid=()
 targets=(audit-off audit-write audit-fsync audit-fsync-fwd)
 for t in "${targets[@]}"; do
     mkdir -p "$work/$t"
@@ -53,31 +53,39 @@ $audit
 CONF
     RUST_LOG=warn "$SLUICE" serve --config "$work/$t/sluice.toml" 2>"$work/$t.log" &
     pids+=($!)
+    pid[$t]=$!
     wait_port "${port[$t]}"
 done
 TOKEN=$("$SLUICE" token mint --config "$work/audit-off/sluice.toml" --subject bench --database bench --ttl 2h)
 
-# run TARGET SCRIPT -> tps
+# run TARGET SCRIPT -> "tps ticks transactions": ticks is the gateway's CPU during the run
 run() {
-    local target=$1 script=$2
+    local target=$1 script=$2 before out
     local args=(-n -h 127.0.0.1 -p "${port[$target]}" -U bench -c "$CLIENTS" -j 2 -T "$DURATION" -M simple)
     [ "$script" = select-only ] && args+=(-S)
-    PGPASSWORD=$TOKEN pgbench "${args[@]}" bench 2>/dev/null | awk '/^tps/ {print $3}'
+    before=$(cpu_ticks "${pid[$target]}")
+    out=$(PGPASSWORD=$TOKEN pgbench "${args[@]}" bench 2>/dev/null)
+    echo "$(awk '/^tps/ {print $3}' <<<"$out") $(( $(cpu_ticks "${pid[$target]}") - before ))" \
+        "$(awk '/actually processed/ {print $NF}' <<<"$out" | cut -d/ -f1)"
 }
 
-
 echo "# $(date -u +%FT%TZ) $(nproc) cores; rounds=$ROUNDS duration=${DURATION}s scale=$SCALE clients=$CLIENTS; postgres fsync/synchronous_commit $([ "$PG_DURABLE" = 1 ] && echo on || echo off)"
-echo "# ratio: median over rounds of the target's TPS over audit-off's TPS in the same round"
-printf "%-12s %-16s %12s %8s %12s %12s\n" script target tps ratio ratio_range records
+echo "# ratio: median over rounds of the target's TPS over audit-off's TPS in the same round;"
+echo "# gw_us_per_stmt: the gateway's CPU time (user + system) over every statement it relayed, all rounds"
+printf "%-12s %-16s %12s %8s %12s %15s %12s\n" script target tps ratio ratio_range gw_us_per_stmt records
 for script in tpcb-like select-only; do
-    declare -A tps=() ratios=()
+    declare -A tps=() ratios=() ticks=() transactions=()
+    # BEGIN, three UPDATEs, a SELECT, an INSERT, END.
+    per_transaction=$([ "$script" = tpcb-like ] && echo 7 || echo 1)
     for round in $(seq 1 "$ROUNDS"); do
         n=${#targets[@]}
         declare -A this=()
         for i in $(seq 0 $((n - 1))); do
             t=${targets[$(( (i + round) % n ))]}
-            this[$t]=$(run "$t" "$script")
+            read -r this[$t] used done < <(run "$t" "$script")
             tps[$t]+="${this[$t]} "
+            ticks[$t]=$(( ${ticks[$t]:-0} + used ))
+            transactions[$t]=$(( ${transactions[$t]:-0} + done ))
         done
         # Paired with this round's audit-off run: load from neighbours drifts between rounds.
         for t in "${targets[@]}"; do
@@ -90,9 +98,12 @@ for script in tpcb-like select-only; do
         r=$(tr ' ' '\n' <<<"${ratios[$t]}" | grep . | median)
         range=$(tr ' ' '\n' <<<"${ratios[$t]}" | grep . | range)
         records=$({ cat "$work/$t"/data/audit/audit.jsonl* 2>/dev/null || true; } | wc -l)
-        printf "%-12s %-16s %12.1f %8.3f %12s %12s\n" "$script" "$t" "$m" "$r" "$range" "$records"
+        per_statement=$(awk -v k="${ticks[$t]}" -v hz="$(getconf CLK_TCK)" \
+            -v n="$(( ${transactions[$t]} * per_transaction ))" 'BEGIN{printf "%.1f", k / hz * 1e6 / n}')
+        printf "%-12s %-16s %12.1f %8.3f %12s %15s %12s\n" "$script" "$t" "$m" "$r" "$range" \
+            "$per_statement" "$records"
     done
-    unset tps ratios
+    unset tps ratios ticks transactions
 done
 for t in audit-write audit-fsync audit-fsync-fwd; do
     # --config: every file of the chain, rotated ones included, and the key.

@@ -2,7 +2,7 @@
 # Postgres with a pgbench database on loopback, and cleans everything up on exit.
 # Inputs: SCALE; PG_DURABLE=1 keeps Postgres' fsync and synchronous_commit on.
 # Outputs: bindir, SLUICE, work, as_pg, pids, PG_PORT, PASSWORD, free_port, wait_port, median,
-# range.
+# range, cpu_ticks.
 
 bindir=$(pg_config --bindir 2>/dev/null || true)
 [ -x "$bindir/initdb" ] || bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
@@ -29,6 +29,8 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # The median, and the "lowest-highest", of the numbers on standard input.
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# CPU time (user + system, clock ticks) process $1 has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 range() { sort -g | awk 'NR==1{lo=$1} {hi=$1} END{printf "%.2f-%.2f", lo, hi}'; }
 wait_port() {
     for _ in $(seq 1 200); do

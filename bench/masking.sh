@@ -65,8 +65,6 @@ SELECT aid, bid, abalance, filler FROM pgbench_accounts WHERE aid <= 10000;
 SQL
 
 targets=(direct sluice sluice+masking)
-# CPU time (user + system, clock ticks) a process has used so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # run TARGET MODE CLIENTS -> "tps ticks": ticks is the gateway's CPU during the run (0 direct)
 run() {
     local target=$1 mode=$2 clients=$3 port pass pid=
