@@ -161,7 +161,7 @@ impl Log {
             /// Where this thread serializes its events: one buffer reused, not one per record.
             static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        BODY.with_borrow_mut(|body| {
+        let result = BODY.with_borrow_mut(|body| {
             body.clear();
             serde_json::to_writer(&mut *body, event).map_err(|e| e.to_string())?;
             let mut inner = self.lock();
@@ -177,7 +177,14 @@ impl Log {
                 self.wake.notify_one();
             }
             result.map(|()| inner.written)
-        })
+        });
+        // One huge statement text must not stay allocated on every thread that saw one.
+        BODY.with_borrow_mut(|body| {
+            if body.capacity() > 1 << 20 {
+                *body = Vec::new();
+            }
+        });
+        result
     }
 
     /// Writes everything pending. On failure the pending records are dropped and the chain
