@@ -161,30 +161,36 @@ impl Log {
             /// Where this thread serializes its events: one buffer reused, not one per record.
             static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let result = BODY.with_borrow_mut(|body| {
-            body.clear();
-            serde_json::to_writer(&mut *body, event).map_err(|e| e.to_string())?;
-            let mut inner = self.lock();
-            if inner.stopping && !matches!(event, Event::AuditClose {}) {
-                return Err("the audit log is closed".into());
-            }
-            inner.seal(body, now_ms());
-            if !flush {
-                return Ok(inner.written);
-            }
-            let result = self.flush(&mut inner);
-            if result.is_ok() && inner.syncer_idle {
-                self.wake.notify_one();
-            }
-            result.map(|()| inner.written)
-        });
-        // One huge statement text must not stay allocated on every thread that saw one.
         BODY.with_borrow_mut(|body| {
+            body.clear();
+            let result = serde_json::to_writer(&mut *body, event)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    self.append_body(body, matches!(event, Event::AuditClose {}), flush)
+                });
+            // One huge statement text must not stay allocated on every thread that saw one.
             if body.capacity() > 1 << 20 {
                 *body = Vec::new();
             }
-        });
-        result
+            result
+        })
+    }
+
+    /// [`Log::append`] of an event serialized as `body`, under the lock.
+    fn append_body(&self, body: &[u8], closing: bool, flush: bool) -> Result<u64, String> {
+        let mut inner = self.lock();
+        if inner.stopping && !closing {
+            return Err("the audit log is closed".into());
+        }
+        inner.seal(body, now_ms());
+        if !flush {
+            return Ok(inner.written);
+        }
+        let result = self.flush(&mut inner);
+        if result.is_ok() && inner.syncer_idle {
+            self.wake.notify_one();
+        }
+        result.map(|()| inner.written)
     }
 
     /// Writes everything pending. On failure the pending records are dropped and the chain
