@@ -83,6 +83,9 @@ fn start_postgres() -> anyhow::Result<TestPostgres> {
             .await?;
         admin.batch_execute("CREATE DATABASE app").await?;
         let app = server.superuser_client(DATABASE).await?;
+        // Every scenario of a binary shares these tables: `items` is seeded with ids 1..=100,
+        // tests that write to it use ids of their own above 1000, and a test that counts the
+        // seed counts `WHERE id <= 100`.
         app.batch_execute(
             "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
              INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 100) i;

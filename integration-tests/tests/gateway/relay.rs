@@ -12,7 +12,9 @@ async fn multi_statement_simple_query_returns_every_result() {
     let gw = TestGateway::start().await;
     let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
     let messages = client
-        .simple_query("SELECT 1 AS a; SELECT 'two' AS b; SELECT count(*) FROM items")
+        .simple_query(
+            "SELECT 1 AS a; SELECT 'two' AS b; SELECT count(*) FROM items WHERE id <= 100",
+        )
         .await
         .unwrap();
     let rows: Vec<String> = messages

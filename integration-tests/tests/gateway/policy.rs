@@ -100,7 +100,7 @@ async fn safe_writes_requires_where_and_refuses_truncate() {
     assert_eq!(code, "42501");
     assert!(message.contains("TRUNCATE"), "{message}");
     let count: i64 = client
-        .query_one("SELECT count(*) FROM items", &[])
+        .query_one("SELECT count(*) FROM items WHERE id <= 100", &[])
         .await
         .unwrap()
         .get(0);
@@ -459,7 +459,7 @@ async fn python_plugin_refuses_configured_tables_and_exempts_its_groups() {
         .await
         .unwrap();
     let row = auditor
-        .query_one("SELECT count(*) FROM items", &[])
+        .query_one("SELECT count(*) FROM items WHERE id <= 100", &[])
         .await
         .unwrap();
     assert_eq!(row.get::<_, i64>(0), 100);

@@ -1,0 +1,22 @@
+//! End-to-end scenarios against a real gateway, Postgres and clients, one module per subject.
+//!
+//! They share one test binary (and so one test Postgres) because each binary links the whole
+//! gateway, wasmtime and cranelift included: fourteen binaries took over a gigabyte of disk and
+//! most of the test build's link time. Scenarios that measure this process's own memory
+//! (`large_result`, `masking_memory`) or raise its limits to hold a thousand sessions (`load`)
+//! stay in binaries of their own. Run one subject with `cargo test --test gateway audit::`.
+
+mod approval_routing;
+mod approvals;
+mod audit;
+mod hostile_upstream;
+mod limits;
+mod login;
+mod masking;
+mod metrics;
+mod plugin_faults;
+mod plugin_reload;
+mod policy;
+mod relay;
+mod robustness;
+mod upstream;
