@@ -696,6 +696,28 @@ pub fn pgbench(
     command
 }
 
+/// A pgbench custom script holding `text`, for [`pgbench`]; the file lives as long as the value.
+pub fn pgbench_script(text: &str) -> tempfile::NamedTempFile {
+    let script = tempfile::NamedTempFile::new().expect("pgbench script file");
+    std::fs::write(script.path(), text).expect("write pgbench script");
+    script
+}
+
+/// Asserts that a pgbench run exited cleanly with no failed transaction; returns its report.
+pub fn assert_pgbench_clean(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("number of failed transactions: 0"),
+        "{stdout}"
+    );
+    stdout
+}
+
 /// A simple-protocol Query message.
 pub fn query_message(sql: &str) -> bytes::BytesMut {
     let mut out = bytes::BytesMut::new();

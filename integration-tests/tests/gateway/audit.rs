@@ -244,12 +244,9 @@ async fn a_gateway_killed_under_pgbench_restarts_with_a_log_that_verifies_and_co
         .unwrap();
     drop(pg_setup);
     let mut gw = GatewayProcess::start(GatewayOptions::default()).await;
-    let script = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        script.path(),
+    let script = sluice_integration_tests::pgbench_script(
         "\\set v random(1, 9000000000000)\nINSERT INTO audit_load VALUES (:v);\n",
-    )
-    .unwrap();
+    );
     let token = gw.token("loader");
     let pgbench = sluice_integration_tests::pgbench(
         gw.port(),

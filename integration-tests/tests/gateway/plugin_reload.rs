@@ -22,12 +22,9 @@ async fn plugins_swapped_ten_times_under_pgbench_fail_nothing_and_apply_within_a
     })
     .await;
     let token = gw.token("bench");
-    let script = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        script.path(),
+    let script = sluice_integration_tests::pgbench_script(
         "\\set id random(1, 100)\nSELECT name FROM items WHERE id = :id;\n",
-    )
-    .unwrap();
+    );
     let pgbench = sluice_integration_tests::pgbench(
         gw.port(),
         "bench",
@@ -61,15 +58,6 @@ async fn plugins_swapped_ten_times_under_pgbench_fail_nothing_and_apply_within_a
     };
     let (out, worst) = tokio::join!(pgbench, swaps);
     let out = out.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("number of failed transactions: 0"),
-        "{stdout}"
-    );
+    sluice_integration_tests::assert_pgbench_clean(&out);
     eprintln!("slowest swap became visible after {worst:?}");
 }

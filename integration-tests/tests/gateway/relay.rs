@@ -232,12 +232,9 @@ async fn notices_and_parameter_status_are_relayed() {
 async fn pgbench_runs_through_the_gateway() {
     let gw = TestGateway::start().await;
     let token = gw.token("agent");
-    let script = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        script.path(),
+    let script = sluice_integration_tests::pgbench_script(
         "\\set id random(1, 100)\nSELECT name FROM items WHERE id = :id;\n",
-    )
-    .unwrap();
+    );
     let out = sluice_integration_tests::pgbench(
         gw.port(),
         "agent",
@@ -248,18 +245,9 @@ async fn pgbench_runs_through_the_gateway() {
     .output()
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = sluice_integration_tests::assert_pgbench_clean(&out);
     assert!(
         stdout.contains("number of transactions actually processed: 200/200"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("number of failed transactions: 0"),
         "{stdout}"
     );
 }
