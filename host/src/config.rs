@@ -93,6 +93,11 @@ pub struct ServerConfig {
     /// closed with FATAL 57P05 ("0s": never).
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// A write to a client still waiting after this long (the client stopped reading while the
+    /// gateway holds data for it) is logged and counted in `/metrics` as a stalled client write
+    /// ("0s": not watched).
+    #[serde(default = "default_client_write_stall", with = "humantime_serde")]
+    pub client_write_stall: Duration,
 }
 
 /// Whether clients must use TLS.
@@ -448,6 +453,9 @@ fn default_max_connections_per_subject() -> usize {
 }
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(3600)
+}
+fn default_client_write_stall() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_issuer() -> String {
     "sluice".to_owned()

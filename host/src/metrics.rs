@@ -51,6 +51,8 @@ pub struct Metrics {
     pub plugin_reloads: Counter,
     pub plugin_load_failures: Family<PluginLabels, Counter>,
     pub upstream_connect_errors: Family<DatabaseLabels, Counter>,
+    pub client_write_stalls: Counter,
+    pub client_writes_stalled: Gauge,
 }
 
 impl Default for Metrics {
@@ -134,8 +136,22 @@ impl Metrics {
             "Failed upstream logins, by database",
             upstream_connect_errors.clone(),
         );
+        let client_write_stalls = Counter::default();
+        registry.register(
+            "client_write_stalls",
+            "Writes to a client still waiting after [server] client_write_stall",
+            client_write_stalls.clone(),
+        );
+        let client_writes_stalled = Gauge::default();
+        registry.register(
+            "client_writes_stalled",
+            "Sessions whose write to the client has been waiting longer than [server] client_write_stall now",
+            client_writes_stalled.clone(),
+        );
         Metrics {
             registry,
+            client_write_stalls,
+            client_writes_stalled,
             sessions_open,
             sessions,
             login_failures,

@@ -27,6 +27,20 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
+/// Largest plaintext Sluice puts in one TLS record, on both legs.
+///
+/// libpq's asynchronous API (pgbench, psycopg's async connections, anything built on
+/// `PQconsumeInput`) reads once into the 8 KiB it keeps free in its input buffer and then polls
+/// the socket. OpenSSL decrypts a whole record at a time, so the part of a larger record that did
+/// not fit stays inside OpenSSL where poll cannot see it: when that record ends the server's
+/// answer, the client waits forever for bytes it already holds. rustls fills records to the TLS
+/// maximum of 16 KiB, which hung pgbench on large results within seconds. Records of at most
+/// 8 KiB always fit, as those of Postgres' own 8 KiB send buffer do.
+pub const MAX_RECORD_PLAINTEXT: usize = 8192;
+
+/// `max_fragment_size` in rustls counts the 5-byte record header.
+const MAX_FRAGMENT_SIZE: usize = MAX_RECORD_PLAINTEXT + 5;
+
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -74,6 +88,7 @@ pub fn server_config(
         .with_single_cert(certs, key)?;
     // Clients using Postgres 17's direct TLS negotiation must offer this ALPN protocol.
     config.alpn_protocols = vec![b"postgresql".to_vec()];
+    config.max_fragment_size = Some(MAX_FRAGMENT_SIZE);
     Ok(Arc::new(config))
 }
 
@@ -118,7 +133,7 @@ pub fn upstream_config(
 ) -> Result<Option<Arc<rustls::ClientConfig>>, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?;
-    let config = match mode {
+    let mut config = match mode {
         UpstreamTlsMode::Disable => return Ok(None),
         UpstreamTlsMode::Prefer | UpstreamTlsMode::Require => builder
             .dangerous()
@@ -142,6 +157,8 @@ pub fn upstream_config(
             builder.with_root_certificates(roots).with_no_client_auth()
         }
     };
+    // The upstream may itself be a pooler or proxy that reads as libpq does.
+    config.max_fragment_size = Some(MAX_FRAGMENT_SIZE);
     Ok(Some(Arc::new(config)))
 }
 

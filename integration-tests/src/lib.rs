@@ -127,6 +127,8 @@ pub struct GatewayOptions {
     pub extra_toml: String,
     /// Plugins to install: (file name without .wasm, built plugin to copy, manifest TOML).
     pub plugins: Vec<PluginSpec>,
+    /// Where the upstream is reached, when not at the test Postgres itself (a relay before it).
+    pub upstream_port: Option<u16>,
 }
 
 /// One plugin file in a test gateway's plugin directory.
@@ -189,6 +191,7 @@ impl Default for GatewayOptions {
             extra_upstream_toml: String::new(),
             extra_toml: String::new(),
             plugins: Vec::new(),
+            upstream_port: None,
         }
     }
 }
@@ -598,7 +601,7 @@ tls = "{tls}"
         client_tls = options.client_tls,
         max_ttl = options.max_ttl.as_secs(),
         role = options.upstream_role,
-        port = pg.server.port(),
+        port = options.upstream_port.unwrap_or_else(|| pg.server.port()),
         upstream_extra = if options.extra_upstream_toml.is_empty() {
             format!("ca_file = \"{}\"", ca.display())
         } else {
@@ -885,4 +888,182 @@ pub fn bind_statement_and_execute(out: &mut bytes::BytesMut, statement: &str, pa
     .map_err(|_| ())
     .expect("encode Bind");
     postgres_protocol::message::frontend::execute("", 0, out).expect("encode Execute");
+}
+
+/// The sizes of the TLS records in one direction of a connection, read off the bytes as they
+/// pass: what a peer's TLS library has to take in one piece.
+#[derive(Default)]
+pub struct TlsRecords {
+    /// Leading plaintext bytes before the first record (an SSLRequest, or its answer).
+    skip: usize,
+    header: [u8; 5],
+    header_len: usize,
+    body_left: usize,
+    /// The largest record body seen, in bytes.
+    pub largest: usize,
+    /// Application-data records seen.
+    pub application_data: usize,
+}
+
+impl TlsRecords {
+    /// A meter that lets `skip` plaintext bytes pass before the first record.
+    pub fn after(skip: usize) -> TlsRecords {
+        TlsRecords {
+            skip,
+            ..TlsRecords::default()
+        }
+    }
+
+    /// Feeds the next bytes of the direction.
+    pub fn saw(&mut self, mut bytes: &[u8]) {
+        let skipped = self.skip.min(bytes.len());
+        self.skip -= skipped;
+        bytes = &bytes[skipped..];
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let taken = self.body_left.min(bytes.len());
+                self.body_left -= taken;
+                bytes = &bytes[taken..];
+                continue;
+            }
+            let taken = (5 - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + taken].copy_from_slice(&bytes[..taken]);
+            self.header_len += taken;
+            bytes = &bytes[taken..];
+            if self.header_len == 5 {
+                self.header_len = 0;
+                self.body_left = u16::from_be_bytes([self.header[3], self.header[4]]) as usize;
+                self.largest = self.largest.max(self.body_left);
+                // Content type 23: application data (all of TLS 1.3's encrypted records).
+                if self.header[0] == 23 {
+                    self.application_data += 1;
+                }
+            }
+        }
+    }
+}
+
+/// A stream whose incoming bytes are metered as TLS records (after the one-byte answer to the
+/// SSLRequest), for a client that wants to see what the gateway sends it.
+pub struct MeteredStream {
+    pub inner: tokio::net::TcpStream,
+    pub records: std::sync::Arc<std::sync::Mutex<TlsRecords>>,
+}
+
+impl tokio::io::AsyncRead for MeteredStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if polled.is_ready() {
+            self.records.lock().unwrap().saw(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for MeteredStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A TCP relay on loopback in front of the test Postgres that meters, as TLS records, what
+/// each connection sends towards Postgres after its 8-byte SSLRequest: the gateway's upstream
+/// leg as Postgres sees it. Stops when dropped.
+pub struct UpstreamMeter {
+    pub port: u16,
+    pub records: std::sync::Arc<std::sync::Mutex<TlsRecords>>,
+    _task: tokio_util::sync::DropGuard,
+}
+
+impl UpstreamMeter {
+    pub async fn start() -> UpstreamMeter {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("meter binds");
+        let port = listener.local_addr().expect("meter address").port();
+        let records = std::sync::Arc::new(std::sync::Mutex::new(TlsRecords::default()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let upstream_port = postgres().server.port();
+        let accepting = {
+            let records = records.clone();
+            let stop = stop.clone();
+            async move {
+                loop {
+                    let (gateway, _) = tokio::select! {
+                        () = stop.cancelled() => return,
+                        accepted = listener.accept() => accepted.expect("meter accepts"),
+                    };
+                    let upstream = tokio::net::TcpStream::connect(("127.0.0.1", upstream_port))
+                        .await
+                        .expect("meter reaches Postgres");
+                    let (mut from_gateway, mut to_gateway) = gateway.into_split();
+                    let (mut from_upstream, mut to_upstream) = upstream.into_split();
+                    let records = records.clone();
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        let towards_upstream = async {
+                            // Each connection starts with its own SSLRequest.
+                            let mut meter = TlsRecords::after(8);
+                            let mut buf = vec![0; 64 * 1024];
+                            loop {
+                                let n = from_gateway.read(&mut buf).await.unwrap_or(0);
+                                if n == 0 {
+                                    break;
+                                }
+                                let before = meter.application_data;
+                                meter.saw(&buf[..n]);
+                                {
+                                    let mut total = records.lock().unwrap();
+                                    total.largest = total.largest.max(meter.largest);
+                                    total.application_data += meter.application_data - before;
+                                }
+                                if to_upstream.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                            let _ = to_upstream.shutdown().await;
+                        };
+                        let towards_gateway = async {
+                            let _ = tokio::io::copy(&mut from_upstream, &mut to_gateway).await;
+                            let _ = to_gateway.shutdown().await;
+                        };
+                        tokio::select! {
+                            () = stop.cancelled() => {}
+                            _ = async { tokio::join!(towards_upstream, towards_gateway) } => {}
+                        }
+                    });
+                }
+            }
+        };
+        tokio::spawn(accepting);
+        UpstreamMeter {
+            port,
+            records,
+            _task: stop.drop_guard(),
+        }
+    }
 }

@@ -218,6 +218,8 @@ pub struct FrameWriter<W> {
     inner: W,
     pending: BytesMut,
     torn: bool,
+    /// Reports writes the peer leaves waiting (the client leg only).
+    stall: Option<super::stall::StallWatch>,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
@@ -226,7 +228,14 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             inner,
             pending: BytesMut::with_capacity(READ_CHUNK),
             torn: false,
+            stall: None,
         }
+    }
+
+    /// Reports flushes that wait on the peer longer than `watch` allows.
+    pub fn watching(mut self, watch: Option<super::stall::StallWatch>) -> FrameWriter<W> {
+        self.stall = watch;
+        self
     }
 
     /// Queues bytes holding whole messages.
@@ -250,8 +259,15 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             return Ok(());
         }
         self.torn = true;
-        self.inner.write_all(&self.pending).await?;
-        self.inner.flush().await?;
+        // `flush` as well as `write_all`: a TLS stream holds encrypted records until flushed.
+        let write = async {
+            self.inner.write_all(&self.pending).await?;
+            self.inner.flush().await
+        };
+        match &self.stall {
+            Some(watch) => watch.watch(write, self.pending.len()).await?,
+            None => write.await?,
+        }
         self.torn = false;
         self.pending.clear();
         Ok(())

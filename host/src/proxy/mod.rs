@@ -11,6 +11,7 @@ mod masker;
 pub mod messages;
 mod refusal;
 mod session;
+mod stall;
 mod startup;
 mod startup_params;
 mod trail;

@@ -18,6 +18,7 @@ use super::login::Established;
 use super::masker::{Masker, Relay, Rows};
 use super::messages::{self, sqlstate};
 use super::refusal::Refusals;
+use super::stall::StallWatch;
 use super::trail::{Results, Trail};
 use crate::policy::SessionInfo;
 
@@ -123,7 +124,10 @@ pub async fn run(
     let max = shared.config.server.max_message_size;
     let mut client_in =
         FrameReader::with_buffer(client_read, client_buffered, max).accepting(client_may_send);
-    let mut client_out = FrameWriter::new(client_write);
+    let mut client_out = FrameWriter::new(client_write).watching(StallWatch::new(
+        shared.config.server.client_write_stall,
+        shared.metrics.clone(),
+    ));
     let mut up_in =
         FrameReader::with_buffer(up_read, upstream.buffered, max).accepting(upstream_may_send);
     let mut up_out = FrameWriter::new(up_write);

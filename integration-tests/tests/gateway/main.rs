@@ -19,4 +19,5 @@ mod plugin_reload;
 mod policy;
 mod relay;
 mod robustness;
+mod tls_streaming;
 mod upstream;
