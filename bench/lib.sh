@@ -65,3 +65,158 @@ PGPASSWORD=$PASSWORD psql -qX -p "$PG_PORT" -U postgres -d postgres \
     -c "CREATE ROLE bench LOGIN PASSWORD '$PASSWORD'" -c "CREATE DATABASE bench OWNER bench" >/dev/null
 PGPASSWORD=$PASSWORD pgbench -q -i -s "$SCALE" -p "$PG_PORT" -U bench bench 2>/dev/null
 
+
+# Targets: each script fills targets=(...) and, per target, port, pass (password or token),
+# sslmode (what pgbench asks for) and pid (whose CPU is measured; none for direct Postgres).
+declare -A port=() pass=() sslmode=() pid=()
+port[direct]=$PG_PORT; pass[direct]=$PASSWORD; sslmode[direct]=disable
+"$SLUICE" keys generate --out "$work/signing.pem" 2>/dev/null
+echo "$PASSWORD" > "$work/upstream.password"
+
+# start_sluice NAME CLIENT_TLS AUDIT [PLUGIN_DIR]: a gateway in $work/NAME on a port of its own,
+# all sharing one signing key (so one token serves them all). CLIENT_TLS: require (clients must
+# use TLS, the default users run) or prefer (pgbench connects in cleartext); AUDIT: off, or a
+# durability (write, fsync, fsync-before-forward). The upstream leg is plain TCP on loopback,
+# as PgBouncer's is.
+start_sluice() {
+    local name=$1 tls=$2 audit=$3 plugins=${4:-}
+    mkdir -p "$work/$name"
+    port[$name]=$(free_port)
+    local audit_toml="durability = \"$audit\""
+    [ "$audit" = off ] && audit_toml="enabled = false"
+    cat > "$work/$name/sluice.toml" <<CONF
+[server]
+listen = "127.0.0.1:${port[$name]}"
+data_dir = "./data"
+${WORKERS:+workers = $WORKERS}
+[tls]
+mode = "$tls"
+[identity]
+signing_key = "../signing.pem"
+max_ttl = "2h"
+[[upstream]]
+database = "bench"
+url = "postgres://bench@127.0.0.1:$PG_PORT/bench"
+password_file = "../upstream.password"
+tls = "disable"
+[audit]
+$audit_toml
+${plugins:+[plugins]
+dir = \"$plugins\"}
+CONF
+    RUST_LOG=warn "$SLUICE" serve --config "$work/$name/sluice.toml" 2>"$work/$name.log" &
+    pids+=($!)
+    pid[$name]=$!
+    wait_port "${port[$name]}"
+    [ -n "${TOKEN:-}" ] ||
+        TOKEN=$("$SLUICE" token mint --config "$work/$name/sluice.toml" --subject bench --database bench --ttl 2h)
+    pass[$name]=$TOKEN
+    sslmode[$name]=$([ "$tls" = require ] && echo require || echo disable)
+}
+
+# stock_plugins DIR MASK_RULES: the stock policy plugins (approve-writes aside: it holds every
+# write) and mask-pii-columns with MASK_RULES, as a plugin directory. read-only applies to
+# tokens in group "readers" only, which the bench token is not.
+stock_plugins() {
+    local dir=$1 rules=$2
+    [ -d "$work/all-plugins" ] || cargo xtask plugins --out "$work/all-plugins" >/dev/null
+    mkdir -p "$dir"
+    for p in no-ddl safe-writes guard-functions guard-roles read-only mask-pii-columns; do
+        cp "$work/all-plugins/$p.wasm" "$dir/"
+    done
+    printf '[config]\ngroups = "readers"\n' > "$dir/read-only.toml"
+    printf '[config]\nrules = "%s"\n' "$rules" > "$dir/mask-pii-columns.toml"
+}
+
+# start_pgbouncer NAME: PgBouncer in session mode with TLS required of its clients (the
+# certificate of the first gateway started, so both present the same key type) and plain TCP
+# to Postgres. Fails, saying so, if PgBouncer is not installed.
+start_pgbouncer() {
+    local name=$1 cert_dir
+    command -v pgbouncer >/dev/null || {
+        echo "pgbouncer not installed (apt-get install pgbouncer): no PgBouncer target" >&2
+        return 1
+    }
+    # Called in an `if`, where errexit is off: every step that can fail stops the script itself.
+    cert_dir=$(dirname "$(ls "$work"/*/data/server.crt | head -n1)")
+    mkdir -p "$work/$name"
+    cp "$cert_dir/server.crt" "$cert_dir/server.key" "$work/$name/" || exit 1
+    port[$name]=$(free_port)
+    cat > "$work/$name/pgbouncer.ini" <<CONF
+[databases]
+bench = host=127.0.0.1 port=$PG_PORT dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = ${port[$name]}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $work/$name/userlist.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 50
+logfile = $work/$name/pgbouncer.log
+pidfile = $work/$name/pgbouncer.pid
+client_tls_sslmode = require
+client_tls_cert_file = $work/$name/server.crt
+client_tls_key_file = $work/$name/server.key
+CONF
+    echo "\"bench\" \"$PASSWORD\"" > "$work/$name/userlist.txt"
+    [ "$(id -u)" = 0 ] && chown -R postgres: "$work/$name"
+    "${as_pg[@]}" pgbouncer "$work/$name/pgbouncer.ini" >/dev/null 2>&1 &
+    pids+=($!)
+    wait_port "${port[$name]}" || { tail -n 5 "$work/$name/pgbouncer.log" >&2; exit 1; }
+    pid[$name]=$(cat "$work/$name/pgbouncer.pid") || exit 1
+    pass[$name]=$PASSWORD
+    sslmode[$name]=require
+}
+
+# measure LABEL PGBENCH_ARGS...: pgbench against every target in $targets, ROUNDS interleaved
+# rounds of DURATION seconds (the order rotates each round, so no target always runs first).
+# Prints a row per target: median TPS; the median and range of its per-round ratio to
+# $BASELINE's TPS in the same round (neighbours' load on a shared machine drifts between
+# rounds, not within one); and the CPU (user + system) its process spent per statement over all
+# rounds, STATEMENTS_PER_TX statements a transaction. A run that does not finish in time is a
+# stall and stops the script.
+measure() {
+    local label=$1 round i t out before processed
+    shift
+    local n=${#targets[@]} baseline=${BASELINE:-direct}
+    local -A tps=() ratios=() ticks=() statements=() this=()
+    for round in $(seq 1 "$ROUNDS"); do
+        this=()
+        for i in $(seq 0 $((n - 1))); do
+            t=${targets[$(( (i + round) % n ))]}
+            before=0
+            [ -n "${pid[$t]:-}" ] && before=$(cpu_ticks "${pid[$t]}")
+            out=$(PGPASSWORD=${pass[$t]} PGSSLMODE=${sslmode[$t]} timeout $((DURATION * 3 + 60)) \
+                pgbench -n -h 127.0.0.1 -p "${port[$t]}" -U bench -T "$DURATION" "$@" bench 2>&1) || {
+                echo "pgbench $* against $t failed or stalled:" >&2
+                tail -n 5 <<<"$out" >&2
+                exit 1
+            }
+            this[$t]=$(awk '/^tps/ {print $3}' <<<"$out")
+            tps[$t]+="${this[$t]} "
+            [ -n "${pid[$t]:-}" ] && ticks[$t]=$(( ${ticks[$t]:-0} + $(cpu_ticks "${pid[$t]}") - before ))
+            processed=$(awk '/actually processed/ {print $NF}' <<<"$out" | cut -d/ -f1)
+            statements[$t]=$(( ${statements[$t]:-0} + processed * ${STATEMENTS_PER_TX:-1} ))
+        done
+        for t in "${targets[@]}"; do
+            ratios[$t]+="$(awk -v a="${this[$t]}" -v b="${this[$baseline]}" 'BEGIN{print a/b}') "
+        done
+    done
+    for t in "${targets[@]}"; do
+        printf "%-26s %-15s %10.1f %7.3f %11s %12s\n" "$label" "$t" \
+            "$(tr ' ' '\n' <<<"${tps[$t]}" | grep . | median)" \
+            "$(tr ' ' '\n' <<<"${ratios[$t]}" | grep . | median)" \
+            "$(tr ' ' '\n' <<<"${ratios[$t]}" | grep . | range)" \
+            "$(awk -v k="${ticks[$t]:-0}" -v hz="$(getconf CLK_TCK)" -v n="${statements[$t]}" \
+                'BEGIN{print (k > 0) ? sprintf("%.1f", k / hz * 1e6 / n) : "-"}')"
+    done
+}
+
+# The header of measure's rows.
+measure_header() {
+    echo "# ratio: median over rounds of the target's TPS over ${BASELINE:-direct}'s TPS in the same round, with its range;"
+    echo "# cpu_us_per_stmt: the target process's CPU time (user + system) per statement, all rounds"
+    printf "%-26s %-15s %10s %7s %11s %12s\n" scenario target tps ratio ratio_range cpu_us_per_stmt
+}

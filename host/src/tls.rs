@@ -35,7 +35,9 @@ pub enum TlsError {
 /// not fit stays inside OpenSSL where poll cannot see it: when that record ends the server's
 /// answer, the client waits forever for bytes it already holds. rustls fills records to the TLS
 /// maximum of 16 KiB, which hung pgbench on large results within seconds. Records of at most
-/// 8 KiB always fit, as those of Postgres' own 8 KiB send buffer do.
+/// 8 KiB always fit, as those Postgres writes from its 8 KiB send buffer do. (A known libpq
+/// limitation: pgsql-hackers, "Process buffered SSL read bytes to support records >8kB on async
+/// API"; clients in the field will carry it for years.)
 pub const MAX_RECORD_PLAINTEXT: usize = 8192;
 
 /// `max_fragment_size` in rustls counts the 5-byte record header.
