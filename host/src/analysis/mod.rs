@@ -3,6 +3,7 @@
 //! statement is parsed once.
 
 mod effect;
+mod filter;
 mod lineage;
 mod shape;
 mod walk;
@@ -87,6 +88,51 @@ impl StatementKind {
     }
 }
 
+/// A statement the client sent that runs another one. The analysis describes the statement that
+/// runs (its kind, command, tables, functions, writes), and records the wrapper here: a guard
+/// that reads `kind` must not be walked around by `EXPLAIN ANALYZE CREATE TABLE ... AS` or
+/// `PREPARE p AS DELETE ...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wrapper {
+    /// `EXPLAIN ANALYZE` (in any spelling of the option) runs its statement.
+    ExplainAnalyze,
+    /// `PREPARE name AS` runs nothing yet; every `EXECUTE name` runs the statement. It is judged
+    /// as that statement when prepared, so that a refusal comes at once.
+    Prepare,
+    /// `DECLARE ... CURSOR FOR` runs its query as rows are fetched.
+    DeclareCursor,
+    /// `EXECUTE name` (also under `EXPLAIN ANALYZE` or `CREATE TABLE ... AS`) runs a prepared
+    /// statement; the session resolves the name (the analysis of a text alone cannot).
+    Execute,
+}
+
+impl Wrapper {
+    /// The wrapper's name in the audit log.
+    pub fn label(self) -> &'static str {
+        match self {
+            Wrapper::ExplainAnalyze => "explain-analyze",
+            Wrapper::Prepare => "prepare",
+            Wrapper::DeclareCursor => "declare-cursor",
+            Wrapper::Execute => "execute",
+        }
+    }
+}
+
+/// What a statement does to the session's named prepared statements (SQL PREPARE and the
+/// protocol's Parse share one namespace in Postgres).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreparedOp {
+    /// `PREPARE name AS ...`
+    Prepare(String),
+    /// Runs the prepared statement `name`: `EXECUTE name`, `EXPLAIN ANALYZE EXECUTE name`,
+    /// `CREATE TABLE ... AS EXECUTE name`.
+    Execute(String),
+    /// `DEALLOCATE name`
+    Deallocate(String),
+    /// `DEALLOCATE ALL`, `DISCARD ALL`
+    DeallocateAll,
+}
+
 /// One statement's analysis: its own text, and what the parser found in it, shared by every
 /// statement of the same shape (so a new constant costs one string, not a copy of the facts).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,12 +155,14 @@ pub struct Facts {
     /// pg_query's fingerprint (printed as 16 hex digits).
     pub fingerprint: u64,
     pub kind: StatementKind,
-    /// The parser's node name (`SelectStmt`, `TruncateStmt`...).
+    /// The parser's node name of the statement that runs (`SelectStmt`, `TruncateStmt`...).
     pub command: String,
+    /// When the client's statement wraps the one that runs (see [`Wrapper`]).
+    pub wrapper: Option<Wrapper>,
     /// SET/RESET/SHOW parameter, lower case.
     pub parameter: Option<String>,
-    /// The prepared statement a SQL-level PREPARE creates or an EXECUTE runs.
-    pub prepared_name: Option<String>,
+    /// What the statement does to the session's named prepared statements.
+    pub prepared: Option<PreparedOp>,
     /// The cursor a DECLARE creates or a FETCH, MOVE or CLOSE uses.
     pub cursor: Option<String>,
     pub tables_read: Vec<TableRef>,
@@ -256,12 +304,8 @@ fn parse_message(e: pg_query::Error) -> String {
 
 fn analyze_statement(text: &str, tree: &Value) -> Statement {
     // `tree` is `{"node": {"<NodeType>": {...}}}`.
-    let (node_type, node) = tree
-        .get("node")
-        .and_then(Value::as_object)
-        .and_then(|m| m.iter().next())
-        .map(|(k, v)| (k.as_str(), v))
-        .unwrap_or(("", &Value::Null));
+    let (sent_type, sent) = node_of(tree).unwrap_or(("", &Value::Null));
+    let (node_type, node, wrapper) = executed(sent_type, sent);
     let found = walk::walk(tree);
     let flag = |field: &str| node.get(field).and_then(Value::as_bool) == Some(true);
     let present = |field: &str| node.get(field).is_some_and(|v| !v.is_null());
@@ -276,20 +320,18 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
             .map(str::to_ascii_lowercase),
         _ => None,
     };
-    let prepared_name = match node_type {
-        "PrepareStmt" | "ExecuteStmt" => {
-            node.get("name").and_then(Value::as_str).map(str::to_owned)
-        }
-        _ => None,
+    let prepared = prepared_op(sent_type, sent, node_type, node);
+    let wrapper = match prepared {
+        Some(PreparedOp::Execute(_)) => Some(Wrapper::Execute),
+        _ => wrapper,
     };
-    let cursor = match node_type {
-        "DeclareCursorStmt" | "FetchStmt" | "ClosePortalStmt" => node
+    let cursor = match sent_type {
+        "DeclareCursorStmt" | "FetchStmt" | "ClosePortalStmt" => sent
             .get("portalname")
             .and_then(Value::as_str)
             .map(str::to_owned),
         _ => None,
     };
-    let explain_analyze = node_type == "ExplainStmt" && explain_has_analyze(node);
     let writes = match kind {
         StatementKind::Insert
         | StatementKind::Update
@@ -299,8 +341,8 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
         | StatementKind::Ddl
         | StatementKind::Call
         | StatementKind::DoBlock => true,
-        // EXPLAIN without ANALYZE only plans the inner statement.
-        StatementKind::Explain => explain_analyze && found.nested_write,
+        // Plain EXPLAIN only plans its statement (EXPLAIN ANALYZE is unwrapped above).
+        StatementKind::Explain => false,
         _ => found.nested_write,
     } || copy_program;
     let effect = effect::effect(kind, node, &found.functions, writes, copy_program);
@@ -310,8 +352,9 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
             .unwrap_or_default(),
         kind,
         command: node_type.to_owned(),
+        wrapper,
         parameter,
-        prepared_name,
+        prepared,
         cursor,
         tables_read: found.tables_read,
         tables_written: found.tables_written,
@@ -327,6 +370,51 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
     Statement {
         text: text.to_owned(),
         facts: Arc::new(facts),
+    }
+}
+
+/// The node inside a `{"node": {"<NodeType>": {...}}}` wrapper, with its type.
+fn node_of(tree: &Value) -> Option<(&str, &Value)> {
+    tree.get("node")
+        .and_then(Value::as_object)
+        .and_then(|m| m.iter().next())
+        .map(|(k, v)| (k.as_str(), v))
+}
+
+/// The statement that runs when the client's statement does (see [`Wrapper`]), with its type.
+fn executed<'a>(node_type: &'a str, node: &'a Value) -> (&'a str, &'a Value, Option<Wrapper>) {
+    let wrapper = match node_type {
+        "ExplainStmt" if explain_has_analyze(node) => Wrapper::ExplainAnalyze,
+        "PrepareStmt" => Wrapper::Prepare,
+        "DeclareCursorStmt" => Wrapper::DeclareCursor,
+        _ => return (node_type, node, None),
+    };
+    match node.get("query").and_then(node_of) {
+        Some((inner_type, inner)) => (inner_type, inner, Some(wrapper)),
+        None => (node_type, node, None),
+    }
+}
+
+/// What the statement does to named prepared statements: `sent` is the client's statement,
+/// `run` the one that runs.
+fn prepared_op(sent_type: &str, sent: &Value, run_type: &str, run: &Value) -> Option<PreparedOp> {
+    let name = |node: &Value| node.get("name").and_then(Value::as_str).map(str::to_owned);
+    match (sent_type, run_type) {
+        ("PrepareStmt", _) => name(sent).map(PreparedOp::Prepare),
+        (_, "ExecuteStmt") => name(run).map(PreparedOp::Execute),
+        (_, "CreateTableAsStmt") => match run.get("query").and_then(node_of) {
+            Some(("ExecuteStmt", execute)) => name(execute).map(PreparedOp::Execute),
+            _ => None,
+        },
+        ("DeallocateStmt", _) if sent.get("isall").and_then(Value::as_bool) == Some(true) => {
+            Some(PreparedOp::DeallocateAll)
+        }
+        ("DeallocateStmt", _) => name(sent).map(PreparedOp::Deallocate),
+        // DiscardMode: 1 DISCARD ALL.
+        ("DiscardStmt", _) if sent.get("target").and_then(Value::as_i64) == Some(1) => {
+            Some(PreparedOp::DeallocateAll)
+        }
+        _ => None,
     }
 }
 
@@ -467,6 +555,135 @@ mod tests {
         assert!(one("EXPLAIN (ANALYZE) UPDATE t SET a = 1").writes);
         assert!(!one("EXPLAIN DELETE FROM t").writes);
         assert!(!one("EXPLAIN ANALYZE SELECT 1").writes);
+    }
+
+    #[test]
+    fn a_wrapper_is_judged_as_the_statement_it_runs() {
+        let s = one("EXPLAIN ANALYZE CREATE TABLE copy AS SELECT * FROM customers");
+        assert_eq!(s.kind, StatementKind::Ddl);
+        assert_eq!(s.command, "CreateTableAsStmt");
+        assert_eq!(s.wrapper, Some(Wrapper::ExplainAnalyze));
+        assert_eq!(names(&s.tables_written), ["copy"]);
+        for sql in [
+            "EXPLAIN (ANALYZE) SELECT * INTO copy FROM customers",
+            "EXPLAIN (FORMAT JSON, ANALYZE true, BUFFERS) CREATE TABLE copy AS SELECT 1",
+            "EXPLAIN (ANALYZE 1) CREATE MATERIALIZED VIEW mv AS SELECT 1",
+            "EXPLAIN ANALYZE VERBOSE CREATE TABLE copy AS SELECT 1",
+        ] {
+            assert_eq!(one(sql).kind, StatementKind::Ddl, "{sql}");
+        }
+        let s = one("EXPLAIN (ANALYZE off) DELETE FROM t");
+        assert_eq!((s.kind, s.writes), (StatementKind::Explain, false));
+        let s = one("PREPARE p(int) AS DELETE FROM t WHERE id = $1");
+        assert_eq!(s.kind, StatementKind::Delete);
+        assert_eq!(s.wrapper, Some(Wrapper::Prepare));
+        assert_eq!(s.prepared, Some(PreparedOp::Prepare("p".into())));
+        assert!(s.writes && s.has_where && !s.unfiltered_write);
+        let s = one("DECLARE c CURSOR WITH HOLD FOR SELECT * FROM customers");
+        assert_eq!(s.kind, StatementKind::Select);
+        assert_eq!(s.cursor.as_deref(), Some("c"));
+        let s = one("COPY (DELETE FROM t RETURNING *) TO STDOUT");
+        assert_eq!(s.kind, StatementKind::CopyOut);
+        assert!(s.writes && s.unfiltered_write);
+        let s = one("CREATE RULE r AS ON INSERT TO t DO ALSO DELETE FROM audit");
+        assert_eq!(s.kind, StatementKind::Ddl);
+        assert!(s.unfiltered_write);
+        assert_eq!(names(&s.tables_written), ["audit", "t"]);
+    }
+
+    #[test]
+    fn executions_and_deallocations_of_named_statements_are_reported() {
+        assert_eq!(
+            one("EXECUTE p(1)").prepared,
+            Some(PreparedOp::Execute("p".into()))
+        );
+        assert_eq!(
+            one("EXPLAIN ANALYZE EXECUTE p").prepared,
+            Some(PreparedOp::Execute("p".into()))
+        );
+        assert_eq!(
+            one("CREATE TABLE c AS EXECUTE p").prepared,
+            Some(PreparedOp::Execute("p".into()))
+        );
+        assert_eq!(one("EXPLAIN EXECUTE p").prepared, None, "plans only");
+        assert_eq!(
+            one("DEALLOCATE PREPARE p").prepared,
+            Some(PreparedOp::Deallocate("p".into()))
+        );
+        assert_eq!(
+            one("DEALLOCATE ALL").prepared,
+            Some(PreparedOp::DeallocateAll)
+        );
+        assert_eq!(one("DISCARD ALL").prepared, Some(PreparedOp::DeallocateAll));
+        assert_eq!(one("DISCARD PLANS").prepared, None);
+    }
+
+    /// Every write, wrapped in every way Postgres accepts around it, reports at least what the
+    /// bare statement does: a wrapper never weakens `writes`, `unfiltered_write`, the tables
+    /// written, or (for wrappers that run the statement as it is) the kind.
+    #[test]
+    fn wrapping_a_write_never_weakens_its_analysis() {
+        let writes = [
+            "DELETE FROM t",
+            "DELETE FROM t WHERE true",
+            "DELETE FROM t WHERE id = 1",
+            "UPDATE t SET a = 1",
+            "UPDATE t SET a = 1 WHERE a = 2",
+            "INSERT INTO t VALUES (1)",
+            "INSERT INTO t SELECT * FROM u",
+            "MERGE INTO t USING u ON true WHEN MATCHED THEN DELETE",
+            "MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN UPDATE SET a = u.a",
+            "MERGE INTO t USING u ON t.id = 1 WHEN MATCHED THEN DELETE",
+            "MERGE INTO t USING u ON t.id = u.id WHEN NOT MATCHED BY SOURCE THEN DELETE",
+            "MERGE INTO t USING u ON t.id = u.id WHEN NOT MATCHED THEN INSERT VALUES (u.id)",
+        ];
+        // (template, runs the statement as its own kind)
+        let wrappers = [
+            ("EXPLAIN ANALYZE {}", true),
+            ("EXPLAIN (ANALYZE, VERBOSE, FORMAT YAML) {}", true),
+            ("EXPLAIN (ANALYZE on) {}", true),
+            ("PREPARE p AS {}", true),
+            ("PREPARE p(int, text) AS {}", true),
+            ("WITH w AS ({}) SELECT 1", false),
+            ("WITH w AS ({} RETURNING 1) SELECT * FROM w", false),
+            ("WITH a AS (SELECT 1), w AS ({}) SELECT 1", false),
+            ("EXPLAIN ANALYZE WITH w AS ({}) SELECT 1", false),
+            ("PREPARE p AS WITH w AS ({}) SELECT 1", false),
+            ("WITH w AS ({}) INSERT INTO log VALUES (1)", false),
+            ("WITH w AS ({}) DELETE FROM log WHERE id = 1", false),
+            ("COPY ({} RETURNING *) TO STDOUT", false),
+            (
+                "CREATE TABLE c AS WITH w AS ({} RETURNING 1) SELECT * FROM w",
+                false,
+            ),
+        ];
+        for bare_sql in writes {
+            let bare = one(bare_sql);
+            assert!(bare.writes, "{bare_sql}");
+            for (template, same_kind) in wrappers {
+                if template.contains("RETURNING") && bare_sql.contains("RETURNING") {
+                    continue;
+                }
+                let sql = template.replace("{}", bare_sql);
+                // Some wrappings are not valid SQL (INSERT ... RETURNING in COPY is; others
+                // are refused by the parser): those cannot reach Postgres either.
+                let Ok(all) = analyze_uncached(&sql) else {
+                    continue;
+                };
+                let wrapped = &all[0];
+                assert!(wrapped.writes, "{sql}");
+                assert!(
+                    !bare.unfiltered_write || wrapped.unfiltered_write,
+                    "{sql}: the bare statement is an unfiltered write"
+                );
+                for table in &bare.tables_written {
+                    assert!(wrapped.tables_written.contains(table), "{sql}: {table}");
+                }
+                if same_kind {
+                    assert_eq!(wrapped.kind, bare.kind, "{sql}");
+                }
+            }
+        }
     }
 
     #[test]

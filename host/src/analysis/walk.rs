@@ -19,7 +19,8 @@ pub struct Found {
     pub functions: Vec<String>,
     /// A data-modifying statement anywhere in the tree (CTEs, EXPLAIN, rules...).
     pub nested_write: bool,
-    /// An UPDATE or DELETE without WHERE anywhere in the tree.
+    /// A write that can reach every row of its table anywhere in the tree (an UPDATE or
+    /// DELETE without a WHERE on its rows, a MERGE action no condition limits: `filter.rs`).
     pub unfiltered_write: bool,
 }
 
@@ -181,9 +182,7 @@ impl Walker {
             }
             k if WRITE_NODES.contains(&k) => {
                 self.found.nested_write = true;
-                if matches!(k, "UpdateStmt" | "DeleteStmt")
-                    && inner.get("where_clause").is_none_or(Value::is_null)
-                {
+                if super::filter::unfiltered(k, inner) {
                     self.found.unfiltered_write = true;
                 }
             }

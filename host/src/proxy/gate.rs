@@ -13,9 +13,10 @@ use super::Shared;
 use super::frame::{Frame, FrameReader, FrameWriter};
 use super::masker::{Tracker, Unplannable};
 use super::messages::{self, sqlstate};
+use super::prepared::NamedStatements;
 use super::refusal::Refusals;
 use super::trail::{Decided, Trail};
-use crate::analysis::Statement;
+use crate::analysis::{PreparedOp, Statement, Wrapper};
 use crate::approvals::{self, ApprovalError, NewRequest, Opened, Routing};
 use crate::masking;
 use crate::plugins::{PluginHost, PluginSet, SessionMaskers, SessionPlugins, wit};
@@ -55,9 +56,9 @@ pub struct Gate {
     held: Option<HeldParse>,
     /// Named statements a policy sends for approval: every Bind of them is held.
     approval_per_bind: HashMap<String, Arc<NeedsApproval>>,
-    /// Likewise for statements prepared with SQL PREPARE (with the PREPARE's text, shown to
-    /// approvers): every EXECUTE of them is held.
-    approval_per_execute: HashMap<String, (Decider, String)>,
+    /// Named prepared statements, so that EXECUTE (and a Bind of a SQL-prepared name) is
+    /// judged as what it runs.
+    named: NamedStatements,
     signals: HoldSignals,
     trail: Trail,
     /// Announces answers to the masking side of the upstream direction (`None` without a
@@ -102,7 +103,7 @@ impl Gate {
             statements: 0,
             held: None,
             approval_per_bind: HashMap::new(),
-            approval_per_execute: HashMap::new(),
+            named: NamedStatements::default(),
             signals,
         }
     }
@@ -154,6 +155,7 @@ impl Gate {
                 None => {
                     self.trail.prepared("", id, self.last.statements.as_deref());
                     self.track_parse("");
+                    self.forwarded();
                     out.queue(held.frame.raw())
                 }
                 Some((code, message)) => {
@@ -177,6 +179,7 @@ impl Gate {
                         if let Some(tracker) = &mut self.tracker {
                             tracker.query(self.last.statements.as_deref().unwrap_or_default());
                         }
+                        self.forwarded();
                         out.queue(frame.raw())
                     }
                     Some((code, message)) => {
@@ -217,6 +220,10 @@ impl Gate {
                         self.trail
                             .prepared(name, id, self.last.statements.as_deref());
                         self.track_parse(name);
+                        self.forwarded();
+                        if !name.is_empty() {
+                            self.named.parsed(name, sql.unwrap_or(""));
+                        }
                         out.queue(frame.raw())
                     }
                     Some((code, message)) => {
@@ -227,7 +234,11 @@ impl Gate {
             }
             // Bind is per execution: the statement name is only read once some named
             // statement in this session needs approval, or for the audit record.
-            b'B' if self.approval_per_bind.is_empty() && !auditing && !self.tracking() => {
+            b'B' if self.approval_per_bind.is_empty()
+                && !self.named.any_sql_defined()
+                && !auditing
+                && !self.tracking() =>
+            {
                 out.queue(frame.raw())
             }
             b'B' => {
@@ -236,7 +247,8 @@ impl Gate {
                 let named = (!statement.is_empty())
                     .then(|| self.approval_per_bind.get(statement).cloned())
                     .flatten();
-                let params = if named.is_some() {
+                let sql_prepared = !statement.is_empty() && self.named.sql_defined(statement);
+                let params = if named.is_some() || sql_prepared {
                     bind_params(frame.body()).unwrap_or_default()
                 } else {
                     Vec::new()
@@ -248,9 +260,11 @@ impl Gate {
                         ..Decided::default()
                     },
                 };
-                let mut refusal = match named {
-                    None => None,
-                    Some(approval) => self.hold(&approval, &params, client).await,
+                let mut refusal = match (named, sql_prepared) {
+                    (Some(approval), _) => self.hold(&approval, &params, client).await,
+                    // A Bind of a name SQL PREPARE made runs what it prepared, like EXECUTE.
+                    (None, true) => self.check_bound(statement, &params, client).await,
+                    (None, false) => None,
                 };
                 if auditing {
                     let decided = std::mem::take(&mut self.last.decided);
@@ -296,7 +310,9 @@ impl Gate {
             }
             b'C' => {
                 if let Some((&b'S', name)) = frame.body().split_first() {
-                    self.approval_per_bind.remove(cstr(name).0.unwrap_or(""));
+                    let name = cstr(name).0.unwrap_or("");
+                    self.approval_per_bind.remove(name);
+                    self.named.closed(name);
                 }
                 if let Some(tracker) = &mut self.tracker {
                     tracker.close(frame.body());
@@ -360,15 +376,15 @@ impl Gate {
         let set = host.current();
         let mut declared: Vec<&str> = Vec::new();
         for statement in statements {
-            let local = match statement.command.as_str() {
-                "DeclareCursorStmt" => statement.cursor.as_deref(),
-                "PrepareStmt" => statement.prepared_name.as_deref(),
+            let local = match (&statement.wrapper, &statement.prepared) {
+                (Some(Wrapper::DeclareCursor), _) => statement.cursor.as_deref(),
+                (_, Some(PreparedOp::Prepare(name))) => Some(name.as_str()),
                 _ => None,
             };
             declared.extend(local);
-            let uses = match statement.command.as_str() {
-                "FetchStmt" => statement.cursor.as_deref(),
-                "ExecuteStmt" => statement.prepared_name.as_deref(),
+            let uses = match (statement.command.as_str(), &statement.prepared) {
+                ("FetchStmt", _) => statement.cursor.as_deref(),
+                ("ExecuteStmt", Some(PreparedOp::Execute(name))) => Some(name.as_str()),
                 _ => None,
             };
             let declared_here = uses.is_some_and(|name| declared.contains(&name));
@@ -492,45 +508,97 @@ impl Gate {
         let Some(plugins) = plugins else {
             return Judgement::Pass;
         };
+        // Executions of named statements are judged as what they run.
+        let resolved = match self.named.resolve(&self.shared.analyzer, &statements) {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                span.in_scope(|| tracing::info!(error = %e, "execution refused"));
+                self.last.decided.decision = "deny";
+                return Judgement::Refuse(sqlstate::INSUFFICIENT_PRIVILEGE, format!("sluice: {e}"));
+            }
+        };
+        // A string that only prepares runs nothing: when it needs approval it passes, and each
+        // execution of what it prepared is held instead.
+        let only_prepares = statements
+            .iter()
+            .all(|s| s.wrapper == Some(Wrapper::Prepare));
+        self.decide(&plugins, sql, resolved, params, only_prepares, span)
+            .await
+    }
+
+    /// A Bind of `name`, a statement SQL PREPARE made, judged as what it runs: `None` lets it
+    /// through (held for approval first if a policy says so).
+    async fn check_bound<R: AsyncRead + Unpin>(
+        &mut self,
+        name: &str,
+        params: &[Option<String>],
+        client: &mut FrameReader<R>,
+    ) -> Option<(&'static str, String)> {
+        let plugins = self
+            .instances
+            .as_ref()
+            .map(|i| i.host().current())
+            .filter(|p| !p.policies.is_empty())?;
+        self.statements += 1;
+        let span = tracing::debug_span!("statement", sluice.statement = self.statements);
+        let execute = format!("EXECUTE \"{}\"", name.replace('"', "\"\""));
+        let resolved = self
+            .shared
+            .analyzer
+            .analyze(&execute)
+            .map_err(|e| e.to_string())
+            .and_then(|statements| {
+                self.named
+                    .resolve(&self.shared.analyzer, &statements)
+                    .map_err(|e| e.to_string())
+            });
+        let resolved = match resolved {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                self.last.decided.decision = "deny";
+                return Some((sqlstate::INSUFFICIENT_PRIVILEGE, format!("sluice: {e}")));
+            }
+        };
+        match self
+            .decide(&plugins, &execute, resolved, params, false, span)
+            .await
+        {
+            Judgement::Pass => None,
+            Judgement::Refuse(code, message) => Some((code, message)),
+            Judgement::Approval(approval) => self.hold(&approval, params, client).await,
+        }
+    }
+
+    /// The policies' verdict on `statements` (executions already resolved), sent as `sql`.
+    async fn decide(
+        &mut self,
+        plugins: &PluginSet,
+        sql: &str,
+        statements: Vec<Statement>,
+        params: &[Option<String>],
+        only_prepares: bool,
+        span: tracing::Span,
+    ) -> Judgement {
         let Some(instances) = self.instances.as_mut() else {
             return Judgement::Pass;
         };
-        let mut verdict = policy::decide(&plugins, instances, &self.info, &statements, params)
+        let mut verdict = policy::decide(plugins, instances, &self.info, &statements, params)
             .instrument(span.clone())
             .await;
-        if let Verdict::RequireApproval(decider) = &verdict {
-            // What a SQL PREPARE sends for approval, every EXECUTE of it needs (never forgotten:
-            // a DEALLOCATE can fail, and keeping the requirement only errs on the safe side).
-            // A string that only prepares runs nothing, so it passes; its EXECUTEs are held.
-            for prepare in statements.iter().filter(|s| s.command == "PrepareStmt") {
-                if let Some(name) = &prepare.prepared_name {
-                    self.approval_per_execute
-                        .insert(name.clone(), (decider.clone(), prepare.text.clone()));
-                }
-            }
-            if statements.iter().all(|s| s.command == "PrepareStmt") {
-                verdict = Verdict::Allow;
-            }
+        if only_prepares && matches!(verdict, Verdict::RequireApproval(_)) {
+            verdict = Verdict::Allow;
         }
-        let mut scoped = true;
-        let mut shown = sql.to_owned();
-        // Nothing to look up until a SQL PREPARE needed approval in this session.
-        if matches!(verdict, Verdict::Allow) && !self.approval_per_execute.is_empty() {
-            for execute in statements.iter().filter(|s| s.command == "ExecuteStmt") {
-                let prepared = execute
-                    .prepared_name
-                    .as_deref()
-                    .and_then(|name| self.approval_per_execute.get(name).map(|p| (name, p)));
-                if let Some((name, (decider, prepared_as))) = prepared {
-                    // Approvers must see what runs, and a scoped grant for "EXECUTE name" would
-                    // cover whatever is prepared under that name later: none applies here.
-                    shown = format!("{sql}\n-- {name} was prepared as: {prepared_as}");
-                    scoped = false;
-                    verdict = Verdict::RequireApproval(decider.clone());
-                    break;
-                }
-            }
-        }
+        let executes = statements
+            .iter()
+            .any(|s| s.wrapper == Some(Wrapper::Execute));
+        // Approvers must see what runs; and a scoped grant for "EXECUTE name" would cover
+        // whatever is prepared under that name later, so none applies to an execution.
+        let (shown, scoped) = if executes {
+            let texts: Vec<&str> = statements.iter().map(|s| s.text.as_str()).collect();
+            (texts.join(";\n"), false)
+        } else {
+            (sql.to_owned(), true)
+        };
         match &verdict {
             Verdict::Allow => {}
             Verdict::Deny(d) | Verdict::RequireApproval(d) => {
@@ -561,10 +629,18 @@ impl Gate {
             Verdict::RequireApproval(decider) => Judgement::Approval(Arc::new(NeedsApproval {
                 decider,
                 sql: shown,
-                statements,
+                statements: statements.into(),
                 scoped,
                 span,
             })),
+        }
+    }
+
+    /// The statement text last judged went upstream: what it prepares or deallocates now
+    /// defines the session's names.
+    fn forwarded(&mut self) {
+        if let Some(statements) = &self.last.statements {
+            self.named.forwarded(statements);
         }
     }
 }

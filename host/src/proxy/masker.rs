@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use super::Shared;
 use super::frame::{Frame, FrameWriter};
 use super::messages;
-use crate::analysis::{Statement, StatementKind};
+use crate::analysis::{PreparedOp, Statement, StatementKind, Wrapper};
 use crate::audit::{Event, MaskedColumn};
 use crate::masking::{self, Action, Catalog, Field, Plan};
 use crate::plugins::{PluginSet, SessionMaskers, wit};
@@ -144,19 +144,19 @@ impl Tracker {
     /// What `statement`'s result rows carry: for FETCH and EXECUTE, the DECLARE's or
     /// PREPARE's statement.
     pub fn lineage_source(&self, statement: &Statement) -> Result<Statement, Unplannable> {
-        let known = match statement.command.as_str() {
-            "FetchStmt" => statement.cursor.as_ref().map(|name| {
+        let known = match (statement.command.as_str(), &statement.prepared) {
+            ("FetchStmt", _) => statement.cursor.as_ref().map(|name| {
                 self.cursors
                     .get(name)
                     .cloned()
                     .ok_or(Unplannable::Unknown("cursor", name.clone()))
             }),
-            "ExecuteStmt" => statement.prepared_name.as_ref().map(|name| {
+            ("ExecuteStmt", Some(PreparedOp::Execute(name))) => Some(
                 self.sql_prepared
                     .get(name)
                     .cloned()
-                    .ok_or(Unplannable::Unknown("prepared statement", name.clone()))
-            }),
+                    .ok_or(Unplannable::Unknown("prepared statement", name.clone())),
+            ),
             _ => None,
         };
         known.unwrap_or_else(|| Ok(statement.clone()))
@@ -164,16 +164,14 @@ impl Tracker {
 
     /// Remembers what a statement that went upstream declares or prepares, and marks DDL.
     fn remember(&mut self, statement: &Statement) {
-        match statement.command.as_str() {
-            "DeclareCursorStmt" => {
+        match (&statement.wrapper, &statement.prepared) {
+            (Some(Wrapper::DeclareCursor), _) => {
                 if let Some(name) = &statement.cursor {
                     self.cursors.insert(name.clone(), statement.clone());
                 }
             }
-            "PrepareStmt" => {
-                if let Some(name) = &statement.prepared_name {
-                    self.sql_prepared.insert(name.clone(), statement.clone());
-                }
+            (_, Some(PreparedOp::Prepare(name))) => {
+                self.sql_prepared.insert(name.clone(), statement.clone());
             }
             _ => {}
         }

@@ -9,6 +9,7 @@ mod limits;
 mod login;
 mod masker;
 pub mod messages;
+mod prepared;
 mod refusal;
 mod session;
 mod stall;
