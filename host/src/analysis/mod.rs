@@ -5,11 +5,13 @@
 mod effect;
 mod filter;
 mod lineage;
+mod settings;
 mod shape;
 mod walk;
 
 pub use effect::Effect;
 pub use lineage::{Lineage, Ref};
+pub use settings::{SettingChange, SettingValue};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,8 +161,12 @@ pub struct Facts {
     pub command: String,
     /// When the client's statement wraps the one that runs (see [`Wrapper`]).
     pub wrapper: Option<Wrapper>,
-    /// SET/RESET/SHOW parameter, lower case.
+    /// SET/RESET/SHOW parameter, lower case; for any other statement that changes settings
+    /// (`set_config`, a function's or role's `SET` clause, `ALTER SYSTEM`), the one it
+    /// changes, or `*` when it changes several or one it does not name.
     pub parameter: Option<String>,
+    /// Every setting the statement changes, wherever in it (see `settings.rs`).
+    pub settings: Vec<SettingChange>,
     /// What the statement does to the session's named prepared statements.
     pub prepared: Option<PreparedOp>,
     /// The cursor a DECLARE creates or a FETCH, MOVE or CLOSE uses.
@@ -244,7 +250,9 @@ impl Analyzer {
                     .collect());
             }
             (None, Some(key)) => analyze_uncached(sql).map(|statements| {
-                if statements.len() != 1 {
+                // A statement that changes settings may name them in constants
+                // (`set_config('search_path', ...)`): its facts hold for its own text only.
+                if statements.len() != 1 || !statements[0].settings.is_empty() {
                     return statements;
                 }
                 static NEXT_SHAPE: AtomicU64 = AtomicU64::new(1);
@@ -320,6 +328,18 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
             .map(str::to_ascii_lowercase),
         _ => None,
     };
+    let settings = settings::changes(tree);
+    let parameter = match kind {
+        StatementKind::Set | StatementKind::Reset | StatementKind::Show => parameter,
+        _ => match settings.as_slice() {
+            [] => None,
+            [only] => Some(only.name.clone()),
+            [first, rest @ ..] if rest.iter().all(|s| s.name == first.name) => {
+                Some(first.name.clone())
+            }
+            _ => Some("*".to_owned()),
+        },
+    };
     let prepared = prepared_op(sent_type, sent, node_type, node);
     let wrapper = match prepared {
         Some(PreparedOp::Execute(_)) => Some(Wrapper::Execute),
@@ -354,6 +374,7 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
         command: node_type.to_owned(),
         wrapper,
         parameter,
+        settings,
         prepared,
         cursor,
         tables_read: found.tables_read,
@@ -773,6 +794,20 @@ mod tests {
         assert!(Arc::ptr_eq(&c[0].facts, &d[0].facts));
         assert_eq!(a[0].tables_read, d[0].tables_read);
         assert_eq!(analyzer.shapes.len(), 2);
+    }
+
+    #[test]
+    fn settings_named_in_constants_are_never_taken_from_another_text_of_the_shape() {
+        let analyzer = Analyzer::default();
+        let first = analyzer
+            .analyze("SELECT set_config('work_mem', '8MB', false)")
+            .unwrap();
+        let second = analyzer
+            .analyze("SELECT set_config('search_path', 'evil', false)")
+            .unwrap();
+        assert_eq!(first[0].parameter.as_deref(), Some("work_mem"));
+        assert_eq!(second[0].parameter.as_deref(), Some("search_path"));
+        assert_eq!(second[0].shape, None);
     }
 
     #[test]

@@ -500,6 +500,16 @@ impl Gate {
             }
         };
         self.last.statements = Some(statements.clone());
+        // Postgres must go on reading the bytes as the gateway does.
+        if let Some(why) = statements
+            .iter()
+            .flat_map(|s| &s.settings)
+            .find_map(super::reading::refused_change)
+        {
+            span.in_scope(|| tracing::info!(reason = %why, "statement refused"));
+            self.last.decided.decision = "deny";
+            return Judgement::Refuse(sqlstate::INSUFFICIENT_PRIVILEGE, format!("sluice: {why}"));
+        }
         if masking && let Some(reason) = self.masking_refusal(&statements).await {
             span.in_scope(|| tracing::info!(%reason, "statement refused by masking"));
             self.last.decided.decision = "deny";

@@ -10,6 +10,7 @@ mod login;
 mod masker;
 pub mod messages;
 mod prepared;
+mod reading;
 mod refusal;
 mod session;
 mod stall;

@@ -43,6 +43,9 @@ pub enum SessionEnd {
     UpstreamIo(std::io::Error),
     /// Answers waited for audit records that could not be made durable.
     AuditFailed,
+    /// The upstream reported a setting that makes it read statements differently from the
+    /// gateway (`reading.rs`).
+    ReadingChanged(String),
 }
 
 /// Message types a client may send after login: simple query, extended query, COPY
@@ -100,6 +103,7 @@ impl SessionEnd {
             SessionEnd::ClientIo(_) => "client_io_error",
             SessionEnd::UpstreamIo(_) => "upstream_io_error",
             SessionEnd::AuditFailed => "audit_failed",
+            SessionEnd::ReadingChanged(_) => "reading_changed",
         }
     }
 }
@@ -188,6 +192,10 @@ pub async fn run(
         SessionEnd::AuditFailed => Some(messages::fatal(
             sqlstate::IO_ERROR,
             "terminating connection because the audit log cannot be made durable",
+        )),
+        SessionEnd::ReadingChanged(why) => Some(messages::fatal(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            &format!("sluice: {why}"),
         )),
         SessionEnd::UpstreamProtocol(_)
         | SessionEnd::UpstreamIo(_)
@@ -306,6 +314,12 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
             Err(e) => return SessionEnd::UpstreamProtocol(e.to_string()),
         };
         while let Some(frame) = next {
+            if frame.tag() == b'S'
+                && let Some(why) = reading_changed(frame.body())
+            {
+                tracing::warn!(reason = %why, "session ended: the upstream reads statements differently now");
+                return SessionEnd::ReadingChanged(why);
+            }
             said_fatal = frame.tag() == b'E' && is_fatal(frame.body());
             rows_queued |= frame.tag() == b'D';
             if let Some(results) = results.as_deref_mut() {
@@ -415,6 +429,14 @@ fn relay_rows<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             })
         }),
     }
+}
+
+/// Why a ParameterStatus body shows the upstream reading statements differently, if it does.
+fn reading_changed(body: &[u8]) -> Option<String> {
+    let mut parts = body.split(|&b| b == 0);
+    let name = std::str::from_utf8(parts.next()?).ok()?;
+    let value = String::from_utf8_lossy(parts.next().unwrap_or_default());
+    super::reading::diverged(name, &value)
 }
 
 fn is_fatal(error_body: &[u8]) -> bool {

@@ -1,11 +1,14 @@
 //! Which startup parameters a client may pass to Postgres. Startup parameters and `options` can
 //! change who the session acts as (`role`, `session_authorization`) or what names resolve to
 //! (`search_path`), so only settings known to be harmless pass; anything else is refused by name.
+//! `client_encoding` passes only as UTF8 (or SQL_ASCII, read the same over a UTF-8 database):
+//! the gateway itself logs in with UTF8 and standard-conforming strings (see `reading.rs`).
+
+use super::reading;
 
 /// Startup parameters relayed to Postgres as they are (compared case-insensitively, as Postgres
 /// compares setting names).
 const RELAYED_PARAMS: &[&str] = &[
-    "client_encoding",
     "datestyle",
     "timezone",
     "extra_float_digits",
@@ -84,6 +87,8 @@ impl ClientStartup {
                     ));
                 }
                 _ if lower.starts_with("_pq_.") => startup.protocol_options.push(name),
+                // Checked, then replaced by the gateway's own (see `upstream_params`).
+                "client_encoding" => check_client_encoding(&value)?,
                 _ if RELAYED_PARAMS.contains(&lower.as_str()) => {
                     startup.settings.push((name, value))
                 }
@@ -95,6 +100,14 @@ impl ClientStartup {
                 }
             }
         }
+        for (name, value) in &startup.option_settings {
+            if name == "client_encoding" {
+                check_client_encoding(value)?;
+            }
+        }
+        startup
+            .option_settings
+            .retain(|(name, _)| name != "client_encoding");
         startup.user = user.filter(|u| !u.is_empty()).ok_or_else(|| {
             refuse(
                 PROTOCOL_VIOLATION,
@@ -126,6 +139,16 @@ impl ClientStartup {
             ("application_name".to_owned(), application_name),
         ];
         params.extend(self.settings.iter().cloned());
+        // After the client's: one reading of the bytes for the whole session. As startup
+        // parameters they also override any ALTER ROLE or ALTER DATABASE default.
+        params.push((
+            "client_encoding".to_owned(),
+            reading::CLIENT_ENCODING.to_owned(),
+        ));
+        params.push((
+            "standard_conforming_strings".to_owned(),
+            reading::STANDARD_CONFORMING_STRINGS.to_owned(),
+        ));
         if !self.option_settings.is_empty() {
             let options = self
                 .option_settings
@@ -137,6 +160,19 @@ impl ClientStartup {
         }
         params
     }
+}
+
+fn check_client_encoding(value: &str) -> Result<(), Refusal> {
+    if reading::acceptable_client_encoding(value) {
+        return Ok(());
+    }
+    Err(refuse(
+        super::messages::sqlstate::INSUFFICIENT_PRIVILEGE,
+        format!(
+            "client_encoding \"{value}\" is not allowed through sluice: sessions read statements as {}",
+            reading::CLIENT_ENCODING
+        ),
+    ))
 }
 
 /// Splits `options` the way Postgres does (whitespace separates, backslash escapes the next
@@ -307,6 +343,32 @@ mod tests {
             ("application_name".into(), "sluice:agent-7:psql".into())
         );
         assert!(up.contains(&("client_encoding".into(), "UTF8".into())));
+        assert!(up.contains(&("standard_conforming_strings".into(), "on".into())));
+    }
+
+    #[test]
+    fn only_utf8_is_a_client_encoding_and_the_gateway_sends_its_own() {
+        for (name, value) in [
+            ("client_encoding", "SJIS"),
+            ("client_encoding", "big5"),
+            ("options", "-c client_encoding=GBK"),
+            ("options", "--client-encoding=LATIN1"),
+        ] {
+            let err =
+                ClientStartup::from_params(params(&[("user", "a"), (name, value)])).unwrap_err();
+            assert_eq!(err.code, "42501");
+            assert!(err.message.contains("client_encoding"), "{err:?}");
+        }
+        let s = ClientStartup::from_params(params(&[
+            ("user", "a"),
+            ("client_encoding", "SQL_ASCII"),
+            ("options", "-c client_encoding=utf-8"),
+        ]))
+        .unwrap();
+        let up = s.upstream_params("a", "gw", "app");
+        let encodings: Vec<_> = up.iter().filter(|(k, _)| k == "client_encoding").collect();
+        assert_eq!(encodings, [&("client_encoding".into(), "UTF8".into())]);
+        assert!(!up.iter().any(|(k, _)| k == "options"));
     }
 
     #[test]

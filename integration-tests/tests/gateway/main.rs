@@ -15,6 +15,7 @@ mod limits;
 mod login;
 mod masking;
 mod metrics;
+mod one_reading;
 mod plugin_faults;
 mod plugin_reload;
 mod policy;

@@ -1,0 +1,248 @@
+//! The settings a statement changes, in every way a statement can change one: `SET` (`LOCAL`,
+//! `SESSION`, `NAMES`, `TIME ZONE`...), `RESET`, `set_config(...)`, a function's or procedure's
+//! `SET` clause, `ALTER ROLE|DATABASE ... SET`, `ALTER SYSTEM`. All of them carry a
+//! `VariableSetStmt` somewhere in the parse tree, or call `set_config`, so one walk over the
+//! whole tree finds them wherever they hide.
+
+use serde_json::Value;
+
+use super::walk::qualified_name;
+
+/// One setting a statement changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingChange {
+    /// The setting's name in lower case; `*` for `RESET ALL` and for a `set_config` whose
+    /// name is not a literal (any setting could be meant).
+    pub name: String,
+    pub value: SettingValue,
+}
+
+/// What a change sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingValue {
+    /// A constant (`'x'`, `42`, `on`).
+    Literal(String),
+    /// The session's default back (`RESET`, `SET ... TO DEFAULT`).
+    Default,
+    /// Anything else: a parameter, an expression, a list, `FROM CURRENT`.
+    Computed,
+}
+
+impl SettingValue {
+    /// The literal text, if it is one.
+    pub fn literal(&self) -> Option<&str> {
+        match self {
+            SettingValue::Literal(text) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+/// pg_query's `VariableSetKind`: 1 VAR_SET_VALUE, 2 VAR_SET_DEFAULT, 3 VAR_SET_CURRENT,
+/// 4 VAR_SET_MULTI, 5 VAR_RESET, 6 VAR_RESET_ALL.
+const VAR_SET_VALUE: i64 = 1;
+const VAR_SET_DEFAULT: i64 = 2;
+const VAR_RESET: i64 = 5;
+const VAR_RESET_ALL: i64 = 6;
+
+pub fn changes(tree: &Value) -> Vec<SettingChange> {
+    let mut found = Vec::new();
+    collect(tree, &mut found);
+    found
+}
+
+fn collect(value: &Value, found: &mut Vec<SettingChange>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                match key.as_str() {
+                    // `setstmt` holds a bare VariableSetStmt (ALTER ROLE, DATABASE, SYSTEM).
+                    "VariableSetStmt" | "setstmt" if inner.is_object() => {
+                        found.push(variable_set(inner))
+                    }
+                    "FuncCall" if is_set_config(inner) => found.push(set_config(inner)),
+                    _ => {}
+                }
+                collect(inner, found);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect(v, found)),
+        _ => {}
+    }
+}
+
+fn variable_set(stmt: &Value) -> SettingChange {
+    let kind = stmt.get("kind").and_then(Value::as_i64);
+    let name = stmt
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty() && kind != Some(VAR_RESET_ALL))
+        .map_or_else(|| "*".to_owned(), str::to_ascii_lowercase);
+    let value = match kind {
+        Some(VAR_SET_VALUE) => {
+            let args = stmt.get("args").and_then(Value::as_array);
+            match args.map(Vec::as_slice) {
+                Some([only]) => literal(only).map_or(SettingValue::Computed, SettingValue::Literal),
+                _ => SettingValue::Computed,
+            }
+        }
+        Some(VAR_SET_DEFAULT | VAR_RESET | VAR_RESET_ALL) => SettingValue::Default,
+        _ => SettingValue::Computed,
+    };
+    SettingChange { name, value }
+}
+
+fn is_set_config(call: &Value) -> bool {
+    let name = qualified_name(call.get("funcname")).to_ascii_lowercase();
+    name == "set_config" || name == "pg_catalog.set_config"
+}
+
+fn set_config(call: &Value) -> SettingChange {
+    let args = call.get("args").and_then(Value::as_array);
+    let arg = |i: usize| args.and_then(|a| a.get(i)).and_then(literal);
+    SettingChange {
+        name: arg(0).map_or_else(|| "*".to_owned(), |n| n.to_ascii_lowercase()),
+        value: arg(1).map_or(SettingValue::Computed, SettingValue::Literal),
+    }
+}
+
+/// The text of a constant (`'x'`, `42`, `on`, `'x'::text`).
+fn literal(value: &Value) -> Option<String> {
+    let node = value.get("node").unwrap_or(value);
+    if let Some(cast) = node.pointer("/TypeCast/arg") {
+        return literal(cast);
+    }
+    let constant = node.get("AConst")?;
+    if let Some(s) = constant.pointer("/val/Sval/sval").and_then(Value::as_str) {
+        return Some(s.to_owned());
+    }
+    if let Some(i) = constant.pointer("/val/Ival/ival").and_then(Value::as_i64) {
+        return Some(i.to_string());
+    }
+    if let Some(f) = constant.pointer("/val/Fval/fval").and_then(Value::as_str) {
+        return Some(f.to_owned());
+    }
+    if let Some(b) = constant
+        .pointer("/val/Boolval/boolval")
+        .and_then(Value::as_bool)
+    {
+        return Some(if b { "on" } else { "off" }.to_owned());
+    }
+    // `SET x = 0`: a zero integer is serialised without its value.
+    constant
+        .pointer("/val/Ival")
+        .filter(|v| v.get("ival").is_none())
+        .map(|_| "0".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SettingChange, SettingValue};
+    use crate::analysis::analyze_uncached;
+
+    fn changes(sql: &str) -> Vec<(String, SettingValue)> {
+        analyze_uncached(sql)
+            .unwrap()
+            .iter()
+            .flat_map(|s| s.settings.clone())
+            .map(|SettingChange { name, value }| (name, value))
+            .collect()
+    }
+
+    fn lit(text: &str) -> SettingValue {
+        SettingValue::Literal(text.into())
+    }
+
+    fn named(sql: &str) -> Vec<String> {
+        changes(sql).into_iter().map(|(n, _)| n).collect()
+    }
+
+    #[test]
+    fn every_way_of_changing_a_setting_is_found() {
+        for (sql, setting) in [
+            ("SET search_path = evil, public", "search_path"),
+            ("SET LOCAL search_path TO evil", "search_path"),
+            ("SET SESSION search_path = DEFAULT", "search_path"),
+            ("RESET search_path", "search_path"),
+            ("SET NAMES 'SJIS'", "client_encoding"),
+            ("SET client_encoding = 'BIG5'", "client_encoding"),
+            (
+                "SELECT set_config('search_path', 'evil', false)",
+                "search_path",
+            ),
+            (
+                "SELECT pg_catalog.set_config('Search_Path', 'evil', true)",
+                "search_path",
+            ),
+            (
+                "SELECT 1 WHERE set_config('role', 'admin', false) IS NOT NULL",
+                "role",
+            ),
+            (
+                "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = evil AS 'SELECT 1'",
+                "search_path",
+            ),
+            ("ALTER FUNCTION f() SET search_path = evil", "search_path"),
+            ("ALTER PROCEDURE p() RESET search_path", "search_path"),
+            ("ALTER ROLE bob SET search_path = evil", "search_path"),
+            (
+                "ALTER DATABASE app SET standard_conforming_strings = off",
+                "standard_conforming_strings",
+            ),
+            ("ALTER SYSTEM SET backslash_quote = on", "backslash_quote"),
+            ("SET ROLE admin", "role"),
+            ("SET SESSION AUTHORIZATION admin", "session_authorization"),
+            ("RESET ALL", "*"),
+            ("SELECT set_config(current_user, 'x', false)", "*"),
+            (
+                "PREPARE p AS SELECT set_config('search_path', $1, false)",
+                "search_path",
+            ),
+            (
+                "EXPLAIN ANALYZE SELECT set_config('search_path', 'x', false)",
+                "search_path",
+            ),
+        ] {
+            assert!(
+                named(sql).contains(&setting.to_owned()),
+                "{sql}: {:?}",
+                named(sql)
+            );
+        }
+        assert!(named("SELECT current_setting('search_path')").is_empty());
+        assert!(named("SHOW search_path").is_empty());
+    }
+
+    #[test]
+    fn literal_values_are_kept() {
+        assert_eq!(
+            changes("SET client_encoding = 'SJIS'"),
+            [("client_encoding".into(), lit("SJIS"))]
+        );
+        assert_eq!(
+            changes("SET standard_conforming_strings = off"),
+            [("standard_conforming_strings".into(), lit("off"))]
+        );
+        assert_eq!(
+            changes("SET statement_timeout = 0"),
+            [("statement_timeout".into(), lit("0"))]
+        );
+        assert_eq!(
+            changes("SET statement_timeout = '5min'"),
+            [("statement_timeout".into(), lit("5min"))]
+        );
+        assert_eq!(
+            changes("SELECT set_config('statement_timeout', $1, false)"),
+            [("statement_timeout".into(), SettingValue::Computed)]
+        );
+        assert_eq!(
+            changes("RESET client_encoding"),
+            [("client_encoding".into(), SettingValue::Default)]
+        );
+        assert_eq!(
+            changes("SET client_encoding TO DEFAULT"),
+            [("client_encoding".into(), SettingValue::Default)]
+        );
+        assert_eq!(changes("RESET ALL"), [("*".into(), SettingValue::Default)]);
+    }
+}
