@@ -195,7 +195,7 @@ pub async fn run(
         )),
         SessionEnd::ReadingChanged(why) => Some(messages::fatal(
             sqlstate::INSUFFICIENT_PRIVILEGE,
-            &format!("sluice: {why}"),
+            format!("sluice: {why}"),
         )),
         SessionEnd::UpstreamProtocol(_)
         | SessionEnd::UpstreamIo(_)
