@@ -74,9 +74,13 @@ pub struct ServerConfig {
     /// How long sessions may run on after SIGTERM before they are closed.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// Largest protocol message accepted from a client or an upstream, in bytes.
+    /// Largest protocol message accepted from a client, in bytes.
     #[serde(default = "default_max_message_size")]
     pub max_message_size: usize,
+    /// Largest protocol message accepted from an upstream, in bytes. Postgres sends rows as
+    /// large as its 1 GB value limit; a larger message ends the session with 54000 naming this.
+    #[serde(default = "default_max_upstream_message_size")]
+    pub max_upstream_message_size: usize,
     /// Session threads; 0 (the default) means one per CPU core.
     #[serde(default)]
     pub workers: usize,
@@ -441,6 +445,10 @@ fn default_shutdown_grace() -> Duration {
 }
 fn default_max_message_size() -> usize {
     256 * 1024 * 1024
+}
+fn default_max_upstream_message_size() -> usize {
+    // A 1 GB value in a row, with its length fields and a little more.
+    1024 * 1024 * 1024 + 64 * 1024 * 1024
 }
 fn default_login_timeout() -> Duration {
     Duration::from_secs(30)

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -180,6 +180,7 @@ tls = "disable"
             Some((tracker, masker)) => (Some(tracker), Some(masker)),
             None => (None, None),
         };
+        let copy_in = Arc::new(AtomicBool::new(false));
         let mut gate = Gate::new(
             self.shared.clone(),
             info,
@@ -187,6 +188,7 @@ tls = "disable"
             signals,
             trail,
             tracker,
+            copy_in.clone(),
         );
         let mut client_in =
             FrameReader::new(from_client, MAX_MESSAGE).accepting(session::client_may_send);
@@ -207,6 +209,7 @@ tls = "disable"
                     &mut to_client,
                     &refusals,
                     &cycles_done,
+                    &copy_in,
                     &mut notices_in,
                     results.as_mut(),
                     masker.as_mut(),

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Buf, Bytes};
 use tokio::io::AsyncRead;
@@ -69,6 +70,9 @@ pub struct Gate {
     /// How the statement text last judged (or the execution last held) was decided, for its
     /// audit record.
     last: Last,
+    /// Set by the upstream direction when Postgres starts a COPY FROM STDIN (CopyInResponse),
+    /// cleared here when the client ends it: CopyData, CopyDone and CopyFail belong inside.
+    copy_in: Arc<AtomicBool>,
 }
 
 /// The analysis and decision of the last statement text judged.
@@ -86,6 +90,7 @@ impl Gate {
         signals: HoldSignals,
         trail: Trail,
         tracker: Option<Tracker>,
+        copy_in: Arc<AtomicBool>,
     ) -> Gate {
         let instances = shared.plugins.clone().map(SessionPlugins::new);
         let maskers = shared.plugins.clone().map(SessionMaskers::new);
@@ -105,6 +110,7 @@ impl Gate {
             approval_per_bind: HashMap::new(),
             named: NamedStatements::default(),
             signals,
+            copy_in,
         }
     }
 
@@ -129,13 +135,31 @@ impl Gate {
     /// Queues on `out` what goes upstream for `frame` (possibly nothing yet, possibly a held
     /// message first).
     /// `client` is watched while a statement is held for approval, so that a client that
-    /// leaves withdraws its request.
+    /// leaves withdraws its request. An error is a protocol violation that ends the session.
     pub async fn process<W: tokio::io::AsyncWrite + Unpin, R: AsyncRead + Unpin>(
         &mut self,
         frame: &Frame,
         out: &mut FrameWriter<W>,
         client: &mut FrameReader<R>,
-    ) {
+    ) -> Result<(), String> {
+        if let Some(why) = super::strict::malformed(frame.tag(), frame.body()) {
+            return Err(why.to_owned());
+        }
+        if matches!(frame.tag(), b'd' | b'c' | b'f') {
+            if !self.copy_in.load(Ordering::Acquire) {
+                return Err(format!(
+                    "{} received outside COPY FROM STDIN",
+                    match frame.tag() {
+                        b'd' => "CopyData",
+                        b'c' => "CopyDone",
+                        _ => "CopyFail",
+                    }
+                ));
+            }
+            if frame.tag() != b'd' {
+                self.copy_in.store(false, Ordering::Release);
+            }
+        }
         let at_boundary = self.between_cycles;
         self.between_cycles = matches!(frame.tag(), b'Q' | b'S' | b'F');
         if at_boundary {
@@ -195,7 +219,7 @@ impl Gate {
                         frame: frame.clone(),
                         sql: sql.map(str::to_owned),
                     });
-                    return;
+                    return Ok(());
                 }
                 // A named statement is decided once, here, and keeps that decision; one that
                 // needs approval is prepared now and held at each Bind, with its parameters.
@@ -336,6 +360,7 @@ impl Gate {
             }
             self.cycles += 1;
         }
+        Ok(())
     }
 
     fn tracking(&self) -> bool {

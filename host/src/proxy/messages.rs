@@ -23,6 +23,7 @@ pub mod sqlstate {
     pub const QUERY_CANCELED: &str = "57014";
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
     pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const SYNTAX_ERROR: &str = "42601";
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
     pub const IO_ERROR: &str = "58030";

@@ -16,6 +16,7 @@ mod session;
 mod stall;
 mod startup;
 mod startup_params;
+mod strict;
 mod trail;
 mod upstream;
 mod workers;
@@ -126,7 +127,7 @@ impl Shared {
         let mut catalogs = HashMap::new();
         for (upstream, password) in config.upstreams.iter().zip(secrets) {
             let built = Arc::new(Upstream::from_config(upstream, password, &config.source)?);
-            let max_message = config.server.max_message_size;
+            let max_message = config.server.max_upstream_message_size;
             let reader = built.clone();
             let catalog = crate::masking::Catalog::new(config.masking.catalog_ttl, move || {
                 catalog_reader::read_catalog(reader.clone(), max_message)

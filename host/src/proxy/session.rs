@@ -2,7 +2,7 @@
 //! expires or the gateway shuts down. Both directions run concurrently so that a client that
 //! pipelines without reading, or a server streaming a large result, never deadlocks the relay.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -46,6 +46,11 @@ pub enum SessionEnd {
     /// The upstream reported a setting that makes it read statements differently from the
     /// gateway (`reading.rs`).
     ReadingChanged(String),
+    /// The upstream sent a message larger than `max_upstream_message_size`.
+    UpstreamTooLarge {
+        len: usize,
+        max: usize,
+    },
 }
 
 /// Message types a client may send after login: simple query, extended query, COPY
@@ -104,6 +109,7 @@ impl SessionEnd {
             SessionEnd::UpstreamIo(_) => "upstream_io_error",
             SessionEnd::AuditFailed => "audit_failed",
             SessionEnd::ReadingChanged(_) => "reading_changed",
+            SessionEnd::UpstreamTooLarge { .. } => "upstream_message_too_large",
         }
     }
 }
@@ -126,14 +132,15 @@ pub async fn run(
     let (client_read, client_write) = tokio::io::split(client_stream);
     let (up_read, up_write) = tokio::io::split(upstream.stream);
     let max = shared.config.server.max_message_size;
+    let max_upstream = shared.config.server.max_upstream_message_size;
     let mut client_in =
         FrameReader::with_buffer(client_read, client_buffered, max).accepting(client_may_send);
     let mut client_out = FrameWriter::new(client_write).watching(StallWatch::new(
         shared.config.server.client_write_stall,
         shared.metrics.clone(),
     ));
-    let mut up_in =
-        FrameReader::with_buffer(up_read, upstream.buffered, max).accepting(upstream_may_send);
+    let mut up_in = FrameReader::with_buffer(up_read, upstream.buffered, max_upstream)
+        .accepting(upstream_may_send);
     let mut up_out = FrameWriter::new(up_write);
 
     let expires_in = grant
@@ -153,6 +160,7 @@ pub async fn run(
         Some((tracker, masker)) => (Some(tracker), Some(masker)),
         None => (None, None),
     };
+    let copy_in = Arc::new(AtomicBool::new(false));
     let mut gate = Gate::new(
         shared.clone(),
         info,
@@ -160,6 +168,7 @@ pub async fn run(
         signals,
         trail,
         tracker,
+        copy_in.clone(),
     );
     let cycles_done = AtomicU64::new(0);
     let idle = Idle {
@@ -168,7 +177,7 @@ pub async fn run(
     };
     let end = tokio::select! {
         end = client_to_upstream(&mut client_in, &mut up_out, &mut gate, idle) => end,
-        end = upstream_to_client(&mut up_in, &mut client_out, &refusals, &cycles_done, &mut notices_in, results.as_mut(), masker.as_mut()) => end,
+        end = upstream_to_client(&mut up_in, &mut client_out, &refusals, &cycles_done, &copy_in, &mut notices_in, results.as_mut(), masker.as_mut()) => end,
         () = expiry => SessionEnd::TokenExpired,
         () = shared.terminate.cancelled() => SessionEnd::Shutdown,
     };
@@ -192,6 +201,12 @@ pub async fn run(
         SessionEnd::AuditFailed => Some(messages::fatal(
             sqlstate::IO_ERROR,
             "terminating connection because the audit log cannot be made durable",
+        )),
+        SessionEnd::UpstreamTooLarge { len, max } => Some(messages::fatal(
+            sqlstate::PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "sluice: the database sent a message of {len} bytes, more than server.max_upstream_message_size ({max} bytes); the session ends"
+            ),
         )),
         SessionEnd::ReadingChanged(why) => Some(messages::fatal(
             sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -262,7 +277,9 @@ pub(super) async fn client_to_upstream<R: AsyncRead + Unpin, W: AsyncWrite + Unp
                 let _ = upstream.flush().await;
                 return SessionEnd::ClientTerminated;
             }
-            gate.process(&frame, upstream, client).await;
+            if let Err(why) = gate.process(&frame, upstream, client).await {
+                return SessionEnd::ClientProtocol(why);
+            }
             if upstream.wants_flush()
                 && let Err(e) = upstream.flush().await
             {
@@ -284,6 +301,7 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
     client: &mut FrameWriter<W>,
     refusals: &Refusals,
     cycles_done: &AtomicU64,
+    copy_in: &AtomicBool,
     notices: &mut mpsc::UnboundedReceiver<Bytes>,
     mut results: Option<&mut Results>,
     mut masker: Option<&mut Masker>,
@@ -311,7 +329,7 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
             Ok(None) if said_fatal => return SessionEnd::UpstreamClosed,
             Ok(None) => return SessionEnd::UpstreamVanished,
             Err(FrameError::Io(e)) => return SessionEnd::UpstreamIo(e),
-            Err(e) => return SessionEnd::UpstreamProtocol(e.to_string()),
+            Err(e) => return upstream_error(e),
         };
         while let Some(frame) = next {
             if frame.tag() == b'S'
@@ -319,6 +337,10 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
             {
                 tracing::warn!(reason = %why, "session ended: the upstream reads statements differently now");
                 return SessionEnd::ReadingChanged(why);
+            }
+            if frame.tag() == b'G' {
+                // Set before the client can see it: its CopyData follows the CopyInResponse.
+                copy_in.store(true, Ordering::Release);
             }
             said_fatal = frame.tag() == b'E' && is_fatal(frame.body());
             rows_queued |= frame.tag() == b'D';
@@ -372,7 +394,7 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
             }
             next = match upstream.try_next() {
                 Ok(frame) => frame,
-                Err(e) => return SessionEnd::UpstreamProtocol(e.to_string()),
+                Err(e) => return upstream_error(e),
             };
         }
         // The upstream paused: rows held for a batched transform go out now.
@@ -443,6 +465,17 @@ fn is_fatal(error_body: &[u8]) -> bool {
     messages::error_fields(error_body)
         .iter()
         .any(|(field, value)| *field == b'S' && (value == "FATAL" || value == "PANIC"))
+}
+
+fn upstream_error(e: FrameError) -> SessionEnd {
+    match e {
+        FrameError::Io(e) => SessionEnd::UpstreamIo(e),
+        // A length past i32::MAX is no message size but a lie (Postgres' lengths are int32).
+        FrameError::BadLength { len, max, .. } if len > max && len <= i32::MAX as usize => {
+            SessionEnd::UpstreamTooLarge { len, max }
+        }
+        other => SessionEnd::UpstreamProtocol(other.to_string()),
+    }
 }
 
 fn client_error(e: FrameError) -> SessionEnd {

@@ -284,15 +284,15 @@ async fn bind_or_execute_without_a_parse_gets_postgres_error_and_the_session_goe
 }
 
 /// Found by the client_messages fuzz target: with a policy loaded, the gateway reads the Bind
-/// that follows an unnamed Parse, and a negative parameter count panicked the session.
+/// that follows an unnamed Parse, and a negative parameter count panicked the session. Since
+/// messages are held to their structure, it is a protocol violation before anything reads it.
 #[tokio::test]
-async fn bind_with_a_negative_parameter_count_gets_postgres_error_and_the_session_goes_on() {
+async fn bind_with_a_negative_parameter_count_is_a_protocol_violation() {
     let gw = TestGateway::start_with(GatewayOptions {
         plugins: vec![PluginSpec::stock("no-ddl")],
         ..GatewayOptions::default()
     })
     .await;
-    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
     let mut out = BytesMut::new();
     frontend::parse("", "SELECT $1::int", [], &mut out).unwrap();
     let mut bind = BytesMut::new();
@@ -304,16 +304,92 @@ async fn bind_with_a_negative_parameter_count_gets_postgres_error_and_the_sessio
     out.put_slice(&bind);
     frontend::execute("", 0, &mut out).unwrap();
     frontend::sync(&mut out);
-    let reply = raw.exchange(&out).await;
-    assert_eq!(
-        tags(&reply),
-        "1EZ",
-        "Postgres parses, then refuses the Bind"
-    );
-    assert_eq!(reply[1].sqlstate(), "08P01");
+    closes_with_protocol_violation(&gw, &out).await;
+}
 
-    out.clear();
-    frontend::query("SELECT 1", &mut out).unwrap();
-    assert_eq!(tags(&raw.exchange(&out).await), "TDCZ");
+/// A Query whose string ends before the message does: Postgres and a reader of the first string
+/// could disagree on what was sent, so nothing of it is judged or forwarded.
+#[tokio::test]
+async fn a_query_with_bytes_after_its_string_is_a_protocol_violation() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        plugins: vec![PluginSpec::stock("no-ddl")],
+        ..GatewayOptions::default()
+    })
+    .await;
+    let body = b"SELECT 1\0DROP TABLE items\0";
+    let mut out = BytesMut::new();
+    out.put_u8(b'Q');
+    out.put_i32(body.len() as i32 + 4);
+    out.put_slice(body);
+    closes_with_protocol_violation(&gw, &out).await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    client
+        .query_one("SELECT count(*) FROM items WHERE id <= 100", &[])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn copy_messages_outside_copy_from_stdin_are_a_protocol_violation() {
+    let gw = TestGateway::start().await;
+    for message in [
+        [b'd'.to_be_bytes().as_slice(), &7i32.to_be_bytes(), b"abc"].concat(),
+        [b'c', 0, 0, 0, 4].to_vec(),
+        [b'f'.to_be_bytes().as_slice(), &7i32.to_be_bytes(), b"no\0"].concat(),
+    ] {
+        closes_with_protocol_violation(&gw, &message).await;
+    }
+    // Inside COPY FROM STDIN they are the data.
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let reply = raw
+        .exchange(&sluice_integration_tests::query_message(
+            "CREATE TEMP TABLE copied (v text)",
+        ))
+        .await;
+    assert_eq!(tags(&reply), "CZ");
+    raw.send(&sluice_integration_tests::query_message(
+        "COPY copied FROM STDIN",
+    ))
+    .await;
+    assert_eq!(raw.recv().await.unwrap().tag, b'G');
+    let mut out = BytesMut::new();
+    frontend::CopyData::new(&b"one\n"[..])
+        .unwrap()
+        .write(&mut out);
+    frontend::copy_done(&mut out);
+    raw.send(&out).await;
+    assert_eq!(tags(&raw.until_ready().await), "CZ");
+    let reply = raw
+        .exchange(&sluice_integration_tests::query_message(
+            "SELECT count(*) FROM copied",
+        ))
+        .await;
+    assert_eq!(tags(&reply), "TDCZ");
+    // And after it, stray data is refused again.
+    closes_with_protocol_violation(&gw, &[b'c', 0, 0, 0, 4]).await;
+}
+
+#[tokio::test]
+async fn a_row_larger_than_the_upstream_limit_ends_the_session_naming_the_limit() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        extra_server_toml: "max_upstream_message_size = 1048576\n".into(),
+        ..GatewayOptions::default()
+    })
+    .await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    let row = client
+        .query_one("SELECT length(repeat('x', 900000))", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 900_000);
+    let err = client
+        .query_one("SELECT repeat('x', 2000000)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sluice_integration_tests::sqlstate(&err), "54000", "{err}");
+    assert!(
+        sluice_integration_tests::error_message(&err).contains("max_upstream_message_size"),
+        "{err}"
+    );
     still_serves(&gw).await;
 }
