@@ -207,9 +207,11 @@ tls = "disable"
                 session::upstream_to_client(
                     &mut upstream_in,
                     &mut to_client,
-                    &refusals,
-                    &cycles_done,
-                    &copy_in,
+                    session::Relayed {
+                        refusals: &refusals,
+                        cycles_done: &cycles_done,
+                        copy_in: &copy_in,
+                    },
                     &mut notices_in,
                     results.as_mut(),
                     masker.as_mut(),

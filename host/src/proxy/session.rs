@@ -177,7 +177,7 @@ pub async fn run(
     };
     let end = tokio::select! {
         end = client_to_upstream(&mut client_in, &mut up_out, &mut gate, idle) => end,
-        end = upstream_to_client(&mut up_in, &mut client_out, &refusals, &cycles_done, &copy_in, &mut notices_in, results.as_mut(), masker.as_mut()) => end,
+        end = upstream_to_client(&mut up_in, &mut client_out, Relayed { refusals: &refusals, cycles_done: &cycles_done, copy_in: &copy_in }, &mut notices_in, results.as_mut(), masker.as_mut()) => end,
         () = expiry => SessionEnd::TokenExpired,
         () = shared.terminate.cancelled() => SessionEnd::Shutdown,
     };
@@ -296,16 +296,29 @@ pub(super) async fn client_to_upstream<R: AsyncRead + Unpin, W: AsyncWrite + Unp
     }
 }
 
+/// What the upstream direction keeps track of for the client direction while it relays.
+pub(super) struct Relayed<'a> {
+    /// Refused messages whose answers are rewritten.
+    pub refusals: &'a Refusals,
+    /// ReadyForQuery messages relayed to the client so far.
+    pub cycles_done: &'a AtomicU64,
+    /// Postgres has started a COPY FROM STDIN (its CopyInResponse was relayed).
+    pub copy_in: &'a AtomicBool,
+}
+
 pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     upstream: &mut FrameReader<R>,
     client: &mut FrameWriter<W>,
-    refusals: &Refusals,
-    cycles_done: &AtomicU64,
-    copy_in: &AtomicBool,
+    relayed: Relayed<'_>,
     notices: &mut mpsc::UnboundedReceiver<Bytes>,
     mut results: Option<&mut Results>,
     mut masker: Option<&mut Masker>,
 ) -> SessionEnd {
+    let Relayed {
+        refusals,
+        cycles_done,
+        copy_in,
+    } = relayed;
     // Whether the last message relayed was a FATAL: then a close is the upstream's own,
     // explained, ending (admin shutdown, its idle timeout...).
     let mut said_fatal = false;
