@@ -58,6 +58,9 @@ pub struct Config {
     /// Result masking by masking plugins.
     #[serde(default)]
     pub masking: MaskingConfig,
+    /// Limits on what one statement may use.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// The file this configuration was read from (set by [`Config::load`]).
     #[serde(skip)]
     pub source: PathBuf,
@@ -183,6 +186,9 @@ pub struct UpstreamConfig {
     /// Time allowed to connect and log in upstream.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// This database's statement budget, in place of `[limits] statement_timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub statement_timeout: Option<Duration>,
 }
 
 /// `[admin]`
@@ -219,6 +225,36 @@ impl Default for PluginsConfig {
             reload_debounce: default_reload_debounce(),
         }
     }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// How long one statement may run ("0s": no budget). Sessions log in with it as
+    /// `statement_timeout`, may lower but never lift it, and a request still running past it
+    /// and `statement_timeout_grace` is cancelled by the gateway.
+    #[serde(default = "default_statement_timeout", with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// How long past the budget the gateway waits for Postgres' own timeout before it cancels.
+    #[serde(default = "default_statement_timeout_grace", with = "humantime_serde")]
+    pub statement_timeout_grace: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            statement_timeout: default_statement_timeout(),
+            statement_timeout_grace: default_statement_timeout_grace(),
+        }
+    }
+}
+
+fn default_statement_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_statement_timeout_grace() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `[masking]`

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -13,7 +12,7 @@ use super::Shared;
 use super::frame::{FrameReader, FrameWriter};
 use super::gate::{self, Gate, HoldSignals};
 use super::refusal::Refusals;
-use super::session::{self, Idle};
+use super::session::{self, Idle, Progress};
 use super::startup::{InitialRequest, read_initial};
 use super::startup_params::ClientStartup;
 use super::trail::Trail;
@@ -33,7 +32,8 @@ pub fn startup_packet(data: &[u8]) {
         match now(read_initial(&mut input)) {
             Ok(InitialRequest::Startup { params, .. }) => {
                 if let Ok(startup) = ClientStartup::from_params(params) {
-                    let upstream = startup.upstream_params("subject", "role", "db");
+                    let upstream =
+                        startup.upstream_params("subject", "role", "db", Duration::from_secs(300));
                     assert!(
                         upstream.iter().any(|(k, _)| k == "application_name"),
                         "the upstream always learns who acts"
@@ -180,7 +180,7 @@ tls = "disable"
             Some((tracker, masker)) => (Some(tracker), Some(masker)),
             None => (None, None),
         };
-        let copy_in = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(Progress::default());
         let mut gate = Gate::new(
             self.shared.clone(),
             info,
@@ -188,7 +188,7 @@ tls = "disable"
             signals,
             trail,
             tracker,
-            copy_in.clone(),
+            progress.clone(),
         );
         let mut client_in =
             FrameReader::new(from_client, MAX_MESSAGE).accepting(session::client_may_send);
@@ -196,10 +196,9 @@ tls = "disable"
             FrameReader::new(from_upstream, MAX_MESSAGE).accepting(session::upstream_may_send);
         let mut to_upstream = FrameWriter::new(tokio::io::sink());
         let mut to_client = FrameWriter::new(tokio::io::sink());
-        let cycles_done = AtomicU64::new(0);
         let idle = Idle {
             timeout: Duration::ZERO,
-            cycles_done: &cycles_done,
+            cycles_done: &progress.done,
         };
         let both = async {
             tokio::join!(
@@ -209,8 +208,7 @@ tls = "disable"
                     &mut to_client,
                     session::Relayed {
                         refusals: &refusals,
-                        cycles_done: &cycles_done,
-                        copy_in: &copy_in,
+                        progress: &progress,
                     },
                     &mut notices_in,
                     results.as_mut(),

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use bytes::{Buf, Bytes};
 use tokio::io::AsyncRead;
@@ -16,6 +16,7 @@ use super::masker::{Tracker, Unplannable};
 use super::messages::{self, sqlstate};
 use super::prepared::NamedStatements;
 use super::refusal::Refusals;
+use super::session::Progress;
 use super::trail::{Decided, Trail};
 use crate::analysis::{PreparedOp, Statement, Wrapper};
 use crate::approvals::{self, ApprovalError, NewRequest, Opened, Routing};
@@ -70,9 +71,11 @@ pub struct Gate {
     /// How the statement text last judged (or the execution last held) was decided, for its
     /// audit record.
     last: Last,
-    /// Set by the upstream direction when Postgres starts a COPY FROM STDIN (CopyInResponse),
-    /// cleared here when the client ends it: CopyData, CopyDone and CopyFail belong inside.
-    copy_in: Arc<AtomicBool>,
+    /// Requests forwarded (written here), answered, and whether a COPY FROM STDIN is open (set
+    /// by the upstream direction at CopyInResponse, cleared here when the client ends it).
+    progress: Arc<Progress>,
+    /// How long one statement may run on this database (zero: no budget).
+    statement_budget: std::time::Duration,
 }
 
 /// The analysis and decision of the last statement text judged.
@@ -90,8 +93,12 @@ impl Gate {
         signals: HoldSignals,
         trail: Trail,
         tracker: Option<Tracker>,
-        copy_in: Arc<AtomicBool>,
+        progress: Arc<Progress>,
     ) -> Gate {
+        let statement_budget = shared
+            .upstreams
+            .get(&info.database)
+            .map_or(std::time::Duration::ZERO, |u| u.statement_timeout());
         let instances = shared.plugins.clone().map(SessionPlugins::new);
         let maskers = shared.plugins.clone().map(SessionMaskers::new);
         Gate {
@@ -110,7 +117,8 @@ impl Gate {
             approval_per_bind: HashMap::new(),
             named: NamedStatements::default(),
             signals,
-            copy_in,
+            progress,
+            statement_budget,
         }
     }
 
@@ -146,7 +154,7 @@ impl Gate {
             return Err(why.to_owned());
         }
         if matches!(frame.tag(), b'd' | b'c' | b'f') {
-            if !self.copy_in.load(Ordering::Acquire) {
+            if !self.progress.copy_in.load(Ordering::Acquire) {
                 return Err(format!(
                     "{} received outside COPY FROM STDIN",
                     match frame.tag() {
@@ -157,7 +165,7 @@ impl Gate {
                 ));
             }
             if frame.tag() != b'd' {
-                self.copy_in.store(false, Ordering::Release);
+                self.progress.copy_in.store(false, Ordering::Release);
             }
         }
         let at_boundary = self.between_cycles;
@@ -359,6 +367,7 @@ impl Gate {
                 tracker.cycle_end();
             }
             self.cycles += 1;
+            self.progress.sent.store(self.cycles, Ordering::Release);
         }
         Ok(())
     }
@@ -525,12 +534,12 @@ impl Gate {
             }
         };
         self.last.statements = Some(statements.clone());
-        // Postgres must go on reading the bytes as the gateway does.
-        if let Some(why) = statements
-            .iter()
-            .flat_map(|s| &s.settings)
-            .find_map(super::reading::refused_change)
-        {
+        // Postgres must go on reading the bytes as the gateway does, and stopping statements
+        // at the budget.
+        let budget = self.statement_budget;
+        if let Some(why) = statements.iter().flat_map(|s| &s.settings).find_map(|c| {
+            super::reading::refused_change(c).or_else(|| super::runaway::refused_change(c, budget))
+        }) {
             span.in_scope(|| tracing::info!(reason = %why, "statement refused"));
             self.last.decided.decision = "deny";
             return Judgement::Refuse(sqlstate::INSUFFICIENT_PRIVILEGE, format!("sluice: {why}"));

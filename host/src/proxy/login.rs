@@ -257,8 +257,17 @@ pub async fn login(
             )
             .await;
     };
+    if let Err(refusal) = startup.check_statement_timeout(upstream.statement_timeout()) {
+        failed("refused_parameter");
+        return client.refuse(refusal.code, refusal.message).await;
+    }
     let target = upstream.target();
-    let params = startup.upstream_params(&grant.subject, &target.user, &target.database);
+    let params = startup.upstream_params(
+        &grant.subject,
+        &target.user,
+        &target.database,
+        upstream.statement_timeout(),
+    );
     let session = match upstream
         .login(&params, shared.config.server.max_message_size)
         .await

@@ -12,6 +12,7 @@ pub mod messages;
 mod prepared;
 mod reading;
 mod refusal;
+mod runaway;
 mod session;
 mod stall;
 mod startup;
@@ -126,7 +127,12 @@ impl Shared {
         let mut upstreams = HashMap::new();
         let mut catalogs = HashMap::new();
         for (upstream, password) in config.upstreams.iter().zip(secrets) {
-            let built = Arc::new(Upstream::from_config(upstream, password, &config.source)?);
+            let built = Arc::new(Upstream::from_config(
+                upstream,
+                password,
+                &config.source,
+                config.limits.statement_timeout,
+            )?);
             let max_message = config.server.max_upstream_message_size;
             let reader = built.clone();
             let catalog = crate::masking::Catalog::new(config.masking.catalog_ttl, move || {

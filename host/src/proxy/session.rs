@@ -160,7 +160,12 @@ pub async fn run(
         Some((tracker, masker)) => (Some(tracker), Some(masker)),
         None => (None, None),
     };
-    let copy_in = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(Progress::default());
+    let upstream_db = shared.upstreams.get(&info.database).cloned();
+    let budget = upstream_db
+        .as_ref()
+        .map_or(Duration::ZERO, |u| u.statement_timeout());
+    let (backend_pid, backend_secret) = (upstream.backend_pid, upstream.backend_secret);
     let mut gate = Gate::new(
         shared.clone(),
         info,
@@ -168,16 +173,27 @@ pub async fn run(
         signals,
         trail,
         tracker,
-        copy_in.clone(),
+        progress.clone(),
     );
-    let cycles_done = AtomicU64::new(0);
     let idle = Idle {
         timeout: shared.config.server.idle_timeout,
-        cycles_done: &cycles_done,
+        cycles_done: &progress.done,
     };
     let end = tokio::select! {
         end = client_to_upstream(&mut client_in, &mut up_out, &mut gate, idle) => end,
-        end = upstream_to_client(&mut up_in, &mut client_out, Relayed { refusals: &refusals, cycles_done: &cycles_done, copy_in: &copy_in }, &mut notices_in, results.as_mut(), masker.as_mut()) => end,
+        end = upstream_to_client(&mut up_in, &mut client_out, Relayed { refusals: &refusals, progress: &progress }, &mut notices_in, results.as_mut(), masker.as_mut()) => end,
+        () = super::runaway::watch(
+            budget + shared.config.limits.statement_timeout_grace,
+            &progress.sent,
+            &progress.done,
+            || async {
+                if let Some(db) = &upstream_db
+                    && let Err(e) = db.cancel(backend_pid, backend_secret).await
+                {
+                    tracing::warn!(error = %e, "cancelling a runaway statement failed");
+                }
+            },
+        ), if !budget.is_zero() => unreachable!("the runaway watch never ends"),
         () = expiry => SessionEnd::TokenExpired,
         () = shared.terminate.cancelled() => SessionEnd::Shutdown,
     };
@@ -296,14 +312,25 @@ pub(super) async fn client_to_upstream<R: AsyncRead + Unpin, W: AsyncWrite + Unp
     }
 }
 
-/// What the upstream direction keeps track of for the client direction while it relays.
+/// Where the session's requests stand, shared by both directions and the runaway watch.
+#[derive(Default)]
+pub(super) struct Progress {
+    /// Request cycles (Query, Sync, FunctionCall) forwarded upstream; written by the client
+    /// direction only.
+    pub sent: AtomicU64,
+    /// ReadyForQuery messages relayed to the client: the upstream's position in the client's
+    /// request stream; written by the upstream direction only.
+    pub done: AtomicU64,
+    /// Postgres has started a COPY FROM STDIN (its CopyInResponse was relayed) that the client
+    /// has not ended yet.
+    pub copy_in: AtomicBool,
+}
+
+/// What the upstream direction shares with the client direction while it relays.
 pub(super) struct Relayed<'a> {
     /// Refused messages whose answers are rewritten.
     pub refusals: &'a Refusals,
-    /// ReadyForQuery messages relayed to the client so far.
-    pub cycles_done: &'a AtomicU64,
-    /// Postgres has started a COPY FROM STDIN (its CopyInResponse was relayed).
-    pub copy_in: &'a AtomicBool,
+    pub progress: &'a Progress,
 }
 
 pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
@@ -314,11 +341,8 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
     mut results: Option<&mut Results>,
     mut masker: Option<&mut Masker>,
 ) -> SessionEnd {
-    let Relayed {
-        refusals,
-        cycles_done,
-        copy_in,
-    } = relayed;
+    let Relayed { refusals, progress } = relayed;
+    let (cycles_done, copy_in) = (&progress.done, &progress.copy_in);
     // Whether the last message relayed was a FATAL: then a close is the upstream's own,
     // explained, ending (admin shutdown, its idle timeout...).
     let mut said_fatal = false;

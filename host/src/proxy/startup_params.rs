@@ -121,13 +121,31 @@ impl ClientStartup {
         Ok(startup)
     }
 
+    /// Refuses a `statement_timeout` in `options` above `budget` (zero: no budget).
+    pub fn check_statement_timeout(&self, budget: std::time::Duration) -> Result<(), Refusal> {
+        for (name, value) in &self.option_settings {
+            if name == "statement_timeout" && !super::runaway::within(value, budget) {
+                return Err(refuse(
+                    super::messages::sqlstate::INSUFFICIENT_PRIVILEGE,
+                    format!(
+                        "statement_timeout \"{value}\" is above this gateway's budget of {} ([limits] statement_timeout)",
+                        humantime::format_duration(budget)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The parameters of the upstream startup message: the gateway's own role and database,
-    /// the client's allowed settings, and an `application_name` that names the real subject.
+    /// the client's allowed settings, an `application_name` that names the real subject, and
+    /// the statement budget (zero: none) unless the client asked for less.
     pub fn upstream_params(
         &self,
         subject: &str,
         upstream_user: &str,
         upstream_database: &str,
+        statement_budget: std::time::Duration,
     ) -> Vec<(String, String)> {
         let application_name = match &self.application_name {
             Some(app) if !app.is_empty() => format!("sluice:{subject}:{app}"),
@@ -149,6 +167,29 @@ impl ClientStartup {
             "standard_conforming_strings".to_owned(),
             reading::STANDARD_CONFORMING_STRINGS.to_owned(),
         ));
+        // `options` are applied before startup parameters, so a lower value the client asked
+        // for goes here, in place of the budget.
+        let asked = self
+            .option_settings
+            .iter()
+            .find(|(name, _)| name == "statement_timeout")
+            .and_then(|(_, value)| super::runaway::parse_timeout(value));
+        let timeout = match asked {
+            Some(asked)
+                if !asked.is_zero()
+                    && (statement_budget.is_zero() || asked <= statement_budget) =>
+            {
+                Some(asked)
+            }
+            _ if statement_budget.is_zero() => None,
+            _ => Some(statement_budget),
+        };
+        if let Some(timeout) = timeout {
+            params.push((
+                "statement_timeout".to_owned(),
+                timeout.as_millis().max(1).to_string(),
+            ));
+        }
         if !self.option_settings.is_empty() {
             let options = self
                 .option_settings
@@ -275,7 +316,7 @@ mod tests {
                 ("timezone", "Europe/Paris")
             ])
         );
-        let up = s.upstream_params("agent", "gw", "app");
+        let up = s.upstream_params("agent", "gw", "app", std::time::Duration::ZERO);
         assert!(up.contains(&(
             "options".into(),
             "-c statement_timeout=5s -c lock_timeout=1s -c timezone=Europe/Paris".into()
@@ -312,7 +353,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(s.option_settings, params(&[("datestyle", "ISO, MDY")]));
-        let up = s.upstream_params("a", "gw", "app");
+        let up = s.upstream_params("a", "gw", "app", std::time::Duration::ZERO);
         assert!(up.contains(&("options".into(), r"-c datestyle=ISO,\ MDY".into())));
     }
 
@@ -335,7 +376,7 @@ mod tests {
             ("client_encoding", "UTF8"),
         ]))
         .unwrap();
-        let up = s.upstream_params("agent-7", "sluice_gw", "appdb");
+        let up = s.upstream_params("agent-7", "sluice_gw", "appdb", std::time::Duration::ZERO);
         assert_eq!(up[0], ("user".into(), "sluice_gw".into()));
         assert_eq!(up[1], ("database".into(), "appdb".into()));
         assert_eq!(
@@ -365,7 +406,7 @@ mod tests {
             ("options", "-c client_encoding=utf-8"),
         ]))
         .unwrap();
-        let up = s.upstream_params("a", "gw", "app");
+        let up = s.upstream_params("a", "gw", "app", std::time::Duration::ZERO);
         let encodings: Vec<_> = up.iter().filter(|(k, _)| k == "client_encoding").collect();
         assert_eq!(encodings, [&("client_encoding".into(), "UTF8".into())]);
         assert!(!up.iter().any(|(k, _)| k == "options"));

@@ -58,6 +58,7 @@ pub struct Upstream {
     tls_mode: UpstreamTlsMode,
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
+    statement_timeout: Duration,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -83,10 +84,12 @@ pub struct UpstreamSession<S = UpstreamStream> {
 }
 
 impl Upstream {
+    /// `statement_timeout` is `[limits]`' budget, for upstreams without their own.
     pub fn from_config(
         config: &UpstreamConfig,
         password: Option<String>,
         file: &std::path::Path,
+        statement_timeout: Duration,
     ) -> Result<Upstream, ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             file: file.to_owned(),
@@ -102,11 +105,17 @@ impl Upstream {
             tls_mode: config.tls,
             tls,
             connect_timeout: config.connect_timeout,
+            statement_timeout: config.statement_timeout.unwrap_or(statement_timeout),
         })
     }
 
     pub fn target(&self) -> &UpstreamTarget {
         &self.target
+    }
+
+    /// How long one statement may run on this database (zero: no budget).
+    pub fn statement_timeout(&self) -> Duration {
+        self.statement_timeout
     }
 
     /// Connects and logs in with `params` as the startup parameters.

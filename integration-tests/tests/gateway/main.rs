@@ -21,5 +21,6 @@ mod plugin_reload;
 mod policy;
 mod relay;
 mod robustness;
+mod runaway;
 mod tls_streaming;
 mod upstream;
