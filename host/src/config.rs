@@ -270,6 +270,20 @@ pub struct MaskingConfig {
     /// the upstream pauses or the result ends).
     #[serde(default = "default_transform_batch")]
     pub transform_batch: usize,
+    /// What a masked session's statement calling a user-defined function meets: `refuse`
+    /// (default: its body may read masked tables and hand the values out) or `derive` (its
+    /// results count as derived from every column of every table in the function's schema).
+    #[serde(default)]
+    pub user_functions: UserFunctions,
+}
+
+/// See [`MaskingConfig::user_functions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UserFunctions {
+    #[default]
+    Refuse,
+    Derive,
 }
 
 impl Default for MaskingConfig {
@@ -277,6 +291,7 @@ impl Default for MaskingConfig {
         MaskingConfig {
             catalog_ttl: default_catalog_ttl(),
             transform_batch: default_transform_batch(),
+            user_functions: UserFunctions::default(),
         }
     }
 }

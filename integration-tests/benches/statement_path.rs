@@ -142,7 +142,9 @@ fn main() {
 /// A result set's plan from mask-pii-columns (catalog cached), and one 10,000-row-bench-like
 /// DataRow (aid, bid, abalance, filler) rewritten with filler hashed and abalance partial.
 fn masking_path(runtime: &tokio::runtime::Runtime) {
-    use sluice::masking::{Catalog, CatalogRow, Field, HashKey, encode_data_row, plan_result};
+    use sluice::masking::{
+        Catalog, CatalogRow, CatalogRows, Field, HashKey, encode_data_row, plan_result,
+    };
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins.d");
     std::fs::create_dir_all(&plugins).unwrap();
@@ -156,19 +158,22 @@ fn masking_path(runtime: &tokio::runtime::Runtime) {
     host.reload().unwrap();
     let columns = ["aid", "bid", "abalance", "filler"];
     let catalog = Catalog::new(Duration::from_secs(3600), move || async move {
-        Ok(columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| CatalogRow {
-                oid: 16400,
-                schema: "public".into(),
-                table: "pgbench_accounts".into(),
-                kind: 'r',
-                attnum: i as i16 + 1,
-                column: (*c).into(),
-                view_definition: None,
-            })
-            .collect())
+        Ok(CatalogRows {
+            relations: columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| CatalogRow {
+                    oid: 16400,
+                    schema: "public".into(),
+                    table: "pgbench_accounts".into(),
+                    kind: 'r',
+                    attnum: i as i16 + 1,
+                    column: (*c).into(),
+                    view_definition: None,
+                })
+                .collect(),
+            functions: Vec::new(),
+        })
     });
     let fields: Vec<Field> = columns
         .iter()
@@ -195,11 +200,15 @@ fn masking_path(runtime: &tokio::runtime::Runtime) {
                 &mut maskers,
                 &info,
                 &catalog,
-                Some(&statements[0]),
-                fields.clone(),
-                None,
+                sluice::masking::ResultSet {
+                    statement: Some(&statements[0]),
+                    fields: fields.clone(),
+                    described: None,
+                },
+                sluice::config::UserFunctions::Refuse,
             ))
             .unwrap()
+            .0
     };
     measure("masking: plan of a result set (mask-pii-columns)", || {
         black_box(plan());

@@ -148,6 +148,16 @@ fn has_subquery(item: &Value) -> bool {
     }
 }
 
+/// `pg_notify(channel, payload)` and `set_config(name, value, local)`: what their arguments
+/// read leaves with a notification or stays in the session for a later read.
+fn stashes_values(call: &Value) -> bool {
+    let name = super::walk::qualified_name(call.get("funcname")).to_ascii_lowercase();
+    matches!(
+        name.trim_start_matches("pg_catalog."),
+        "pg_notify" | "set_config"
+    )
+}
+
 /// A bare `*` or `t.*` select-list entry.
 fn is_star(value: &Value) -> bool {
     match node(value) {
@@ -183,6 +193,14 @@ impl Collector {
                 for (key, inner) in map {
                     match key.as_str() {
                         "ColumnRef" if in_value => self.column_ref(inner, writing),
+                        // Values handed to these leave the statement's result: stashed in a
+                        // setting or sent as a notification, from whatever position.
+                        "FuncCall" if stashes_values(inner) => {
+                            if let Some(args) = inner.get("args") {
+                                self.refs(args, true);
+                            }
+                            self.visit(inner, writing, in_value)
+                        }
                         "target_list" | "values_lists" | "merge_when_clauses" => {
                             self.visit(inner, writing, true)
                         }
@@ -330,6 +348,26 @@ mod tests {
         let l = of("UPDATE customers SET name = 'x' WHERE email = 'a' RETURNING email");
         assert!(l.written.is_empty(), "{:?}", l.written);
         assert_eq!(l.per_output, Some(vec![vec![col("email")]]));
+    }
+
+    #[test]
+    fn values_stashed_in_notifications_and_settings_count_as_written_from_any_position() {
+        assert!(
+            of("SELECT pg_notify('c', email) FROM customers")
+                .written
+                .contains(&col("email"))
+        );
+        assert!(
+            of("SELECT 1 FROM customers WHERE set_config('x.y', email, false) IS NOT NULL")
+                .written
+                .contains(&col("email"))
+        );
+        assert!(
+            of("SELECT pg_catalog.pg_notify('c', upper(c.card)) FROM customers c")
+                .written
+                .contains(&col("card"))
+        );
+        assert!(of("SELECT pg_notify('c', 'constant')").written.is_empty());
     }
 
     #[test]

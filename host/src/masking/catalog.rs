@@ -1,5 +1,13 @@
-//! The catalog cache: every user table, view and foreign table of one database with its
-//! columns (by attribute number) and, for views, the lineage of their definition.
+//! The catalog cache: every table, view and foreign table of one database with its columns
+//! (by attribute number) and, for user views, the lineage of their definition; and the
+//! user-defined functions.
+//!
+//! System catalogs and `information_schema` are in it too, as relations of their own: they
+//! carry names and definitions, not rows of user tables, so their columns are planned like any
+//! table's (agents and ORMs introspect the schema first, and `\d` must work). The planner's
+//! statistics are the exception: `pg_stats` and its relatives hold real values of every column
+//! (most common values, histogram bounds), so they and every view over them are marked
+//! [`Relation::statistics`] and never reach a client of a masked session.
 //!
 //! It is read on a side connection of the gateway's own (same upstream role, application_name
 //! `sluice:catalog`), never on a client's session, so a client's protocol state and
@@ -20,15 +28,40 @@ use arc_swap::ArcSwap;
 use crate::analysis::{Lineage, Ref, TableRef};
 use crate::plugins::wit::ColumnSource;
 
-/// The query the side connection runs: one row per column.
+/// The query the side connection runs: one row per column, then one row per user-defined
+/// function (two result sets).
 pub const CATALOG_QUERY: &str = "SELECT c.oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname, \
-     CASE WHEN c.relkind IN ('v', 'm') AND a.attnum = 1 THEN pg_catalog.pg_get_viewdef(c.oid) END \
+     CASE WHEN c.relkind IN ('v', 'm') AND a.attnum = 1 \
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     THEN pg_catalog.pg_get_viewdef(c.oid) END \
      FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') \
-     AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') \
-     ORDER BY c.oid, a.attnum";
+     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname <> 'pg_toast' \
+     ORDER BY c.oid, a.attnum; \
+     SELECT DISTINCT n.nspname, p.proname FROM pg_catalog.pg_proc p \
+     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
+
+/// Schemas whose relations are the system's, not the user's.
+const SYSTEM_SCHEMAS: &[&str] = &["pg_catalog", "information_schema"];
+
+/// System relations that carry values of user columns: the planner's statistics.
+const STATISTICS: &[&str] = &[
+    "pg_statistic",
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic_ext_data",
+];
+
+/// What the side connection read: both result sets of [`CATALOG_QUERY`].
+#[derive(Debug, Clone, Default)]
+pub struct CatalogRows {
+    pub relations: Vec<CatalogRow>,
+    /// `(schema, name)` of every user-defined function (and procedure, aggregate...).
+    pub functions: Vec<(String, String)>,
+}
 
 /// One row of [`CATALOG_QUERY`].
 #[derive(Debug, Clone)]
@@ -43,7 +76,7 @@ pub struct CatalogRow {
 }
 
 /// A table, view or foreign table.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Relation {
     pub oid: u32,
     pub schema: String,
@@ -52,6 +85,11 @@ pub struct Relation {
     pub columns: Vec<Option<String>>,
     /// For a view: what its definition's output columns read, and the tables it reads.
     pub view: Option<(Lineage, Vec<TableRef>)>,
+    /// In `pg_catalog` or `information_schema`.
+    pub system: bool,
+    /// Carries values of user columns outside their tables: a statistics catalog, or a view
+    /// that reads one.
+    pub statistics: bool,
 }
 
 impl Relation {
@@ -75,15 +113,17 @@ pub struct Snapshot {
     by_name: HashMap<String, Vec<Arc<Relation>>>,
     /// Every schema, relation and column name: identifiers an error message may show.
     names: std::collections::HashSet<String>,
+    /// User-defined functions: by name, the schemas that have one.
+    functions: HashMap<String, Vec<String>>,
 }
 
 /// Views nest; a definition that refers back to itself through others stops here.
 const MAX_VIEW_DEPTH: usize = 8;
 
 impl Snapshot {
-    pub fn from_rows(rows: Vec<CatalogRow>) -> Snapshot {
+    pub fn from_rows(rows: CatalogRows) -> Snapshot {
         let mut building: Vec<(CatalogRow, Vec<Option<String>>, Option<String>)> = Vec::new();
-        for row in rows {
+        for row in rows.relations {
             match building.last_mut() {
                 Some((first, columns, _)) if first.oid == row.oid => {
                     set_column(columns, row.attnum, row.column);
@@ -103,13 +143,26 @@ impl Snapshot {
                 let statement = analysed.first()?;
                 Some((statement.lineage.clone(), statement.tables_read.clone()))
             });
+            let system = SYSTEM_SCHEMAS.contains(&row.schema.as_str());
             let relation = Arc::new(Relation {
                 oid: row.oid,
+                statistics: system && STATISTICS.contains(&row.table.as_str()),
+                system,
                 schema: row.schema,
                 name: row.table,
                 columns,
                 view,
             });
+            if system {
+                // Not names of the user's data: an error echoing one reveals nothing.
+                snapshot
+                    .by_name
+                    .entry(relation.name.clone())
+                    .or_default()
+                    .push(relation.clone());
+                snapshot.by_oid.insert(relation.oid, relation);
+                continue;
+            }
             snapshot.names.insert(relation.schema.clone());
             snapshot.names.insert(relation.name.clone());
             snapshot
@@ -122,7 +175,68 @@ impl Snapshot {
                 .push(relation.clone());
             snapshot.by_oid.insert(relation.oid, relation);
         }
+        snapshot.mark_statistics_views();
+        for (schema, name) in rows.functions {
+            snapshot.functions.entry(name).or_default().push(schema);
+        }
         snapshot
+    }
+
+    /// Marks every user view that reads a statistics relation, directly or through other views.
+    fn mark_statistics_views(&mut self) {
+        for _ in 0..MAX_VIEW_DEPTH {
+            let carrying: Vec<u32> = self
+                .by_oid
+                .values()
+                .filter(|r| !r.statistics)
+                .filter(|r| {
+                    r.view.as_ref().is_some_and(|(_, tables)| {
+                        self.tables(tables).iter().any(|t| t.statistics)
+                            || tables.iter().any(|t| {
+                                t.schema.as_deref().is_none_or(|s| s == "pg_catalog")
+                                    && STATISTICS.contains(&t.name.as_str())
+                            })
+                    })
+                })
+                .map(|r| r.oid)
+                .collect();
+            if carrying.is_empty() {
+                return;
+            }
+            for oid in carrying {
+                if let Some(relation) = self.by_oid.get_mut(&oid) {
+                    let mut marked = Relation::clone(relation);
+                    marked.statistics = true;
+                    let marked = Arc::new(marked);
+                    for same in self.by_name.values_mut().flatten() {
+                        if same.oid == oid {
+                            *same = marked.clone();
+                        }
+                    }
+                    *relation = marked;
+                }
+            }
+        }
+    }
+
+    /// The user relations of `schema` (of every schema for `None`).
+    pub fn schema_tables(&self, schema: Option<&str>) -> Vec<&Arc<Relation>> {
+        self.by_oid
+            .values()
+            .filter(|r| !r.system && schema.is_none_or(|s| s == r.schema))
+            .collect()
+    }
+
+    /// Whether `name` (as a statement calls it: `f` or `schema.f`) may be a user-defined
+    /// function.
+    pub fn user_function(&self, name: &str) -> bool {
+        match name.rsplit_once('.') {
+            Some((schema, bare)) => self
+                .functions
+                .get(bare)
+                .is_some_and(|schemas| schemas.iter().any(|s| s == schema)),
+            None => self.functions.contains_key(name),
+        }
     }
 
     pub fn relation(&self, oid: u32) -> Option<&Arc<Relation>> {
@@ -237,7 +351,7 @@ fn set_column(columns: &mut Vec<Option<String>>, attnum: i16, name: String) {
 }
 
 type Reader =
-    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Vec<CatalogRow>, String>> + Send>> + Send + Sync;
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<CatalogRows, String>> + Send>> + Send + Sync;
 
 /// The cache of one upstream database.
 pub struct Catalog {
@@ -256,7 +370,7 @@ impl Catalog {
     pub fn new<F, Fut>(ttl: Duration, reader: F) -> Catalog
     where
         F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Vec<CatalogRow>, String>> + Send + 'static,
+        Fut: Future<Output = Result<CatalogRows, String>> + Send + 'static,
     {
         Catalog {
             reader: Box::new(move || Box::pin(reader())),
@@ -327,7 +441,11 @@ mod tests {
     ) -> CatalogRow {
         CatalogRow {
             oid,
-            schema: "public".into(),
+            schema: if table.starts_with("pg_") {
+                "pg_catalog".into()
+            } else {
+                "public".into()
+            },
             table: table.into(),
             kind,
             attnum,
@@ -337,22 +455,44 @@ mod tests {
     }
 
     fn sample() -> Snapshot {
-        Snapshot::from_rows(vec![
-            row(10, "customers", 'r', 1, "id", None),
-            row(10, "customers", 'r', 2, "email", None),
-            row(10, "customers", 'r', 4, "name", None),
-            row(
-                20,
-                "contacts",
-                'v',
-                1,
-                "who",
-                Some(
-                    " SELECT customers.name AS who, upper(customers.email) AS mail FROM customers;",
+        Snapshot::from_rows(CatalogRows {
+            relations: vec![
+                row(10, "customers", 'r', 1, "id", None),
+                row(10, "customers", 'r', 2, "email", None),
+                row(10, "customers", 'r', 4, "name", None),
+                row(
+                    20,
+                    "contacts",
+                    'v',
+                    1,
+                    "who",
+                    Some(
+                        " SELECT customers.name AS who, upper(customers.email) AS mail FROM customers;",
+                    ),
                 ),
-            ),
-            row(20, "contacts", 'v', 2, "mail", None),
-        ])
+                row(20, "contacts", 'v', 2, "mail", None),
+                row(30, "pg_class", 'r', 1, "oid", None),
+                row(30, "pg_class", 'r', 2, "relname", None),
+                row(40, "pg_stats", 'v', 1, "most_common_vals", None),
+                row(
+                    50,
+                    "stats_of_mine",
+                    'v',
+                    1,
+                    "most_common_vals",
+                    Some(" SELECT most_common_vals FROM pg_stats;"),
+                ),
+                row(
+                    60,
+                    "stats_again",
+                    'v',
+                    1,
+                    "most_common_vals",
+                    Some(" SELECT most_common_vals FROM stats_of_mine;"),
+                ),
+            ],
+            functions: vec![("public".into(), "leak".into())],
+        })
     }
 
     fn names(sources: &[ColumnSource]) -> Vec<String> {
@@ -378,6 +518,31 @@ mod tests {
         let (source, derived) = s.column(20, 2).unwrap();
         assert_eq!(source.table, "contacts");
         assert_eq!(names(&derived), ["customers.email"]);
+    }
+
+    #[test]
+    fn system_catalogs_are_relations_and_statistics_are_marked_through_views() {
+        let s = sample();
+        let (source, derived) = s.column(30, 2).unwrap();
+        assert_eq!(
+            (source.schema.as_str(), source.table.as_str()),
+            ("pg_catalog", "pg_class")
+        );
+        assert!(derived.is_empty());
+        assert!(!s.relation(30).unwrap().statistics);
+        for oid in [40, 50, 60] {
+            assert!(s.relation(oid).unwrap().statistics, "{oid}");
+        }
+        assert!(!s.knows_name("pg_class"), "system names are not the user's");
+    }
+
+    #[test]
+    fn user_functions_are_known_by_name_and_schema() {
+        let s = sample();
+        assert!(s.user_function("leak"));
+        assert!(s.user_function("public.leak"));
+        assert!(!s.user_function("other.leak"));
+        assert!(!s.user_function("upper"));
     }
 
     #[test]

@@ -4,10 +4,47 @@
 use std::sync::Arc;
 
 use super::Action;
-use super::catalog::{Catalog, Snapshot};
+use super::catalog::{Catalog, Relation, Snapshot};
 use super::rows::{Field, Plan};
 use crate::analysis::{Statement, StatementKind};
+use crate::config::UserFunctions;
 use crate::plugins::{CallFailure, PluginSet, SessionMaskers, wit};
+
+/// Built-in functions that read tables by name or run SQL text: what they return is no
+/// argument's value, and the analysis cannot see what they read. Refused while masking is on.
+const READS_TABLES: &[&str] = &[
+    "query_to_xml",
+    "query_to_xml_and_xmlschema",
+    "query_to_xmlschema",
+    "table_to_xml",
+    "table_to_xml_and_xmlschema",
+    "table_to_xmlschema",
+    "cursor_to_xml",
+    "cursor_to_xmlschema",
+    "schema_to_xml",
+    "schema_to_xml_and_xmlschema",
+    "schema_to_xmlschema",
+    "database_to_xml",
+    "database_to_xml_and_xmlschema",
+    "database_to_xmlschema",
+    "ts_stat",
+];
+
+/// One result set to plan: the statement that produced it (`None`: not known, then computed
+/// columns are withheld), its fields, and how the client already saw them described when it
+/// did (a Describe answered before this execution's plugins).
+pub struct ResultSet<'a> {
+    pub statement: Option<&'a Statement>,
+    pub fields: Vec<Field>,
+    pub described: Option<Vec<bool>>,
+}
+
+/// A column whose values were withheld because nothing can account for them, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withheld {
+    pub column: String,
+    pub why: &'static str,
+}
 
 /// Why no plan could be made. The result is withheld (every value NULL) or the statement
 /// refused: never passed unmasked.
@@ -22,18 +59,20 @@ pub enum PlanFailure {
     },
 }
 
-/// The plan for a result set described by `fields`, produced by `statement` (`None`: not
-/// known, then computed columns are withheld). `described`: how the client already saw the
-/// columns described, when it did (a Describe answered before this execution's plugins).
+/// The plan for `result`, with the columns withheld as unaccountable (the client is told which).
 pub async fn plan_result(
     set: &PluginSet,
     maskers: &mut SessionMaskers,
     session: &wit::Session,
     catalog: &Catalog,
-    statement: Option<&Statement>,
-    fields: Vec<Field>,
-    described: Option<Vec<bool>>,
-) -> Result<Plan, (Plan, PlanFailure)> {
+    result: ResultSet<'_>,
+    user_functions: UserFunctions,
+) -> Result<(Plan, Vec<Withheld>), (Plan, PlanFailure)> {
+    let ResultSet {
+        statement,
+        fields,
+        described,
+    } = result;
     let finish =
         |fields: Vec<Field>, actions: Vec<Action>, described: Option<Vec<bool>>| match described {
             Some(as_text) => Plan::with_description(fields, actions, as_text),
@@ -43,22 +82,22 @@ pub async fn plan_result(
     // An exempt session (every plugin inactive) costs no catalog lookup or lowering.
     if fields.is_empty() || !maskers.any_active(set, session).await {
         let keep = vec![Action::Keep; fields.len()];
-        return Ok(finish(fields, keep, described));
+        return Ok((finish(fields, keep, described), Vec::new()));
     }
     let oids: Vec<u32> = fields.iter().map(|f| f.table_oid).collect();
     let snapshot = match catalog.snapshot(&oids).await {
         Ok(snapshot) => snapshot,
         Err(e) => return Err((Plan::withhold_all(fields), PlanFailure::Catalog(e))),
     };
-    let (columns, unknown) = columns(&snapshot, statement, &fields);
+    let (columns, unknown) = columns(&snapshot, statement, &fields, user_functions);
     let lowered = lowered(statement);
     let mut actions = vec![Action::Keep; fields.len()];
     for (index, plugin) in set.maskers.iter().enumerate() {
         match maskers.plan(plugin, session, &lowered, &columns).await {
             Ok(Some(masks)) => {
                 // Values nothing can account for are withheld wherever masking is on.
-                for (action, &unknown) in actions.iter_mut().zip(&unknown) {
-                    if unknown {
+                for (action, unknown) in actions.iter_mut().zip(&unknown) {
+                    if unknown.is_some() {
                         *action = Action::Null;
                     }
                 }
@@ -77,18 +116,39 @@ pub async fn plan_result(
             }
         }
     }
-    Ok(finish(fields, actions, described))
+    let withheld = fields
+        .iter()
+        .zip(unknown)
+        .filter_map(|(field, why)| {
+            why.map(|why| Withheld {
+                column: field.name.clone(),
+                why,
+            })
+        })
+        .collect();
+    Ok((finish(fields, actions, described), withheld))
 }
 
-/// The columns as plugins see them, and which ones cannot be accounted for at all: computed
-/// by a statement the gateway could not analyse, or from a table the catalog cannot see (one
-/// created in the client's still open transaction).
+/// The columns as plugins see them, and which ones cannot be accounted for at all (with why):
+/// computed by a statement the gateway could not analyse, from a table the catalog cannot see
+/// (one created in the client's still open transaction), or from the planner's statistics.
 fn columns(
     snapshot: &Snapshot,
     statement: Option<&Statement>,
     fields: &[Field],
-) -> (Vec<wit::Column>, Vec<bool>) {
+    user_functions: UserFunctions,
+) -> (Vec<wit::Column>, Vec<Option<&'static str>>) {
     let tables = statement.map(|s| snapshot.tables(s.tables_read.iter().chain(&s.tables_written)));
+    // With `derive`, a user-defined function's result may carry any column of its schema.
+    let function_tables: Vec<&Arc<Relation>> = match (statement, user_functions) {
+        (Some(statement), UserFunctions::Derive) => statement
+            .functions
+            .iter()
+            .filter(|f| snapshot.user_function(f))
+            .flat_map(|f| snapshot.schema_tables(f.rsplit_once('.').map(|(s, _)| s)))
+            .collect(),
+        _ => Vec::new(),
+    };
     let mut unknown = Vec::with_capacity(fields.len());
     let columns = fields
         .iter()
@@ -100,11 +160,27 @@ fn columns(
             };
             let computed = source.is_none();
             // Attribute 0 is a whole-row reference to a known table: computed, not unknown.
-            let unseen_table = field.table_oid != 0 && snapshot.relation(field.table_oid).is_none();
-            unknown.push((computed && statement.is_none()) || unseen_table);
+            let relation = snapshot.relation(field.table_oid);
+            unknown.push(if field.table_oid != 0 && relation.is_none() {
+                Some("its table is not in the catalog (created in a transaction still open?)")
+            } else if relation.is_some_and(|r| r.statistics) {
+                Some("the planner's statistics carry values of every column")
+            } else if computed && statement.is_none() {
+                Some("it is computed by a statement the gateway could not analyse")
+            } else {
+                None
+            });
             if let (true, Some(statement), Some(tables)) = (computed, statement, &tables) {
                 let refs = statement.lineage.output(index, fields.len());
                 snapshot.resolve(refs, tables, &mut derived_from, 0);
+                if !function_tables.is_empty() {
+                    snapshot.resolve(
+                        &[crate::analysis::Ref::WholeRow],
+                        &function_tables,
+                        &mut derived_from,
+                        0,
+                    );
+                }
             }
             wit::Column {
                 name: field.name.clone(),
@@ -144,18 +220,23 @@ fn lowered(statement: Option<&Statement>) -> wit::Statement {
 }
 
 /// Before `statement` runs: `Some(reason)` refuses it because values of masked columns would
-/// leave unmasked — sent by COPY ... TO, or written into other rows and tables (`INSERT ...
-/// SELECT`, `UPDATE ... SET a = b`, `CREATE TABLE ... AS`, `SELECT ... INTO`, `CREATE VIEW`).
+/// leave unmasked or out of the gateway's sight: sent by COPY ... TO; written into other rows
+/// and tables (`INSERT ... SELECT`, `UPDATE ... SET a = b`, `CREATE TABLE ... AS`, `SELECT ...
+/// INTO`, `CREATE VIEW`) or stashed (`pg_notify`, `set_config`); read from the planner's
+/// statistics; or handed out by code the gateway cannot see into (a user-defined function with
+/// `user_functions = "refuse"`, a DO block, a built-in that runs SQL or reads a table by name).
 pub async fn check_statement(
     set: &PluginSet,
     maskers: &mut SessionMaskers,
     session: &wit::Session,
     catalog: &Catalog,
     statement: &Statement,
+    user_functions: UserFunctions,
 ) -> Result<Option<String>, PlanFailure> {
     let copies_out = statement.kind == StatementKind::CopyOut || statement.copy_program;
-    let copies_values = statement.writes && !statement.lineage.written.is_empty();
-    if !(copies_out || copies_values) {
+    let copies_values = !statement.lineage.written.is_empty();
+    let opaque = statement.kind == StatementKind::DoBlock || !statement.functions.is_empty();
+    if !(copies_out || copies_values || opaque || !statement.tables_read.is_empty()) {
         return Ok(None);
     }
     maskers.retain(set);
@@ -169,10 +250,40 @@ pub async fn check_statement(
             .iter()
             .chain(&statement.tables_written),
     );
+    if let Some(statistics) = tables.iter().find(|t| t.statistics) {
+        return Ok(Some(format!(
+            "{}.{} is the planner's statistics (or reads them), which carry values of masked columns",
+            statistics.schema, statistics.name
+        )));
+    }
+    if statement.kind == StatementKind::DoBlock {
+        return Ok(Some(
+            "a DO block runs code the gateway cannot see into, which could hand out values of masked columns".into(),
+        ));
+    }
+    for function in &statement.functions {
+        let bare = function.rsplit('.').next().unwrap_or(function);
+        if READS_TABLES.contains(&bare.to_ascii_lowercase().as_str()) {
+            return Ok(Some(format!(
+                "function {function} reads tables the gateway cannot see, which could hand out values of masked columns"
+            )));
+        }
+        if user_functions == UserFunctions::Refuse && snapshot.user_function(function) {
+            return Ok(Some(format!(
+                "function {function} is user-defined: its body could hand out values of masked columns (masking.user_functions = \"refuse\")"
+            )));
+        }
+    }
+    if !(copies_out || copies_values) {
+        return Ok(None);
+    }
     let (what, refs) = if copies_out {
         ("COPY ... TO", &statement.lineage.all)
     } else {
-        ("a write", &statement.lineage.written)
+        (
+            "a write (or pg_notify, set_config)",
+            &statement.lineage.written,
+        )
     };
     // Each table column the values may carry, asked about as a plain result column would be.
     let mut sources = Vec::new();

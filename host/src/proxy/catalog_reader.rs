@@ -8,13 +8,13 @@ use bytes::BytesMut;
 
 use super::Upstream;
 use super::frame::{FrameReader, FrameWriter};
-use crate::masking::catalog::{CATALOG_QUERY, CatalogRow};
+use crate::masking::catalog::{CATALOG_QUERY, CatalogRow, CatalogRows};
 use crate::masking::data_row_values;
 
 pub async fn read_catalog(
     upstream: Arc<Upstream>,
     max_message: usize,
-) -> Result<Vec<CatalogRow>, String> {
+) -> Result<CatalogRows, String> {
     let target = upstream.target();
     let params = vec![
         ("user".to_owned(), target.user.clone()),
@@ -33,7 +33,9 @@ pub async fn read_catalog(
         .map_err(|e| e.to_string())?;
     writer.queue(&query);
     writer.flush().await.map_err(|e| e.to_string())?;
-    let mut rows = Vec::new();
+    let mut rows = CatalogRows::default();
+    // Result sets seen (RowDescriptions): the relations', then the functions'.
+    let mut sets = 0;
     let mut failure = None;
     loop {
         let frame = match reader.next().await {
@@ -42,7 +44,13 @@ pub async fn read_catalog(
             Err(e) => return Err(e.to_string()),
         };
         match frame.tag() {
-            b'D' => rows.push(catalog_row(frame.body()).ok_or("malformed catalog row")?),
+            b'T' => sets += 1,
+            b'D' if sets == 1 => rows
+                .relations
+                .push(catalog_row(frame.body()).ok_or("malformed catalog row")?),
+            b'D' => rows
+                .functions
+                .push(function_row(frame.body()).ok_or("malformed catalog row")?),
             b'E' => failure = Some(super::messages::error_summary(frame.body())),
             b'Z' => break,
             _ => {}
@@ -54,6 +62,18 @@ pub async fn read_catalog(
         Some(e) => Err(e),
         None => Ok(rows),
     }
+}
+
+fn function_row(body: &[u8]) -> Option<(String, String)> {
+    let values = data_row_values(body)?;
+    let text = |i: usize| -> Option<String> {
+        values
+            .get(i)
+            .copied()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    Some((text(0)?, text(1)?))
 }
 
 fn catalog_row(body: &[u8]) -> Option<CatalogRow> {

@@ -432,7 +432,17 @@ impl Gate {
             let Some(catalog) = self.shared.catalogs.get(&self.info.database) else {
                 return Some("sluice: no catalog for masking this database".into());
             };
-            match masking::check_statement(&set, maskers, &self.info, catalog, statement).await {
+            let user_functions = self.shared.config.masking.user_functions;
+            match masking::check_statement(
+                &set,
+                maskers,
+                &self.info,
+                catalog,
+                statement,
+                user_functions,
+            )
+            .await
+            {
                 Ok(None) => {}
                 Ok(Some(reason)) => return Some(format!("sluice: refused by masking: {reason}")),
                 Err(failure) => return Some(format!("sluice: refused: {failure}")),

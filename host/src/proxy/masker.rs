@@ -614,13 +614,29 @@ impl Masker {
             &mut self.maskers,
             &self.info,
             &catalog,
-            statement,
-            fields,
-            described,
+            masking::ResultSet {
+                statement,
+                fields,
+                described,
+            },
+            self.shared.config.masking.user_functions,
         )
         .await;
         let (plan, failure) = match outcome {
-            Ok(plan) => (plan, None),
+            Ok((plan, withheld)) => {
+                if !withheld.is_empty() {
+                    let columns: Vec<String> = withheld
+                        .iter()
+                        .map(|w| format!("\"{}\" ({})", w.column, w.why))
+                        .collect();
+                    tracing::info!(columns = %columns.join(", "), "result columns withheld");
+                    client.queue(&messages::warning(format!(
+                        "sluice: values withheld: {}",
+                        columns.join(", ")
+                    )));
+                }
+                (plan, None)
+            }
             Err((plan, failure)) => {
                 tracing::warn!(%failure, "masking plan failed; result values withheld");
                 client.queue(&messages::warning(format!(

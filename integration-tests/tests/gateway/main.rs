@@ -14,6 +14,7 @@ mod hostile_upstream;
 mod limits;
 mod login;
 mod masking;
+mod masking_exits;
 mod metrics;
 mod one_reading;
 mod plugin_faults;

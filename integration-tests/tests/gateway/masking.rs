@@ -365,11 +365,32 @@ async fn errors_and_notices_do_not_echo_masked_values() {
         "{}",
         error_message(&e)
     );
-    // A function that RAISEs what it read.
+    // A function that RAISEs what it read: user-defined, so refused by default...
     let out = gw
         .psql(
             "agent",
             &gw.token("agent"),
+            "require",
+            &["-c", "SELECT shout()"],
+        )
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("user-defined") && !stderr.contains(ALICE),
+        "{stderr}"
+    );
+    // ... and where user functions are allowed (`derive`), its notice is scrubbed.
+    let derive = TestGateway::start_with(GatewayOptions {
+        plugins: vec![rules()],
+        extra_toml: "[masking]\nuser_functions = \"derive\"\n".into(),
+        ..GatewayOptions::default()
+    })
+    .await;
+    let out = derive
+        .psql(
+            "agent",
+            &derive.token("agent"),
             "require",
             &["-c", "SELECT shout()"],
         )
