@@ -30,6 +30,11 @@ pub struct Lineage {
     /// References in values the statement writes into tables (`INSERT ... SELECT`, `UPDATE
     /// ... SET`, `CREATE TABLE ... AS`, `SELECT ... INTO`, `CREATE VIEW`, MERGE), at any depth.
     pub written: Vec<Ref>,
+    /// References in conditions and orderings, at any depth: WHERE, JOIN ... ON, GROUP BY,
+    /// HAVING, ORDER BY, DISTINCT ON, window clauses, CASE conditions, aggregate FILTER, MERGE
+    /// join and action conditions. They put no value in a result, but answer questions about
+    /// the values (strict masking refuses them).
+    pub filters: Vec<Ref>,
 }
 
 impl Lineage {
@@ -47,16 +52,57 @@ impl Lineage {
 pub fn lineage(tree: &Value) -> Lineage {
     let mut collector = Collector::default();
     collector.visit(tree, false, false);
+    let mut filters = Vec::new();
+    conditions(tree, &mut filters);
     let mut lineage = Lineage {
         per_output: top_outputs(tree),
         all: collector.all,
         written: collector.written,
+        filters,
     };
-    for list in [&mut lineage.all, &mut lineage.written] {
+    for list in [&mut lineage.all, &mut lineage.written, &mut lineage.filters] {
         list.sort();
         list.dedup();
     }
     lineage
+}
+
+/// Fields holding a condition or an ordering.
+const CONDITION_FIELDS: &[&str] = &[
+    "where_clause",
+    "having_clause",
+    "group_clause",
+    "sort_clause",
+    "distinct_clause",
+    "quals",
+    "window_clause",
+    "partition_clause",
+    "order_clause",
+    "join_condition",
+    "agg_filter",
+    "condition",
+];
+
+/// Adds every reference inside a condition or an ordering of `value` to `out`.
+fn conditions(value: &Value, out: &mut Vec<Ref>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| conditions(v, out)),
+        Value::Object(map) => {
+            for (key, inner) in map {
+                let condition = CONDITION_FIELDS.contains(&key.as_str())
+                    // CASE WHEN <expr> THEN, and CASE <arg> WHEN: both compare.
+                    || (key == "expr" && map.contains_key("result"))
+                    || (key == "arg" && map.contains_key("args") && map.contains_key("defresult"));
+                if condition {
+                    let mut collector = Collector::default();
+                    collector.refs(inner, false);
+                    out.extend(collector.all);
+                }
+                conditions(inner, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The node inside a `{"node": {"Type": {...}}}` wrapper, with its type name.
@@ -368,6 +414,51 @@ mod tests {
                 .contains(&col("card"))
         );
         assert!(of("SELECT pg_notify('c', 'constant')").written.is_empty());
+    }
+
+    #[test]
+    fn references_in_conditions_and_orderings_are_filters() {
+        for (sql, column) in [
+            ("SELECT id FROM customers WHERE email LIKE 'a%'", "email"),
+            (
+                "SELECT id FROM customers c JOIN orders o ON o.mail = c.email",
+                "email",
+            ),
+            ("SELECT id FROM customers ORDER BY card", "card"),
+            ("SELECT count(*) FROM customers GROUP BY phone", "phone"),
+            (
+                "SELECT 1 FROM customers GROUP BY id HAVING max(email) > 'm'",
+                "email",
+            ),
+            (
+                "SELECT CASE WHEN email LIKE '%@x.com' THEN 1 ELSE 0 END FROM customers",
+                "email",
+            ),
+            (
+                "SELECT CASE card WHEN '4242' THEN 1 END FROM customers",
+                "card",
+            ),
+            (
+                "SELECT count(*) FILTER (WHERE ssn IS NULL) FROM customers",
+                "ssn",
+            ),
+            (
+                "SELECT rank() OVER (PARTITION BY email ORDER BY card) FROM customers",
+                "card",
+            ),
+            ("SELECT DISTINCT ON (email) id FROM customers", "email"),
+            (
+                "SELECT id FROM items WHERE EXISTS (SELECT 1 FROM customers WHERE email = 'x')",
+                "email",
+            ),
+        ] {
+            assert!(
+                of(sql).filters.contains(&col(column)),
+                "{sql}: {:?}",
+                of(sql).filters
+            );
+        }
+        assert!(of("SELECT email FROM customers").filters.is_empty());
     }
 
     #[test]

@@ -274,6 +274,20 @@ pub async fn check_statement(
             )));
         }
     }
+    let lowered = lowered(Some(statement));
+    // Strict plugins: a masked column answers no question in a condition or an ordering.
+    if set.maskers.iter().any(|p| p.strict) && !statement.lineage.filters.is_empty() {
+        let mut sources = Vec::new();
+        snapshot.resolve(&statement.lineage.filters, &tables, &mut sources, 0);
+        if let Some((plugin, masked)) =
+            masked_among(set, maskers, session, &lowered, sources, true).await?
+        {
+            return Ok(Some(format!(
+                "masked columns ({}) may not be used in conditions or orderings (masking plugin \"{plugin}\" is strict)",
+                masked.join(", ")
+            )));
+        }
+    }
     if !(copies_out || copies_values) {
         return Ok(None);
     }
@@ -293,6 +307,28 @@ pub async fn check_statement(
     } else {
         snapshot.resolve(refs, &tables, &mut sources, 0);
     }
+    Ok(
+        masked_among(set, maskers, session, &lowered, sources, false)
+            .await?
+            .map(|(plugin, masked)| {
+                format!(
+                    "{what} would send values of masked columns ({}) past masking plugin \"{plugin}\"",
+                    masked.join(", ")
+                )
+            }),
+    )
+}
+
+/// The first plugin (of the strict ones, with `only_strict`) that masks some of `sources`,
+/// asked about them as plain result columns, with the columns it masks.
+async fn masked_among(
+    set: &PluginSet,
+    maskers: &mut SessionMaskers,
+    session: &wit::Session,
+    lowered: &wit::Statement,
+    sources: Vec<wit::ColumnSource>,
+    only_strict: bool,
+) -> Result<Option<(Arc<str>, Vec<String>)>, PlanFailure> {
     if sources.is_empty() {
         return Ok(None);
     }
@@ -306,10 +342,9 @@ pub async fn check_statement(
             format: wit::ValueFormat::Text,
         })
         .collect();
-    let lowered = lowered(Some(statement));
-    for plugin in &set.maskers {
+    for plugin in set.maskers.iter().filter(|p| p.strict || !only_strict) {
         let masks = maskers
-            .plan(plugin, session, &lowered, &columns)
+            .plan(plugin, session, lowered, &columns)
             .await
             .map_err(|failure| PlanFailure::Plugin {
                 plugin: plugin.name.clone(),
@@ -324,11 +359,7 @@ pub async fn check_statement(
             .map(|s| format!("{}.{}.{}", s.schema, s.table, s.column))
             .collect();
         if !masked.is_empty() {
-            return Ok(Some(format!(
-                "{what} would send values of masked columns ({}) past masking plugin \"{}\"",
-                masked.join(", "),
-                plugin.name
-            )));
+            return Ok(Some((plugin.name.clone(), masked)));
         }
     }
     Ok(None)

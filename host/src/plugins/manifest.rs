@@ -21,6 +21,11 @@ pub struct Manifest {
     pub config: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: LimitOverrides,
+    /// Masking plugins only: refuse statements that use a column this plugin masks in a
+    /// condition or an ordering (WHERE, JOIN ... ON, GROUP BY, HAVING, ORDER BY, window
+    /// clauses, CASE conditions, FILTER), so that a masked column answers no yes/no question.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 /// Per-plugin sandbox limits; absent values take the `[plugins]` defaults.
@@ -48,6 +53,7 @@ impl Default for Manifest {
             enabled: true,
             config: BTreeMap::new(),
             limits: LimitOverrides::default(),
+            strict: false,
         }
     }
 }

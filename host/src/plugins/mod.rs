@@ -85,6 +85,8 @@ pub struct Plugin<Pre> {
     pub priority: i32,
     pub config: Arc<BTreeMap<String, String>>,
     pub limits: Limits,
+    /// A masking plugin whose masked columns may not be used in conditions (manifest).
+    pub strict: bool,
     pre: Pre,
 }
 
@@ -114,6 +116,7 @@ impl Plugin<()> {
             priority: self.priority,
             config: self.config,
             limits: self.limits,
+            strict: self.strict,
             pre,
         }
     }
@@ -125,6 +128,7 @@ impl<Pre> Plugin<Pre> {
         *self.hash == *hash
             && self.priority == manifest.priority
             && *self.config == manifest.config
+            && self.strict == manifest.strict
             && self.limits.timeout == limits.timeout
             && self.limits.memory_bytes == limits.memory_bytes
     }
@@ -534,6 +538,9 @@ impl PluginHost {
         }
         let component = self.compile(&bytes, &hash)?;
         let kind = exported_kind(&component, &self.engine)?;
+        if manifest.strict && kind != PluginKind::Masking {
+            return Err("`strict` in the manifest applies to masking plugins only".into());
+        }
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -554,6 +561,7 @@ impl PluginHost {
             priority: manifest.priority,
             config: Arc::new(manifest.config),
             limits,
+            strict: manifest.strict,
             pre: (),
         };
         let wrong = |world: &'static str| {

@@ -266,3 +266,49 @@ fn the_byte_search_finds_a_value_in_every_form_it_looks_for() {
     assert_eq!(base64(b"Man"), "TWFu");
     assert!(!carries(b"h:0123456789abcdef", EMAIL));
 }
+
+#[tokio::test]
+async fn a_strict_masking_plugin_lets_no_masked_column_answer_a_question() {
+    fixtures().await;
+    let gw = TestGateway::start_with(GatewayOptions {
+        plugins: vec![PluginSpec::with(
+            "mask-pii-columns",
+            "mask-pii-columns",
+            "strict = true\n[config]\nrules = \"mx_people.email=hash, mx_people.card=partial(0,4)\"\n",
+        )],
+        ..GatewayOptions::default()
+    })
+    .await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    for sql in [
+        "SELECT id FROM mx_people WHERE email LIKE 'M%'",
+        "SELECT id FROM mx_people WHERE lower(card) = '4000123412341234'",
+        "SELECT id FROM mx_people ORDER BY card",
+        "SELECT count(*) FROM mx_people GROUP BY email",
+        "SELECT CASE WHEN email > 'm' THEN 1 ELSE 0 END FROM mx_people",
+        "SELECT a.id FROM mx_people a JOIN mx_people b ON a.email = b.email",
+        "SELECT count(*) FILTER (WHERE card LIKE '4%') FROM mx_people",
+        "SELECT id FROM items WHERE EXISTS (SELECT 1 FROM mx_people WHERE email = 'x')",
+        "SELECT e FROM (SELECT email AS e FROM mx_people) s ORDER BY e",
+    ] {
+        refused_without_a_trace(&mut raw, sql).await;
+    }
+    // Reading the masked values and filtering on other columns pass.
+    let (bytes, code) = exchange(
+        &mut raw,
+        "SELECT email, card FROM mx_people WHERE id < 3 ORDER BY name",
+    )
+    .await;
+    assert_eq!(code, "", "{}", String::from_utf8_lossy(&bytes));
+    assert!(!carries(&bytes, EMAIL) && !carries(&bytes, CARD));
+    // Without `strict`, conditions on masked columns run (documented: inference is possible).
+    let lenient = gateway("").await;
+    let client = lenient
+        .connect("agent", &lenient.token("agent"))
+        .await
+        .unwrap();
+    client
+        .simple_query("SELECT id FROM mx_people WHERE email LIKE 'M%'")
+        .await
+        .unwrap();
+}
