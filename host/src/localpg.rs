@@ -364,6 +364,11 @@ fn spawn_postgres(
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // A session of its own: Ctrl-C or a closed terminal signals the process that
+            // started it, which stops its gateway first (clients get their FATAL) and then it.
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }

@@ -210,3 +210,39 @@ fn serve_answers_health_and_exits_cleanly_on_sigterm() {
     };
     assert!(status.success());
 }
+
+#[test]
+fn init_writes_a_starter_config_that_loads_and_mints_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("gw");
+    let out = sluice().arg("init").arg(&target).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = target.join("sluice.toml");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sluice serve --config"));
+    sluice::config::Config::load(&config).expect("the starter config loads");
+    let mode = std::fs::metadata(target.join("signing.pem"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let token = sluice()
+        .args(["token", "mint", "--config"])
+        .arg(&config)
+        .args(["--subject", "agent-7", "--database", "app", "--ttl", "5m"])
+        .output()
+        .unwrap();
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let again = sluice().arg("init").arg(&target).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
+}

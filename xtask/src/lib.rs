@@ -22,6 +22,12 @@ pub fn build_plugins(out: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// Builds the Rust plugins for wasm32-wasip2 (release) and copies each to `out/<name>.wasm`.
 pub fn build_rust_plugins(out: &Path) -> Result<Vec<PathBuf>, String> {
+    build_rust_plugins_showing(out, false)
+}
+
+/// [`build_rust_plugins`], with cargo's progress on the terminal when `visible` (the demo's
+/// first build takes minutes; a silent one looks hung).
+pub fn build_rust_plugins_showing(out: &Path, visible: bool) -> Result<Vec<PathBuf>, String> {
     let root = repo_root();
     let plugins = root.join("plugins");
     let target_dir = root.join("target").join("plugins");
@@ -52,11 +58,18 @@ pub fn build_rust_plugins(out: &Path) -> Result<Vec<PathBuf>, String> {
     ] {
         command.env_remove(var);
     }
+    if visible {
+        command.stderr(std::process::Stdio::inherit());
+    }
     let output = command
         .output()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = if visible {
+            "(cargo's output is above)".into()
+        } else {
+            String::from_utf8_lossy(&output.stderr)
+        };
         let hint =
             if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
                 "\nhint: rustup target add wasm32-wasip2"

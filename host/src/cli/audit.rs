@@ -28,7 +28,8 @@ pub enum AuditCommand {
         #[arg(long)]
         head: Option<PathBuf>,
     },
-    /// Prints records, oldest first, optionally only one subject's, and keeps following.
+    /// Prints records, oldest first, optionally only one subject's, and keeps following: a
+    /// line per record on a terminal, the JSON records with --json or into a pipe.
     Tail {
         /// The current log file. Default: the log of --config.
         file: Option<PathBuf>,
@@ -43,6 +44,9 @@ pub enum AuditCommand {
         /// Start with the last N records instead of all of them.
         #[arg(long, short = 'n')]
         lines: Option<usize>,
+        /// Print the records as they are (JSON Lines), also on a terminal.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -60,9 +64,12 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
             subject,
             follow,
             lines,
+            json,
         } => {
+            use std::io::IsTerminal;
             let log = log_path(file, config.as_deref())?;
-            tail(&log, subject.as_deref(), follow, lines).await
+            let human = !json && std::io::stdout().is_terminal();
+            tail(&log, subject.as_deref(), follow, lines, human).await
         }
     }
 }
@@ -153,10 +160,14 @@ async fn tail(
     subject: Option<&str>,
     follow: bool,
     last: Option<usize>,
+    human: bool,
 ) -> anyhow::Result<()> {
     let print = |line: &str| {
         if subject.is_none_or(|s| about_subject(line, s)) {
-            println!("{line}");
+            match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(record) if human => println!("{}", super::audit_human::line(&record)),
+                _ => println!("{line}"),
+            }
         }
     };
     let mut backlog = Vec::new();

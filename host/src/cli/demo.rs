@@ -152,21 +152,32 @@ listen = "{admin_listen}"
         Duration::from_secs(15 * 60),
     )?;
 
+    let binary = std::env::current_exe().context("locating the sluice binary")?;
+    let bin_dir = binary
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    let config = config_path.display();
     println!(
         "\nSluice is listening on {addr}, in front of a throwaway Postgres on port {pg_port}.\n\
-         {loaded}\n\
-         The agent's token is valid for 15 minutes. Connect with:\n\n  \
-         PGPASSWORD='{token}' psql \"host={host} port={port} user=demo-agent dbname=app sslmode=require\"\n\n\
-         Mint another token:\n\n  \
-         sluice token mint --config {config} --subject demo-agent --database app --ttl 15m\n\n\
-         Approve or deny held statements from another terminal, as demo-approver (token valid 1 hour):\n\n  \
+         {loaded}\n\n\
+         The sluice binary is {binary}. For this shell (or: cargo install --path host):\n\n  \
+         export PATH=\"{bin_dir}:$PATH\"\n\n\
+         Connect as demo-agent (the token is valid for 15 minutes):\n\n  \
+         export PGPASSWORD='{token}'\n  \
+         psql \"host={host} port={port} user=demo-agent dbname=app sslmode=require\"\n\n\
+         Decide held statements on the approver page, http://{admin_listen}/approvals\n\
+         (paste the approver token below), or from another terminal, as demo-approver (valid 1 hour):\n\n  \
          export SLUICE_TOKEN='{approver}'\n  \
          sluice approvals list --config {config}\n  \
          sluice approvals approve <id> --config {config}\n\n\
-         Watch the audit log (every login, statement and decision), and check its integrity:\n\n  \
-         sluice audit tail --follow --config {config}\n  \
+         Read the audit log (add --follow to keep watching) and check its integrity:\n\n  \
+         sluice audit tail --config {config}\n  \
          sluice audit verify --config {config}\n\n\
+         Mint another agent token:\n\n  \
+         sluice token mint --config {config} --subject demo-agent --database app --ttl 15m\n\n\
          Press Ctrl-C to stop; everything is removed.",
+        binary = binary.display(),
         pg_port = pg.port(),
         loaded = if plugins.is_some() {
             "Policy plugins loaded: no-ddl, guard-roles, guard-functions, safe-writes, read-only, approve-writes;\n\
@@ -174,19 +185,26 @@ listen = "{admin_listen}"
              masking plugin mask-pii-columns (customers: email hashed, card_number partial, phone redacted).\n\
              Try: SELECT * FROM customers;  SELECT upper(email) FROM customers;  COPY customers TO STDOUT;\n\
              Also try: DROP TABLE orders;  UPDATE customers SET name = 'x';  SELECT pg_read_file('/etc/passwd');\n\
-             Writes with a WHERE clause wait for approval: psql shows the request id."
+             A write with a WHERE clause waits for approval: psql shows the request id."
         } else {
             "No policy plugins (run `cargo xtask demo` to load the stock ones)."
         },
         host = addr.ip(),
         port = addr.port(),
-        config = config_path.display(),
     );
+    // Whoever reads the printed lines through a pipe (a test) gets them now.
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
 
+    // Ctrl-C, `kill`, or the terminal closing: the gateway says goodbye to its clients (FATAL
+    // 57P01), then the demo's Postgres (in a session of its own, so the terminal's signal did
+    // not reach it) stops and its files are removed.
     let mut term = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r?,
         _ = term.recv() => {}
+        _ = hangup.recv() => {}
     }
     eprintln!("stopping...");
     gateway.shutdown(Duration::from_secs(2)).await;

@@ -2,8 +2,10 @@
 
 mod approvals;
 mod audit;
+mod audit_human;
 mod demo;
 mod fd_limit;
+mod init;
 mod keys;
 mod plugins;
 mod serve;
@@ -35,6 +37,13 @@ pub enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a commented starter configuration and a fresh signing key into a directory.
+    Init {
+        /// Where to write `sluice.toml` and `signing.pem` (created if missing; existing files
+        /// are never overwritten).
+        #[arg(default_value = "./sluice")]
+        dir: PathBuf,
+    },
     /// Run the gateway.
     Serve {
         #[arg(long, short)]
@@ -77,9 +86,12 @@ enum Command {
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only where a terminal shows them, never in a file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -88,6 +100,7 @@ pub fn init_tracing(format: LogFormat) {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Init { dir } => init::run(&dir),
         Command::Serve { config } => serve::run(&config).await,
         Command::Demo { port, plugins } => demo::run(port, plugins).await,
         Command::Approvals(args) => approvals::run(args).await,

@@ -9,6 +9,7 @@
 mod approval_routing;
 mod approvals;
 mod audit;
+mod demo;
 mod hidden_writes;
 mod hostile_upstream;
 mod limits;
