@@ -31,6 +31,7 @@ async fn held(raw: &mut RawClient, sql: &str) -> String {
 async fn notice_id(raw: &mut RawClient) -> String {
     let notice = raw.recv().await.expect("a notice");
     assert_eq!(notice.tag, b'N', "the notice comes first");
+    assert_eq!(notice.sqlstate(), "00000");
     let text = notice.message();
     assert!(text.contains("required ("), "{text}");
     assert!(text.contains("waiting up to"), "{text}");

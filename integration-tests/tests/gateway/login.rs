@@ -96,6 +96,25 @@ async fn token_for_another_database_is_refused() {
 }
 
 #[tokio::test]
+async fn a_database_the_gateway_does_not_serve_is_refused_with_3d000() {
+    let gw = TestGateway::start().await;
+    let token = gw
+        .tokens
+        .mint("agent", "ghost", &[], Duration::from_secs(60))
+        .unwrap();
+    let mut config = gw.client_config("agent", &token);
+    config.dbname("ghost");
+    let err = sluice_integration_tests::connect_with(config)
+        .await
+        .expect_err("no upstream serves ghost");
+    assert_eq!(sqlstate(&err), "3D000");
+    assert!(
+        sluice_integration_tests::error_message(&err).contains("\"ghost\" is not served"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn token_of_another_subject_is_refused() {
     let gw = TestGateway::start().await;
     let (code, message) = refused_with(&gw, "mallory", &gw.token("agent")).await;

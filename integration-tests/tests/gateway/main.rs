@@ -10,6 +10,7 @@ mod approval_routing;
 mod approvals;
 mod audit;
 mod demo;
+mod docs;
 mod hidden_writes;
 mod hostile_upstream;
 mod limits;

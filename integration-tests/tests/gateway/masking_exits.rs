@@ -312,3 +312,31 @@ async fn a_strict_masking_plugin_lets_no_masked_column_answer_a_question() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_column_nothing_can_account_for_is_withheld_with_a_warning_naming_it() {
+    let gw = gateway("").await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    // A table created in a transaction still open is invisible to the catalog's connection.
+    for sql in [
+        "BEGIN",
+        "CREATE TABLE mx_fresh (secret text)",
+        "INSERT INTO mx_fresh VALUES ('s3cret')",
+    ] {
+        let (bytes, code) = exchange(&mut raw, sql).await;
+        assert_eq!(code, "", "{sql}: {}", String::from_utf8_lossy(&bytes));
+    }
+    let messages = raw
+        .exchange(&query_message("SELECT secret FROM mx_fresh"))
+        .await;
+    let warning = messages.iter().find(|m| m.tag == b'N').expect("a warning");
+    assert_eq!(warning.sqlstate(), "01000");
+    assert!(
+        warning.message().contains("\"secret\"") && warning.message().contains("catalog"),
+        "{}",
+        warning.message()
+    );
+    let bytes: Vec<u8> = messages.iter().flat_map(|m| m.body.to_vec()).collect();
+    assert!(!String::from_utf8_lossy(&bytes).contains("s3cret"));
+    exchange(&mut raw, "ROLLBACK").await;
+}
