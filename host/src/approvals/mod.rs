@@ -153,12 +153,10 @@ impl Approvals {
         subject: &str,
         database: &str,
         fingerprint: u64,
-    ) -> Result<bool, ApprovalError> {
+    ) -> Result<Option<crate::state::ScopedGrant>, ApprovalError> {
         let (subject, database) = (subject.to_owned(), database.to_owned());
         self.blocking(move |store| {
-            store
-                .grant_for(&subject, &database, fingerprint, SystemTime::now())
-                .map(|grant| grant.is_some())
+            store.grant_for(&subject, &database, fingerprint, SystemTime::now())
         })
         .await
     }
@@ -535,7 +533,13 @@ mod tests {
     async fn a_scoped_approval_covers_the_fingerprint_for_that_subject() {
         let approvals = approvals(Duration::from_secs(60), 1);
         let pending = wait(&approvals, held()).await;
-        assert!(!approvals.granted("agent", "app", 99).await.unwrap());
+        assert!(
+            approvals
+                .granted("agent", "app", 99)
+                .await
+                .unwrap()
+                .is_none()
+        );
         let scoped = Decision {
             scope: Some(Duration::from_secs(600)),
             ..yes()
@@ -544,8 +548,15 @@ mod tests {
             .decide(&pending.id, &dba("alice"), scoped)
             .await
             .unwrap();
-        assert!(approvals.granted("agent", "app", 99).await.unwrap());
-        assert!(!approvals.granted("other", "app", 99).await.unwrap());
+        let grant = approvals.granted("agent", "app", 99).await.unwrap();
+        assert_eq!(grant.map(|g| g.request_id), Some(pending.id.clone()));
+        assert!(
+            approvals
+                .granted("other", "app", 99)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]

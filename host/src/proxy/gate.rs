@@ -776,14 +776,21 @@ impl Gate {
                 .granted(&self.info.subject, &self.info.database, fingerprint)
                 .await
         } else {
-            Ok(false)
+            Ok(None)
         };
         match granted {
-            Ok(true) => {
-                tracing::info!(plugin = %decider.plugin, "statement runs under a scoped approval");
+            Ok(Some(grant)) => {
+                tracing::info!(plugin = %decider.plugin, approval = %grant.request_id, "statement runs under a scoped approval");
+                // The client learns what let it through, and until when.
+                let until = humantime::format_rfc3339_seconds(grant.until);
+                let _ = self.signals.notices.send(messages::notice(format!(
+                    "sluice: runs under the scoped grant of approval {} (until {until}); policy \"{}\" asked for approval: {}",
+                    grant.request_id, decider.plugin, decider.reason
+                )));
+                self.last.decided.approval = Some(grant.request_id);
                 return None;
             }
-            Ok(false) => {}
+            Ok(None) => {}
             Err(e) => return unavailable(e),
         }
         let id = approvals::new_id();

@@ -169,11 +169,21 @@ async fn a_scoped_approval_lets_that_statement_shape_run_for_a_while() {
     let (code, body) = vote(&gw, &id, "alice", "approve", r#"{"scope_seconds":600}"#).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(tags(&raw.until_ready().await), "CZ");
-    // Same fingerprint (constants differ): runs at once.
+    // Same fingerprint (constants differ): runs at once, and the client is told why.
     let reply = raw
         .exchange(&query_message("INSERT INTO items VALUES (5006, 'also')"))
         .await;
-    assert_eq!(tags(&reply), "CZ");
+    let without_notices: String = tags(&reply).chars().filter(|t| *t != 'N').collect();
+    assert_eq!(without_notices, "CZ");
+    let notice = reply.iter().find(|m| m.tag == b'N').expect("a notice");
+    assert_eq!(notice.sqlstate(), "00000");
+    assert!(
+        notice
+            .message()
+            .contains(&format!("scoped grant of approval {id}")),
+        "{}",
+        notice.message()
+    );
     // Another statement still needs its own approval.
     held(&mut raw, "UPDATE items SET name = 'x' WHERE id = 5005").await;
 }
