@@ -15,10 +15,16 @@ const browser = await chromium.launch({
 try {
   const page = await browser.newPage();
   await page.goto(url);
+  // Before a token, the page cannot know whether anything waits, and must not say nothing does.
+  await page.locator("#error").filter({ hasText: "Paste an approver token" }).waitFor({ timeout: 10000 });
+  if (await page.locator("#empty").isVisible()) throw new Error("'No pending requests.' shown before a token");
   await page.fill("#token", token);
   await page.click("#login button");
   const row = page.locator(`tr[data-id="${id}"]`);
   await row.waitFor({ timeout: 10000 });
+  const policy = await row.locator("td").nth(3).textContent();
+  const reason = policy.split(": ")[1]?.split(/\d+ of /)[0];
+  if (reason && policy.split(reason).length > 2) throw new Error(`the policy cell repeats its reason: ${policy}`);
   const verb = expect === "deny" ? "deny" : "approve";
   await row.locator(".reason").fill(`clicked in the browser (${verb})`);
   await row.locator(`button.${verb}`).click();

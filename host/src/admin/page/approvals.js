@@ -65,7 +65,9 @@ function row(request) {
   tr.append(statement);
   const why = document.createElement("td");
   why.append(text("div", request.plugin + ": " + request.reason));
-  if (request.note) {
+  // A routing plugin's note is written for chat and repeats the policy's reason: show only
+  // what it adds.
+  if (request.note && !request.note.includes(request.reason)) {
     why.append(text("div", request.note, "note"));
   }
   why.append(text("div", request.approvals_needed + " of " + request.approver_groups.join(" | ") +
@@ -88,6 +90,8 @@ function row(request) {
 
 async function refresh() {
   if (!token) {
+    // Whether anything waits is unknown until a token shows the queue.
+    document.getElementById("empty").hidden = true;
     show("error", "Paste an approver token to see the queue.");
     return;
   }
