@@ -83,9 +83,20 @@ enum Command {
     },
 }
 
-pub fn init_tracing(format: LogFormat) {
+impl Cli {
+    /// The log level without RUST_LOG: `info` for what runs a gateway, `warn` for one-shot
+    /// commands, whose output is their answer (a plugin's "loaded" line is noise there).
+    pub fn default_log_level(&self) -> &'static str {
+        match self.command {
+            Command::Serve { .. } | Command::Demo { .. } => "info",
+            _ => "warn",
+        }
+    }
+}
+
+pub fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -464,3 +464,41 @@ async fn python_plugin_refuses_configured_tables_and_exempts_its_groups() {
         .unwrap();
     assert_eq!(row.get::<_, i64>(0), 100);
 }
+
+/// `sluice plugins check`: what a plugin makes of a statement before it is deployed, readable,
+/// with the exit status a script can test.
+#[tokio::test]
+async fn plugins_check_shows_the_analysis_and_the_decision_and_fails_on_deny() {
+    let check = |plugin: &str, sql: &str, extra: &[&str]| {
+        std::process::Command::new(sluice_integration_tests::sluice_binary())
+            .args(["plugins", "check"])
+            .arg(sluice_integration_tests::built_plugin(plugin))
+            .args(["--sql", sql])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let out = check("no-ddl", "EXPLAIN ANALYZE CREATE TABLE x AS SELECT 1", &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("kind:         ddl"), "{stdout}");
+    assert!(stdout.contains("decision:       deny"), "{stdout}");
+    assert!(
+        out.stderr.is_empty(),
+        "no log lines: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = check("no-ddl", "SELECT 1", &["--json"]);
+    assert!(out.status.success());
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["decision"]["decision"], "allow");
+    assert_eq!(answer["statements"][0]["kind"], "select");
+    assert_eq!(
+        answer["statements"][0]["fingerprint"]
+            .as_str()
+            .unwrap()
+            .len(),
+        16
+    );
+}
