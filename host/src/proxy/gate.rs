@@ -14,7 +14,7 @@ use super::Shared;
 use super::frame::{Frame, FrameReader, FrameWriter};
 use super::masker::{Tracker, Unplannable};
 use super::messages::{self, sqlstate};
-use super::prepared::NamedStatements;
+use super::prepared::{NamedStatements, pg_name};
 use super::refusal::Refusals;
 use super::session::Progress;
 use super::trail::{Decided, Trail};
@@ -153,6 +153,7 @@ impl Gate {
         if let Some(why) = super::strict::malformed(frame.tag(), frame.body()) {
             return Err(why.to_owned());
         }
+        self.settle_names();
         if matches!(frame.tag(), b'd' | b'c' | b'f') {
             if !self.progress.copy_in.load(Ordering::Acquire) {
                 return Err(format!(
@@ -187,7 +188,7 @@ impl Gate {
                 None => {
                     self.trail.prepared("", id, self.last.statements.as_deref());
                     self.track_parse("");
-                    self.forwarded();
+                    self.forwarded(false);
                     out.queue(held.frame.raw())
                 }
                 Some((code, message)) => {
@@ -211,7 +212,7 @@ impl Gate {
                         if let Some(tracker) = &mut self.tracker {
                             tracker.query(self.last.statements.as_deref().unwrap_or_default());
                         }
-                        self.forwarded();
+                        self.forwarded(true);
                         out.queue(frame.raw())
                     }
                     Some((code, message)) => {
@@ -229,6 +230,7 @@ impl Gate {
                     });
                     return Ok(());
                 }
+                let name = name.map(pg_name);
                 // A named statement is decided once, here, and keeps that decision; one that
                 // needs approval is prepared now and held at each Bind, with its parameters.
                 let name = name.unwrap_or("");
@@ -252,7 +254,7 @@ impl Gate {
                         self.trail
                             .prepared(name, id, self.last.statements.as_deref());
                         self.track_parse(name);
-                        self.forwarded();
+                        self.forwarded(false);
                         if !name.is_empty() {
                             self.named.parsed(name, sql.unwrap_or(""));
                         }
@@ -266,21 +268,23 @@ impl Gate {
             }
             // Bind is per execution: the statement name is only read once some named
             // statement in this session needs approval, or for the audit record.
-            b'B' if self.approval_per_bind.is_empty()
-                && !self.named.any_sql_defined()
-                && !auditing
-                && !self.tracking() =>
-            {
+            // Nothing to check at a Bind: no policy, no audit record, no masking.
+            b'B' if !self.policies_loaded() && !auditing && !self.tracking() => {
                 out.queue(frame.raw())
             }
             b'B' => {
                 let (portal, rest) = cstr(frame.body());
-                let statement = cstr(rest).0.unwrap_or("");
+                let statement = pg_name(cstr(rest).0.unwrap_or(""));
                 let named = (!statement.is_empty())
                     .then(|| self.approval_per_bind.get(statement).cloned())
                     .flatten();
-                let sql_prepared = !statement.is_empty() && self.named.sql_defined(statement);
-                let params = if named.is_some() || sql_prepared {
+                let policies = self.policies_loaded();
+                let judged =
+                    policies && !statement.is_empty() && self.named.judged_at_bind(statement);
+                // A name the gateway never saw prepared (or saw deallocated): Postgres may still
+                // run something under it that nobody judged.
+                let unknown = policies && !self.named.knows(statement);
+                let params = if named.is_some() || judged {
                     bind_params(frame.body()).unwrap_or_default()
                 } else {
                     Vec::new()
@@ -292,11 +296,21 @@ impl Gate {
                         ..Decided::default()
                     },
                 };
-                let mut refusal = match (named, sql_prepared) {
-                    (Some(approval), _) => self.hold(&approval, &params, client).await,
-                    // A Bind of a name SQL PREPARE made runs what it prepared, like EXECUTE.
-                    (None, true) => self.check_bound(statement, &params, client).await,
-                    (None, false) => None,
+                let mut refusal = if unknown {
+                    Some((
+                        sqlstate::INSUFFICIENT_PRIVILEGE,
+                        format!(
+                            "sluice: prepared statement \"{statement}\" was not prepared through this session"
+                        ),
+                    ))
+                } else {
+                    match (named, judged) {
+                        (Some(approval), _) => self.hold(&approval, &params, client).await,
+                        // A Bind of a name SQL PREPARE made, or of one that executes another,
+                        // runs what the names mean now: judged like an EXECUTE.
+                        (None, true) => self.check_bound(statement, &params, client).await,
+                        (None, false) => None,
+                    }
                 };
                 if auditing {
                     let decided = std::mem::take(&mut self.last.decided);
@@ -342,9 +356,10 @@ impl Gate {
             }
             b'C' => {
                 if let Some((&b'S', name)) = frame.body().split_first() {
+                    // Forgotten once Postgres has answered the cycle without an error.
                     let name = cstr(name).0.unwrap_or("");
-                    self.approval_per_bind.remove(name);
-                    self.named.closed(name);
+                    self.named.closed(name, self.cycles);
+                    self.progress.forgets_pending.store(true, Ordering::Release);
                 }
                 if let Some(tracker) = &mut self.tracker {
                     tracker.close(frame.body());
@@ -544,17 +559,33 @@ impl Gate {
             }
         };
         self.last.statements = Some(statements.clone());
+        // Executions of named statements are judged as what they run, by every check.
+        let resolved = if plugins.is_some() || masking {
+            match self.named.resolve(&self.shared.analyzer, &statements) {
+                Ok(resolved) => resolved,
+                Err(e) => {
+                    span.in_scope(|| tracing::info!(error = %e, "execution refused"));
+                    self.last.decided.decision = "deny";
+                    return Judgement::Refuse(
+                        sqlstate::INSUFFICIENT_PRIVILEGE,
+                        format!("sluice: {e}"),
+                    );
+                }
+            }
+        } else {
+            statements.to_vec()
+        };
         // Postgres must go on reading the bytes as the gateway does, and stopping statements
         // at the budget.
         let budget = self.statement_budget;
-        if let Some(why) = statements.iter().flat_map(|s| &s.settings).find_map(|c| {
+        if let Some(why) = resolved.iter().flat_map(|s| &s.settings).find_map(|c| {
             super::reading::refused_change(c).or_else(|| super::runaway::refused_change(c, budget))
         }) {
             span.in_scope(|| tracing::info!(reason = %why, "statement refused"));
             self.last.decided.decision = "deny";
             return Judgement::Refuse(sqlstate::INSUFFICIENT_PRIVILEGE, format!("sluice: {why}"));
         }
-        if masking && let Some(reason) = self.masking_refusal(&statements).await {
+        if masking && let Some(reason) = self.masking_refusal(&resolved).await {
             span.in_scope(|| tracing::info!(%reason, "statement refused by masking"));
             self.last.decided.decision = "deny";
             return Judgement::Refuse(sqlstate::INSUFFICIENT_PRIVILEGE, reason);
@@ -562,20 +593,15 @@ impl Gate {
         let Some(plugins) = plugins else {
             return Judgement::Pass;
         };
-        // Executions of named statements are judged as what they run.
-        let resolved = match self.named.resolve(&self.shared.analyzer, &statements) {
-            Ok(resolved) => resolved,
-            Err(e) => {
-                span.in_scope(|| tracing::info!(error = %e, "execution refused"));
-                self.last.decided.decision = "deny";
-                return Judgement::Refuse(sqlstate::INSUFFICIENT_PRIVILEGE, format!("sluice: {e}"));
-            }
-        };
-        // A string that only prepares runs nothing: when it needs approval it passes, and each
-        // execution of what it prepared is held instead.
-        let only_prepares = statements
-            .iter()
-            .all(|s| s.wrapper == Some(Wrapper::Prepare));
+        // A string that only prepares (and deallocates) runs nothing: when it needs approval it
+        // passes, and each execution of what it prepared is held instead.
+        let only_prepares = statements.iter().all(|s| {
+            s.wrapper == Some(Wrapper::Prepare)
+                || matches!(
+                    s.prepared,
+                    Some(PreparedOp::Deallocate(_) | PreparedOp::DeallocateAll)
+                )
+        });
         self.decide(&plugins, sql, resolved, params, only_prepares, span)
             .await
     }
@@ -690,11 +716,39 @@ impl Gate {
         }
     }
 
-    /// The statement text last judged went upstream: what it prepares or deallocates now
-    /// defines the session's names.
-    fn forwarded(&mut self) {
+    /// The statement text last judged went upstream, to run (`runs`: a Query) or to be
+    /// prepared (a Parse): what it prepares defines the session's names now, what it
+    /// deallocates once Postgres has answered.
+    fn forwarded(&mut self, runs: bool) {
         if let Some(statements) = &self.last.statements {
-            self.named.forwarded(statements);
+            self.named.forwarded(statements, self.cycles, runs);
+            if self.named.has_pending() {
+                self.progress.forgets_pending.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Applies the deallocations Postgres has answered without an error.
+    fn settle_names(&mut self) {
+        if !self.named.has_pending() {
+            return;
+        }
+        let answered = self.progress.done.load(Ordering::Acquire);
+        let forgotten = match self.progress.failed_cycles.lock() {
+            Ok(failed) => self.named.settle(answered, |cycle| failed.contains(&cycle)),
+            // A poisoned lock cannot tell which cycles failed: forget nothing.
+            Err(_) => return,
+        };
+        for name in &forgotten {
+            self.approval_per_bind.remove(name);
+        }
+        if !self.named.has_pending() {
+            self.progress
+                .forgets_pending
+                .store(false, Ordering::Release);
+            if let Ok(mut failed) = self.progress.failed_cycles.lock() {
+                failed.clear();
+            }
         }
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use super::Shared;
 use super::frame::{Frame, FrameWriter};
 use super::messages;
+use super::prepared::pg_name;
 use crate::analysis::{PreparedOp, Statement, StatementKind, Wrapper};
 use crate::audit::{Event, MaskedColumn};
 use crate::masking::{self, Action, Catalog, Field, Plan};
@@ -60,6 +61,10 @@ pub enum Expect {
 
 /// Tracking is off until this cycle number is set.
 const OFF: u64 = u64::MAX;
+
+/// The statement of a portal the tracker did not see bound: no statement's plan applies (a
+/// NUL cannot be in a name the client sends).
+const UNKNOWN_STATEMENT: &str = "\0unknown";
 
 /// State both directions see.
 struct Common {
@@ -113,9 +118,11 @@ pub struct Tracker {
     on: bool,
     statements: HashMap<String, Prepared>,
     portals: HashMap<String, Portal>,
-    /// DECLAREd cursors and SQL PREPAREd statements: what their FETCH and EXECUTE return.
-    cursors: HashMap<String, Statement>,
-    sql_prepared: HashMap<String, Statement>,
+    /// DECLAREd cursors and SQL PREPAREd statements: what their FETCH and EXECUTE return;
+    /// `None` once a name was declared (or prepared) as two different statements, since a
+    /// re-declaration Postgres refuses leaves the first one in place.
+    cursors: HashMap<String, Option<Statement>>,
+    sql_prepared: HashMap<String, Option<Statement>>,
 }
 
 /// Why a statement's result could not be planned before it runs.
@@ -142,37 +149,45 @@ impl Tracker {
     }
 
     /// What `statement`'s result rows carry: for FETCH and EXECUTE, the DECLARE's or
-    /// PREPARE's statement.
-    pub fn lineage_source(&self, statement: &Statement) -> Result<Statement, Unplannable> {
+    /// PREPARE's statement; `None` when the name was declared as two different statements
+    /// (its computed columns are then withheld).
+    pub fn lineage_source(&self, statement: &Statement) -> Result<Option<Statement>, Unplannable> {
         let known = match (statement.command.as_str(), &statement.prepared) {
             ("FetchStmt", _) => statement.cursor.as_ref().map(|name| {
                 self.cursors
-                    .get(name)
+                    .get(pg_name(name))
                     .cloned()
                     .ok_or(Unplannable::Unknown("cursor", name.clone()))
             }),
             ("ExecuteStmt", Some(PreparedOp::Execute(name))) => Some(
                 self.sql_prepared
-                    .get(name)
+                    .get(pg_name(name))
                     .cloned()
                     .ok_or(Unplannable::Unknown("prepared statement", name.clone())),
             ),
             _ => None,
         };
-        known.unwrap_or_else(|| Ok(statement.clone()))
+        known.unwrap_or_else(|| Ok(Some(statement.clone())))
     }
 
     /// Remembers what a statement that went upstream declares or prepares, and marks DDL.
     fn remember(&mut self, statement: &Statement) {
+        let declared = |map: &mut HashMap<String, Option<Statement>>, name: &str| {
+            map.entry(pg_name(name).to_owned())
+                .and_modify(|known| {
+                    if known.as_ref().is_some_and(|k| k.facts != statement.facts) {
+                        *known = None;
+                    }
+                })
+                .or_insert_with(|| Some(statement.clone()));
+        };
         match (&statement.wrapper, &statement.prepared) {
             (Some(Wrapper::DeclareCursor), _) => {
                 if let Some(name) = &statement.cursor {
-                    self.cursors.insert(name.clone(), statement.clone());
+                    declared(&mut self.cursors, name);
                 }
             }
-            (_, Some(PreparedOp::Prepare(name))) => {
-                self.sql_prepared.insert(name.clone(), statement.clone());
-            }
+            (_, Some(PreparedOp::Prepare(name))) => declared(&mut self.sql_prepared, name),
             _ => {}
         }
         if statement.kind == StatementKind::Ddl {
@@ -188,7 +203,7 @@ impl Tracker {
         for statement in statements {
             self.remember(statement);
             self.common.sent(&statement.text);
-            let source = self.lineage_source(statement).ok();
+            let source = self.lineage_source(statement).ok().flatten();
             self.send(Expect::Part(source));
         }
     }
@@ -202,9 +217,9 @@ impl Tracker {
             self.remember(statement);
             self.common.sent(&statement.text);
         }
-        let statement = statement.and_then(|s| self.lineage_source(s).ok());
+        let statement = statement.and_then(|s| self.lineage_source(s).ok().flatten());
         self.statements.insert(
-            name.to_owned(),
+            pg_name(name).to_owned(),
             Prepared {
                 statement,
                 described: false,
@@ -214,10 +229,14 @@ impl Tracker {
 
     pub fn bound(&mut self, portal: &str, statement: &str) {
         if self.on {
+            let portal = pg_name(portal);
+            // Portals and SQL cursors share one namespace: a FETCH of this name now reads the
+            // protocol portal, which no DECLARE describes.
+            self.cursors.remove(portal);
             self.portals.insert(
                 portal.to_owned(),
                 Portal {
-                    bound: statement.to_owned(),
+                    bound: pg_name(statement).to_owned(),
                     described: false,
                 },
             );
@@ -232,7 +251,7 @@ impl Tracker {
         let Some((&kind, rest)) = body.split_first() else {
             return;
         };
-        let name = super::gate::cstr(rest).0.unwrap_or("").to_owned();
+        let name = pg_name(super::gate::cstr(rest).0.unwrap_or("")).to_owned();
         match kind {
             b'S' => {
                 let statement = self.statements.get_mut(&name).and_then(|p| {
@@ -267,11 +286,18 @@ impl Tracker {
         if !self.on {
             return;
         }
-        let (bound, portal_described) = match self.portals.get(portal) {
-            Some(p) => (p.bound.clone(), p.described),
-            None => (String::new(), false),
+        let portal = pg_name(portal);
+        // A portal not bound through this session (a SQL cursor, a name bound before tracking
+        // began) is described for itself: never planned as some statement it was not bound
+        // from.
+        let (bound, portal_described, statement_described) = match self.portals.get(portal) {
+            Some(p) => (
+                p.bound.clone(),
+                p.described,
+                self.statements.get(&p.bound).is_some_and(|s| s.described),
+            ),
+            None => (UNKNOWN_STATEMENT.to_owned(), false, false),
         };
-        let statement_described = self.statements.get(&bound).is_some_and(|s| s.described);
         let mut portal_described = portal_described;
         if !portal_described && !statement_described {
             let mut describe = BytesMut::new();
@@ -303,7 +329,7 @@ impl Tracker {
         let Some((&kind, rest)) = body.split_first() else {
             return;
         };
-        let name = super::gate::cstr(rest).0.unwrap_or("").to_owned();
+        let name = pg_name(super::gate::cstr(rest).0.unwrap_or("")).to_owned();
         if kind == b'S' {
             self.statements.remove(&name);
         } else {

@@ -4,12 +4,19 @@
 //! `PREPARE p` made. Judging `EXECUTE p` by its own text (a statement that "only executes")
 //! would let a `DELETE` prepared under an approval policy run without one.
 //!
-//! A name may have several definitions: a re-`PREPARE` of a name Postgres still holds fails
-//! there, and the gateway cannot tell from the request whether it will, so it keeps every
-//! definition it forwarded until the name is deallocated (`DEALLOCATE`, `DISCARD ALL`, a
-//! protocol Close) and an execution must pass as each of them. A deallocation the upstream
-//! refuses leaves the gateway with no definition, so later executions are refused: every
-//! mistake errs towards refusing.
+//! The registry must never know less than Postgres does:
+//! - Names are Postgres' names: at most 63 bytes (NAMEDATALEN - 1, cut at a character
+//!   boundary), as Postgres cuts both SQL identifiers and protocol names, so a Bind of a longer
+//!   spelling finds what Postgres finds.
+//! - A name may have several definitions: a re-`PREPARE` of a name Postgres still holds fails
+//!   there, and the gateway cannot tell from the request whether it will, so every definition
+//!   it forwarded is kept, and an execution must pass as each of them.
+//! - A definition is forgotten only once Postgres has done it: a `DEALLOCATE`, `DISCARD ALL` or
+//!   protocol Close is applied when its request cycle has been answered without an error (an
+//!   error may have skipped it, a transaction may have refused it). A `DEALLOCATE` inside a
+//!   Parse runs only if executed: it is never applied.
+//! - A definition that itself executes a name (`EXECUTE y` parsed as `s`) is resolved again at
+//!   each execution, against the definitions of the moment.
 
 use std::collections::HashMap;
 
@@ -19,6 +26,24 @@ use crate::analysis::{Analyzer, PreparedOp, Statement, Wrapper};
 /// re-prepares a name over and over must not grow the gateway's memory).
 const MAX_DEFINITIONS: usize = 16;
 
+/// How deep `EXECUTE` of a name defined as `EXECUTE` of another is followed.
+const MAX_DEPTH: usize = 4;
+
+/// The longest name Postgres keeps (NAMEDATALEN - 1).
+const MAX_NAME_BYTES: usize = 63;
+
+/// `name` as Postgres keeps it: cut to 63 bytes at a character boundary.
+pub fn pg_name(name: &str) -> &str {
+    if name.len() <= MAX_NAME_BYTES {
+        return name;
+    }
+    let mut end = MAX_NAME_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 /// One way a name was defined.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Definition {
@@ -26,13 +51,26 @@ struct Definition {
     text: String,
     /// Defined by SQL `PREPARE` rather than a protocol Parse.
     sql: bool,
+    /// When, in the order of everything forwarded: a deallocation forgets only what came
+    /// before it (`DEALLOCATE p; PREPARE p AS ...` keeps the new one).
+    seq: u64,
+}
+
+/// A deallocation waiting for its request cycle's answer: of one name, or of all, and of what
+/// was defined before `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Forget {
+    name: Option<String>,
+    seq: u64,
 }
 
 #[derive(Debug, Default, Clone)]
 pub struct NamedStatements {
     by_name: HashMap<String, Vec<Definition>>,
-    /// Names defined by SQL `PREPARE` (a Bind of one of them is judged like an EXECUTE).
-    sql_defined: usize,
+    /// Deallocations by the request cycle that carries them.
+    pending: Vec<(u64, Forget)>,
+    /// The next definition's or deallocation's place in the order of things forwarded.
+    next_seq: u64,
 }
 
 /// Why an execution cannot be judged.
@@ -46,6 +84,8 @@ pub enum Unresolved {
     TooManyDefinitions(String),
     #[error("the definition of prepared statement \"{0}\" cannot be analysed: {1}")]
     Unanalysable(String, String),
+    #[error("prepared statement \"{0}\" executes others more than {MAX_DEPTH} deep")]
+    TooDeep(String),
 }
 
 impl NamedStatements {
@@ -54,71 +94,119 @@ impl NamedStatements {
         self.define(name, text, false);
     }
 
-    /// A protocol Close of statement `name` went upstream.
-    pub fn closed(&mut self, name: &str) {
-        self.forget(name);
+    /// A protocol Close of statement `name` went upstream in request cycle `cycle`.
+    pub fn closed(&mut self, name: &str, cycle: u64) {
+        self.forget_after(cycle, Some(pg_name(name).to_owned()));
     }
 
-    /// Whether some name was defined by SQL `PREPARE`.
-    pub fn any_sql_defined(&self) -> bool {
-        self.sql_defined > 0
+    fn forget_after(&mut self, cycle: u64, name: Option<String>) {
+        let seq = self.sequence();
+        self.pending.push((cycle, Forget { name, seq }));
     }
 
-    /// Whether `name` has a definition made by SQL `PREPARE`.
-    pub fn sql_defined(&self, name: &str) -> bool {
+    fn sequence(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// Whether a Bind of `name` runs something that must be judged then: a statement SQL
+    /// PREPARE made, or one that executes another name.
+    pub fn judged_at_bind(&self, name: &str) -> bool {
         self.by_name
-            .get(name)
-            .is_some_and(|defs| defs.iter().any(|d| d.sql))
+            .get(pg_name(name))
+            .is_some_and(|defs| defs.iter().any(needs_judging_at_bind))
+    }
+
+    /// Whether Postgres may know `name` (the unnamed statement always counts).
+    pub fn knows(&self, name: &str) -> bool {
+        name.is_empty() || self.by_name.contains_key(pg_name(name))
+    }
+
+    /// Whether deallocations wait for their answers.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     fn define(&mut self, name: &str, text: &str, sql: bool) {
-        let definitions = self.by_name.entry(name.to_owned()).or_default();
-        let definition = Definition {
-            text: text.to_owned(),
-            sql,
-        };
-        if definitions.contains(&definition) {
+        let seq = self.sequence();
+        let definitions = self.by_name.entry(pg_name(name).to_owned()).or_default();
+        if let Some(same) = definitions
+            .iter_mut()
+            .find(|d| d.text == text && d.sql == sql)
+        {
+            same.seq = seq;
             return;
-        }
-        if sql && !definitions.iter().any(|d| d.sql) {
-            self.sql_defined += 1;
         }
         // One past the bound marks the name as refused.
         if definitions.len() <= MAX_DEFINITIONS {
-            definitions.push(definition);
+            definitions.push(Definition {
+                text: text.to_owned(),
+                sql,
+                seq,
+            });
         }
     }
 
-    fn forget(&mut self, name: &str) {
-        if let Some(definitions) = self.by_name.remove(name)
-            && definitions.iter().any(|d| d.sql)
-        {
-            self.sql_defined -= 1;
+    /// Forgets the definitions of `name` made before `seq`.
+    fn forget(&mut self, name: &str, seq: u64) {
+        if let Some(definitions) = self.by_name.get_mut(name) {
+            definitions.retain(|d| d.seq > seq);
+            if definitions.is_empty() {
+                self.by_name.remove(name);
+            }
         }
     }
 
-    fn forget_all(&mut self) {
-        self.by_name.clear();
-        self.sql_defined = 0;
-    }
-
-    /// Applies what `statements` (forwarded upstream) did to the names: PREPAREs define,
-    /// DEALLOCATE and DISCARD ALL forget.
-    pub fn forwarded(&mut self, statements: &[Statement]) {
+    /// Applies what `statements`, forwarded upstream in request cycle `cycle`, do to the names:
+    /// PREPAREs define at once (keeping more definitions only errs towards refusing);
+    /// DEALLOCATE and DISCARD ALL wait for the cycle's answer, and only when they run as sent
+    /// (`runs`: a Query), not when a Parse merely prepares them.
+    pub fn forwarded(&mut self, statements: &[Statement], cycle: u64, runs: bool) {
         for statement in statements {
             match &statement.prepared {
                 Some(PreparedOp::Prepare(name)) => self.define(name, &statement.text, true),
-                Some(PreparedOp::Deallocate(name)) => self.forget(name),
-                Some(PreparedOp::DeallocateAll) => self.forget_all(),
-                Some(PreparedOp::Execute(_)) | None => {}
+                Some(PreparedOp::Deallocate(name)) if runs => {
+                    self.forget_after(cycle, Some(pg_name(name).to_owned()))
+                }
+                Some(PreparedOp::DeallocateAll) if runs => self.forget_after(cycle, None),
+                _ => {}
             }
         }
+    }
+
+    /// Applies the deallocations of every request cycle answered so far (`answered` of them)
+    /// that Postgres answered without an error (`failed` tells which did not).
+    /// Returns the names that no longer have a definition.
+    pub fn settle(&mut self, answered: u64, failed: impl Fn(u64) -> bool) -> Vec<String> {
+        let mut forgotten = Vec::new();
+        let pending = std::mem::take(&mut self.pending);
+        for (cycle, forget) in pending {
+            if cycle >= answered {
+                self.pending.push((cycle, forget));
+                continue;
+            }
+            if failed(cycle) {
+                continue;
+            }
+            let names = match forget.name {
+                Some(name) => vec![name],
+                None => self.by_name.keys().cloned().collect(),
+            };
+            for name in names {
+                self.forget(&name, forget.seq);
+                if !self.by_name.contains_key(&name) {
+                    forgotten.push(name);
+                }
+            }
+        }
+        forgotten
     }
 
     /// `statements` with each execution of a named statement replaced by what it runs, once per
     /// definition the name may have (a statement that executes nothing is kept as it is). The
     /// statements before an execution in the same string count: `PREPARE p AS ...; EXECUTE p`
-    /// runs the new definition.
+    /// runs the new definition (and a string stops at its first error, so a DEALLOCATE before
+    /// the execution has run if the execution runs).
     pub fn resolve(
         &self,
         analyzer: &Analyzer,
@@ -128,34 +216,75 @@ impl NamedStatements {
         let mut resolved = Vec::with_capacity(statements.len());
         for statement in statements {
             let current = view.as_ref().unwrap_or(self);
-            if let Some(PreparedOp::Execute(name)) = &statement.prepared {
-                let definitions = current
-                    .by_name
-                    .get(name)
-                    .filter(|d| !d.is_empty())
-                    .ok_or_else(|| Unresolved::Unknown(name.clone()))?;
-                if definitions.len() > MAX_DEFINITIONS {
-                    return Err(Unresolved::TooManyDefinitions(name.clone()));
+            resolved.extend(current.runs(analyzer, statement, 0)?);
+            match &statement.prepared {
+                Some(PreparedOp::Prepare(name)) => {
+                    view.get_or_insert_with(|| self.clone())
+                        .define(name, &statement.text, true);
                 }
-                for definition in definitions {
-                    let runs = definition_statement(analyzer, name, definition)?;
-                    resolved.push(executing(statement, name, &runs));
+                Some(PreparedOp::Deallocate(name)) => {
+                    let view = view.get_or_insert_with(|| self.clone());
+                    let seq = view.sequence();
+                    view.forget(pg_name(name), seq);
                 }
-            } else {
-                resolved.push(statement.clone());
-            }
-            if matches!(
-                statement.prepared,
-                Some(
-                    PreparedOp::Prepare(_) | PreparedOp::Deallocate(_) | PreparedOp::DeallocateAll
-                )
-            ) {
-                view.get_or_insert_with(|| self.clone())
-                    .forwarded(std::slice::from_ref(statement));
+                Some(PreparedOp::DeallocateAll) => {
+                    view.get_or_insert_with(|| self.clone()).by_name.clear();
+                }
+                _ => {}
             }
         }
         Ok(resolved)
     }
+
+    /// What `statement` runs: itself, or for an execution of a name, each definition of the
+    /// name (followed through definitions that execute others).
+    fn runs(
+        &self,
+        analyzer: &Analyzer,
+        statement: &Statement,
+        depth: usize,
+    ) -> Result<Vec<Statement>, Unresolved> {
+        let Some(PreparedOp::Execute(name)) = &statement.prepared else {
+            return Ok(vec![statement.clone()]);
+        };
+        if depth >= MAX_DEPTH {
+            return Err(Unresolved::TooDeep(name.clone()));
+        }
+        let name = pg_name(name);
+        let definitions = self
+            .by_name
+            .get(name)
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| Unresolved::Unknown(name.to_owned()))?;
+        if definitions.len() > MAX_DEFINITIONS {
+            return Err(Unresolved::TooManyDefinitions(name.to_owned()));
+        }
+        let mut runs = Vec::new();
+        for definition in definitions {
+            let defined = definition_statement(analyzer, name, definition)?;
+            // A definition that is itself an execution: what it runs now.
+            let inner = if definition.sql {
+                vec![defined]
+            } else {
+                self.runs(analyzer, &defined, depth + 1)?
+            };
+            runs.extend(inner.iter().map(|inner| executing(statement, name, inner)));
+        }
+        Ok(runs)
+    }
+}
+
+fn needs_judging_at_bind(definition: &Definition) -> bool {
+    definition.sql || definition_executes(&definition.text)
+}
+
+/// Whether a Parse text executes a named statement (cheaply: its analysis is cached anyway).
+fn definition_executes(text: &str) -> bool {
+    crate::analysis::analyze_uncached(text).is_ok_and(|statements| {
+        statements
+            .iter()
+            .any(|s| matches!(s.prepared, Some(PreparedOp::Execute(_))))
+    })
 }
 
 /// The statement a definition prepares.
@@ -170,7 +299,7 @@ fn definition_statement(
     let found = if definition.sql {
         analysed
             .iter()
-            .find(|s| s.prepared == Some(PreparedOp::Prepare(name.to_owned())))
+            .find(|s| matches!(&s.prepared, Some(PreparedOp::Prepare(n)) if pg_name(n) == name))
     } else {
         analysed.first()
     };
@@ -192,7 +321,13 @@ fn executing(execute: &Statement, name: &str, runs: &Statement) -> Statement {
         facts.parameter = runs.parameter.clone();
         facts.has_where = runs.has_where;
         facts.lineage = runs.lineage.clone();
+    } else {
+        // `CREATE TABLE ... AS EXECUTE`: every value the prepared statement reads is written
+        // into the new table.
+        union(&mut facts.lineage.written, &runs.lineage.all);
+        union(&mut facts.lineage.written, &runs.lineage.written);
     }
+    union(&mut facts.settings, &runs.settings);
     facts.wrapper = Some(Wrapper::Execute);
     facts.fingerprint = runs.fingerprint;
     facts.shape = None;
@@ -230,10 +365,14 @@ mod tests {
         named.resolve(&Analyzer::default(), &analyzed(sql))
     }
 
+    fn prepare(named: &mut NamedStatements, sql: &str) {
+        named.forwarded(&analyzed(sql), 0, true);
+    }
+
     #[test]
     fn an_execute_is_judged_as_the_statement_it_runs() {
         let mut named = NamedStatements::default();
-        named.forwarded(&analyzed("PREPARE p AS DELETE FROM t"));
+        prepare(&mut named, "PREPARE p AS DELETE FROM t");
         let runs = resolve(&named, "EXECUTE p").unwrap();
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].kind, StatementKind::Delete);
@@ -245,6 +384,15 @@ mod tests {
         let copied = resolve(&named, "CREATE TABLE c AS EXECUTE p").unwrap();
         assert_eq!(copied[0].kind, StatementKind::Ddl);
         assert!(copied[0].unfiltered_write);
+        prepare(&mut named, "PREPARE e AS SELECT email FROM customers");
+        let copied = resolve(&named, "CREATE TABLE c AS EXECUTE e").unwrap();
+        assert!(
+            copied[0]
+                .lineage
+                .written
+                .contains(&crate::analysis::Ref::Column("email".into())),
+            "the copy writes what the prepared statement reads"
+        );
     }
 
     #[test]
@@ -264,7 +412,7 @@ mod tests {
     #[test]
     fn functions_in_execute_arguments_are_kept() {
         let mut named = NamedStatements::default();
-        named.forwarded(&analyzed("PREPARE p(text) AS SELECT $1"));
+        prepare(&mut named, "PREPARE p(text) AS SELECT $1");
         let runs = resolve(&named, "EXECUTE p(pg_read_file('/etc/passwd'))").unwrap();
         assert_eq!(runs[0].functions, ["pg_read_file"]);
     }
@@ -272,20 +420,84 @@ mod tests {
     #[test]
     fn every_definition_a_name_may_have_is_judged() {
         let mut named = NamedStatements::default();
-        named.forwarded(&analyzed("PREPARE p AS SELECT 1"));
+        prepare(&mut named, "PREPARE p AS SELECT 1");
         // Fails upstream (the name exists), but the gateway cannot know that.
-        named.forwarded(&analyzed("PREPARE p AS DELETE FROM t"));
+        prepare(&mut named, "PREPARE p AS DELETE FROM t");
         let kinds: Vec<_> = resolve(&named, "EXECUTE p")
             .unwrap()
             .iter()
             .map(|s| s.kind)
             .collect();
         assert_eq!(kinds, [StatementKind::Select, StatementKind::Delete]);
-        named.forwarded(&analyzed("DEALLOCATE p"));
+        named.forwarded(&analyzed("DEALLOCATE p"), 5, true);
+        assert!(
+            resolve(&named, "EXECUTE p").is_ok(),
+            "not before it was answered"
+        );
+        named.settle(6, |_| false);
         assert_eq!(
             resolve(&named, "EXECUTE p"),
             Err(Unresolved::Unknown("p".into()))
         );
+    }
+
+    #[test]
+    fn a_deallocation_counts_only_once_answered_without_an_error() {
+        let mut named = NamedStatements::default();
+        prepare(&mut named, "PREPARE x AS DELETE FROM t");
+        // `SELECT 1/0; DEALLOCATE x` in cycle 3: the error skips the DEALLOCATE.
+        named.forwarded(&analyzed("SELECT 1/0; DEALLOCATE x"), 3, true);
+        assert!(named.settle(3, |_| false).is_empty(), "unanswered");
+        assert!(named.settle(4, |cycle| cycle == 3).is_empty());
+        assert_eq!(
+            resolve(&named, "EXECUTE x").unwrap()[0].kind,
+            StatementKind::Delete
+        );
+        // A Parse of DEALLOCATE runs nothing until executed: never applied.
+        named.forwarded(&analyzed("DEALLOCATE x"), 4, false);
+        named.closed("x", 5);
+        assert_eq!(named.settle(6, |_| false), ["x"]);
+        assert!(!named.knows("x"));
+        // What is defined after a DISCARD ALL survives it.
+        named.forwarded(&analyzed("DISCARD ALL"), 7, true);
+        named.parsed("after", "SELECT 1");
+        assert!(named.settle(8, |_| false).is_empty());
+        assert!(named.knows("after"));
+    }
+
+    #[test]
+    fn names_are_postgres_names_cut_to_63_bytes() {
+        let mut named = NamedStatements::default();
+        let long = "a".repeat(63) + "1";
+        named.parsed(&long, "DELETE FROM t");
+        assert!(
+            named.knows(&("a".repeat(63) + "2")),
+            "the same name to Postgres"
+        );
+        assert_eq!(
+            pg_name(&"é".repeat(40)).len(),
+            62,
+            "cut at a character boundary"
+        );
+    }
+
+    #[test]
+    fn a_definition_that_executes_another_name_is_resolved_at_each_execution() {
+        let mut named = NamedStatements::default();
+        prepare(&mut named, "PREPARE y AS SELECT 1");
+        named.parsed("runs_y", "EXECUTE y");
+        assert!(named.judged_at_bind("runs_y"));
+        named.forwarded(&analyzed("DEALLOCATE y"), 0, true);
+        named.settle(1, |_| false);
+        prepare(&mut named, "PREPARE y AS DELETE FROM t");
+        let runs = resolve(&named, "EXECUTE runs_y").unwrap();
+        assert_eq!(runs[0].kind, StatementKind::Delete);
+        named.parsed("loop_a", "EXECUTE loop_b");
+        named.parsed("loop_b", "EXECUTE loop_a");
+        assert!(matches!(
+            resolve(&named, "EXECUTE loop_a"),
+            Err(Unresolved::TooDeep(_))
+        ));
     }
 
     #[test]
@@ -313,13 +525,15 @@ mod tests {
             Err(Unresolved::Unknown("nobody".into()))
         );
         for i in 0..=MAX_DEFINITIONS {
-            named.forwarded(&analyzed(&format!("PREPARE p AS SELECT {i}")));
+            prepare(&mut named, &format!("PREPARE p AS SELECT {i}"));
         }
         assert_eq!(
             resolve(&named, "EXECUTE p"),
             Err(Unresolved::TooManyDefinitions("p".into()))
         );
-        named.closed("p");
-        assert!(!named.any_sql_defined());
+        assert!(named.judged_at_bind("p"));
+        named.closed("p", 0);
+        named.settle(1, |_| false);
+        assert!(!named.judged_at_bind("p") && !named.knows("p"));
     }
 }

@@ -324,6 +324,11 @@ pub(super) struct Progress {
     /// Postgres has started a COPY FROM STDIN (its CopyInResponse was relayed) that the client
     /// has not ended yet.
     pub copy_in: AtomicBool,
+    /// Deallocations of named statements wait for their request cycles' answers (set by the
+    /// client direction); while so, the upstream direction records the cycles that failed.
+    pub forgets_pending: AtomicBool,
+    /// Request cycles answered with an error, while `forgets_pending`.
+    pub failed_cycles: std::sync::Mutex<Vec<u64>>,
 }
 
 /// What the upstream direction shares with the client direction while it relays.
@@ -343,6 +348,8 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
 ) -> SessionEnd {
     let Relayed { refusals, progress } = relayed;
     let (cycles_done, copy_in) = (&progress.done, &progress.copy_in);
+    // An ErrorResponse in the request cycle being answered.
+    let mut cycle_failed = false;
     // Whether the last message relayed was a FATAL: then a close is the upstream's own,
     // explained, ending (admin shutdown, its idle timeout...).
     let mut said_fatal = false;
@@ -375,9 +382,20 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
                 tracing::warn!(reason = %why, "session ended: the upstream reads statements differently now");
                 return SessionEnd::ReadingChanged(why);
             }
-            if frame.tag() == b'G' {
+            match frame.tag() {
                 // Set before the client can see it: its CopyData follows the CopyInResponse.
-                copy_in.store(true, Ordering::Release);
+                b'G' => copy_in.store(true, Ordering::Release),
+                b'E' => cycle_failed = true,
+                b'Z' => {
+                    if cycle_failed && progress.forgets_pending.load(Ordering::Acquire) {
+                        let answered = cycles_done.load(Ordering::Relaxed);
+                        if let Ok(mut failed) = progress.failed_cycles.lock() {
+                            failed.push(answered);
+                        }
+                    }
+                    cycle_failed = false;
+                }
+                _ => {}
             }
             said_fatal = frame.tag() == b'E' && is_fatal(frame.body());
             rows_queued |= frame.tag() == b'D';

@@ -157,7 +157,12 @@ async fn approve_writes_gateway() -> TestGateway {
 /// Expects the approval notice, denies the request over the API and expects the 42501.
 async fn held_then_denied(gw: &TestGateway, raw: &mut RawClient, what: &str) -> String {
     let notice = raw.recv().await.expect("a notice");
-    assert_eq!(notice.tag, b'N', "{what}: the statement is held");
+    assert_eq!(
+        notice.tag,
+        b'N',
+        "{what}: the statement is held, not: {}",
+        notice.message()
+    );
     let text = notice.message();
     let id = text
         .split_whitespace()
@@ -261,4 +266,83 @@ async fn a_name_the_gateway_did_not_see_prepared_is_refused() {
         .await
         .unwrap();
     assert_eq!(direct("hw_redefined").await.0, ROWS);
+}
+
+/// Found by an attacker's review: ways to make the gateway's idea of a name differ from
+/// Postgres', each of which ran a held write unheld. Every one is held now.
+#[tokio::test]
+async fn a_name_means_to_the_gateway_what_it_means_to_postgres() {
+    table("hw_desync").await;
+    let gw = approve_writes_gateway().await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+
+    // Names longer than 63 bytes: Postgres keeps the first 63, so these two are one name.
+    let long = "a".repeat(63);
+    let mut out = BytesMut::new();
+    frontend::parse(
+        &format!("{long}1"),
+        "DELETE FROM hw_desync WHERE id > $1",
+        [],
+        &mut out,
+    )
+    .unwrap();
+    frontend::sync(&mut out);
+    assert_eq!(tags(&raw.exchange(&out).await), "1Z");
+    let mut out = BytesMut::new();
+    sluice_integration_tests::bind_statement_and_execute(&mut out, &format!("{long}2"), &["0"]);
+    frontend::sync(&mut out);
+    raw.send(&out).await;
+    held_then_denied(&gw, &mut raw, "Bind of the 63-byte alias").await;
+
+    // A DEALLOCATE an error skipped: the name still holds the DELETE.
+    let reply = raw
+        .exchange(&query_message(
+            "PREPARE x(int) AS DELETE FROM hw_desync WHERE id > $1",
+        ))
+        .await;
+    assert_eq!(tags(&reply), "CZ");
+    let reply = raw
+        .exchange(&query_message("SELECT 1/0; DEALLOCATE x"))
+        .await;
+    assert_eq!(reply[0].tag, b'E');
+    let mut out = BytesMut::new();
+    sluice_integration_tests::bind_statement_and_execute(&mut out, "x", &["0"]);
+    frontend::sync(&mut out);
+    raw.send(&out).await;
+    held_then_denied(&gw, &mut raw, "Bind of x after a skipped DEALLOCATE").await;
+    // A re-PREPARE Postgres refuses does not replace it either.
+    let reply = raw
+        .exchange(&query_message("PREPARE x(int) AS SELECT $1"))
+        .await;
+    assert_eq!(reply[0].sqlstate(), "42P05", "Postgres keeps the DELETE");
+    raw.send(&query_message("EXECUTE x(0)")).await;
+    held_then_denied(&gw, &mut raw, "EXECUTE x after a refused re-PREPARE").await;
+
+    // A statement parsed as `EXECUTE y` runs what y is when it is bound, not when parsed.
+    let reply = raw.exchange(&query_message("PREPARE y AS SELECT 1")).await;
+    assert_eq!(tags(&reply), "CZ");
+    let mut out = BytesMut::new();
+    frontend::parse("runs_y", "EXECUTE y", [], &mut out).unwrap();
+    frontend::sync(&mut out);
+    assert_eq!(tags(&raw.exchange(&out).await), "1Z");
+    let reply = raw
+        .exchange(&query_message(
+            "DEALLOCATE y; PREPARE y AS DELETE FROM hw_desync",
+        ))
+        .await;
+    assert_eq!(tags(&reply), "CCZ");
+    let mut out = BytesMut::new();
+    sluice_integration_tests::bind_statement_and_execute(&mut out, "runs_y", &[]);
+    frontend::sync(&mut out);
+    raw.send(&out).await;
+    held_then_denied(&gw, &mut raw, "Bind of runs_y after y changed").await;
+
+    // A Bind of a name the gateway never saw prepared.
+    let mut out = BytesMut::new();
+    sluice_integration_tests::bind_statement_and_execute(&mut out, "never_seen", &[]);
+    frontend::sync(&mut out);
+    let reply = raw.exchange(&out).await;
+    assert_eq!(reply[0].sqlstate(), "42501", "{}", reply[0].message());
+
+    assert_eq!(direct("hw_desync").await.0, ROWS, "nothing ran");
 }

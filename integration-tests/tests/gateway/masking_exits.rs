@@ -340,3 +340,105 @@ async fn a_column_nothing_can_account_for_is_withheld_with_a_warning_naming_it()
     assert!(!String::from_utf8_lossy(&bytes).contains("s3cret"));
     exchange(&mut raw, "ROLLBACK").await;
 }
+
+/// Found by an attacker's review: portals, cursors and prepared names that the masking side
+/// could mistake for another, each of which returned masked values unmasked.
+#[tokio::test]
+async fn rows_of_a_name_are_never_planned_as_another_names() {
+    use bytes::BytesMut;
+    use postgres_protocol::message::frontend;
+    let gw = gateway("").await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+
+    // An Execute of a cursor the tracker never saw bound, after the unnamed statement (a
+    // harmless one) was described.
+    let (bytes, code) = exchange(
+        &mut raw,
+        "DECLARE cur CURSOR WITH HOLD FOR SELECT email, card FROM mx_people",
+    )
+    .await;
+    assert_eq!(code, "", "{}", String::from_utf8_lossy(&bytes));
+    let mut out = BytesMut::new();
+    frontend::parse("", "SELECT 'x'::text", [], &mut out).unwrap();
+    frontend::describe(b'S', "", &mut out).unwrap();
+    frontend::sync(&mut out);
+    raw.exchange(&out).await;
+    let mut out = BytesMut::new();
+    frontend::execute("cur", 3, &mut out).unwrap();
+    frontend::sync(&mut out);
+    let answer = raw.exchange(&out).await;
+    let bytes: Vec<u8> = answer.iter().flat_map(|m| m.body.to_vec()).collect();
+    assert!(
+        answer.iter().any(|m| m.tag == b'D'),
+        "{}",
+        sluice_integration_tests::tags(&answer)
+    );
+    assert!(
+        !carries(&bytes, EMAIL) && !carries(&bytes, CARD),
+        "Execute of a cursor"
+    );
+
+    // A re-PREPARE Postgres refuses: EXECUTE still runs the first definition.
+    exchange(&mut raw, "PREPARE x AS SELECT upper(email) FROM mx_people").await;
+    let (_, code) = exchange(&mut raw, "PREPARE x AS SELECT upper('a')").await;
+    assert_eq!(code, "42P05");
+    let (bytes, _) = exchange(&mut raw, "EXECUTE x").await;
+    assert!(
+        !carries(&bytes, EMAIL),
+        "EXECUTE after a refused re-PREPARE"
+    );
+    // Likewise for a cursor declared twice.
+    exchange(&mut raw, "BEGIN").await;
+    exchange(
+        &mut raw,
+        "DECLARE c2 CURSOR FOR SELECT lower(card) FROM mx_people",
+    )
+    .await;
+    let (_, code) = exchange(&mut raw, "DECLARE c2 CURSOR FOR SELECT 'a'").await;
+    assert_eq!(code, "42P03");
+    exchange(&mut raw, "ROLLBACK").await;
+
+    // A SQL cursor's name bound again as a protocol portal: FETCH reads the portal.
+    exchange(&mut raw, "BEGIN").await;
+    exchange(&mut raw, "DECLARE p9 CURSOR FOR SELECT 1").await;
+    exchange(&mut raw, "CLOSE p9").await;
+    let mut out = BytesMut::new();
+    frontend::parse("leak", "SELECT upper(email) FROM mx_people", [], &mut out).unwrap();
+    frontend::bind(
+        "p9",
+        "leak",
+        std::iter::empty::<i16>(),
+        std::iter::empty::<&[u8]>(),
+        |_: &[u8],
+         _: &mut BytesMut|
+         -> Result<postgres_protocol::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+            unreachable!()
+        },
+        Some(0i16),
+        &mut out,
+    )
+    .map_err(|_| ())
+    .unwrap();
+    frontend::sync(&mut out);
+    raw.exchange(&out).await;
+    let (bytes, code) = exchange(&mut raw, "FETCH ALL p9").await;
+    assert!(
+        code == "42501" || !carries(&bytes, EMAIL),
+        "FETCH of a protocol portal: {code}"
+    );
+    assert!(!carries(&bytes, EMAIL));
+    exchange(&mut raw, "ROLLBACK").await;
+
+    // CREATE TABLE AS EXECUTE copies what the prepared statement reads.
+    exchange(
+        &mut raw,
+        "PREPARE copyme AS SELECT email AS e FROM mx_people",
+    )
+    .await;
+    for sql in [
+        "CREATE TABLE mx_copy AS EXECUTE copyme",
+        "EXPLAIN ANALYZE CREATE TABLE mx_copy2 AS EXECUTE copyme",
+    ] {
+        refused_without_a_trace(&mut raw, sql).await;
+    }
+}
