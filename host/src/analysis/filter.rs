@@ -6,10 +6,11 @@
 //!
 //! The rules, decided on the parse tree alone (no catalog, so uniqueness is unknown):
 //! - A condition *looks at the target's rows* when it names a column of the target: qualified by
-//!   the target's name or alias anywhere, or unqualified outside a subquery (where an unqualified
-//!   name can only mean the target or a table joined to it), or `WHERE CURRENT OF`. `WHERE true`,
-//!   `WHERE 1 = 1`, `WHERE EXISTS (SELECT 1 FROM u)` or a condition on a joined table alone do
-//!   not.
+//!   the target's name or alias where no subquery's own FROM item takes that name, or
+//!   unqualified outside a subquery when the target is the only relation in scope (no `FROM`,
+//!   `USING` or MERGE source, where an unqualified name could be theirs), or `WHERE CURRENT OF`.
+//!   `WHERE true`, `WHERE 1 = 1`, `WHERE EXISTS (SELECT 1 FROM u)`, a condition on a joined
+//!   table alone or a whole row of one do not.
 //! - UPDATE and DELETE are unfiltered without such a WHERE.
 //! - A MERGE action `WHEN NOT MATCHED BY SOURCE THEN UPDATE|DELETE` reaches every target row
 //!   that no source row matches (all of them, with an empty source or a false join): it is
@@ -34,12 +35,31 @@ const AEXPR_IN: i64 = 7;
 
 /// Whether the write statement `stmt` (node type `node_type`) can reach every row of its table.
 pub fn unfiltered(node_type: &str, stmt: &Value) -> bool {
-    let targets = target_names(stmt);
+    let targets = Targets {
+        names: target_names(stmt),
+        alone: match node_type {
+            "UpdateStmt" => !non_empty(stmt.get("from_clause")),
+            "DeleteStmt" => !non_empty(stmt.get("using_clause")),
+            _ => false,
+        },
+    };
     match node_type {
         "UpdateStmt" | "DeleteStmt" => !looks_at_rows(stmt.get("where_clause"), &targets),
         "MergeStmt" => merge_unfiltered(stmt, &targets),
         _ => false,
     }
+}
+
+/// How a condition can name the write's target.
+struct Targets {
+    /// Its alias, else its name.
+    names: Vec<String>,
+    /// No other relation is in scope: an unqualified name outside a subquery is the target's.
+    alone: bool,
+}
+
+fn non_empty(value: Option<&Value>) -> bool {
+    value.is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
 }
 
 /// The names a column of the write's target can be qualified with: its alias, else its name
@@ -63,7 +83,7 @@ fn target_names(stmt: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn merge_unfiltered(stmt: &Value, targets: &[String]) -> bool {
+fn merge_unfiltered(stmt: &Value, targets: &Targets) -> bool {
     let pinned = pins_target(stmt, targets);
     clauses(stmt).any(|clause| {
         let command = clause.get("command_type").and_then(Value::as_i64);
@@ -87,31 +107,85 @@ fn clauses(stmt: &Value) -> impl Iterator<Item = &Value> {
 }
 
 /// Whether `condition` names a column of the target (see the module doc).
-fn looks_at_rows(condition: Option<&Value>, targets: &[String]) -> bool {
+fn looks_at_rows(condition: Option<&Value>, targets: &Targets) -> bool {
     match condition {
-        Some(c) if !c.is_null() => names_target(c, targets, false),
+        Some(c) if !c.is_null() => names_target(c, targets, false, &[]),
         _ => false,
     }
 }
 
-fn names_target(value: &Value, targets: &[String], in_subquery: bool) -> bool {
+/// `shadowed`: names the FROM items of enclosing subqueries take, which hide the target's.
+fn names_target(value: &Value, targets: &Targets, in_subquery: bool, shadowed: &[String]) -> bool {
     match value {
         Value::Object(map) => map.iter().any(|(key, inner)| match key.as_str() {
             "CurrentOfExpr" => true,
-            "ColumnRef" => column_of_target(inner, targets, in_subquery),
-            "SubLink" => names_target(inner, targets, true),
-            _ => names_target(inner, targets, in_subquery),
+            "ColumnRef" => column_of_target(inner, targets, in_subquery, shadowed),
+            "SubLink" => {
+                let mut hidden = shadowed.to_vec();
+                if let Some(from) = inner.pointer("/subselect/node/SelectStmt/from_clause") {
+                    from_names(from, &mut hidden);
+                }
+                names_target(inner, targets, true, &hidden)
+            }
+            _ => names_target(inner, targets, in_subquery, shadowed),
         }),
         Value::Array(items) => items
             .iter()
-            .any(|item| names_target(item, targets, in_subquery)),
+            .any(|item| names_target(item, targets, in_subquery, shadowed)),
         _ => false,
     }
 }
 
-/// A ColumnRef that means a column of the target: qualified by a target name, or unqualified
-/// outside a subquery.
-fn column_of_target(column_ref: &Value, targets: &[String], in_subquery: bool) -> bool {
+/// The names the FROM items in `from` take (aliases, else relation names), nested joins
+/// included.
+fn from_names(from: &Value, out: &mut Vec<String>) {
+    match from {
+        Value::Array(items) => items.iter().for_each(|item| from_names(item, out)),
+        Value::Object(map) => {
+            for (key, inner) in map {
+                match key.as_str() {
+                    "RangeVar" => {
+                        let alias = inner.pointer("/alias/aliasname").and_then(Value::as_str);
+                        let name = inner.get("relname").and_then(Value::as_str);
+                        out.extend(alias.or(name).map(str::to_owned));
+                    }
+                    "RangeSubselect" | "RangeFunction" | "RangeTableFunc" => {
+                        out.extend(
+                            inner
+                                .pointer("/alias/aliasname")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned),
+                        );
+                    }
+                    "JoinExpr" => {
+                        for side in ["larg", "rarg"] {
+                            if let Some(side) = inner.get(side) {
+                                from_names(side, out);
+                            }
+                        }
+                        out.extend(
+                            inner
+                                .pointer("/alias/aliasname")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned),
+                        );
+                    }
+                    _ => from_names(inner, out),
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A ColumnRef that means a column of the target: qualified by a target name no enclosing
+/// subquery hides, or unqualified outside a subquery while the target is alone in scope.
+fn column_of_target(
+    column_ref: &Value,
+    targets: &Targets,
+    in_subquery: bool,
+    shadowed: &[String],
+) -> bool {
     let names: Vec<&str> = column_ref
         .get("fields")
         .and_then(Value::as_array)
@@ -123,14 +197,17 @@ fn column_of_target(column_ref: &Value, targets: &[String], in_subquery: bool) -
         .unwrap_or_default();
     match names.as_slice() {
         [] => false,
-        [_column] => !in_subquery,
-        [.., qualifier, _column] => targets.iter().any(|t| t == qualifier),
+        [_column] => !in_subquery && targets.alone,
+        [.., qualifier, _column] => {
+            targets.names.iter().any(|t| t == qualifier) && !shadowed.iter().any(|s| s == qualifier)
+        }
     }
 }
 
 /// Whether a top-level `AND` term of the MERGE's join condition pins a target column to
 /// constants, parameters or a column of a VALUES source.
-fn pins_target(stmt: &Value, targets: &[String]) -> bool {
+fn pins_target(stmt: &Value, targets: &Targets) -> bool {
+    let targets = &targets.names;
     let values_source = values_source_name(stmt);
     let Some(condition) = stmt.get("join_condition").filter(|c| !c.is_null()) else {
         return false;
@@ -140,12 +217,11 @@ fn pins_target(stmt: &Value, targets: &[String]) -> bool {
             return false;
         };
         let kind = expr.get("kind").and_then(Value::as_i64);
-        let operator = expr
-            .get("name")
-            .and_then(Value::as_array)
-            .and_then(|n| n.last())
-            .and_then(|n| n.pointer("/node/String/sval"))
-            .and_then(Value::as_str);
+        // Exactly `=` (or `pg_catalog.=`): `OPERATOR(evil.=)` could match anything.
+        let operator = match super::walk::qualified_name(expr.get("name")).as_str() {
+            "=" | "pg_catalog.=" => Some("="),
+            _ => None,
+        };
         let (Some(left), Some(right)) = (expr.get("lexpr"), expr.get("rexpr")) else {
             return false;
         };
@@ -160,7 +236,7 @@ fn pins_target(stmt: &Value, targets: &[String]) -> bool {
                 (is_target_column(left, targets) && fixed(right))
                     || (is_target_column(right, targets) && fixed(left))
             }
-            (Some(AEXPR_IN), _) => {
+            (Some(AEXPR_IN), Some(_)) => {
                 is_target_column(left, targets)
                     && right
                         .pointer("/node/List/items")
@@ -266,6 +342,12 @@ mod tests {
             "DELETE FROM t AS d USING u WHERE u.x = 1",
             "UPDATE t SET a = 1 WHERE (SELECT true)",
             "DELETE FROM t WHERE $1",
+            // Found by an attacker's review: shadowed qualifiers, another relation's columns.
+            "DELETE FROM t WHERE EXISTS (SELECT 1 FROM t WHERE t.id = 1)",
+            "DELETE FROM t AS d WHERE EXISTS (SELECT 1 FROM u AS d WHERE d.x = 1)",
+            "DELETE FROM t USING (SELECT 1) AS s(ok) WHERE ok = 1",
+            "UPDATE t SET a = 1 FROM u WHERE flag",
+            "DELETE FROM t USING u WHERE u IS NOT NULL",
         ] {
             assert!(unfiltered(sql), "{sql}");
         }
@@ -302,6 +384,8 @@ mod tests {
             "EXPLAIN ANALYZE MERGE INTO t USING u ON true WHEN MATCHED THEN DELETE",
             "PREPARE p AS MERGE INTO t USING u ON true WHEN MATCHED THEN DELETE",
             "MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN DELETE RETURNING merge_action()",
+            "MERGE INTO t USING (SELECT true AS go) s ON true WHEN MATCHED AND go THEN DELETE",
+            "MERGE INTO t USING u ON t.id OPERATOR(evil.=) 1 WHEN MATCHED THEN DELETE",
         ] {
             assert!(unfiltered(sql), "{sql}");
         }

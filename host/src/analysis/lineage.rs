@@ -98,6 +98,45 @@ fn conditions(value: &Value, out: &mut Vec<Ref>) {
                     collector.refs(inner, false);
                     out.extend(collector.all);
                 }
+                match key.as_str() {
+                    // JOIN ... USING (email) and NATURAL JOIN compare columns by name.
+                    "JoinExpr" => {
+                        for name in list(inner, "using_clause") {
+                            if let Some(name) =
+                                name.pointer("/node/String/sval").and_then(Value::as_str)
+                            {
+                                out.push(Ref::Column(name.to_owned()));
+                            }
+                        }
+                        if inner.get("is_natural").and_then(Value::as_bool) == Some(true) {
+                            out.push(Ref::WholeRow);
+                        }
+                    }
+                    // DISTINCT, INTERSECT, EXCEPT and UNION (without ALL) compare whole output
+                    // rows: every value in them answers whether two are equal.
+                    "SelectStmt" => {
+                        // SetOperation: 2 UNION, 3 INTERSECT, 4 EXCEPT.
+                        let op = inner.get("op").and_then(Value::as_i64).unwrap_or(0);
+                        let all = inner.get("all").and_then(Value::as_bool) == Some(true);
+                        let compares = matches!(op, 3 | 4) || (op == 2 && !all);
+                        if compares {
+                            let mut collector = Collector::default();
+                            for side in ["larg", "rarg"] {
+                                if let Some(side) = inner.get(side) {
+                                    collector.refs(side, false);
+                                }
+                            }
+                            out.extend(collector.all);
+                        }
+                        if !list(inner, "distinct_clause").is_empty() {
+                            let mut collector = Collector::default();
+                            collector
+                                .refs(&Value::Array(list(inner, "target_list").to_vec()), false);
+                            out.extend(collector.all);
+                        }
+                    }
+                    _ => {}
+                }
                 conditions(inner, out);
             }
         }
@@ -194,14 +233,23 @@ fn has_subquery(item: &Value) -> bool {
     }
 }
 
-/// `pg_notify(channel, payload)` and `set_config(name, value, local)`: what their arguments
-/// read leaves with a notification or stays in the session for a later read.
+/// Built-ins that keep what their arguments read somewhere a later statement (or another
+/// session) reads it without the masking of its column: a notification, a setting, a large
+/// object, a sequence, the WAL.
+const STASHING: &[&str] = &[
+    "pg_notify",
+    "set_config",
+    "lo_put",
+    "lo_from_bytea",
+    "lowrite",
+    "setval",
+    "pg_logical_emit_message",
+];
+
+/// Whether `call` is one of [`STASHING`]: what its arguments read counts as written.
 fn stashes_values(call: &Value) -> bool {
     let name = super::walk::qualified_name(call.get("funcname")).to_ascii_lowercase();
-    matches!(
-        name.trim_start_matches("pg_catalog."),
-        "pg_notify" | "set_config"
-    )
+    STASHING.contains(&name.trim_start_matches("pg_catalog."))
 }
 
 /// A bare `*` or `t.*` select-list entry.
@@ -414,6 +462,16 @@ mod tests {
                 .contains(&col("card"))
         );
         assert!(of("SELECT pg_notify('c', 'constant')").written.is_empty());
+        assert!(
+            of("SELECT lo_put(4242, 0, convert_to(email, 'UTF8')) FROM customers")
+                .written
+                .contains(&col("email"))
+        );
+        assert!(
+            of("SELECT setval('s', length(card)) FROM customers")
+                .written
+                .contains(&col("card"))
+        );
     }
 
     #[test]
@@ -447,6 +505,17 @@ mod tests {
                 "card",
             ),
             ("SELECT DISTINCT ON (email) id FROM customers", "email"),
+            ("SELECT DISTINCT email FROM customers", "email"),
+            (
+                "SELECT c.id FROM customers c JOIN (VALUES ('a@b.c')) g(email) USING (email)",
+                "email",
+            ),
+            (
+                "SELECT 1 FROM (SELECT email FROM customers INTERSECT SELECT 'a@b.c') s",
+                "email",
+            ),
+            ("SELECT email FROM customers EXCEPT ALL SELECT 'x'", "email"),
+            ("SELECT email FROM customers UNION SELECT 'x'", "email"),
             (
                 "SELECT id FROM items WHERE EXISTS (SELECT 1 FROM customers WHERE email = 'x')",
                 "email",
@@ -459,6 +528,16 @@ mod tests {
             );
         }
         assert!(of("SELECT email FROM customers").filters.is_empty());
+        assert!(
+            of("SELECT email FROM customers UNION ALL SELECT 'x'")
+                .filters
+                .is_empty()
+        );
+        assert!(
+            of("SELECT c.id FROM customers c NATURAL JOIN (VALUES ('a@b.c')) g(email)")
+                .filters
+                .contains(&Ref::WholeRow)
+        );
     }
 
     #[test]

@@ -61,6 +61,14 @@ fn collect(value: &Value, found: &mut Vec<SettingChange>) {
                         found.push(variable_set(inner))
                     }
                     "FuncCall" if is_set_config(inner) => found.push(set_config(inner)),
+                    // DISCARD ALL resets every setting, the session authorization included.
+                    // (DiscardMode 1: ALL.)
+                    "DiscardStmt" if inner.get("target").and_then(Value::as_i64) == Some(1) => {
+                        found.push(SettingChange {
+                            name: "*".into(),
+                            value: SettingValue::Default,
+                        })
+                    }
                     _ => {}
                 }
                 collect(inner, found);
@@ -193,6 +201,7 @@ mod tests {
             ("SET ROLE admin", "role"),
             ("SET SESSION AUTHORIZATION admin", "session_authorization"),
             ("RESET ALL", "*"),
+            ("DISCARD ALL", "*"),
             ("SELECT set_config(current_user, 'x', false)", "*"),
             (
                 "PREPARE p AS SELECT set_config('search_path', $1, false)",

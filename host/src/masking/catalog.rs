@@ -230,13 +230,20 @@ impl Snapshot {
     /// Whether `name` (as a statement calls it: `f` or `schema.f`) may be a user-defined
     /// function.
     pub fn user_function(&self, name: &str) -> bool {
-        match name.rsplit_once('.') {
-            Some((schema, bare)) => self
-                .functions
-                .get(bare)
-                .is_some_and(|schemas| schemas.iter().any(|s| s == schema)),
-            None => self.functions.contains_key(name),
+        // The analysis joins name parts with dots, and a quoted name may hold dots itself
+        // (`public."le.ak"`), a call may name the database (`app.public.leak`): every split
+        // counts, and a bare name matches in any schema.
+        if self.functions.contains_key(name) {
+            return true;
         }
+        name.match_indices('.').any(|(at, _)| {
+            let (qualifier, bare) = (&name[..at], &name[at + 1..]);
+            self.functions.get(bare).is_some_and(|schemas| {
+                schemas
+                    .iter()
+                    .any(|s| qualifier == s || qualifier.ends_with(&format!(".{s}")))
+            })
+        })
     }
 
     pub fn relation(&self, oid: u32) -> Option<&Arc<Relation>> {
@@ -543,6 +550,10 @@ mod tests {
         assert!(s.user_function("public.leak"));
         assert!(!s.user_function("other.leak"));
         assert!(!s.user_function("upper"));
+        assert!(
+            s.user_function("app.public.leak"),
+            "named with its database"
+        );
     }
 
     #[test]

@@ -274,6 +274,29 @@ pub async fn check_statement(
             )));
         }
     }
+    // `c.leak` calls function `leak` on the row when `c` has no column of that name.
+    if user_functions == UserFunctions::Refuse {
+        let attribute_call = statement
+            .lineage
+            .all
+            .iter()
+            .chain(&statement.lineage.filters)
+            .filter_map(|r| match r {
+                crate::analysis::Ref::Column(name) => Some(name),
+                crate::analysis::Ref::WholeRow => None,
+            })
+            .find(|name| {
+                snapshot.user_function(name)
+                    && !tables
+                        .iter()
+                        .any(|t| t.columns.iter().flatten().any(|c| c == *name))
+            });
+        if let Some(name) = attribute_call {
+            return Ok(Some(format!(
+                "{name} is a user-defined function called on a row: its body could hand out values of masked columns (masking.user_functions = \"refuse\")"
+            )));
+        }
+    }
     let lowered = lowered(Some(statement));
     // Strict plugins: a masked column answers no question in a condition or an ordering.
     if set.maskers.iter().any(|p| p.strict) && !statement.lineage.filters.is_empty() {

@@ -14,6 +14,7 @@ use super::Shared;
 use super::frame::{Frame, FrameReader, FrameWriter};
 use super::masker::{Tracker, Unplannable};
 use super::messages::{self, sqlstate};
+use super::opaque::OpaqueCode;
 use super::prepared::{NamedStatements, pg_name};
 use super::refusal::Refusals;
 use super::session::Progress;
@@ -61,6 +62,8 @@ pub struct Gate {
     /// Named prepared statements, so that EXECUTE (and a Bind of a SQL-prepared name) is
     /// judged as what it runs.
     named: NamedStatements,
+    /// Where code the gateway cannot see into ran, so that nothing is read after it unchecked.
+    opaque: OpaqueCode,
     signals: HoldSignals,
     trail: Trail,
     /// Announces answers to the masking side of the upstream direction (`None` without a
@@ -83,6 +86,8 @@ pub struct Gate {
 struct Last {
     statements: Option<Arc<[Statement]>>,
     decided: Decided,
+    /// The text runs code the gateway cannot see into (`opaque.rs`).
+    opaque: bool,
 }
 
 impl Gate {
@@ -116,6 +121,7 @@ impl Gate {
             held: None,
             approval_per_bind: HashMap::new(),
             named: NamedStatements::default(),
+            opaque: OpaqueCode::default(),
             signals,
             progress,
             statement_budget,
@@ -154,6 +160,17 @@ impl Gate {
             return Err(why.to_owned());
         }
         self.settle_names();
+        // After a request cycle that ran opaque code, nothing goes upstream before its answer
+        // (and any ParameterStatus in it) has been relayed and checked.
+        if let Some(cycle) = self
+            .opaque
+            .waiting_for(self.progress.done.load(Ordering::Acquire))
+        {
+            // What is queued (the opaque cycle itself, perhaps) must go first, or nothing
+            // answers. A failed write shows again at the session's own flush.
+            let _ = out.flush().await;
+            self.progress.answered_beyond(cycle).await;
+        }
         if matches!(frame.tag(), b'd' | b'c' | b'f') {
             if !self.progress.copy_in.load(Ordering::Acquire) {
                 return Err(format!(
@@ -189,6 +206,7 @@ impl Gate {
                     self.trail.prepared("", id, self.last.statements.as_deref());
                     self.track_parse("");
                     self.forwarded(false);
+                    self.opaque.parsed("", self.last.opaque);
                     out.queue(held.frame.raw())
                 }
                 Some((code, message)) => {
@@ -213,12 +231,24 @@ impl Gate {
                             tracker.query(self.last.statements.as_deref().unwrap_or_default());
                         }
                         self.forwarded(true);
+                        self.opaque.queried(self.last.opaque);
                         out.queue(frame.raw())
                     }
                     Some((code, message)) => {
                         out.queue(&self.refusals.query(self.cycles, code, &message))
                     }
                 }
+            }
+            // A Parse after opaque code in the same cycle could be read under settings that code
+            // changed, which Postgres reports only at the cycle's end.
+            b'P' if self.opaque.parse_refused() => {
+                let name = pg_name(cstr(frame.body()).0.unwrap_or(""));
+                out.queue(&self.refusals.parse(
+                    self.cycles,
+                    name,
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    "sluice: a Parse may not follow the execution of a DO block, CALL or user-defined function before Sync: send Sync after it",
+                ))
             }
             b'P' => {
                 let (name, rest) = cstr(frame.body());
@@ -255,6 +285,7 @@ impl Gate {
                             .prepared(name, id, self.last.statements.as_deref());
                         self.track_parse(name);
                         self.forwarded(false);
+                        self.opaque.parsed(name, self.last.opaque);
                         if !name.is_empty() {
                             self.named.parsed(name, sql.unwrap_or(""));
                         }
@@ -295,6 +326,7 @@ impl Gate {
                         decision: "allow",
                         ..Decided::default()
                     },
+                    opaque: false,
                 };
                 let mut refusal = if unknown {
                     Some((
@@ -330,6 +362,7 @@ impl Gate {
                         if let Some(tracker) = &mut self.tracker {
                             tracker.bound(portal.unwrap_or(""), statement);
                         }
+                        self.opaque.bound(portal.unwrap_or(""), statement);
                         out.queue(frame.raw())
                     }
                     // Fails at the Bind's place; Postgres then skips to Sync.
@@ -340,6 +373,7 @@ impl Gate {
             }
             b'E' => {
                 let portal = cstr(frame.body()).0.unwrap_or("");
+                self.opaque.executed(portal);
                 if auditing {
                     self.trail.expect_execute(portal);
                 }
@@ -375,6 +409,7 @@ impl Gate {
             _ => out.queue(frame.raw()),
         }
         if self.between_cycles {
+            self.opaque.cycle_closed(self.cycles);
             if auditing {
                 self.trail.expect_cycle_end();
             }
@@ -489,6 +524,7 @@ impl Gate {
         }
         if !self.trail.enabled() {
             self.last.statements = last.statements;
+            self.last.opaque = last.opaque;
             return (refusal, 0);
         }
         let written = self
@@ -496,6 +532,7 @@ impl Gate {
             .text(protocol, sql, last.statements.as_deref(), params, decided)
             .await;
         self.last.statements = last.statements;
+        self.last.opaque = last.opaque;
         match written {
             Ok(id) => (refusal, id),
             Err(e) => (refusal.or_else(|| Some(audit_refusal(&e))), 0),
@@ -526,6 +563,7 @@ impl Gate {
                 decision: "allow",
                 ..Decided::default()
             },
+            opaque: false,
         };
         // No plugin directory, or one with no policy in it: nobody objects.
         let plugins = self
@@ -575,6 +613,8 @@ impl Gate {
         } else {
             statements.to_vec()
         };
+        let catalog = self.shared.catalogs.get(&self.info.database).cloned();
+        self.last.opaque = runs_opaque_code(catalog, &resolved).await;
         // Postgres must go on reading the bytes as the gateway does, and stopping statements
         // at the budget.
         let budget = self.statement_budget;
@@ -963,6 +1003,37 @@ impl Gate {
         };
         Some((host, set, request))
     }
+}
+
+/// Whether `statements` run code the gateway cannot see into: a DO block, CALL, or a
+/// user-defined function (by the database's catalog; any function not qualified `pg_catalog.`
+/// when the catalog cannot be read). Not a method: a `&Gate` held across the catalog read
+/// would require the session's plugin stores to be `Sync`.
+async fn runs_opaque_code(
+    catalog: Option<Arc<masking::Catalog>>,
+    statements: &[Statement],
+) -> bool {
+    use crate::analysis::StatementKind;
+    if statements
+        .iter()
+        .any(|s| matches!(s.kind, StatementKind::DoBlock | StatementKind::Call))
+    {
+        return true;
+    }
+    if statements.iter().all(|s| s.functions.is_empty()) {
+        return false;
+    }
+    let snapshot = match catalog {
+        Some(catalog) => catalog.snapshot(&[]).await.ok(),
+        None => None,
+    };
+    statements
+        .iter()
+        .flat_map(|s| &s.functions)
+        .any(|f| match &snapshot {
+            Some(snapshot) => snapshot.user_function(f),
+            None => !f.starts_with("pg_catalog."),
+        })
 }
 
 fn approvers_of(record: &crate::state::ApprovalRecord) -> Vec<String> {

@@ -38,8 +38,11 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
 /// Whether a session may ask for `statement_timeout = value` under `budget`: set, and no
 /// longer (0 means none, so it never is). A zero budget allows anything.
 pub fn within(value: &str, budget: Duration) -> bool {
+    // Postgres keeps whole milliseconds, rounding half to even: `0.4` and `400us` are 0, no
+    // timeout at all.
+    let whole_millis = |d: Duration| (d.as_secs_f64() * 1000.0).round_ties_even();
     budget.is_zero()
-        || parse_timeout(value).is_some_and(|asked| !asked.is_zero() && asked <= budget)
+        || parse_timeout(value).is_some_and(|asked| whole_millis(asked) >= 1.0 && asked <= budget)
 }
 
 /// Why `change` would lift the session's statement budget, if it would.
@@ -117,6 +120,10 @@ mod tests {
         assert!(within("1min", budget));
         assert!(within("300000", budget));
         assert!(!within("0", budget), "0 is no timeout");
+        assert!(!within("0.4", budget), "rounds to 0");
+        assert!(!within("400us", budget), "rounds to 0");
+        assert!(!within("0.5", budget), "rounds half to even: 0");
+        assert!(within("1.5", budget));
         assert!(!within("6min", budget));
         assert!(!within("1d", budget));
         assert!(within("0", Duration::ZERO), "no budget");

@@ -329,6 +329,22 @@ pub(super) struct Progress {
     pub forgets_pending: AtomicBool,
     /// Request cycles answered with an error, while `forgets_pending`.
     pub failed_cycles: std::sync::Mutex<Vec<u64>>,
+    /// Notified at each ReadyForQuery relayed.
+    pub answered: tokio::sync::Notify,
+}
+
+impl Progress {
+    /// Returns once request cycle `cycle` has been answered (its ReadyForQuery relayed).
+    pub async fn answered_beyond(&self, cycle: u64) {
+        loop {
+            // Registered before the check: a notification in between is not lost.
+            let notified = self.answered.notified();
+            if self.done.load(Ordering::Acquire) > cycle {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// What the upstream direction shares with the client direction while it relays.
@@ -425,7 +441,8 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
                     if refusals.any() {
                         refusals.cycle_done(done);
                     }
-                    cycles_done.store(done + 1, Ordering::Relaxed);
+                    cycles_done.store(done + 1, Ordering::Release);
+                    progress.answered.notify_waiters();
                     client.queue(frame.raw());
                 }
                 (_, Relay::Pass, _) => client.queue(frame.raw()),
@@ -508,12 +525,19 @@ fn relay_rows<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     }
 }
 
-/// Why a ParameterStatus body shows the upstream reading statements differently, if it does.
+/// Why a ParameterStatus body ends the session, if it does: the upstream reads statements
+/// differently now, or the session's identity changed (in code the gateway could not see into:
+/// a guarded SET ROLE or SESSION AUTHORIZATION never reaches Postgres).
 fn reading_changed(body: &[u8]) -> Option<String> {
     let mut parts = body.split(|&b| b == 0);
     let name = std::str::from_utf8(parts.next()?).ok()?;
     let value = String::from_utf8_lossy(parts.next().unwrap_or_default());
-    super::reading::diverged(name, &value)
+    match name {
+        "session_authorization" | "is_superuser" => Some(format!(
+            "terminating connection because {name} changed to \"{value}\" during the session"
+        )),
+        _ => super::reading::diverged(name, &value),
+    }
 }
 
 fn is_fatal(error_body: &[u8]) -> bool {
@@ -546,5 +570,24 @@ fn client_error(e: FrameError) -> SessionEnd {
             SessionEnd::ClientProtocol(format!("unexpected message type {tag:?} from client"))
         }
         other => SessionEnd::ClientProtocol(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reading_changed;
+
+    fn status(name: &str, value: &str) -> Vec<u8> {
+        [name.as_bytes(), b"\0", value.as_bytes(), b"\0"].concat()
+    }
+
+    #[test]
+    fn a_change_of_reading_or_identity_reported_after_login_ends_the_session() {
+        assert!(reading_changed(&status("standard_conforming_strings", "off")).is_some());
+        assert!(reading_changed(&status("client_encoding", "SJIS")).is_some());
+        assert!(reading_changed(&status("session_authorization", "postgres")).is_some());
+        assert!(reading_changed(&status("is_superuser", "on")).is_some());
+        assert!(reading_changed(&status("TimeZone", "UTC")).is_none());
+        assert!(reading_changed(&status("client_encoding", "UTF8")).is_none());
     }
 }

@@ -38,6 +38,8 @@ async fn fixtures() {
                      AS 'SELECT email FROM mx_people LIMIT 1';
                  CREATE FUNCTION mx_rows() RETURNS SETOF text LANGUAGE sql
                      AS 'SELECT email FROM mx_people';
+                 CREATE FUNCTION mx_attr(mx_people) RETURNS text LANGUAGE sql
+                     AS 'SELECT $1.email';
                  GRANT ALL ON mx_people, mx_stats TO PUBLIC;"
             ))
             .await
@@ -136,6 +138,8 @@ async fn functions_and_built_ins_that_read_masked_tables_are_refused() {
         "SELECT r FROM mx_people p, LATERAL mx_rows() r",
         "SELECT * FROM ROWS FROM (mx_rows(), generate_series(1, 2))",
         "SELECT upper(x) FROM (SELECT mx_sql() AS x) s",
+        "SELECT app.public.mx_sql()",
+        "SELECT p.mx_attr FROM mx_people p",
         "SELECT table_to_xml('mx_people', true, false, '')",
         "SELECT query_to_xml('SELECT email FROM mx_people', true, false, '')",
         "SELECT pg_catalog.database_to_xml(true, false, '')",
@@ -179,6 +183,8 @@ async fn notifications_and_settings_cannot_carry_masked_values_out() {
         "SELECT 1 FROM mx_people WHERE pg_notify('mx', card) IS NULL",
         "SELECT set_config('mx.stash', email, false) FROM mx_people LIMIT 1",
         "SELECT pg_catalog.set_config('mx.stash', (SELECT card FROM mx_people LIMIT 1), false)",
+        "SELECT lo_put(4242, 0, convert_to(email, 'UTF8')) FROM mx_people WHERE id = 1",
+        "SELECT setval('mx_seq', length(card)) FROM mx_people LIMIT 1",
     ] {
         refused_without_a_trace(&mut raw, sql).await;
     }
@@ -290,6 +296,10 @@ async fn a_strict_masking_plugin_lets_no_masked_column_answer_a_question() {
         "SELECT count(*) FILTER (WHERE card LIKE '4%') FROM mx_people",
         "SELECT id FROM items WHERE EXISTS (SELECT 1 FROM mx_people WHERE email = 'x')",
         "SELECT e FROM (SELECT email AS e FROM mx_people) s ORDER BY e",
+        "SELECT c.id FROM mx_people c JOIN (VALUES ('x')) g(email) USING (email)",
+        "SELECT c.id FROM mx_people c NATURAL JOIN (VALUES ('x')) g(email)",
+        "SELECT 1 FROM (SELECT email FROM mx_people INTERSECT SELECT 'x') s",
+        "SELECT DISTINCT card FROM mx_people",
     ] {
         refused_without_a_trace(&mut raw, sql).await;
     }

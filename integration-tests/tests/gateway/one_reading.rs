@@ -183,3 +183,95 @@ async fn guard_roles_refuses_search_path_and_identity_in_every_spelling() {
         .await
         .unwrap();
 }
+
+/// Found by an attacker's review: code the parser cannot see into turns
+/// standard_conforming_strings off, and the very next statement in the pipeline hides a DELETE
+/// in what the gateway reads as a string literal. Postgres reports the change only at the end
+/// of the request cycle, so nothing may be parsed upstream before that report is checked.
+#[tokio::test]
+async fn nothing_is_read_after_opaque_code_before_postgres_reports_its_settings() {
+    use bytes::BytesMut;
+    use postgres_protocol::message::frontend;
+    let admin = postgres().server.superuser_client("app").await.unwrap();
+    admin
+        .batch_execute(
+            "DROP TABLE IF EXISTS or_victim;
+             CREATE TABLE or_victim (id int); INSERT INTO or_victim SELECT generate_series(1, 5);
+             GRANT ALL ON or_victim TO PUBLIC;",
+        )
+        .await
+        .unwrap();
+    let remaining = || async {
+        admin
+            .query_one("SELECT count(*) FROM or_victim", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let smuggled = r#"WITH s AS (SELECT '\' AS a, ' ), d AS (DELETE FROM or_victim RETURNING 1) SELECT 1 --') SELECT * FROM s"#;
+    let gw = TestGateway::start().await;
+
+    // In one extended-protocol cycle: the Parse after the DO's Execute is refused.
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let mut out = BytesMut::new();
+    frontend::parse(
+        "",
+        "DO $$ BEGIN SET standard_conforming_strings = off; END $$",
+        [],
+        &mut out,
+    )
+    .unwrap();
+    sluice_integration_tests::bind_and_execute(&mut out, &[]);
+    frontend::parse("", smuggled, [], &mut out).unwrap();
+    sluice_integration_tests::bind_and_execute(&mut out, &[]);
+    frontend::sync(&mut out);
+    let answer = raw.exchange(&out).await;
+    let refused = answer
+        .iter()
+        .find(|m| m.tag == b'E')
+        .expect("the Parse after the DO is refused");
+    assert_eq!(refused.sqlstate(), "42501");
+    assert!(
+        refused.message().contains("may not follow"),
+        "{}",
+        refused.message()
+    );
+    // The refusal failed the batch's implicit transaction, which took the DO's SET back with
+    // it: the session goes on, reading as before.
+    assert_eq!(
+        sluice_integration_tests::tags(&raw.exchange(&query_message("SELECT 1")).await),
+        "TDCZ"
+    );
+    assert_eq!(remaining().await, 5);
+
+    // Across cycles, pipelined without waiting: the second waits for the first's answer.
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let mut out = query_message("DO $$ BEGIN SET standard_conforming_strings = off; END $$");
+    out.extend_from_slice(&query_message(smuggled));
+    raw.send(&out).await;
+    let mut fatal = None;
+    while let Some(msg) = raw.recv().await {
+        if msg.tag == b'E' {
+            fatal = Some(msg.message());
+        }
+    }
+    assert!(
+        fatal.is_some_and(|m| m.contains("standard_conforming_strings changed")),
+        "the session ends before the second statement is read"
+    );
+    assert_eq!(remaining().await, 5, "nothing was deleted");
+}
+
+#[tokio::test]
+async fn guard_roles_refuses_do_blocks_and_discard_all() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        plugins: vec![PluginSpec::stock("guard-roles")],
+        ..GatewayOptions::default()
+    })
+    .await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    for sql in ["DO $$ BEGIN SET search_path = evil; END $$", "DISCARD ALL"] {
+        let err = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&err), "42501", "{sql}: {err}");
+    }
+}

@@ -64,6 +64,8 @@ async fn the_budget_may_be_lowered_but_never_lifted() {
     for sql in [
         "SET statement_timeout = 0",
         "SET statement_timeout = '10min'",
+        "SET statement_timeout = 0.4",
+        "SET statement_timeout = '400us'",
         "SET LOCAL statement_timeout TO 5000",
         "SELECT set_config('statement_timeout', '0', false)",
         "SELECT set_config('statement_timeout', current_setting('work_mem'), false)",

@@ -4,6 +4,9 @@
 //! ... SET`, `ALTER SYSTEM` (the host reports each as the statement's `parameter`, `*` when it
 //! changes several or one it cannot name).
 //!
+//! DO blocks are refused too (their bodies could change any setting unseen), and `DISCARD ALL`
+//! and `RESET ALL` (they reset the guarded settings).
+//!
 //! Config: `settings` (comma-separated) replaces the guarded list, which by default is `role`,
 //! `session_authorization` (identity), `search_path` (which objects a name means),
 //! `standard_conforming_strings` and `backslash_quote` (how text is read).
@@ -32,8 +35,15 @@ impl Policy for GuardRoles {
 }
 
 fn decide(statement: &Statement, guarded: &[String]) -> Decision {
-    if statement.kind == StatementKind::Show {
-        return Decision::Allow;
+    match statement.kind {
+        StatementKind::Show => return Decision::Allow,
+        // Its body is opaque to the gateway and could change any of them.
+        StatementKind::DoBlock => {
+            return Decision::Deny(
+                "DO blocks are not allowed: they could change guarded settings unseen".into(),
+            );
+        }
+        _ => {}
     }
     match statement.parameter.as_deref() {
         // RESET ALL resets every guarded setting too.
