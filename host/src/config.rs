@@ -214,6 +214,11 @@ pub struct PluginsConfig {
     /// Quiet time after a change in `dir` before reloading.
     #[serde(default = "default_reload_debounce", with = "humantime_serde")]
     pub reload_debounce: Duration,
+    /// Plugins (by file name without `.wasm`) that must be serving: while one is missing,
+    /// fails to load with no earlier version to keep, or is disabled, every statement is
+    /// refused, naming it.
+    #[serde(default)]
+    pub required: Vec<String>,
 }
 
 impl Default for PluginsConfig {
@@ -223,6 +228,7 @@ impl Default for PluginsConfig {
             timeout: default_plugin_timeout(),
             memory_mib: default_plugin_memory(),
             reload_debounce: default_reload_debounce(),
+            required: Vec::new(),
         }
     }
 }
@@ -604,6 +610,18 @@ impl Config {
         }
         if !(1..=65_536).contains(&self.masking.transform_batch) {
             return Err(self.invalid("masking.transform_batch", "must be between 1 and 65536"));
+        }
+        if !self.plugins.required.is_empty() && self.plugins.dir.is_none() {
+            return Err(self.invalid(
+                "plugins.required",
+                "names plugins, but there is no plugins.dir to load them from",
+            ));
+        }
+        if let Some(name) = self.plugins.required.iter().find(|n| !crate::plugins::valid_name(n)) {
+            return Err(self.invalid(
+                "plugins.required",
+                format!("\"{}\" is not a plugin name (letters, digits, '-' and '_')", crate::display::line(name)),
+            ));
         }
         if let Some(dir) = &self.plugins.dir
             && !dir.is_dir()

@@ -6,6 +6,7 @@ pub mod analysis;
 pub mod approvals;
 pub mod audit;
 pub mod config;
+pub mod display;
 pub mod identity;
 pub mod localpg;
 pub mod masking;

@@ -39,6 +39,15 @@ pub async fn decide(
     statements: &[Statement],
     params: &[Option<String>],
 ) -> Verdict {
+    // A required plugin that is not serving refuses everything: the guard it is must never
+    // be silently absent.
+    if let Some(name) = set.missing.first() {
+        return Verdict::Deny(Decider {
+            plugin: name.clone(),
+            hash: Arc::from(""),
+            reason: "this required plugin is not serving (missing, disabled or failing to load); every statement is refused until it is".into(),
+        });
+    }
     if set.policies.is_empty() {
         return Verdict::Allow;
     }
@@ -49,10 +58,12 @@ pub async fn decide(
         // Built only when some plugin has to be called.
         let mut lowered: Option<wit::Statement> = None;
         for plugin in &set.policies {
+            // A plugin's reason reaches the client, the audit log and approvers: one line,
+            // bounded.
             let decider = |reason: String| Decider {
                 plugin: plugin.name.clone(),
                 hash: plugin.hash.clone(),
-                reason,
+                reason: crate::display::reason(&reason),
             };
             let decision = match instances.remembered(plugin, &key) {
                 Some(decision) => Ok(decision),

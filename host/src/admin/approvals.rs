@@ -58,6 +58,28 @@ pub struct ApprovalView {
     pub expires: f64,
     pub decided: Option<f64>,
     pub votes: Vec<VoteView>,
+    /// The same request for people to read.
+    pub display: DisplayView,
+}
+
+/// Agent and plugin text as people may be shown it (`display.rs`: control, bidirectional and
+/// invisible characters escaped), and what approving with a scope would cover. The fields
+/// above are exact, for tools; a page or terminal shows these.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DisplayView {
+    pub subject: String,
+    pub database: String,
+    pub statement: String,
+    /// `$1='value'` each (quotes doubled), `$1=NULL` for NULL, a binary value as `'\x...'`
+    /// in hex.
+    pub parameters: Vec<String>,
+    pub plugin: String,
+    pub reason: String,
+    pub note: Option<String>,
+    /// A scoped approval lets the requester run statements reading as this (each `<value>`
+    /// any constant) until the scope ends; `None` when no scope can cover the statement.
+    pub scope: Option<String>,
+    pub votes: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -76,8 +98,43 @@ fn seconds(t: SystemTime) -> f64 {
 
 impl From<ApprovalRecord> for ApprovalView {
     fn from(record: ApprovalRecord) -> ApprovalView {
+        use crate::display::{block, line};
         let r = record.request;
+        let display = DisplayView {
+            subject: line(&r.subject).into_owned(),
+            database: line(&r.database).into_owned(),
+            statement: block(&r.statement).into_owned(),
+            parameters: r
+                .parameters
+                .iter()
+                .enumerate()
+                .map(|(i, p)| match p {
+                    Some(value) => format!("${}='{}'", i + 1, line(&value.replace('\'', "''"))),
+                    None => format!("${}=NULL", i + 1),
+                })
+                .collect(),
+            plugin: line(&r.plugin).into_owned(),
+            reason: line(&r.reason).into_owned(),
+            note: r.note.as_deref().map(|n| block(n).into_owned()),
+            scope: crate::approvals::Scope::of(&r.statement).map(|s| block(&s.covers).into_owned()),
+            votes: record
+                .votes
+                .iter()
+                .map(|v| {
+                    format!(
+                        "{} {}{}",
+                        line(&v.approver),
+                        if v.approve { "approved" } else { "denied" },
+                        v.reason
+                            .as_deref()
+                            .map(|r| format!(": {}", line(r)))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect(),
+        };
         ApprovalView {
+            display,
             id: r.id,
             status: record.status.as_str().to_owned(),
             subject: r.subject,

@@ -1,10 +1,11 @@
 //! The approval queue: a held statement becomes a request, approvers vote on it, and the session
 //! waiting for it is woken the moment it is decided. Nobody approves their own request; quorum
 //! counts distinct approvers; an approval covers exactly the held statement, once, unless the
-//! approver grants a scope (that fingerprint, for that subject, for a while).
+//! approver grants a scope (that statement shape, for that subject, for a while: `scope.rs`).
 
 mod notify;
 mod routing;
+mod scope;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -26,6 +27,7 @@ pub struct Route {
 }
 
 pub use routing::{PluginRoute, Routing, RoutingFailure, route};
+pub use scope::Scope;
 
 /// A fresh request id, as the client's notice and the approvers see it.
 pub fn new_id() -> String {
@@ -43,6 +45,7 @@ pub struct NewRequest {
     pub database: String,
     pub statement: String,
     pub parameters: Vec<Option<String>>,
+    /// The key of the statement's [`Scope`]: what a scoped grant of this request covers.
     pub fingerprint: u64,
     pub plugin: String,
     pub reason: String,
@@ -59,7 +62,7 @@ pub struct Approver {
 pub struct Decision {
     pub approve: bool,
     pub reason: Option<String>,
-    /// With an approval: also let the requester run this fingerprint for this long.
+    /// With an approval: also let the requester run statements of this scope for this long.
     pub scope: Option<Duration>,
 }
 

@@ -83,21 +83,25 @@ fn message(r: &ApprovalRequest) -> serde_json::Value {
         .expires
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    // A routing plugin's text replaces the headline; the statement and commands stay.
-    let headline = r.note.clone().unwrap_or_else(|| {
-        format!(
+    // A routing plugin's text replaces the headline; the statement and commands stay. Every
+    // piece of agent or plugin text is escaped for the chat markup (`display::slack`): the
+    // text cannot mention a channel, hide a link or leave its code block.
+    use crate::display::slack;
+    let headline = match &r.note {
+        Some(note) => slack(note, true),
+        None => format!(
             "sluice: approval {id} required for {subject} on {database} ({plugin}: {reason})",
             id = r.id,
-            subject = r.subject,
-            database = r.database,
-            plugin = r.plugin,
-            reason = r.reason,
-        )
-    });
+            subject = slack(&r.subject, false),
+            database = slack(&r.database, false),
+            plugin = slack(&r.plugin, false),
+            reason = slack(&r.reason, false),
+        ),
+    };
     let text = format!(
         "{headline}\n```{statement}```\nApprove: sluice approvals approve {id}    Deny: sluice approvals deny {id}",
         id = r.id,
-        statement = r.statement,
+        statement = slack(&r.statement, true),
     );
     serde_json::json!({
         "text": text,
@@ -198,5 +202,19 @@ mod tests {
             "{text}"
         );
         assert!(default["approval"]["routed_by"].is_null());
+    }
+
+    #[test]
+    fn agent_text_cannot_ping_a_channel_hide_a_link_or_leave_its_code_block() {
+        let mut hostile = request(None);
+        hostile.statement = "SELECT 1 ``` <!channel> <https://evil.example|approve here>\u{202E}".into();
+        hostile.reason = "writes\n*urgent*".into();
+        let text = message(&hostile)["text"].as_str().unwrap().to_owned();
+        assert!(!text.contains("<!channel>") && !text.contains("<https://"), "{text}");
+        assert!(text.contains("&lt;!channel&gt;"), "{text}");
+        assert_eq!(text.matches("```").count(), 2, "only the gateway's fences: {text}");
+        assert!(text.contains("\\u{202E}") && text.contains("writes\\u{000A}*urgent*"), "{text}");
+        // The exact request stays beside it for machines.
+        assert_eq!(message(&hostile)["approval"]["statement"], hostile.statement);
     }
 }

@@ -88,7 +88,7 @@ pub async fn route(
                     approver_groups,
                     approvals_needed: route.approvals_needed.max(1),
                     timeout: route.timeout_ms.map(Duration::from_millis),
-                    note: route.notification,
+                    note: route.notification.as_deref().map(crate::display::note),
                 })
             }
         });

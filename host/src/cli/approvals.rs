@@ -85,15 +85,16 @@ pub async fn run(args: ApprovalsArgs) -> anyhow::Result<()> {
                 println!("no pending approval requests");
             }
             for view in pending {
+                let shown = &view.display;
                 println!(
                     "{}  {:>6}  {}@{}  {} ({})  {}",
                     view.id,
                     age(view.created),
-                    view.subject,
-                    view.database,
-                    view.plugin,
-                    view.reason,
-                    one_line(&view.statement, 80)
+                    shown.subject,
+                    shown.database,
+                    shown.plugin,
+                    shown.reason,
+                    one_line(&shown.statement, 80)
                 );
             }
         }
@@ -191,52 +192,48 @@ fn report(view: &ApprovalView) {
 }
 
 fn print_view(view: &ApprovalView) {
+    use sluice::display::line;
+    // Agent and plugin text only as the display fields have it (escaped).
+    let shown = &view.display;
     println!("id:         {}", view.id);
     println!("status:     {}", view.status);
     println!(
         "requester:  {} (groups: {})",
-        view.subject,
-        view.groups.join(", ")
+        shown.subject,
+        view.groups
+            .iter()
+            .map(|g| line(g))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
         "database:   {} (session {})",
-        view.database, view.session_id
+        shown.database, view.session_id
     );
-    println!("policy:     {}: {}", view.plugin, view.reason);
-    println!("statement:  {}", view.statement);
-    if !view.parameters.is_empty() {
-        let params: Vec<String> = view
-            .parameters
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("${}={}", i + 1, p.as_deref().unwrap_or("NULL")))
-            .collect();
-        println!("parameters: {}", params.join(" "));
+    println!("policy:     {}: {}", shown.plugin, shown.reason);
+    println!("statement:  {}", shown.statement);
+    if !shown.parameters.is_empty() {
+        println!("parameters: {}", shown.parameters.join(" "));
     }
-    println!("hash:       {} (statement fingerprint)", view.fingerprint);
+    match &shown.scope {
+        Some(scope) => println!("scope:      approving with --scope lets it run: {scope}"),
+        None => println!("scope:      none can cover this statement"),
+    }
     println!(
         "approvers:  {} of group {}{}",
         view.approvals_needed,
         view.approver_groups.join(" | "),
         view.routed_by
             .as_deref()
-            .map(|p| format!(" (routed by {p})"))
+            .map(|p| format!(" (routed by {})", line(p)))
             .unwrap_or_default()
     );
-    if let Some(note) = &view.note {
+    if let Some(note) = &shown.note {
         println!("note:       {note}");
     }
     println!("age:        {}", age(view.created));
-    for vote in &view.votes {
-        println!(
-            "vote:       {} {}{}",
-            vote.approver,
-            if vote.approve { "approved" } else { "denied" },
-            vote.reason
-                .as_deref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default()
-        );
+    for vote in &shown.votes {
+        println!("vote:       {vote}");
     }
 }
 

@@ -26,6 +26,11 @@ pub struct Manifest {
     /// clauses, CASE conditions, FILTER), so that a masked column answers no yes/no question.
     #[serde(default)]
     pub strict: bool,
+    /// While this plugin is not serving (its file removed, corrupted, disabled), every
+    /// statement is refused. Remembered once seen, so removing the manifest with the file
+    /// does not lift it; `[plugins] required` says it where the directory cannot be trusted.
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// Per-plugin sandbox limits; absent values take the `[plugins]` defaults.
@@ -54,6 +59,7 @@ impl Default for Manifest {
             config: BTreeMap::new(),
             limits: LimitOverrides::default(),
             strict: false,
+            required: false,
         }
     }
 }

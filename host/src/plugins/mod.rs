@@ -8,6 +8,7 @@
 
 mod approval;
 mod bindings;
+mod directory;
 mod instances;
 mod manifest;
 mod masking;
@@ -25,6 +26,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config as EngineConfig, Engine};
 
 pub use approval::route;
+pub use directory::valid_name;
 pub use bindings::v0_1::sluice::plugin::types as wit;
 pub use instances::{CallFailure, ReuseKey, SessionPlugins};
 pub use manifest::Manifest;
@@ -56,6 +58,8 @@ pub enum PluginError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("plugin directory refused: {0}")]
+    Untrusted(String),
 }
 
 /// Sandbox defaults, overridable per plugin in its manifest.
@@ -195,9 +199,17 @@ pub struct PluginSet {
     pub approvals: Vec<Arc<ApprovalPlugin>>,
     pub maskers: Vec<Arc<MaskingPlugin>>,
     pub generation: u64,
+    /// Required plugins not serving: while any is, every statement is refused.
+    pub missing: Vec<Arc<str>>,
 }
 
 impl PluginSet {
+    /// Whether statements must be judged: a policy serves, or a required plugin is missing
+    /// (and every statement is refused).
+    pub fn guards(&self) -> bool {
+        !self.policies.is_empty() || !self.missing.is_empty()
+    }
+
     fn loaded(&self) -> impl Iterator<Item = (&str, Loaded)> {
         let policies = self
             .policies
@@ -238,6 +250,9 @@ pub struct PluginHost {
     current: ArcSwap<PluginSet>,
     status: std::sync::Mutex<Vec<PluginStatus>>,
     generation: AtomicU64,
+    /// Plugins that must be serving: `[plugins] required`, and every name whose manifest said
+    /// `required` since start.
+    required: std::sync::Mutex<std::collections::BTreeSet<String>>,
     stop_ticker: Arc<AtomicBool>,
     /// Where loads, reloads and load failures are recorded.
     audit: std::sync::OnceLock<Arc<crate::audit::Audit>>,
@@ -296,10 +311,19 @@ impl PluginHost {
             current: ArcSwap::from_pointee(PluginSet::default()),
             status: std::sync::Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
+            required: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             stop_ticker,
             audit: std::sync::OnceLock::new(),
             metrics: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Plugins that must be serving from the next reload on (`[plugins] required`).
+    pub fn require(&self, names: impl IntoIterator<Item = String>) {
+        self.required
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(names);
     }
 
     /// Records plugin loads, reloads and failures in `audit` from now on.
@@ -355,10 +379,16 @@ impl PluginHost {
         self.current.load_full()
     }
 
-    /// Whether any policy plugin is serving; cheaper than [`PluginHost::current`] (no
-    /// reference count touched), for the per-message check.
+    /// The serving set's generation; cheaper than [`PluginHost::current`].
+    pub fn generation(&self) -> u64 {
+        self.current.load().generation
+    }
+
+    /// Whether statements must be judged (a policy serves, or a required plugin is missing);
+    /// cheaper than [`PluginHost::current`] (no reference count touched), for the
+    /// per-message check.
     pub fn has_policies(&self) -> bool {
-        !self.current.load().policies.is_empty()
+        self.current.load().guards()
     }
 
     /// Whether any masking plugin is serving (as cheap as [`PluginHost::has_policies`]).
@@ -379,6 +409,7 @@ impl PluginHost {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
+        let resolved_dir = directory::check_dir(dir).map_err(PluginError::Untrusted)?;
         let entries = std::fs::read_dir(dir).map_err(|source| PluginError::Dir {
             dir: dir.clone(),
             source,
@@ -392,12 +423,43 @@ impl PluginHost {
         let by_name: HashMap<&str, Loaded> = previous.loaded().collect();
         let mut serving = Vec::new();
         let mut status = Vec::new();
+        let mut required = self
+            .required
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for file in files {
             let name = file
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            match self.load(&file, &name, by_name.get(name.as_str())) {
+            if !directory::valid_name(&name) {
+                tracing::error!(file = %crate::display::line(&file.display().to_string()), "plugin file name refused: letters, digits, '-' and '_' only");
+                status.push(PluginStatus {
+                    name: crate::display::line(&name).into_owned(),
+                    file,
+                    serving: None,
+                    kind: None,
+                    priority: None,
+                    error: Some(
+                        "the name may hold only letters, digits, '-' and '_' (up to 64)".into(),
+                    ),
+                });
+                continue;
+            }
+            let trusted = directory::check_file(&resolved_dir, &file).and_then(|()| {
+                let manifest = file.with_extension("toml");
+                match manifest.symlink_metadata() {
+                    Ok(_) => directory::check_file(&resolved_dir, &manifest),
+                    Err(_) => Ok(()),
+                }
+            });
+            // Remembered even if the plugin then fails to load (and so is missing).
+            if trusted.is_ok() && Manifest::for_component(&file).is_ok_and(|m| m.required) {
+                required.insert(name.clone());
+            }
+            let loaded = trusted.and_then(|()| self.load(&file, &name, by_name.get(name.as_str())));
+            match loaded {
                 Ok(Some(plugin)) => {
                     let reused = by_name
                         .get(name.as_str())
@@ -457,6 +519,29 @@ impl PluginHost {
                 }
             }
         }
+        *self.required.lock().unwrap_or_else(|e| e.into_inner()) = required.clone();
+        let missing: Vec<Arc<str>> = required
+            .iter()
+            .filter(|name| {
+                !status
+                    .iter()
+                    .any(|s| s.name == **name && s.serving.is_some())
+            })
+            .map(|name| Arc::from(name.as_str()))
+            .collect();
+        for name in &missing {
+            tracing::error!(plugin = %name, "required plugin is not serving; every statement is refused until it is");
+            if !status.iter().any(|s| s.name == **name) {
+                status.push(PluginStatus {
+                    name: name.to_string(),
+                    file: dir.join(format!("{name}.wasm")),
+                    serving: None,
+                    kind: None,
+                    priority: None,
+                    error: Some("required, and there is no such file".into()),
+                });
+            }
+        }
         for (name, gone) in &by_name {
             if !status
                 .iter()
@@ -502,6 +587,7 @@ impl PluginHost {
             approvals,
             maskers,
             generation,
+            missing,
         }));
         *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
         tracing::info!(generation, plugins = ?summary, "plugin set swapped in");
@@ -569,7 +655,7 @@ impl PluginHost {
                 format!("is not a sluice:plugin/{world}@0.1.0 component: {e:#}")
             }
         };
-        Ok(Some(match kind {
+        let loaded = match kind {
             PluginKind::Policy => Loaded::Policy(Arc::new(
                 plugin.with(PolicyPluginPre::new(pre).map_err(wrong("policy-plugin"))?),
             )),
@@ -579,7 +665,46 @@ impl PluginHost {
             PluginKind::Masking => Loaded::Masking(Arc::new(
                 plugin.with(MaskingPluginPre::new(pre).map_err(wrong("masking-plugin"))?),
             )),
-        }))
+        };
+        self.instantiates(&loaded)?;
+        Ok(Some(loaded))
+    }
+
+    /// Instantiates `plugin` once, as a session would, in a sandbox of its own: exports whose
+    /// types do not match the world's (wasmtime checks them when instantiating), start code
+    /// that traps, overruns or asks for more memory than allowed all fail here, so such a file
+    /// never replaces the version serving. On a thread of its own, as reloads are called from
+    /// both plain threads and the runtime's.
+    fn instantiates(&self, plugin: &Loaded) -> Result<(), String> {
+        let attempt = || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(|e| format!("cannot start a runtime to instantiate it: {e}"))?;
+            runtime
+                .block_on(async {
+                    match plugin {
+                        Loaded::Policy(p) => {
+                            let mut store = self.sandbox(p, 5);
+                            p.pre.instantiate_async(&mut store).await.map(drop)
+                        }
+                        Loaded::Approval(p) => {
+                            let mut store = self.sandbox(p, 5);
+                            p.pre.instantiate_async(&mut store).await.map(drop)
+                        }
+                        Loaded::Masking(p) => {
+                            let mut store = self.sandbox(p, 5);
+                            p.pre.instantiate_async(&mut store).await.map(drop)
+                        }
+                    }
+                })
+                .map_err(|e| format!("cannot be instantiated: {e:#}"))
+        };
+        std::thread::scope(|scope| {
+            scope
+                .spawn(attempt)
+                .join()
+                .unwrap_or_else(|_| Err("instantiating it panicked".into()))
+        })
     }
 
     /// Compiles, or loads the compiled artifact cached under the content hash.

@@ -53,7 +53,9 @@ impl host::Host for PluginState {
     fn log(&mut self, level: LogLevel, message: String) {
         let plugin = &*self.name;
         // Bounded: a plugin must not flood the gateway's log with one call.
+        // Escaped: a newline must not forge a line of the gateway's log.
         let message: String = message.chars().take(2000).collect();
+        let message = crate::display::line(&message);
         match level {
             LogLevel::Trace => tracing::trace!(sluice.plugin = plugin, "{message}"),
             LogLevel::Debug => tracing::debug!(sluice.plugin = plugin, "{message}"),

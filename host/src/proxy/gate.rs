@@ -1,7 +1,6 @@
 //! The per-statement check on the client → upstream path: analysis, the policy pipeline, and
 //! the substitute sent in place of a refused message.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -15,7 +14,7 @@ use super::frame::{Frame, FrameReader, FrameWriter};
 use super::masker::{Tracker, Unplannable};
 use super::messages::{self, sqlstate};
 use super::opaque::OpaqueCode;
-use super::prepared::{NamedStatements, pg_name};
+use super::prepared::{Judged, NamedStatements, pg_name};
 use super::refusal::Refusals;
 use super::session::Progress;
 use super::trail::{Decided, Trail};
@@ -45,6 +44,16 @@ struct HeldParse {
     sql: Option<String>,
 }
 
+/// The unnamed statement Postgres holds, as the gateway forwarded it. Postgres keeps it after
+/// Sync, so a later Bind of "" runs it again: when a policy held it, that execution needs its
+/// own decision.
+struct Unnamed {
+    sql: Option<String>,
+    judged: Judged,
+    /// The next Bind is the one its approval was for.
+    covered: bool,
+}
+
 pub struct Gate {
     shared: Arc<Shared>,
     info: SessionInfo,
@@ -57,8 +66,7 @@ pub struct Gate {
     between_cycles: bool,
     statements: u64,
     held: Option<HeldParse>,
-    /// Named statements a policy sends for approval: every Bind of them is held.
-    approval_per_bind: HashMap<String, Arc<NeedsApproval>>,
+    unnamed: Option<Unnamed>,
     /// Named prepared statements, so that EXECUTE (and a Bind of a SQL-prepared name) is
     /// judged as what it runs.
     named: NamedStatements,
@@ -119,7 +127,7 @@ impl Gate {
             between_cycles: true,
             statements: 0,
             held: None,
-            approval_per_bind: HashMap::new(),
+            unnamed: None,
             named: NamedStatements::default(),
             opaque: OpaqueCode::default(),
             signals,
@@ -144,6 +152,12 @@ impl Gate {
         self.instances
             .as_ref()
             .is_some_and(|i| i.host().has_policies())
+    }
+
+    /// The serving plugin set's generation (read before judging: a reload after it only makes
+    /// a later Bind judge again).
+    fn generation(&self) -> u64 {
+        self.instances.as_ref().map_or(0, |i| i.host().generation())
     }
 
     /// Queues on `out` what goes upstream for `frame` (possibly nothing yet, possibly a held
@@ -192,14 +206,29 @@ impl Gate {
             self.start_tracking();
         }
         if let Some(held) = self.held.take() {
-            // The held Parse is decided now, with this Bind's parameters if it binds it.
-            let params = match frame.tag() {
-                b'B' => bind_params(frame.body()).unwrap_or_default(),
-                _ => Vec::new(),
+            // The held Parse is decided now, with this Bind's parameters if it binds it: the
+            // approval is for that execution. Without one, preparing runs nothing, and each
+            // Bind is held instead.
+            let binds_it = frame.tag() == b'B' && bound_statement(frame.body()) == Some("");
+            let bound = if binds_it {
+                Bound::of(frame.body())
+            } else {
+                Bound::default()
             };
-            let refusal = self.check_text(held.sql.as_deref(), &params, client).await;
+            let generation = self.generation();
+            let (refusal, approval) = match self.judge(held.sql.as_deref(), &bound.text).await {
+                Judgement::Pass => (None, false),
+                Judgement::Refuse(code, message) => (Some((code, message)), false),
+                Judgement::Approval(approval) if binds_it => {
+                    (self.hold(&approval, &bound, client).await, true)
+                }
+                Judgement::Approval(_) => {
+                    self.last.decided.decision = "allow";
+                    (None, true)
+                }
+            };
             let (refusal, id) = self
-                .record_text("parse", held.sql.as_deref(), &params, refusal)
+                .record_text("parse", held.sql.as_deref(), &bound.shown, refusal)
                 .await;
             match refusal {
                 None => {
@@ -207,6 +236,14 @@ impl Gate {
                     self.track_parse("");
                     self.forwarded(false);
                     self.opaque.parsed("", self.last.opaque);
+                    self.unnamed = Some(Unnamed {
+                        sql: held.sql,
+                        judged: Judged {
+                            generation,
+                            held: approval,
+                        },
+                        covered: binds_it && approval,
+                    });
                     out.queue(held.frame.raw())
                 }
                 Some((code, message)) => {
@@ -219,7 +256,7 @@ impl Gate {
         match frame.tag() {
             b'Q' => {
                 let sql = cstr(frame.body()).0;
-                let refusal = self.check_text(sql, &[], client).await;
+                let refusal = self.check_text(sql, &Bound::default(), client).await;
                 let (refusal, id) = self.record_text("query", sql, &[], refusal).await;
                 match refusal {
                     None => {
@@ -265,19 +302,19 @@ impl Gate {
                 // needs approval is prepared now and held at each Bind, with its parameters.
                 let name = name.unwrap_or("");
                 let mut refusal = None;
+                let generation = self.generation();
+                let mut held = false;
                 match self.judge(sql, &[]).await {
                     Judgement::Pass => {}
                     Judgement::Refuse(code, message) => refusal = Some((code, message)),
-                    Judgement::Approval(approval) => {
-                        // A Parse reusing a name Postgres still holds fails there, and the
-                        // statement behind the name keeps needing approval.
-                        self.approval_per_bind
-                            .entry(name.to_owned())
-                            .or_insert(approval);
-                        // Preparing runs nothing: each Bind is held and recorded.
+                    Judgement::Approval(_) => {
+                        // Preparing runs nothing: each Bind is judged again, held and
+                        // recorded, as what the name then means.
+                        held = true;
                         self.last.decided.decision = "allow";
                     }
                 }
+                let judged = Judged { generation, held };
                 let (refusal, id) = self.record_text("parse", sql, &[], refusal).await;
                 match refusal {
                     None => {
@@ -286,8 +323,14 @@ impl Gate {
                         self.track_parse(name);
                         self.forwarded(false);
                         self.opaque.parsed(name, self.last.opaque);
-                        if !name.is_empty() {
-                            self.named.parsed(name, sql.unwrap_or(""));
+                        if name.is_empty() {
+                            self.unnamed = Some(Unnamed {
+                                sql: sql.map(str::to_owned),
+                                judged,
+                                covered: false,
+                            });
+                        } else {
+                            self.named.parsed(name, sql.unwrap_or(""), judged);
                         }
                         out.queue(frame.raw())
                     }
@@ -306,19 +349,28 @@ impl Gate {
             b'B' => {
                 let (portal, rest) = cstr(frame.body());
                 let statement = pg_name(cstr(rest).0.unwrap_or(""));
-                let named = (!statement.is_empty())
-                    .then(|| self.approval_per_bind.get(statement).cloned())
-                    .flatten();
                 let policies = self.policies_loaded();
-                let judged =
-                    policies && !statement.is_empty() && self.named.judged_at_bind(statement);
+                let generation = self.generation();
+                // Every execution of a statement a policy held is judged (and held) again, and
+                // so is one the current plugins never judged; the Bind an unnamed statement's
+                // approval was for is the exception.
+                let judged = policies
+                    && if statement.is_empty() {
+                        self.unnamed.as_mut().is_some_and(|u| {
+                            let again = !std::mem::take(&mut u.covered)
+                                && (u.judged.held || u.judged.generation != generation);
+                            again
+                        })
+                    } else {
+                        self.named.judged_at_bind(statement, generation)
+                    };
                 // A name the gateway never saw prepared (or saw deallocated): Postgres may still
                 // run something under it that nobody judged.
                 let unknown = policies && !self.named.knows(statement);
-                let params = if named.is_some() || judged {
-                    bind_params(frame.body()).unwrap_or_default()
+                let bound = if judged {
+                    Bound::of(frame.body())
                 } else {
-                    Vec::new()
+                    Bound::default()
                 };
                 self.last = Last {
                     statements: None,
@@ -335,14 +387,15 @@ impl Gate {
                             "sluice: prepared statement \"{statement}\" was not prepared through this session"
                         ),
                     ))
+                } else if !judged {
+                    None
+                } else if statement.is_empty() {
+                    let sql = self.unnamed.as_ref().and_then(|u| u.sql.clone());
+                    self.check_text(sql.as_deref(), &bound, client).await
                 } else {
-                    match (named, judged) {
-                        (Some(approval), _) => self.hold(&approval, &params, client).await,
-                        // A Bind of a name SQL PREPARE made, or of one that executes another,
-                        // runs what the names mean now: judged like an EXECUTE.
-                        (None, true) => self.check_bound(statement, &params, client).await,
-                        (None, false) => None,
-                    }
+                    // What the name means now (every definition Postgres may hold), judged
+                    // like an EXECUTE of it.
+                    self.check_bound(statement, &bound, client).await
                 };
                 if auditing {
                     let decided = std::mem::take(&mut self.last.decided);
@@ -544,13 +597,13 @@ impl Gate {
     async fn check_text<R: AsyncRead + Unpin>(
         &mut self,
         sql: Option<&str>,
-        params: &[Option<String>],
+        bound: &Bound,
         client: &mut FrameReader<R>,
     ) -> Option<(&'static str, String)> {
-        match self.judge(sql, params).await {
+        match self.judge(sql, &bound.text).await {
             Judgement::Pass => None,
             Judgement::Refuse(code, message) => Some((code, message)),
-            Judgement::Approval(approval) => self.hold(&approval, params, client).await,
+            Judgement::Approval(approval) => self.hold(&approval, bound, client).await,
         }
     }
 
@@ -570,7 +623,7 @@ impl Gate {
             .instances
             .as_ref()
             .map(|i| i.host().current())
-            .filter(|p| !p.policies.is_empty());
+            .filter(|p| p.guards());
         let auditing = self.trail.enabled();
         let masking = self.tracking();
         if plugins.is_none() && !auditing && !masking {
@@ -651,14 +704,14 @@ impl Gate {
     async fn check_bound<R: AsyncRead + Unpin>(
         &mut self,
         name: &str,
-        params: &[Option<String>],
+        bound: &Bound,
         client: &mut FrameReader<R>,
     ) -> Option<(&'static str, String)> {
         let plugins = self
             .instances
             .as_ref()
             .map(|i| i.host().current())
-            .filter(|p| !p.policies.is_empty())?;
+            .filter(|p| p.guards())?;
         self.statements += 1;
         let span = tracing::debug_span!("statement", sluice.statement = self.statements);
         let execute = format!("EXECUTE \"{}\"", name.replace('"', "\"\""));
@@ -680,12 +733,12 @@ impl Gate {
             }
         };
         match self
-            .decide(&plugins, &execute, resolved, params, false, span)
+            .decide(&plugins, &execute, resolved, &bound.text, false, span)
             .await
         {
             Judgement::Pass => None,
             Judgement::Refuse(code, message) => Some((code, message)),
-            Judgement::Approval(approval) => self.hold(&approval, params, client).await,
+            Judgement::Approval(approval) => self.hold(&approval, bound, client).await,
         }
     }
 
@@ -711,13 +764,13 @@ impl Gate {
         let executes = statements
             .iter()
             .any(|s| s.wrapper == Some(Wrapper::Execute));
-        // Approvers must see what runs; and a scoped grant for "EXECUTE name" would cover
-        // whatever is prepared under that name later, so none applies to an execution.
-        let (shown, scoped) = if executes {
+        // Approvers must see what runs: for an execution, each definition the name may have
+        // (which a scoped grant then covers too, never "EXECUTE name" alone).
+        let shown = if executes {
             let texts: Vec<&str> = statements.iter().map(|s| s.text.as_str()).collect();
-            (texts.join(";\n"), false)
+            texts.join(";\n")
         } else {
-            (sql.to_owned(), true)
+            sql.to_owned()
         };
         match &verdict {
             Verdict::Allow => {}
@@ -748,9 +801,9 @@ impl Gate {
             }
             Verdict::RequireApproval(decider) => Judgement::Approval(Arc::new(NeedsApproval {
                 decider,
+                scope: approvals::Scope::of(&shown),
                 sql: shown,
                 statements: statements.into(),
-                scoped,
                 span,
             })),
         }
@@ -774,13 +827,12 @@ impl Gate {
             return;
         }
         let answered = self.progress.done.load(Ordering::Acquire);
-        let forgotten = match self.progress.failed_cycles.lock() {
-            Ok(failed) => self.named.settle(answered, |cycle| failed.contains(&cycle)),
+        match self.progress.failed_cycles.lock() {
+            Ok(failed) => {
+                self.named.settle(answered, |cycle| failed.contains(&cycle));
+            }
             // A poisoned lock cannot tell which cycles failed: forget nothing.
             Err(_) => return,
-        };
-        for name in &forgotten {
-            self.approval_per_bind.remove(name);
         }
         if !self.named.has_pending() {
             self.progress
@@ -806,8 +858,9 @@ struct NeedsApproval {
     /// What the approvers are shown.
     sql: String,
     statements: Arc<[Statement]>,
-    /// Whether scoped grants apply (not to an EXECUTE of a name that can be re-prepared).
-    scoped: bool,
+    /// What a scoped grant for `sql` covers (`None`: the scanner cannot read it, and no grant
+    /// does).
+    scope: Option<approvals::Scope>,
     span: tracing::Span,
 }
 
@@ -817,7 +870,7 @@ impl Gate {
     async fn hold<R: AsyncRead + Unpin>(
         &mut self,
         approval: &NeedsApproval,
-        params: &[Option<String>],
+        bound: &Bound,
         client: &mut FrameReader<R>,
     ) -> Option<(&'static str, String)> {
         let span = approval.span.clone();
@@ -829,7 +882,7 @@ impl Gate {
             ..Decided::default()
         };
         let refusal = self
-            .hold_in_span(approval, params, client)
+            .hold_in_span(approval, bound, client)
             .instrument(span)
             .await;
         self.last.decided.decision = match &refusal {
@@ -849,12 +902,16 @@ impl Gate {
     async fn hold_in_span<R: AsyncRead + Unpin>(
         &mut self,
         approval: &NeedsApproval,
-        params: &[Option<String>],
+        bound: &Bound,
         client: &mut FrameReader<R>,
     ) -> Option<(&'static str, String)> {
-        let (decider, sql, statements) = (&approval.decider, &approval.sql, &approval.statements);
+        let (decider, sql) = (&approval.decider, &approval.sql);
         let approvals = self.shared.approvals.clone();
-        let fingerprint = combined_fingerprint(statements);
+        // A text without a scope gets a key no grant has.
+        let fingerprint = approval
+            .scope
+            .as_ref()
+            .map_or_else(rand::random, |scope| scope.key);
         let unavailable = |e: ApprovalError| {
             tracing::error!(error = %e, "approval store failed; statement refused");
             Some((
@@ -865,7 +922,7 @@ impl Gate {
                 ),
             ))
         };
-        let granted = if approval.scoped {
+        let granted = if approval.scope.is_some() {
             approvals
                 .granted(&self.info.subject, &self.info.database, fingerprint)
                 .await
@@ -889,7 +946,7 @@ impl Gate {
         }
         let id = approvals::new_id();
         self.last.decided.approval = Some(id.clone());
-        let routing = match self.routing_request(&id, approval, params) {
+        let routing = match self.routing_request(&id, approval, &bound.text) {
             None => Ok(Routing::Default),
             Some((host, set, request)) => approvals::route(&host, &set, &request).await,
         };
@@ -913,7 +970,8 @@ impl Gate {
             groups: self.info.groups.clone(),
             database: self.info.database.clone(),
             statement: sql.clone(),
-            parameters: params.to_vec(),
+            // As the audit record has them: a binary value as hex, never as NULL.
+            parameters: bound.shown.clone(),
             fingerprint,
             plugin: decider.plugin.to_string(),
             reason: decider.reason.clone(),
@@ -1121,22 +1179,35 @@ fn pending_timeout(record: &crate::state::ApprovalRecord) -> std::time::Duration
         .unwrap_or_default()
 }
 
-/// One fingerprint for everything a query string holds: a scoped grant for `a; b` must not
-/// cover `a` alone or `a; c`.
-fn combined_fingerprint(statements: &[Statement]) -> u64 {
-    match statements {
-        [one] => one.fingerprint,
-        many => many.iter().fold(0xcbf2_9ce4_8422_2325, |hash, s| {
-            (hash ^ s.fingerprint).wrapping_mul(0x0100_0000_01b3)
-        }),
-    }
-}
-
 /// The NUL-terminated string at the start of `bytes` (`None` if not UTF-8) and what follows.
 pub(super) fn cstr(bytes: &[u8]) -> (Option<&str>, &[u8]) {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     let s = std::str::from_utf8(&bytes[..end]).ok();
     (s, bytes.get(end + 1..).unwrap_or_default())
+}
+
+/// A Bind's parameter values, for the plugins and for people.
+#[derive(Default)]
+struct Bound {
+    /// As text, `None` for NULL and binary-format values (what policy plugins are given).
+    text: Vec<Option<String>>,
+    /// As approvers and the audit record see them: binary values as `\x` and hex.
+    shown: Vec<Option<String>>,
+}
+
+impl Bound {
+    /// The values of Bind message `body` (none if it is malformed: Postgres rejects it).
+    fn of(body: &[u8]) -> Bound {
+        Bound {
+            text: bind_params(body).unwrap_or_default(),
+            shown: bind_params_recorded(body).unwrap_or_default(),
+        }
+    }
+}
+
+/// The statement name a Bind message binds.
+fn bound_statement(body: &[u8]) -> Option<&str> {
+    cstr(cstr(body).1).0.map(pg_name)
 }
 
 /// Parameter values of a Bind message as text (`None` for NULL and binary-format values), or

@@ -154,6 +154,7 @@ impl Shared {
                 )?;
                 host.set_audit(audit.clone());
                 host.set_metrics(metrics.clone());
+                host.require(config.plugins.required.iter().cloned());
                 host.reload()?;
                 Some(host)
             }

@@ -44,6 +44,15 @@ pub fn pg_name(name: &str) -> &str {
     &name[..end]
 }
 
+/// How the policies judged a protocol Parse's text when it was prepared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judged {
+    /// The plugin set's generation that judged it: a Bind under another set is judged again.
+    pub generation: u64,
+    /// A policy asked for approval: every execution is held (and judged) on its own.
+    pub held: bool,
+}
+
 /// One way a name was defined.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Definition {
@@ -51,6 +60,11 @@ struct Definition {
     text: String,
     /// Defined by SQL `PREPARE` rather than a protocol Parse.
     sql: bool,
+    /// The text itself executes a name (`EXECUTE y` parsed as `s`): what it runs is only known
+    /// at each Bind.
+    executes: bool,
+    /// How a protocol Parse was judged (`None` for SQL `PREPARE`, judged at every execution).
+    judged: Option<Judged>,
     /// When, in the order of everything forwarded: a deallocation forgets only what came
     /// before it (`DEALLOCATE p; PREPARE p AS ...` keeps the new one).
     seq: u64,
@@ -89,9 +103,9 @@ pub enum Unresolved {
 }
 
 impl NamedStatements {
-    /// A protocol Parse named `name` with `text` went upstream.
-    pub fn parsed(&mut self, name: &str, text: &str) {
-        self.define(name, text, false);
+    /// A protocol Parse named `name` with `text`, judged as `judged`, went upstream.
+    pub fn parsed(&mut self, name: &str, text: &str, judged: Judged) {
+        self.define(name, text, Some(judged));
     }
 
     /// A protocol Close of statement `name` went upstream in request cycle `cycle`.
@@ -109,12 +123,13 @@ impl NamedStatements {
         self.next_seq
     }
 
-    /// Whether a Bind of `name` runs something that must be judged then: a statement SQL
-    /// PREPARE made, or one that executes another name.
-    pub fn judged_at_bind(&self, name: &str) -> bool {
+    /// Whether a Bind of `name` under plugin set `generation` runs something that must be
+    /// judged then: a statement SQL PREPARE made, one that executes another name, one held for
+    /// approval at each execution, or one the current plugins never judged.
+    pub fn judged_at_bind(&self, name: &str, generation: u64) -> bool {
         self.by_name
             .get(pg_name(name))
-            .is_some_and(|defs| defs.iter().any(needs_judging_at_bind))
+            .is_some_and(|defs| defs.iter().any(|d| d.judged_at_bind(generation)))
     }
 
     /// Whether Postgres may know `name` (the unnamed statement always counts).
@@ -127,14 +142,28 @@ impl NamedStatements {
         !self.pending.is_empty()
     }
 
-    fn define(&mut self, name: &str, text: &str, sql: bool) {
+    fn define(&mut self, name: &str, text: &str, judged: Option<Judged>) {
         let seq = self.sequence();
+        let sql = judged.is_none();
         let definitions = self.by_name.entry(pg_name(name).to_owned()).or_default();
         if let Some(same) = definitions
             .iter_mut()
             .find(|d| d.text == text && d.sql == sql)
         {
             same.seq = seq;
+            // The same text judged again: held if either judgement held it (Postgres may keep
+            // the first preparation), judged again at a Bind if either set is gone.
+            same.judged = match (same.judged, judged) {
+                (Some(old), Some(new)) => Some(Judged {
+                    generation: if old.generation == new.generation {
+                        new.generation
+                    } else {
+                        u64::MAX
+                    },
+                    held: old.held || new.held,
+                }),
+                (_, new) => new,
+            };
             return;
         }
         // One past the bound marks the name as refused.
@@ -142,6 +171,8 @@ impl NamedStatements {
             definitions.push(Definition {
                 text: text.to_owned(),
                 sql,
+                executes: !sql && definition_executes(text),
+                judged,
                 seq,
             });
         }
@@ -164,7 +195,7 @@ impl NamedStatements {
     pub fn forwarded(&mut self, statements: &[Statement], cycle: u64, runs: bool) {
         for statement in statements {
             match &statement.prepared {
-                Some(PreparedOp::Prepare(name)) => self.define(name, &statement.text, true),
+                Some(PreparedOp::Prepare(name)) => self.define(name, &statement.text, None),
                 Some(PreparedOp::Deallocate(name)) if runs => {
                     self.forget_after(cycle, Some(pg_name(name).to_owned()))
                 }
@@ -220,7 +251,7 @@ impl NamedStatements {
             match &statement.prepared {
                 Some(PreparedOp::Prepare(name)) => {
                     view.get_or_insert_with(|| self.clone())
-                        .define(name, &statement.text, true);
+                        .define(name, &statement.text, None);
                 }
                 Some(PreparedOp::Deallocate(name)) => {
                     let view = view.get_or_insert_with(|| self.clone());
@@ -274,8 +305,13 @@ impl NamedStatements {
     }
 }
 
-fn needs_judging_at_bind(definition: &Definition) -> bool {
-    definition.sql || definition_executes(&definition.text)
+impl Definition {
+    fn judged_at_bind(&self, generation: u64) -> bool {
+        match self.judged {
+            None => true,
+            Some(judged) => self.executes || judged.held || judged.generation != generation,
+        }
+    }
 }
 
 /// Whether a Parse text executes a named statement (cheaply: its analysis is cached anyway).
@@ -357,6 +393,12 @@ mod tests {
     use super::*;
     use crate::analysis::StatementKind;
 
+    /// Judged by plugin set 1 and allowed.
+    const PASSED: Judged = Judged {
+        generation: 1,
+        held: false,
+    };
+
     fn analyzed(sql: &str) -> Vec<Statement> {
         Analyzer::default().analyze(sql).unwrap().to_vec()
     }
@@ -398,7 +440,7 @@ mod tests {
     #[test]
     fn a_name_parsed_by_the_protocol_resolves_for_sql_execute() {
         let mut named = NamedStatements::default();
-        named.parsed("s1", "UPDATE t SET a = $1");
+        named.parsed("s1", "UPDATE t SET a = $1", PASSED);
         let runs = resolve(&named, "EXECUTE s1(5)").unwrap();
         assert_eq!(runs[0].kind, StatementKind::Update);
         assert!(runs[0].unfiltered_write);
@@ -460,7 +502,7 @@ mod tests {
         assert!(!named.knows("x"));
         // What is defined after a DISCARD ALL survives it.
         named.forwarded(&analyzed("DISCARD ALL"), 7, true);
-        named.parsed("after", "SELECT 1");
+        named.parsed("after", "SELECT 1", PASSED);
         assert!(named.settle(8, |_| false).is_empty());
         assert!(named.knows("after"));
     }
@@ -469,7 +511,7 @@ mod tests {
     fn names_are_postgres_names_cut_to_63_bytes() {
         let mut named = NamedStatements::default();
         let long = "a".repeat(63) + "1";
-        named.parsed(&long, "DELETE FROM t");
+        named.parsed(&long, "DELETE FROM t", PASSED);
         assert!(
             named.knows(&("a".repeat(63) + "2")),
             "the same name to Postgres"
@@ -485,15 +527,15 @@ mod tests {
     fn a_definition_that_executes_another_name_is_resolved_at_each_execution() {
         let mut named = NamedStatements::default();
         prepare(&mut named, "PREPARE y AS SELECT 1");
-        named.parsed("runs_y", "EXECUTE y");
-        assert!(named.judged_at_bind("runs_y"));
+        named.parsed("runs_y", "EXECUTE y", PASSED);
+        assert!(named.judged_at_bind("runs_y", 1));
         named.forwarded(&analyzed("DEALLOCATE y"), 0, true);
         named.settle(1, |_| false);
         prepare(&mut named, "PREPARE y AS DELETE FROM t");
         let runs = resolve(&named, "EXECUTE runs_y").unwrap();
         assert_eq!(runs[0].kind, StatementKind::Delete);
-        named.parsed("loop_a", "EXECUTE loop_b");
-        named.parsed("loop_b", "EXECUTE loop_a");
+        named.parsed("loop_a", "EXECUTE loop_b", PASSED);
+        named.parsed("loop_b", "EXECUTE loop_a", PASSED);
         assert!(matches!(
             resolve(&named, "EXECUTE loop_a"),
             Err(Unresolved::TooDeep(_))
@@ -531,9 +573,32 @@ mod tests {
             resolve(&named, "EXECUTE p"),
             Err(Unresolved::TooManyDefinitions("p".into()))
         );
-        assert!(named.judged_at_bind("p"));
+        assert!(named.judged_at_bind("p", 1));
         named.closed("p", 0);
         named.settle(1, |_| false);
-        assert!(!named.judged_at_bind("p") && !named.knows("p"));
+        assert!(!named.judged_at_bind("p", 1) && !named.knows("p"));
+    }
+
+    #[test]
+    fn a_parse_is_judged_again_at_bind_when_held_or_judged_by_another_plugin_set() {
+        let mut named = NamedStatements::default();
+        named.parsed("plain", "SELECT 1", PASSED);
+        assert!(!named.judged_at_bind("plain", 1), "judged by the current set");
+        assert!(named.judged_at_bind("plain", 2), "the plugins changed since");
+        let held = Judged {
+            generation: 1,
+            held: true,
+        };
+        named.parsed("write", "DELETE FROM t", held);
+        assert!(named.judged_at_bind("write", 1), "every execution is held");
+        // The same text parsed again and allowed (Postgres may keep the held one).
+        named.parsed("write", "DELETE FROM t", PASSED);
+        assert!(named.judged_at_bind("write", 1));
+        // Another text under a name whose held definition was deallocated in the meantime.
+        named.closed("write", 0);
+        named.parsed("write", "SELECT 2", PASSED);
+        assert!(named.judged_at_bind("write", 1), "until the Close is answered");
+        named.settle(1, |_| false);
+        assert!(!named.judged_at_bind("write", 1), "only the new definition is left");
     }
 }

@@ -55,20 +55,22 @@ function row(request) {
   const tr = document.createElement("tr");
   tr.dataset.id = request.id;
   tr.append(text("td", request.id));
-  tr.append(text("td", request.subject + " @ " + request.database));
+  // Only the display fields: agent text with control, bidirectional and invisible characters
+  // shown escaped.
+  const shown = request.display;
+  tr.append(text("td", shown.subject + " @ " + shown.database));
   const statement = document.createElement("td");
-  statement.append(text("pre", request.statement));
-  if (request.parameters.length > 0) {
-    statement.append(text("pre", "parameters: " + request.parameters
-      .map((p, i) => "$" + (i + 1) + "=" + (p === null ? "NULL" : p)).join(" ")));
+  statement.append(text("pre", shown.statement));
+  if (shown.parameters.length > 0) {
+    statement.append(text("pre", "parameters: " + shown.parameters.join(" ")));
   }
   tr.append(statement);
   const why = document.createElement("td");
-  why.append(text("div", request.plugin + ": " + request.reason));
+  why.append(text("div", shown.plugin + ": " + shown.reason));
   // A routing plugin's note is written for chat and repeats the policy's reason: show only
   // what it adds.
-  if (request.note && !request.note.includes(request.reason)) {
-    why.append(text("div", request.note, "note"));
+  if (shown.note && !shown.note.includes(shown.reason)) {
+    why.append(text("div", shown.note, "note"));
   }
   why.append(text("div", request.approvals_needed + " of " + request.approver_groups.join(" | ") +
     (request.routed_by ? " (routed by " + request.routed_by + ")" : ""), "route"));
