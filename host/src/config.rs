@@ -617,10 +617,18 @@ impl Config {
                 "names plugins, but there is no plugins.dir to load them from",
             ));
         }
-        if let Some(name) = self.plugins.required.iter().find(|n| !crate::plugins::valid_name(n)) {
+        if let Some(name) = self
+            .plugins
+            .required
+            .iter()
+            .find(|n| !crate::plugins::valid_name(n))
+        {
             return Err(self.invalid(
                 "plugins.required",
-                format!("\"{}\" is not a plugin name (letters, digits, '-' and '_')", crate::display::line(name)),
+                format!(
+                    "\"{}\" is not a plugin name (letters, digits, '-' and '_')",
+                    crate::display::line(name)
+                ),
             ));
         }
         if let Some(dir) = &self.plugins.dir

@@ -134,7 +134,10 @@ mod tests {
         assert!(shown.ends_with(" [cut]"));
         assert_eq!(shown.chars().count(), MAX_REASON_CHARS + " [cut]".len());
         assert_eq!(reason("no\ndeletes"), "no\\u{000A}deletes");
-        assert_eq!(reason(&"y".repeat(MAX_REASON_CHARS)).len(), MAX_REASON_CHARS);
+        assert_eq!(
+            reason(&"y".repeat(MAX_REASON_CHARS)).len(),
+            MAX_REASON_CHARS
+        );
     }
 
     #[test]

@@ -207,14 +207,28 @@ mod tests {
     #[test]
     fn agent_text_cannot_ping_a_channel_hide_a_link_or_leave_its_code_block() {
         let mut hostile = request(None);
-        hostile.statement = "SELECT 1 ``` <!channel> <https://evil.example|approve here>\u{202E}".into();
+        hostile.statement =
+            "SELECT 1 ``` <!channel> <https://evil.example|approve here>\u{202E}".into();
         hostile.reason = "writes\n*urgent*".into();
         let text = message(&hostile)["text"].as_str().unwrap().to_owned();
-        assert!(!text.contains("<!channel>") && !text.contains("<https://"), "{text}");
+        assert!(
+            !text.contains("<!channel>") && !text.contains("<https://"),
+            "{text}"
+        );
         assert!(text.contains("&lt;!channel&gt;"), "{text}");
-        assert_eq!(text.matches("```").count(), 2, "only the gateway's fences: {text}");
-        assert!(text.contains("\\u{202E}") && text.contains("writes\\u{000A}*urgent*"), "{text}");
+        assert_eq!(
+            text.matches("```").count(),
+            2,
+            "only the gateway's fences: {text}"
+        );
+        assert!(
+            text.contains("\\u{202E}") && text.contains("writes\\u{000A}*urgent*"),
+            "{text}"
+        );
         // The exact request stays beside it for machines.
-        assert_eq!(message(&hostile)["approval"]["statement"], hostile.statement);
+        assert_eq!(
+            message(&hostile)["approval"]["statement"],
+            hostile.statement
+        );
     }
 }

@@ -98,7 +98,9 @@ mod tests {
             key("INSERT INTO t VALUES (2.5, E'b')")
         );
         assert_eq!(
-            Scope::of("DELETE FROM t WHERE customer_id = 42").unwrap().covers,
+            Scope::of("DELETE FROM t WHERE customer_id = 42")
+                .unwrap()
+                .covers,
             "DELETE FROM t WHERE customer_id = <value>"
         );
     }

@@ -122,7 +122,10 @@ mod tests {
         std::fs::write(&open, b"x").unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
         let why = check_file(&resolved, &open).unwrap_err();
-        assert!(why.contains("writable by others") && why.contains("0666"), "{why}");
+        assert!(
+            why.contains("writable by others") && why.contains("0666"),
+            "{why}"
+        );
 
         let outside = root.path().join("elsewhere.wasm");
         std::fs::write(&outside, b"x").unwrap();

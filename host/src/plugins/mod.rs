@@ -26,8 +26,8 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config as EngineConfig, Engine};
 
 pub use approval::route;
-pub use directory::valid_name;
 pub use bindings::v0_1::sluice::plugin::types as wit;
+pub use directory::valid_name;
 pub use instances::{CallFailure, ReuseKey, SessionPlugins};
 pub use manifest::Manifest;
 pub use masking::SessionMaskers;

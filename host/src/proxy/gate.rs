@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Buf, Bytes};
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
@@ -67,6 +67,8 @@ pub struct Gate {
     statements: u64,
     held: Option<HeldParse>,
     unnamed: Option<Unnamed>,
+    /// A message of this request cycle was refused: Postgres runs nothing more until Sync.
+    failing: bool,
     /// Named prepared statements, so that EXECUTE (and a Bind of a SQL-prepared name) is
     /// judged as what it runs.
     named: NamedStatements,
@@ -128,6 +130,7 @@ impl Gate {
             statements: 0,
             held: None,
             unnamed: None,
+            failing: false,
             named: NamedStatements::default(),
             opaque: OpaqueCode::default(),
             signals,
@@ -164,7 +167,7 @@ impl Gate {
     /// message first).
     /// `client` is watched while a statement is held for approval, so that a client that
     /// leaves withdraws its request. An error is a protocol violation that ends the session.
-    pub async fn process<W: tokio::io::AsyncWrite + Unpin, R: AsyncRead + Unpin>(
+    pub async fn process<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
         &mut self,
         frame: &Frame,
         out: &mut FrameWriter<W>,
@@ -220,7 +223,7 @@ impl Gate {
                 Judgement::Pass => (None, false),
                 Judgement::Refuse(code, message) => (Some((code, message)), false),
                 Judgement::Approval(approval) if binds_it => {
-                    (self.hold(&approval, &bound, client).await, true)
+                    (self.hold(&approval, &bound, client, out).await, true)
                 }
                 Judgement::Approval(_) => {
                     self.last.decided.decision = "allow";
@@ -236,19 +239,22 @@ impl Gate {
                     self.track_parse("");
                     self.forwarded(false);
                     self.opaque.parsed("", self.last.opaque);
-                    self.unnamed = Some(Unnamed {
-                        sql: held.sql,
-                        judged: Judged {
-                            generation,
-                            held: approval,
-                        },
-                        covered: binds_it && approval,
-                    });
+                    // In a failing cycle Postgres discards the Parse and keeps the old one.
+                    if !self.failing {
+                        self.unnamed = Some(Unnamed {
+                            sql: held.sql,
+                            judged: Judged {
+                                generation,
+                                held: approval,
+                            },
+                            covered: binds_it && approval,
+                        });
+                    }
                     out.queue(held.frame.raw())
                 }
                 Some((code, message)) => {
                     self.trail.refused_parse("");
-                    out.queue(&self.refusals.parse(self.cycles, "", code, &message))
+                    out.queue(&self.refused_until_sync("", code, &message))
                 }
             }
         }
@@ -256,7 +262,7 @@ impl Gate {
         match frame.tag() {
             b'Q' => {
                 let sql = cstr(frame.body()).0;
-                let refusal = self.check_text(sql, &Bound::default(), client).await;
+                let refusal = self.check_text(sql, &Bound::default(), client, out).await;
                 let (refusal, id) = self.record_text("query", sql, &[], refusal).await;
                 match refusal {
                     None => {
@@ -280,8 +286,7 @@ impl Gate {
             // changed, which Postgres reports only at the cycle's end.
             b'P' if self.opaque.parse_refused() => {
                 let name = pg_name(cstr(frame.body()).0.unwrap_or(""));
-                out.queue(&self.refusals.parse(
-                    self.cycles,
+                out.queue(&self.refused_until_sync(
                     name,
                     sqlstate::INSUFFICIENT_PRIVILEGE,
                     "sluice: a Parse may not follow the execution of a DO block, CALL or user-defined function before Sync: send Sync after it",
@@ -323,20 +328,20 @@ impl Gate {
                         self.track_parse(name);
                         self.forwarded(false);
                         self.opaque.parsed(name, self.last.opaque);
-                        if name.is_empty() {
+                        if name.is_empty() && !self.failing {
                             self.unnamed = Some(Unnamed {
                                 sql: sql.map(str::to_owned),
                                 judged,
                                 covered: false,
                             });
-                        } else {
+                        } else if !name.is_empty() {
                             self.named.parsed(name, sql.unwrap_or(""), judged);
                         }
                         out.queue(frame.raw())
                     }
                     Some((code, message)) => {
                         self.trail.refused_parse(name);
-                        out.queue(&self.refusals.parse(self.cycles, name, code, &message))
+                        out.queue(&self.refused_until_sync(name, code, &message))
                     }
                 }
             }
@@ -354,13 +359,19 @@ impl Gate {
                 // Every execution of a statement a policy held is judged (and held) again, and
                 // so is one the current plugins never judged; the Bind an unnamed statement's
                 // approval was for is the exception.
+                let covered = statement.is_empty()
+                    && self
+                        .unnamed
+                        .as_mut()
+                        .is_some_and(|u| std::mem::take(&mut u.covered));
+                // Nothing to judge in a cycle Postgres is already discarding.
                 let judged = policies
+                    && !self.failing
+                    && !covered
                     && if statement.is_empty() {
-                        self.unnamed.as_mut().is_some_and(|u| {
-                            let again = !std::mem::take(&mut u.covered)
-                                && (u.judged.held || u.judged.generation != generation);
-                            again
-                        })
+                        self.unnamed
+                            .as_ref()
+                            .is_some_and(|u| u.judged.held || u.judged.generation != generation)
                     } else {
                         self.named.judged_at_bind(statement, generation)
                     };
@@ -391,11 +402,11 @@ impl Gate {
                     None
                 } else if statement.is_empty() {
                     let sql = self.unnamed.as_ref().and_then(|u| u.sql.clone());
-                    self.check_text(sql.as_deref(), &bound, client).await
+                    self.check_text(sql.as_deref(), &bound, client, out).await
                 } else {
                     // What the name means now (every definition Postgres may hold), judged
                     // like an EXECUTE of it.
-                    self.check_bound(statement, &bound, client).await
+                    self.check_bound(statement, &bound, client, out).await
                 };
                 if auditing {
                     let decided = std::mem::take(&mut self.last.decided);
@@ -420,7 +431,7 @@ impl Gate {
                     }
                     // Fails at the Bind's place; Postgres then skips to Sync.
                     Some((code, message)) => {
-                        out.queue(&self.refusals.parse(self.cycles, "", code, &message))
+                        out.queue(&self.refused_until_sync("", code, &message))
                     }
                 }
             }
@@ -462,6 +473,7 @@ impl Gate {
             _ => out.queue(frame.raw()),
         }
         if self.between_cycles {
+            self.failing = false;
             self.opaque.cycle_closed(self.cycles);
             if auditing {
                 self.trail.expect_cycle_end();
@@ -473,6 +485,13 @@ impl Gate {
             self.progress.sent.store(self.cycles, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// The substitute for a refused extended-protocol message (named `name`, for a Parse):
+    /// Postgres fails at it and discards everything up to Sync.
+    fn refused_until_sync(&mut self, name: &str, code: &str, message: &str) -> Bytes {
+        self.failing = true;
+        self.refusals.parse(self.cycles, name, code, message)
     }
 
     fn tracking(&self) -> bool {
@@ -594,16 +613,17 @@ impl Gate {
 
     /// `None` to let the statement text through (held for approval first if a policy says
     /// so), or the SQLSTATE and message refusing it.
-    async fn check_text<R: AsyncRead + Unpin>(
+    async fn check_text<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         &mut self,
         sql: Option<&str>,
         bound: &Bound,
         client: &mut FrameReader<R>,
+        out: &mut FrameWriter<W>,
     ) -> Option<(&'static str, String)> {
         match self.judge(sql, &bound.text).await {
             Judgement::Pass => None,
             Judgement::Refuse(code, message) => Some((code, message)),
-            Judgement::Approval(approval) => self.hold(&approval, bound, client).await,
+            Judgement::Approval(approval) => self.hold(&approval, bound, client, out).await,
         }
     }
 
@@ -701,11 +721,12 @@ impl Gate {
 
     /// A Bind of `name`, a statement SQL PREPARE made, judged as what it runs: `None` lets it
     /// through (held for approval first if a policy says so).
-    async fn check_bound<R: AsyncRead + Unpin>(
+    async fn check_bound<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         &mut self,
         name: &str,
         bound: &Bound,
         client: &mut FrameReader<R>,
+        out: &mut FrameWriter<W>,
     ) -> Option<(&'static str, String)> {
         let plugins = self
             .instances
@@ -738,7 +759,7 @@ impl Gate {
         {
             Judgement::Pass => None,
             Judgement::Refuse(code, message) => Some((code, message)),
-            Judgement::Approval(approval) => self.hold(&approval, bound, client).await,
+            Judgement::Approval(approval) => self.hold(&approval, bound, client, out).await,
         }
     }
 
@@ -801,6 +822,7 @@ impl Gate {
             }
             Verdict::RequireApproval(decider) => Judgement::Approval(Arc::new(NeedsApproval {
                 decider,
+                generation: plugins.generation,
                 scope: approvals::Scope::of(&shown),
                 sql: shown,
                 statements: statements.into(),
@@ -858,6 +880,8 @@ struct NeedsApproval {
     /// What the approvers are shown.
     sql: String,
     statements: Arc<[Statement]>,
+    /// The plugin set that asked for approval: another set decides again before it runs.
+    generation: u64,
     /// What a scoped grant for `sql` covers (`None`: the scanner cannot read it, and no grant
     /// does).
     scope: Option<approvals::Scope>,
@@ -867,11 +891,12 @@ struct NeedsApproval {
 impl Gate {
     /// Holds a statement until approvers decide, the request expires, or the client cancels or
     /// leaves. `None` lets it through.
-    async fn hold<R: AsyncRead + Unpin>(
+    async fn hold<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         &mut self,
         approval: &NeedsApproval,
         bound: &Bound,
         client: &mut FrameReader<R>,
+        out: &mut FrameWriter<W>,
     ) -> Option<(&'static str, String)> {
         let span = approval.span.clone();
         self.last.decided = Decided {
@@ -882,7 +907,7 @@ impl Gate {
             ..Decided::default()
         };
         let refusal = self
-            .hold_in_span(approval, bound, client)
+            .hold_in_span(approval, bound, client, out)
             .instrument(span)
             .await;
         self.last.decided.decision = match &refusal {
@@ -896,14 +921,63 @@ impl Gate {
             }
             Some(_) => "approval-denied",
         };
+        if refusal.is_none() {
+            return self.recheck(approval, bound).await;
+        }
         refusal
     }
 
-    async fn hold_in_span<R: AsyncRead + Unpin>(
+    /// An approved statement, decided again if the plugins changed while it waited: a deny
+    /// plugin loaded in the meantime (or a required one gone) refuses it; an approval covers
+    /// only what the policies then in force could still allow.
+    async fn recheck(
+        &mut self,
+        approval: &NeedsApproval,
+        bound: &Bound,
+    ) -> Option<(&'static str, String)> {
+        let current = self.instances.as_ref()?.host().current();
+        if current.generation == approval.generation {
+            return None;
+        }
+        let instances = self.instances.as_mut()?;
+        let verdict = policy::decide(
+            &current,
+            instances,
+            &self.info,
+            &approval.statements,
+            &bound.text,
+        )
+        .instrument(approval.span.clone())
+        .await;
+        let Verdict::Deny(d) = verdict else {
+            return None;
+        };
+        approval.span.in_scope(|| {
+            tracing::info!(plugin = %d.plugin, reason = %d.reason, "approved statement denied by the plugins now serving")
+        });
+        self.last.decided = Decided {
+            decision: "deny",
+            plugin: Some(d.plugin.to_string()),
+            plugin_hash: Some(d.hash.to_string()),
+            reason: Some(d.reason.clone()),
+            approval: self.last.decided.approval.take(),
+            approvers: std::mem::take(&mut self.last.decided.approvers),
+        };
+        Some((
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!(
+                "sluice: refused by policy \"{}\" (the plugins changed while the statement waited for approval): {}",
+                d.plugin, d.reason
+            ),
+        ))
+    }
+
+    async fn hold_in_span<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         &mut self,
         approval: &NeedsApproval,
         bound: &Bound,
         client: &mut FrameReader<R>,
+        out: &mut FrameWriter<W>,
     ) -> Option<(&'static str, String)> {
         let (decider, sql) = (&approval.decider, &approval.sql);
         let approvals = self.shared.approvals.clone();
@@ -1000,6 +1074,10 @@ impl Gate {
             Err(e) => return unavailable(e),
         };
         let id = pending.id.clone();
+        // What the client sent before the held statement is ahead of it: it runs now, and
+        // its answers reach the client while this one waits. (A failed write shows again at
+        // the session's own flush.)
+        let _ = out.flush().await;
         let _ = self.signals.notices.send(messages::notice(format!(
             "sluice: approval {id} required ({}); waiting up to {}",
             decider.reason,

@@ -583,8 +583,14 @@ mod tests {
     fn a_parse_is_judged_again_at_bind_when_held_or_judged_by_another_plugin_set() {
         let mut named = NamedStatements::default();
         named.parsed("plain", "SELECT 1", PASSED);
-        assert!(!named.judged_at_bind("plain", 1), "judged by the current set");
-        assert!(named.judged_at_bind("plain", 2), "the plugins changed since");
+        assert!(
+            !named.judged_at_bind("plain", 1),
+            "judged by the current set"
+        );
+        assert!(
+            named.judged_at_bind("plain", 2),
+            "the plugins changed since"
+        );
         let held = Judged {
             generation: 1,
             held: true,
@@ -597,8 +603,14 @@ mod tests {
         // Another text under a name whose held definition was deallocated in the meantime.
         named.closed("write", 0);
         named.parsed("write", "SELECT 2", PASSED);
-        assert!(named.judged_at_bind("write", 1), "until the Close is answered");
+        assert!(
+            named.judged_at_bind("write", 1),
+            "until the Close is answered"
+        );
         named.settle(1, |_| false);
-        assert!(!named.judged_at_bind("write", 1), "only the new definition is left");
+        assert!(
+            !named.judged_at_bind("write", 1),
+            "only the new definition is left"
+        );
     }
 }

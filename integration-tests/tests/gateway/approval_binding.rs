@@ -1,0 +1,371 @@
+//! An approval covers exactly what the approvers saw, once: every execution of a held statement
+//! needs its own decision whichever protocol path reaches it, approvers see the statement and
+//! the values that run, a scope covers the shape they saw and no other, the plugins serving when
+//! it runs decide again, and what came before a held statement does not wait for it.
+
+use bytes::BytesMut;
+use postgres_protocol::message::frontend;
+use sluice_integration_tests::{
+    GatewayOptions, PluginSpec, RawClient, TestGateway, bind_and_execute,
+    bind_statement_and_execute, http, query_message, tags,
+};
+
+async fn gateway() -> TestGateway {
+    TestGateway::start_with(GatewayOptions {
+        plugins: vec![PluginSpec::stock("approve-writes")],
+        extra_toml: "[approvals]\ntimeout = \"30s\"\n".into(),
+        ..GatewayOptions::default()
+    })
+    .await
+}
+
+/// Reads the approval notice of a statement already sent; returns the request id.
+async fn notice_id(raw: &mut RawClient) -> String {
+    loop {
+        let message = raw.recv().await.expect("a notice");
+        if message.tag != b'N' || !message.message().contains("required (") {
+            continue;
+        }
+        return message
+            .message()
+            .split_whitespace()
+            .find(|w| w.starts_with("apr-"))
+            .expect("the notice names the request")
+            .to_owned();
+    }
+}
+
+async fn vote(gw: &TestGateway, id: &str, verb: &str, body: &str) {
+    let token = gw.token_with_groups("alice", &["approvers"]);
+    let (code, answer) = http(
+        gw.admin,
+        "POST",
+        &format!("/v1/approvals/{id}/{verb}"),
+        Some(&token),
+        Some(body),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+}
+
+async fn view(gw: &TestGateway, id: &str) -> serde_json::Value {
+    gw.approval(id, "auditor", &["approvers"]).await
+}
+
+async fn rows(gw: &TestGateway, condition: &str) -> i64 {
+    let client = gw.connect("reader", &gw.token("reader")).await.unwrap();
+    client
+        .query_one(
+            &format!("SELECT count(*) FROM items WHERE {condition}"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn an_approved_unnamed_statement_does_not_run_again_on_a_bare_bind() {
+    let gw = gateway().await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let mut out = BytesMut::new();
+    frontend::parse(
+        "",
+        "INSERT INTO items VALUES ($1::int, 'once')",
+        [],
+        &mut out,
+    )
+    .unwrap();
+    bind_and_execute(&mut out, &["7001"]);
+    frontend::sync(&mut out);
+    raw.send(&out).await;
+    let first = notice_id(&mut raw).await;
+    vote(&gw, &first, "approve", "").await;
+    assert_eq!(tags(&raw.until_ready().await), "12CZ");
+
+    // Postgres still holds the unnamed statement: a Bind of it alone is a new execution.
+    for value in ["7001", "7002"] {
+        let mut out = BytesMut::new();
+        bind_and_execute(&mut out, &[value]);
+        frontend::sync(&mut out);
+        raw.send(&out).await;
+        let again = notice_id(&mut raw).await;
+        assert_ne!(again, first, "a new request for each execution");
+        let shown = view(&gw, &again).await;
+        assert!(
+            shown["statement"]
+                .as_str()
+                .unwrap()
+                .contains("INSERT INTO items"),
+            "{shown}"
+        );
+        assert_eq!(shown["parameters"][0], value, "{shown}");
+        vote(&gw, &again, "deny", "").await;
+        assert_eq!(tags(&raw.until_ready().await), "EZ");
+    }
+    assert_eq!(
+        rows(&gw, "id IN (7001, 7002)").await,
+        1,
+        "only the approved run"
+    );
+
+    // Prepared and described first (a driver learning the types): preparing runs nothing and
+    // is not held; the execution is, once, with its values.
+    let mut out = BytesMut::new();
+    frontend::parse(
+        "",
+        "INSERT INTO items VALUES ($1::int, 'later')",
+        [],
+        &mut out,
+    )
+    .unwrap();
+    frontend::describe(b'S', "", &mut out).unwrap();
+    frontend::sync(&mut out);
+    assert_eq!(tags(&raw.exchange(&out).await), "1tnZ");
+    let mut out = BytesMut::new();
+    bind_and_execute(&mut out, &["7003"]);
+    frontend::sync(&mut out);
+    raw.send(&out).await;
+    let id = notice_id(&mut raw).await;
+    assert_eq!(view(&gw, &id).await["parameters"][0], "7003");
+    vote(&gw, &id, "approve", "").await;
+    assert_eq!(tags(&raw.until_ready().await), "2CZ");
+    assert_eq!(rows(&gw, "id = 7003").await, 1);
+}
+
+#[tokio::test]
+async fn a_named_statement_replaced_by_sql_is_shown_as_what_then_runs() {
+    let gw = gateway().await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let mut out = BytesMut::new();
+    frontend::parse("w", "INSERT INTO items VALUES ($1::int, 'w')", [], &mut out).unwrap();
+    frontend::sync(&mut out);
+    assert_eq!(tags(&raw.exchange(&out).await), "1Z");
+    // Replaced by SQL, not by a protocol Close; then bound in the same write.
+    let mut out = query_message("DEALLOCATE w");
+    frontend::parse(
+        "w",
+        "DELETE FROM items WHERE id = $1::int AND name = 'w'",
+        [],
+        &mut out,
+    )
+    .unwrap();
+    bind_statement_and_execute(&mut out, "w", &["7010"]);
+    frontend::sync(&mut out);
+    raw.send(&out).await;
+    let id = notice_id(&mut raw).await;
+    let shown = view(&gw, &id).await;
+    let statement = shown["statement"].as_str().unwrap();
+    assert!(
+        statement.contains("DELETE FROM items WHERE id = $1::int"),
+        "approvers see the statement that runs: {statement}"
+    );
+    vote(&gw, &id, "deny", "").await;
+    // The DEALLOCATE's cycle, then the refused Bind's (the notice may come before either).
+    let answer = tags(&raw.until_ready().await) + &tags(&raw.until_ready().await);
+    let answer: String = answer.chars().filter(|t| *t != 'N').collect();
+    assert_eq!(answer, "CZ1EZ");
+
+    // Once the DEALLOCATE is answered, only the new definition is left to show.
+    let mut out = BytesMut::new();
+    bind_statement_and_execute(&mut out, "w", &["7010"]);
+    frontend::sync(&mut out);
+    raw.send(&out).await;
+    let id = notice_id(&mut raw).await;
+    let statement = view(&gw, &id).await["statement"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        statement.contains("DELETE") && !statement.contains("INSERT"),
+        "{statement}"
+    );
+    vote(&gw, &id, "deny", "").await;
+    assert_eq!(tags(&raw.until_ready().await), "EZ");
+}
+
+#[tokio::test]
+async fn values_bound_in_binary_are_shown_to_approvers_as_hex_not_null() {
+    let gw = gateway().await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let mut out = BytesMut::new();
+    frontend::parse(
+        "",
+        "INSERT INTO items VALUES ($1, 'binary')",
+        [23],
+        &mut out,
+    )
+    .unwrap();
+    frontend::bind(
+        "",
+        "",
+        [1i16],
+        [7020i32.to_be_bytes()],
+        |value: [u8; 4], buf: &mut BytesMut| {
+            buf.extend_from_slice(&value);
+            Ok::<_, Box<dyn std::error::Error + Sync + Send>>(postgres_protocol::IsNull::No)
+        },
+        Some(0i16),
+        &mut out,
+    )
+    .map_err(|_| ())
+    .unwrap();
+    frontend::execute("", 0, &mut out).unwrap();
+    frontend::sync(&mut out);
+    raw.send(&out).await;
+    let id = notice_id(&mut raw).await;
+    let shown = view(&gw, &id).await;
+    assert_eq!(shown["parameters"][0], "\\x00001b6c", "{shown}");
+    assert_eq!(shown["display"]["parameters"][0], "$1='\\x00001b6c'");
+    vote(&gw, &id, "deny", "").await;
+    assert_eq!(tags(&raw.until_ready().await), "EZ");
+}
+
+#[tokio::test]
+async fn a_scope_covers_the_shape_approvers_saw_and_not_an_in_list() {
+    let gw = gateway().await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    for id in 7030..7036 {
+        // Seeding is a write too: approved one by one.
+        raw.send(&query_message(&format!(
+            "INSERT INTO items VALUES ({id}, 'scoped')"
+        )))
+        .await;
+        let request = notice_id(&mut raw).await;
+        vote(&gw, &request, "approve", "").await;
+        assert_eq!(tags(&raw.until_ready().await), "CZ");
+    }
+    raw.send(&query_message("DELETE FROM items WHERE id = 7030"))
+        .await;
+    let id = notice_id(&mut raw).await;
+    let shown = view(&gw, &id).await;
+    assert_eq!(
+        shown["display"]["scope"], "DELETE FROM items WHERE id = <value>",
+        "approvers are shown what a scope would cover"
+    );
+    vote(&gw, &id, "approve", r#"{"scope_seconds":600}"#).await;
+    assert_eq!(tags(&raw.until_ready().await), "CZ");
+
+    // The same shape with another value runs under the grant...
+    let reply = raw
+        .exchange(&query_message("DELETE FROM items WHERE id = 7031"))
+        .await;
+    assert!(tags(&reply).ends_with("CZ"), "{}", tags(&reply));
+    // ...but not an IN list, which pg_query's fingerprint would fold into the same shape,
+    // nor a condition made always true.
+    for other in [
+        "DELETE FROM items WHERE id IN (7032, 7033, 7034)",
+        "DELETE FROM items WHERE id = 7032 OR true",
+    ] {
+        raw.send(&query_message(other)).await;
+        let held = notice_id(&mut raw).await;
+        vote(&gw, &held, "deny", "").await;
+        assert_eq!(tags(&raw.until_ready().await), "EZ", "{other}");
+    }
+    assert_eq!(rows(&gw, "id BETWEEN 7030 AND 7035").await, 4);
+}
+
+#[tokio::test]
+async fn a_deny_plugin_loaded_while_a_statement_waits_decides_before_it_runs() {
+    let gw = gateway().await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    raw.send(&query_message("INSERT INTO items VALUES (7040, 'late')"))
+        .await;
+    let id = notice_id(&mut raw).await;
+    // While it waits, the security team makes the agent read-only.
+    PluginSpec::with("read-only", "read-only", "[config]\ngroups = \"*\"\n")
+        .install(&gw.plugin_dir());
+    gw.reload_plugins().await;
+    vote(&gw, &id, "approve", "").await;
+    let answer = raw.until_ready().await;
+    assert_eq!(tags(&answer), "EZ");
+    let error = answer.iter().find(|m| m.tag == b'E').unwrap();
+    assert_eq!(error.sqlstate(), "42501");
+    assert!(
+        error.message().contains("read-only") && error.message().contains("changed while"),
+        "{}",
+        error.message()
+    );
+    assert_eq!(rows(&gw, "id = 7040").await, 0);
+}
+
+#[tokio::test]
+async fn statements_sent_before_a_held_one_run_without_waiting_for_its_decision() {
+    let gw = gateway().await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let mut out = query_message("SELECT 'ahead'");
+    out.extend_from_slice(&query_message("INSERT INTO items VALUES (7050, 'held')"));
+    raw.send(&out).await;
+    // The first statement's whole answer arrives before anyone decides the second.
+    let mut seen = String::new();
+    let mut noticed = false;
+    while !(seen.contains('Z') && noticed) {
+        let message = raw.recv().await.expect("answers keep coming");
+        noticed |= message.tag == b'N' && message.message().contains("required (");
+        if message.tag != b'N' {
+            seen.push(message.tag as char);
+        }
+    }
+    assert_eq!(seen, "TDCZ");
+    let id = raw_pending_id(&gw).await;
+    vote(&gw, &id, "deny", "").await;
+    assert_eq!(tags(&raw.until_ready().await), "EZ");
+}
+
+/// The one request pending for the agent.
+async fn raw_pending_id(gw: &TestGateway) -> String {
+    let token = gw.token_with_groups("alice", &["approvers"]);
+    let (_, body) = http(gw.admin, "GET", "/v1/approvals", Some(&token), None).await;
+    let pending: serde_json::Value = serde_json::from_str(&body).unwrap();
+    pending
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["subject"] == "agent")
+        .expect("a pending request")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn what_approvers_read_shows_hidden_characters_escaped() {
+    let gw = gateway().await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    // A bidirectional override makes the comment read as if the statement ended elsewhere;
+    // an ANSI sequence would clear the approver's terminal line.
+    let sql = "INSERT INTO items VALUES (7060, 'x') -- \u{202E}tceles\u{1b}[2K";
+    raw.send(&query_message(sql)).await;
+    let id = notice_id(&mut raw).await;
+    let shown = view(&gw, &id).await;
+    assert_eq!(shown["statement"], sql, "the exact text stays for tools");
+    let display = shown["display"]["statement"].as_str().unwrap();
+    assert!(
+        display.contains("\\u{202E}tceles\\u{001B}[2K") && !display.contains('\u{1b}'),
+        "{display}"
+    );
+    // The CLI prints only the escaped text.
+    let token = gw.token_with_groups("alice", &["approvers"]);
+    let output = tokio::process::Command::new(sluice_integration_tests::sluice_binary())
+        .args([
+            "approvals",
+            "--server",
+            &format!("http://{}", gw.admin),
+            "--token",
+            &token,
+            "show",
+            &id,
+        ])
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        !printed.contains('\u{1b}') && !printed.contains('\u{202E}'),
+        "{printed}"
+    );
+    assert!(printed.contains("\\u{202E}"), "{printed}");
+    vote(&gw, &id, "deny", "").await;
+    assert_eq!(tags(&raw.until_ready().await), "EZ");
+}
