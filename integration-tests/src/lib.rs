@@ -127,6 +127,8 @@ pub struct GatewayOptions {
     pub extra_toml: String,
     /// Plugins to install: (file name without .wasm, built plugin to copy, manifest TOML).
     pub plugins: Vec<PluginSpec>,
+    /// Lines added to `[plugins]` (with `plugins` given).
+    pub extra_plugins_toml: String,
     /// Where the upstream is reached, when not at the test Postgres itself (a relay before it).
     pub upstream_port: Option<u16>,
 }
@@ -191,6 +193,7 @@ impl Default for GatewayOptions {
             extra_upstream_toml: String::new(),
             extra_toml: String::new(),
             plugins: Vec::new(),
+            extra_plugins_toml: String::new(),
             upstream_port: None,
         }
     }
@@ -561,7 +564,10 @@ fn write_config(dir: &Path, pg: &TestPostgres, options: &GatewayOptions) -> Path
         for plugin in &options.plugins {
             plugin.install(&plugin_dir);
         }
-        "[plugins]\ndir = \"./plugins.d\"\nreload_debounce = \"50ms\"\n".to_owned()
+        format!(
+            "[plugins]\ndir = \"./plugins.d\"\nreload_debounce = \"50ms\"\n{}\n",
+            options.extra_plugins_toml
+        )
     };
     SigningKey::generate()
         .expect("key")

@@ -2,7 +2,9 @@
 //! `loop` spins forever, `alloc` allocates without bound, `trap` panics, `error` reports an
 //! error, `deny` denies everything, `allow` allows everything, `deny-param` denies when a
 //! parameter equals config `param`, `deny-after` allows the first config `calls` calls of its
-//! instance and denies every later one, `refuse-open` fails when the session is opened.
+//! instance and denies every later one, `refuse-open` fails when the session is opened,
+//! `deny-long` denies with a reason of config `bytes` bytes that starts with a terminal escape
+//! and a newline (a forged log line).
 //! Config `match` limits the misbehaviour to statements containing that text; config `reuse`
 //! (`never`, the default, `text` or `shape`) is the reuse the plugin declares for its verdicts.
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +55,14 @@ impl Policy for Faults {
                 }
             }
             Some("trap") => panic!("test-faults asked to trap"),
+            Some("deny-long") => {
+                let bytes: usize = sluice_sdk::config("bytes")
+                    .and_then(|b| b.parse().ok())
+                    .unwrap_or(10 << 20);
+                let mut reason = String::from("\u{1b}[2K\nFORGED log line ");
+                reason.push_str(&"x".repeat(bytes.saturating_sub(reason.len())));
+                verdict(Decision::Deny(reason))
+            }
             Some("error") => Err(PluginError::Other("test-faults reports an error".into())),
             Some("deny") => verdict(Decision::Deny("test-faults denies everything".into())),
             Some("deny-param") => {
