@@ -561,6 +561,12 @@ fn write_config(dir: &Path, pg: &TestPostgres, options: &GatewayOptions) -> Path
     } else {
         let plugin_dir = dir.join("plugins.d");
         std::fs::create_dir_all(&plugin_dir).expect("plugin dir");
+        // The gateway refuses a plugin directory others may write, whatever the umask.
+        std::fs::set_permissions(
+            &plugin_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("plugin dir mode");
         for plugin in &options.plugins {
             plugin.install(&plugin_dir);
         }

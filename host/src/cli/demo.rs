@@ -2,6 +2,8 @@
 //! both legs, a 15-minute token and the psql line to paste.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -96,13 +98,24 @@ pub async fn run(port: Option<u16>, plugins: Option<std::path::PathBuf>) -> anyh
         Some(from) => {
             let to = dir.join("plugins.d");
             std::fs::create_dir_all(&to)?;
+            // Writable by nobody but us whatever the umask: the gateway refuses a plugin
+            // directory others may write.
+            let owner_only = |path: &Path, mode: u32| {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            };
+            owner_only(&to, 0o755)?;
             for (name, manifest) in DEMO_PLUGINS {
                 let wasm = from.join(format!("{name}.wasm"));
-                std::fs::copy(&wasm, to.join(format!("{name}.wasm")))
+                let installed = to.join(format!("{name}.wasm"));
+                std::fs::copy(&wasm, &installed)
                     .with_context(|| format!("demo plugin {}", wasm.display()))?;
-                std::fs::write(to.join(format!("{name}.toml")), manifest)?;
+                owner_only(&installed, 0o644)?;
+                let manifest_path = to.join(format!("{name}.toml"));
+                std::fs::write(&manifest_path, manifest)?;
+                owner_only(&manifest_path, 0o644)?;
             }
-            "[plugins]\ndir = \"./plugins.d\"\n".to_owned()
+            // The guards must be serving: a deleted or broken one refuses every statement.
+            "[plugins]\ndir = \"./plugins.d\"\nrequired = [\"no-ddl\", \"guard-roles\", \"guard-functions\", \"safe-writes\", \"approve-writes\"]\n".to_owned()
         }
         None => String::new(),
     };
