@@ -45,6 +45,7 @@ pub struct Metrics {
     pub statements: Family<StatementLabels, Counter>,
     pub plugin_call_seconds: Family<PluginLabels, Histogram>,
     pub plugin_failures: Family<PluginFailureLabels, Counter>,
+    pub plugin_calls_running: Family<PluginLabels, Gauge>,
     pub approvals_pending: Gauge,
     pub audit_write_seconds: Histogram,
     pub audit_write_failures: Counter,
@@ -98,6 +99,12 @@ impl Metrics {
             "plugin_failures",
             "Plugin calls that trapped, timed out or reported an error",
             plugin_failures.clone(),
+        );
+        let plugin_calls_running = Family::<PluginLabels, Gauge>::default();
+        registry.register(
+            "plugin_calls_running",
+            "Policy plugin calls in progress now (one stuck in a plugin stays here)",
+            plugin_calls_running.clone(),
         );
         let approvals_pending = Gauge::default();
         registry.register(
@@ -158,6 +165,7 @@ impl Metrics {
             statements,
             plugin_call_seconds,
             plugin_failures,
+            plugin_calls_running,
             approvals_pending,
             audit_write_seconds,
             audit_write_failures,
@@ -177,6 +185,15 @@ impl Metrics {
     /// The call-latency histogram of one plugin, for its instances to keep.
     pub fn plugin_calls(&self, plugin: &str) -> Histogram {
         self.plugin_call_seconds
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_owned(),
+            })
+            .clone()
+    }
+
+    /// The in-progress gauge of one plugin, for its instances to keep.
+    pub fn plugin_running(&self, plugin: &str) -> Gauge {
+        self.plugin_calls_running
             .get_or_create(&PluginLabels {
                 plugin: plugin.to_owned(),
             })

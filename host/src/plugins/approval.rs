@@ -17,18 +17,20 @@ pub async fn route(
     // Instantiation runs the component's start code: allow it and the call two budgets.
     let mut store = host.sandbox(plugin, 2);
     let started = Instant::now();
-    let bindings = plugin
-        .pre
-        .instantiate_async(&mut store)
+    let budget = plugin.limits.timeout * 2;
+    let bindings = super::bounded(budget, plugin.pre.instantiate_async(&mut store))
         .await
         .map_err(|e| match e.downcast_ref::<wasmtime::Trap>() {
             Some(_) => classify_trap(&e, plugin.limits.timeout),
             None => CallFailure::Instantiate(format!("{e:#}")),
         })?;
-    let outcome = bindings
-        .sluice_plugin_approval()
-        .call_route(&mut store, request)
-        .await;
+    let outcome = super::bounded(
+        budget,
+        bindings
+            .sluice_plugin_approval()
+            .call_route(&mut store, request),
+    )
+    .await;
     let overran = started.elapsed() > plugin.limits.timeout * 4 + Duration::from_millis(5);
     match outcome {
         Err(trap) => Err(classify_trap(&trap, plugin.limits.timeout)),

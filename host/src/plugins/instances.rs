@@ -117,6 +117,7 @@ struct Live {
     by_text: NumberMap<TextVerdict>,
     /// This plugin's call-latency histogram, looked up once per instance rather than per call.
     call_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
+    running: Option<prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl Live {
@@ -217,18 +218,25 @@ impl SessionPlugins {
             }
         };
         let live = &mut self.live[index].1;
-        live.store
-            .set_epoch_deadline(super::deadline_ticks(plugin.limits.timeout));
+        super::arm(&mut live.store, plugin.limits.timeout);
         let started = Instant::now();
-        let outcome = live
-            .bindings
-            .sluice_plugin_policy()
-            .call_evaluate(&mut live.store, statement)
-            .await;
-        // The epoch deadline stops wasm code wherever it runs. The call never yields to the
-        // runtime, so a timer could not interrupt it; instead a call that took too long in
-        // total (host imports, a stalled machine) is refused after the fact.
+        if let Some(running) = &live.running {
+            running.inc();
+        }
+        let outcome = super::bounded(
+            plugin.limits.timeout,
+            live.bindings
+                .sluice_plugin_policy()
+                .call_evaluate(&mut live.store, statement),
+        )
+        .await;
+        // The epoch deadline stops wasm code wherever it runs, and `bounded` a call blocked in
+        // a host import; a call that still took too long in total (a stalled machine) is
+        // refused after the fact.
         let took = started.elapsed();
+        if let Some(running) = &live.running {
+            running.dec();
+        }
         let overran = took > plugin.limits.timeout * 2 + Duration::from_millis(5);
         if let Some(histogram) = &live.call_seconds {
             histogram.observe(took.as_secs_f64());
@@ -272,15 +280,17 @@ async fn instantiate(
     // Instantiation runs the component's start code, and `open` follows: allow both five
     // call budgets.
     let mut store = host.sandbox(plugin, 5);
-    let bindings = plugin
-        .pre
-        .instantiate_async(&mut store)
+    let budget = plugin.limits.timeout * 5;
+    let bindings = super::bounded(budget, plugin.pre.instantiate_async(&mut store))
         .await
         .map_err(|e| CallFailure::Instantiate(format!("{e:#}")))?;
-    let opened = bindings
-        .sluice_plugin_policy()
-        .call_open(&mut store, session)
-        .await;
+    let opened = super::bounded(
+        budget,
+        bindings
+            .sluice_plugin_policy()
+            .call_open(&mut store, session),
+    )
+    .await;
     match opened {
         Ok(Ok(())) => {}
         Ok(Err(reported)) => return Err(CallFailure::Reported(reported_message(reported))),
@@ -292,6 +302,7 @@ async fn instantiate(
         by_shape: NumberMap::default(),
         by_text: NumberMap::default(),
         call_seconds: host.metrics().map(|m| m.plugin_calls(&plugin.name)),
+        running: host.metrics().map(|m| m.plugin_running(&plugin.name)),
     })
 }
 

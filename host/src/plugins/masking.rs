@@ -83,11 +83,13 @@ impl SessionMaskers {
             return Ok(None);
         };
         let started = Instant::now();
-        let outcome = live
-            .bindings
-            .sluice_plugin_masking()
-            .call_plan(&mut live.store, statement, columns)
-            .await;
+        let outcome = super::bounded(
+            plugin.limits.timeout,
+            live.bindings
+                .sluice_plugin_masking()
+                .call_plan(&mut live.store, statement, columns),
+        )
+        .await;
         let masks = self.settle(index, plugin, started, outcome)?;
         if masks.len() != columns.len() {
             return Err(CallFailure::Reported(format!(
@@ -112,11 +114,13 @@ impl SessionMaskers {
         let index = self.instance(plugin, session).await?.ok_or_else(inactive)?;
         let live = self.armed(index, plugin).ok_or_else(inactive)?;
         let started = Instant::now();
-        let outcome = live
-            .bindings
-            .sluice_plugin_masking()
-            .call_transform(&mut live.store, column, values)
-            .await;
+        let outcome = super::bounded(
+            plugin.limits.timeout,
+            live.bindings
+                .sluice_plugin_masking()
+                .call_transform(&mut live.store, column, values),
+        )
+        .await;
         let out = self.settle(index, plugin, started, outcome)?;
         if out.len() != values.len() {
             return Err(CallFailure::Reported(format!(
@@ -134,8 +138,7 @@ impl SessionMaskers {
         let Instance::Live(live) = &mut self.instances[index].1 else {
             return None;
         };
-        live.store
-            .set_epoch_deadline(super::deadline_ticks(plugin.limits.timeout));
+        super::arm(&mut live.store, plugin.limits.timeout);
         Some(live)
     }
 
@@ -194,15 +197,17 @@ async fn instantiate(
     session: &wit::Session,
 ) -> Result<Instance, CallFailure> {
     let mut store = host.sandbox(plugin, 5);
-    let bindings = plugin
-        .pre
-        .instantiate_async(&mut store)
+    let budget = plugin.limits.timeout * 5;
+    let bindings = super::bounded(budget, plugin.pre.instantiate_async(&mut store))
         .await
         .map_err(|e| CallFailure::Instantiate(format!("{e:#}")))?;
-    let opened = bindings
-        .sluice_plugin_masking()
-        .call_open(&mut store, session)
-        .await;
+    let opened = super::bounded(
+        budget,
+        bindings
+            .sluice_plugin_masking()
+            .call_open(&mut store, session),
+    )
+    .await;
     match opened {
         Ok(Ok(true)) => Ok(Instance::Live(Box::new(Live {
             store,

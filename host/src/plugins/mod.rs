@@ -33,11 +33,26 @@ pub use manifest::Manifest;
 pub use masking::SessionMaskers;
 pub use state::PluginState;
 
-/// The epoch deadline for a call limited to `timeout`.
-pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
-    (timeout.as_millis() as u64)
-        .div_ceil(EPOCH_TICK.as_millis() as u64)
-        .max(1)
+/// Arms `store` for a call that may take `budget`: at every epoch tick the call either yields
+/// to the runtime (so the worker thread's other sessions go on while a slow plugin runs) or,
+/// past the deadline, is interrupted wherever its wasm code is.
+pub(crate) fn arm(store: &mut wasmtime::Store<PluginState>, budget: Duration) {
+    store.data_mut().deadline = std::time::Instant::now() + budget;
+    store.set_epoch_deadline(1);
+}
+
+/// `call` bounded in wall time by `budget` (with one tick of slack and as much again for the
+/// host's side): the epoch deadline cannot stop a plugin blocked in a host call (a WASI sleep
+/// or poll), so the call is dropped there and reported as an interrupt. The caller discards
+/// the instance, as after any trap.
+pub(crate) async fn bounded<T>(
+    budget: Duration,
+    call: impl std::future::Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    match tokio::time::timeout(budget * 2 + EPOCH_TICK, call).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(wasmtime::Error::new(wasmtime::Trap::Interrupt)),
+    }
 }
 pub use watch::{WatchHandle, watch};
 
@@ -45,8 +60,9 @@ use bindings::v0_1::PolicyPluginPre;
 use bindings::v0_1::approval::ApprovalPluginPre;
 use bindings::v0_1::masking::MaskingPluginPre;
 
-/// Epoch tick: deadlines are counted in ticks, so a 20 ms timeout is 4 ticks (stopped within
-/// 20–25 ms). A finer tick costs an idle gateway a thread wakeup every millisecond.
+/// Epoch tick: a call's deadline is checked, and a long call yields, once per tick (a 20 ms
+/// timeout stops within 20–25 ms). A finer tick costs an idle gateway a thread wakeup every
+/// millisecond.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -360,8 +376,14 @@ impl PluginHost {
         );
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(deadline_ticks(plugin.limits.timeout) * budgets);
+        store.epoch_deadline_callback(|context| {
+            Ok(if std::time::Instant::now() >= context.data().deadline {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            })
+        });
+        arm(&mut store, plugin.limits.timeout * budgets as u32);
         store
     }
 

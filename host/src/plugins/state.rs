@@ -15,6 +15,8 @@ pub struct PluginState {
     pub name: Arc<str>,
     pub config: Arc<BTreeMap<String, String>>,
     pub limits: StoreLimits,
+    /// When the call in progress must stop (checked at every epoch tick).
+    pub deadline: std::time::Instant,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -31,6 +33,7 @@ impl PluginState {
                 .memories(4)
                 .trap_on_grow_failure(true)
                 .build(),
+            deadline: std::time::Instant::now(),
             // Empty: stdio goes nowhere, no preopened directories, no sockets, no variables.
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),

@@ -56,6 +56,66 @@ async fn plugin_that_loops_forever_is_stopped_at_its_deadline() {
 }
 
 #[tokio::test]
+async fn plugin_blocked_in_a_host_call_is_stopped_at_its_deadline() {
+    // A WASI sleep of 30 s: the epoch deadline never fires inside the host's clock, so the
+    // call is dropped at its wall-time bound (20 ms timeout: within 2 s here, as above).
+    let gw = gateway(vec![fault("sleep")]).await;
+    assert_refused_then_healthy(&gw, "timed out").await;
+}
+
+#[tokio::test]
+async fn a_long_plugin_call_does_not_stall_the_other_sessions_of_its_thread() {
+    // This test's runtime has one thread: the gateway's sessions all share it, as the sessions
+    // of one worker thread do in production. An operator may give a plugin seconds.
+    let gw = gateway(vec![PluginSpec::with(
+        "slow",
+        "test-faults",
+        "[config]\nmode = \"loop\"\nmatch = \"misbehave\"\n[limits]\ntimeout = \"3s\"\n",
+    )])
+    .await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    let bystander = gw
+        .connect("bystander", &gw.token("bystander"))
+        .await
+        .unwrap();
+    bystander.simple_query("SELECT 1").await.unwrap();
+    let slow = tokio::spawn(async move {
+        let started = Instant::now();
+        let refused = client.simple_query("SELECT 'misbehave'").await.is_err();
+        (refused, started.elapsed())
+    });
+    // Wait until the slow call is running in the plugin.
+    while !gw
+        .gateway
+        .shared()
+        .metrics
+        .encode()
+        .contains("sluice_plugin_calls_running{plugin=\"slow\"} 1")
+    {
+        tokio::task::yield_now().await;
+    }
+    // While it runs, the bystander is served, many times over.
+    let mut latencies = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        bystander.simple_query("SELECT 1").await.unwrap();
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    eprintln!(
+        "bystander latency during a 3 s plugin call: median {:?}, max {:?}",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    assert!(
+        !slow.is_finished(),
+        "the bystander's 20 statements were answered while the slow call still ran"
+    );
+    let (refused, took) = slow.await.unwrap();
+    assert!(refused, "stopped at its deadline (after {took:?})");
+}
+
+#[tokio::test]
 async fn plugin_that_allocates_without_bound_is_stopped_at_its_memory_cap() {
     let gw = gateway(vec![fault("alloc")]).await;
     assert_refused_then_healthy(&gw, "trapped").await;

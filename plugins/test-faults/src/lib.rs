@@ -3,7 +3,7 @@
 //! error, `deny` denies everything, `allow` allows everything, `deny-param` denies when a
 //! parameter equals config `param`, `deny-after` allows the first config `calls` calls of its
 //! instance and denies every later one, `refuse-open` fails when the session is opened,
-//! `deny-long` denies with a reason of config `bytes` bytes that starts with a terminal escape
+//! `sleep` sleeps 30 s in a host call (WASI's clock), `deny-long` denies with a reason of config `bytes` bytes that starts with a terminal escape
 //! and a newline (a forged log line).
 //! Config `match` limits the misbehaviour to statements containing that text; config `reuse`
 //! (`never`, the default, `text` or `shape`) is the reuse the plugin declares for its verdicts.
@@ -55,6 +55,10 @@ impl Policy for Faults {
                 }
             }
             Some("trap") => panic!("test-faults asked to trap"),
+            Some("sleep") => {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+                verdict(Decision::Allow)
+            }
             Some("deny-long") => {
                 let bytes: usize = sluice_sdk::config("bytes")
                     .and_then(|b| b.parse().ok())
