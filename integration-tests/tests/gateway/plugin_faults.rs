@@ -65,13 +65,17 @@ async fn plugin_blocked_in_a_host_call_is_stopped_at_its_deadline() {
 
 #[tokio::test]
 async fn a_long_plugin_call_does_not_stall_the_other_sessions_of_its_thread() {
-    // This test's runtime has one thread: the gateway's sessions all share it, as the sessions
-    // of one worker thread do in production. An operator may give a plugin seconds.
-    let gw = gateway(vec![PluginSpec::with(
-        "slow",
-        "test-faults",
-        "[config]\nmode = \"loop\"\nmatch = \"misbehave\"\n[limits]\ntimeout = \"3s\"\n",
-    )])
+    // One session thread: both sessions share it, as a worker's sessions do in production. An
+    // operator may give a plugin seconds.
+    let gw = TestGateway::start_with(GatewayOptions {
+        plugins: vec![PluginSpec::with(
+            "slow",
+            "test-faults",
+            "[config]\nmode = \"loop\"\nmatch = \"misbehave\"\n[limits]\ntimeout = \"3s\"\n",
+        )],
+        extra_server_toml: "workers = 1".into(),
+        ..Default::default()
+    })
     .await;
     let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
     let bystander = gw
