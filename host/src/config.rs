@@ -219,6 +219,20 @@ pub struct PluginsConfig {
     /// refused, naming it.
     #[serde(default)]
     pub required: Vec<String>,
+    /// The largest component file compiled, MiB.
+    #[serde(default = "default_max_component_mib")]
+    pub max_component_mib: u64,
+    /// The most functions compiled across a component's core modules.
+    #[serde(default = "default_max_functions")]
+    pub max_functions: u64,
+}
+
+fn default_max_component_mib() -> u64 {
+    (crate::plugins::CompileBounds::default().max_bytes >> 20) as u64
+}
+
+fn default_max_functions() -> u64 {
+    crate::plugins::CompileBounds::default().max_functions
 }
 
 impl Default for PluginsConfig {
@@ -229,6 +243,8 @@ impl Default for PluginsConfig {
             memory_mib: default_plugin_memory(),
             reload_debounce: default_reload_debounce(),
             required: Vec::new(),
+            max_component_mib: default_max_component_mib(),
+            max_functions: default_max_functions(),
         }
     }
 }

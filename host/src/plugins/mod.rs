@@ -8,6 +8,7 @@
 
 mod approval;
 mod bindings;
+mod bounds;
 mod directory;
 mod instances;
 mod manifest;
@@ -27,6 +28,7 @@ use wasmtime::{Config as EngineConfig, Engine};
 
 pub use approval::route;
 pub use bindings::v0_1::sluice::plugin::types as wit;
+pub use bounds::CompileBounds;
 pub use directory::valid_name;
 pub use instances::{CallFailure, ReuseKey, SessionPlugins};
 pub use manifest::Manifest;
@@ -269,6 +271,7 @@ pub struct PluginHost {
     /// Plugins that must be serving: `[plugins] required`, and every name whose manifest said
     /// `required` since start.
     required: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    bounds: std::sync::Mutex<CompileBounds>,
     stop_ticker: Arc<AtomicBool>,
     /// Where loads, reloads and load failures are recorded.
     audit: std::sync::OnceLock<Arc<crate::audit::Audit>>,
@@ -328,6 +331,7 @@ impl PluginHost {
             status: std::sync::Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             required: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            bounds: std::sync::Mutex::new(CompileBounds::default()),
             stop_ticker,
             audit: std::sync::OnceLock::new(),
             metrics: std::sync::OnceLock::new(),
@@ -340,6 +344,11 @@ impl PluginHost {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(names);
+    }
+
+    /// How big a component may be compiled, from the next reload on.
+    pub fn bound_compilation(&self, bounds: CompileBounds) {
+        *self.bounds.lock().unwrap_or_else(|e| e.into_inner()) = bounds;
     }
 
     /// Records plugin loads, reloads and failures in `audit` from now on.
@@ -643,6 +652,10 @@ impl PluginHost {
             && prev.unchanged(&hash, &manifest, &limits)
         {
             return Ok(Some(prev.clone()));
+        }
+        let bounds = *self.bounds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(why) = bounds.refuse(&bytes) {
+            return Err(why);
         }
         let component = self.compile(&bytes, &hash)?;
         let kind = exported_kind(&component, &self.engine)?;

@@ -155,6 +155,10 @@ impl Shared {
                 host.set_audit(audit.clone());
                 host.set_metrics(metrics.clone());
                 host.require(config.plugins.required.iter().cloned());
+                host.bound_compilation(crate::plugins::CompileBounds {
+                    max_bytes: (config.plugins.max_component_mib as usize) << 20,
+                    max_functions: config.plugins.max_functions,
+                });
                 host.reload()?;
                 Some(host)
             }

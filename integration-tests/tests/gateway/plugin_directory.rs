@@ -230,3 +230,56 @@ async fn a_plugins_reason_reaches_the_client_bounded_and_escaped() {
     );
     assert!(message.ends_with("[cut]"), "{message}");
 }
+
+/// A component of `n` empty functions: small on disk, costly to compile.
+fn function_bomb(n: u32) -> Vec<u8> {
+    use wasm_encoder::{
+        CodeSection, Component, Function, FunctionSection, Instruction, Module, ModuleSection,
+        TypeSection,
+    };
+    let mut module = Module::new();
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    module.section(&types);
+    let mut functions = FunctionSection::new();
+    let mut code = CodeSection::new();
+    let mut body = Function::new([]);
+    body.instruction(&Instruction::End);
+    for _ in 0..n {
+        functions.function(0);
+        code.function(&body);
+    }
+    module.section(&functions);
+    module.section(&code);
+    let mut component = Component::new();
+    component.section(&ModuleSection(&module));
+    component.finish()
+}
+
+#[tokio::test]
+async fn a_component_too_costly_to_compile_is_refused_before_the_compiler_sees_it() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        plugins: vec![PluginSpec::stock("no-ddl")],
+        extra_plugins_toml: "max_functions = 10000".into(),
+        ..GatewayOptions::default()
+    })
+    .await;
+    let bomb = function_bomb(200_000);
+    assert!(bomb.len() < 2 << 20, "small on disk: {} bytes", bomb.len());
+    std::fs::write(gw.plugin_dir().join("bomb.wasm"), &bomb).unwrap();
+    let started = std::time::Instant::now();
+    gw.reload_plugins().await;
+    let error = status_of(&gw, "bomb").error.unwrap();
+    assert!(
+        error.contains("more than 10000 functions") && error.contains("max_functions"),
+        "{error}"
+    );
+    eprintln!(
+        "a 200,000-function component refused in {:?}",
+        started.elapsed()
+    );
+    let e = simple(&gw, "CREATE TABLE unguarded (id int)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "no-ddl still serves");
+}
