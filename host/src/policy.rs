@@ -54,7 +54,12 @@ pub async fn decide(
     instances.retain(set);
     let mut verdict = Verdict::Allow;
     for statement in statements {
-        let key = ReuseKey::new(statement.shape, &statement.text, params);
+        let key = ReuseKey::new(
+            statement.shape,
+            &statement.text,
+            params,
+            !statement.calls_volatile_user_function,
+        );
         // Built only when some plugin has to be called.
         let mut lowered: Option<wit::Statement> = None;
         for plugin in &set.policies {

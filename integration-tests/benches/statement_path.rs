@@ -105,7 +105,7 @@ fn main() {
     let info = bench_session();
     let statements = analyzer.analyze(STATEMENT).unwrap();
     let lowered = policy::statement_to_wit(&statements[0], &[]);
-    let key = ReuseKey::new(statements[0].shape, STATEMENT, &[]);
+    let key = ReuseKey::new(statements[0].shape, STATEMENT, &[], true);
     let set = host.current();
     let mut instances = SessionPlugins::new(host.clone());
     measure("pipeline, 5 stock plugins, every plugin called", || {
@@ -350,7 +350,7 @@ fn measure_calls(
     let info = bench_session();
     let statements = analyze_uncached(STATEMENT).unwrap();
     let lowered = policy::statement_to_wit(&statements[0], &[]);
-    let key = ReuseKey::new(None, STATEMENT, &[]);
+    let key = ReuseKey::new(None, STATEMENT, &[], true);
     let set = host.current();
     let mut instances = SessionPlugins::new(host.clone());
     measure(reused, || {

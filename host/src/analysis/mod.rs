@@ -186,6 +186,11 @@ pub struct Facts {
     /// Set by [`Analyzer`] for single DML statements: equal for statements of the same shape
     /// (same tokens apart from constants), never reused for another shape.
     pub shape: Option<u64>,
+    /// Set by the gateway from the database's catalog, never by the parser: the statement
+    /// calls a user-defined function declared VOLATILE, which may write whatever the
+    /// statement looks like (`writes` is then set too). Such a verdict is never reused: the
+    /// catalog may change under the same text.
+    pub calls_volatile_user_function: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -387,6 +392,7 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
         effect,
         lineage: lineage::lineage(tree),
         shape: None,
+        calls_volatile_user_function: false,
     };
     Statement {
         text: text.to_owned(),

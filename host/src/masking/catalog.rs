@@ -39,7 +39,7 @@ pub const CATALOG_QUERY: &str = "SELECT c.oid, n.nspname, c.relname, c.relkind, 
      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname <> 'pg_toast' \
      ORDER BY c.oid, a.attnum; \
-     SELECT DISTINCT n.nspname, p.proname FROM pg_catalog.pg_proc p \
+     SELECT DISTINCT n.nspname, p.proname, p.provolatile = 'v' FROM pg_catalog.pg_proc p \
      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
 
@@ -59,8 +59,19 @@ const STATISTICS: &[&str] = &[
 #[derive(Debug, Clone, Default)]
 pub struct CatalogRows {
     pub relations: Vec<CatalogRow>,
-    /// `(schema, name)` of every user-defined function (and procedure, aggregate...).
-    pub functions: Vec<(String, String)>,
+    /// Every user-defined function (and procedure, aggregate...).
+    pub functions: Vec<CatalogFunction>,
+}
+
+/// A function outside `pg_catalog` and `information_schema` (one row per volatility its
+/// overloads have).
+#[derive(Debug, Clone)]
+pub struct CatalogFunction {
+    pub schema: String,
+    pub name: String,
+    /// Declared VOLATILE (the default): it may write, whatever the statement calling it looks
+    /// like.
+    pub volatile: bool,
 }
 
 /// One row of [`CATALOG_QUERY`].
@@ -113,8 +124,9 @@ pub struct Snapshot {
     by_name: HashMap<String, Vec<Arc<Relation>>>,
     /// Every schema, relation and column name: identifiers an error message may show.
     names: std::collections::HashSet<String>,
-    /// User-defined functions: by name, the schemas that have one.
-    functions: HashMap<String, Vec<String>>,
+    /// User-defined functions: by name, the schemas that have one, and whether it is volatile
+    /// there.
+    functions: HashMap<String, Vec<(String, bool)>>,
 }
 
 /// Views nest; a definition that refers back to itself through others stops here.
@@ -176,8 +188,12 @@ impl Snapshot {
             snapshot.by_oid.insert(relation.oid, relation);
         }
         snapshot.mark_statistics_views();
-        for (schema, name) in rows.functions {
-            snapshot.functions.entry(name).or_default().push(schema);
+        for f in rows.functions {
+            snapshot
+                .functions
+                .entry(f.name)
+                .or_default()
+                .push((f.schema, f.volatile));
         }
         snapshot
     }
@@ -230,18 +246,31 @@ impl Snapshot {
     /// Whether `name` (as a statement calls it: `f` or `schema.f`) may be a user-defined
     /// function.
     pub fn user_function(&self, name: &str) -> bool {
+        self.user_function_matches(name, |_| true)
+    }
+
+    /// Whether `name` may be a user-defined function declared VOLATILE (in any overload).
+    pub fn volatile_user_function(&self, name: &str) -> bool {
+        self.user_function_matches(name, |volatile| volatile)
+    }
+
+    fn user_function_matches(&self, name: &str, volatile: impl Fn(bool) -> bool) -> bool {
         // The analysis joins name parts with dots, and a quoted name may hold dots itself
         // (`public."le.ak"`), a call may name the database (`app.public.leak`): every split
         // counts, and a bare name matches in any schema.
-        if self.functions.contains_key(name) {
+        if self
+            .functions
+            .get(name)
+            .is_some_and(|found| found.iter().any(|(_, v)| volatile(*v)))
+        {
             return true;
         }
         name.match_indices('.').any(|(at, _)| {
             let (qualifier, bare) = (&name[..at], &name[at + 1..]);
             self.functions.get(bare).is_some_and(|schemas| {
-                schemas
-                    .iter()
-                    .any(|s| qualifier == s || qualifier.ends_with(&format!(".{s}")))
+                schemas.iter().any(|(s, v)| {
+                    volatile(*v) && (qualifier == s || qualifier.ends_with(&format!(".{s}")))
+                })
             })
         })
     }
@@ -498,7 +527,11 @@ mod tests {
                     Some(" SELECT most_common_vals FROM stats_of_mine;"),
                 ),
             ],
-            functions: vec![("public".into(), "leak".into())],
+            functions: vec![CatalogFunction {
+                schema: "public".into(),
+                name: "leak".into(),
+                volatile: true,
+            }],
         })
     }
 

@@ -18,7 +18,7 @@ mod plan;
 mod rows;
 mod scrub;
 
-pub use catalog::{Catalog, CatalogRow, CatalogRows, Relation, Snapshot};
+pub use catalog::{Catalog, CatalogFunction, CatalogRow, CatalogRows, Relation, Snapshot};
 pub use plan::{PlanFailure, ResultSet, Withheld, check_statement, plan_result};
 pub use rows::{Field, HashKey, Plan, data_row_values, encode_data_row, parse_row_description};
 pub use scrub::scrub_message;

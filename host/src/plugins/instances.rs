@@ -54,6 +54,8 @@ pub struct ReuseKey<'a> {
     shape: Option<u64>,
     text: &'a str,
     params: &'a [Option<String>],
+    /// Whether a verdict may be remembered and reused at all.
+    reusable: bool,
     /// Hash of text and parameter values, computed only if a lookup gets that far; a hit is
     /// confirmed against the stored text and values.
     text_hash: OnceLock<u64>,
@@ -64,12 +66,19 @@ pub struct ReuseKey<'a> {
 static TEXT_HASHER: LazyLock<RandomState> = LazyLock::new(RandomState::new);
 
 impl<'a> ReuseKey<'a> {
-    /// The key of a statement (its analyser shape id, text) with these parameter values.
-    pub fn new(shape: Option<u64>, text: &'a str, params: &'a [Option<String>]) -> ReuseKey<'a> {
+    /// The key of a statement (its analyser shape id, text) with these parameter values;
+    /// `reusable: false` when facts the parser did not find decide it (nothing is remembered).
+    pub fn new(
+        shape: Option<u64>,
+        text: &'a str,
+        params: &'a [Option<String>],
+        reusable: bool,
+    ) -> ReuseKey<'a> {
         ReuseKey {
             shape,
             text,
             params,
+            reusable,
             text_hash: OnceLock::new(),
         }
     }
@@ -122,6 +131,9 @@ struct Live {
 
 impl Live {
     fn remembered(&self, key: &ReuseKey) -> Option<&wit::Decision> {
+        if !key.reusable {
+            return None;
+        }
         if let Some(decision) = key.shape.and_then(|shape| self.by_shape.get(&shape)) {
             return Some(decision);
         }
@@ -135,6 +147,9 @@ impl Live {
     }
 
     fn remember(&mut self, key: &ReuseKey, verdict: &wit::Verdict, statement: &wit::Statement) {
+        if !key.reusable {
+            return;
+        }
         match (verdict.reuse, key.shape) {
             (wit::Reuse::Never, _) => {}
             (wit::Reuse::SameShape, Some(shape)) => {

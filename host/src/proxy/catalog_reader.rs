@@ -64,7 +64,7 @@ pub async fn read_catalog(
     }
 }
 
-fn function_row(body: &[u8]) -> Option<(String, String)> {
+fn function_row(body: &[u8]) -> Option<crate::masking::CatalogFunction> {
     let values = data_row_values(body)?;
     let text = |i: usize| -> Option<String> {
         values
@@ -73,7 +73,11 @@ fn function_row(body: &[u8]) -> Option<(String, String)> {
             .flatten()
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
-    Some((text(0)?, text(1)?))
+    Some(crate::masking::CatalogFunction {
+        schema: text(0)?,
+        name: text(1)?,
+        volatile: text(2)? == "t",
+    })
 }
 
 fn catalog_row(body: &[u8]) -> Option<CatalogRow> {

@@ -686,8 +686,9 @@ impl Gate {
         } else {
             statements.to_vec()
         };
+        let mut resolved = resolved;
         let catalog = self.shared.catalogs.get(&self.info.database).cloned();
-        self.last.opaque = runs_opaque_code(catalog, &resolved).await;
+        self.last.opaque = catalog_facts(catalog, &mut resolved).await;
         // Postgres must go on reading the bytes as the gateway does, and stopping statements
         // at the budget.
         let budget = self.statement_budget;
@@ -746,13 +747,15 @@ impl Gate {
                     .resolve(&self.shared.analyzer, &statements)
                     .map_err(|e| e.to_string())
             });
-        let resolved = match resolved {
+        let mut resolved = match resolved {
             Ok(resolved) => resolved,
             Err(e) => {
                 self.last.decided.decision = "deny";
                 return Some((sqlstate::INSUFFICIENT_PRIVILEGE, format!("sluice: {e}")));
             }
         };
+        let catalog = self.shared.catalogs.get(&self.info.database).cloned();
+        catalog_facts(catalog, &mut resolved).await;
         match self
             .decide(&plugins, &execute, resolved, &bound.text, false, span)
             .await
@@ -1141,35 +1144,48 @@ impl Gate {
     }
 }
 
-/// Whether `statements` run code the gateway cannot see into: a DO block, CALL, or a
-/// user-defined function (by the database's catalog; any function not qualified `pg_catalog.`
-/// when the catalog cannot be read). Not a method: a `&Gate` held across the catalog read
-/// would require the session's plugin stores to be `Sync`.
-async fn runs_opaque_code(
+/// What the database's catalog adds to `statements`: each one calling a user-defined function
+/// declared VOLATILE is marked as writing; and whether they run code the gateway cannot see
+/// into (a DO block, CALL, or any user-defined function). Without a readable catalog, any
+/// function not qualified `pg_catalog.` counts as both. Not a method: a `&Gate` held across the
+/// catalog read would require the session's plugin stores to be `Sync`.
+async fn catalog_facts(
     catalog: Option<Arc<masking::Catalog>>,
-    statements: &[Statement],
+    statements: &mut [Statement],
 ) -> bool {
     use crate::analysis::StatementKind;
-    if statements
+    let mut opaque = statements
         .iter()
-        .any(|s| matches!(s.kind, StatementKind::DoBlock | StatementKind::Call))
-    {
-        return true;
-    }
+        .any(|s| matches!(s.kind, StatementKind::DoBlock | StatementKind::Call));
     if statements.iter().all(|s| s.functions.is_empty()) {
-        return false;
+        return opaque;
     }
     let snapshot = match catalog {
         Some(catalog) => catalog.snapshot(&[]).await.ok(),
         None => None,
     };
-    statements
-        .iter()
-        .flat_map(|s| &s.functions)
-        .any(|f| match &snapshot {
-            Some(snapshot) => snapshot.user_function(f),
-            None => !f.starts_with("pg_catalog."),
-        })
+    // Without a catalog, any function that is not plainly a built-in counts as user-defined
+    // and volatile.
+    let user = |f: &str| match &snapshot {
+        Some(snapshot) => snapshot.user_function(f),
+        None => !f.starts_with("pg_catalog."),
+    };
+    let volatile = |f: &str| match &snapshot {
+        Some(snapshot) => snapshot.volatile_user_function(f),
+        None => !f.starts_with("pg_catalog."),
+    };
+    for statement in statements.iter_mut() {
+        opaque |= statement.functions.iter().any(|f| user(f));
+        if statement.functions.iter().any(|f| volatile(f)) {
+            // A volatile function can write (a SQL or PL/pgSQL function that deletes): the
+            // statement is reported as writing, whatever it looks like.
+            let facts = Arc::make_mut(&mut statement.facts);
+            facts.writes = true;
+            facts.calls_volatile_user_function = true;
+            facts.shape = None;
+        }
+    }
+    opaque
 }
 
 fn approvers_of(record: &crate::state::ApprovalRecord) -> Vec<String> {

@@ -346,3 +346,47 @@ async fn a_name_means_to_the_gateway_what_it_means_to_postgres() {
 
     assert_eq!(direct("hw_desync").await.0, ROWS, "nothing ran");
 }
+
+#[tokio::test]
+async fn a_call_of_a_volatile_user_defined_function_is_a_write_to_the_stock_guards() {
+    table("hw_functions").await;
+    let admin = postgres().server.superuser_client(DATABASE).await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION hw_purge(int) RETURNS int LANGUAGE sql VOLATILE
+                 AS $$ DELETE FROM hw_functions WHERE id >= $1; SELECT 1 $$;
+             CREATE OR REPLACE FUNCTION hw_label(int) RETURNS text LANGUAGE sql STABLE
+                 AS $$ SELECT 'row ' || $1 $$;",
+        )
+        .await
+        .unwrap();
+    let gw = TestGateway::start_with(GatewayOptions {
+        plugins: vec![PluginSpec::with(
+            "read-only",
+            "read-only",
+            "[config]\ngroups = \"*\"\n",
+        )],
+        ..GatewayOptions::default()
+    })
+    .await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    // Looks like a read; deletes. In every spelling and through the extended protocol.
+    for sql in [
+        "SELECT hw_purge(1)",
+        "SELECT * FROM hw_functions WHERE hw_purge(1) = 1",
+        "SELECT public.hw_purge(1)",
+        "WITH x AS (SELECT hw_purge(1)) SELECT 1",
+    ] {
+        let e = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{sql}");
+    }
+    let e = client
+        .query("SELECT hw_purge($1)", &[&1i32])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert_eq!(direct("hw_functions").await.0, ROWS, "nothing was deleted");
+    // A function declared STABLE cannot write: a read stays a read.
+    let rows = client.query("SELECT hw_label(2)", &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "row 2");
+}
