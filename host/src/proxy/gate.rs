@@ -18,6 +18,7 @@ use super::prepared::{Judged, NamedStatements, pg_name};
 use super::refusal::Refusals;
 use super::session::Progress;
 use super::trail::{Decided, Trail};
+use super::unnamed::{Runs, Unnamed, UnnamedStatements};
 use crate::analysis::{PreparedOp, Statement, Wrapper};
 use crate::approvals::{self, ApprovalError, NewRequest, Opened, Routing};
 use crate::masking;
@@ -44,16 +45,6 @@ struct HeldParse {
     sql: Option<String>,
 }
 
-/// The unnamed statement Postgres holds, as the gateway forwarded it. Postgres keeps it after
-/// Sync, so a later Bind of "" runs it again: when a policy held it, that execution needs its
-/// own decision.
-struct Unnamed {
-    sql: Option<String>,
-    judged: Judged,
-    /// The next Bind is the one its approval was for.
-    covered: bool,
-}
-
 pub struct Gate {
     shared: Arc<Shared>,
     info: SessionInfo,
@@ -66,7 +57,16 @@ pub struct Gate {
     between_cycles: bool,
     statements: u64,
     held: Option<HeldParse>,
-    unnamed: Option<Unnamed>,
+    /// The unnamed statement Postgres may hold: when a policy held it, every later Bind of it
+    /// needs its own decision.
+    unnamed: UnnamedStatements,
+    /// Parse, Bind, Execute, Describe or Close came since the last Sync.
+    extended_open: bool,
+    /// Portals bound to a statement that may be a COPY FROM STDIN.
+    copy_portals: std::collections::HashSet<String>,
+    /// A request cycle that may have started a COPY FROM STDIN whose start Postgres has not
+    /// shown yet.
+    copy_pending: Option<u64>,
     /// A message of this request cycle was refused: Postgres runs nothing more until Sync.
     failing: bool,
     /// Named prepared statements, so that EXECUTE (and a Bind of a SQL-prepared name) is
@@ -129,7 +129,10 @@ impl Gate {
             between_cycles: true,
             statements: 0,
             held: None,
-            unnamed: None,
+            unnamed: UnnamedStatements::default(),
+            extended_open: false,
+            copy_portals: std::collections::HashSet::new(),
+            copy_pending: None,
             failing: false,
             named: NamedStatements::default(),
             opaque: OpaqueCode::default(),
@@ -188,8 +191,41 @@ impl Gate {
             let _ = out.flush().await;
             self.progress.answered_beyond(cycle).await;
         }
+        // The gateway numbers request cycles by the ReadyForQuery each brings, and Postgres
+        // answers a Sync during COPY FROM STDIN with nothing: before going on, it must know
+        // whether a COPY it forwarded has begun. (Postgres shows either at once.)
+        if let Some(cycle) = self.copy_pending.take() {
+            let _ = out.flush().await;
+            self.progress.copy_started_or_failed(cycle).await;
+        }
+        let copying = self.progress.copy_in.load(Ordering::Acquire);
+        // Postgres ignores a Query or FunctionCall while it skips to Sync after an error, and
+        // one during COPY ends the copy with an error: either would shift the numbering of
+        // every later cycle, and with it which deallocations count. Drivers send neither.
+        if matches!(frame.tag(), b'Q' | b'F') && (self.extended_open || copying) {
+            return Err(format!(
+                "{} received {}",
+                if frame.tag() == b'Q' {
+                    "Query"
+                } else {
+                    "FunctionCall"
+                },
+                if copying {
+                    "during COPY FROM STDIN"
+                } else {
+                    "before Sync ended the extended-protocol messages sent before it"
+                }
+            ));
+        }
+        // Postgres ignores a Sync during COPY FROM STDIN: it closes no request cycle.
+        let ignored_sync = frame.tag() == b'S' && copying;
+        match frame.tag() {
+            b'P' | b'B' | b'E' | b'D' | b'C' => self.extended_open = true,
+            b'S' if !ignored_sync => self.extended_open = false,
+            _ => {}
+        }
         if matches!(frame.tag(), b'd' | b'c' | b'f') {
-            if !self.progress.copy_in.load(Ordering::Acquire) {
+            if !copying {
                 return Err(format!(
                     "{} received outside COPY FROM STDIN",
                     match frame.tag() {
@@ -204,7 +240,9 @@ impl Gate {
             }
         }
         let at_boundary = self.between_cycles;
-        self.between_cycles = matches!(frame.tag(), b'Q' | b'S' | b'F');
+        self.between_cycles = matches!(frame.tag(), b'Q' | b'S' | b'F') && !ignored_sync;
+        // The Bind an unnamed statement's approval was for, if this message is it.
+        let mut covered_bind = false;
         if at_boundary {
             self.start_tracking();
         }
@@ -239,16 +277,22 @@ impl Gate {
                     self.track_parse("");
                     self.forwarded(false);
                     self.opaque.parsed("", self.last.opaque);
-                    // In a failing cycle Postgres discards the Parse and keeps the old one.
+                    // In a cycle the gateway already failed, Postgres skips the Parse.
                     if !self.failing {
-                        self.unnamed = Some(Unnamed {
-                            sql: held.sql,
-                            judged: Judged {
-                                generation,
-                                held: approval,
+                        let copy_in = self.last_copies_in();
+                        self.unnamed.parsed(
+                            self.cycles,
+                            Unnamed {
+                                sql: held.sql,
+                                judged: Judged {
+                                    generation,
+                                    held: approval,
+                                },
+                                copy_in,
                             },
-                            covered: binds_it && approval,
-                        });
+                        );
+                        self.progress.forgets_pending.store(true, Ordering::Release);
+                        covered_bind = binds_it && approval;
                     }
                     out.queue(held.frame.raw())
                 }
@@ -275,6 +319,9 @@ impl Gate {
                         }
                         self.forwarded(true);
                         self.opaque.queried(self.last.opaque);
+                        if self.last_copies_in() {
+                            self.copy_pending = Some(self.cycles);
+                        }
                         out.queue(frame.raw())
                     }
                     Some((code, message)) => {
@@ -329,11 +376,16 @@ impl Gate {
                         self.forwarded(false);
                         self.opaque.parsed(name, self.last.opaque);
                         if name.is_empty() && !self.failing {
-                            self.unnamed = Some(Unnamed {
-                                sql: sql.map(str::to_owned),
-                                judged,
-                                covered: false,
-                            });
+                            let copy_in = self.last_copies_in();
+                            self.unnamed.parsed(
+                                self.cycles,
+                                Unnamed {
+                                    sql: sql.map(str::to_owned),
+                                    judged,
+                                    copy_in,
+                                },
+                            );
+                            self.progress.forgets_pending.store(true, Ordering::Release);
                         } else if !name.is_empty() {
                             self.named.parsed(name, sql.unwrap_or(""), judged);
                         }
@@ -356,22 +408,33 @@ impl Gate {
                 let statement = pg_name(cstr(rest).0.unwrap_or(""));
                 let policies = self.policies_loaded();
                 let generation = self.generation();
+                // Nothing to judge in a cycle Postgres is already discarding, nor at the Bind an
+                // unnamed statement's approval was for.
+                let judging = policies && !self.failing && !covered_bind;
+                // Which unnamed statement an earlier cycle left may depend on answers still on
+                // their way.
+                if judging
+                    && statement.is_empty()
+                    && matches!(self.unnamed.runs(self.cycles), Runs::Ambiguous(_))
+                    && let Some(cycle) = self.unnamed.unanswered()
+                {
+                    let _ = out.flush().await;
+                    self.progress.answered_beyond(cycle).await;
+                    self.settle_names();
+                }
                 // Every execution of a statement a policy held is judged (and held) again, and
-                // so is one the current plugins never judged; the Bind an unnamed statement's
-                // approval was for is the exception.
-                let covered = statement.is_empty()
-                    && self
-                        .unnamed
-                        .as_mut()
-                        .is_some_and(|u| std::mem::take(&mut u.covered));
-                // Nothing to judge in a cycle Postgres is already discarding.
-                let judged = policies
-                    && !self.failing
-                    && !covered
+                // so is one the current plugins never judged.
+                let stale = |u: &Unnamed| u.judged.held || u.judged.generation != generation;
+                let unnamed = match self.unnamed.runs(self.cycles) {
+                    Runs::Nothing => UnnamedBind::Free,
+                    Runs::One(u) if stale(u) => UnnamedBind::Judge(u.sql.clone()),
+                    Runs::One(_) => UnnamedBind::Free,
+                    Runs::Ambiguous(all) if all.iter().any(|u| stale(u)) => UnnamedBind::Unknown,
+                    Runs::Ambiguous(_) => UnnamedBind::Free,
+                };
+                let judged = judging
                     && if statement.is_empty() {
-                        self.unnamed
-                            .as_ref()
-                            .is_some_and(|u| u.judged.held || u.judged.generation != generation)
+                        !matches!(unnamed, UnnamedBind::Free)
                     } else {
                         self.named.judged_at_bind(statement, generation)
                     };
@@ -401,8 +464,16 @@ impl Gate {
                 } else if !judged {
                     None
                 } else if statement.is_empty() {
-                    let sql = self.unnamed.as_ref().and_then(|u| u.sql.clone());
-                    self.check_text(sql.as_deref(), &bound, client, out).await
+                    match unnamed {
+                        UnnamedBind::Judge(sql) => {
+                            self.check_text(sql.as_deref(), &bound, client, out).await
+                        }
+                        UnnamedBind::Unknown => Some((
+                            sqlstate::INSUFFICIENT_PRIVILEGE,
+                            "sluice: which unnamed statement this Bind runs is not known (a request that parsed one failed): Parse it again".into(),
+                        )),
+                        UnnamedBind::Free => None,
+                    }
                 } else {
                     // What the name means now (every definition Postgres may hold), judged
                     // like an EXECUTE of it.
@@ -423,10 +494,25 @@ impl Gate {
                 }
                 match refusal {
                     None => {
+                        let portal = portal.unwrap_or("");
                         if let Some(tracker) = &mut self.tracker {
-                            tracker.bound(portal.unwrap_or(""), statement);
+                            tracker.bound(portal, statement);
                         }
-                        self.opaque.bound(portal.unwrap_or(""), statement);
+                        self.opaque.bound(portal, statement);
+                        let copies = if statement.is_empty() {
+                            match self.unnamed.runs(self.cycles) {
+                                Runs::Nothing => false,
+                                Runs::One(u) => u.copy_in,
+                                Runs::Ambiguous(all) => all.iter().any(|u| u.copy_in),
+                            }
+                        } else {
+                            self.named.may_copy_in(statement)
+                        };
+                        if copies {
+                            self.copy_portals.insert(portal.to_owned());
+                        } else {
+                            self.copy_portals.remove(portal);
+                        }
                         out.queue(frame.raw())
                     }
                     // Fails at the Bind's place; Postgres then skips to Sync.
@@ -437,6 +523,9 @@ impl Gate {
             }
             b'E' => {
                 let portal = cstr(frame.body()).0.unwrap_or("");
+                if self.copy_portals.contains(portal) {
+                    self.copy_pending = Some(self.cycles);
+                }
                 self.opaque.executed(portal);
                 if auditing {
                     self.trail.expect_execute(portal);
@@ -492,6 +581,14 @@ impl Gate {
     fn refused_until_sync(&mut self, name: &str, code: &str, message: &str) -> Bytes {
         self.failing = true;
         self.refusals.parse(self.cycles, name, code, message)
+    }
+
+    /// Whether the statement text last judged starts a COPY FROM STDIN.
+    fn last_copies_in(&self) -> bool {
+        self.last.statements.as_deref().is_some_and(|s| {
+            s.iter()
+                .any(|s| s.kind == crate::analysis::StatementKind::CopyIn)
+        })
     }
 
     fn tracking(&self) -> bool {
@@ -848,26 +945,35 @@ impl Gate {
 
     /// Applies the deallocations Postgres has answered without an error.
     fn settle_names(&mut self) {
-        if !self.named.has_pending() {
+        if !self.named.has_pending() && !self.unnamed.has_pending() {
             return;
         }
         let answered = self.progress.done.load(Ordering::Acquire);
-        match self.progress.failed_cycles.lock() {
-            Ok(failed) => {
-                self.named.settle(answered, |cycle| failed.contains(&cycle));
-            }
-            // A poisoned lock cannot tell which cycles failed: forget nothing.
-            Err(_) => return,
-        }
-        if !self.named.has_pending() {
+        // A poisoned lock cannot tell which cycles failed: settle nothing.
+        let Ok(mut failed) = self.progress.failed_cycles.lock() else {
+            return;
+        };
+        self.named.settle(answered, |cycle| failed.contains(&cycle));
+        self.unnamed
+            .settle(answered, |cycle| failed.contains(&cycle));
+        // Both have taken what the answered cycles told them.
+        failed.retain(|cycle| *cycle >= answered);
+        if !self.named.has_pending() && !self.unnamed.has_pending() {
             self.progress
                 .forgets_pending
                 .store(false, Ordering::Release);
-            if let Ok(mut failed) = self.progress.failed_cycles.lock() {
-                failed.clear();
-            }
         }
     }
+}
+
+/// What a Bind of the unnamed statement needs.
+enum UnnamedBind {
+    /// Nothing: no policy held it and the current plugins judged it.
+    Free,
+    /// Judging (and holding) again, as this text.
+    Judge(Option<String>),
+    /// Judging, but an earlier failed cycle leaves it unknown which text it runs.
+    Unknown,
 }
 
 /// What the policies said about a statement text.

@@ -20,6 +20,7 @@ mod startup;
 mod startup_params;
 mod strict;
 mod trail;
+mod unnamed;
 mod upstream;
 mod workers;
 

@@ -63,6 +63,8 @@ struct Definition {
     /// The text itself executes a name (`EXECUTE y` parsed as `s`): what it runs is only known
     /// at each Bind.
     executes: bool,
+    /// The text is a COPY FROM STDIN (a protocol Parse only: SQL PREPARE cannot prepare one).
+    copy_in: bool,
     /// How a protocol Parse was judged (`None` for SQL `PREPARE`, judged at every execution).
     judged: Option<Judged>,
     /// When, in the order of everything forwarded: a deallocation forgets only what came
@@ -132,6 +134,13 @@ impl NamedStatements {
             .is_some_and(|defs| defs.iter().any(|d| d.judged_at_bind(generation)))
     }
 
+    /// Whether a Bind of `name` may run a COPY FROM STDIN.
+    pub fn may_copy_in(&self, name: &str) -> bool {
+        self.by_name
+            .get(pg_name(name))
+            .is_some_and(|defs| defs.iter().any(|d| d.copy_in))
+    }
+
     /// Whether Postgres may know `name` (the unnamed statement always counts).
     pub fn knows(&self, name: &str) -> bool {
         name.is_empty() || self.by_name.contains_key(pg_name(name))
@@ -172,6 +181,7 @@ impl NamedStatements {
                 text: text.to_owned(),
                 sql,
                 executes: !sql && definition_executes(text),
+                copy_in: !sql && definition_copies_in(text),
                 judged,
                 seq,
             });
@@ -312,6 +322,15 @@ impl Definition {
             Some(judged) => self.executes || judged.held || judged.generation != generation,
         }
     }
+}
+
+/// Whether a Parse text is a COPY FROM STDIN.
+fn definition_copies_in(text: &str) -> bool {
+    crate::analysis::analyze_uncached(text).is_ok_and(|statements| {
+        statements
+            .iter()
+            .any(|s| s.kind == crate::analysis::StatementKind::CopyIn)
+    })
 }
 
 /// Whether a Parse text executes a named statement (cheaply: its analysis is cached anyway).

@@ -329,11 +329,28 @@ pub(super) struct Progress {
     pub forgets_pending: AtomicBool,
     /// Request cycles answered with an error, while `forgets_pending`.
     pub failed_cycles: std::sync::Mutex<Vec<u64>>,
-    /// Notified at each ReadyForQuery relayed.
+    /// The request cycle being answered has brought an ErrorResponse (Postgres skips to Sync).
+    pub cycle_failing: AtomicBool,
+    /// Notified at each ReadyForQuery relayed, CopyInResponse and ErrorResponse.
     pub answered: tokio::sync::Notify,
 }
 
 impl Progress {
+    /// Returns once Postgres has shown how the COPY FROM STDIN that request cycle `cycle`
+    /// runs began: it entered copy mode, failed, or the cycle was answered.
+    pub async fn copy_started_or_failed(&self, cycle: u64) {
+        loop {
+            let notified = self.answered.notified();
+            if self.copy_in.load(Ordering::Acquire)
+                || self.cycle_failing.load(Ordering::Acquire)
+                || self.done.load(Ordering::Acquire) > cycle
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Returns once request cycle `cycle` has been answered (its ReadyForQuery relayed).
     pub async fn answered_beyond(&self, cycle: u64) {
         loop {
@@ -400,9 +417,17 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
             }
             match frame.tag() {
                 // Set before the client can see it: its CopyData follows the CopyInResponse.
-                b'G' => copy_in.store(true, Ordering::Release),
-                b'E' => cycle_failed = true,
+                b'G' => {
+                    copy_in.store(true, Ordering::Release);
+                    progress.answered.notify_waiters();
+                }
+                b'E' => {
+                    cycle_failed = true;
+                    progress.cycle_failing.store(true, Ordering::Release);
+                    progress.answered.notify_waiters();
+                }
                 b'Z' => {
+                    progress.cycle_failing.store(false, Ordering::Release);
                     if cycle_failed && progress.forgets_pending.load(Ordering::Acquire) {
                         let answered = cycles_done.load(Ordering::Relaxed);
                         if let Ok(mut failed) = progress.failed_cycles.lock() {

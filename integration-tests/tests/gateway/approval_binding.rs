@@ -369,3 +369,117 @@ async fn what_approvers_read_shows_hidden_characters_escaped() {
     vote(&gw, &id, "deny", "").await;
     assert_eq!(tags(&raw.until_ready().await), "EZ");
 }
+
+#[tokio::test]
+async fn an_unnamed_statement_postgres_kept_after_an_error_is_not_run_unjudged() {
+    let gw = gateway().await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    // Prepared, not run: no hold yet; every Bind of it will be.
+    let mut out = BytesMut::new();
+    frontend::parse("", "INSERT INTO items VALUES (7080, 'kept')", [], &mut out).unwrap();
+    frontend::sync(&mut out);
+    assert_eq!(tags(&raw.exchange(&out).await), "1Z");
+    // Postgres fails at the Describe and skips the Parse: it keeps the INSERT, though the
+    // gateway forwarded another definition.
+    let mut out = BytesMut::new();
+    frontend::describe(b'S', "nope", &mut out).unwrap();
+    frontend::parse("", "SELECT 1", [], &mut out).unwrap();
+    frontend::sync(&mut out);
+    assert_eq!(tags(&raw.exchange(&out).await), "EZ");
+    // A bare Bind: which statement it runs is not known, so it does not run.
+    let mut out = BytesMut::new();
+    bind_and_execute(&mut out, &[]);
+    frontend::sync(&mut out);
+    let answer = raw.exchange(&out).await;
+    assert_eq!(tags(&answer), "EZ");
+    let error = answer.iter().find(|m| m.tag == b'E').unwrap();
+    assert_eq!(error.sqlstate(), "42501");
+    assert!(
+        error.message().contains("Parse it again"),
+        "{}",
+        error.message()
+    );
+    assert_eq!(rows(&gw, "id = 7080").await, 0);
+    // A clean Parse settles it.
+    let mut out = BytesMut::new();
+    frontend::parse("", "SELECT 2", [], &mut out).unwrap();
+    frontend::sync(&mut out);
+    assert_eq!(tags(&raw.exchange(&out).await), "1Z");
+    let mut out = BytesMut::new();
+    bind_and_execute(&mut out, &[]);
+    frontend::sync(&mut out);
+    assert_eq!(tags(&raw.exchange(&out).await), "2DCZ");
+}
+
+#[tokio::test]
+async fn a_query_sent_before_sync_ends_the_session_instead_of_shifting_its_cycles() {
+    let gw = gateway().await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let mut out = BytesMut::new();
+    frontend::parse("s", "INSERT INTO items VALUES (7090, 'x')", [], &mut out).unwrap();
+    frontend::sync(&mut out);
+    assert_eq!(tags(&raw.exchange(&out).await), "1Z");
+    // Postgres would ignore the Query (it skips to Sync after the Describe fails), while a
+    // gateway counting it would apply the Close a cycle early.
+    let mut out = BytesMut::new();
+    frontend::describe(b'S', "nope", &mut out).unwrap();
+    out.extend_from_slice(&query_message("SELECT 1"));
+    frontend::close(b'S', "s", &mut out).unwrap();
+    frontend::sync(&mut out);
+    raw.send(&out).await;
+    let mut answer = Vec::new();
+    while let Some(message) = raw.recv().await {
+        answer.push(message);
+    }
+    let fatal = answer
+        .iter()
+        .find(|m| m.tag == b'E' && m.sqlstate() == "08P01")
+        .unwrap_or_else(|| panic!("a FATAL protocol violation: {}", tags(&answer)));
+    assert!(
+        fatal.message().contains("before Sync"),
+        "{}",
+        fatal.message()
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_after_a_driver_copy_still_reaches_the_client_as_the_gateways() {
+    // tokio-postgres sends Bind, Execute and Sync before COPY data: Postgres ignores that
+    // Sync, and so must the gateway's numbering of request cycles, or every later refusal
+    // would be matched to the wrong answer.
+    let gw = TestGateway::start_with(GatewayOptions {
+        plugins: vec![PluginSpec::stock("no-ddl")],
+        ..GatewayOptions::default()
+    })
+    .await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    for round in 0..3 {
+        let sink = client
+            .copy_in("COPY scratch.notes (id, body) FROM STDIN")
+            .await
+            .unwrap();
+        futures_util::pin_mut!(sink);
+        use futures_util::SinkExt;
+        sink.send(bytes::Bytes::from(format!("{}\tcopied\n", 7100 + round)))
+            .await
+            .unwrap();
+        assert_eq!(sink.finish().await.unwrap(), 1);
+        let e = client
+            .simple_query("CREATE TABLE scratch.not_allowed (id int)")
+            .await
+            .unwrap_err();
+        assert!(
+            e.as_db_error()
+                .is_some_and(|d| d.message().contains("refused by policy \"no-ddl\"")),
+            "round {round}: {e:?}"
+        );
+        assert_eq!(
+            client
+                .query_one("SELECT 1", &[])
+                .await
+                .unwrap()
+                .get::<_, i32>(0),
+            1
+        );
+    }
+}
