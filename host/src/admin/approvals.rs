@@ -116,7 +116,8 @@ impl From<ApprovalRecord> for ApprovalView {
             plugin: line(&r.plugin).into_owned(),
             reason: line(&r.reason).into_owned(),
             note: r.note.as_deref().map(|n| block(n).into_owned()),
-            scope: crate::approvals::Scope::of(&r.statement).map(|s| block(&s.covers).into_owned()),
+            scope: crate::approvals::Scope::of(&r.statement, &r.parameters)
+                .map(|s| block(&s.covers).into_owned()),
             votes: record
                 .votes
                 .iter()

@@ -255,6 +255,13 @@ impl Snapshot {
     }
 
     fn user_function_matches(&self, name: &str, volatile: impl Fn(bool) -> bool) -> bool {
+        // A temporary function lives in the session's own pg_temp_N, which the catalog read
+        // (another session, perhaps before it was committed) cannot match: any counts, as
+        // user-defined and volatile.
+        let lowered = name.to_ascii_lowercase();
+        if lowered.starts_with("pg_temp.") || lowered.starts_with("pg_temp_") {
+            return true;
+        }
         // The analysis joins name parts with dots, and a quoted name may hold dots itself
         // (`public."le.ak"`), a call may name the database (`app.public.leak`): every split
         // counts, and a bare name matches in any schema.
@@ -587,6 +594,10 @@ mod tests {
             s.user_function("app.public.leak"),
             "named with its database"
         );
+        assert!(s.volatile_user_function("public.leak"));
+        // Temporary functions are never in the catalog read: every one counts.
+        assert!(s.volatile_user_function("pg_temp.purge"));
+        assert!(s.volatile_user_function("PG_TEMP_3.purge"));
     }
 
     #[test]

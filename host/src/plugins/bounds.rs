@@ -50,8 +50,9 @@ impl CompileBounds {
                     }
                 }
                 Ok(_) => {}
-                // The compiler reports malformed files with more context.
-                Err(_) => return None,
+                // What cannot be read here is not compiled either (wasmtime reads components
+                // with this same wasmparser).
+                Err(e) => return Some(format!("is not a valid WebAssembly component: {e}")),
             }
         }
         None

@@ -43,7 +43,8 @@ fn untrusted(what: &Path, meta: &std::fs::Metadata) -> Option<String> {
     None
 }
 
-/// The directory itself, resolved: refused if it may be written by others.
+/// The directory itself, resolved: refused if it, or a directory above it, may be written by
+/// others.
 pub fn check_dir(dir: &Path) -> Result<PathBuf, String> {
     let resolved = dir
         .canonicalize()
@@ -52,10 +53,23 @@ pub fn check_dir(dir: &Path) -> Result<PathBuf, String> {
     if !meta.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
     }
-    match untrusted(dir, &meta) {
-        Some(why) => Err(why),
-        None => Ok(resolved),
+    if let Some(why) = untrusted(dir, &meta) {
+        return Err(why);
     }
+    // Whoever can rename a parent can put another directory in this one's place; a parent with
+    // the sticky bit (`/tmp`) lets nobody rename what is not theirs.
+    for parent in resolved.ancestors().skip(1) {
+        let meta = std::fs::metadata(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        let sticky = meta.mode() & 0o1000 != 0;
+        // Safety: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        match untrusted(parent, &meta) {
+            Some(_) if sticky && (meta.uid() == 0 || meta.uid() == me) => {}
+            Some(why) => return Err(format!("above the plugin directory, {why}")),
+            None => {}
+        }
+    }
+    Ok(resolved)
 }
 
 /// A file to be read from the directory (`resolved_dir`, from [`check_dir`]): refused if it is
@@ -141,5 +155,13 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let why = check_dir(&dir).unwrap_err();
         assert!(why.contains("writable by others"), "{why}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        // A parent others may write (without the sticky bit) could swap the directory.
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let why = check_dir(&dir).unwrap_err();
+        assert!(why.contains("above the plugin directory"), "{why}");
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(check_dir(&dir).is_ok(), "a sticky parent, like /tmp");
     }
 }

@@ -318,7 +318,14 @@ impl PluginHost {
                 })
                 .map_err(|e| PluginError::Engine(e.to_string()))?;
         }
-        if let Err(e) = std::fs::create_dir_all(&cache_dir) {
+        // Only the gateway's user may write compiled artifacts, whatever the umask.
+        let made = std::fs::create_dir_all(&cache_dir).and_then(|()| {
+            std::fs::set_permissions(
+                &cache_dir,
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            )
+        });
+        if let Err(e) = made {
             tracing::warn!(dir = %cache_dir.display(), error = %e, "plugin cache disabled");
         }
         Ok(Arc::new(PluginHost {
@@ -745,8 +752,19 @@ impl PluginHost {
     /// Compiles, or loads the compiled artifact cached under the content hash.
     fn compile(&self, bytes: &[u8], hash: &str) -> Result<Component, String> {
         let cached = self.cache_dir.join(format!("{hash}.cwasm"));
-        if cached.is_file() {
-            // Safety: the cache directory is the gateway's own (in data_dir), written only by
+        // A compiled artifact is native code the gateway runs: only one nobody else could
+        // have written is loaded.
+        let trusted = || {
+            directory::check_dir(&self.cache_dir)
+                .and_then(|dir| directory::check_file(&dir, &cached))
+                .map_err(
+                    |why| tracing::warn!(%why, "compiled plugin cache not trusted; recompiling"),
+                )
+                .is_ok()
+        };
+        if cached.is_file() && trusted() {
+            // Safety: the artifact and its directory belong to the gateway's user (or root)
+            // and nobody else may write them (checked above), so it was written by
             // `Component::serialize` below; wasmtime also checks the artifact's engine version
             // and configuration and refuses a mismatch, in which case we recompile.
             match unsafe { Component::deserialize_file(&self.engine, &cached) } {
@@ -757,8 +775,17 @@ impl PluginHost {
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| format!("is not a valid WebAssembly component: {e:#}"))?;
         if let Ok(serialized) = component.serialize() {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
             let tmp = cached.with_extension("tmp");
-            if std::fs::write(&tmp, serialized).is_ok() {
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .and_then(|mut file| file.write_all(&serialized));
+            if written.is_ok() {
                 let _ = std::fs::rename(&tmp, &cached);
             }
         }

@@ -923,7 +923,6 @@ impl Gate {
             Verdict::RequireApproval(decider) => Judgement::Approval(Arc::new(NeedsApproval {
                 decider,
                 generation: plugins.generation,
-                scope: approvals::Scope::of(&shown),
                 sql: shown,
                 statements: statements.into(),
                 span,
@@ -991,9 +990,6 @@ struct NeedsApproval {
     statements: Arc<[Statement]>,
     /// The plugin set that asked for approval: another set decides again before it runs.
     generation: u64,
-    /// What a scoped grant for `sql` covers (`None`: the scanner cannot read it, and no grant
-    /// does).
-    scope: Option<approvals::Scope>,
     span: tracing::Span,
 }
 
@@ -1090,11 +1086,10 @@ impl Gate {
     ) -> Option<(&'static str, String)> {
         let (decider, sql) = (&approval.decider, &approval.sql);
         let approvals = self.shared.approvals.clone();
-        // A text without a scope gets a key no grant has.
-        let fingerprint = approval
-            .scope
-            .as_ref()
-            .map_or_else(rand::random, |scope| scope.key);
+        // What a scoped grant for this text with these values covers; a text the scanner
+        // cannot read gets a key no grant has.
+        let scope = approvals::Scope::of(sql, &bound.shown);
+        let fingerprint = scope.as_ref().map_or_else(rand::random, |scope| scope.key);
         let unavailable = |e: ApprovalError| {
             tracing::error!(error = %e, "approval store failed; statement refused");
             Some((
@@ -1105,7 +1100,7 @@ impl Gate {
                 ),
             ))
         };
-        let granted = if approval.scope.is_some() {
+        let granted = if scope.is_some() {
             approvals
                 .granted(&self.info.subject, &self.info.database, fingerprint)
                 .await
