@@ -20,7 +20,14 @@ fn hidden(c: char) -> bool {
         || matches!(c,
             '\u{00AD}'                    // soft hyphen
             | '\u{034F}'                  // combining grapheme joiner
+            | '\u{0600}'..='\u{0605}'     // Arabic number signs (format characters)
             | '\u{061C}'                  // Arabic letter mark
+            | '\u{06DD}' | '\u{070F}' | '\u{0890}' | '\u{0891}' | '\u{08E2}'
+            | '\u{110BD}' | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'   // Egyptian hieroglyph format controls
+            | '\u{1BCA0}'..='\u{1BCA3}'   // shorthand format controls
+            | '\u{1D173}'..='\u{1D17A}'   // musical symbol format controls
+            | '\u{2800}'                  // blank Braille pattern
             | '\u{115F}' | '\u{1160}'     // Hangul fillers
             | '\u{17B4}' | '\u{17B5}'
             | '\u{180B}'..='\u{180F}'     // Mongolian variation selectors and vowel separator

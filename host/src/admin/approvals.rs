@@ -80,6 +80,8 @@ pub struct DisplayView {
     /// any constant) until the scope ends; `None` when no scope can cover the statement.
     pub scope: Option<String>,
     pub votes: Vec<String>,
+    /// Who may decide, as the routing plugin named them.
+    pub approver_groups: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -101,6 +103,11 @@ impl From<ApprovalRecord> for ApprovalView {
         use crate::display::{block, line};
         let r = record.request;
         let display = DisplayView {
+            approver_groups: r
+                .approver_groups
+                .iter()
+                .map(|g| line(g).into_owned())
+                .collect(),
             subject: line(&r.subject).into_owned(),
             database: line(&r.database).into_owned(),
             statement: block(&r.statement).into_owned(),

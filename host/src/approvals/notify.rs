@@ -98,8 +98,23 @@ fn message(r: &ApprovalRequest) -> serde_json::Value {
             reason = slack(&r.reason, false),
         ),
     };
+    // The values an approval is for, as the approvers' page shows them.
+    let values: Vec<String> = r
+        .parameters
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match p {
+            Some(value) => format!("${}='{}'", i + 1, slack(&value.replace('\'', "''"), false)),
+            None => format!("${}=NULL", i + 1),
+        })
+        .collect();
+    let values = if values.is_empty() {
+        String::new()
+    } else {
+        format!("\nParameters: {}", values.join(" "))
+    };
     let text = format!(
-        "{headline}\n```{statement}```\nApprove: sluice approvals approve {id}    Deny: sluice approvals deny {id}",
+        "{headline}\n```{statement}```{values}\nApprove: sluice approvals approve {id}    Deny: sluice approvals deny {id}",
         id = r.id,
         statement = slack(&r.statement, true),
     );
@@ -210,6 +225,7 @@ mod tests {
         hostile.statement =
             "SELECT 1 ``` <!channel> <https://evil.example|approve here>\u{202E}".into();
         hostile.reason = "writes\n*urgent*".into();
+        hostile.parameters = vec![Some("<!here>".into()), None];
         let text = message(&hostile)["text"].as_str().unwrap().to_owned();
         assert!(
             !text.contains("<!channel>") && !text.contains("<https://"),
@@ -224,6 +240,10 @@ mod tests {
         assert!(
             text.contains("\\u{202E}") && text.contains("writes\\u{000A}*urgent*"),
             "{text}"
+        );
+        assert!(
+            text.contains("Parameters: $1='&lt;!here&gt;' $2=NULL"),
+            "the values approvers decide on: {text}"
         );
         // The exact request stays beside it for machines.
         assert_eq!(

@@ -222,7 +222,7 @@ fn print_view(view: &ApprovalView) {
     println!(
         "approvers:  {} of group {}{}",
         view.approvals_needed,
-        view.approver_groups.join(" | "),
+        shown.approver_groups.join(" | "),
         view.routed_by
             .as_deref()
             .map(|p| format!(" (routed by {})", line(p)))

@@ -72,7 +72,7 @@ function row(request) {
   if (shown.note && !shown.note.includes(shown.reason)) {
     why.append(text("div", shown.note, "note"));
   }
-  why.append(text("div", request.approvals_needed + " of " + request.approver_groups.join(" | ") +
+  why.append(text("div", request.approvals_needed + " of " + shown.approver_groups.join(" | ") +
     (request.routed_by ? " (routed by " + request.routed_by + ")" : ""), "route"));
   tr.append(why);
   tr.append(text("td", age(request.created)));
