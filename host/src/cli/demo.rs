@@ -88,8 +88,13 @@ pub async fn run(port: Option<u16>, plugins: Option<std::path::PathBuf>) -> anyh
     .await?;
     drop((admin, app));
 
-    let dir = pg.scratch_dir().join("gateway");
-    std::fs::create_dir_all(&dir)?;
+    // The gateway's files live apart from Postgres's: the scratch directory belongs to the
+    // postgres user, and the gateway refuses a plugin directory another user could replace.
+    let gateway_dir = tempfile::Builder::new()
+        .prefix("sluice-demo-")
+        .tempdir()
+        .context("creating the demo's directory")?;
+    let dir = gateway_dir.path().to_path_buf();
     SigningKey::generate()?.write_new(&dir.join("signing.pem"))?;
     sluice::tls::write_private(&dir.join("upstream.password"), &gw_password)?;
     let listen = pick_listen_addr(port)?;
@@ -223,6 +228,7 @@ listen = "{admin_listen}"
     gateway.shutdown(Duration::from_secs(2)).await;
     drop(gateway);
     drop(pg);
+    drop(gateway_dir);
     Ok(())
 }
 
