@@ -45,6 +45,9 @@ pub struct ApprovalView {
     pub session_id: u64,
     pub statement: String,
     pub parameters: Vec<Option<String>>,
+    /// The statements of the session before it that changed what names mean (`search_path`,
+    /// the role): the statement is approved as read after them.
+    pub settings: Vec<String>,
     pub fingerprint: String,
     pub plugin: String,
     pub reason: String,
@@ -73,6 +76,8 @@ pub struct DisplayView {
     /// `$1='value'` each (quotes doubled), `$1=NULL` for NULL, a binary value as `'\x...'`
     /// in hex.
     pub parameters: Vec<String>,
+    /// `settings`, escaped.
+    pub settings: Vec<String>,
     pub plugin: String,
     pub reason: String,
     pub note: Option<String>,
@@ -120,10 +125,11 @@ impl From<ApprovalRecord> for ApprovalView {
                     None => format!("${}=NULL", i + 1),
                 })
                 .collect(),
+            settings: r.settings.iter().map(|s| line(s).into_owned()).collect(),
             plugin: line(&r.plugin).into_owned(),
             reason: line(&r.reason).into_owned(),
             note: r.note.as_deref().map(|n| block(n).into_owned()),
-            scope: crate::approvals::Scope::of(&r.statement, &r.parameters)
+            scope: crate::approvals::Scope::of(&r.statement, &r.parameters, &r.settings)
                 .map(|s| block(&s.covers).into_owned()),
             votes: record
                 .votes
@@ -151,6 +157,7 @@ impl From<ApprovalRecord> for ApprovalView {
             session_id: r.session_id,
             statement: r.statement,
             parameters: r.parameters,
+            settings: r.settings,
             fingerprint: format!("{:016x}", r.fingerprint),
             plugin: r.plugin,
             reason: r.reason,

@@ -45,6 +45,9 @@ pub struct NewRequest {
     pub database: String,
     pub statement: String,
     pub parameters: Vec<Option<String>>,
+    /// The statements of the session before it that changed what names mean (`search_path`,
+    /// the role), as approvers are shown them.
+    pub settings: Vec<String>,
     /// The key of the statement's [`Scope`]: what a scoped grant of this request covers.
     pub fingerprint: u64,
     pub plugin: String,
@@ -206,6 +209,7 @@ impl Approvals {
             database: new.database,
             statement: new.statement,
             parameters: new.parameters,
+            settings: new.settings,
             fingerprint: new.fingerprint,
             plugin: new.plugin,
             reason: new.reason,
@@ -433,6 +437,7 @@ mod tests {
             database: "app".into(),
             statement: "DELETE FROM t WHERE id = 1".into(),
             parameters: vec![],
+            settings: vec![],
             fingerprint: 99,
             plugin: "approve-writes".into(),
             reason: "writes need approval".into(),

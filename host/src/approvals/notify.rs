@@ -113,8 +113,17 @@ fn message(r: &ApprovalRequest) -> serde_json::Value {
     } else {
         format!("\nParameters: {}", values.join(" "))
     };
+    // What names in it mean: the session's changes of search_path and the role before it.
+    let settings = if r.settings.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\nAfter these statements of the session: ```{}```",
+            slack(&r.settings.join("\n"), true)
+        )
+    };
     let text = format!(
-        "{headline}\n```{statement}```{values}\nApprove: sluice approvals approve {id}    Deny: sluice approvals deny {id}",
+        "{headline}\n```{statement}```{values}{settings}\nApprove: sluice approvals approve {id}    Deny: sluice approvals deny {id}",
         id = r.id,
         statement = slack(&r.statement, true),
     );
@@ -127,6 +136,7 @@ fn message(r: &ApprovalRequest) -> serde_json::Value {
             "database": r.database,
             "statement": r.statement,
             "parameters": r.parameters,
+            "settings": r.settings,
             "fingerprint": format!("{:016x}", r.fingerprint),
             "plugin": r.plugin,
             "reason": r.reason,
@@ -190,6 +200,7 @@ mod tests {
             database: "app".into(),
             statement: "UPDATE billing.invoices SET amount = 0".into(),
             parameters: vec![],
+            settings: vec![],
             fingerprint: 1,
             plugin: "approve-writes".into(),
             reason: "writes".into(),
@@ -226,15 +237,22 @@ mod tests {
             "SELECT 1 ``` <!channel> <https://evil.example|approve here>\u{202E}".into();
         hostile.reason = "writes\n*urgent*".into();
         hostile.parameters = vec![Some("<!here>".into()), None];
+        hostile.settings = vec!["SET search_path = `x` ``` <!here>".into()];
         let text = message(&hostile)["text"].as_str().unwrap().to_owned();
         assert!(
-            !text.contains("<!channel>") && !text.contains("<https://"),
+            text.contains("After these statements of the session: ```SET search_path = "),
+            "what names mean is shown: {text}"
+        );
+        assert!(
+            !text.contains("<!channel>")
+                && !text.contains("<!here>")
+                && !text.contains("<https://"),
             "{text}"
         );
         assert!(text.contains("&lt;!channel&gt;"), "{text}");
         assert_eq!(
             text.matches("```").count(),
-            2,
+            4,
             "only the gateway's fences: {text}"
         );
         assert!(

@@ -13,6 +13,9 @@
 //! - Bind values are open as a data statement's constants are; where a parameter is a
 //!   function's argument, or the text is not data, the values must match too.
 //! - `true`, `false` and `NULL` are keywords, not constants: they stay.
+//! - The session's changes of what names mean (`search_path`, the role: the session's
+//!   `NameContext`) count line by line: a grant made after `SET search_path = a` covers
+//!   only sessions that ran the same changes.
 //! - The key is SHA-256 (its first 8 bytes), so finding another text with a granted key is not
 //!   a search a requester can run.
 
@@ -38,9 +41,10 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// The scope of `text` run with Bind `params`; `None` when Postgres' scanner cannot read it
-    /// (no grant covers such a text).
-    pub fn of(text: &str, params: &[Option<String>]) -> Option<Scope> {
+    /// The scope of `text` run with Bind `params` in a session whose changes of what names
+    /// mean are `settings`; `None` when Postgres' scanner cannot read it (no grant covers such
+    /// a text).
+    pub fn of(text: &str, params: &[Option<String>], settings: &[String]) -> Option<Scope> {
         let scanned = pg_query::scan(text).ok()?;
         let tokens = &scanned.tokens;
         let word = |i: usize| text.get(tokens[i].start as usize..tokens[i].end as usize);
@@ -103,6 +107,13 @@ impl Scope {
             }
             covers.push_str("\n-- with these parameter values");
         }
+        for line in settings {
+            key.push_str(&format!("\u{4}{}:{line}", line.len()));
+        }
+        if !settings.is_empty() {
+            covers
+                .push_str("\n-- in sessions that changed search_path and the role as this one did");
+        }
         let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(&digest.as_ref()[..8]);
@@ -135,8 +146,27 @@ fn is_data_keyword(word: &str) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_scope_binds_to_how_the_session_changed_what_names_mean() {
+        let text = "DELETE FROM customers WHERE id = 42";
+        let plain = Scope::of(text, &[], &[]).unwrap();
+        let elsewhere = Scope::of(text, &[], &["SET search_path = evil".into()]).unwrap();
+        assert_ne!(plain.key, elsewhere.key);
+        assert!(
+            elsewhere.covers.contains("search_path"),
+            "{}",
+            elsewhere.covers
+        );
+        assert_ne!(
+            elsewhere.key,
+            Scope::of(text, &[], &["SET search_path = evil, public".into()])
+                .unwrap()
+                .key
+        );
+    }
+
     fn key(text: &str) -> u64 {
-        Scope::of(text, &[]).unwrap().key
+        Scope::of(text, &[], &[]).unwrap().key
     }
 
     #[test]
@@ -150,7 +180,7 @@ mod tests {
             key("INSERT INTO t VALUES (2.5, E'b')")
         );
         assert_eq!(
-            Scope::of("DELETE FROM t WHERE customer_id = 42", &[])
+            Scope::of("DELETE FROM t WHERE customer_id = 42", &[], &[])
                 .unwrap()
                 .covers,
             "DELETE FROM t WHERE customer_id = <value>"
@@ -244,24 +274,24 @@ mod tests {
         let one = [Some("1".to_owned())];
         let two = [Some("2".to_owned())];
         assert_eq!(
-            Scope::of(data, &one).unwrap().key,
-            Scope::of(data, &two).unwrap().key
+            Scope::of(data, &one, &[]).unwrap().key,
+            Scope::of(data, &two, &[]).unwrap().key
         );
         let call = "SELECT pg_terminate_backend($1)";
         assert_ne!(
-            Scope::of(call, &one).unwrap().key,
-            Scope::of(call, &two).unwrap().key
+            Scope::of(call, &one, &[]).unwrap().key,
+            Scope::of(call, &two, &[]).unwrap().key
         );
         assert!(
-            Scope::of(call, &one)
+            Scope::of(call, &one, &[])
                 .unwrap()
                 .covers
                 .ends_with("-- with these parameter values")
         );
         let utility = "CALL purge($1)";
         assert_ne!(
-            Scope::of(utility, &one).unwrap().key,
-            Scope::of(utility, &two).unwrap().key
+            Scope::of(utility, &one, &[]).unwrap().key,
+            Scope::of(utility, &two, &[]).unwrap().key
         );
     }
 }

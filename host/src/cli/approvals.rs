@@ -215,6 +215,11 @@ fn print_view(view: &ApprovalView) {
     if !shown.parameters.is_empty() {
         println!("parameters: {}", shown.parameters.join(" "));
     }
+    // What names in it mean: it is approved as read after these.
+    for (i, setting) in shown.settings.iter().enumerate() {
+        let label = if i == 0 { "after:" } else { "" };
+        println!("{label:<12}{setting}");
+    }
     match &shown.scope {
         Some(scope) => println!("scope:      approving with --scope lets it run: {scope}"),
         None => println!("scope:      none can cover this statement"),

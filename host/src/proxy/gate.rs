@@ -13,6 +13,7 @@ use super::Shared;
 use super::frame::{Frame, FrameReader, FrameWriter};
 use super::masker::{Tracker, Unplannable};
 use super::messages::{self, sqlstate};
+use super::name_context::{Change, NameContext};
 use super::opaque::OpaqueCode;
 use super::prepared::{Judged, NamedStatements, pg_name};
 use super::refusal::Refusals;
@@ -74,6 +75,9 @@ pub struct Gate {
     named: NamedStatements,
     /// Where code the gateway cannot see into ran, so that nothing is read after it unchecked.
     opaque: OpaqueCode,
+    /// The statements that changed what names mean (`search_path`, the role), shown to
+    /// approvers and part of what a scoped grant covers.
+    names: NameContext,
     signals: HoldSignals,
     trail: Trail,
     /// Announces answers to the masking side of the upstream direction (`None` without a
@@ -98,6 +102,8 @@ struct Last {
     decided: Decided,
     /// The text runs code the gateway cannot see into (`opaque.rs`).
     opaque: bool,
+    /// What running it does to the settings names depend on (`name_context.rs`).
+    names: Change,
 }
 
 impl Gate {
@@ -136,6 +142,7 @@ impl Gate {
             failing: false,
             named: NamedStatements::default(),
             opaque: OpaqueCode::default(),
+            names: NameContext::default(),
             signals,
             progress,
             statement_budget,
@@ -277,6 +284,7 @@ impl Gate {
                     self.track_parse("");
                     self.forwarded(false);
                     self.opaque.parsed("", self.last.opaque);
+                    self.names.parsed("", self.last.names.clone());
                     // In a cycle the gateway already failed, Postgres skips the Parse.
                     if !self.failing {
                         let copy_in = self.last_copies_in();
@@ -319,6 +327,7 @@ impl Gate {
                         }
                         self.forwarded(true);
                         self.opaque.queried(self.last.opaque);
+                        self.names.queried(&self.last.names);
                         if self.last_copies_in() {
                             self.copy_pending = Some(self.cycles);
                         }
@@ -375,6 +384,7 @@ impl Gate {
                         self.track_parse(name);
                         self.forwarded(false);
                         self.opaque.parsed(name, self.last.opaque);
+                        self.names.parsed(name, self.last.names.clone());
                         if name.is_empty() && !self.failing {
                             let copy_in = self.last_copies_in();
                             self.unnamed.parsed(
@@ -453,6 +463,7 @@ impl Gate {
                         ..Decided::default()
                     },
                     opaque: false,
+                    names: Change::default(),
                 };
                 let mut refusal = if unknown {
                     Some((
@@ -499,6 +510,12 @@ impl Gate {
                             tracker.bound(portal, statement);
                         }
                         self.opaque.bound(portal, statement);
+                        if judged {
+                            // Judged now: what it runs is what the judging resolved.
+                            self.names.bound_as(portal, self.last.names.clone());
+                        } else {
+                            self.names.bound(portal, statement);
+                        }
                         let copies = if statement.is_empty() {
                             match self.unnamed.runs(self.cycles) {
                                 Runs::Nothing => false,
@@ -527,6 +544,7 @@ impl Gate {
                     self.copy_pending = Some(self.cycles);
                 }
                 self.opaque.executed(portal);
+                self.names.executed(portal);
                 if auditing {
                     self.trail.expect_execute(portal);
                 }
@@ -694,6 +712,7 @@ impl Gate {
         if !self.trail.enabled() {
             self.last.statements = last.statements;
             self.last.opaque = last.opaque;
+            self.last.names = last.names;
             return (refusal, 0);
         }
         let written = self
@@ -702,6 +721,7 @@ impl Gate {
             .await;
         self.last.statements = last.statements;
         self.last.opaque = last.opaque;
+        self.last.names = last.names;
         match written {
             Ok(id) => (refusal, id),
             Err(e) => (refusal.or_else(|| Some(audit_refusal(&e))), 0),
@@ -734,6 +754,7 @@ impl Gate {
                 ..Decided::default()
             },
             opaque: false,
+            names: Change::default(),
         };
         // No plugin directory, or one with no policy in it: nobody objects.
         let plugins = self
@@ -786,6 +807,7 @@ impl Gate {
         let mut resolved = resolved;
         let catalog = self.shared.catalogs.get(&self.info.database).cloned();
         self.last.opaque = catalog_facts(catalog, &mut resolved).await;
+        self.last.names = Change::of(&resolved, self.last.opaque);
         // Postgres must go on reading the bytes as the gateway does, and stopping statements
         // at the budget.
         let budget = self.statement_budget;
@@ -852,7 +874,8 @@ impl Gate {
             }
         };
         let catalog = self.shared.catalogs.get(&self.info.database).cloned();
-        catalog_facts(catalog, &mut resolved).await;
+        let opaque = catalog_facts(catalog, &mut resolved).await;
+        self.last.names = Change::of(&resolved, opaque);
         match self
             .decide(&plugins, &execute, resolved, &bound.text, false, span)
             .await
@@ -1088,7 +1111,8 @@ impl Gate {
         let approvals = self.shared.approvals.clone();
         // What a scoped grant for this text with these values covers; a text the scanner
         // cannot read gets a key no grant has.
-        let scope = approvals::Scope::of(sql, &bound.shown);
+        let settings = self.names.shown();
+        let scope = approvals::Scope::of(sql, &bound.shown, &settings);
         let fingerprint = scope.as_ref().map_or_else(rand::random, |scope| scope.key);
         let unavailable = |e: ApprovalError| {
             tracing::error!(error = %e, "approval store failed; statement refused");
@@ -1150,6 +1174,7 @@ impl Gate {
             statement: sql.clone(),
             // As the audit record has them: a binary value as hex, never as NULL.
             parameters: bound.shown.clone(),
+            settings,
             fingerprint,
             plugin: decider.plugin.to_string(),
             reason: decider.reason.clone(),

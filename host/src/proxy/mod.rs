@@ -9,6 +9,7 @@ mod limits;
 mod login;
 mod masker;
 pub mod messages;
+mod name_context;
 mod opaque;
 mod prepared;
 mod reading;

@@ -18,6 +18,9 @@ pub struct ApprovalRequest {
     pub database: String,
     pub statement: String,
     pub parameters: Vec<Option<String>>,
+    /// The statements of the session before it that changed what names mean (`search_path`,
+    /// the role).
+    pub settings: Vec<String>,
     pub fingerprint: u64,
     /// The policy plugin that asked for approval, and why.
     pub plugin: String,

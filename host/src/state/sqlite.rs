@@ -53,6 +53,8 @@ const MIGRATIONS: &[&str] = &[
     // 2: routing by approval plugins.
     "ALTER TABLE approval_requests ADD COLUMN routed_by TEXT;
      ALTER TABLE approval_requests ADD COLUMN note TEXT;",
+    // 3: the session's changes of what names mean, shown with the statement.
+    "ALTER TABLE approval_requests ADD COLUMN settings TEXT NOT NULL DEFAULT '[]';",
 ];
 
 pub struct SqliteStore {
@@ -125,7 +127,7 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 
 const REQUEST_COLUMNS: &str = "id, session_id, subject, groups, database, statement, parameters, \
      fingerprint, plugin, reason, approver_groups, approvals_needed, created_ms, expires_ms, \
-     status, decided_ms, routed_by, note";
+     status, decided_ms, routed_by, note, settings";
 
 /// A JSON-encoded column; unreadable JSON is an error, never an empty default.
 fn json_column<T: serde::de::DeserializeOwned>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
@@ -152,6 +154,7 @@ fn read_request(row: &Row<'_>) -> rusqlite::Result<(ApprovalRequest, String, Opt
         approvals_needed: row.get(11)?,
         routed_by: row.get(16)?,
         note: row.get(17)?,
+        settings: json_column(row, 18)?,
         created: time(row.get(12)?),
         expires: time(row.get(13)?),
     };
@@ -216,7 +219,7 @@ impl ApprovalStore for SqliteStore {
             tx.execute(
                 &format!(
                     "INSERT INTO approval_requests ({REQUEST_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'pending', NULL, ?15, ?16)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'pending', NULL, ?15, ?16, ?17)"
                 ),
                 params![
                     r.id,
@@ -235,6 +238,7 @@ impl ApprovalStore for SqliteStore {
                     millis(r.expires),
                     r.routed_by,
                     r.note,
+                    json(&r.settings),
                 ],
             )?;
             Ok(())
@@ -385,6 +389,7 @@ mod tests {
             database: "app".into(),
             statement: "DELETE FROM orders WHERE id = $1".into(),
             parameters: vec![Some("42".into()), None],
+            settings: vec!["SET search_path = app".into()],
             fingerprint: u64::MAX - 3,
             plugin: "approve-writes".into(),
             reason: "writes need approval".into(),

@@ -483,3 +483,161 @@ async fn a_refusal_after_a_driver_copy_still_reaches_the_client_as_the_gateways(
         );
     }
 }
+
+#[tokio::test]
+async fn a_scope_covers_only_sessions_that_changed_search_path_and_role_alike() {
+    let gw = gateway().await;
+    // A second `items` in another schema: what the name means depends on search_path.
+    let admin = sluice_integration_tests::postgres()
+        .server
+        .superuser_client(sluice_integration_tests::DATABASE)
+        .await
+        .unwrap();
+    admin
+        .batch_execute(
+            "CREATE TABLE scratch.items (id int PRIMARY KEY, name text NOT NULL);
+             GRANT ALL ON scratch.items TO PUBLIC;
+             INSERT INTO scratch.items VALUES (7060, 'shadow'), (7061, 'shadow');
+             INSERT INTO items VALUES (7060, 'x'), (7061, 'x'), (7062, 'x'), (7063, 'x');
+             CREATE FUNCTION scratch.one() RETURNS int LANGUAGE sql STABLE AS 'SELECT 1';
+             GRANT EXECUTE ON FUNCTION scratch.one() TO PUBLIC;",
+        )
+        .await
+        .unwrap();
+    let shadow = || async {
+        admin
+            .query_one("SELECT count(*) FROM scratch.items", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+
+    // Approved with a scope in a session running with its defaults.
+    let mut plain = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    plain
+        .send(&query_message("DELETE FROM items WHERE id = 7060"))
+        .await;
+    let id = notice_id(&mut plain).await;
+    let shown = view(&gw, &id).await;
+    assert_eq!(shown["settings"], serde_json::json!([]), "{shown}");
+    vote(&gw, &id, "approve", r#"{"scope_seconds":600}"#).await;
+    assert_eq!(tags(&plain.until_ready().await), "CZ");
+
+    // Another session points `items` elsewhere: the grant does not cover it, and approvers
+    // see what the names mean there.
+    let mut moved = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let reply = moved
+        .exchange(&query_message("SET search_path = scratch, public"))
+        .await;
+    assert!(tags(&reply).ends_with("CZ"), "{}", tags(&reply));
+    moved
+        .send(&query_message("DELETE FROM items WHERE id = 7061"))
+        .await;
+    let held = notice_id(&mut moved).await;
+    let shown = view(&gw, &held).await;
+    assert_eq!(
+        shown["display"]["settings"],
+        serde_json::json!(["SET search_path = scratch, public"]),
+        "{shown}"
+    );
+    assert!(
+        shown["display"]["scope"]
+            .as_str()
+            .unwrap()
+            .contains("search_path"),
+        "{shown}"
+    );
+    vote(&gw, &held, "deny", "").await;
+    assert_eq!(tags(&moved.until_ready().await), "EZ");
+    assert_eq!(shadow().await, 2, "nothing ran in the other schema");
+
+    // A session that changed them the same way is covered by a grant made there.
+    moved
+        .send(&query_message("DELETE FROM items WHERE id = 7061"))
+        .await;
+    let held = notice_id(&mut moved).await;
+    vote(&gw, &held, "approve", r#"{"scope_seconds":600}"#).await;
+    assert_eq!(tags(&moved.until_ready().await), "CZ");
+    assert_eq!(shadow().await, 1);
+    let mut alike = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    alike
+        .exchange(&query_message("SET search_path = scratch, public"))
+        .await;
+    let reply = alike
+        .exchange(&query_message("DELETE FROM items WHERE id = 7060"))
+        .await;
+    assert!(tags(&reply).ends_with("CZ"), "{}", tags(&reply));
+    assert_eq!(
+        shadow().await,
+        0,
+        "ran under the grant, in the schema approved"
+    );
+
+    // Code the gateway cannot see into may change them (set_config in a function): after it,
+    // no earlier grant covers the session.
+    let mut opaque = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    opaque
+        .exchange(&query_message("SELECT scratch.one()"))
+        .await;
+    opaque
+        .send(&query_message("DELETE FROM items WHERE id = 7062"))
+        .await;
+    let held = notice_id(&mut opaque).await;
+    let shown = view(&gw, &held).await;
+    assert!(
+        shown["display"]["settings"][0]
+            .as_str()
+            .unwrap()
+            .contains("cannot see into"),
+        "{shown}"
+    );
+    vote(&gw, &held, "deny", "").await;
+    assert_eq!(tags(&opaque.until_ready().await), "EZ");
+    // The plain session is still covered by its grant.
+    let reply = plain
+        .exchange(&query_message("DELETE FROM items WHERE id = 7063"))
+        .await;
+    assert!(tags(&reply).ends_with("CZ"), "{}", tags(&reply));
+    assert_eq!(rows(&gw, "id BETWEEN 7060 AND 7063").await, 2);
+}
+
+#[tokio::test]
+async fn approvers_see_search_path_changed_through_the_extended_protocol() {
+    let gw = gateway().await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    // A driver's way: Parse, Bind, Execute of set_config; preparing alone changes nothing.
+    let mut out = BytesMut::new();
+    frontend::parse(
+        "moves",
+        "SELECT set_config('search_path', 'scratch, public', false)",
+        [],
+        &mut out,
+    )
+    .unwrap();
+    frontend::sync(&mut out);
+    assert_eq!(tags(&raw.exchange(&out).await), "1Z");
+    raw.send(&query_message("DELETE FROM items WHERE id = 7070"))
+        .await;
+    let held = notice_id(&mut raw).await;
+    assert_eq!(
+        view(&gw, &held).await["settings"],
+        serde_json::json!([]),
+        "prepared, not run"
+    );
+    vote(&gw, &held, "deny", "").await;
+    assert_eq!(tags(&raw.until_ready().await), "EZ");
+
+    let mut out = BytesMut::new();
+    bind_statement_and_execute(&mut out, "moves", &[]);
+    frontend::sync(&mut out);
+    assert!(tags(&raw.exchange(&out).await).ends_with("CZ"));
+    raw.send(&query_message("DELETE FROM items WHERE id = 7070"))
+        .await;
+    let held = notice_id(&mut raw).await;
+    assert_eq!(
+        view(&gw, &held).await["settings"],
+        serde_json::json!(["SELECT set_config('search_path', 'scratch, public', false)"])
+    );
+    vote(&gw, &held, "deny", "").await;
+    assert_eq!(tags(&raw.until_ready().await), "EZ");
+}

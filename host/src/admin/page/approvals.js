@@ -64,6 +64,10 @@ function row(request) {
   if (shown.parameters.length > 0) {
     statement.append(text("pre", "parameters: " + shown.parameters.join(" ")));
   }
+  // What names in it mean: it is approved as read after these statements of the session.
+  if (shown.settings.length > 0) {
+    statement.append(text("pre", "after: " + shown.settings.join("\n       "), "settings"));
+  }
   tr.append(statement);
   const why = document.createElement("td");
   why.append(text("div", shown.plugin + ": " + shown.reason));
