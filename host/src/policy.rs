@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use crate::analysis::{Statement, StatementKind, TableRef};
-use crate::plugins::{PluginSet, ReuseKey, SessionPlugins, wit};
+use crate::plugins::{CallCatalog, PluginSet, ReuseKey, SessionPlugins, wit};
 
 /// The outcome for a statement (or for all statements of one query string).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +61,7 @@ pub async fn decide(
             !statement.calls_volatile_user_function,
         );
         // Built only when some plugin has to be called.
-        let mut lowered: Option<wit::Statement> = None;
+        let mut lowered: Option<(wit::Statement, CallCatalog)> = None;
         for plugin in &set.policies {
             // A plugin's reason reaches the client, the audit log and approvers: one line,
             // bounded.
@@ -73,11 +73,15 @@ pub async fn decide(
             let decision = match instances.remembered(plugin, &key) {
                 Some(decision) => Ok(decision),
                 None => {
-                    let lowered =
-                        lowered.get_or_insert_with(|| statement_to_wit(statement, params));
+                    let (lowered, catalog) = lowered.get_or_insert_with(|| {
+                        (
+                            statement_to_wit(statement, params),
+                            CallCatalog::of([statement]),
+                        )
+                    });
                     let span = tracing::debug_span!("plugin", sluice.plugin = %plugin.name);
                     instances
-                        .evaluate(plugin, session, lowered, &key)
+                        .evaluate(plugin, session, lowered, catalog, &key)
                         .instrument(span)
                         .await
                 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice::analysis::{Analyzer, analyze_uncached};
-use sluice::plugins::{Limits, PluginHost, ReuseKey, SessionPlugins};
+use sluice::plugins::{CallCatalog, Limits, PluginHost, ReuseKey, SessionPlugins};
 use sluice::policy::{self, SessionInfo};
 use sluice_integration_tests::{PluginSpec, built_plugin};
 
@@ -105,6 +105,7 @@ fn main() {
     let info = bench_session();
     let statements = analyzer.analyze(STATEMENT).unwrap();
     let lowered = policy::statement_to_wit(&statements[0], &[]);
+    let catalog = CallCatalog::of(statements.iter());
     let key = ReuseKey::new(statements[0].shape, STATEMENT, &[], true);
     let set = host.current();
     let mut instances = SessionPlugins::new(host.clone());
@@ -112,7 +113,7 @@ fn main() {
         for plugin in &set.policies {
             black_box(
                 runtime
-                    .block_on(instances.evaluate(plugin, &info, &lowered, &key))
+                    .block_on(instances.evaluate(plugin, &info, &lowered, &catalog, &key))
                     .unwrap(),
             );
         }
@@ -350,13 +351,14 @@ fn measure_calls(
     let info = bench_session();
     let statements = analyze_uncached(STATEMENT).unwrap();
     let lowered = policy::statement_to_wit(&statements[0], &[]);
+    let catalog = CallCatalog::of(statements.iter());
     let key = ReuseKey::new(None, STATEMENT, &[], true);
     let set = host.current();
     let mut instances = SessionPlugins::new(host.clone());
     measure(reused, || {
         black_box(
             runtime
-                .block_on(instances.evaluate(&set.policies[0], &info, &lowered, &key))
+                .block_on(instances.evaluate(&set.policies[0], &info, &lowered, &catalog, &key))
                 .unwrap(),
         );
     });

@@ -121,8 +121,9 @@ pub mod approval_wit {
         export_macro_name: "export_approval_bindings",
         default_bindings_module: "sluice_sdk::approval_wit",
         with: {
-            "sluice:plugin/types@0.1.0": crate::wit::sluice::plugin::types,
-            "sluice:plugin/host@0.1.0": crate::wit::sluice::plugin::host,
+            "sluice:plugin/types@0.1.1": crate::wit::sluice::plugin::types,
+            "sluice:plugin/host@0.1.1": crate::wit::sluice::plugin::host,
+            "sluice:plugin/catalog@0.1.1": crate::wit::sluice::plugin::catalog,
         },
     });
 }
@@ -136,8 +137,9 @@ pub mod masking_wit {
         export_macro_name: "export_masking_bindings",
         default_bindings_module: "sluice_sdk::masking_wit",
         with: {
-            "sluice:plugin/types@0.1.0": crate::wit::sluice::plugin::types,
-            "sluice:plugin/host@0.1.0": crate::wit::sluice::plugin::host,
+            "sluice:plugin/types@0.1.1": crate::wit::sluice::plugin::types,
+            "sluice:plugin/host@0.1.1": crate::wit::sluice::plugin::host,
+            "sluice:plugin/catalog@0.1.1": crate::wit::sluice::plugin::catalog,
         },
     });
 }
@@ -145,11 +147,21 @@ pub mod masking_wit {
 mod pattern;
 
 pub use pattern::TablePattern;
+pub use wit::sluice::plugin::catalog::FunctionInfo;
 pub use wit::sluice::plugin::host::{self as host_api, LogLevel};
 pub use wit::sluice::plugin::types::{
     ApprovalRequest, ApprovalRoute, Column, ColumnSource, Decision, Error as PluginError, Mask,
     PartialMask, Reuse, Routing, Session, Statement, StatementKind, TableRef, ValueFormat, Verdict,
 };
+
+/// What the database's catalog declares about `name`, one of the `functions` of the statement
+/// being evaluated (or of an approval request's statements): user-defined or built-in, and
+/// for a user-defined one whether it is VOLATILE (it may write or change settings, whatever
+/// the statement looks like). `None` for a name the statement does not call, and in masking
+/// calls. Needs a gateway serving contract 0.1.1.
+pub fn function_info(name: &str) -> Option<FunctionInfo> {
+    wit::sluice::plugin::catalog::describe_function(name)
+}
 
 impl Verdict {
     /// Reusable for every statement of the same shape in this session: the decision read only

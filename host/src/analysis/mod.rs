@@ -191,6 +191,19 @@ pub struct Facts {
     /// statement looks like (`writes` is then set too). Such a verdict is never reused: the
     /// catalog may change under the same text.
     pub calls_volatile_user_function: bool,
+    /// Set by the gateway from the database's catalog: the user-defined functions among
+    /// `functions` (every other one is a built-in). Plugins read it through the contract's
+    /// `catalog` interface.
+    pub user_functions: Vec<FunctionFacts>,
+}
+
+/// What the database's catalog declares about a user-defined function a statement calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionFacts {
+    /// As listed in [`Facts::functions`].
+    pub name: String,
+    /// Declared VOLATILE.
+    pub volatile: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -393,6 +406,7 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
         lineage: lineage::lineage(tree),
         shape: None,
         calls_volatile_user_function: false,
+        user_functions: Vec::new(),
     };
     Statement {
         text: text.to_owned(),

@@ -49,6 +49,7 @@ pub async fn route(
     host: &PluginHost,
     set: &PluginSet,
     request: &wit::ApprovalRequest,
+    catalog: &crate::plugins::CallCatalog,
 ) -> Result<Routing, RoutingFailure> {
     for plugin in &set.approvals {
         let failed = |failure: String| RoutingFailure {
@@ -56,7 +57,7 @@ pub async fn route(
             failure,
         };
         let span = tracing::debug_span!("approval_plugin", sluice.plugin = %plugin.name);
-        let routing = crate::plugins::route(host, plugin, request)
+        let routing = crate::plugins::route(host, plugin, request, catalog)
             .instrument(span)
             .await
             .map_err(|e| failed(e.to_string()))?;

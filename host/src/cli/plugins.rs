@@ -161,7 +161,14 @@ async fn check(
             plugin: "check".into(),
             reason: "checked by sluice plugins check".into(),
         };
-        outcome["route"] = match sluice::approvals::route(&host, &set, &request).await {
+        outcome["route"] = match sluice::approvals::route(
+            &host,
+            &set,
+            &request,
+            &sluice::plugins::CallCatalog::of(statements.iter()),
+        )
+        .await
+        {
             Ok(Routing::Default) => json!({"route": "default ([approvals] route)"}),
             Ok(Routing::Ask(route)) => json!({
                 "route": "ask",

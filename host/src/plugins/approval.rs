@@ -13,9 +13,11 @@ pub async fn route(
     host: &PluginHost,
     plugin: &ApprovalPlugin,
     request: &wit::ApprovalRequest,
+    catalog: &super::CallCatalog,
 ) -> Result<wit::Routing, CallFailure> {
     // Instantiation runs the component's start code: allow it and the call two budgets.
     let mut store = host.sandbox(plugin, 2);
+    store.data_mut().catalog = Some(catalog.clone());
     let started = Instant::now();
     let budget = plugin.limits.timeout * 2;
     let bindings = super::bounded(budget, plugin.pre.instantiate_async(&mut store))

@@ -1,5 +1,7 @@
-//! Host bindings of the WIT contract. One module per contract version; today only 0.1.0, with
-//! one binding per plugin world. The worlds share the `types` and `host` interfaces, generated
+//! Host bindings of the WIT contract. One module per incompatible contract version; today
+//! 0.1 (0.1.1, whose only addition, the `catalog` import, leaves components built against
+//! 0.1.0 loadable: wasmtime matches 0.1.0 exports and imports to 0.1.1 by semver), with one
+//! binding per plugin world. The worlds share the `types` and `host` interfaces, generated
 //! once (with the policy world) and reused by the others, so every kind of plugin is linked
 //! against the same host functions and exchanges the same Rust types.
 //!
@@ -23,6 +25,7 @@ pub mod v0_1 {
             with: {
                 "sluice:plugin/types": crate::plugins::bindings::v0_1::sluice::plugin::types,
                 "sluice:plugin/host": crate::plugins::bindings::v0_1::sluice::plugin::host,
+                "sluice:plugin/catalog": crate::plugins::bindings::v0_1::sluice::plugin::catalog,
             },
         });
     }
@@ -35,6 +38,7 @@ pub mod v0_1 {
             with: {
                 "sluice:plugin/types": crate::plugins::bindings::v0_1::sluice::plugin::types,
                 "sluice:plugin/host": crate::plugins::bindings::v0_1::sluice::plugin::host,
+                "sluice:plugin/catalog": crate::plugins::bindings::v0_1::sluice::plugin::catalog,
             },
         });
     }

@@ -220,6 +220,7 @@ impl SessionPlugins {
         plugin: &PolicyPlugin,
         session: &wit::Session,
         statement: &wit::Statement,
+        catalog: &super::CallCatalog,
         key: &ReuseKey<'_>,
     ) -> Result<wit::Decision, CallFailure> {
         let found = self.live.iter().position(|(id, _)| *id == plugin.id);
@@ -234,6 +235,7 @@ impl SessionPlugins {
         };
         let live = &mut self.live[index].1;
         super::arm(&mut live.store, plugin.limits.timeout);
+        live.store.data_mut().catalog = Some(catalog.clone());
         let started = Instant::now();
         if let Some(running) = &live.running {
             running.inc();
@@ -249,6 +251,7 @@ impl SessionPlugins {
         // a host import; a call that still took too long in total (a stalled machine) is
         // refused after the fact.
         let took = started.elapsed();
+        live.store.data_mut().catalog = None;
         if let Some(running) = &live.running {
             running.dec();
         }

@@ -9,6 +9,7 @@
 mod approval;
 mod bindings;
 mod bounds;
+mod catalog_import;
 mod directory;
 mod instances;
 mod manifest;
@@ -29,6 +30,7 @@ use wasmtime::{Config as EngineConfig, Engine};
 pub use approval::route;
 pub use bindings::v0_1::sluice::plugin::types as wit;
 pub use bounds::CompileBounds;
+pub use catalog_import::CallCatalog;
 pub use directory::valid_name;
 pub use instances::{CallFailure, ReuseKey, SessionPlugins};
 pub use manifest::Manifest;
@@ -693,9 +695,7 @@ impl PluginHost {
             pre: (),
         };
         let wrong = |world: &'static str| {
-            move |e: wasmtime::Error| {
-                format!("is not a sluice:plugin/{world}@0.1.0 component: {e:#}")
-            }
+            move |e: wasmtime::Error| format!("is not a sluice:plugin/{world}@0.1 component: {e:#}")
         };
         let loaded = match kind {
             PluginKind::Policy => Loaded::Policy(Arc::new(
@@ -798,16 +798,28 @@ fn exported_kind(component: &Component, engine: &Engine) -> Result<PluginKind, S
     let ty = component.component_type();
     let mut kinds = Vec::new();
     for (name, _) in ty.exports(engine) {
-        match name {
-            "sluice:plugin/policy@0.1.0" => kinds.push(PluginKind::Policy),
-            "sluice:plugin/approval@0.1.0" => kinds.push(PluginKind::Approval),
-            "sluice:plugin/masking@0.1.0" => kinds.push(PluginKind::Masking),
+        // Any 0.1.x: a component built against 0.1.0 is served by the 0.1.1 bindings
+        // (wasmtime matches semver-compatible names), one built against a later 0.1 fails to
+        // link only if it imports what this gateway lacks.
+        let Some((interface, version)) = name
+            .strip_prefix("sluice:plugin/")
+            .and_then(|rest| rest.split_once('@'))
+        else {
+            continue;
+        };
+        if !version.starts_with("0.1.") {
+            continue;
+        }
+        match interface {
+            "policy" => kinds.push(PluginKind::Policy),
+            "approval" => kinds.push(PluginKind::Approval),
+            "masking" => kinds.push(PluginKind::Masking),
             _ => {}
         }
     }
     match kinds.as_slice() {
         [kind] => Ok(*kind),
-        [] => Err("exports no sluice:plugin@0.1.0 interface (policy, approval or masking)".into()),
+        [] => Err("exports no sluice:plugin@0.1 interface (policy, approval or masking)".into()),
         _ => Err("exports more than one plugin interface; build one component per kind".into()),
     }
 }

@@ -17,6 +17,8 @@ pub struct PluginState {
     pub limits: StoreLimits,
     /// When the call in progress must stop (checked at every epoch tick).
     pub deadline: std::time::Instant,
+    /// What the `catalog` import answers during the call in progress (`None`: nothing).
+    pub catalog: Option<super::CallCatalog>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -34,6 +36,7 @@ impl PluginState {
                 .trap_on_grow_failure(true)
                 .build(),
             deadline: std::time::Instant::now(),
+            catalog: None,
             // Empty: stdio goes nowhere, no preopened directories, no sockets, no variables.
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),

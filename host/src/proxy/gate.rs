@@ -1150,7 +1150,10 @@ impl Gate {
         self.last.decided.approval = Some(id.clone());
         let routing = match self.routing_request(&id, approval, &bound.text) {
             None => Ok(Routing::Default),
-            Some((host, set, request)) => approvals::route(&host, &set, &request).await,
+            Some((host, set, request)) => {
+                let catalog = crate::plugins::CallCatalog::of(approval.statements.iter());
+                approvals::route(&host, &set, &request, &catalog).await
+            }
         };
         let routing = match routing {
             Ok(routing) => routing,
@@ -1301,15 +1304,29 @@ async fn catalog_facts(
         None => !f.starts_with("pg_catalog."),
     };
     for statement in statements.iter_mut() {
-        opaque |= statement.functions.iter().any(|f| user(f));
-        if statement.functions.iter().any(|f| volatile(f)) {
+        let found: Vec<crate::analysis::FunctionFacts> = statement
+            .functions
+            .iter()
+            .filter(|f| user(f))
+            .map(|f| crate::analysis::FunctionFacts {
+                name: f.clone(),
+                volatile: volatile(f),
+            })
+            .collect();
+        if found.is_empty() {
+            // Only built-ins (the common case): the cached analysis is shared as it is.
+            continue;
+        }
+        opaque = true;
+        let facts = Arc::make_mut(&mut statement.facts);
+        if found.iter().any(|f| f.volatile) {
             // A volatile function can write (a SQL or PL/pgSQL function that deletes): the
             // statement is reported as writing, whatever it looks like.
-            let facts = Arc::make_mut(&mut statement.facts);
             facts.writes = true;
             facts.calls_volatile_user_function = true;
             facts.shape = None;
         }
+        facts.user_functions = found;
     }
     opaque
 }

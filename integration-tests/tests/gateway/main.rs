@@ -20,6 +20,7 @@ mod masking;
 mod masking_exits;
 mod metrics;
 mod one_reading;
+mod plugin_contract;
 mod plugin_directory;
 mod plugin_faults;
 mod plugin_reload;
