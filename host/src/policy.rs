@@ -58,7 +58,9 @@ pub async fn decide(
             statement.shape,
             &statement.text,
             params,
-            !statement.calls_volatile_user_function,
+            // What the catalog says about a user-defined function (its volatility, whether
+            // it exists yet) may change under the same text: never reused.
+            statement.user_functions.is_empty(),
         );
         // Built only when some plugin has to be called.
         let mut lowered: Option<(wit::Statement, CallCatalog)> = None;

@@ -15,6 +15,9 @@ pub struct SettingChange {
     /// name is not a literal (any setting could be meant).
     pub name: String,
     pub value: SettingValue,
+    /// The name or the value is computed when the statement runs (`set_config` with an
+    /// argument that is not a constant): the text alone does not say what is set.
+    pub at_run_time: bool,
 }
 
 /// What a change sets.
@@ -67,6 +70,7 @@ fn collect(value: &Value, found: &mut Vec<SettingChange>) {
                         found.push(SettingChange {
                             name: "*".into(),
                             value: SettingValue::Default,
+                            at_run_time: false,
                         })
                     }
                     _ => {}
@@ -97,7 +101,11 @@ fn variable_set(stmt: &Value) -> SettingChange {
         Some(VAR_SET_DEFAULT | VAR_RESET | VAR_RESET_ALL) => SettingValue::Default,
         _ => SettingValue::Computed,
     };
-    SettingChange { name, value }
+    SettingChange {
+        name,
+        value,
+        at_run_time: false,
+    }
 }
 
 fn is_set_config(call: &Value) -> bool {
@@ -111,6 +119,7 @@ fn set_config(call: &Value) -> SettingChange {
     SettingChange {
         name: arg(0).map_or_else(|| "*".to_owned(), |n| n.to_ascii_lowercase()),
         value: arg(1).map_or(SettingValue::Computed, SettingValue::Literal),
+        at_run_time: arg(0).is_none() || arg(1).is_none(),
     }
 }
 
@@ -153,7 +162,7 @@ mod tests {
             .unwrap()
             .iter()
             .flat_map(|s| s.settings.clone())
-            .map(|SettingChange { name, value }| (name, value))
+            .map(|SettingChange { name, value, .. }| (name, value))
             .collect()
     }
 

@@ -28,8 +28,8 @@ use arc_swap::ArcSwap;
 use crate::analysis::{Lineage, Ref, TableRef};
 use crate::plugins::wit::ColumnSource;
 
-/// The query the side connection runs: one row per column, then one row per user-defined
-/// function (two result sets).
+/// The query the side connection runs: one row per column, then one row per function name,
+/// schema and volatility, built-ins included (two result sets).
 pub const CATALOG_QUERY: &str = "SELECT c.oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname, \
      CASE WHEN c.relkind IN ('v', 'm') AND a.attnum = 1 \
      AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -40,8 +40,7 @@ pub const CATALOG_QUERY: &str = "SELECT c.oid, n.nspname, c.relname, c.relkind, 
      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname <> 'pg_toast' \
      ORDER BY c.oid, a.attnum; \
      SELECT DISTINCT n.nspname, p.proname, p.provolatile = 'v' FROM pg_catalog.pg_proc p \
-     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
+     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace";
 
 /// Schemas whose relations are the system's, not the user's.
 const SYSTEM_SCHEMAS: &[&str] = &["pg_catalog", "information_schema"];
@@ -59,12 +58,11 @@ const STATISTICS: &[&str] = &[
 #[derive(Debug, Clone, Default)]
 pub struct CatalogRows {
     pub relations: Vec<CatalogRow>,
-    /// Every user-defined function (and procedure, aggregate...).
+    /// Every function (and procedure, aggregate...), built-ins included.
     pub functions: Vec<CatalogFunction>,
 }
 
-/// A function outside `pg_catalog` and `information_schema` (one row per volatility its
-/// overloads have).
+/// A function (one row per schema, name and volatility its overloads have).
 #[derive(Debug, Clone)]
 pub struct CatalogFunction {
     pub schema: String,
@@ -127,6 +125,8 @@ pub struct Snapshot {
     /// User-defined functions: by name, the schemas that have one, and whether it is volatile
     /// there.
     functions: HashMap<String, Vec<(String, bool)>>,
+    /// The names of the functions of `pg_catalog` and `information_schema`.
+    builtins: std::collections::HashSet<String>,
 }
 
 /// Views nest; a definition that refers back to itself through others stops here.
@@ -189,6 +189,10 @@ impl Snapshot {
         }
         snapshot.mark_statistics_views();
         for f in rows.functions {
+            if SYSTEM_SCHEMAS.contains(&f.schema.as_str()) {
+                snapshot.builtins.insert(f.name);
+                continue;
+            }
             snapshot
                 .functions
                 .entry(f.name)
@@ -247,6 +251,25 @@ impl Snapshot {
     /// function.
     pub fn user_function(&self, name: &str) -> bool {
         self.user_function_matches(name, |_| true)
+    }
+
+    /// Whether the catalog read knows `name` as some function, built-in or user-defined. A
+    /// name it does not know is newer than the read (created in the same transaction, or since
+    /// the last refresh), or names nothing: the caller assumes the worst.
+    pub fn known_function(&self, name: &str) -> bool {
+        if self.user_function(name) {
+            return true;
+        }
+        match name.rsplit_once('.') {
+            None => self.builtins.contains(name),
+            Some((qualifier, bare)) => {
+                let qualifier = qualifier.to_ascii_lowercase();
+                SYSTEM_SCHEMAS
+                    .iter()
+                    .any(|s| qualifier == *s || qualifier.ends_with(&format!(".{s}")))
+                    && self.builtins.contains(bare)
+            }
+        }
     }
 
     /// Whether `name` may be a user-defined function declared VOLATILE (in any overload).
@@ -534,11 +557,18 @@ mod tests {
                     Some(" SELECT most_common_vals FROM stats_of_mine;"),
                 ),
             ],
-            functions: vec![CatalogFunction {
-                schema: "public".into(),
-                name: "leak".into(),
-                volatile: true,
-            }],
+            functions: vec![
+                CatalogFunction {
+                    schema: "public".into(),
+                    name: "leak".into(),
+                    volatile: true,
+                },
+                CatalogFunction {
+                    schema: "pg_catalog".into(),
+                    name: "upper".into(),
+                    volatile: false,
+                },
+            ],
         })
     }
 
@@ -581,6 +611,18 @@ mod tests {
             assert!(s.relation(oid).unwrap().statistics, "{oid}");
         }
         assert!(!s.knows_name("pg_class"), "system names are not the user's");
+    }
+
+    #[test]
+    fn a_function_the_catalog_read_does_not_know_is_unknown() {
+        let s = sample();
+        for known in ["upper", "pg_catalog.upper", "leak", "public.leak"] {
+            assert!(s.known_function(known), "{known}");
+        }
+        assert!(!s.user_function("upper"), "a built-in");
+        for unknown in ["created_since", "public.upper", "other.leak"] {
+            assert!(!s.known_function(unknown), "{unknown}");
+        }
     }
 
     #[test]

@@ -284,7 +284,6 @@ impl Gate {
                     self.track_parse("");
                     self.forwarded(false);
                     self.opaque.parsed("", self.last.opaque);
-                    self.names.parsed("", self.last.names.clone());
                     // In a cycle the gateway already failed, Postgres skips the Parse.
                     if !self.failing {
                         let copy_in = self.last_copies_in();
@@ -297,6 +296,7 @@ impl Gate {
                                     held: approval,
                                 },
                                 copy_in,
+                                names: self.last.names.clone(),
                             },
                         );
                         self.progress.forgets_pending.store(true, Ordering::Release);
@@ -384,7 +384,6 @@ impl Gate {
                         self.track_parse(name);
                         self.forwarded(false);
                         self.opaque.parsed(name, self.last.opaque);
-                        self.names.parsed(name, self.last.names.clone());
                         if name.is_empty() && !self.failing {
                             let copy_in = self.last_copies_in();
                             self.unnamed.parsed(
@@ -393,11 +392,17 @@ impl Gate {
                                     sql: sql.map(str::to_owned),
                                     judged,
                                     copy_in,
+                                    names: self.last.names.clone(),
                                 },
                             );
                             self.progress.forgets_pending.store(true, Ordering::Release);
                         } else if !name.is_empty() {
-                            self.named.parsed(name, sql.unwrap_or(""), judged);
+                            self.named.parsed(
+                                name,
+                                sql.unwrap_or(""),
+                                judged,
+                                self.last.names.clone(),
+                            );
                         }
                         out.queue(frame.raw())
                     }
@@ -510,12 +515,22 @@ impl Gate {
                             tracker.bound(portal, statement);
                         }
                         self.opaque.bound(portal, statement);
-                        if judged {
-                            // Judged now: what it runs is what the judging resolved.
-                            self.names.bound_as(portal, self.last.names.clone());
+                        // Judged now: what it runs is what the judging resolved; otherwise
+                        // every definition the name may have.
+                        let change = if judged {
+                            self.last.names.clone()
+                        } else if statement.is_empty() {
+                            match self.unnamed.runs(self.cycles) {
+                                Runs::Nothing => Change::default(),
+                                Runs::One(u) => u.names.clone(),
+                                Runs::Ambiguous(all) => all
+                                    .iter()
+                                    .fold(Change::default(), |both, u| both.union(&u.names)),
+                            }
                         } else {
-                            self.names.bound(portal, statement);
-                        }
+                            self.named.changes(statement)
+                        };
+                        self.names.bound(portal, change);
                         let copies = if statement.is_empty() {
                             match self.unnamed.runs(self.cycles) {
                                 Runs::Nothing => false,
@@ -1294,13 +1309,14 @@ async fn catalog_facts(
         None => None,
     };
     // Without a catalog, any function that is not plainly a built-in counts as user-defined
-    // and volatile.
+    // and volatile; so does one the catalog read does not know (created since, perhaps in
+    // this very transaction).
     let user = |f: &str| match &snapshot {
-        Some(snapshot) => snapshot.user_function(f),
+        Some(snapshot) => snapshot.user_function(f) || !snapshot.known_function(f),
         None => !f.starts_with("pg_catalog."),
     };
     let volatile = |f: &str| match &snapshot {
-        Some(snapshot) => snapshot.volatile_user_function(f),
+        Some(snapshot) => snapshot.volatile_user_function(f) || !snapshot.known_function(f),
         None => !f.starts_with("pg_catalog."),
     };
     for statement in statements.iter_mut() {

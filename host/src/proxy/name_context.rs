@@ -7,17 +7,19 @@
 //!
 //! - Changes count when they go upstream, whether or not Postgres then accepts them: a change
 //!   that failed only makes a grant narrower. A statement prepared in the extended protocol
-//!   counts at each Execute of a portal bound from it.
-//! - Code the gateway cannot see into (a DO block, CALL, any user-defined function) may change
-//!   them with `set_config`: each run gives the session a fresh marker, so no grant made
-//!   before it, or in another session, covers what follows.
+//!   counts at each Execute, as every definition its name may have then (the named-statement
+//!   registry and the unnamed statement's candidates keep what each definition changes).
+//! - Where the text does not say what is set, the session gets a fresh marker, so no grant
+//!   made before it, or in another session, covers what follows: code the gateway cannot see
+//!   into (a DO block, CALL, any user-defined function), `set_config` with an argument that is
+//!   not a constant, a write to `pg_settings` (its rule calls `set_config`), a cursor declared
+//!   over a change (it runs at each FETCH).
 //! - Nothing is taken back (`RESET`, the end of a `SET LOCAL`'s transaction): the lines only
 //!   grow, and so only narrow what a grant covers.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::analysis::Statement;
+use crate::analysis::{Statement, Wrapper};
 
 use super::prepared::pg_name;
 
@@ -25,7 +27,7 @@ use super::prepared::pg_name;
 /// `set_config` whose name is not a constant.
 const NAME_SETTINGS: &[&str] = &["search_path", "role", "session_authorization", "*"];
 
-/// Lines kept for approvers; past this, the session is marked as after opaque code.
+/// Lines kept for approvers; past this, the session is marked instead.
 const MAX_LINES: usize = 32;
 
 /// What running one statement text does to the settings names depend on.
@@ -33,71 +35,92 @@ const MAX_LINES: usize = 32;
 pub struct Change {
     /// The statements (as sent) that change them.
     texts: Arc<[String]>,
-    /// The text runs code the gateway cannot see into.
-    opaque: bool,
+    /// What it changes cannot be told from the text.
+    unseen: bool,
+    /// It declares a cursor over a change: each FETCH or MOVE runs it.
+    declares: bool,
+    /// It uses a cursor (FETCH, MOVE, CLOSE).
+    fetches: bool,
 }
 
 impl Change {
     /// The change made by running `statements` (as they execute: an `EXECUTE` resolved to
     /// what it runs), `opaque` if they run code the gateway cannot see into.
     pub fn of(statements: &[Statement], opaque: bool) -> Change {
-        Change {
-            texts: statements
+        let mut unseen = opaque;
+        let mut declares = false;
+        let mut texts = Vec::new();
+        let fetches = statements
+            .iter()
+            .any(|s| s.kind == crate::analysis::StatementKind::Cursor);
+        for s in statements {
+            let changes: Vec<_> = s
+                .settings
                 .iter()
-                .filter(|s| {
-                    s.settings
-                        .iter()
-                        .any(|c| NAME_SETTINGS.contains(&c.name.as_str()))
-                })
-                .map(|s| s.text.trim().to_owned())
+                .filter(|c| NAME_SETTINGS.contains(&c.name.as_str()))
+                .collect();
+            let settings_view = |t: &crate::analysis::TableRef| {
+                t.name.eq_ignore_ascii_case("pg_settings")
+                    && t.schema
+                        .as_deref()
+                        .is_none_or(|schema| schema.eq_ignore_ascii_case("pg_catalog"))
+            };
+            unseen |=
+                changes.iter().any(|c| c.at_run_time) || s.tables_written.iter().any(settings_view);
+            declares |= !changes.is_empty() && s.wrapper == Some(Wrapper::DeclareCursor);
+            if !changes.is_empty() {
+                texts.push(s.text.trim().to_owned());
+            }
+        }
+        Change {
+            texts: texts.into(),
+            unseen: unseen || declares,
+            declares,
+            fetches,
+        }
+    }
+
+    /// Both changes: what a name with two possible definitions may do.
+    pub fn union(&self, other: &Change) -> Change {
+        if other.is_empty() {
+            return self.clone();
+        }
+        if self.is_empty() {
+            return other.clone();
+        }
+        Change {
+            texts: self
+                .texts
+                .iter()
+                .chain(other.texts.iter())
+                .cloned()
                 .collect(),
-            opaque,
+            unseen: self.unseen || other.unseen,
+            declares: self.declares || other.declares,
+            fetches: self.fetches || other.fetches,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.texts.is_empty() && !self.opaque
+        self.texts.is_empty() && !self.unseen && !self.fetches
     }
 }
 
 #[derive(Debug, Default)]
 pub struct NameContext {
-    /// Named statements (and the unnamed one, "") that change the settings.
-    statements: HashMap<String, Change>,
-    /// Portals, by the statement they were bound from.
-    portals: HashMap<String, Change>,
+    /// Portals, by what running them changes.
+    portals: std::collections::HashMap<String, Change>,
     /// The changing statements that went upstream, in order.
     lines: Vec<String>,
-    /// Set afresh each time code the gateway cannot see into runs (or the lines overflow).
+    /// Set afresh each time something changes them unseen (or the lines overflow).
     marker: Option<String>,
+    /// A cursor declared over a change: every use of a cursor may run it.
+    cursor_changes: bool,
 }
 
 impl NameContext {
-    /// A Parse of `name` whose text makes `change` went upstream (nothing runs yet).
-    pub fn parsed(&mut self, name: &str, change: Change) {
-        let name = pg_name(name).to_owned();
-        if change.is_empty() {
-            self.statements.remove(&name);
-        } else {
-            self.statements.insert(name, change);
-        }
-    }
-
-    /// A Bind of `portal` from `statement` went upstream.
-    pub fn bound(&mut self, portal: &str, statement: &str) {
-        let portal = pg_name(portal).to_owned();
-        match self.statements.get(pg_name(statement)) {
-            Some(change) => {
-                self.portals.insert(portal, change.clone());
-            }
-            None => {
-                self.portals.remove(&portal);
-            }
-        }
-    }
-
-    /// A Bind of `portal` went upstream, judged at the Bind as making `change`.
-    pub fn bound_as(&mut self, portal: &str, change: Change) {
+    /// A Bind of `portal` went upstream; running it makes `change`.
+    pub fn bound(&mut self, portal: &str, change: Change) {
         let portal = pg_name(portal).to_owned();
         if change.is_empty() {
             self.portals.remove(&portal);
@@ -126,7 +149,8 @@ impl NameContext {
                 self.mark();
             }
         }
-        if change.opaque {
+        self.cursor_changes |= change.declares;
+        if change.unseen || (change.fetches && self.cursor_changes) {
             self.mark();
         }
     }
@@ -137,13 +161,13 @@ impl NameContext {
     }
 
     /// What approvers are shown, and what a scoped grant is keyed on: the statements that
-    /// changed the settings, then a line for code the gateway could not see into, if any ran.
+    /// changed the settings, then a line for changes the gateway could not read, if any.
     /// Empty while the session runs with its defaults.
     pub fn shown(&self) -> Vec<String> {
         let mut shown = self.lines.clone();
         if let Some(marker) = &self.marker {
             shown.push(format!(
-                "-- code the gateway cannot see into ran (a DO block, CALL or user-defined function), or more than {MAX_LINES} changes did: search_path and the role may differ [session mark {marker}]"
+                "-- search_path and the role may have been changed where the gateway cannot read it (a DO block, CALL or user-defined function, set_config of computed values, pg_settings, a cursor), or more than {MAX_LINES} times [session mark {marker}]"
             ));
         }
         shown
@@ -157,6 +181,13 @@ mod tests {
     fn change(sql: &str, opaque: bool) -> Change {
         let statements = crate::analysis::analyze_uncached(sql).unwrap();
         Change::of(&statements, opaque)
+    }
+
+    fn marked(names: &NameContext) -> bool {
+        names
+            .shown()
+            .last()
+            .is_some_and(|l| l.contains("session mark"))
     }
 
     #[test]
@@ -176,39 +207,68 @@ mod tests {
         ));
         names.queried(&change("RESET ALL", false));
         assert_eq!(names.shown().len(), 4);
+        assert!(!marked(&names), "every one of them says what it sets");
     }
 
     #[test]
-    fn a_prepared_change_counts_at_each_execution_not_at_parse() {
+    fn a_prepared_change_counts_at_each_execution() {
         let mut names = NameContext::default();
-        names.parsed("s", change("SET search_path = evil", false));
-        names.bound("p", "s");
-        assert!(names.shown().is_empty(), "parsed and bound, not run");
+        names.bound("p", change("SET search_path = evil", false));
+        assert!(names.shown().is_empty(), "bound, not run");
         names.executed("p");
         names.executed("p");
         assert_eq!(
             names.shown(),
             ["SET search_path = evil", "SET search_path = evil"]
         );
-        names.parsed("s", change("SELECT 1", false));
-        names.bound("p", "s");
+        names.bound("p", change("SELECT 1", false));
         names.executed("p");
         assert_eq!(
             names.shown().len(),
             2,
-            "the name now means a plain statement"
+            "the portal now runs a plain statement"
         );
     }
 
     #[test]
-    fn each_run_of_opaque_code_marks_the_session_afresh() {
+    fn what_the_text_does_not_say_marks_the_session_afresh_each_time() {
+        for sql in [
+            "SELECT set_config('search_path', $1, false)",
+            "SELECT set_config(current_setting('app.name'), 'evil', false)",
+            "UPDATE pg_settings SET setting = 'evil' WHERE name = 'search_path'",
+            "DECLARE c CURSOR FOR SELECT set_config('search_path', 'evil', false)",
+        ] {
+            let mut names = NameContext::default();
+            names.queried(&change(sql, false));
+            assert!(marked(&names), "{sql}");
+            let first = names.shown();
+            names.queried(&change(sql, false));
+            assert_ne!(names.shown(), first, "{sql}");
+        }
         let mut names = NameContext::default();
         names.queried(&change("SELECT 1", true));
-        let first = names.shown();
-        assert_eq!(first.len(), 1);
-        assert!(first[0].contains("cannot see into"), "{first:?}");
-        names.queried(&change("SELECT 2", true));
-        assert_ne!(names.shown(), first);
+        assert!(marked(&names), "opaque code");
+
+        let mut names = NameContext::default();
+        names.queried(&change("FETCH 1 FROM c", false));
+        assert!(!marked(&names), "no cursor changes anything");
+        names.queried(&change(
+            "DECLARE c CURSOR FOR SELECT set_config('search_path', 'evil', false)",
+            false,
+        ));
+        let declared = names.shown();
+        names.queried(&change("FETCH 1 FROM c", false));
+        assert_ne!(names.shown(), declared, "each FETCH may change them again");
+    }
+
+    #[test]
+    fn a_name_with_two_possible_definitions_makes_both_changes() {
+        let both = change("SET search_path = a", false).union(&change("SELECT 1", true));
+        let mut names = NameContext::default();
+        names.bound("", both);
+        names.executed("");
+        assert_eq!(names.shown()[0], "SET search_path = a");
+        assert!(marked(&names));
     }
 
     #[test]
@@ -219,6 +279,6 @@ mod tests {
         }
         let shown = names.shown();
         assert_eq!(shown.len(), MAX_LINES + 1);
-        assert!(shown[MAX_LINES].contains("session mark"));
+        assert!(marked(&names));
     }
 }

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 
+use super::name_context::Change;
 use crate::analysis::{Analyzer, PreparedOp, Statement, Wrapper};
 
 /// Definitions kept per name; past it the name is refused until deallocated (a client that
@@ -67,6 +68,9 @@ struct Definition {
     copy_in: bool,
     /// How a protocol Parse was judged (`None` for SQL `PREPARE`, judged at every execution).
     judged: Option<Judged>,
+    /// What running a protocol Parse's text does to the settings names depend on (SQL
+    /// `PREPARE`: judged, and so known, at every execution).
+    names: Change,
     /// When, in the order of everything forwarded: a deallocation forgets only what came
     /// before it (`DEALLOCATE p; PREPARE p AS ...` keeps the new one).
     seq: u64,
@@ -105,9 +109,21 @@ pub enum Unresolved {
 }
 
 impl NamedStatements {
-    /// A protocol Parse named `name` with `text`, judged as `judged`, went upstream.
-    pub fn parsed(&mut self, name: &str, text: &str, judged: Judged) {
-        self.define(name, text, Some(judged));
+    /// A protocol Parse named `name` with `text`, judged as `judged`, making `names` when run,
+    /// went upstream.
+    pub fn parsed(&mut self, name: &str, text: &str, judged: Judged, names: Change) {
+        self.define(name, text, Some(judged), names);
+    }
+
+    /// What running a protocol Bind of `name` may do to the settings names depend on: the
+    /// changes of every definition the name may have.
+    pub fn changes(&self, name: &str) -> Change {
+        self.by_name
+            .get(pg_name(name))
+            .map_or_else(Change::default, |defs| {
+                defs.iter()
+                    .fold(Change::default(), |all, d| all.union(&d.names))
+            })
     }
 
     /// A protocol Close of statement `name` went upstream in request cycle `cycle`.
@@ -151,7 +167,7 @@ impl NamedStatements {
         !self.pending.is_empty()
     }
 
-    fn define(&mut self, name: &str, text: &str, judged: Option<Judged>) {
+    fn define(&mut self, name: &str, text: &str, judged: Option<Judged>, names: Change) {
         let seq = self.sequence();
         let sql = judged.is_none();
         let definitions = self.by_name.entry(pg_name(name).to_owned()).or_default();
@@ -173,6 +189,7 @@ impl NamedStatements {
                 }),
                 (_, new) => new,
             };
+            same.names = same.names.union(&names);
             return;
         }
         // One past the bound marks the name as refused.
@@ -183,6 +200,7 @@ impl NamedStatements {
                 executes: !sql && definition_executes(text),
                 copy_in: !sql && definition_copies_in(text),
                 judged,
+                names,
                 seq,
             });
         }
@@ -205,7 +223,9 @@ impl NamedStatements {
     pub fn forwarded(&mut self, statements: &[Statement], cycle: u64, runs: bool) {
         for statement in statements {
             match &statement.prepared {
-                Some(PreparedOp::Prepare(name)) => self.define(name, &statement.text, None),
+                Some(PreparedOp::Prepare(name)) => {
+                    self.define(name, &statement.text, None, Change::default())
+                }
                 Some(PreparedOp::Deallocate(name)) if runs => {
                     self.forget_after(cycle, Some(pg_name(name).to_owned()))
                 }
@@ -260,8 +280,12 @@ impl NamedStatements {
             resolved.extend(current.runs(analyzer, statement, 0)?);
             match &statement.prepared {
                 Some(PreparedOp::Prepare(name)) => {
-                    view.get_or_insert_with(|| self.clone())
-                        .define(name, &statement.text, None);
+                    view.get_or_insert_with(|| self.clone()).define(
+                        name,
+                        &statement.text,
+                        None,
+                        Change::default(),
+                    );
                 }
                 Some(PreparedOp::Deallocate(name)) => {
                     let view = view.get_or_insert_with(|| self.clone());
@@ -459,7 +483,7 @@ mod tests {
     #[test]
     fn a_name_parsed_by_the_protocol_resolves_for_sql_execute() {
         let mut named = NamedStatements::default();
-        named.parsed("s1", "UPDATE t SET a = $1", PASSED);
+        named.parsed("s1", "UPDATE t SET a = $1", PASSED, Change::default());
         let runs = resolve(&named, "EXECUTE s1(5)").unwrap();
         assert_eq!(runs[0].kind, StatementKind::Update);
         assert!(runs[0].unfiltered_write);
@@ -521,7 +545,7 @@ mod tests {
         assert!(!named.knows("x"));
         // What is defined after a DISCARD ALL survives it.
         named.forwarded(&analyzed("DISCARD ALL"), 7, true);
-        named.parsed("after", "SELECT 1", PASSED);
+        named.parsed("after", "SELECT 1", PASSED, Change::default());
         assert!(named.settle(8, |_| false).is_empty());
         assert!(named.knows("after"));
     }
@@ -530,7 +554,7 @@ mod tests {
     fn names_are_postgres_names_cut_to_63_bytes() {
         let mut named = NamedStatements::default();
         let long = "a".repeat(63) + "1";
-        named.parsed(&long, "DELETE FROM t", PASSED);
+        named.parsed(&long, "DELETE FROM t", PASSED, Change::default());
         assert!(
             named.knows(&("a".repeat(63) + "2")),
             "the same name to Postgres"
@@ -546,15 +570,15 @@ mod tests {
     fn a_definition_that_executes_another_name_is_resolved_at_each_execution() {
         let mut named = NamedStatements::default();
         prepare(&mut named, "PREPARE y AS SELECT 1");
-        named.parsed("runs_y", "EXECUTE y", PASSED);
+        named.parsed("runs_y", "EXECUTE y", PASSED, Change::default());
         assert!(named.judged_at_bind("runs_y", 1));
         named.forwarded(&analyzed("DEALLOCATE y"), 0, true);
         named.settle(1, |_| false);
         prepare(&mut named, "PREPARE y AS DELETE FROM t");
         let runs = resolve(&named, "EXECUTE runs_y").unwrap();
         assert_eq!(runs[0].kind, StatementKind::Delete);
-        named.parsed("loop_a", "EXECUTE loop_b", PASSED);
-        named.parsed("loop_b", "EXECUTE loop_a", PASSED);
+        named.parsed("loop_a", "EXECUTE loop_b", PASSED, Change::default());
+        named.parsed("loop_b", "EXECUTE loop_a", PASSED, Change::default());
         assert!(matches!(
             resolve(&named, "EXECUTE loop_a"),
             Err(Unresolved::TooDeep(_))
@@ -601,7 +625,7 @@ mod tests {
     #[test]
     fn a_parse_is_judged_again_at_bind_when_held_or_judged_by_another_plugin_set() {
         let mut named = NamedStatements::default();
-        named.parsed("plain", "SELECT 1", PASSED);
+        named.parsed("plain", "SELECT 1", PASSED, Change::default());
         assert!(
             !named.judged_at_bind("plain", 1),
             "judged by the current set"
@@ -614,14 +638,14 @@ mod tests {
             generation: 1,
             held: true,
         };
-        named.parsed("write", "DELETE FROM t", held);
+        named.parsed("write", "DELETE FROM t", held, Change::default());
         assert!(named.judged_at_bind("write", 1), "every execution is held");
         // The same text parsed again and allowed (Postgres may keep the held one).
-        named.parsed("write", "DELETE FROM t", PASSED);
+        named.parsed("write", "DELETE FROM t", PASSED, Change::default());
         assert!(named.judged_at_bind("write", 1));
         // Another text under a name whose held definition was deallocated in the meantime.
         named.closed("write", 0);
-        named.parsed("write", "SELECT 2", PASSED);
+        named.parsed("write", "SELECT 2", PASSED, Change::default());
         assert!(
             named.judged_at_bind("write", 1),
             "until the Close is answered"

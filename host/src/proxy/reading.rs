@@ -104,6 +104,7 @@ mod tests {
         SettingChange {
             name: name.into(),
             value,
+            at_run_time: false,
         }
     }
 

@@ -130,6 +130,7 @@ mod tests {
         let change = |value| SettingChange {
             name: "statement_timeout".into(),
             value,
+            at_run_time: false,
         };
         assert!(refused_change(&change(SettingValue::Literal("0".into())), budget).is_some());
         assert!(refused_change(&change(SettingValue::Computed), budget).is_some());

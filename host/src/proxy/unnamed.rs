@@ -5,6 +5,7 @@
 //! request cycle that parsed it, and drops the older ones only once a cycle that parsed a new
 //! one is answered without an error.
 
+use super::name_context::Change;
 use super::prepared::Judged;
 
 /// Definitions kept while their cycles are unanswered or failed; past it every Bind of "" that
@@ -19,6 +20,8 @@ pub struct Unnamed {
     pub judged: Judged,
     /// Its text is a COPY FROM STDIN.
     pub copy_in: bool,
+    /// What running it does to the settings names depend on.
+    pub names: Change,
 }
 
 /// What a Bind of "" runs, as far as the gateway knows.
@@ -127,6 +130,7 @@ mod tests {
                 held,
             },
             copy_in: false,
+            names: Change::default(),
         }
     }
 

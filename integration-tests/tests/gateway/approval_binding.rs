@@ -588,7 +588,7 @@ async fn a_scope_covers_only_sessions_that_changed_search_path_and_role_alike() 
         shown["display"]["settings"][0]
             .as_str()
             .unwrap()
-            .contains("cannot see into"),
+            .contains("where the gateway cannot read it"),
         "{shown}"
     );
     vote(&gw, &held, "deny", "").await;
@@ -632,6 +632,42 @@ async fn approvers_see_search_path_changed_through_the_extended_protocol() {
     frontend::sync(&mut out);
     assert!(tags(&raw.exchange(&out).await).ends_with("CZ"));
     raw.send(&query_message("DELETE FROM items WHERE id = 7070"))
+        .await;
+    let held = notice_id(&mut raw).await;
+    assert_eq!(
+        view(&gw, &held).await["settings"],
+        serde_json::json!(["SELECT set_config('search_path', 'scratch, public', false)"])
+    );
+    vote(&gw, &held, "deny", "").await;
+    assert_eq!(tags(&raw.until_ready().await), "EZ");
+}
+
+#[tokio::test]
+async fn a_prepared_change_counts_even_after_a_failed_parse_of_its_name() {
+    let gw = gateway().await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let mut out = BytesMut::new();
+    frontend::parse(
+        "moves",
+        "SELECT set_config('search_path', 'scratch, public', false)",
+        [],
+        &mut out,
+    )
+    .unwrap();
+    frontend::sync(&mut out);
+    assert_eq!(tags(&raw.exchange(&out).await), "1Z");
+    // Postgres refuses a second Parse of the name ("already exists"): the first definition is
+    // the one a Bind runs.
+    let mut out = BytesMut::new();
+    frontend::parse("moves", "SELECT 1", [], &mut out).unwrap();
+    frontend::sync(&mut out);
+    assert_eq!(tags(&raw.exchange(&out).await), "EZ");
+    let mut out = BytesMut::new();
+    bind_statement_and_execute(&mut out, "moves", &[]);
+    frontend::sync(&mut out);
+    assert!(tags(&raw.exchange(&out).await).ends_with("CZ"));
+
+    raw.send(&query_message("DELETE FROM items WHERE id = 7080"))
         .await;
     let held = notice_id(&mut raw).await;
     assert_eq!(

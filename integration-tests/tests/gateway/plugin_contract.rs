@@ -1,6 +1,6 @@
 //! The plugin contract as components see it: a plugin built against 0.1.1 reads, through the
 //! `catalog` import, which functions of a statement are user-defined and volatile, as the
-//! database's catalog declares them; a component built against 0.1.0, before that import
+//! database's catalog declares them (one it does not know yet counting as both); a component built against 0.1.0, before that import
 //! existed, keeps serving unchanged.
 
 use sluice_integration_tests::{
@@ -53,6 +53,27 @@ async fn plugins_see_which_functions_are_user_defined_and_volatile() {
     );
     // No function, nothing to say.
     client.simple_query("SELECT 1").await.unwrap();
+
+    // A function created after the gateway read the catalog is not taken for a built-in, nor
+    // for a harmless one: until the catalog is read again it counts as user-defined and
+    // volatile (it may have been created in the very transaction that calls it).
+    admin
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION scratch.catalog_late() RETURNS int LANGUAGE sql STABLE AS 'SELECT 3';
+             GRANT EXECUTE ON FUNCTION scratch.catalog_late() TO PUBLIC;",
+        )
+        .await
+        .unwrap();
+    let refused = client
+        .simple_query("SELECT scratch.catalog_late()")
+        .await
+        .expect_err("refused");
+    assert!(
+        error_message(&refused)
+            .ends_with("catalog says scratch.catalog_late: user-defined volatile"),
+        "{}",
+        error_message(&refused)
+    );
 }
 
 #[tokio::test]
