@@ -719,7 +719,7 @@ pub fn pgbench_script(text: &str) -> tempfile::NamedTempFile {
 }
 
 /// Asserts that a pgbench run exited cleanly with no failed transaction; returns its report.
-pub fn assert_pgbench_clean(out: &std::process::Output) -> String {
+pub fn assert_pgbench_clean(out: &Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -1,7 +1,7 @@
 //! Write Sluice policy and approval plugins in Rust.
 //!
 //! A policy plugin is a WebAssembly component implementing the `sluice:plugin/policy-plugin`
-//! world (see `wit/plugin.wit`). With this crate it is a `cdylib` with one type implementing
+//! world (see `wit/`). With this crate it is a `cdylib` with one type implementing
 //! [`Policy`], exported with [`export_policy!`], built with
 //! `cargo build --release --target wasm32-wasip2`:
 //!

@@ -25,7 +25,7 @@ pub struct AdminState {
     pub plugins: Option<Arc<crate::plugins::PluginHost>>,
     /// The approval queue and what authenticates approvers; absent, the approvals API answers
     /// 503.
-    pub approvals: Option<approvals::ApprovalsApi>,
+    pub approvals: Option<ApprovalsApi>,
     /// What `/metrics` serves.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Readiness also needs a writable audit log (when statements are refused without one).

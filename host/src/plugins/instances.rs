@@ -130,7 +130,7 @@ struct Live {
 }
 
 impl Live {
-    fn remembered(&self, key: &ReuseKey) -> Option<&wit::Decision> {
+    fn remembered(&self, key: &ReuseKey<'_>) -> Option<&wit::Decision> {
         if !key.reusable {
             return None;
         }
@@ -146,7 +146,7 @@ impl Live {
             .map(|v| &v.decision)
     }
 
-    fn remember(&mut self, key: &ReuseKey, verdict: &wit::Verdict, statement: &wit::Statement) {
+    fn remember(&mut self, key: &ReuseKey<'_>, verdict: &wit::Verdict, statement: &wit::Statement) {
         if !key.reusable {
             return;
         }
@@ -208,7 +208,7 @@ impl SessionPlugins {
     }
 
     /// A verdict this plugin's instance declared reusable for the statement, if any.
-    pub fn remembered(&self, plugin: &PolicyPlugin, key: &ReuseKey) -> Option<wit::Decision> {
+    pub fn remembered(&self, plugin: &PolicyPlugin, key: &ReuseKey<'_>) -> Option<wit::Decision> {
         let (_, live) = self.live.iter().find(|(id, _)| *id == plugin.id)?;
         live.remembered(key).cloned()
     }

@@ -51,7 +51,7 @@ pub(crate) fn arm(store: &mut wasmtime::Store<PluginState>, budget: Duration) {
 /// the instance, as after any trap.
 pub(crate) async fn bounded<T>(
     budget: Duration,
-    call: impl std::future::Future<Output = wasmtime::Result<T>>,
+    call: impl Future<Output = wasmtime::Result<T>>,
 ) -> wasmtime::Result<T> {
     match tokio::time::timeout(budget * 2 + EPOCH_TICK, call).await {
         Ok(outcome) => outcome,
@@ -473,7 +473,7 @@ impl PluginHost {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if !directory::valid_name(&name) {
+            if !valid_name(&name) {
                 tracing::error!(file = %crate::display::line(&file.display().to_string()), "plugin file name refused: letters, digits, '-' and '_' only");
                 status.push(PluginStatus {
                     name: crate::display::line(&name).into_owned(),

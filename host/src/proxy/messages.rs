@@ -55,7 +55,7 @@ fn error_with_severity(severity: &str, code: &str, message: impl Into<String>) -
 /// A `NoticeResponse` with severity WARNING (SQLSTATE 01000).
 pub fn warning(message: impl Into<String>) -> Bytes {
     let notice = ErrorInfo::new("WARNING".into(), "01000".into(), message.into());
-    encode(&pgwire::messages::response::NoticeResponse::from(notice))
+    encode(&NoticeResponse::from(notice))
 }
 
 /// A `NoticeResponse` the client shows as a notice.

@@ -70,7 +70,7 @@ pub fn refused_change(change: &SettingChange, budget: Duration) -> Option<String
 pub async fn watch<F, Fut>(limit: Duration, sent: &AtomicU64, done: &AtomicU64, cancel: F)
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: Future<Output = ()>,
 {
     let tick = (limit / 20).clamp(Duration::from_millis(50), Duration::from_secs(5));
     let mut head = (done.load(Ordering::Acquire), Instant::now());

@@ -150,7 +150,7 @@ pub async fn run(
     let expiry = tokio::time::sleep_until((Instant::now() + expires_in).into());
 
     let refusals = Arc::new(Refusals::default());
-    let (notices, mut notices_in) = tokio::sync::mpsc::unbounded_channel();
+    let (notices, mut notices_in) = mpsc::unbounded_channel();
     let signals = HoldSignals {
         notices,
         cancelled: cancel_key.cancelled.clone(),

@@ -478,7 +478,7 @@ async fn tail_prints_one_subjects_records() {
         let client = gw.connect(subject, &gw.token(subject)).await.unwrap();
         client.batch_execute("SELECT 1").await.unwrap();
     }
-    gw.gateway.shutdown(std::time::Duration::from_secs(5)).await;
+    gw.gateway.shutdown(Duration::from_secs(5)).await;
     let out = std::process::Command::new(sluice_binary())
         .args(["audit", "tail", "--subject", "agent-b", "--config"])
         .arg(&gw.config_path)
