@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
-use crate::analysis::{Statement, StatementKind, TableRef};
+use crate::analysis::Statement;
 use crate::plugins::{CallCatalog, PluginSet, ReuseKey, SessionPlugins, wit};
 
 /// The outcome for a statement (or for all statements of one query string).
@@ -77,7 +77,7 @@ pub async fn decide(
                 None => {
                     let (lowered, catalog) = lowered.get_or_insert_with(|| {
                         (
-                            statement_to_wit(statement, params),
+                            crate::plugins::convert::statement(statement, params),
                             CallCatalog::of([statement]),
                         )
                     });
@@ -104,56 +104,4 @@ pub async fn decide(
         }
     }
     verdict
-}
-
-fn table_to_wit(t: &TableRef) -> wit::TableRef {
-    wit::TableRef {
-        schema: t.schema.clone(),
-        name: t.name.clone(),
-    }
-}
-
-pub fn statement_to_wit(s: &Statement, params: &[Option<String>]) -> wit::Statement {
-    wit::Statement {
-        text: s.text.clone(),
-        fingerprint: s.fingerprint,
-        kind: kind_to_wit(s.kind),
-        command: s.command.clone(),
-        parameter: s.parameter.clone(),
-        tables_read: s.tables_read.iter().map(table_to_wit).collect(),
-        tables_written: s.tables_written.iter().map(table_to_wit).collect(),
-        functions: s.functions.clone(),
-        has_where: s.has_where,
-        unfiltered_write: s.unfiltered_write,
-        writes: s.writes,
-        copy_program: s.copy_program,
-        params: params.to_vec(),
-    }
-}
-
-fn kind_to_wit(kind: StatementKind) -> wit::StatementKind {
-    use StatementKind as K;
-    use wit::StatementKind as W;
-    match kind {
-        K::Select => W::Select,
-        K::Insert => W::Insert,
-        K::Update => W::Update,
-        K::Delete => W::Delete,
-        K::Merge => W::Merge,
-        K::CopyIn => W::CopyIn,
-        K::CopyOut => W::CopyOut,
-        K::Ddl => W::Ddl,
-        K::Transaction => W::Transaction,
-        K::Set => W::Set,
-        K::Reset => W::Reset,
-        K::Show => W::Show,
-        K::Call => W::Call,
-        K::DoBlock => W::DoBlock,
-        K::Explain => W::Explain,
-        K::Prepared => W::Prepared,
-        K::Cursor => W::Cursor,
-        K::Notify => W::Notify,
-        K::Utility => W::Utility,
-        K::Other => W::Other,
-    }
 }

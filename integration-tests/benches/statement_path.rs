@@ -104,7 +104,7 @@ fn main() {
     host.reload().unwrap();
     let info = bench_session();
     let statements = analyzer.analyze(STATEMENT).unwrap();
-    let lowered = policy::statement_to_wit(&statements[0], &[]);
+    let lowered = sluice::plugins::convert::statement(&statements[0], &[]);
     let catalog = CallCatalog::of(statements.iter());
     let key = ReuseKey::new(statements[0].shape, STATEMENT, &[], true);
     let set = host.current();
@@ -350,7 +350,7 @@ fn measure_calls(
 ) {
     let info = bench_session();
     let statements = analyze_uncached(STATEMENT).unwrap();
-    let lowered = policy::statement_to_wit(&statements[0], &[]);
+    let lowered = sluice::plugins::convert::statement(&statements[0], &[]);
     let catalog = CallCatalog::of(statements.iter());
     let key = ReuseKey::new(None, STATEMENT, &[], true);
     let set = host.current();

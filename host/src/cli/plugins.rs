@@ -131,7 +131,7 @@ async fn check(
         let mut plan = Vec::new();
         for statement in statements.iter() {
             let columns = referenced_columns(statement);
-            let lowered = policy::statement_to_wit(statement, &[]);
+            let lowered = sluice::plugins::convert::statement(statement, &[]);
             for plugin in &set.maskers {
                 let masks = maskers
                     .plan(plugin, &info, &lowered, &columns)
@@ -155,7 +155,7 @@ async fn check(
             session: info.clone(),
             statements: statements
                 .iter()
-                .map(|s| policy::statement_to_wit(s, &[]))
+                .map(|s| sluice::plugins::convert::statement(s, &[]))
                 .collect(),
             text: sql.clone(),
             plugin: "check".into(),

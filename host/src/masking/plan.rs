@@ -200,22 +200,8 @@ fn columns(
 
 fn lowered(statement: Option<&Statement>) -> wit::Statement {
     match statement {
-        Some(s) => crate::policy::statement_to_wit(s, &[]),
-        None => wit::Statement {
-            text: String::new(),
-            fingerprint: 0,
-            kind: wit::StatementKind::Other,
-            command: String::new(),
-            parameter: None,
-            tables_read: Vec::new(),
-            tables_written: Vec::new(),
-            functions: Vec::new(),
-            has_where: false,
-            unfiltered_write: false,
-            writes: false,
-            copy_program: false,
-            params: Vec::new(),
-        },
+        Some(s) => crate::plugins::convert::statement(s, &[]),
+        None => crate::plugins::convert::no_statement(),
     }
 }
 

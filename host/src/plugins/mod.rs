@@ -10,6 +10,7 @@ mod approval;
 mod bindings;
 mod bounds;
 mod catalog_import;
+pub mod convert;
 mod directory;
 mod instances;
 mod manifest;

@@ -1278,7 +1278,7 @@ impl Gate {
             statements: approval
                 .statements
                 .iter()
-                .map(|s| policy::statement_to_wit(s, params))
+                .map(|s| crate::plugins::convert::statement(s, params))
                 .collect(),
             text: approval.sql.clone(),
             plugin: approval.decider.plugin.to_string(),

@@ -1,0 +1,78 @@
+//! The one place where the gateway's own types become the contract's (`wit/`) and back: the
+//! analysis of a statement as plugins see it. Everything else exchanges domain types.
+
+use crate::analysis::{Statement, StatementKind, TableRef};
+
+use super::wit;
+
+/// `s` as the contract's `statement`, with its Bind parameter values as text.
+pub fn statement(s: &Statement, params: &[Option<String>]) -> wit::Statement {
+    wit::Statement {
+        text: s.text.clone(),
+        fingerprint: s.fingerprint,
+        kind: kind(s.kind),
+        command: s.command.clone(),
+        parameter: s.parameter.clone(),
+        tables_read: s.tables_read.iter().map(table).collect(),
+        tables_written: s.tables_written.iter().map(table).collect(),
+        functions: s.functions.clone(),
+        has_where: s.has_where,
+        unfiltered_write: s.unfiltered_write,
+        writes: s.writes,
+        copy_program: s.copy_program,
+        params: params.to_vec(),
+    }
+}
+
+/// What a masking plugin is given for a result no statement text is known for.
+pub fn no_statement() -> wit::Statement {
+    wit::Statement {
+        text: String::new(),
+        fingerprint: 0,
+        kind: wit::StatementKind::Other,
+        command: String::new(),
+        parameter: None,
+        tables_read: Vec::new(),
+        tables_written: Vec::new(),
+        functions: Vec::new(),
+        has_where: false,
+        unfiltered_write: false,
+        writes: false,
+        copy_program: false,
+        params: Vec::new(),
+    }
+}
+
+fn table(t: &TableRef) -> wit::TableRef {
+    wit::TableRef {
+        schema: t.schema.clone(),
+        name: t.name.clone(),
+    }
+}
+
+fn kind(kind: StatementKind) -> wit::StatementKind {
+    use StatementKind as K;
+    use wit::StatementKind as W;
+    match kind {
+        K::Select => W::Select,
+        K::Insert => W::Insert,
+        K::Update => W::Update,
+        K::Delete => W::Delete,
+        K::Merge => W::Merge,
+        K::CopyIn => W::CopyIn,
+        K::CopyOut => W::CopyOut,
+        K::Ddl => W::Ddl,
+        K::Transaction => W::Transaction,
+        K::Set => W::Set,
+        K::Reset => W::Reset,
+        K::Show => W::Show,
+        K::Call => W::Call,
+        K::DoBlock => W::DoBlock,
+        K::Explain => W::Explain,
+        K::Prepared => W::Prepared,
+        K::Cursor => W::Cursor,
+        K::Notify => W::Notify,
+        K::Utility => W::Utility,
+        K::Other => W::Other,
+    }
+}
