@@ -16,6 +16,7 @@ use super::messages::{self, sqlstate};
 use super::name_context::{Change, NameContext};
 use super::opaque::OpaqueCode;
 use super::prepared::{Judged, NamedStatements, pg_name};
+use super::refusal::Refusal;
 use super::refusal::Refusals;
 use super::session::Progress;
 use super::trail::{Decided, Trail};
@@ -266,7 +267,7 @@ impl Gate {
             let generation = self.generation();
             let (refusal, approval) = match self.judge(held.sql.as_deref(), &bound.text).await {
                 Judgement::Pass => (None, false),
-                Judgement::Refuse(code, message) => (Some((code, message)), false),
+                Judgement::Refuse(refusal) => (Some(refusal), false),
                 Judgement::Approval(approval) if binds_it => {
                     (self.hold(&approval, &bound, client, out).await, true)
                 }
@@ -304,7 +305,10 @@ impl Gate {
                     }
                     out.queue(held.frame.raw())
                 }
-                Some((code, message)) => {
+                Some(Refusal {
+                    sqlstate: code,
+                    message,
+                }) => {
                     self.trail.refused_parse("");
                     out.queue(&self.refused_until_sync("", code, &message))
                 }
@@ -333,9 +337,10 @@ impl Gate {
                         }
                         out.queue(frame.raw())
                     }
-                    Some((code, message)) => {
-                        out.queue(&self.refusals.query(self.cycles, code, &message))
-                    }
+                    Some(Refusal {
+                        sqlstate: code,
+                        message,
+                    }) => out.queue(&self.refusals.query(self.cycles, code, &message)),
                 }
             }
             // A Parse after opaque code in the same cycle could be read under settings that code
@@ -367,7 +372,7 @@ impl Gate {
                 let mut held = false;
                 match self.judge(sql, &[]).await {
                     Judgement::Pass => {}
-                    Judgement::Refuse(code, message) => refusal = Some((code, message)),
+                    Judgement::Refuse(r) => refusal = Some(r),
                     Judgement::Approval(_) => {
                         // Preparing runs nothing: each Bind is judged again, held and
                         // recorded, as what the name then means.
@@ -406,7 +411,10 @@ impl Gate {
                         }
                         out.queue(frame.raw())
                     }
-                    Some((code, message)) => {
+                    Some(Refusal {
+                        sqlstate: code,
+                        message,
+                    }) => {
                         self.trail.refused_parse(name);
                         out.queue(&self.refused_until_sync(name, code, &message))
                     }
@@ -471,7 +479,7 @@ impl Gate {
                     names: Change::default(),
                 };
                 let mut refusal = if unknown {
-                    Some((
+                    Some(Refusal::new(
                         sqlstate::INSUFFICIENT_PRIVILEGE,
                         format!(
                             "sluice: prepared statement \"{statement}\" was not prepared through this session"
@@ -484,9 +492,9 @@ impl Gate {
                         UnnamedBind::Judge(sql) => {
                             self.check_text(sql.as_deref(), &bound, client, out).await
                         }
-                        UnnamedBind::Unknown => Some((
+                        UnnamedBind::Unknown => Some(Refusal::new(
                             sqlstate::INSUFFICIENT_PRIVILEGE,
-                            "sluice: which unnamed statement this Bind runs is not known (a request that parsed one failed): Parse it again".into(),
+                            "sluice: which unnamed statement this Bind runs is not known (a request that parsed one failed): Parse it again",
                         )),
                         UnnamedBind::Free => None,
                     }
@@ -548,9 +556,10 @@ impl Gate {
                         out.queue(frame.raw())
                     }
                     // Fails at the Bind's place; Postgres then skips to Sync.
-                    Some((code, message)) => {
-                        out.queue(&self.refused_until_sync("", code, &message))
-                    }
+                    Some(Refusal {
+                        sqlstate: code,
+                        message,
+                    }) => out.queue(&self.refused_until_sync("", code, &message)),
                 }
             }
             b'E' => {
@@ -711,8 +720,8 @@ impl Gate {
         protocol: &'static str,
         sql: Option<&str>,
         params: &[Option<String>],
-        refusal: Option<(&'static str, String)>,
-    ) -> (Option<(&'static str, String)>, u64) {
+        refusal: Option<Refusal>,
+    ) -> (Option<Refusal>, u64) {
         let last = std::mem::take(&mut self.last);
         let decided = refused_if(last.decided, &refusal);
         let metrics = &self.shared.metrics;
@@ -751,10 +760,10 @@ impl Gate {
         bound: &Bound,
         client: &mut FrameReader<R>,
         out: &mut FrameWriter<W>,
-    ) -> Option<(&'static str, String)> {
+    ) -> Option<Refusal> {
         match self.judge(sql, &bound.text).await {
             Judgement::Pass => None,
-            Judgement::Refuse(code, message) => Some((code, message)),
+            Judgement::Refuse(r) => Some(r),
             Judgement::Approval(approval) => self.hold(&approval, bound, client, out).await,
         }
     }
@@ -788,10 +797,10 @@ impl Gate {
             if plugins.is_none() && !masking {
                 return Judgement::Pass;
             }
-            return Judgement::Refuse(
+            return Judgement::Refuse(Refusal::new(
                 sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
-                "sluice: statement text is not valid UTF-8 (use client_encoding UTF8)".into(),
-            );
+                "sluice: statement text is not valid UTF-8 (use client_encoding UTF8)",
+            ));
         };
         let statements = match self.shared.analyzer.analyze(sql) {
             Ok(statements) => statements,
@@ -799,7 +808,10 @@ impl Gate {
             Err(_) if plugins.is_none() && !masking => return Judgement::Pass,
             Err(e) => {
                 span.in_scope(|| tracing::info!(error = %e, "unparsable statement refused"));
-                return Judgement::Refuse(sqlstate::SYNTAX_ERROR, format!("sluice: {e}"));
+                return Judgement::Refuse(Refusal::new(
+                    sqlstate::SYNTAX_ERROR,
+                    format!("sluice: {e}"),
+                ));
             }
         };
         self.last.statements = Some(statements.clone());
@@ -810,10 +822,10 @@ impl Gate {
                 Err(e) => {
                     span.in_scope(|| tracing::info!(error = %e, "execution refused"));
                     self.last.decided.decision = "deny";
-                    return Judgement::Refuse(
+                    return Judgement::Refuse(Refusal::new(
                         sqlstate::INSUFFICIENT_PRIVILEGE,
                         format!("sluice: {e}"),
-                    );
+                    ));
                 }
             }
         } else {
@@ -831,12 +843,15 @@ impl Gate {
         }) {
             span.in_scope(|| tracing::info!(reason = %why, "statement refused"));
             self.last.decided.decision = "deny";
-            return Judgement::Refuse(sqlstate::INSUFFICIENT_PRIVILEGE, format!("sluice: {why}"));
+            return Judgement::Refuse(Refusal::new(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!("sluice: {why}"),
+            ));
         }
         if masking && let Some(reason) = self.masking_refusal(&resolved).await {
             span.in_scope(|| tracing::info!(%reason, "statement refused by masking"));
             self.last.decided.decision = "deny";
-            return Judgement::Refuse(sqlstate::INSUFFICIENT_PRIVILEGE, reason);
+            return Judgement::Refuse(Refusal::new(sqlstate::INSUFFICIENT_PRIVILEGE, reason));
         }
         let Some(plugins) = plugins else {
             return Judgement::Pass;
@@ -862,7 +877,7 @@ impl Gate {
         bound: &Bound,
         client: &mut FrameReader<R>,
         out: &mut FrameWriter<W>,
-    ) -> Option<(&'static str, String)> {
+    ) -> Option<Refusal> {
         let plugins = self
             .instances
             .as_ref()
@@ -885,7 +900,10 @@ impl Gate {
             Ok(resolved) => resolved,
             Err(e) => {
                 self.last.decided.decision = "deny";
-                return Some((sqlstate::INSUFFICIENT_PRIVILEGE, format!("sluice: {e}")));
+                return Some(Refusal::new(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    format!("sluice: {e}"),
+                ));
             }
         };
         let catalog = self.shared.catalogs.get(&self.info.database).cloned();
@@ -896,7 +914,7 @@ impl Gate {
             .await
         {
             Judgement::Pass => None,
-            Judgement::Refuse(code, message) => Some((code, message)),
+            Judgement::Refuse(r) => Some(r),
             Judgement::Approval(approval) => self.hold(&approval, bound, client, out).await,
         }
     }
@@ -953,10 +971,10 @@ impl Gate {
                 span.in_scope(
                     || tracing::info!(plugin = %d.plugin, reason = %d.reason, "statement denied"),
                 );
-                Judgement::Refuse(
+                Judgement::Refuse(Refusal::new(
                     sqlstate::INSUFFICIENT_PRIVILEGE,
                     format!("sluice: refused by policy \"{}\": {}", d.plugin, d.reason),
-                )
+                ))
             }
             Verdict::RequireApproval(decider) => Judgement::Approval(Arc::new(NeedsApproval {
                 decider,
@@ -1016,7 +1034,7 @@ enum UnnamedBind {
 /// What the policies said about a statement text.
 enum Judgement {
     Pass,
-    Refuse(&'static str, String),
+    Refuse(Refusal),
     Approval(Arc<NeedsApproval>),
 }
 
@@ -1040,7 +1058,7 @@ impl Gate {
         bound: &Bound,
         client: &mut FrameReader<R>,
         out: &mut FrameWriter<W>,
-    ) -> Option<(&'static str, String)> {
+    ) -> Option<Refusal> {
         let span = approval.span.clone();
         self.last.decided = Decided {
             decision: "approval",
@@ -1055,8 +1073,8 @@ impl Gate {
             .await;
         self.last.decided.decision = match &refusal {
             None => "approved",
-            Some((code, message)) if *code == sqlstate::QUERY_CANCELED => {
-                if message.contains("withdrawn") {
+            Some(r) if r.sqlstate == sqlstate::QUERY_CANCELED => {
+                if r.message.contains("withdrawn") {
                     "withdrawn"
                 } else {
                     "approval-expired"
@@ -1073,11 +1091,7 @@ impl Gate {
     /// An approved statement, decided again if the plugins changed while it waited: a deny
     /// plugin loaded in the meantime (or a required one gone) refuses it; an approval covers
     /// only what the policies then in force could still allow.
-    async fn recheck(
-        &mut self,
-        approval: &NeedsApproval,
-        bound: &Bound,
-    ) -> Option<(&'static str, String)> {
+    async fn recheck(&mut self, approval: &NeedsApproval, bound: &Bound) -> Option<Refusal> {
         let current = self.instances.as_ref()?.host().current();
         if current.generation == approval.generation {
             return None;
@@ -1106,7 +1120,7 @@ impl Gate {
             approval: self.last.decided.approval.take(),
             approvers: std::mem::take(&mut self.last.decided.approvers),
         };
-        Some((
+        Some(Refusal::new(
             sqlstate::INSUFFICIENT_PRIVILEGE,
             format!(
                 "sluice: refused by policy \"{}\" (the plugins changed while the statement waited for approval): {}",
@@ -1121,7 +1135,7 @@ impl Gate {
         bound: &Bound,
         client: &mut FrameReader<R>,
         out: &mut FrameWriter<W>,
-    ) -> Option<(&'static str, String)> {
+    ) -> Option<Refusal> {
         let (decider, sql) = (&approval.decider, &approval.sql);
         let approvals = self.shared.approvals.clone();
         // What a scoped grant for this text with these values covers; a text the scanner
@@ -1131,7 +1145,7 @@ impl Gate {
         let fingerprint = scope.as_ref().map_or_else(rand::random, |scope| scope.key);
         let unavailable = |e: ApprovalError| {
             tracing::error!(error = %e, "approval store failed; statement refused");
-            Some((
+            Some(Refusal::new(
                 sqlstate::INSUFFICIENT_PRIVILEGE,
                 format!(
                     "sluice: policy \"{}\" requires approval ({}), and the approval store failed",
@@ -1174,7 +1188,7 @@ impl Gate {
             Ok(routing) => routing,
             Err(e) => {
                 tracing::warn!(error = %e, "approval routing failed; statement refused");
-                return Some((
+                return Some(Refusal::new(
                     sqlstate::INSUFFICIENT_PRIVILEGE,
                     format!(
                         "sluice: policy \"{}\" requires approval ({}), and {e}",
@@ -1213,7 +1227,7 @@ impl Gate {
                 return settled(&record);
             }
             Err(e @ ApprovalError::TooManyPending { .. }) => {
-                return Some((
+                return Some(Refusal::new(
                     sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
                     format!("sluice: {e} (approvals.max_pending_per_subject)"),
                 ));
@@ -1244,7 +1258,7 @@ impl Gate {
                 Ok(record) if record.status == Status::Approved => record,
                 Ok(_) => {
                     tracing::info!(approval = %id, "held statement withdrawn by the client");
-                    return Some((
+                    return Some(Refusal::new(
                         sqlstate::QUERY_CANCELED,
                         format!(
                             "sluice: canceling statement due to user request; approval {id} withdrawn"
@@ -1362,8 +1376,12 @@ fn approvers_of(record: &crate::state::ApprovalRecord) -> Vec<String> {
 }
 
 /// A decision as recorded, given what actually happened to the message.
-fn refused_if(mut decided: Decided, refusal: &Option<(&'static str, String)>) -> Decided {
-    if let Some((code, message)) = refusal {
+fn refused_if(mut decided: Decided, refusal: &Option<Refusal>) -> Decided {
+    if let Some(Refusal {
+        sqlstate: code,
+        message,
+    }) = refusal
+    {
         if decided.allowed() || decided.decision.is_empty() {
             decided.decision = if *code == sqlstate::INSUFFICIENT_PRIVILEGE {
                 "deny"
@@ -1376,17 +1394,16 @@ fn refused_if(mut decided: Decided, refusal: &Option<(&'static str, String)>) ->
     decided
 }
 
-fn audit_refusal(e: &crate::audit::AuditError) -> (&'static str, String) {
+fn audit_refusal(e: &crate::audit::AuditError) -> Refusal {
     tracing::error!(error = %e, "statement refused: the audit log cannot take its record");
-    (
+    Refusal::new(
         sqlstate::IO_ERROR,
-        "sluice: the audit log cannot be written; statement refused (audit.on_failure = \"refuse\")"
-            .into(),
+        "sluice: the audit log cannot be written; statement refused (audit.on_failure = \"refuse\")",
     )
 }
 
 /// What a decided request means for the held statement: `None` runs it.
-fn settled(record: &crate::state::ApprovalRecord) -> Option<(&'static str, String)> {
+fn settled(record: &crate::state::ApprovalRecord) -> Option<Refusal> {
     let id = &record.request.id;
     let last = record.votes.last();
     let approvers = record
@@ -1406,14 +1423,14 @@ fn settled(record: &crate::state::ApprovalRecord) -> Option<(&'static str, Strin
                 (v.approver.as_str(), v.reason.as_deref().unwrap_or(""))
             });
             tracing::info!(approval = %id, approver = %who, "held statement denied");
-            Some((
+            Some(Refusal::new(
                 sqlstate::INSUFFICIENT_PRIVILEGE,
                 format!("sluice: approval {id} denied by {who}: {why}"),
             ))
         }
         Status::Expired | Status::Pending | Status::Withdrawn => {
             tracing::info!(approval = %id, "held statement expired");
-            Some((
+            Some(Refusal::new(
                 sqlstate::QUERY_CANCELED,
                 format!(
                     "sluice: approval {id} expired after {} without a decision",
