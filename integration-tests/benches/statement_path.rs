@@ -268,7 +268,7 @@ fn audit_path(runtime: &tokio::runtime::Runtime) {
             tables_read: vec!["pgbench_accounts".into()],
             tables_written: vec![],
             decided: Decided {
-                decision: "allow",
+                decision: sluice::audit::Decision::Allow,
                 ..Decided::default()
             },
             params: None,

@@ -146,12 +146,48 @@ pub struct StatementRecord {
     pub params: Option<Vec<Option<String>>>,
 }
 
+/// The decision a statement record carries, written as its kebab-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    /// Nothing decided yet: a record is always decided before it is written.
+    #[default]
+    #[serde(rename = "")]
+    Undecided,
+    Allow,
+    Deny,
+    /// A policy asked for approval (the outcome replaces it once people decide).
+    Approval,
+    Approved,
+    ApprovalDenied,
+    ApprovalExpired,
+    /// The client left or cancelled while the statement waited.
+    Withdrawn,
+    /// Unparsable, or the audit log or routing failed.
+    Error,
+}
+
+impl Decision {
+    /// The name the audit log and the metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Undecided => "",
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+            Decision::Approval => "approval",
+            Decision::Approved => "approved",
+            Decision::ApprovalDenied => "approval-denied",
+            Decision::ApprovalExpired => "approval-expired",
+            Decision::Withdrawn => "withdrawn",
+            Decision::Error => "error",
+        }
+    }
+}
+
 /// How a statement text or execution was decided.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Decided {
-    /// `allow`, `deny`, `approved`, `approval-denied`, `approval-expired`, `withdrawn`,
-    /// `error` (unparsable, audit or routing failure).
-    pub decision: &'static str,
+    pub decision: Decision,
     pub plugin: Option<String>,
     /// SHA-256 of the deciding plugin's component.
     pub plugin_hash: Option<String>,
@@ -163,7 +199,7 @@ pub struct Decided {
 impl Decided {
     /// Whether the statement may run.
     pub fn allowed(&self) -> bool {
-        matches!(self.decision, "allow" | "approved")
+        matches!(self.decision, Decision::Allow | Decision::Approved)
     }
 }
 
@@ -180,4 +216,26 @@ pub struct VoteRecord {
 /// What a checkpoint's signature covers.
 pub fn checkpoint_message(covers_seq: u64, covers_hash: &str) -> Vec<u8> {
     format!("sluice-audit-checkpoint-v1:{covers_seq}:{covers_hash}").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_are_written_as_the_audit_schema_names_them() {
+        for (decision, name) in [
+            (Decision::Allow, "allow"),
+            (Decision::Deny, "deny"),
+            (Decision::Approval, "approval"),
+            (Decision::Approved, "approved"),
+            (Decision::ApprovalDenied, "approval-denied"),
+            (Decision::ApprovalExpired, "approval-expired"),
+            (Decision::Withdrawn, "withdrawn"),
+            (Decision::Error, "error"),
+        ] {
+            assert_eq!(decision.as_str(), name);
+            assert_eq!(serde_json::to_value(decision).unwrap(), name);
+        }
+    }
 }

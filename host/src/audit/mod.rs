@@ -21,7 +21,9 @@ mod writer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use event::{Decided, Event, MaskedColumn, StatementRecord, VoteRecord, checkpoint_message};
+pub use event::{
+    Decided, Decision, Event, MaskedColumn, StatementRecord, VoteRecord, checkpoint_message,
+};
 pub use files::{chain_files, head_path};
 
 use crate::config::{AuditConfig, Durability, OnAuditFailure, StatementText};

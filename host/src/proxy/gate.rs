@@ -19,7 +19,7 @@ use super::prepared::{Judged, NamedStatements, pg_name};
 use super::refusal::Refusal;
 use super::refusal::Refusals;
 use super::session::Progress;
-use super::trail::{Decided, Trail};
+use super::trail::{Decided, Decision, Trail};
 use super::unnamed::{Runs, Unnamed, UnnamedStatements};
 use crate::analysis::{PreparedOp, Statement, Wrapper};
 use crate::approvals::{self, ApprovalError, NewRequest, Opened, Routing};
@@ -272,7 +272,7 @@ impl Gate {
                     (self.hold(&approval, &bound, client, out).await, true)
                 }
                 Judgement::Approval(_) => {
-                    self.last.decided.decision = "allow";
+                    self.last.decided.decision = Decision::Allow;
                     (None, true)
                 }
             };
@@ -377,7 +377,7 @@ impl Gate {
                         // Preparing runs nothing: each Bind is judged again, held and
                         // recorded, as what the name then means.
                         held = true;
-                        self.last.decided.decision = "allow";
+                        self.last.decided.decision = Decision::Allow;
                     }
                 }
                 let judged = Judged { generation, held };
@@ -472,7 +472,7 @@ impl Gate {
                 self.last = Last {
                     statements: None,
                     decided: Decided {
-                        decision: "allow",
+                        decision: Decision::Allow,
                         ..Decided::default()
                     },
                     opaque: false,
@@ -506,7 +506,9 @@ impl Gate {
                 if auditing {
                     let decided = std::mem::take(&mut self.last.decided);
                     let decided = refused_if(decided, &refusal);
-                    self.shared.metrics.statement("execute", decided.decision);
+                    self.shared
+                        .metrics
+                        .statement("execute", decided.decision.as_str());
                     let recorded = bind_params_recorded(frame.body()).unwrap_or_default();
                     if let Err(e) = self
                         .trail
@@ -728,10 +730,10 @@ impl Gate {
         match last.statements.as_deref() {
             Some(statements) => {
                 for statement in statements {
-                    metrics.statement(statement.kind.label(), decided.decision);
+                    metrics.statement(statement.kind.label(), decided.decision.as_str());
                 }
             }
-            None => metrics.statement("unanalysed", decided.decision),
+            None => metrics.statement("unanalysed", decided.decision.as_str()),
         }
         if !self.trail.enabled() {
             self.last.statements = last.statements;
@@ -774,7 +776,7 @@ impl Gate {
         self.last = Last {
             statements: None,
             decided: Decided {
-                decision: "allow",
+                decision: Decision::Allow,
                 ..Decided::default()
             },
             opaque: false,
@@ -821,7 +823,7 @@ impl Gate {
                 Ok(resolved) => resolved,
                 Err(e) => {
                     span.in_scope(|| tracing::info!(error = %e, "execution refused"));
-                    self.last.decided.decision = "deny";
+                    self.last.decided.decision = Decision::Deny;
                     return Judgement::Refuse(Refusal::new(
                         sqlstate::INSUFFICIENT_PRIVILEGE,
                         format!("sluice: {e}"),
@@ -842,7 +844,7 @@ impl Gate {
             super::reading::refused_change(c).or_else(|| super::runaway::refused_change(c, budget))
         }) {
             span.in_scope(|| tracing::info!(reason = %why, "statement refused"));
-            self.last.decided.decision = "deny";
+            self.last.decided.decision = Decision::Deny;
             return Judgement::Refuse(Refusal::new(
                 sqlstate::INSUFFICIENT_PRIVILEGE,
                 format!("sluice: {why}"),
@@ -850,7 +852,7 @@ impl Gate {
         }
         if masking && let Some(reason) = self.masking_refusal(&resolved).await {
             span.in_scope(|| tracing::info!(%reason, "statement refused by masking"));
-            self.last.decided.decision = "deny";
+            self.last.decided.decision = Decision::Deny;
             return Judgement::Refuse(Refusal::new(sqlstate::INSUFFICIENT_PRIVILEGE, reason));
         }
         let Some(plugins) = plugins else {
@@ -899,7 +901,7 @@ impl Gate {
         let mut resolved = match resolved {
             Ok(resolved) => resolved,
             Err(e) => {
-                self.last.decided.decision = "deny";
+                self.last.decided.decision = Decision::Deny;
                 return Some(Refusal::new(
                     sqlstate::INSUFFICIENT_PRIVILEGE,
                     format!("sluice: {e}"),
@@ -954,9 +956,9 @@ impl Gate {
             Verdict::Deny(d) | Verdict::RequireApproval(d) => {
                 self.last.decided = Decided {
                     decision: if matches!(verdict, Verdict::Deny(_)) {
-                        "deny"
+                        Decision::Deny
                     } else {
-                        "approval"
+                        Decision::Approval
                     },
                     plugin: Some(d.plugin.to_string()),
                     plugin_hash: Some(d.hash.to_string()),
@@ -1061,7 +1063,7 @@ impl Gate {
     ) -> Option<Refusal> {
         let span = approval.span.clone();
         self.last.decided = Decided {
-            decision: "approval",
+            decision: Decision::Approval,
             plugin: Some(approval.decider.plugin.to_string()),
             plugin_hash: Some(approval.decider.hash.to_string()),
             reason: Some(approval.decider.reason.clone()),
@@ -1071,16 +1073,14 @@ impl Gate {
             .hold_in_span(approval, bound, client, out)
             .instrument(span)
             .await;
+        // A withdrawal is marked where it happens; every other refusal is the people's (or
+        // the store's) answer.
+        let withdrawn = self.last.decided.decision == Decision::Withdrawn;
         self.last.decided.decision = match &refusal {
-            None => "approved",
-            Some(r) if r.sqlstate == sqlstate::QUERY_CANCELED => {
-                if r.message.contains("withdrawn") {
-                    "withdrawn"
-                } else {
-                    "approval-expired"
-                }
-            }
-            Some(_) => "approval-denied",
+            None => Decision::Approved,
+            Some(_) if withdrawn => Decision::Withdrawn,
+            Some(r) if r.sqlstate == sqlstate::QUERY_CANCELED => Decision::ApprovalExpired,
+            Some(_) => Decision::ApprovalDenied,
         };
         if refusal.is_none() {
             return self.recheck(approval, bound).await;
@@ -1113,7 +1113,7 @@ impl Gate {
             tracing::info!(plugin = %d.plugin, reason = %d.reason, "approved statement denied by the plugins now serving")
         });
         self.last.decided = Decided {
-            decision: "deny",
+            decision: Decision::Deny,
             plugin: Some(d.plugin.to_string()),
             plugin_hash: Some(d.hash.to_string()),
             reason: Some(d.reason.clone()),
@@ -1258,6 +1258,7 @@ impl Gate {
                 Ok(record) if record.status == Status::Approved => record,
                 Ok(_) => {
                     tracing::info!(approval = %id, "held statement withdrawn by the client");
+                    self.last.decided.decision = Decision::Withdrawn;
                     return Some(Refusal::new(
                         sqlstate::QUERY_CANCELED,
                         format!(
@@ -1382,11 +1383,11 @@ fn refused_if(mut decided: Decided, refusal: &Option<Refusal>) -> Decided {
         message,
     }) = refusal
     {
-        if decided.allowed() || decided.decision.is_empty() {
+        if decided.allowed() || decided.decision == Decision::Undecided {
             decided.decision = if *code == sqlstate::INSUFFICIENT_PRIVILEGE {
-                "deny"
+                Decision::Deny
             } else {
-                "error"
+                Decision::Error
             };
         }
         decided.reason.get_or_insert_with(|| message.clone());

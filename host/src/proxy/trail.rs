@@ -24,8 +24,8 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use crate::analysis::{Effect, Statement};
-pub use crate::audit::Decided;
 use crate::audit::{Audit, AuditError, Event, StatementRecord};
+pub use crate::audit::{Decided, Decision};
 use crate::config::StatementText;
 use crate::policy::SessionInfo;
 
@@ -421,7 +421,7 @@ mod tests {
 
     fn allowed() -> Decided {
         Decided {
-            decision: "allow",
+            decision: Decision::Allow,
             ..Decided::default()
         }
     }
