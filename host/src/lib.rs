@@ -16,3 +16,4 @@ pub mod policy;
 pub mod proxy;
 pub mod state;
 pub mod tls;
+pub mod wire;

@@ -685,7 +685,7 @@ impl Msg {
     }
 
     fn field(&self, code: u8) -> String {
-        sluice::proxy::messages::error_field(&self.body, code).unwrap_or_default()
+        sluice::wire::backend::error_field(&self.body, code).unwrap_or_default()
     }
 }
 
@@ -751,7 +751,7 @@ impl RawClient {
             match msg.tag {
                 b'E' => panic!(
                     "login failed: {}",
-                    sluice::proxy::messages::error_summary(&msg.body)
+                    sluice::wire::backend::error_summary(&msg.body)
                 ),
                 b'K' => {
                     let b = &msg.body;

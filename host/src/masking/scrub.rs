@@ -109,9 +109,9 @@ mod tests {
     }
 
     fn scrubbed(body: &[u8], known: &[&str]) -> Vec<(u8, String)> {
-        let fields = crate::proxy::messages::error_fields(body);
+        let fields = crate::wire::backend::error_fields(body);
         let out = scrub_message(b'E', &fields, &|t| known.contains(&t)).expect("changed");
-        crate::proxy::messages::error_fields(&out[5..])
+        crate::wire::backend::error_fields(&out[5..])
     }
 
     #[test]
@@ -167,7 +167,7 @@ mod tests {
             (b'C', "42P01"),
             (b'M', "relation \"nope\" does not exist"),
         ]);
-        let fields = crate::proxy::messages::error_fields(&body);
+        let fields = crate::wire::backend::error_fields(&body);
         assert!(scrub_message(b'E', &fields, &|t| t == "nope").is_none());
     }
 }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::Upstream;
-use super::frame::{FrameReader, FrameWriter};
 use crate::masking::catalog::{CATALOG_QUERY, CatalogRow, CatalogRows};
 use crate::masking::data_row_values;
+use crate::wire::frame::{FrameReader, FrameWriter};
 
 pub async fn read_catalog(
     upstream: Arc<Upstream>,
@@ -51,12 +51,12 @@ pub async fn read_catalog(
             b'D' => rows
                 .functions
                 .push(function_row(frame.body()).ok_or("malformed catalog row")?),
-            b'E' => failure = Some(super::messages::error_summary(frame.body())),
+            b'E' => failure = Some(crate::wire::backend::error_summary(frame.body())),
             b'Z' => break,
             _ => {}
         }
     }
-    writer.queue(&super::messages::terminate());
+    writer.queue(&crate::wire::backend::terminate());
     let _ = writer.flush().await;
     match failure {
         Some(e) => Err(e),

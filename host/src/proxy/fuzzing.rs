@@ -9,8 +9,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use super::Shared;
-use super::frame::{FrameReader, FrameWriter};
-use super::gate::{self, Gate, HoldSignals};
+use super::gate::{Gate, HoldSignals};
 use super::refusal::Refusals;
 use super::session::{self, Idle, Progress};
 use super::startup::{InitialRequest, read_initial};
@@ -20,6 +19,7 @@ use crate::analysis::{Analyzer, Statement, analyze_uncached};
 use crate::config::Config;
 use crate::identity::SigningKey;
 use crate::policy::SessionInfo;
+use crate::wire::frame::{FrameReader, FrameWriter};
 
 /// Largest message the targets accept (small, so inputs reach the decoders quickly).
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -58,10 +58,10 @@ pub fn client_messages(data: &[u8]) {
             .accepting(session::client_may_send);
     while let Ok(Some(frame)) = reader.try_next() {
         let sql = match frame.tag() {
-            b'Q' => gate::cstr(frame.body()).0,
-            b'P' => gate::cstr(gate::cstr(frame.body()).1).0,
+            b'Q' => crate::wire::frontend::cstr(frame.body()).0,
+            b'P' => crate::wire::frontend::cstr(crate::wire::frontend::cstr(frame.body()).1).0,
             b'B' => {
-                let _ = gate::bind_params(frame.body());
+                let _ = crate::wire::frontend::bind_params(frame.body());
                 None
             }
             _ => None,

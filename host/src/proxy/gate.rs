@@ -4,15 +4,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
 use super::Shared;
-use super::frame::{Frame, FrameReader, FrameWriter};
 use super::masker::{Tracker, Unplannable};
-use super::messages::{self, sqlstate};
 use super::name_context::{Change, NameContext};
 use super::opaque::OpaqueCode;
 use super::prepared::{Judged, NamedStatements, pg_name};
@@ -27,6 +25,10 @@ use crate::masking;
 use crate::plugins::{PluginHost, PluginSet, SessionMaskers, SessionPlugins, wit};
 use crate::policy::{self, Decider, SessionInfo, Verdict};
 use crate::state::Status;
+use crate::wire::backend as messages;
+use crate::wire::frame::{Frame, FrameReader, FrameWriter};
+use crate::wire::frontend::{bind_params, bind_params_recorded, cstr};
+use crate::wire::sqlstate;
 
 /// Bytes a client may pipeline behind a held statement before the gateway stops reading it.
 const HELD_BACKLOG: usize = 1 << 20;
@@ -1450,13 +1452,6 @@ fn pending_timeout(record: &crate::state::ApprovalRecord) -> std::time::Duration
         .unwrap_or_default()
 }
 
-/// The NUL-terminated string at the start of `bytes` (`None` if not UTF-8) and what follows.
-pub(super) fn cstr(bytes: &[u8]) -> (Option<&str>, &[u8]) {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    let s = std::str::from_utf8(&bytes[..end]).ok();
-    (s, bytes.get(end + 1..).unwrap_or_default())
-}
-
 /// A Bind's parameter values, for the plugins and for people.
 #[derive(Default)]
 struct Bound {
@@ -1479,120 +1474,4 @@ impl Bound {
 /// The statement name a Bind message binds.
 fn bound_statement(body: &[u8]) -> Option<&str> {
     cstr(cstr(body).1).0.map(pg_name)
-}
-
-/// Parameter values of a Bind message as text (`None` for NULL and binary-format values), or
-/// `None` if the message is malformed (Postgres will reject it).
-pub(super) fn bind_params(body: &[u8]) -> Option<Vec<Option<String>>> {
-    bind_values(body, |_| None)
-}
-
-/// Parameter values of a Bind message for the audit record: text values as they are, binary
-/// ones as `\x` and hex (NULL stays `None`).
-pub(super) fn bind_params_recorded(body: &[u8]) -> Option<Vec<Option<String>>> {
-    bind_values(body, |value| {
-        Some(format!("\\x{}", crate::audit::record::hex(value)))
-    })
-}
-
-fn bind_values(
-    body: &[u8],
-    binary: impl Fn(&[u8]) -> Option<String>,
-) -> Option<Vec<Option<String>>> {
-    let (_portal, rest) = cstr(body);
-    let (_statement, mut rest) = cstr(rest);
-    let format_count = wire_count(&mut rest)?;
-    if rest.len() < format_count * 2 {
-        return None;
-    }
-    let formats: Vec<i16> = (0..format_count).map(|_| rest.get_i16()).collect();
-    let count = wire_count(&mut rest)?;
-    let mut params = Vec::with_capacity(count);
-    for i in 0..count {
-        if rest.len() < 4 {
-            return None;
-        }
-        let len = rest.get_i32();
-        let format = match formats.len() {
-            0 => 0,
-            1 => formats[0],
-            _ => *formats.get(i)?,
-        };
-        if len < 0 {
-            params.push(None);
-            continue;
-        }
-        let len = len as usize;
-        if rest.len() < len {
-            return None;
-        }
-        let value = &rest[..len];
-        params.push(if format == 0 {
-            Some(String::from_utf8_lossy(value).into_owned())
-        } else {
-            binary(value)
-        });
-        rest.advance(len);
-    }
-    Some(params)
-}
-
-/// An int16 count off the front of `rest`. A negative one is malformed (Postgres refuses the
-/// message) and must not become a huge usize here.
-fn wire_count(rest: &mut &[u8]) -> Option<usize> {
-    if rest.len() < 2 {
-        return None;
-    }
-    usize::try_from(rest.get_i16()).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bind(formats: &[i16], values: &[Option<&[u8]>], count: i16) -> Vec<u8> {
-        let mut body = b"\0\0".to_vec();
-        body.extend_from_slice(&(formats.len() as i16).to_be_bytes());
-        for f in formats {
-            body.extend_from_slice(&f.to_be_bytes());
-        }
-        body.extend_from_slice(&count.to_be_bytes());
-        for v in values {
-            match v {
-                Some(v) => {
-                    body.extend_from_slice(&(v.len() as i32).to_be_bytes());
-                    body.extend_from_slice(v);
-                }
-                None => body.extend_from_slice(&(-1i32).to_be_bytes()),
-            }
-        }
-        body
-    }
-
-    #[test]
-    fn bind_parameters_are_read_as_text_null_or_binary() {
-        let body = bind(&[0, 1, 0], &[Some(b"42"), Some(b"\x01"), None], 3);
-        assert_eq!(
-            bind_params(&body),
-            Some(vec![Some("42".to_owned()), None, None])
-        );
-    }
-
-    /// Found by the client_messages fuzz target: a negative count became a huge capacity and
-    /// panicked the session.
-    #[test]
-    fn bind_with_negative_counts_is_malformed_not_a_panic() {
-        assert_eq!(bind_params(&bind(&[], &[], -1)), None);
-        let mut negative_formats = b"\0\0".to_vec();
-        negative_formats.extend_from_slice(&(-2i16).to_be_bytes());
-        assert_eq!(bind_params(&negative_formats), None);
-    }
-
-    #[test]
-    fn bind_claiming_more_values_than_it_holds_is_malformed() {
-        assert_eq!(bind_params(&bind(&[], &[Some(b"1")], 2)), None);
-        let mut short = bind(&[], &[Some(b"12345")], 1);
-        short.truncate(short.len() - 2);
-        assert_eq!(bind_params(&short), None);
-    }
 }

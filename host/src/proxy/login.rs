@@ -9,15 +9,16 @@ use tokio_util::either::Either;
 
 use super::Shared;
 use super::cancel::CancelKey;
-use super::frame::FrameReader;
 use super::limits::SubjectSlot;
-use super::messages::{self, sqlstate};
 use super::startup::{InitialRequest, StartupError, read_initial};
 use super::startup_params::ClientStartup;
 use super::upstream::UpstreamSession;
 use crate::audit::Event;
 use crate::config::ClientTlsMode;
 use crate::identity::Grant;
+use crate::wire::backend as messages;
+use crate::wire::frame::FrameReader;
+use crate::wire::sqlstate;
 
 pub type ClientStream = Either<TlsStream<TcpStream>, TcpStream>;
 
@@ -53,7 +54,7 @@ pub enum LoginError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
-    Frame(#[from] super::frame::FrameError),
+    Frame(#[from] crate::wire::frame::FrameError),
 }
 
 /// TLS negotiation and the first packets, up to the StartupMessage.

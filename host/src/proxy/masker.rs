@@ -20,14 +20,14 @@ use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 
 use super::Shared;
-use super::frame::{Frame, FrameWriter};
-use super::messages;
 use super::prepared::pg_name;
 use crate::analysis::{PreparedOp, Statement, StatementKind, Wrapper};
 use crate::audit::{Event, MaskedColumn};
 use crate::masking::{self, Action, Catalog, Field, Plan};
 use crate::plugins::{PluginSet, SessionMaskers, wit};
 use crate::policy::SessionInfo;
+use crate::wire::backend as messages;
+use crate::wire::frame::{Frame, FrameWriter};
 
 /// What an upstream answer belongs to.
 #[derive(Debug)]
@@ -251,7 +251,7 @@ impl Tracker {
         let Some((&kind, rest)) = body.split_first() else {
             return;
         };
-        let name = pg_name(super::gate::cstr(rest).0.unwrap_or("")).to_owned();
+        let name = pg_name(crate::wire::frontend::cstr(rest).0.unwrap_or("")).to_owned();
         match kind {
             b'S' => {
                 let statement = self.statements.get_mut(&name).and_then(|p| {
@@ -329,7 +329,7 @@ impl Tracker {
         let Some((&kind, rest)) = body.split_first() else {
             return;
         };
-        let name = pg_name(super::gate::cstr(rest).0.unwrap_or("")).to_owned();
+        let name = pg_name(crate::wire::frontend::cstr(rest).0.unwrap_or("")).to_owned();
         if kind == b'S' {
             self.statements.remove(&name);
         } else {
@@ -562,7 +562,7 @@ impl Masker {
     ) -> Relay {
         let Some(fields) = masking::parse_row_description(frame.body()) else {
             return Relay::Replace(messages::error(
-                messages::sqlstate::PROTOCOL_VIOLATION,
+                crate::wire::sqlstate::PROTOCOL_VIOLATION,
                 "sluice: malformed RowDescription from the upstream withheld",
             ));
         };

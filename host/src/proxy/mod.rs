@@ -2,13 +2,11 @@
 
 mod cancel;
 mod catalog_reader;
-mod frame;
 pub mod fuzzing;
 mod gate;
 mod limits;
 mod login;
 mod masker;
-pub mod messages;
 mod name_context;
 mod opaque;
 mod prepared;
@@ -16,7 +14,6 @@ mod reading;
 mod refusal;
 mod runaway;
 mod session;
-mod stall;
 mod startup;
 mod startup_params;
 mod strict;

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::{Bytes, BytesMut};
 use postgres_protocol::message::frontend;
 
-use super::messages;
+use crate::wire::backend as messages;
 
 /// Why the gateway refuses a message: the SQLSTATE and the message the client gets.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,15 +12,16 @@ use tokio::sync::mpsc;
 use std::sync::Arc;
 
 use super::Shared;
-use super::frame::{FrameError, FrameReader, FrameWriter, messages_of};
 use super::gate::{Gate, HoldSignals};
 use super::login::Established;
 use super::masker::{Masker, Relay, Rows};
-use super::messages::{self, sqlstate};
 use super::refusal::Refusals;
-use super::stall::StallWatch;
 use super::trail::{Results, Trail};
 use crate::policy::SessionInfo;
+use crate::wire::backend as messages;
+use crate::wire::frame::{FrameError, FrameReader, FrameWriter, messages_of};
+use crate::wire::sqlstate;
+use crate::wire::stall::StallWatch;
 
 /// Why a session ended.
 #[derive(Debug)]

@@ -62,7 +62,7 @@ pub struct ClientStartup {
 
 impl ClientStartup {
     pub fn from_params(params: Vec<(String, String)>) -> Result<ClientStartup, Refusal> {
-        use super::messages::sqlstate::{INSUFFICIENT_PRIVILEGE, PROTOCOL_VIOLATION};
+        use crate::wire::sqlstate::{INSUFFICIENT_PRIVILEGE, PROTOCOL_VIOLATION};
         let mut user = None;
         let mut database = None;
         let mut startup = ClientStartup {
@@ -126,7 +126,7 @@ impl ClientStartup {
         for (name, value) in &self.option_settings {
             if name == "statement_timeout" && !super::runaway::within(value, budget) {
                 return Err(refuse(
-                    super::messages::sqlstate::INSUFFICIENT_PRIVILEGE,
+                    crate::wire::sqlstate::INSUFFICIENT_PRIVILEGE,
                     format!(
                         "statement_timeout \"{value}\" is above this gateway's budget of {} ([limits] statement_timeout)",
                         humantime::format_duration(budget)
@@ -208,7 +208,7 @@ fn check_client_encoding(value: &str) -> Result<(), Refusal> {
         return Ok(());
     }
     Err(refuse(
-        super::messages::sqlstate::INSUFFICIENT_PRIVILEGE,
+        crate::wire::sqlstate::INSUFFICIENT_PRIVILEGE,
         format!(
             "client_encoding \"{value}\" is not allowed through sluice: sessions read statements as {}",
             reading::CLIENT_ENCODING
@@ -219,7 +219,7 @@ fn check_client_encoding(value: &str) -> Result<(), Refusal> {
 /// Splits `options` the way Postgres does (whitespace separates, backslash escapes the next
 /// character) and accepts only `-c name=value` / `--name=value` with an allowed name.
 fn parse_options(options: &str) -> Result<Vec<(String, String)>, Refusal> {
-    use super::messages::sqlstate::INSUFFICIENT_PRIVILEGE;
+    use crate::wire::sqlstate::INSUFFICIENT_PRIVILEGE;
     let words = split_options(options);
     let mut settings = Vec::new();
     let mut words = words.into_iter();

@@ -347,8 +347,12 @@ impl Results {
                     return;
                 };
                 let (outcome, tag_text, sqlstate) = match tag {
-                    b'C' => ("ok", super::gate::cstr(body).0.map(str::to_owned), None),
-                    b'E' => ("error", None, super::messages::error_field(body, b'C')),
+                    b'C' => (
+                        "ok",
+                        crate::wire::frontend::cstr(body).0.map(str::to_owned),
+                        None,
+                    ),
+                    b'E' => ("error", None, crate::wire::backend::error_field(body, b'C')),
                     b's' => ("suspended", None, None),
                     _ => ("ok", None, None),
                 };

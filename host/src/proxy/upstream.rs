@@ -15,9 +15,9 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
-use super::frame::{FrameError, FrameReader};
-use super::messages::error_summary;
 use crate::config::{ConfigError, UpstreamConfig, UpstreamTarget, UpstreamTlsMode};
+use crate::wire::backend::error_summary;
+use crate::wire::frame::{FrameError, FrameReader};
 
 pub type UpstreamStream = Either<TlsStream<TcpStream>, TcpStream>;
 

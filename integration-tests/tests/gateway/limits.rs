@@ -110,7 +110,7 @@ async fn a_client_that_stalls_before_sending_its_token_is_told_why_it_is_dropped
         .expect("an error before the close");
     assert_eq!(reply.tag, b'E');
     assert_eq!(reply.sqlstate(), "57014");
-    let fields = sluice::proxy::messages::error_fields(&reply.body);
+    let fields = sluice::wire::backend::error_fields(&reply.body);
     assert!(fields.contains(&(b'S', "FATAL".into())), "{fields:?}");
     assert!(fields.contains(&(b'M', "canceling authentication due to timeout".into())));
     assert!(started.elapsed() >= Duration::from_millis(900));
