@@ -4,6 +4,7 @@
 //! approver grants a scope (that statement shape, for that subject, for a while: `scope.rs`).
 
 mod notify;
+pub mod outcome;
 mod routing;
 mod scope;
 

@@ -14,7 +14,6 @@ use super::masker::{Tracker, Unplannable};
 use super::name_context::{Change, NameContext};
 use super::opaque::OpaqueCode;
 use super::prepared::{Judged, NamedStatements, pg_name};
-use super::refusal::Refusal;
 use super::refusal::Refusals;
 use super::session::Progress;
 use super::trail::{Decided, Decision, Trail};
@@ -26,6 +25,7 @@ use crate::plugins::{PluginHost, PluginSet, SessionMaskers, SessionPlugins, wit}
 use crate::policy::{self, Decider, SessionInfo, Verdict};
 use crate::state::Status;
 use crate::wire::backend as messages;
+use crate::wire::backend::Refusal;
 use crate::wire::frame::{Frame, FrameReader, FrameWriter};
 use crate::wire::frontend::{bind_params, bind_params_recorded, cstr};
 use crate::wire::sqlstate;
@@ -1216,7 +1216,7 @@ impl Gate {
         let mut pending = match approvals.open(request, routing).await {
             Ok(Opened::Waiting(pending)) => pending,
             Ok(Opened::Decided(record)) => {
-                self.last.decided.approvers = approvers_of(&record);
+                self.last.decided.approvers = approvals::outcome::approvers(&record);
                 if let (Status::Approved, Some(vote)) = (record.status, record.votes.first()) {
                     // The agent learns which request id its statement ran under.
                     let _ = self.signals.notices.send(messages::notice(format!(
@@ -1226,7 +1226,7 @@ impl Gate {
                         vote.reason.as_deref().unwrap_or_default()
                     )));
                 }
-                return settled(&record);
+                return approvals::outcome::refusal(&record);
             }
             Err(e @ ApprovalError::TooManyPending { .. }) => {
                 return Some(Refusal::new(
@@ -1271,8 +1271,8 @@ impl Gate {
                 Err(e) => return unavailable(e),
             },
         };
-        self.last.decided.approvers = approvers_of(&record);
-        settled(&record)
+        self.last.decided.approvers = approvals::outcome::approvers(&record);
+        approvals::outcome::refusal(&record)
     }
 
     /// What the approval plugins are asked about this request; `None` when none is serving.
@@ -1364,20 +1364,6 @@ async fn catalog_facts(
     opaque
 }
 
-fn approvers_of(record: &crate::state::ApprovalRecord) -> Vec<String> {
-    record
-        .votes
-        .iter()
-        .map(|v| {
-            format!(
-                "{}:{}",
-                if v.approve { "approved" } else { "denied" },
-                v.approver
-            )
-        })
-        .collect()
-}
-
 /// A decision as recorded, given what actually happened to the message.
 fn refused_if(mut decided: Decided, refusal: &Option<Refusal>) -> Decided {
     if let Some(Refusal {
@@ -1403,53 +1389,6 @@ fn audit_refusal(e: &crate::audit::AuditError) -> Refusal {
         sqlstate::IO_ERROR,
         "sluice: the audit log cannot be written; statement refused (audit.on_failure = \"refuse\")",
     )
-}
-
-/// What a decided request means for the held statement: `None` runs it.
-fn settled(record: &crate::state::ApprovalRecord) -> Option<Refusal> {
-    let id = &record.request.id;
-    let last = record.votes.last();
-    let approvers = record
-        .votes
-        .iter()
-        .filter(|v| v.approve)
-        .map(|v| v.approver.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    match record.status {
-        Status::Approved => {
-            tracing::info!(approval = %id, %approvers, "held statement approved");
-            None
-        }
-        Status::Denied => {
-            let (who, why) = last.map_or(("?", ""), |v| {
-                (v.approver.as_str(), v.reason.as_deref().unwrap_or(""))
-            });
-            tracing::info!(approval = %id, approver = %who, "held statement denied");
-            Some(Refusal::new(
-                sqlstate::INSUFFICIENT_PRIVILEGE,
-                format!("sluice: approval {id} denied by {who}: {why}"),
-            ))
-        }
-        Status::Expired | Status::Pending | Status::Withdrawn => {
-            tracing::info!(approval = %id, "held statement expired");
-            Some(Refusal::new(
-                sqlstate::QUERY_CANCELED,
-                format!(
-                    "sluice: approval {id} expired after {} without a decision",
-                    humantime::format_duration(pending_timeout(record))
-                ),
-            ))
-        }
-    }
-}
-
-fn pending_timeout(record: &crate::state::ApprovalRecord) -> std::time::Duration {
-    record
-        .request
-        .expires
-        .duration_since(record.request.created)
-        .unwrap_or_default()
 }
 
 /// A Bind's parameter values, for the plugins and for people.

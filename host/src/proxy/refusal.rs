@@ -16,22 +16,6 @@ use postgres_protocol::message::frontend;
 
 use crate::wire::backend as messages;
 
-/// Why the gateway refuses a message: the SQLSTATE and the message the client gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub sqlstate: &'static str,
-    pub message: String,
-}
-
-impl Refusal {
-    pub fn new(sqlstate: &'static str, message: impl Into<String>) -> Refusal {
-        Refusal {
-            sqlstate,
-            message: message.into(),
-        }
-    }
-}
-
 struct Pending {
     marker: String,
     /// How many ReadyForQuery messages the upstream sends before the failure comes back.

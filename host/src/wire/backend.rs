@@ -9,6 +9,22 @@ use pgwire::messages::startup::{
     Authentication, BackendKeyData, NegotiateProtocolVersion, SecretKey,
 };
 
+/// Why the gateway refuses a message: the SQLSTATE and the message the client gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub sqlstate: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(sqlstate: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            sqlstate,
+            message: message.into(),
+        }
+    }
+}
+
 fn encode(message: &impl Message) -> Bytes {
     let mut buf = BytesMut::with_capacity(message.message_length() + 1);
     // Encoding into a growable buffer only fails for values the gateway never builds
