@@ -13,12 +13,11 @@
 //! asked for binary results still decodes them. A binary value of another type cannot be read
 //! as text; `hash`, `partial` and `custom` null it.
 
-pub mod catalog;
-mod plan;
+pub mod plan;
 mod rows;
 mod scrub;
 
-pub use catalog::{Catalog, CatalogFunction, CatalogRow, CatalogRows, Relation, Snapshot};
+pub use crate::catalog::{Catalog, CatalogFunction, CatalogRow, CatalogRows, Relation, Snapshot};
 pub use plan::{PlanFailure, ResultSet, Withheld, check_statement, plan_result};
 pub use rows::{Field, HashKey, Plan, data_row_values, encode_data_row, parse_row_description};
 pub use scrub::scrub_message;

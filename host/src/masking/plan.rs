@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use super::Action;
-use super::catalog::{Catalog, Relation, Snapshot};
 use super::rows::{Field, Plan};
 use crate::analysis::{Statement, StatementKind};
+use crate::catalog::{Catalog, Relation, Snapshot};
 use crate::config::UserFunctions;
 use crate::plugins::{CallFailure, PluginSet, SessionMaskers, wit};
 

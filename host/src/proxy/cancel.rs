@@ -10,7 +10,7 @@ use dashmap::mapref::entry::Entry;
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
-use super::upstream::Upstream;
+use crate::upstream::Upstream;
 
 struct Target {
     secret: i32,

@@ -1,7 +1,6 @@
 //! The data path: listener, client login, upstream login, relay, cancel keys.
 
 mod cancel;
-mod catalog_reader;
 pub mod fuzzing;
 mod gate;
 mod limits;
@@ -19,7 +18,6 @@ mod startup_params;
 mod strict;
 mod trail;
 mod unnamed;
-mod upstream;
 mod workers;
 
 use std::collections::HashMap;
@@ -34,9 +32,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+pub use crate::upstream::{Upstream, UpstreamError};
 pub use cancel::CancelRegistry;
 pub use session::SessionEnd;
-pub use upstream::{Upstream, UpstreamError};
 
 use crate::analysis::Analyzer;
 use crate::approvals::{Approvals, Notifier, Route};
@@ -66,7 +64,7 @@ pub struct Shared {
     pub audit: Arc<crate::audit::Audit>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The masking catalog cache of each database, by client-visible name.
-    pub catalogs: HashMap<String, Arc<crate::masking::Catalog>>,
+    pub catalogs: HashMap<String, Arc<crate::catalog::Catalog>>,
     /// The key of `hash` masks.
     pub hash_key: crate::masking::HashKey,
     next_session: AtomicU64,
@@ -135,8 +133,8 @@ impl Shared {
             )?);
             let max_message = config.server.max_upstream_message_size;
             let reader = built.clone();
-            let catalog = crate::masking::Catalog::new(config.masking.catalog_ttl, move || {
-                catalog_reader::read_catalog(reader.clone(), max_message)
+            let catalog = crate::catalog::Catalog::new(config.masking.catalog_ttl, move || {
+                crate::catalog::reader::read_catalog(reader.clone(), max_message)
             });
             catalogs.insert(upstream.database.clone(), Arc::new(catalog));
             upstreams.insert(upstream.database.clone(), built);

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::Upstream;
-use crate::masking::catalog::{CATALOG_QUERY, CatalogRow, CatalogRows};
+use super::{CATALOG_QUERY, CatalogFunction, CatalogRow, CatalogRows};
 use crate::masking::data_row_values;
+use crate::upstream::Upstream;
 use crate::wire::frame::{FrameReader, FrameWriter};
 
 pub async fn read_catalog(
@@ -64,7 +64,7 @@ pub async fn read_catalog(
     }
 }
 
-fn function_row(body: &[u8]) -> Option<crate::masking::CatalogFunction> {
+fn function_row(body: &[u8]) -> Option<CatalogFunction> {
     let values = data_row_values(body)?;
     let text = |i: usize| -> Option<String> {
         values
@@ -73,7 +73,7 @@ fn function_row(body: &[u8]) -> Option<crate::masking::CatalogFunction> {
             .flatten()
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
-    Some(crate::masking::CatalogFunction {
+    Some(CatalogFunction {
         schema: text(0)?,
         name: text(1)?,
         volatile: text(2)? == "t",

@@ -28,6 +28,8 @@ use arc_swap::ArcSwap;
 use crate::analysis::{Lineage, Ref, TableRef};
 use crate::plugins::wit::ColumnSource;
 
+pub mod reader;
+
 /// The query the side connection runs: one row per column, then one row per function name,
 /// schema and volatility, built-ins included (two result sets).
 pub const CATALOG_QUERY: &str = "SELECT c.oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname, \
