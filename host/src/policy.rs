@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use crate::analysis::Statement;
+use crate::identity::SessionInfo;
 use crate::plugins::{CallCatalog, PluginSet, ReuseKey, SessionPlugins, wit};
 
 /// The outcome for a statement (or for all statements of one query string).
@@ -24,10 +25,6 @@ pub struct Decider {
     pub hash: Arc<str>,
     pub reason: String,
 }
-
-/// Who is acting, as plugins see it. The contract's own record: built once per session and
-/// handed to every plugin call as it is.
-pub type SessionInfo = wit::Session;
 
 /// Decides `statements` together: the first denial (in statement order, then plugin order)
 /// refuses all of them; otherwise the first approval requirement holds them; otherwise allow.

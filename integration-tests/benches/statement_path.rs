@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice::analysis::{Analyzer, analyze_uncached};
+use sluice::identity::SessionInfo;
 use sluice::plugins::{CallCatalog, Limits, PluginHost, ReuseKey, SessionPlugins};
-use sluice::policy::{self, SessionInfo};
+use sluice::policy;
 use sluice_integration_tests::{PluginSpec, built_plugin};
 
 const STATEMENT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = 48213";

@@ -9,8 +9,9 @@ use serde_json::json;
 use sluice::analysis::{Ref, Statement, analyze_uncached};
 use sluice::approvals::Routing;
 use sluice::config::Config;
+use sluice::identity::SessionInfo;
 use sluice::plugins::{Limits, PluginHost, SessionMaskers, SessionPlugins, wit};
-use sluice::policy::{self, SessionInfo, Verdict};
+use sluice::policy::{self, Verdict};
 
 #[derive(Subcommand)]
 pub enum PluginsCommand {
@@ -152,7 +153,7 @@ async fn check(
     if !set.approvals.is_empty() {
         let request = wit::ApprovalRequest {
             id: "apr-check".into(),
-            session: info.clone(),
+            session: sluice::plugins::convert::session(&info),
             statements: statements
                 .iter()
                 .map(|s| sluice::plugins::convert::statement(s, &[]))

@@ -3,8 +3,10 @@
 
 mod grant;
 mod keys;
+mod session;
 mod token;
 
 pub use grant::Grant;
 pub use keys::{KeyError, SigningKey, verify_signature};
+pub use session::SessionInfo;
 pub use token::{Claims, TokenAuthority, TokenError};

@@ -63,7 +63,7 @@ pub enum PlanFailure {
 pub async fn plan_result(
     set: &PluginSet,
     maskers: &mut SessionMaskers,
-    session: &wit::Session,
+    session: &crate::identity::SessionInfo,
     catalog: &Catalog,
     result: ResultSet<'_>,
     user_functions: UserFunctions,
@@ -214,7 +214,7 @@ fn lowered(statement: Option<&Statement>) -> wit::Statement {
 pub async fn check_statement(
     set: &PluginSet,
     maskers: &mut SessionMaskers,
-    session: &wit::Session,
+    session: &crate::identity::SessionInfo,
     catalog: &Catalog,
     statement: &Statement,
     user_functions: UserFunctions,
@@ -333,7 +333,7 @@ pub async fn check_statement(
 async fn masked_among(
     set: &PluginSet,
     maskers: &mut SessionMaskers,
-    session: &wit::Session,
+    session: &crate::identity::SessionInfo,
     lowered: &wit::Statement,
     sources: Vec<wit::ColumnSource>,
     only_strict: bool,

@@ -2,8 +2,22 @@
 //! analysis of a statement as plugins see it. Everything else exchanges domain types.
 
 use crate::analysis::{Statement, StatementKind, TableRef};
+use crate::identity::SessionInfo;
 
 use super::wit;
+
+/// The session as the contract's `session` record (given to each instance's `open`).
+pub fn session(info: &SessionInfo) -> wit::Session {
+    wit::Session {
+        id: info.id,
+        subject: info.subject.clone(),
+        groups: info.groups.clone(),
+        database: info.database.clone(),
+        token_id: info.token_id.clone(),
+        client_addr: info.client_addr.clone(),
+        application_name: info.application_name.clone(),
+    }
+}
 
 /// `s` as the contract's `statement`, with its Bind parameter values as text.
 pub fn statement(s: &Statement, params: &[Option<String>]) -> wit::Statement {

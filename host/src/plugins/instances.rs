@@ -218,7 +218,7 @@ impl SessionPlugins {
     pub async fn evaluate(
         &mut self,
         plugin: &PolicyPlugin,
-        session: &wit::Session,
+        session: &crate::identity::SessionInfo,
         statement: &wit::Statement,
         catalog: &super::CallCatalog,
         key: &ReuseKey<'_>,
@@ -293,7 +293,7 @@ pub(super) fn count_failure(host: &PluginHost, plugin: &str, failure: &CallFailu
 async fn instantiate(
     host: &PluginHost,
     plugin: &PolicyPlugin,
-    session: &wit::Session,
+    session: &crate::identity::SessionInfo,
 ) -> Result<Live, CallFailure> {
     // Instantiation runs the component's start code, and `open` follows: allow both five
     // call budgets.
@@ -306,7 +306,7 @@ async fn instantiate(
         budget,
         bindings
             .sluice_plugin_policy()
-            .call_open(&mut store, session),
+            .call_open(&mut store, &super::convert::session(session)),
     )
     .await;
     match opened {

@@ -58,7 +58,11 @@ impl SessionMaskers {
 
     /// Whether any serving plugin masks something in this session; a plugin that cannot be
     /// opened counts as masking (fail closed).
-    pub async fn any_active(&mut self, set: &PluginSet, session: &wit::Session) -> bool {
+    pub async fn any_active(
+        &mut self,
+        set: &PluginSet,
+        session: &crate::identity::SessionInfo,
+    ) -> bool {
         for plugin in &set.maskers {
             match self.instance(plugin, session).await {
                 Ok(None) => {}
@@ -72,7 +76,7 @@ impl SessionMaskers {
     pub async fn plan(
         &mut self,
         plugin: &MaskingPlugin,
-        session: &wit::Session,
+        session: &crate::identity::SessionInfo,
         statement: &wit::Statement,
         columns: &[wit::Column],
     ) -> Result<Option<Vec<wit::Mask>>, CallFailure> {
@@ -105,7 +109,7 @@ impl SessionMaskers {
     pub async fn transform(
         &mut self,
         plugin: &MaskingPlugin,
-        session: &wit::Session,
+        session: &crate::identity::SessionInfo,
         column: &wit::Column,
         values: &[Option<String>],
     ) -> Result<Vec<Option<String>>, CallFailure> {
@@ -146,7 +150,7 @@ impl SessionMaskers {
     async fn instance(
         &mut self,
         plugin: &MaskingPlugin,
-        session: &wit::Session,
+        session: &crate::identity::SessionInfo,
     ) -> Result<Option<usize>, CallFailure> {
         if let Some(index) = self.instances.iter().position(|(id, _)| *id == plugin.id) {
             return Ok(match self.instances[index].1 {
@@ -194,7 +198,7 @@ impl SessionMaskers {
 async fn instantiate(
     host: &PluginHost,
     plugin: &MaskingPlugin,
-    session: &wit::Session,
+    session: &crate::identity::SessionInfo,
 ) -> Result<Instance, CallFailure> {
     let mut store = host.sandbox(plugin, 5);
     let budget = plugin.limits.timeout * 5;
@@ -205,7 +209,7 @@ async fn instantiate(
         budget,
         bindings
             .sluice_plugin_masking()
-            .call_open(&mut store, session),
+            .call_open(&mut store, &super::convert::session(session)),
     )
     .await;
     match opened {

@@ -17,8 +17,8 @@ use super::startup_params::ClientStartup;
 use super::trail::Trail;
 use crate::analysis::{Analyzer, Statement, analyze_uncached};
 use crate::config::Config;
+use crate::identity::SessionInfo;
 use crate::identity::SigningKey;
-use crate::policy::SessionInfo;
 use crate::wire::frame::{FrameReader, FrameWriter};
 
 /// Largest message the targets accept (small, so inputs reach the decoders quickly).

@@ -23,9 +23,9 @@ use super::Shared;
 use super::prepared::pg_name;
 use crate::analysis::{PreparedOp, Statement, StatementKind, Wrapper};
 use crate::audit::{Event, MaskedColumn};
+use crate::identity::SessionInfo;
 use crate::masking::{self, Action, Catalog, Field, Plan};
 use crate::plugins::{PluginSet, SessionMaskers, wit};
-use crate::policy::SessionInfo;
 use crate::wire::backend as messages;
 use crate::wire::frame::{Frame, FrameWriter};
 

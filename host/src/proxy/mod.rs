@@ -39,9 +39,9 @@ pub use session::SessionEnd;
 use crate::analysis::Analyzer;
 use crate::approvals::{Approvals, Notifier, Route};
 use crate::config::{Config, ConfigError};
+use crate::identity::SessionInfo;
 use crate::identity::{KeyError, TokenAuthority};
 use crate::plugins::PluginHost;
-use crate::policy::SessionInfo;
 use crate::state::SqliteStore;
 
 /// Everything sessions share, built once at start from a validated config.

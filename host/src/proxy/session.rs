@@ -17,7 +17,7 @@ use super::login::Established;
 use super::masker::{Masker, Relay, Rows};
 use super::refusal::Refusals;
 use super::trail::{Results, Trail};
-use crate::policy::SessionInfo;
+use crate::identity::SessionInfo;
 use crate::wire::backend as messages;
 use crate::wire::frame::{FrameError, FrameReader, FrameWriter, messages_of};
 use crate::wire::sqlstate;

@@ -27,7 +27,7 @@ use crate::analysis::{Effect, Statement};
 use crate::audit::{Audit, AuditError, Event, StatementRecord};
 pub use crate::audit::{Decided, Decision};
 use crate::config::StatementText;
-use crate::policy::SessionInfo;
+use crate::identity::SessionInfo;
 
 /// What the upstream direction should expect next.
 #[derive(Debug)]

@@ -257,7 +257,7 @@ impl Gate {
         }
         let request = wit::ApprovalRequest {
             id: id.to_owned(),
-            session: self.info.clone(),
+            session: crate::plugins::convert::session(&self.info),
             statements: approval
                 .statements
                 .iter()

@@ -1,0 +1,23 @@
+//! Who is acting in a session, as established when it logged in: the token's subject, groups
+//! and id, the database it was granted, where the client connects from. The audit log, the
+//! approval queue and the plugins all describe the session with it (plugins receive it in the
+//! contract's form, `plugins::convert::session`, once per instance).
+
+/// One session's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Gateway-local session number.
+    pub id: u64,
+    /// The token's subject: the real identity behind the connection.
+    pub subject: String,
+    /// Groups carried by the token.
+    pub groups: Vec<String>,
+    /// The database as the client named it.
+    pub database: String,
+    /// The token's unique id (`jti`).
+    pub token_id: String,
+    /// Client address, `ip:port`.
+    pub client_addr: String,
+    /// The client's `application_name`, if it sent one.
+    pub application_name: Option<String>,
+}
