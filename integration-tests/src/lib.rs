@@ -221,9 +221,11 @@ impl TestGateway {
         let config_path = write_config(dir.path(), pg, &options);
         let config = Config::load(&config_path).expect("test config is valid");
         let tokens = TokenAuthority::from_config(&config.identity).expect("key loads");
-        let shared = Shared::new(config).expect("gateway starts");
-        let gateway = Gateway::start(shared).await.expect("gateway binds");
-        let admin_state = std::sync::Arc::new(AdminState::for_gateway(gateway.shared()));
+        let services = sluice::services::Services::build(config).expect("gateway starts");
+        let admin_state = std::sync::Arc::new(AdminState::for_services(&services));
+        let gateway = Gateway::start(Shared::from_services(services))
+            .await
+            .expect("gateway binds");
         let admin_stop = tokio_util::sync::CancellationToken::new();
         let admin = sluice::admin::serve(
             "127.0.0.1:0".parse().unwrap(),

@@ -33,17 +33,18 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    /// The admin view of a running gateway: its plugins and its approval queue.
-    pub fn for_gateway(shared: &crate::proxy::Shared) -> AdminState {
+    /// The admin view of the gateway's services: its plugins, its approval queue, its metrics
+    /// and audit log.
+    pub fn for_services(services: &crate::services::Services) -> AdminState {
         AdminState {
             accepting: AtomicBool::new(true),
-            plugins: shared.plugins.clone(),
+            plugins: services.plugins.clone(),
             approvals: Some(ApprovalsApi {
-                approvals: shared.approvals.clone(),
-                tokens: shared.tokens.clone(),
+                approvals: services.approvals.clone(),
+                tokens: services.tokens.clone(),
             }),
-            metrics: Some(shared.metrics.clone()),
-            audit: Some(shared.audit.clone()),
+            metrics: Some(services.metrics.clone()),
+            audit: Some(services.audit.clone()),
         }
     }
 }

@@ -149,8 +149,9 @@ listen = "{admin_listen}"
     )?;
     let config = Config::load(&config_path)?;
     let tokens = TokenAuthority::from_config(&config.identity)?;
-    let gateway = Gateway::start(Shared::new(config)?).await?;
-    let admin_state = std::sync::Arc::new(sluice::admin::AdminState::for_gateway(gateway.shared()));
+    let services = sluice::services::Services::build(config)?;
+    let admin_state = std::sync::Arc::new(sluice::admin::AdminState::for_services(&services));
+    let gateway = Gateway::start(Shared::from_services(services)).await?;
     let admin_stop = tokio_util::sync::CancellationToken::new();
     sluice::admin::serve(admin_listen, admin_state, admin_stop.clone())
         .await

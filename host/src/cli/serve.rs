@@ -6,6 +6,7 @@ use anyhow::Context;
 use sluice::admin::{self, AdminState};
 use sluice::config::Config;
 use sluice::proxy::{Gateway, Shared};
+use sluice::services::Services;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -19,10 +20,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     super::fd_limit::raise_for(config.server.max_connections);
     let grace = config.server.shutdown_grace;
     let admin_listen = config.admin.listen;
-    let shared = Shared::new(config).context("starting the gateway")?;
-    let gateway = Gateway::start(shared).await?;
+    let services = Services::build(config).context("starting the gateway")?;
+    let admin_state = Arc::new(AdminState::for_services(&services));
+    let gateway = Gateway::start(Shared::from_services(services)).await?;
 
-    let admin_state = Arc::new(AdminState::for_gateway(gateway.shared()));
     let admin_stop = CancellationToken::new();
     if let Some(addr) = admin_listen {
         admin::serve(addr, admin_state.clone(), admin_stop.clone())

@@ -37,12 +37,12 @@ pub use cancel::CancelRegistry;
 pub use session::SessionEnd;
 
 use crate::analysis::Analyzer;
-use crate::approvals::{Approvals, Notifier, Route};
-use crate::config::{Config, ConfigError};
+use crate::approvals::Approvals;
+use crate::config::Config;
 use crate::identity::SessionInfo;
-use crate::identity::{KeyError, TokenAuthority};
+use crate::identity::TokenAuthority;
 use crate::plugins::PluginHost;
-use crate::state::SqliteStore;
+use crate::services::{Services, ServicesError};
 
 /// Everything sessions share, built once at start from a validated config.
 pub struct Shared {
@@ -73,24 +73,9 @@ pub struct Shared {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
-    #[error(transparent)]
-    Plugins(#[from] crate::plugins::PluginError),
+    Services(#[from] ServicesError),
     #[error("cannot watch the plugin directory: {0}")]
     Watch(String),
-    #[error("cannot create data_dir {path}: {source}")]
-    DataDir {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Audit(#[from] crate::audit::AuditError),
-    #[error("cannot open the state store: {0}")]
-    State(#[from] crate::state::StateError),
     #[error("cannot start session threads: {0}")]
     Workers(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -101,82 +86,26 @@ pub enum StartError {
 }
 
 impl Shared {
-    /// Loads keys, secrets and certificates named by `config`; fails before anything listens.
+    /// The services built from `config` (`Services::build`), and what sessions add to them.
     pub fn new(config: Config) -> Result<Shared, StartError> {
-        std::fs::create_dir_all(&config.server.data_dir).map_err(|source| StartError::DataDir {
-            path: config.server.data_dir.clone(),
-            source,
-        })?;
-        let tokens = Arc::new(TokenAuthority::from_config(&config.identity)?);
-        let signing_key = crate::identity::SigningKey::load(&config.identity.signing_key)?;
-        let hash_key = hash_key(&signing_key);
-        let metrics = Arc::new(crate::metrics::Metrics::new());
-        let audit = Arc::new(crate::audit::Audit::start(
-            &config.audit,
-            config.audit_path(),
-            Some(signing_key),
-            Some(metrics.clone()),
-        )?);
-        let tls = TlsAcceptor::from(crate::tls::server_config(
-            &config.tls,
-            &config.server.data_dir,
-        )?);
-        let secrets = config.load_upstream_secrets()?;
-        let mut upstreams = HashMap::new();
-        let mut catalogs = HashMap::new();
-        for (upstream, password) in config.upstreams.iter().zip(secrets) {
-            let built = Arc::new(Upstream::from_config(
-                upstream,
-                password,
-                &config.source,
-                config.limits.statement_timeout,
-            )?);
-            let max_message = config.server.max_upstream_message_size;
-            let reader = built.clone();
-            let catalog = crate::catalog::Catalog::new(config.masking.catalog_ttl, move || {
-                crate::catalog::reader::read_catalog(reader.clone(), max_message)
-            });
-            catalogs.insert(upstream.database.clone(), Arc::new(catalog));
-            upstreams.insert(upstream.database.clone(), built);
-        }
-        let plugins = match &config.plugins.dir {
-            Some(dir) => {
-                let host = PluginHost::new(
-                    Some(dir.clone()),
-                    config.server.data_dir.join("plugin-cache"),
-                    crate::plugins::Limits {
-                        timeout: config.plugins.timeout,
-                        memory_bytes: (config.plugins.memory_mib as usize) << 20,
-                    },
-                )?;
-                host.set_audit(audit.clone());
-                host.set_metrics(metrics.clone());
-                host.require(config.plugins.required.iter().cloned());
-                host.bound_compilation(crate::plugins::CompileBounds {
-                    max_bytes: (config.plugins.max_component_mib as usize) << 20,
-                    max_functions: config.plugins.max_functions,
-                });
-                host.reload()?;
-                Some(host)
-            }
-            None => None,
-        };
-        let store = SqliteStore::open(&config.state_path()?)?;
-        let approvals = Approvals::new(
-            Arc::new(store),
-            Route {
-                approver_groups: config.approvals.approver_groups.clone(),
-                approvals_needed: config.approvals.approvals_needed,
-                timeout: config.approvals.timeout,
-                max_pending_per_subject: config.approvals.max_pending_per_subject,
-            },
-            Notifier::new(
-                config.approvals.webhooks.clone(),
-                config.approvals.webhook_timeout,
-            ),
-            audit.clone(),
-        );
-        Ok(Shared {
+        Ok(Shared::from_services(Services::build(config)?))
+    }
+
+    /// What sessions share: the gateway's services and the proxy's own registries.
+    pub fn from_services(services: Services) -> Shared {
+        let Services {
+            config,
+            tls,
+            tokens,
+            upstreams,
+            catalogs,
+            plugins,
+            approvals,
+            audit,
+            metrics,
+            hash_key,
+        } = services;
+        Shared {
             approvals,
             audit,
             metrics,
@@ -192,18 +121,8 @@ impl Shared {
             catalogs,
             hash_key,
             next_session: AtomicU64::new(1),
-        })
+        }
     }
-}
-
-/// The `hash` mask key: stable for as long as the signing key is (Ed25519 signatures are
-/// deterministic), and not the signing key itself.
-fn hash_key(signing_key: &crate::identity::SigningKey) -> crate::masking::HashKey {
-    let signature = signing_key.sign(b"sluice masking hash key v1");
-    let digest = ring::digest::digest(&ring::digest::SHA256, &signature);
-    let mut key = [0; 16];
-    key.copy_from_slice(&digest.as_ref()[..16]);
-    crate::masking::HashKey::new(key)
 }
 
 /// A gateway accepting clients. Dropping it stops everything at once; [`Gateway::shutdown`]
