@@ -2,209 +2,29 @@
 //! written, functions called, hidden writes. Analyses are cached by statement text, so a repeated
 //! statement is parsed once.
 
+mod classify;
 mod effect;
 mod filter;
 mod lineage;
 mod settings;
 mod shape;
+mod statement;
 mod walk;
 
 pub use effect::Effect;
 pub use lineage::{Lineage, Ref};
 pub use settings::{SettingChange, SettingValue};
+pub use statement::{
+    Facts, FunctionFacts, PreparedOp, Statement, StatementKind, TableRef, Wrapper,
+};
+
+use classify::{classify, executed, node_of, prepared_op};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use serde_json::Value;
-
-/// A table, schema-qualified when the statement qualified it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TableRef {
-    pub schema: Option<String>,
-    pub name: String,
-}
-
-impl std::fmt::Display for TableRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.schema {
-            Some(schema) => write!(f, "{schema}.{}", self.name),
-            None => f.write_str(&self.name),
-        }
-    }
-}
-
-/// What a statement does, as the plugin contract names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatementKind {
-    Select,
-    Insert,
-    Update,
-    Delete,
-    Merge,
-    CopyIn,
-    CopyOut,
-    Ddl,
-    Transaction,
-    Set,
-    Reset,
-    Show,
-    Call,
-    DoBlock,
-    Explain,
-    Prepared,
-    Cursor,
-    Notify,
-    Utility,
-    Other,
-}
-
-impl StatementKind {
-    /// The contract's name for the kind (`copy-in`, `do-block`...), for metrics and the audit
-    /// log.
-    pub fn label(self) -> &'static str {
-        use StatementKind as K;
-        match self {
-            K::Select => "select",
-            K::Insert => "insert",
-            K::Update => "update",
-            K::Delete => "delete",
-            K::Merge => "merge",
-            K::CopyIn => "copy-in",
-            K::CopyOut => "copy-out",
-            K::Ddl => "ddl",
-            K::Transaction => "transaction",
-            K::Set => "set",
-            K::Reset => "reset",
-            K::Show => "show",
-            K::Call => "call",
-            K::DoBlock => "do-block",
-            K::Explain => "explain",
-            K::Prepared => "prepared",
-            K::Cursor => "cursor",
-            K::Notify => "notify",
-            K::Utility => "utility",
-            K::Other => "other",
-        }
-    }
-}
-
-/// A statement the client sent that runs another one. The analysis describes the statement that
-/// runs (its kind, command, tables, functions, writes), and records the wrapper here: a guard
-/// that reads `kind` must not be walked around by `EXPLAIN ANALYZE CREATE TABLE ... AS` or
-/// `PREPARE p AS DELETE ...`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wrapper {
-    /// `EXPLAIN ANALYZE` (in any spelling of the option) runs its statement.
-    ExplainAnalyze,
-    /// `PREPARE name AS` runs nothing yet; every `EXECUTE name` runs the statement. It is judged
-    /// as that statement when prepared, so that a refusal comes at once.
-    Prepare,
-    /// `DECLARE ... CURSOR FOR` runs its query as rows are fetched.
-    DeclareCursor,
-    /// `EXECUTE name` (also under `EXPLAIN ANALYZE` or `CREATE TABLE ... AS`) runs a prepared
-    /// statement; the session resolves the name (the analysis of a text alone cannot).
-    Execute,
-}
-
-impl Wrapper {
-    /// The wrapper's name in the audit log.
-    pub fn label(self) -> &'static str {
-        match self {
-            Wrapper::ExplainAnalyze => "explain-analyze",
-            Wrapper::Prepare => "prepare",
-            Wrapper::DeclareCursor => "declare-cursor",
-            Wrapper::Execute => "execute",
-        }
-    }
-}
-
-/// What a statement does to the session's named prepared statements (SQL PREPARE and the
-/// protocol's Parse share one namespace in Postgres).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PreparedOp {
-    /// `PREPARE name AS ...`
-    Prepare(String),
-    /// Runs the prepared statement `name`: `EXECUTE name`, `EXPLAIN ANALYZE EXECUTE name`,
-    /// `CREATE TABLE ... AS EXECUTE name`.
-    Execute(String),
-    /// `DEALLOCATE name`
-    Deallocate(String),
-    /// `DEALLOCATE ALL`, `DISCARD ALL`
-    DeallocateAll,
-}
-
-/// One statement's analysis: its own text, and what the parser found in it, shared by every
-/// statement of the same shape (so a new constant costs one string, not a copy of the facts).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Statement {
-    pub text: String,
-    pub facts: Arc<Facts>,
-}
-
-impl std::ops::Deref for Statement {
-    type Target = Facts;
-
-    fn deref(&self) -> &Facts {
-        &self.facts
-    }
-}
-
-/// What the parser found in a statement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Facts {
-    /// pg_query's fingerprint (printed as 16 hex digits).
-    pub fingerprint: u64,
-    pub kind: StatementKind,
-    /// The parser's node name of the statement that runs (`SelectStmt`, `TruncateStmt`...).
-    pub command: String,
-    /// When the client's statement wraps the one that runs (see [`Wrapper`]).
-    pub wrapper: Option<Wrapper>,
-    /// SET/RESET/SHOW parameter, lower case; for any other statement that changes settings
-    /// (`set_config`, a function's or role's `SET` clause, `ALTER SYSTEM`), the one it
-    /// changes, or `*` when it changes several or one it does not name.
-    pub parameter: Option<String>,
-    /// Every setting the statement changes, wherever in it (see `settings.rs`).
-    pub settings: Vec<SettingChange>,
-    /// What the statement does to the session's named prepared statements.
-    pub prepared: Option<PreparedOp>,
-    /// The cursor a DECLARE creates or a FETCH, MOVE or CLOSE uses.
-    pub cursor: Option<String>,
-    pub tables_read: Vec<TableRef>,
-    pub tables_written: Vec<TableRef>,
-    pub functions: Vec<String>,
-    pub has_where: bool,
-    /// An UPDATE/DELETE without WHERE runs somewhere in the statement.
-    pub unfiltered_write: bool,
-    pub writes: bool,
-    pub copy_program: bool,
-    /// When running it can change something that outlives it (the audit log's durability).
-    pub effect: Effect,
-    /// Which column references feed the statement's output and written values (masking).
-    pub lineage: Lineage,
-    /// Set by [`Analyzer`] for single DML statements: equal for statements of the same shape
-    /// (same tokens apart from constants), never reused for another shape.
-    pub shape: Option<u64>,
-    /// Set by the gateway from the database's catalog, never by the parser: the statement
-    /// calls a user-defined function declared VOLATILE, which may write whatever the
-    /// statement looks like (`writes` is then set too). Such a verdict is never reused: the
-    /// catalog may change under the same text.
-    pub calls_volatile_user_function: bool,
-    /// Set by the gateway from the database's catalog: the user-defined functions among
-    /// `functions` (every other one is a built-in). Plugins read it through the contract's
-    /// `catalog` interface.
-    pub user_functions: Vec<FunctionFacts>,
-}
-
-/// What the database's catalog declares about a user-defined function a statement calls.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FunctionFacts {
-    /// As listed in [`Facts::functions`].
-    pub name: String,
-    /// Declared VOLATILE.
-    pub volatile: bool,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AnalysisError {
@@ -412,123 +232,6 @@ fn analyze_statement(text: &str, tree: &Value) -> Statement {
         text: text.to_owned(),
         facts: Arc::new(facts),
     }
-}
-
-/// The node inside a `{"node": {"<NodeType>": {...}}}` wrapper, with its type.
-fn node_of(tree: &Value) -> Option<(&str, &Value)> {
-    tree.get("node")
-        .and_then(Value::as_object)
-        .and_then(|m| m.iter().next())
-        .map(|(k, v)| (k.as_str(), v))
-}
-
-/// The statement that runs when the client's statement does (see [`Wrapper`]), with its type.
-fn executed<'a>(node_type: &'a str, node: &'a Value) -> (&'a str, &'a Value, Option<Wrapper>) {
-    let wrapper = match node_type {
-        "ExplainStmt" if explain_has_analyze(node) => Wrapper::ExplainAnalyze,
-        "PrepareStmt" => Wrapper::Prepare,
-        "DeclareCursorStmt" => Wrapper::DeclareCursor,
-        _ => return (node_type, node, None),
-    };
-    match node.get("query").and_then(node_of) {
-        Some((inner_type, inner)) => (inner_type, inner, Some(wrapper)),
-        None => (node_type, node, None),
-    }
-}
-
-/// What the statement does to named prepared statements: `sent` is the client's statement,
-/// `run` the one that runs.
-fn prepared_op(sent_type: &str, sent: &Value, run_type: &str, run: &Value) -> Option<PreparedOp> {
-    let name = |node: &Value| node.get("name").and_then(Value::as_str).map(str::to_owned);
-    match (sent_type, run_type) {
-        ("PrepareStmt", _) => name(sent).map(PreparedOp::Prepare),
-        (_, "ExecuteStmt") => name(run).map(PreparedOp::Execute),
-        (_, "CreateTableAsStmt") => match run.get("query").and_then(node_of) {
-            Some(("ExecuteStmt", execute)) => name(execute).map(PreparedOp::Execute),
-            _ => None,
-        },
-        ("DeallocateStmt", _) if sent.get("isall").and_then(Value::as_bool) == Some(true) => {
-            Some(PreparedOp::DeallocateAll)
-        }
-        ("DeallocateStmt", _) => name(sent).map(PreparedOp::Deallocate),
-        // DiscardMode: 1 DISCARD ALL.
-        ("DiscardStmt", _) if sent.get("target").and_then(Value::as_i64) == Some(1) => {
-            Some(PreparedOp::DeallocateAll)
-        }
-        _ => None,
-    }
-}
-
-fn classify(node_type: &str, node: &Value, select_into: bool) -> StatementKind {
-    use StatementKind::*;
-    match node_type {
-        "SelectStmt" if select_into => Ddl,
-        "SelectStmt" => Select,
-        "InsertStmt" => Insert,
-        "UpdateStmt" => Update,
-        "DeleteStmt" => Delete,
-        "MergeStmt" => Merge,
-        "CopyStmt" if node.get("is_from").and_then(Value::as_bool) == Some(true) => CopyIn,
-        "CopyStmt" => CopyOut,
-        "TransactionStmt" => Transaction,
-        "VariableSetStmt" => match node.get("kind").and_then(Value::as_i64) {
-            // VAR_RESET, VAR_RESET_ALL
-            Some(5 | 6) => Reset,
-            _ => Set,
-        },
-        "VariableShowStmt" => Show,
-        "CallStmt" => Call,
-        "DoStmt" => DoBlock,
-        "ExplainStmt" => Explain,
-        "PrepareStmt" | "ExecuteStmt" | "DeallocateStmt" => Prepared,
-        "DeclareCursorStmt" | "FetchStmt" | "ClosePortalStmt" => Cursor,
-        "ListenStmt" | "NotifyStmt" | "UnlistenStmt" => Notify,
-        "LockStmt" | "VacuumStmt" | "CheckPointStmt" | "DiscardStmt" | "LoadStmt"
-        | "ClusterStmt" | "ReindexStmt" | "ConstraintsSetStmt" => Utility,
-        t if t.starts_with("Create")
-            || t.starts_with("Alter")
-            || t.starts_with("Drop")
-            || t.starts_with("Grant")
-            || t.starts_with("Reassign")
-            || t.starts_with("Import")
-            || t.starts_with("Sec")
-            || matches!(
-                t,
-                "TruncateStmt"
-                    | "CommentStmt"
-                    | "RenameStmt"
-                    | "DefineStmt"
-                    | "RuleStmt"
-                    | "IndexStmt"
-                    | "ViewStmt"
-                    | "RefreshMatViewStmt"
-                    | "CompositeTypeStmt"
-                    | "CreatedbStmt"
-                    | "DropdbStmt"
-            ) =>
-        {
-            Ddl
-        }
-        _ => Other,
-    }
-}
-
-fn explain_has_analyze(node: &Value) -> bool {
-    node.get("options")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o.pointer("/node/DefElem"))
-        .any(|d| {
-            d.get("defname").and_then(Value::as_str) == Some("analyze")
-                && !matches!(
-                    d.pointer("/arg/node/String/sval")
-                        .or(d.pointer("/arg/node/Boolean/boolval"))
-                        .map(|v| v.to_string().to_ascii_lowercase())
-                        .as_deref(),
-                    Some("\"false\"" | "\"off\"" | "\"0\"" | "false")
-                )
-        })
 }
 
 #[cfg(test)]
