@@ -227,12 +227,29 @@ pub struct PluginsConfig {
     pub max_functions: u64,
 }
 
+/// The default of `plugins.max_component_mib`.
+pub const DEFAULT_MAX_COMPONENT_MIB: u64 = 64;
+/// The default of `plugins.max_functions`: CPython's componentize-py component has ~13,400,
+/// Rust plugins a few hundred.
+pub const DEFAULT_MAX_FUNCTIONS: u64 = 50_000;
+
 fn default_max_component_mib() -> u64 {
-    (crate::plugins::CompileBounds::default().max_bytes >> 20) as u64
+    DEFAULT_MAX_COMPONENT_MIB
 }
 
 fn default_max_functions() -> u64 {
-    crate::plugins::CompileBounds::default().max_functions
+    DEFAULT_MAX_FUNCTIONS
+}
+
+/// Whether `name` may name a plugin (a file of the plugin directory, an entry of
+/// `plugins.required`): 1 to 64 ASCII letters, digits, `-` and `_`, not starting with `-`.
+pub fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl Default for PluginsConfig {
@@ -633,12 +650,7 @@ impl Config {
                 "names plugins, but there is no plugins.dir to load them from",
             ));
         }
-        if let Some(name) = self
-            .plugins
-            .required
-            .iter()
-            .find(|n| !crate::plugins::valid_name(n))
-        {
+        if let Some(name) = self.plugins.required.iter().find(|n| !valid_plugin_name(n)) {
             return Err(self.invalid(
                 "plugins.required",
                 format!(

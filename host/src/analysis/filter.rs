@@ -218,7 +218,7 @@ fn pins_target(stmt: &Value, targets: &Targets) -> bool {
         };
         let kind = expr.get("kind").and_then(Value::as_i64);
         // Exactly `=` (or `pg_catalog.=`): `OPERATOR(evil.=)` could match anything.
-        let operator = match super::walk::qualified_name(expr.get("name")).as_str() {
+        let operator = match super::names::qualified_name(expr.get("name")).as_str() {
             "=" | "pg_catalog.=" => Some("="),
             _ => None,
         };

@@ -248,7 +248,7 @@ const STASHING: &[&str] = &[
 
 /// Whether `call` is one of [`STASHING`]: what its arguments read counts as written.
 fn stashes_values(call: &Value) -> bool {
-    let name = super::walk::qualified_name(call.get("funcname")).to_ascii_lowercase();
+    let name = super::names::qualified_name(call.get("funcname")).to_ascii_lowercase();
     STASHING.contains(&name.trim_start_matches("pg_catalog."))
 }
 

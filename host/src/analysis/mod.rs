@@ -6,6 +6,7 @@ mod classify;
 mod effect;
 mod filter;
 mod lineage;
+mod names;
 mod settings;
 mod shape;
 mod statement;

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::walk::qualified_name;
+use super::names::qualified_name;
 
 /// One setting a statement changes.
 #[derive(Debug, Clone, PartialEq, Eq)]

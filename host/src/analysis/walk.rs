@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use super::TableRef;
+use super::names::qualified_name;
 
 /// What the walk found.
 #[derive(Debug, Default)]
@@ -241,17 +242,4 @@ impl Walker {
             self.found.tables_read.push(table);
         }
     }
-}
-
-/// Joins a list of String nodes (`{"node": {"String": {"sval": ...}}}`) with dots.
-pub fn qualified_name(list: Option<&Value>) -> String {
-    list.and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|n| n.pointer("/node/String/sval").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join(".")
-        })
-        .unwrap_or_default()
 }

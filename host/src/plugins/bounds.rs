@@ -4,12 +4,11 @@
 //! and one past either bound is refused before the compiler sees it.
 
 /// The largest component file compiled, in bytes (`[plugins] max_component_mib`).
-pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
+pub const DEFAULT_MAX_BYTES: usize = (crate::config::DEFAULT_MAX_COMPONENT_MIB as usize) << 20;
 
 /// The most function bodies compiled across a component's core modules
-/// (`[plugins] max_functions`). CPython in a componentize-py component has about 13,400;
-/// a Rust plugin a few hundred.
-pub const DEFAULT_MAX_FUNCTIONS: u64 = 50_000;
+/// (`[plugins] max_functions`).
+pub const DEFAULT_MAX_FUNCTIONS: u64 = crate::config::DEFAULT_MAX_FUNCTIONS;
 
 /// What a component may be to be compiled.
 #[derive(Debug, Clone, Copy)]

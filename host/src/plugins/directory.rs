@@ -7,19 +7,9 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// The longest plugin name (file name without `.wasm`).
-const MAX_NAME_CHARS: usize = 64;
-
-/// Whether `name` may name a plugin: 1 to 64 ASCII letters, digits, `-` and `_`, not starting
-/// with `-`.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_CHARS
-        && !name.starts_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
+/// The rule for a plugin's name (the file name without `.wasm`) is the configuration's, so that
+/// `plugins.required` and the directory agree.
+pub use crate::config::valid_plugin_name as valid_name;
 
 /// Why `meta` (of `what`) may not be trusted: owned by another user than the gateway's (or
 /// root), or writable by its group or by anyone.

@@ -10,8 +10,9 @@ use bytes::BytesMut;
 
 use super::Shared;
 use super::gate::{Gate, HoldSignals};
+use super::progress::Progress;
 use super::refusal::Refusals;
-use super::session::{self, Idle, Progress};
+use super::session::{self, Idle};
 use super::startup::{InitialRequest, read_initial};
 use super::startup_params::ClientStartup;
 use super::trail::Trail;

@@ -9,6 +9,7 @@ mod masker;
 mod name_context;
 mod opaque;
 mod prepared;
+mod progress;
 mod reading;
 mod refusal;
 mod runaway;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use crate::analysis::{Statement, Wrapper};
 
-use super::prepared::pg_name;
+use crate::wire::frontend::pg_name;
 
 /// Settings that change what a name means; `*` is `RESET ALL`, `DISCARD ALL`, or a
 /// `set_config` whose name is not a constant.

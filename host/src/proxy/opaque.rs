@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use super::prepared::pg_name;
+use crate::wire::frontend::pg_name;
 
 #[derive(Debug, Default)]
 pub struct OpaqueCode {

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 
 use super::name_context::Change;
 use crate::analysis::{Analyzer, PreparedOp, Statement, Wrapper};
+use crate::wire::frontend::pg_name;
 
 /// Definitions kept per name; past it the name is refused until deallocated (a client that
 /// re-prepares a name over and over must not grow the gateway's memory).
@@ -29,21 +30,6 @@ const MAX_DEFINITIONS: usize = 16;
 
 /// How deep `EXECUTE` of a name defined as `EXECUTE` of another is followed.
 const MAX_DEPTH: usize = 4;
-
-/// The longest name Postgres keeps (NAMEDATALEN - 1).
-const MAX_NAME_BYTES: usize = 63;
-
-/// `name` as Postgres keeps it: cut to 63 bytes at a character boundary.
-pub fn pg_name(name: &str) -> &str {
-    if name.len() <= MAX_NAME_BYTES {
-        return name;
-    }
-    let mut end = MAX_NAME_BYTES;
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    &name[..end]
-}
 
 /// How the policies judged a protocol Parse's text when it was prepared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,6 +2,21 @@
 
 use bytes::Buf;
 
+/// The longest name Postgres keeps (NAMEDATALEN - 1).
+const MAX_NAME_BYTES: usize = 63;
+
+/// `name` as Postgres keeps it: cut to 63 bytes at a character boundary.
+pub fn pg_name(name: &str) -> &str {
+    if name.len() <= MAX_NAME_BYTES {
+        return name;
+    }
+    let mut end = MAX_NAME_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 /// The NUL-terminated string at the start of `bytes` (`None` if not UTF-8) and what follows.
 pub fn cstr(bytes: &[u8]) -> (Option<&str>, &[u8]) {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());

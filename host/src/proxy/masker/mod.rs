@@ -22,7 +22,6 @@ use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 
 use super::Shared;
-use super::prepared::pg_name;
 use crate::analysis::{PreparedOp, Statement, StatementKind, Wrapper};
 use crate::audit::{Event, MaskedColumn};
 use crate::identity::SessionInfo;
@@ -30,6 +29,7 @@ use crate::masking::{self, Action, Catalog, Field, Plan};
 use crate::plugins::{PluginSet, SessionMaskers, wit};
 use crate::wire::backend as messages;
 use crate::wire::frame::{Frame, FrameWriter};
+use crate::wire::frontend::pg_name;
 
 pub use tracker::{Tracker, Unplannable};
 
