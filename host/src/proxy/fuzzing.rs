@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
-use super::Shared;
 use super::gate::{Gate, HoldSignals};
 use super::progress::Progress;
 use super::refusal::Refusals;
 use super::session::{self, Idle};
+use super::shared::Shared;
 use super::startup::{InitialRequest, read_initial};
 use super::startup_params::ClientStartup;
 use super::trail::Trail;

@@ -7,9 +7,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 
-use super::Shared;
 use super::cancel::CancelKey;
 use super::limits::SubjectSlot;
+use super::shared::Shared;
 use super::startup::{InitialRequest, StartupError, read_initial};
 use super::startup_params::ClientStartup;
 use crate::audit::Event;

@@ -11,12 +11,12 @@ use tokio::sync::mpsc;
 
 use std::sync::Arc;
 
-use super::Shared;
 use super::gate::{Gate, HoldSignals};
 use super::login::Established;
 use super::masker::{Masker, Relay, Rows};
 use super::progress::Progress;
 use super::refusal::Refusals;
+use super::shared::Shared;
 use super::trail::{Results, Trail};
 use crate::identity::SessionInfo;
 use crate::wire::backend as messages;

@@ -18,7 +18,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
-use super::Shared;
 use super::masker::{Tracker, Unplannable};
 use super::name_context::{Change, NameContext};
 use super::opaque::OpaqueCode;
@@ -33,6 +32,7 @@ use crate::identity::SessionInfo;
 use crate::masking;
 use crate::plugins::{PluginHost, PluginSet, SessionMaskers, SessionPlugins, wit};
 use crate::policy::{self, Decider, Verdict};
+use crate::proxy::shared::Shared;
 use crate::state::Status;
 use crate::wire::backend as messages;
 use crate::wire::backend::Refusal;

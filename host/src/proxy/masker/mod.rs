@@ -21,12 +21,12 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 
-use super::Shared;
 use crate::analysis::{PreparedOp, Statement, StatementKind, Wrapper};
 use crate::audit::{Event, MaskedColumn};
 use crate::identity::SessionInfo;
 use crate::masking::{self, Action, Catalog, Field, Plan};
 use crate::plugins::{PluginSet, SessionMaskers, wit};
+use crate::proxy::shared::Shared;
 use crate::wire::backend as messages;
 use crate::wire::frame::{Frame, FrameWriter};
 use crate::wire::frontend::pg_name;

@@ -1,0 +1,264 @@
+//! The listener: binds, accepts clients onto the session threads, and drains them on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::identity::SessionInfo;
+use crate::services::ServicesError;
+
+use super::session::SessionEnd;
+use super::shared::Shared;
+use super::{login, session, workers};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Services(#[from] ServicesError),
+    #[error("cannot watch the plugin directory: {0}")]
+    Watch(String),
+    #[error("cannot start session threads: {0}")]
+    Workers(std::io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A gateway accepting clients. Dropping it stops everything at once; [`Gateway::shutdown`]
+/// stops gracefully.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    stop_accepting: CancellationToken,
+    sessions: TaskTracker,
+    accept_loop: tokio::task::JoinHandle<()>,
+    /// Owned here, not by the accept loop: sessions outlive accepting during a shutdown.
+    _workers: Arc<workers::Workers>,
+    plugin_watch: Option<crate::plugins::WatchHandle>,
+}
+
+impl Gateway {
+    /// Binds the listener and starts accepting. Returns once the port is bound, so a caller can
+    /// connect right away.
+    pub async fn start(shared: Shared) -> Result<Gateway, StartError> {
+        let addr = shared.config.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let workers = match shared.config.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let workers = Arc::new(workers::Workers::start(workers).map_err(StartError::Workers)?);
+        let shared = Arc::new(shared);
+        let stop_accepting = CancellationToken::new();
+        let sessions = TaskTracker::new();
+        let accept_loop = tokio::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            workers.clone(),
+            stop_accepting.clone(),
+            sessions.clone(),
+        ));
+        let plugin_watch = match &shared.plugins {
+            Some(host) => Some(
+                crate::plugins::watch(host.clone(), shared.config.plugins.reload_debounce)
+                    .map_err(|e| StartError::Watch(e.to_string()))?,
+            ),
+            None => None,
+        };
+        tracing::info!(%local_addr, "accepting Postgres clients");
+        Ok(Gateway {
+            plugin_watch,
+            shared,
+            local_addr,
+            stop_accepting,
+            sessions,
+            accept_loop,
+            _workers: workers,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Sessions currently open (logged in or logging in).
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Asks for a plugin reload (what SIGHUP does); the file watcher does the same by itself.
+    pub fn reload_plugins(&self) {
+        if let Some(watch) = &self.plugin_watch {
+            watch.trigger();
+        }
+    }
+
+    /// Whether new clients are still accepted.
+    pub fn is_accepting(&self) -> bool {
+        !self.stop_accepting.is_cancelled()
+    }
+
+    /// Stops accepting at once, lets sessions finish for up to `grace`, then ends the rest
+    /// with a FATAL 57P01 and waits for them to close.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stop_accepting.cancel();
+        self.sessions.close();
+        let started = Instant::now();
+        if tokio::time::timeout(grace, self.sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                remaining = self.sessions.len(),
+                "shutdown grace period over; closing remaining sessions"
+            );
+            self.shared.terminate.cancel();
+            self.sessions.wait().await;
+        }
+        tracing::info!(elapsed = ?started.elapsed(), "all sessions closed");
+        self.shared.audit.close().await;
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop_accepting.cancel();
+        self.shared.terminate.cancel();
+        self.accept_loop.abort();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    workers: Arc<workers::Workers>,
+    stop: CancellationToken,
+    sessions: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+                let span = tracing::info_span!(
+                    "session",
+                    sluice.session = id,
+                    client = %peer,
+                    user = tracing::field::Empty,
+                    database = tracing::field::Empty,
+                    subject = tracing::field::Empty,
+                    token_id = tracing::field::Empty,
+                );
+                // The socket moves to a session thread's own reactor.
+                let tcp = match tcp.into_std() {
+                    Ok(tcp) => tcp,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot hand over an accepted connection");
+                        continue;
+                    }
+                };
+                let (worker, assignment) = workers.pick();
+                let shared = shared.clone();
+                let session = async move {
+                    let _assignment = assignment;
+                    match TcpStream::from_std(tcp) {
+                        Ok(tcp) => handle_client(shared, tcp, peer, id).await,
+                        Err(e) => tracing::warn!(error = %e, "cannot register a connection"),
+                    }
+                };
+                sessions.spawn_on(session.instrument(span), worker);
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// How long past `login_timeout` a login may run before it is cut without a word.
+const LOGIN_BACKSTOP: Duration = Duration::from_secs(1);
+
+async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id: u64) {
+    let _ = tcp.set_nodelay(true);
+    // Held until the connection ends, whichever way.
+    let (_slot, open) = shared.limits.connection();
+    let over_capacity = open > shared.config.server.max_connections;
+    let login_timeout = shared.config.server.login_timeout;
+    let established = tokio::select! {
+        // login() keeps login_timeout itself (telling the client when it can); this is the
+        // backstop for anything slower, such as an upstream login near its own timeout.
+        result = tokio::time::timeout(login_timeout + LOGIN_BACKSTOP, login::login(&shared, tcp, over_capacity)) => match result {
+            Ok(Ok(established)) => established,
+            Ok(Err(login::LoginError::CancelHandled)) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "login ended without a session");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(timeout = ?login_timeout, "login timed out");
+                return;
+            }
+        },
+        () = shared.terminate.cancelled() => return,
+    };
+    let info = SessionInfo {
+        id,
+        subject: established.grant.subject.clone(),
+        groups: established.grant.groups.clone(),
+        database: established.grant.database.clone(),
+        token_id: established.grant.token_id.clone(),
+        client_addr: peer.to_string(),
+        application_name: established.application_name.clone(),
+    };
+    shared.audit.record(crate::audit::Event::SessionStart {
+        session: id,
+        subject: info.subject.clone(),
+        groups: info.groups.clone(),
+        token_id: info.token_id.clone(),
+        client_addr: info.client_addr.clone(),
+        database: info.database.clone(),
+        application_name: info.application_name.clone(),
+    });
+    let subject = info.subject.clone();
+    shared.metrics.sessions.inc();
+    shared.metrics.sessions_open.inc();
+    let started = Instant::now();
+    let (end, statements) = session::run(&shared, established, info).await;
+    let duration = started.elapsed();
+    shared.metrics.sessions_open.dec();
+    shared.audit.record(crate::audit::Event::SessionEnd {
+        session: id,
+        subject,
+        duration_ms: duration.as_millis() as u64,
+        statements,
+        reason: end.class().to_owned(),
+    });
+    match &end {
+        SessionEnd::ClientTerminated | SessionEnd::ClientDisconnected => {
+            tracing::info!(?duration, reason = ?end, "session ended");
+        }
+        _ => tracing::warn!(?duration, reason = ?end, "session ended"),
+    }
+}

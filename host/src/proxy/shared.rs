@@ -1,0 +1,86 @@
+//! What every session shares: the gateway's services and the proxy's own registries (cancel
+//! keys, analyses, connection limits, session numbers).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::analysis::Analyzer;
+use crate::approvals::Approvals;
+use crate::config::Config;
+use crate::identity::TokenAuthority;
+use crate::plugins::PluginHost;
+use crate::services::{Services, ServicesError};
+
+use super::cancel::CancelRegistry;
+use super::limits;
+use crate::upstream::Upstream;
+
+/// Everything sessions share, built once at start from a validated config.
+pub struct Shared {
+    pub config: Config,
+    pub tls: TlsAcceptor,
+    pub tokens: Arc<TokenAuthority>,
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+    pub cancels: Arc<CancelRegistry>,
+    /// Statement analyses, cached by text.
+    pub analyzer: Analyzer,
+    /// Plugin engine and the serving set; `None` without a `[plugins]` directory.
+    pub plugins: Option<Arc<PluginHost>>,
+    /// Fired when sessions must end now (end of the shutdown grace period).
+    pub terminate: CancellationToken,
+    pub limits: limits::ConnectionLimits,
+    /// The approval queue held statements wait in.
+    pub approvals: Arc<Approvals>,
+    /// The audit log (a no-op when `[audit] enabled = false`).
+    pub audit: Arc<crate::audit::Audit>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The masking catalog cache of each database, by client-visible name.
+    pub catalogs: HashMap<String, Arc<crate::catalog::Catalog>>,
+    /// The key of `hash` masks.
+    pub hash_key: crate::masking::HashKey,
+    pub(super) next_session: AtomicU64,
+}
+
+impl Shared {
+    /// The services built from `config` (`Services::build`), and what sessions add to them.
+    pub fn new(config: Config) -> Result<Shared, ServicesError> {
+        Ok(Shared::from_services(Services::build(config)?))
+    }
+
+    /// What sessions share: the gateway's services and the proxy's own registries.
+    pub fn from_services(services: Services) -> Shared {
+        let Services {
+            config,
+            tls,
+            tokens,
+            upstreams,
+            catalogs,
+            plugins,
+            approvals,
+            audit,
+            metrics,
+            hash_key,
+        } = services;
+        Shared {
+            approvals,
+            audit,
+            metrics,
+            config,
+            tls,
+            tokens,
+            upstreams,
+            cancels: Arc::new(CancelRegistry::default()),
+            analyzer: Analyzer::default(),
+            plugins,
+            terminate: CancellationToken::new(),
+            limits: limits::ConnectionLimits::default(),
+            catalogs,
+            hash_key,
+            next_session: AtomicU64::new(1),
+        }
+    }
+}
