@@ -14,17 +14,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::AdminState;
-use crate::approvals::{ApprovalError, Approvals, Approver, Decision};
-use crate::identity::TokenAuthority;
+use super::state::{AdminState, ApprovalsApi};
+use crate::approvals::{ApprovalError, Approver, Decision};
 use crate::state::{ApprovalRecord, StateError};
-
-/// What the approvals API needs.
-#[derive(Clone)]
-pub struct ApprovalsApi {
-    pub approvals: Arc<Approvals>,
-    pub tokens: Arc<TokenAuthority>,
-}
 
 pub fn routes() -> Router<Arc<AdminState>> {
     Router::new()

@@ -2,12 +2,13 @@
 
 pub mod approvals;
 mod page;
+mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-pub use approvals::ApprovalsApi;
+pub use state::{AdminState, ApprovalsApi};
 
 use axum::Router;
 use axum::extract::State;
@@ -15,39 +16,6 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-/// What the admin endpoints report on.
-#[derive(Default)]
-pub struct AdminState {
-    /// False once the gateway stops accepting clients (draining for shutdown).
-    pub accepting: AtomicBool,
-    /// The plugin host, when plugins are configured.
-    pub plugins: Option<Arc<crate::plugins::PluginHost>>,
-    /// The approval queue and what authenticates approvers; absent, the approvals API answers
-    /// 503.
-    pub approvals: Option<ApprovalsApi>,
-    /// What `/metrics` serves.
-    pub metrics: Option<Arc<crate::metrics::Metrics>>,
-    /// Readiness also needs a writable audit log (when statements are refused without one).
-    pub audit: Option<Arc<crate::audit::Audit>>,
-}
-
-impl AdminState {
-    /// The admin view of the gateway's services: its plugins, its approval queue, its metrics
-    /// and audit log.
-    pub fn for_services(services: &crate::services::Services) -> AdminState {
-        AdminState {
-            accepting: AtomicBool::new(true),
-            plugins: services.plugins.clone(),
-            approvals: Some(ApprovalsApi {
-                approvals: services.approvals.clone(),
-                tokens: services.tokens.clone(),
-            }),
-            metrics: Some(services.metrics.clone()),
-            audit: Some(services.audit.clone()),
-        }
-    }
-}
 
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()

@@ -9,7 +9,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use super::AdminState;
+use super::state::AdminState;
 
 const HTML: &str = include_str!("page/approvals.html");
 const SCRIPT: &str = include_str!("page/approvals.js");

@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 
-use super::{PreparedOp, StatementKind, Wrapper};
+use super::kind::StatementKind;
+use super::statement::{PreparedOp, Wrapper};
 
 /// The node inside a `{"node": {"<NodeType>": {...}}}` wrapper, with its type.
 pub(super) fn node_of(tree: &Value) -> Option<(&str, &Value)> {

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::StatementKind;
+use super::kind::StatementKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Effect {

@@ -5,6 +5,7 @@
 mod classify;
 mod effect;
 mod filter;
+mod kind;
 mod lineage;
 mod names;
 mod settings;
@@ -13,11 +14,10 @@ mod statement;
 mod walk;
 
 pub use effect::Effect;
+pub use kind::StatementKind;
 pub use lineage::{Lineage, Ref};
 pub use settings::{SettingChange, SettingValue};
-pub use statement::{
-    Facts, FunctionFacts, PreparedOp, Statement, StatementKind, TableRef, Wrapper,
-};
+pub use statement::{Facts, FunctionFacts, PreparedOp, Statement, TableRef, Wrapper};
 
 use classify::{classify, executed, node_of, prepared_op};
 

@@ -9,8 +9,8 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
-use super::TableRef;
 use super::names::qualified_name;
+use super::statement::TableRef;
 
 /// What the walk found.
 #[derive(Debug, Default)]

@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::{Grant, SigningKey};
+use super::grant::Grant;
+use super::keys::{KeyError, SigningKey};
 
 /// The claims of a gateway token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -110,9 +111,7 @@ impl TokenAuthority {
     }
 
     /// Builds from the `[identity]` config section, loading the key it names.
-    pub fn from_config(
-        config: &crate::config::IdentityConfig,
-    ) -> Result<TokenAuthority, super::KeyError> {
+    pub fn from_config(config: &crate::config::IdentityConfig) -> Result<TokenAuthority, KeyError> {
         let key = SigningKey::load(&config.signing_key)?;
         Ok(TokenAuthority::new(
             &key,

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
-use super::{
+use super::store::{
     ApprovalRecord, ApprovalRequest, ApprovalStore, ScopedGrant, StateError, Status, Vote,
 };
 

@@ -1,0 +1,143 @@
+//! What the state store keeps (approval requests, votes, scoped grants) and the trait every
+//! backend implements.
+
+use std::time::{Duration, SystemTime};
+
+/// A statement waiting for a human.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRequest {
+    pub id: String,
+    pub session_id: u64,
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub database: String,
+    pub statement: String,
+    pub parameters: Vec<Option<String>>,
+    /// The statements of the session before it that changed what names mean (`search_path`,
+    /// the role).
+    pub settings: Vec<String>,
+    pub fingerprint: u64,
+    /// The policy plugin that asked for approval, and why.
+    pub plugin: String,
+    pub reason: String,
+    /// Who may decide (any of these groups), and how many distinct approvers it takes.
+    pub approver_groups: Vec<String>,
+    pub approvals_needed: u32,
+    /// The approval plugin that routed the request (`None`: the `[approvals]` default route).
+    pub routed_by: Option<String>,
+    /// The routing plugin's text for notifications and the approvers' page.
+    pub note: Option<String>,
+    pub created: SystemTime,
+    pub expires: SystemTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    /// The client went away or cancelled before a decision.
+    Withdrawn,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Denied => "denied",
+            Status::Expired => "expired",
+            Status::Withdrawn => "withdrawn",
+        }
+    }
+
+    pub(super) fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "pending" => Status::Pending,
+            "approved" => Status::Approved,
+            "denied" => Status::Denied,
+            "expired" => Status::Expired,
+            "withdrawn" => Status::Withdrawn,
+            _ => return None,
+        })
+    }
+}
+
+/// One approver's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vote {
+    pub approver: String,
+    pub approve: bool,
+    pub reason: Option<String>,
+    pub at: SystemTime,
+    /// On approval: also let this subject run statements of this fingerprint for this long.
+    pub scope: Option<Duration>,
+}
+
+/// A request with everything decided about it so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRecord {
+    pub request: ApprovalRequest,
+    pub status: Status,
+    pub votes: Vec<Vote>,
+    pub decided: Option<SystemTime>,
+}
+
+/// Permission to run statements of one fingerprint without asking again, until `until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopedGrant {
+    pub subject: String,
+    pub database: String,
+    pub fingerprint: u64,
+    pub until: SystemTime,
+    /// The request whose approval created it.
+    pub request_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state store holds an unreadable record: {0}")]
+    Corrupt(String),
+    #[error("no approval request {0}")]
+    UnknownRequest(String),
+    #[error("approval request {id} is already {status}")]
+    Closed { id: String, status: &'static str },
+    #[error("{approver} has already voted on approval request {id}")]
+    AlreadyVoted { id: String, approver: String },
+}
+
+/// Where approvals live. Every method is one transaction, so replicas sharing a store never
+/// count a vote twice or decide a request two ways.
+pub trait ApprovalStore: Send + Sync {
+    fn insert_request(&self, request: &ApprovalRequest) -> Result<(), StateError>;
+
+    fn request(&self, id: &str) -> Result<Option<ApprovalRecord>, StateError>;
+
+    /// Requests still waiting, oldest first.
+    fn pending(&self) -> Result<Vec<ApprovalRecord>, StateError>;
+
+    /// How many requests of `subject` are still waiting.
+    fn pending_for(&self, subject: &str) -> Result<usize, StateError>;
+
+    /// Adds a vote and decides the request when it settles it: one refusal denies, the
+    /// `approvals_needed`-th distinct approval approves (and records a scoped grant if that
+    /// vote asks for one). A request past its expiry is marked expired instead.
+    fn vote(&self, id: &str, vote: &Vote) -> Result<ApprovalRecord, StateError>;
+
+    /// Ends a pending request without a decision (`Expired` or `Withdrawn`); a request already
+    /// decided keeps its decision, which is returned.
+    fn close(&self, id: &str, status: Status, at: SystemTime)
+    -> Result<ApprovalRecord, StateError>;
+
+    /// A grant covering `fingerprint` for `subject` on `database` at `now`, if any.
+    fn grant_for(
+        &self,
+        subject: &str,
+        database: &str,
+        fingerprint: u64,
+        now: SystemTime,
+    ) -> Result<Option<ScopedGrant>, StateError>;
+}
