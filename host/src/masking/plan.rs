@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::Action;
+use super::action::Action;
 use super::rows::{Field, Plan};
 use crate::analysis::{Statement, StatementKind};
 use crate::catalog::{Catalog, Relation, Snapshot};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use siphasher::sip128::{Hasher128, SipHasher13};
 
-use super::Action;
+use super::action::Action;
 
 /// OID of `text`, the type masked columns are described as.
 const TEXT_OID: u32 = 25;
