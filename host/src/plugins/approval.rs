@@ -5,28 +5,30 @@
 use std::time::{Duration, Instant};
 
 use super::bindings::v0_1::sluice::plugin::types as wit;
+use super::host::PluginHost;
+use super::instances::CallFailure;
 use super::instances::{classify_trap, reported_message};
-use super::{ApprovalPlugin, CallFailure, PluginHost};
+use super::set::ApprovalPlugin;
 
 /// Asks `plugin` where `request` goes, within the plugin's time and memory limits.
 pub async fn route(
     host: &PluginHost,
     plugin: &ApprovalPlugin,
     request: &wit::ApprovalRequest,
-    catalog: &super::CallCatalog,
+    catalog: &super::catalog_import::CallCatalog,
 ) -> Result<wit::Routing, CallFailure> {
     // Instantiation runs the component's start code: allow it and the call two budgets.
     let mut store = host.sandbox(plugin, 2);
     store.data_mut().catalog = Some(catalog.clone());
     let started = Instant::now();
     let budget = plugin.limits.timeout * 2;
-    let bindings = super::bounded(budget, plugin.pre.instantiate_async(&mut store))
+    let bindings = super::call::bounded(budget, plugin.pre.instantiate_async(&mut store))
         .await
         .map_err(|e| match e.downcast_ref::<wasmtime::Trap>() {
             Some(_) => classify_trap(&e, plugin.limits.timeout),
             None => CallFailure::Instantiate(format!("{e:#}")),
         })?;
-    let outcome = super::bounded(
+    let outcome = super::call::bounded(
         budget,
         bindings
             .sluice_plugin_approval()

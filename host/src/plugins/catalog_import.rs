@@ -1,13 +1,12 @@
 //! The contract's `catalog` import (since 0.1.1): what the database's catalog declares about
 //! the functions of the statements a call is about. The gateway reads the catalog before it
 //! judges a statement (whether a function is user-defined and volatile decides `writes`);
-//! each call that has those facts hands them to the plugin's store, and the import answers
-//! from there, without a database round trip inside a plugin call.
+//! each call that has those facts hands them to the plugin's store, and the import
+//! (`state.rs`) answers from there, without a database round trip inside a plugin call.
 
 use crate::analysis::{FunctionFacts, Statement};
 
-use super::bindings::v0_1::sluice::plugin::catalog::{self, FunctionInfo};
-use super::state::PluginState;
+use super::bindings::v0_1::sluice::plugin::catalog::FunctionInfo;
 
 /// The catalog's answers for the functions of one call's statements.
 #[derive(Debug, Clone, Default)]
@@ -31,7 +30,7 @@ impl CallCatalog {
         catalog
     }
 
-    fn info(&self, name: &str) -> Option<FunctionInfo> {
+    pub(super) fn info(&self, name: &str) -> Option<FunctionInfo> {
         if !self.listed.iter().any(|f| f == name) {
             return None;
         }
@@ -45,12 +44,6 @@ impl CallCatalog {
                 volatile: false,
             },
         })
-    }
-}
-
-impl catalog::Host for PluginState {
-    fn describe_function(&mut self, name: String) -> Option<FunctionInfo> {
-        self.catalog.as_ref()?.info(&name)
     }
 }
 

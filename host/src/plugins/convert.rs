@@ -4,7 +4,7 @@
 use crate::analysis::{Statement, StatementKind, TableRef};
 use crate::identity::SessionInfo;
 
-use super::wit;
+use super::bindings::v0_1::sluice::plugin::types as wit;
 
 /// The session as the contract's `session` record (given to each instance's `open`).
 pub fn session(info: &SessionInfo) -> wit::Session {

@@ -17,7 +17,9 @@ use wasmtime::Store;
 
 use super::bindings::v0_1::PolicyPlugin as PolicyBindings;
 use super::bindings::v0_1::sluice::plugin::types as wit;
-use super::{PluginHost, PluginSet, PluginState, PolicyPlugin};
+use super::host::PluginHost;
+use super::set::{PluginSet, PolicyPlugin};
+use super::state::PluginState;
 
 /// Why a plugin call produced no decision. Every variant refuses the statement.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -220,7 +222,7 @@ impl SessionPlugins {
         plugin: &PolicyPlugin,
         session: &crate::identity::SessionInfo,
         statement: &wit::Statement,
-        catalog: &super::CallCatalog,
+        catalog: &super::catalog_import::CallCatalog,
         key: &ReuseKey<'_>,
     ) -> Result<wit::Decision, CallFailure> {
         let found = self.live.iter().position(|(id, _)| *id == plugin.id);
@@ -234,13 +236,13 @@ impl SessionPlugins {
             }
         };
         let live = &mut self.live[index].1;
-        super::arm(&mut live.store, plugin.limits.timeout);
+        super::call::arm(&mut live.store, plugin.limits.timeout);
         live.store.data_mut().catalog = Some(catalog.clone());
         let started = Instant::now();
         if let Some(running) = &live.running {
             running.inc();
         }
-        let outcome = super::bounded(
+        let outcome = super::call::bounded(
             plugin.limits.timeout,
             live.bindings
                 .sluice_plugin_policy()
@@ -299,10 +301,10 @@ async fn instantiate(
     // call budgets.
     let mut store = host.sandbox(plugin, 5);
     let budget = plugin.limits.timeout * 5;
-    let bindings = super::bounded(budget, plugin.pre.instantiate_async(&mut store))
+    let bindings = super::call::bounded(budget, plugin.pre.instantiate_async(&mut store))
         .await
         .map_err(|e| CallFailure::Instantiate(format!("{e:#}")))?;
-    let opened = super::bounded(
+    let opened = super::call::bounded(
         budget,
         bindings
             .sluice_plugin_policy()

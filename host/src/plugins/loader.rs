@@ -2,7 +2,20 @@
 //! component's kind from the contract interface it exports, and one instantiation against the
 //! contract before it may replace a working version.
 
-use super::*;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use super::bindings::v0_1::PolicyPluginPre;
+use super::bindings::v0_1::approval::ApprovalPluginPre;
+use super::bindings::v0_1::masking::MaskingPluginPre;
+use super::directory;
+use super::host::PluginHost;
+use super::manifest::Manifest;
+use super::set::{Limits, Loaded, Plugin, PluginKind};
 
 impl PluginHost {
     /// Loads one file. `Ok(None)`: disabled. Reuses `previous` when neither the component

@@ -10,8 +10,11 @@ use wasmtime::Store;
 
 use super::bindings::v0_1::masking::MaskingPlugin as MaskingBindings;
 use super::bindings::v0_1::sluice::plugin::types as wit;
+use super::host::PluginHost;
+use super::instances::CallFailure;
 use super::instances::{classify_trap, count_failure, reported_message};
-use super::{CallFailure, MaskingPlugin, PluginHost, PluginSet, PluginState};
+use super::set::{MaskingPlugin, PluginSet};
+use super::state::PluginState;
 
 struct Live {
     store: Store<PluginState>,
@@ -87,7 +90,7 @@ impl SessionMaskers {
             return Ok(None);
         };
         let started = Instant::now();
-        let outcome = super::bounded(
+        let outcome = super::call::bounded(
             plugin.limits.timeout,
             live.bindings
                 .sluice_plugin_masking()
@@ -118,7 +121,7 @@ impl SessionMaskers {
         let index = self.instance(plugin, session).await?.ok_or_else(inactive)?;
         let live = self.armed(index, plugin).ok_or_else(inactive)?;
         let started = Instant::now();
-        let outcome = super::bounded(
+        let outcome = super::call::bounded(
             plugin.limits.timeout,
             live.bindings
                 .sluice_plugin_masking()
@@ -142,7 +145,7 @@ impl SessionMaskers {
         let Instance::Live(live) = &mut self.instances[index].1 else {
             return None;
         };
-        super::arm(&mut live.store, plugin.limits.timeout);
+        super::call::arm(&mut live.store, plugin.limits.timeout);
         Some(live)
     }
 
@@ -202,10 +205,10 @@ async fn instantiate(
 ) -> Result<Instance, CallFailure> {
     let mut store = host.sandbox(plugin, 5);
     let budget = plugin.limits.timeout * 5;
-    let bindings = super::bounded(budget, plugin.pre.instantiate_async(&mut store))
+    let bindings = super::call::bounded(budget, plugin.pre.instantiate_async(&mut store))
         .await
         .map_err(|e| CallFailure::Instantiate(format!("{e:#}")))?;
-    let opened = super::bounded(
+    let opened = super::call::bounded(
         budget,
         bindings
             .sluice_plugin_masking()

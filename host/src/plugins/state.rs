@@ -8,8 +8,10 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::bindings::v0_1::sluice::plugin::catalog::{self, FunctionInfo};
 use super::bindings::v0_1::sluice::plugin::host::{self, LogLevel};
 use super::bindings::v0_1::sluice::plugin::types;
+use super::catalog_import::CallCatalog;
 
 pub struct PluginState {
     pub name: Arc<str>,
@@ -18,7 +20,7 @@ pub struct PluginState {
     /// When the call in progress must stop (checked at every epoch tick).
     pub deadline: std::time::Instant,
     /// What the `catalog` import answers during the call in progress (`None`: nothing).
-    pub catalog: Option<super::CallCatalog>,
+    pub catalog: Option<CallCatalog>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -80,5 +82,12 @@ impl host::Host for PluginState {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
+    }
+}
+
+/// The contract's `catalog` import: answered from the facts the call was handed.
+impl catalog::Host for PluginState {
+    fn describe_function(&mut self, name: String) -> Option<FunctionInfo> {
+        self.catalog.as_ref()?.info(&name)
     }
 }

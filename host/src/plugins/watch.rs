@@ -7,7 +7,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use super::PluginHost;
+use super::host::PluginHost;
 
 /// Keeps the watcher alive; `trigger` asks for a reload (SIGHUP does).
 pub struct WatchHandle {
