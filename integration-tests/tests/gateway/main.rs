@@ -14,6 +14,7 @@ mod demo;
 mod docs;
 mod hidden_writes;
 mod hostile_upstream;
+mod layout;
 mod limits;
 mod login;
 mod masking;
