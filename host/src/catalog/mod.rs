@@ -259,16 +259,30 @@ impl Snapshot {
     /// name it does not know is newer than the read (created in the same transaction, or since
     /// the last refresh), or names nothing: the caller assumes the worst.
     pub fn known_function(&self, name: &str) -> bool {
+        self.user_function(name) || self.builtin_function(name)
+    }
+
+    /// What a statement calling `name` must assume: `None` for a built-in, `Some(volatile)` for
+    /// a user-defined function, `Some(true)` for one the catalog read does not know.
+    pub fn function_facts(&self, name: &str) -> Option<bool> {
         if self.user_function(name) {
-            return true;
+            Some(self.volatile_user_function(name))
+        } else if self.builtin_function(name) {
+            None
+        } else {
+            Some(true)
         }
+    }
+
+    /// Whether `name` (bare, or qualified `pg_catalog.`/`information_schema.`) is a built-in.
+    fn builtin_function(&self, name: &str) -> bool {
         match name.rsplit_once('.') {
             None => self.builtins.contains(name),
             Some((qualifier, bare)) => {
-                let qualifier = qualifier.to_ascii_lowercase();
+                let schema = qualifier.rsplit('.').next().unwrap_or(qualifier);
                 SYSTEM_SCHEMAS
                     .iter()
-                    .any(|s| qualifier == *s || qualifier.ends_with(&format!(".{s}")))
+                    .any(|s| schema.eq_ignore_ascii_case(s))
                     && self.builtins.contains(bare)
             }
         }

@@ -65,14 +65,7 @@ pub async fn read_catalog(
 }
 
 fn function_row(body: &[u8]) -> Option<CatalogFunction> {
-    let values = data_row_values(body)?;
-    let text = |i: usize| -> Option<String> {
-        values
-            .get(i)
-            .copied()
-            .flatten()
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
+    let text = texts(body)?;
     Some(CatalogFunction {
         schema: text(0)?,
         name: text(1)?,
@@ -81,14 +74,7 @@ fn function_row(body: &[u8]) -> Option<CatalogFunction> {
 }
 
 fn catalog_row(body: &[u8]) -> Option<CatalogRow> {
-    let values = data_row_values(body)?;
-    let text = |i: usize| -> Option<String> {
-        values
-            .get(i)
-            .copied()
-            .flatten()
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
+    let text = texts(body)?;
     Some(CatalogRow {
         oid: text(0)?.parse().ok()?,
         schema: text(1)?,
@@ -98,4 +84,14 @@ fn catalog_row(body: &[u8]) -> Option<CatalogRow> {
         column: text(5)?,
         view_definition: text(6),
     })
+}
+
+/// The values of a DataRow as text, by column (`None` for NULL or a column past the end); `None`
+/// for a malformed row.
+fn texts(body: &[u8]) -> Option<impl Fn(usize) -> Option<String>> {
+    let values: Vec<Option<String>> = data_row_values(body)?
+        .into_iter()
+        .map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    Some(move |i: usize| values.get(i).cloned().flatten())
 }

@@ -4,13 +4,20 @@
 //! each call that has those facts hands them to the plugin's store, and the import
 //! (`state.rs`) answers from there, without a database round trip inside a plugin call.
 
+use std::sync::Arc;
+
 use crate::analysis::{FunctionFacts, Statement};
 
 use super::bindings::v0_1::sluice::plugin::catalog::FunctionInfo;
 
-/// The catalog's answers for the functions of one call's statements.
+/// The catalog's answers for the functions of one call's statements. Built once per statement
+/// and handed to each plugin's call by reference count (nothing for a statement without
+/// functions, the common case).
 #[derive(Debug, Clone, Default)]
-pub struct CallCatalog {
+pub struct CallCatalog(Option<Arc<Answers>>);
+
+#[derive(Debug)]
+struct Answers {
     /// Every function the statements call, as the analysis lists them.
     listed: Vec<String>,
     /// The user-defined ones among them.
@@ -20,29 +27,24 @@ pub struct CallCatalog {
 impl CallCatalog {
     /// The answers for `statements`, whose catalog facts the gateway has read.
     pub fn of<'a>(statements: impl IntoIterator<Item = &'a Statement>) -> CallCatalog {
-        let mut catalog = CallCatalog::default();
+        let mut listed = Vec::new();
+        let mut user = Vec::new();
         for statement in statements {
-            catalog.listed.extend(statement.functions.iter().cloned());
-            catalog
-                .user
-                .extend(statement.user_functions.iter().cloned());
+            listed.extend(statement.functions.iter().cloned());
+            user.extend(statement.user_functions.iter().cloned());
         }
-        catalog
+        CallCatalog((!listed.is_empty()).then(|| Arc::new(Answers { listed, user })))
     }
 
     pub(super) fn info(&self, name: &str) -> Option<FunctionInfo> {
-        if !self.listed.iter().any(|f| f == name) {
+        let answers = self.0.as_ref()?;
+        if !answers.listed.iter().any(|f| f == name) {
             return None;
         }
-        Some(match self.user.iter().find(|f| f.name == name) {
-            Some(found) => FunctionInfo {
-                user_defined: true,
-                volatile: found.volatile,
-            },
-            None => FunctionInfo {
-                user_defined: false,
-                volatile: false,
-            },
+        let user = answers.user.iter().find(|f| f.name == name);
+        Some(FunctionInfo {
+            user_defined: user.is_some(),
+            volatile: user.is_some_and(|f| f.volatile),
         })
     }
 }
@@ -56,7 +58,7 @@ mod tests {
         let mut statements = crate::analysis::analyze_uncached("SELECT purge(1), lower('A')")
             .unwrap()
             .to_vec();
-        std::sync::Arc::make_mut(&mut statements[0].facts).user_functions = vec![FunctionFacts {
+        Arc::make_mut(&mut statements[0].facts).user_functions = vec![FunctionFacts {
             name: "purge".into(),
             volatile: true,
         }];

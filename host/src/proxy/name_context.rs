@@ -17,8 +17,6 @@
 //! - Nothing is taken back (`RESET`, the end of a `SET LOCAL`'s transaction): the lines only
 //!   grow, and so only narrow what a grant covers.
 
-use std::sync::Arc;
-
 use crate::analysis::{Statement, Wrapper};
 
 use crate::wire::frontend::pg_name;
@@ -34,7 +32,7 @@ const MAX_LINES: usize = 32;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Change {
     /// The statements (as sent) that change them.
-    texts: Arc<[String]>,
+    texts: Vec<String>,
     /// What it changes cannot be told from the text.
     unseen: bool,
     /// It declares a cursor over a change: each FETCH or MOVE runs it.
@@ -73,7 +71,7 @@ impl Change {
             }
         }
         Change {
-            texts: texts.into(),
+            texts,
             unseen: unseen || declares,
             declares,
             fetches,

@@ -367,22 +367,22 @@ pub(super) async fn catalog_facts(
     // Without a catalog, any function that is not plainly a built-in counts as user-defined
     // and volatile; so does one the catalog read does not know (created since, perhaps in
     // this very transaction).
-    let user = |f: &str| match &snapshot {
-        Some(snapshot) => snapshot.user_function(f) || !snapshot.known_function(f),
-        None => !f.starts_with("pg_catalog."),
-    };
-    let volatile = |f: &str| match &snapshot {
-        Some(snapshot) => snapshot.volatile_user_function(f) || !snapshot.known_function(f),
-        None => !f.starts_with("pg_catalog."),
+    // `Some(volatile)` for a function counted as user-defined: without a catalog, any that is
+    // not plainly a built-in, and with one, also one the read does not know (created since,
+    // perhaps in this very transaction).
+    let assumed = |f: &str| match &snapshot {
+        Some(snapshot) => snapshot.function_facts(f),
+        None => (!f.starts_with("pg_catalog.")).then_some(true),
     };
     for statement in statements.iter_mut() {
         let found: Vec<crate::analysis::FunctionFacts> = statement
             .functions
             .iter()
-            .filter(|f| user(f))
-            .map(|f| crate::analysis::FunctionFacts {
-                name: f.clone(),
-                volatile: volatile(f),
+            .filter_map(|f| {
+                assumed(f).map(|volatile| crate::analysis::FunctionFacts {
+                    name: f.clone(),
+                    volatile,
+                })
             })
             .collect();
         if found.is_empty() {
