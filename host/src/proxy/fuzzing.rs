@@ -10,7 +10,6 @@ use bytes::BytesMut;
 
 use super::gate::{Gate, HoldSignals};
 use super::progress::Progress;
-use super::refusal::Refusals;
 use super::session::{self, Idle};
 use super::shared::Shared;
 use super::startup::{InitialRequest, read_initial};
@@ -168,24 +167,25 @@ tls = "disable"
             client_addr: "127.0.0.1:1".into(),
             application_name: None,
         };
-        let refusals = Arc::new(Refusals::default());
+        let (requests, mut answers) = super::pipeline::pipeline();
         let (notices, mut notices_in) = tokio::sync::mpsc::unbounded_channel();
         let signals = HoldSignals {
             notices,
             cancelled: Default::default(),
         };
         // The audit trail runs too: its result matching reads the upstream's bytes.
-        let (trail, mut results) = Trail::new(self.shared.audit.clone(), info.clone());
+        let progress = Arc::new(Progress::default());
+        let (trail, mut results) =
+            Trail::new(self.shared.audit.clone(), info.clone(), progress.clone());
         // Masking tracks the relay too when the shared gateway has plugins.
         let (tracker, mut masker) = match super::masker::new(&self.shared, &info) {
             Some((tracker, masker)) => (Some(tracker), Some(masker)),
             None => (None, None),
         };
-        let progress = Arc::new(Progress::default());
         let mut gate = Gate::new(
             self.shared.clone(),
             info,
-            refusals.clone(),
+            requests,
             signals,
             trail,
             tracker,
@@ -201,20 +201,32 @@ tls = "disable"
             timeout: Duration::ZERO,
             cycles_done: &progress.done,
         };
+        let upstream_direction = async {
+            let end = session::upstream_to_client(
+                &mut upstream_in,
+                &mut to_client,
+                session::Relayed {
+                    answers: &mut answers,
+                    progress: &progress,
+                },
+                &mut notices_in,
+                results.as_mut(),
+                masker.as_mut(),
+            )
+            .await;
+            // Nothing more will be answered: the client direction, which may wait for answers
+            // (after opaque code, at a COPY), runs on to the end of its input as if every
+            // request had been answered.
+            progress
+                .done
+                .store(u64::MAX, std::sync::atomic::Ordering::Release);
+            progress.answered.notify_waiters();
+            end
+        };
         let both = async {
             tokio::join!(
                 session::client_to_upstream(&mut client_in, &mut to_upstream, &mut gate, idle),
-                session::upstream_to_client(
-                    &mut upstream_in,
-                    &mut to_client,
-                    session::Relayed {
-                        refusals: &refusals,
-                        progress: &progress,
-                    },
-                    &mut notices_in,
-                    results.as_mut(),
-                    masker.as_mut(),
-                ),
+                upstream_direction,
             )
         };
         self.runtime

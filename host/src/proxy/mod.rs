@@ -9,6 +9,7 @@ mod login;
 mod masker;
 mod name_context;
 mod opaque;
+mod pipeline;
 mod prepared;
 mod progress;
 mod reading;

@@ -2,7 +2,7 @@
 //! answered, whether a COPY FROM STDIN is open. Written by one direction each, read by the
 //! other and by the runaway watch; waiting on it is how one direction waits for the other.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 /// Where the session's requests stand, shared by both directions and the runaway watch.
 #[derive(Default)]
@@ -13,6 +13,9 @@ pub struct Progress {
     /// ReadyForQuery messages relayed to the client: the upstream's position in the client's
     /// request stream; written by the upstream direction only.
     pub done: AtomicU64,
+    /// The transaction status the last ReadyForQuery reported (`I`, `T`, `E`; zero before
+    /// the first), written before `done` counts it.
+    pub status: AtomicU8,
     /// Postgres has started a COPY FROM STDIN (its CopyInResponse was relayed) that the client
     /// has not ended yet.
     pub copy_in: AtomicBool,

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use super::gate::{Gate, HoldSignals};
 use super::login::Established;
 use super::masker::{Masker, Relay, Rows};
+use super::pipeline::{Answer, Answers, Owner, Request};
 use super::progress::Progress;
-use super::refusal::Refusals;
+use super::refusal;
 use super::shared::Shared;
 use super::trail::{Results, Trail};
 use crate::identity::SessionInfo;
@@ -151,18 +152,18 @@ pub async fn run(
         .unwrap_or_default();
     let expiry = tokio::time::sleep_until((Instant::now() + expires_in).into());
 
-    let refusals = Arc::new(Refusals::default());
+    let (requests, mut answers) = super::pipeline::pipeline();
     let (notices, mut notices_in) = mpsc::unbounded_channel();
     let signals = HoldSignals {
         notices,
         cancelled: cancel_key.cancelled.clone(),
     };
-    let (trail, mut results) = Trail::new(shared.audit.clone(), info.clone());
+    let progress = Arc::new(Progress::default());
+    let (trail, mut results) = Trail::new(shared.audit.clone(), info.clone(), progress.clone());
     let (tracker, mut masker) = match super::masker::new(shared, &info) {
         Some((tracker, masker)) => (Some(tracker), Some(masker)),
         None => (None, None),
     };
-    let progress = Arc::new(Progress::default());
     let upstream_db = shared.upstreams.get(&info.database).cloned();
     let budget = upstream_db
         .as_ref()
@@ -171,7 +172,7 @@ pub async fn run(
     let mut gate = Gate::new(
         shared.clone(),
         info,
-        refusals.clone(),
+        requests,
         signals,
         trail,
         tracker,
@@ -183,7 +184,7 @@ pub async fn run(
     };
     let end = tokio::select! {
         end = client_to_upstream(&mut client_in, &mut up_out, &mut gate, idle) => end,
-        end = upstream_to_client(&mut up_in, &mut client_out, Relayed { refusals: &refusals, progress: &progress }, &mut notices_in, results.as_mut(), masker.as_mut()) => end,
+        end = upstream_to_client(&mut up_in, &mut client_out, Relayed { answers: &mut answers, progress: &progress }, &mut notices_in, results.as_mut(), masker.as_mut()) => end,
         () = super::runaway::watch(
             budget + shared.config.limits.statement_timeout_grace,
             &progress.sent,
@@ -316,8 +317,8 @@ pub(super) async fn client_to_upstream<R: AsyncRead + Unpin, W: AsyncWrite + Unp
 
 /// What the upstream direction shares with the client direction while it relays.
 pub(super) struct Relayed<'a> {
-    /// Refused messages whose answers are rewritten.
-    pub refusals: &'a Refusals,
+    /// Which request each answer belongs to.
+    pub answers: &'a mut Answers,
     pub progress: &'a Progress,
 }
 
@@ -329,7 +330,7 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
     mut results: Option<&mut Results>,
     mut masker: Option<&mut Masker>,
 ) -> SessionEnd {
-    let Relayed { refusals, progress } = relayed;
+    let Relayed { answers, progress } = relayed;
     let (cycles_done, copy_in) = (&progress.done, &progress.copy_in);
     // An ErrorResponse in the request cycle being answered.
     let mut cycle_failed = false;
@@ -365,18 +366,23 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
                 tracing::warn!(reason = %why, "session ended: the upstream reads statements differently now");
                 return SessionEnd::ReadingChanged(why);
             }
-            match frame.tag() {
+            let answer = answers.answer(frame.tag(), frame.body());
+            match &answer {
+                Answer::Unmatched(unmatched) => {
+                    tracing::error!(%unmatched, "session ended: an answer matches no request");
+                    return SessionEnd::UpstreamProtocol(unmatched.to_string());
+                }
                 // Set before the client can see it: its CopyData follows the CopyInResponse.
-                b'G' => {
+                Answer::Within(_) if frame.tag() == b'G' => {
                     copy_in.store(true, Ordering::Release);
                     progress.answered.notify_waiters();
                 }
-                b'E' => {
+                Answer::Failed { .. } => {
                     cycle_failed = true;
                     progress.cycle_failing.store(true, Ordering::Release);
                     progress.answered.notify_waiters();
                 }
-                b'Z' => {
+                Answer::Ready { status, .. } => {
                     progress.cycle_failing.store(false, Ordering::Release);
                     if cycle_failed && progress.forgets_pending.load(Ordering::Acquire) {
                         let answered = cycles_done.load(Ordering::Relaxed);
@@ -385,37 +391,49 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
                         }
                     }
                     cycle_failed = false;
+                    progress.status.store(*status, Ordering::Release);
                 }
                 _ => {}
             }
             said_fatal = frame.tag() == b'E' && is_fatal(frame.body());
             rows_queued |= frame.tag() == b'D';
-            if let Some(results) = results.as_deref_mut() {
-                results.saw(frame.tag(), frame.body());
+            if let Some(results) = results.as_deref() {
+                results.answered(frame.tag(), frame.body(), &answer);
             }
-            let done = cycles_done.load(Ordering::Relaxed);
-            let refused = match frame.tag() {
-                b'E' if refusals.any() => refusals.rewrite(done, frame.body()),
+            // The failure of a refused message's substitute becomes the gateway's refusal.
+            let refused = match &answer {
+                Answer::Failed {
+                    owner:
+                        Some(Owner {
+                            request: Request::Refused(refused),
+                            ..
+                        }),
+                    ..
+                } => {
+                    let rewritten = refusal::rewrite(refused, frame.body()).cloned();
+                    if rewritten.is_none() {
+                        tracing::warn!("a refused message's substitute failed with another error");
+                    }
+                    rewritten
+                }
                 _ => None,
             };
             let relay = match masker.as_deref_mut() {
-                Some(m) if m.tracking(done) => match &refused {
+                Some(m) => match &refused {
                     Some(_) => {
                         m.idle(client).await;
                         m.failed();
                         Relay::Pass
                     }
-                    None => m.relay(&frame, client, results.as_deref_mut()).await,
+                    None => m.relay(&frame, &answer, client).await,
                 },
-                _ => Relay::Pass,
+                None => Relay::Pass,
             };
             match (frame.tag(), relay, refused) {
                 (b'E', _, Some(replacement)) => client.queue(&replacement),
                 (b'Z', _, _) => {
                     // This direction is the only writer.
-                    if refusals.any() {
-                        refusals.cycle_done(done);
-                    }
+                    let done = cycles_done.load(Ordering::Relaxed);
                     cycles_done.store(done + 1, Ordering::Release);
                     progress.answered.notify_waiters();
                     client.queue(frame.raw());
@@ -424,9 +442,7 @@ pub(super) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
                 (_, Relay::Replace(replacement), _) => client.queue(&replacement),
                 (_, Relay::Drop, _) => {}
             }
-            // Read again: a ReadyForQuery just relayed starts the next cycle.
-            let done = cycles_done.load(Ordering::Relaxed);
-            if relay_rows(upstream, client, masker.as_deref(), done) > 0 {
+            if relay_rows(upstream, client, answers, masker.as_deref()) > 0 {
                 said_fatal = false;
                 rows_queued = true;
             }
@@ -472,21 +488,25 @@ async fn answerable(results: Option<&mut Results>) -> Option<SessionEnd> {
 }
 
 /// DataRows already buffered go to the client without a frame each: copied as one run when
-/// nothing masks them, rewritten by the current plan otherwise. A row the masker must see itself
-/// (the first of an Execute, which makes its plan; rows for a batched transform) is left for the
+/// nothing masks them, rewritten by the current plan otherwise. Only rows of the result being
+/// answered take this path; a row the masker must see itself (the first of an Execute, which
+/// makes its plan; rows for a batched transform), or one no request owes, is left for the
 /// frame path. Returns the bytes taken.
 fn relay_rows<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     upstream: &mut FrameReader<R>,
     client: &mut FrameWriter<W>,
+    answers: &mut Answers,
     masker: Option<&Masker>,
-    cycles_done: u64,
 ) -> usize {
+    if !answers.in_result() {
+        return 0;
+    }
     let rows = match masker {
-        Some(m) if m.tracking(cycles_done) => match m.rows() {
+        Some(m) => match m.rows() {
             Some(rows) => rows,
             None => return 0,
         },
-        _ => Rows::Unmasked,
+        None => Rows::Unmasked,
     };
     match rows {
         Rows::Unmasked => upstream.take_run(b'D', |run| client.queue(run)),

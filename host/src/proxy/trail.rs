@@ -1,14 +1,10 @@
 //! A session's audit trail: the record of each statement text decided (Query, Parse) and of
 //! each execution of a prepared statement (Bind), written before the message goes upstream,
-//! and the result of each statement that went, matched to the upstream's answers in order.
-//!
-//! Matching: the client direction announces, in the order it forwards them, each statement
-//! that will produce a result (every statement of a Query, every Execute) and the end of each
-//! request cycle (Query, Sync, FunctionCall). The upstream direction pairs CommandComplete,
-//! EmptyQueryResponse and PortalSuspended with the oldest announced statement, an
-//! ErrorResponse with it as failed, and at ReadyForQuery records the statements of the cycle
-//! that never answered as skipped (Postgres skips the rest of a query string or of a pipeline
-//! after an error).
+//! and the result of each statement that went, read from the session's request/answer matching
+//! (`pipeline.rs`): CommandComplete, EmptyQueryResponse and PortalSuspended complete a
+//! statement, an ErrorResponse fails the execution the cycle owes first, and the statements
+//! Postgres then skips (the rest of a query string, or of a pipeline up to Sync) are recorded
+//! as skipped.
 //!
 //! With fsync durability, a statement that cannot change anything by running now (see
 //! [`Effect`]) is forwarded once its record is written, and the upstream direction holds rows
@@ -16,91 +12,59 @@
 //! the session is in a transaction block comes from the last ReadyForQuery, trusted only for the
 //! first statement of a request cycle that starts with every earlier cycle answered.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
-use tokio::sync::mpsc;
-
+use super::pipeline::{Answer, Record, Request};
+use super::progress::Progress;
 use crate::analysis::{Effect, Statement};
 use crate::audit::{Audit, AuditError, Event, StatementRecord};
 pub use crate::audit::{Decided, Decision};
 use crate::config::StatementText;
 use crate::identity::SessionInfo;
 
-/// What the upstream direction should expect next.
-#[derive(Debug)]
-pub enum Expect {
-    /// A statement that will answer (or be skipped): its record number and its part of a
-    /// multi-statement Query.
-    Statement {
-        statement: u64,
-        part: u32,
-        started: Instant,
-    },
-    /// The ReadyForQuery ending a request cycle.
-    CycleEnd,
-}
-
-/// What both halves share.
-#[derive(Default)]
-struct Common {
-    /// Log bytes that must be on disk before anything more reaches the client.
-    hold: AtomicU64,
-    /// ReadyForQuery messages seen (upper bits) and the last one's transaction status (low
-    /// byte).
-    position: AtomicU64,
-}
-
-fn position(cycles_done: u64, status: u8) -> u64 {
-    cycles_done << 8 | u64::from(status)
-}
-
 /// The client direction's half.
 pub struct Trail {
     audit: Arc<Audit>,
     info: SessionInfo,
-    expect: mpsc::UnboundedSender<Expect>,
-    common: Arc<Common>,
+    /// Log bytes that must be on disk before anything more reaches the client.
+    hold: Arc<AtomicU64>,
+    /// Where the session's requests stand: whether the last ReadyForQuery answered every
+    /// request cycle sent, and in which transaction status.
+    progress: Arc<Progress>,
     next: u64,
     /// Prepared statement name → its Parse's record number and its statements' effect.
     prepared: HashMap<String, (u64, Effect)>,
     /// Portal name → its Bind's record number.
     portals: HashMap<String, u64>,
-    /// Request cycles announced so far.
-    cycles: u64,
     /// No statement was recorded yet in the cycle the client is sending now.
     cycle_fresh: bool,
 }
 
 impl Trail {
-    /// The trail and the receiver the upstream direction reads expectations from (`None`
-    /// when auditing is off: nothing is tracked).
-    pub fn new(audit: Arc<Audit>, info: SessionInfo) -> (Trail, Option<Results>) {
-        let (expect, expected) = mpsc::unbounded_channel();
-        let common = Arc::new(Common {
-            hold: AtomicU64::new(0),
-            position: AtomicU64::new(position(0, b'I')),
-        });
+    /// The trail and its upstream direction's half (`None` when auditing is off: nothing is
+    /// recorded).
+    pub fn new(
+        audit: Arc<Audit>,
+        info: SessionInfo,
+        progress: Arc<Progress>,
+    ) -> (Trail, Option<Results>) {
+        let hold = Arc::new(AtomicU64::new(0));
         let results = audit.enabled().then(|| Results {
             audit: audit.clone(),
             session: info.id,
-            expected,
-            pending: VecDeque::new(),
-            common: common.clone(),
-            cycles_done: 0,
+            hold: hold.clone(),
             answerable: 0,
         });
         let trail = Trail {
             audit,
             info,
-            expect,
-            common,
+            hold,
+            progress,
             next: 0,
             prepared: HashMap::new(),
             portals: HashMap::new(),
-            cycles: 0,
             cycle_fresh: true,
         };
         (trail, results)
@@ -157,8 +121,11 @@ impl Trail {
     /// runs: known only when every earlier request cycle has been answered and nothing else
     /// ran in this one yet (a COMMIT earlier in a pipeline ends the block it started in).
     fn in_block(&self) -> bool {
-        let now = self.common.position.load(Ordering::Acquire);
-        self.cycle_fresh && now >> 8 == self.cycles && matches!((now & 0xff) as u8, b'T' | b'E')
+        let sent = self.progress.sent.load(Ordering::Acquire);
+        // The status is written before the count of cycles answered.
+        self.cycle_fresh
+            && self.progress.done.load(Ordering::Acquire) == sent
+            && matches!(self.progress.status.load(Ordering::Acquire), b'T' | b'E')
     }
 
     /// A Parse under `name` was refused: what Postgres holds under it is nothing we recorded.
@@ -244,38 +211,20 @@ impl Trail {
             return self.audit.durable(event).await;
         }
         let bytes = self.audit.durable_before_answer(event).await?;
-        self.common.hold.fetch_max(bytes, Ordering::AcqRel);
+        self.hold.fetch_max(bytes, Ordering::AcqRel);
         Ok(())
     }
 
-    /// Statement `statement` (with `parts` statements) went upstream in a Query.
-    pub fn expect_query(&self, statement: u64, parts: usize) {
-        let started = Instant::now();
-        for part in 0..parts.max(1) {
-            let _ = self.expect.send(Expect::Statement {
-                statement,
-                part: part as u32,
-                started,
-            });
-        }
+    /// The audit record of the execution an Execute of `portal` runs (its Bind's).
+    pub fn execution(&self, portal: &str) -> Option<Record> {
+        self.portals
+            .get(portal)
+            .map(|&statement| Record::now(statement))
     }
 
-    /// An Execute of `portal` went upstream.
-    pub fn expect_execute(&self, portal: &str) {
-        if let Some(&statement) = self.portals.get(portal) {
-            let _ = self.expect.send(Expect::Statement {
-                statement,
-                part: 0,
-                started: Instant::now(),
-            });
-        }
-    }
-
-    /// A Query, Sync or FunctionCall went upstream: a ReadyForQuery will end its cycle.
-    pub fn expect_cycle_end(&mut self) {
-        self.cycles += 1;
+    /// A Query, Sync or FunctionCall went upstream: the next message starts a new cycle.
+    pub fn cycle_closed(&mut self) {
         self.cycle_fresh = true;
-        let _ = self.expect.send(Expect::CycleEnd);
     }
 }
 
@@ -291,14 +240,11 @@ fn effect_of(statements: Option<&[Statement]>) -> Effect {
     }
 }
 
-/// The upstream direction's half: pairs answers with announced statements.
+/// The upstream direction's half: records the results the pipeline matched to statements.
 pub struct Results {
     audit: Arc<Audit>,
     session: u64,
-    expected: mpsc::UnboundedReceiver<Expect>,
-    pending: VecDeque<Expect>,
-    common: Arc<Common>,
-    cycles_done: u64,
+    hold: Arc<AtomicU64>,
     /// Log bytes known to be on disk already.
     answerable: u64,
 }
@@ -307,7 +253,7 @@ impl Results {
     /// Returns once the rows queued for the client may go: the records of the statements
     /// forwarded without waiting for the disk are on it. An error: they may never be.
     pub async fn answerable(&mut self) -> Result<(), AuditError> {
-        let hold = self.common.hold.load(Ordering::Acquire);
+        let hold = self.hold.load(Ordering::Acquire);
         if hold > self.answerable {
             self.audit.answerable(hold).await?;
             self.answerable = hold;
@@ -315,79 +261,78 @@ impl Results {
         Ok(())
     }
 
-    fn refill(&mut self) {
-        while let Ok(expect) = self.expected.try_recv() {
-            self.pending.push_back(expect);
-        }
-    }
-
-    /// The record number of the statement the upstream is answering now, if known.
-    pub fn current_statement(&mut self) -> Option<u64> {
-        self.refill();
-        match self.pending.front() {
-            Some(Expect::Statement { statement, .. }) => Some(*statement),
-            _ => None,
-        }
-    }
-
-    /// Looks at one message from the upstream.
-    pub fn saw(&mut self, tag: u8, body: &[u8]) {
-        match tag {
-            b'C' | b'I' | b's' | b'E' => {
-                self.refill();
-                let Some(Expect::Statement { .. }) = self.pending.front() else {
+    /// Records what the upstream message `tag` (with `body`), matched as `answer`, says of the
+    /// statements the session runs.
+    pub fn answered(&self, tag: u8, body: &[u8], answer: &Answer<'_>) {
+        match answer {
+            Answer::Complete(owner) => {
+                let Some(record) = owner.request.record() else {
                     return;
                 };
-                let Some(Expect::Statement {
-                    statement,
-                    part,
-                    started,
-                }) = self.pending.pop_front()
-                else {
-                    return;
+                let (outcome, tag) = match tag {
+                    b'C' => ("ok", crate::wire::frontend::cstr(body).0.map(str::to_owned)),
+                    b's' => ("suspended", None),
+                    _ => ("ok", None),
                 };
-                let (outcome, tag_text, sqlstate) = match tag {
-                    b'C' => (
-                        "ok",
-                        crate::wire::frontend::cstr(body).0.map(str::to_owned),
-                        None,
-                    ),
-                    b'E' => ("error", None, crate::wire::backend::error_field(body, b'C')),
-                    b's' => ("suspended", None, None),
-                    _ => ("ok", None, None),
-                };
-                self.result(statement, part, outcome, tag_text, sqlstate, started);
+                self.result(record, owner.part, outcome, tag, None);
             }
-            b'Z' => {
-                self.cycles_done += 1;
-                let status = body.first().copied().unwrap_or(b'I');
-                self.common
-                    .position
-                    .store(position(self.cycles_done, status), Ordering::Release);
-                self.refill();
-                while let Some(expect) = self.pending.pop_front() {
-                    match expect {
-                        Expect::CycleEnd => break,
-                        Expect::Statement {
-                            statement,
-                            part,
-                            started,
-                        } => self.result(statement, part, "skipped", None, None, started),
+            Answer::Failed { owner, skipped } => {
+                // The error is the outcome of the execution the cycle owed first: the failed
+                // statement itself, or the one a failed Parse or Bind was to run. A refused
+                // message's failure is the gateway's own, recorded as its decision.
+                let mut error = crate::wire::backend::error_field(body, b'C');
+                let refused = owner.is_some_and(|o| matches!(o.request, Request::Refused(_)));
+                if refused {
+                    error = None;
+                }
+                if let Some(owner) = owner
+                    && let Some(record) = owner.request.record()
+                {
+                    self.result(record, owner.part, "error", None, error.take());
+                    self.skipped_after(owner.request, record, owner.part + 1);
+                }
+                for request in *skipped {
+                    let Some(record) = request.record() else {
+                        continue;
+                    };
+                    match error.take() {
+                        Some(sqlstate) if !refused => {
+                            self.result(record, 0, "error", None, Some(sqlstate));
+                            self.skipped_after(request, record, 1);
+                        }
+                        _ => self.skipped_after(request, record, 0),
                     }
                 }
             }
-            _ => {}
+            Answer::Ready { skipped, .. } => {
+                for request in *skipped {
+                    if let Some(record) = request.record() {
+                        self.skipped_after(request, record, 0);
+                    }
+                }
+            }
+            Answer::Aside | Answer::Within(_) | Answer::Unmatched(_) => {}
+        }
+    }
+
+    /// Records `request`'s statements from `part` on as skipped.
+    fn skipped_after(&self, request: &Request, record: Record, part: u32) {
+        let parts = match request {
+            Request::Query(query) => query.parts.unwrap_or(1),
+            _ => 1,
+        };
+        for part in part..parts {
+            self.result(record, part, "skipped", None, None);
         }
     }
 
     fn result(
         &self,
-        statement: u64,
+        record: Record,
         part: u32,
         outcome: &'static str,
         tag: Option<String>,
         sqlstate: Option<String>,
-        started: Instant,
     ) {
         let rows = tag
             .as_deref()
@@ -395,13 +340,13 @@ impl Results {
             .and_then(|n| n.parse().ok());
         self.audit.record(Event::Result {
             session: self.session,
-            statement,
+            statement: record.statement,
             part,
             outcome,
             tag,
             rows,
             sqlstate,
-            duration_us: started.elapsed().as_micros() as u64,
+            duration_us: record.started.elapsed().as_micros() as u64,
         });
     }
 }
@@ -430,18 +375,29 @@ mod tests {
         }
     }
 
+    /// The client direction closed a request cycle.
+    fn cycle_sent(trail: &mut Trail) {
+        trail.progress.sent.fetch_add(1, Ordering::AcqRel);
+        trail.cycle_closed();
+    }
+
+    /// The upstream direction relayed a ReadyForQuery with `status`.
+    fn answered(progress: &Progress, status: u8) {
+        progress.status.store(status, Ordering::Release);
+        progress.done.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Records `sql` as a Query and says whether it waited for the disk before returning
     /// (instead of leaving its answer to wait).
     async fn synced_before_forwarding(trail: &mut Trail, results: &mut Results, sql: &str) -> bool {
-        let held = trail.common.hold.load(Ordering::Acquire);
+        let held = trail.hold.load(Ordering::Acquire);
         let statements = crate::analysis::analyze_uncached(sql).unwrap();
         trail
             .text("query", Some(sql), Some(&statements[..]), &[], allowed())
             .await
             .unwrap();
-        let waits_for_answer = trail.common.hold.load(Ordering::Acquire) > held;
-        // The cycle's answer.
-        trail.expect_cycle_end();
+        let waits_for_answer = trail.hold.load(Ordering::Acquire) > held;
+        cycle_sent(trail);
         results.answerable().await.unwrap();
         !waits_for_answer
     }
@@ -455,33 +411,34 @@ mod tests {
         };
         let audit =
             Arc::new(Audit::start(&config, dir.path().join("audit.jsonl"), None, None).unwrap());
-        let (mut trail, results) = Trail::new(audit.clone(), info());
+        let progress = Arc::new(Progress::default());
+        let (mut trail, results) = Trail::new(audit.clone(), info(), progress.clone());
         let mut results = results.unwrap();
-        let idle = |results: &mut Results| results.saw(b'Z', b"I");
-        let in_block = |results: &mut Results| results.saw(b'Z', b"T");
+        let idle = || answered(&progress, b'I');
+        let in_block = || answered(&progress, b'T');
 
         assert!(!synced_before_forwarding(&mut trail, &mut results, "SELECT 1").await);
-        idle(&mut results);
+        idle();
         assert!(synced_before_forwarding(&mut trail, &mut results, "UPDATE t SET v = 1").await);
-        idle(&mut results);
+        idle();
         assert!(!synced_before_forwarding(&mut trail, &mut results, "BEGIN").await);
-        in_block(&mut results);
+        in_block();
         assert!(!synced_before_forwarding(&mut trail, &mut results, "UPDATE t SET v = 1").await);
-        in_block(&mut results);
+        in_block();
         assert!(synced_before_forwarding(&mut trail, &mut results, "SELECT nextval('s')").await);
-        in_block(&mut results);
+        in_block();
         assert!(synced_before_forwarding(&mut trail, &mut results, "COMMIT").await);
-        idle(&mut results);
+        idle();
 
         // Unanswered cycles: the transaction status is not known, so a write waits.
         assert!(!synced_before_forwarding(&mut trail, &mut results, "BEGIN").await);
         assert!(synced_before_forwarding(&mut trail, &mut results, "UPDATE t SET v = 1").await);
-        in_block(&mut results);
-        in_block(&mut results);
+        in_block();
+        in_block();
 
         // Extended protocol: a Parse runs nothing; its Bind is judged as the statement.
         let update = crate::analysis::analyze_uncached("UPDATE t SET v = $1").unwrap();
-        let held = trail.common.hold.load(Ordering::Acquire);
+        let held = trail.hold.load(Ordering::Acquire);
         trail
             .text(
                 "parse",
@@ -494,20 +451,20 @@ mod tests {
             .unwrap();
         trail.prepared("u", 9, Some(&update[..]));
         assert!(
-            trail.common.hold.load(Ordering::Acquire) > held,
+            trail.hold.load(Ordering::Acquire) > held,
             "a Parse does not wait"
         );
-        let held = trail.common.hold.load(Ordering::Acquire);
+        let held = trail.hold.load(Ordering::Acquire);
         trail.bind("u", "", &[], allowed()).await.unwrap();
         assert!(
-            trail.common.hold.load(Ordering::Acquire) > held,
+            trail.hold.load(Ordering::Acquire) > held,
             "inside the block"
         );
         // A second execution in the same cycle may follow a COMMIT: it waits.
-        let held = trail.common.hold.load(Ordering::Acquire);
+        let held = trail.hold.load(Ordering::Acquire);
         trail.bind("u", "", &[], allowed()).await.unwrap();
-        assert_eq!(trail.common.hold.load(Ordering::Acquire), held);
-        trail.expect_cycle_end();
+        assert_eq!(trail.hold.load(Ordering::Acquire), held);
+        cycle_sent(&mut trail);
         results.answerable().await.unwrap();
         audit.close().await;
     }

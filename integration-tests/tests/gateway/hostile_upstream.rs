@@ -1,5 +1,6 @@
-//! An upstream that breaks the protocol (compromised, or not Postgres at all) ends only the
-//! session that uses it, with FATAL 08006; the gateway and sessions on other upstreams carry on.
+//! An upstream that breaks the protocol (compromised, or not Postgres at all: malformed
+//! messages, or answers to nothing the gateway asked) ends only the session that uses it, with
+//! FATAL 08006; the gateway and sessions on other upstreams carry on.
 //! The hostile upstream is a raw socket speaking just enough of the protocol to log in, then
 //! answering each query text with the malformed bytes that text names.
 
@@ -54,6 +55,18 @@ fn query_reply(sql: &str) -> (Vec<u8>, bool) {
         "huge length" => (vec![b'D', 0x7f, 0xff, 0xff, 0xff], false),
         "length longer than the data" => (vec![b'C', 0, 0, 0, 100, b'S', b'E'], true),
         "silent hang-up" => (Vec::new(), true),
+        // Well-formed messages that answer nothing the gateway asked: masking and audit cannot
+        // tell which statement they belong to.
+        "an answer to a request never sent" => ([message(b'1', b""), ready].concat(), false),
+        "rows after the result completed" => (
+            [
+                message(b'C', b"SELECT 0\0"),
+                message(b'D', &[0, 1, 0, 0, 0, 2, b'o', b'k']),
+                ready,
+            ]
+            .concat(),
+            false,
+        ),
         _ => {
             let mut row = BytesMut::new();
             row.put_i16(1);
@@ -194,6 +207,8 @@ async fn malformed_upstream_messages_after_login_end_that_session_with_08006() {
         "length shorter than its header",
         "length longer than the data",
         "silent hang-up",
+        "an answer to a request never sent",
+        "rows after the result completed",
     ] {
         let client = connect_hostile(&gw, "agent").await.unwrap();
         // The hostile upstream behaves until asked to misbehave.

@@ -21,9 +21,10 @@ use tracing::Instrument;
 use super::masker::{Tracker, Unplannable};
 use super::name_context::{Change, NameContext};
 use super::opaque::OpaqueCode;
+use super::pipeline::{self, Request, Requests, Target};
 use super::prepared::{Judged, NamedStatements};
 use super::progress::Progress;
-use super::refusal::Refusals;
+use super::refusal;
 use super::trail::{Decided, Decision, Trail};
 use super::unnamed::{Runs, Unnamed, UnnamedStatements};
 use crate::analysis::{PreparedOp, Statement, Wrapper};
@@ -65,7 +66,8 @@ pub struct Gate {
     info: SessionInfo,
     /// `None` when no plugin directory is configured.
     instances: Option<SessionPlugins>,
-    refusals: Arc<Refusals>,
+    /// Announces each message queued upstream that Postgres answers, in order.
+    requests: Requests,
     /// ReadyForQuery-producing messages forwarded so far (Query, Sync, FunctionCall).
     cycles: u64,
     /// The last message processed closed a request cycle.
@@ -124,7 +126,7 @@ impl Gate {
     pub fn new(
         shared: Arc<Shared>,
         info: SessionInfo,
-        refusals: Arc<Refusals>,
+        requests: Requests,
         signals: HoldSignals,
         trail: Trail,
         tracker: Option<Tracker>,
@@ -144,7 +146,7 @@ impl Gate {
             shared,
             info,
             instances,
-            refusals,
+            requests,
             cycles: 0,
             between_cycles: true,
             statements: 0,
@@ -316,14 +318,11 @@ impl Gate {
                         self.progress.forgets_pending.store(true, Ordering::Release);
                         covered_bind = binds_it && approval;
                     }
-                    out.queue(held.frame.raw())
+                    self.send(out, held.frame.raw(), Request::Parse)
                 }
-                Some(Refusal {
-                    sqlstate: code,
-                    message,
-                }) => {
+                Some(refusal) => {
                     self.trail.refused_parse("");
-                    out.queue(&self.refused_until_sync("", code, &message))
+                    self.refuse_until_sync(out, "", &refusal)
                 }
             }
         }
@@ -335,36 +334,39 @@ impl Gate {
                 let (refusal, id) = self.record_text("query", sql, &[], refusal).await;
                 match refusal {
                     None => {
-                        if auditing {
-                            let parts = self.last.statements.as_ref().map_or(1, |s| s.len());
-                            self.trail.expect_query(id, parts);
-                        }
-                        if let Some(tracker) = &mut self.tracker {
-                            tracker.query(self.last.statements.as_deref().unwrap_or_default());
-                        }
+                        let statements = self.last.statements.as_deref();
+                        let query = pipeline::Query {
+                            // An empty query string is answered too (EmptyQueryResponse).
+                            parts: statements.map(|s| s.len().max(1) as u32),
+                            record: auditing.then(|| pipeline::Record::now(id)),
+                            sources: self
+                                .tracker
+                                .as_mut()
+                                .and_then(|t| t.query(statements.unwrap_or_default())),
+                        };
                         self.forwarded(true);
                         self.opaque.queried(self.last.opaque);
                         self.names.queried(&self.last.names);
                         if self.last_copies_in() {
                             self.copy_pending = Some(self.cycles);
                         }
-                        out.queue(frame.raw())
+                        self.send(out, frame.raw(), Request::Query(query))
                     }
-                    Some(Refusal {
-                        sqlstate: code,
-                        message,
-                    }) => out.queue(&self.refusals.query(self.cycles, code, &message)),
+                    Some(refusal) => {
+                        let (substitute, request) = refusal::query(&refusal);
+                        self.send(out, &substitute, request)
+                    }
                 }
             }
             // A Parse after opaque code in the same cycle could be read under settings that code
             // changed, which Postgres reports only at the cycle's end.
             b'P' if self.opaque.parse_refused() => {
                 let name = pg_name(cstr(frame.body()).0.unwrap_or(""));
-                out.queue(&self.refused_until_sync(
-                    name,
+                let refusal = Refusal::new(
                     sqlstate::INSUFFICIENT_PRIVILEGE,
                     "sluice: a Parse may not follow the execution of a DO block, CALL or user-defined function before Sync: send Sync after it",
-                ))
+                );
+                self.refuse_until_sync(out, name, &refusal)
             }
             b'P' => {
                 let (name, rest) = cstr(frame.body());
@@ -422,14 +424,11 @@ impl Gate {
                                 self.last.names.clone(),
                             );
                         }
-                        out.queue(frame.raw())
+                        self.send(out, frame.raw(), Request::Parse)
                     }
-                    Some(Refusal {
-                        sqlstate: code,
-                        message,
-                    }) => {
+                    Some(refusal) => {
                         self.trail.refused_parse(name);
-                        out.queue(&self.refused_until_sync(name, code, &message))
+                        self.refuse_until_sync(out, name, &refusal)
                     }
                 }
             }
@@ -437,7 +436,7 @@ impl Gate {
             // statement in this session needs approval, or for the audit record.
             // Nothing to check at a Bind: no policy, no audit record, no masking.
             b'B' if !self.policies_loaded() && !auditing && !self.tracking() => {
-                out.queue(frame.raw())
+                self.send(out, frame.raw(), Request::Bind)
             }
             b'B' => {
                 let (portal, rest) = cstr(frame.body());
@@ -568,13 +567,10 @@ impl Gate {
                         } else {
                             self.copy_portals.remove(portal);
                         }
-                        out.queue(frame.raw())
+                        self.send(out, frame.raw(), Request::Bind)
                     }
                     // Fails at the Bind's place; Postgres then skips to Sync.
-                    Some(Refusal {
-                        sqlstate: code,
-                        message,
-                    }) => out.queue(&self.refused_until_sync("", code, &message)),
+                    Some(refusal) => self.refuse_until_sync(out, "", &refusal),
                 }
             }
             b'E' => {
@@ -584,60 +580,114 @@ impl Gate {
                 }
                 self.opaque.executed(portal);
                 self.names.executed(portal);
-                if auditing {
-                    self.trail.expect_execute(portal);
-                }
-                if let Some(tracker) = &mut self.tracker {
-                    tracker.execute(portal, out);
-                }
-                out.queue(frame.raw())
+                let record = auditing.then(|| self.trail.execution(portal)).flatten();
+                let portal = pg_name(portal);
+                let masking = self.tracker.as_mut().and_then(|t| t.execute(portal));
+                let plan = match masking {
+                    Some(execution) => {
+                        if let Some(source) = execution.describe_first {
+                            // Its rows are described by nothing yet: a Describe of the portal
+                            // goes first, answered to the gateway only.
+                            let mut describe = bytes::BytesMut::new();
+                            postgres_protocol::message::frontend::describe(
+                                b'P',
+                                portal,
+                                &mut describe,
+                            )
+                            .expect("portal names from the client are NUL-free");
+                            let request = Request::Describe(pipeline::Describe {
+                                target: Target::Portal(portal.to_owned()),
+                                injected: true,
+                                record: record.map(|r| r.statement),
+                                source: Some(source),
+                            });
+                            self.send(out, &describe, request);
+                        }
+                        Some(execution.plan)
+                    }
+                    None => None,
+                };
+                let execute = pipeline::Execute {
+                    portal: portal.to_owned(),
+                    record,
+                    plan,
+                };
+                self.send(out, frame.raw(), Request::Execute(execute))
             }
             b'D' => {
-                if let Some(tracker) = &mut self.tracker {
-                    tracker.describe(frame.body());
-                }
-                out.queue(frame.raw())
+                let target = Target::of(frame.body()).ok_or("malformed Describe message")?;
+                let record = match (&target, auditing) {
+                    (Target::Portal(portal), true) => {
+                        self.trail.execution(portal).map(|r| r.statement)
+                    }
+                    _ => None,
+                };
+                let source = self.tracker.as_mut().and_then(|t| t.describe(&target));
+                let describe = pipeline::Describe {
+                    target,
+                    injected: false,
+                    record,
+                    source,
+                };
+                self.send(out, frame.raw(), Request::Describe(describe))
             }
             b'C' => {
-                if let Some((&b'S', name)) = frame.body().split_first() {
+                let target = Target::of(frame.body()).ok_or("malformed Close message")?;
+                if let Target::Statement(name) = &target {
                     // Forgotten once Postgres has answered the cycle without an error.
-                    let name = cstr(name).0.unwrap_or("");
                     self.named.closed(name, self.cycles);
                     self.progress.forgets_pending.store(true, Ordering::Release);
                 }
                 if let Some(tracker) = &mut self.tracker {
-                    tracker.close(frame.body());
+                    tracker.close(&target);
                 }
-                out.queue(frame.raw());
+                self.send(out, frame.raw(), Request::Close(target));
             }
             // The fast-path function call bypasses SQL entirely, so nothing can check it.
-            b'F' => out.queue(&self.refusals.query(
-                self.cycles,
-                sqlstate::INSUFFICIENT_PRIVILEGE,
-                "sluice: the FunctionCall protocol message is not allowed",
-            )),
+            b'F' => {
+                let (substitute, request) = refusal::query(&Refusal::new(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    "sluice: the FunctionCall protocol message is not allowed",
+                ));
+                self.send(out, &substitute, request)
+            }
+            // Sync (its ReadyForQuery is announced below), Flush, and COPY data, which
+            // Postgres does not answer on their own.
             _ => out.queue(frame.raw()),
         }
         if self.between_cycles {
             self.failing = false;
             self.opaque.cycle_closed(self.cycles);
-            if auditing {
-                self.trail.expect_cycle_end();
-            }
-            if let Some(tracker) = &self.tracker {
-                tracker.cycle_end();
-            }
+            self.requests.announce(Request::Ready);
+            self.trail.cycle_closed();
             self.cycles += 1;
             self.progress.sent.store(self.cycles, Ordering::Release);
         }
         Ok(())
     }
 
-    /// The substitute for a refused extended-protocol message (named `name`, for a Parse):
-    /// Postgres fails at it and discards everything up to Sync.
-    fn refused_until_sync(&mut self, name: &str, code: &str, message: &str) -> Bytes {
+    /// Queues `message` upstream and announces what Postgres will answer to it.
+    fn send<W: AsyncWrite + Unpin>(
+        &self,
+        out: &mut FrameWriter<W>,
+        message: &[u8],
+        request: Request,
+    ) {
+        out.queue(message);
+        self.requests.announce(request);
+    }
+
+    /// Queues the substitute for a refused extended-protocol message (named `name`, for a
+    /// Parse): Postgres fails at it and discards everything up to Sync.
+    fn refuse_until_sync<W: AsyncWrite + Unpin>(
+        &mut self,
+        out: &mut FrameWriter<W>,
+        name: &str,
+        refusal: &Refusal,
+    ) {
         self.failing = true;
-        self.refusals.parse(self.cycles, name, code, message)
+        let (substitute, request) = refusal::parse(name, refusal);
+        self.send(out, &substitute, request);
     }
 
     /// Whether the statement text last judged starts a COPY FROM STDIN.
@@ -663,7 +713,7 @@ impl Gate {
             && !tracker.on()
             && serving
         {
-            tracker.start(self.cycles);
+            tracker.start();
         }
     }
 

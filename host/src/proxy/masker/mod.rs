@@ -1,26 +1,27 @@
-//! Masking on the wire. The client direction ([`Tracker`]) announces, in the order it forwards
-//! them, what each upstream answer belongs to: every statement of a Query, each Describe and
-//! Execute, the end of each request cycle. The upstream direction ([`Masker`]) pairs answers
-//! with those announcements: a RowDescription gets its plan from the masking plugins (for a
-//! Describe, kept for that statement or portal), and every DataRow is rewritten by the plan of
-//! the result it belongs to — also the rows of an Execute that was described long before, the
-//! rest of a portal after PortalSuspended, and a FETCH from a cursor (planned with the
-//! DECLARE's lineage). An Execute of something never described gets a Describe of its portal
-//! injected first, answered to the gateway only.
+//! Masking on the wire. The client direction ([`Tracker`]) adds to each request it announces
+//! (`pipeline.rs`) what masking needs of its answer: where each statement of a Query takes its
+//! columns from, which statement or portal a Describe describes, whose plan an Execute's rows
+//! take. The upstream direction ([`Masker`]) reads the pipeline's match of each answer: a
+//! RowDescription gets its plan from the masking plugins (for a Describe, kept for that
+//! statement or portal), and every DataRow is rewritten by the plan of the result it belongs
+//! to — also the rows of an Execute that was described long before, the rest of a portal after
+//! PortalSuspended, and a FETCH from a cursor (planned with the DECLARE's lineage). An Execute
+//! of something never described gets a Describe of its portal injected first, answered to the
+//! gateway only.
 //!
 //! Tracking starts at a request-cycle boundary once a masking plugin is serving, and then stays
-//! on for the session.
+//! on for the session: the requests announced from then on carry masking's part.
 
 mod tracker;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::AsyncWrite;
-use tokio::sync::mpsc;
 
+use super::pipeline::{Answer, Owner, PlanOf, Request, Source, Target};
 use crate::analysis::{PreparedOp, Statement, StatementKind, Wrapper};
 use crate::audit::{Event, MaskedColumn};
 use crate::identity::SessionInfo;
@@ -33,47 +34,11 @@ use crate::wire::frontend::pg_name;
 
 pub use tracker::{Tracker, Unplannable};
 
-/// What an upstream answer belongs to.
-#[derive(Debug)]
-pub enum Expect {
-    /// One statement of a Query (its lineage source: for a FETCH, the cursor's DECLARE).
-    Part(Option<Statement>),
-    DescribeStatement {
-        name: String,
-        statement: Option<Statement>,
-    },
-    DescribePortal {
-        portal: String,
-        statement: Option<Statement>,
-        /// Injected by the gateway: the answer is not the client's.
-        injected: bool,
-    },
-    Execute {
-        portal: String,
-        /// The statement the portal was bound from.
-        bound: String,
-        /// Whether the portal itself was described after its Bind.
-        portal_described: bool,
-    },
-    /// A Close of a statement (`S`) or portal (`P`): its plan goes at CloseComplete.
-    Close {
-        kind: u8,
-        name: String,
-    },
-    CycleEnd,
-}
-
-/// Tracking is off until this cycle number is set.
-const OFF: u64 = u64::MAX;
-
-/// The statement of a portal the tracker did not see bound: no statement's plan applies (a
-/// NUL cannot be in a name the client sends).
-const UNKNOWN_STATEMENT: &str = "\0unknown";
-
 /// State both directions see.
 struct Common {
-    /// The first request cycle that is tracked (`OFF` before).
-    from_cycle: AtomicU64,
+    /// The client direction has begun announcing requests with masking's part (and never
+    /// stops): from then on errors and notices are scrubbed and every row is accounted for.
+    tracking: AtomicBool,
     /// DDL went upstream: the catalog is read again once it has committed.
     ddl: AtomicBool,
     /// The last statement texts the client sent: an error may quote what the client wrote.
@@ -90,6 +55,17 @@ impl Common {
             recent.pop_front();
         }
         recent.push_back(Arc::from(text));
+    }
+}
+
+/// Whether a request whose answer masking plans lacks masking's part: it was announced before
+/// tracking began.
+fn untracked(request: &Request) -> bool {
+    match request {
+        Request::Query(query) => query.sources.is_none(),
+        Request::Describe(describe) => describe.source.is_none(),
+        Request::Execute(execute) => execute.plan.is_none(),
+        _ => false,
     }
 }
 
@@ -119,8 +95,6 @@ pub struct Masker {
     maskers: SessionMaskers,
     catalog: Option<Arc<Catalog>>,
     common: Arc<Common>,
-    expected: mpsc::UnboundedReceiver<Expect>,
-    pending: VecDeque<Expect>,
     statements: HashMap<String, Planned>,
     portals: HashMap<String, Planned>,
     /// The plan of the rows streaming now.
@@ -151,14 +125,12 @@ pub enum Rows<'a> {
 pub fn new(shared: &Arc<Shared>, info: &SessionInfo) -> Option<(Tracker, Masker)> {
     let host = shared.plugins.clone()?;
     let common = Arc::new(Common {
-        from_cycle: AtomicU64::new(OFF),
+        tracking: AtomicBool::new(false),
         ddl: AtomicBool::new(false),
         recent: std::sync::Mutex::new(VecDeque::new()),
     });
-    let (expect, expected) = mpsc::unbounded_channel();
     let tracker = Tracker {
         common: common.clone(),
-        expect,
         on: false,
         statements: HashMap::new(),
         portals: HashMap::new(),
@@ -171,8 +143,6 @@ pub fn new(shared: &Arc<Shared>, info: &SessionInfo) -> Option<(Tracker, Masker)
         maskers: SessionMaskers::new(host),
         catalog: shared.catalogs.get(&info.database).cloned(),
         common,
-        expected,
-        pending: VecDeque::new(),
         statements: HashMap::new(),
         portals: HashMap::new(),
         current: None,
@@ -183,26 +153,18 @@ pub fn new(shared: &Arc<Shared>, info: &SessionInfo) -> Option<(Tracker, Masker)
 }
 
 impl Masker {
-    /// Whether answers of request cycle `cycles_done` are tracked.
-    pub fn tracking(&self, cycles_done: u64) -> bool {
-        let from = self.common.from_cycle.load(Ordering::Acquire);
-        from != OFF && cycles_done >= from
-    }
-
-    fn refill(&mut self) {
-        while let Ok(expect) = self.expected.try_recv() {
-            self.pending.push_back(expect);
-        }
-    }
-
     fn set(&self) -> Arc<PluginSet> {
         self.maskers.host().current()
     }
 
     /// How the DataRows arriving now can go out without [`Masker::relay`]: those of a result
-    /// whose plan is made and needs no plugin call. `None`: each row goes through `relay` (the
-    /// first row of an Execute makes its plan there; `custom` rows are batched).
+    /// whose plan is made and needs no plugin call, and every row before tracking began. `None`:
+    /// each row goes through `relay` (the first row of an Execute makes its plan there;
+    /// `custom` rows are batched).
     pub fn rows(&self) -> Option<Rows<'_>> {
+        if !self.common.tracking.load(Ordering::Acquire) {
+            return Some(Rows::Unmasked);
+        }
         let plan = self.current.as_deref()?;
         if plan.has_custom() || !self.batch.is_empty() {
             return None;
@@ -214,76 +176,63 @@ impl Masker {
         })
     }
 
-    /// Handles one upstream message of a tracked cycle, queueing held rows on `client` first
-    /// when this message ends their batch.
+    /// Handles one upstream message, matched by the pipeline as `answer`, queueing held rows on
+    /// `client` first when this message ends their batch.
     pub async fn relay<W: AsyncWrite + Unpin>(
         &mut self,
         frame: &Frame,
+        answer: &Answer<'_>,
         client: &mut FrameWriter<W>,
-        trail: Option<&mut super::trail::Results>,
     ) -> Relay {
+        if !self.common.tracking.load(Ordering::Acquire) {
+            return Relay::Pass;
+        }
+        // Answers to what was sent before tracking began go as they come.
+        if let Answer::Within(owner) | Answer::Complete(owner) = answer
+            && untracked(owner.request)
+        {
+            return Relay::Pass;
+        }
         if frame.tag() == b'D' {
-            return self.data_row(frame, client).await;
+            return self.data_row(frame, answer, client).await;
         }
         self.flush(client).await;
-        self.refill();
-        match frame.tag() {
-            b'T' => self.row_description(frame, client, trail).await,
-            b'n' => match self.pending.pop_front() {
-                Some(Expect::DescribeStatement { name, .. }) => {
-                    self.statements.remove(&name);
-                    Relay::Pass
+        match (frame.tag(), answer) {
+            (b'T', Answer::Within(owner) | Answer::Complete(owner)) => {
+                self.row_description(frame, *owner, client).await
+            }
+            (b'n', Answer::Complete(owner)) => match owner.request {
+                Request::Describe(describe) => {
+                    self.forget(&describe.target);
+                    if describe.injected {
+                        Relay::Drop
+                    } else {
+                        Relay::Pass
+                    }
                 }
-                Some(Expect::DescribePortal {
-                    portal, injected, ..
-                }) => {
-                    self.portals.remove(&portal);
-                    if injected { Relay::Drop } else { Relay::Pass }
-                }
-                Some(other) => {
-                    self.pending.push_front(other);
-                    Relay::Pass
-                }
-                None => Relay::Pass,
+                _ => Relay::Pass,
             },
-            b'C' | b'I' | b's' => {
+            (b'C' | b'I' | b's', _) => {
                 self.current = None;
-                if matches!(
-                    self.pending.front(),
-                    Some(Expect::Part(_) | Expect::Execute { .. })
-                ) {
-                    self.pending.pop_front();
-                }
                 Relay::Pass
             }
-            b'E' => {
+            (b'E', _) => {
                 let relay = self.scrub(frame).await;
                 self.failed();
                 relay
             }
-            b'N' => self.scrub(frame).await,
-            b'3' => {
-                if let Some(Expect::Close { .. }) = self.pending.front()
-                    && let Some(Expect::Close { kind, name }) = self.pending.pop_front()
-                {
-                    if kind == b'S' {
-                        self.statements.remove(&name);
-                    } else {
-                        self.portals.remove(&name);
-                    }
+            (b'N', _) => self.scrub(frame).await,
+            (b'3', Answer::Complete(owner)) => {
+                if let Request::Close(target) = owner.request {
+                    self.forget(target);
                 }
                 Relay::Pass
             }
-            b'Z' => {
+            (b'Z', _) => {
                 self.current = None;
                 // Outside a transaction no portal survives.
                 if frame.body().first() == Some(&b'I') {
                     self.portals.clear();
-                }
-                while let Some(expect) = self.pending.pop_front() {
-                    if matches!(expect, Expect::CycleEnd) {
-                        break;
-                    }
                 }
                 // Committed (or no transaction): DDL sent before is visible to the catalog now.
                 if frame.body().first() == Some(&b'I')
@@ -298,14 +247,18 @@ impl Masker {
         }
     }
 
+    /// Drops the plan kept for a statement or portal.
+    fn forget(&mut self, target: &Target) {
+        match target {
+            Target::Statement(name) => self.statements.remove(name),
+            Target::Portal(name) => self.portals.remove(name),
+        };
+    }
+
     /// An ErrorResponse: Postgres skips the rest of the cycle (the rest of a query string, or
     /// everything up to Sync).
     pub fn failed(&mut self) {
-        self.refill();
         self.current = None;
-        while matches!(self.pending.front(), Some(e) if !matches!(e, Expect::CycleEnd)) {
-            self.pending.pop_front();
-        }
     }
 
     /// The upstream paused: rows held for a batch go out now.
@@ -316,8 +269,8 @@ impl Masker {
     async fn row_description<W: AsyncWrite + Unpin>(
         &mut self,
         frame: &Frame,
+        owner: Owner<'_>,
         client: &mut FrameWriter<W>,
-        trail: Option<&mut super::trail::Results>,
     ) -> Relay {
         let Some(fields) = masking::parse_row_description(frame.body()) else {
             return Relay::Replace(messages::error(
@@ -325,34 +278,40 @@ impl Masker {
                 "sluice: malformed RowDescription from the upstream withheld",
             ));
         };
-        enum Target {
+        /// Where the plan goes: to the rows streaming next, or kept for a statement or portal
+        /// (and whether the Describe was the gateway's own).
+        enum Goes {
             Current,
-            Statement(String),
-            Portal(String, bool),
+            Kept(Target, bool),
         }
-        let (target, statement) = match self.pending.front() {
-            Some(Expect::Part(statement)) => (Target::Current, statement.clone()),
-            Some(Expect::DescribeStatement { name, statement }) => {
-                (Target::Statement(name.clone()), statement.clone())
+        let (target, statement, record) = match owner.request {
+            Request::Query(query) => {
+                let source = query
+                    .sources
+                    .as_ref()
+                    .and_then(|s| s.get(owner.part as usize));
+                (
+                    Goes::Current,
+                    source.and_then(|s| s.0.clone()),
+                    query.record.map(|r| r.statement),
+                )
             }
-            Some(Expect::DescribePortal {
-                portal,
-                statement,
-                injected,
-            }) => (Target::Portal(portal.clone(), *injected), statement.clone()),
-            _ => (Target::Current, None),
+            Request::Describe(describe) => (
+                Goes::Kept(describe.target.clone(), describe.injected),
+                describe.source.as_ref().and_then(|s| s.0.clone()),
+                describe.record,
+            ),
+            // Nothing else is described; whatever it is, no lineage plans it.
+            other => (Goes::Current, None, other.record().map(|r| r.statement)),
         };
-        if !matches!(target, Target::Current) {
-            self.pending.pop_front();
-        }
         let generation = self.set().generation;
         // The client never sees an injected Describe: it decodes with the types it knows.
         let described = match target {
-            Target::Portal(_, true) => Some(vec![false; fields.len()]),
+            Goes::Kept(Target::Portal(_), true) => Some(vec![false; fields.len()]),
             _ => None,
         };
         let plan = Arc::new(
-            self.plan(statement.as_ref(), fields, described, client, trail)
+            self.plan(statement.as_ref(), fields, described, client, record)
                 .await,
         );
         let described = plan.row_description(frame.raw());
@@ -362,15 +321,19 @@ impl Masker {
             generation,
         };
         match target {
-            Target::Current => {
+            Goes::Current => {
                 self.current = Some(plan);
                 Relay::Replace(described)
             }
-            Target::Statement(name) => {
+            Goes::Kept(Target::Statement(name), injected) => {
                 self.statements.insert(name, planned);
-                Relay::Replace(described)
+                if injected {
+                    Relay::Drop
+                } else {
+                    Relay::Replace(described)
+                }
             }
-            Target::Portal(portal, injected) => {
+            Goes::Kept(Target::Portal(portal), injected) => {
                 self.portals.insert(portal, planned);
                 if injected {
                     Relay::Drop
@@ -388,7 +351,7 @@ impl Masker {
         fields: Vec<Field>,
         described: Option<Vec<bool>>,
         client: &mut FrameWriter<W>,
-        trail: Option<&mut super::trail::Results>,
+        record: Option<u64>,
     ) -> Plan {
         let set = self.set();
         let Some(catalog) = self.catalog.clone() else {
@@ -431,17 +394,12 @@ impl Masker {
             }
         };
         if plan.masks_anything() || failure.is_some() {
-            self.record(&plan, failure, trail);
+            self.record(&plan, failure, record);
         }
         plan
     }
 
-    fn record(
-        &self,
-        plan: &Plan,
-        failure: Option<String>,
-        trail: Option<&mut super::trail::Results>,
-    ) {
+    fn record(&self, plan: &Plan, failure: Option<String>, statement: Option<u64>) {
         if !self.shared.audit.enabled() {
             return;
         }
@@ -462,7 +420,7 @@ impl Masker {
             .collect();
         self.shared.audit.record(Event::Masking {
             session: self.info.id,
-            statement: trail.and_then(|t| t.current_statement()),
+            statement,
             columns,
             failure,
         });
@@ -471,11 +429,11 @@ impl Masker {
     async fn data_row<W: AsyncWrite + Unpin>(
         &mut self,
         frame: &Frame,
+        answer: &Answer<'_>,
         client: &mut FrameWriter<W>,
     ) -> Relay {
         if self.current.is_none() {
-            self.refill();
-            self.current = Some(self.execution_plan(frame, client).await);
+            self.current = Some(self.execution_plan(frame, answer, client).await);
         }
         match self.rows() {
             Some(Rows::Unmasked) => Relay::Pass,
@@ -500,6 +458,7 @@ impl Masker {
     async fn execution_plan<W: AsyncWrite + Unpin>(
         &mut self,
         frame: &Frame,
+        answer: &Answer<'_>,
         client: &mut FrameWriter<W>,
     ) -> Arc<Plan> {
         let withhold = |frame: &Frame| {
@@ -517,19 +476,20 @@ impl Masker {
                 count
             ]))
         };
-        let planned = match self.pending.front() {
-            Some(Expect::Execute {
-                portal,
-                bound,
-                portal_described,
+        let (planned, record) = match answer {
+            Answer::Within(Owner {
+                request: Request::Execute(execute),
+                ..
             }) => {
-                if *portal_described {
-                    self.portals.get(portal)
-                } else {
-                    self.statements.get(bound)
-                }
+                let planned = match &execute.plan {
+                    Some(PlanOf::Portal) => self.portals.get(&execute.portal),
+                    Some(PlanOf::Statement(name)) => self.statements.get(name),
+                    None => None,
+                };
+                (planned, execute.record.map(|r| r.statement))
             }
-            // Rows nothing announced: nothing accounts for them.
+            // Rows of a statement no RowDescription planned, or rows nothing announced:
+            // nothing accounts for them.
             _ => return withhold(frame),
         };
         let Some(planned) = planned else {
@@ -545,7 +505,7 @@ impl Masker {
             planned.plan.described_as_text.clone(),
         );
         Arc::new(
-            self.plan(statement.as_ref(), fields, Some(described), client, None)
+            self.plan(statement.as_ref(), fields, Some(described), client, record)
                 .await,
         )
     }

@@ -1,6 +1,6 @@
-//! The client direction's half of masking: what each client message will make the upstream
-//! answer (a result of which statement, a description of which name), announced to the
-//! upstream half in order, and the rows masking cannot account for refused before they run.
+//! The client direction's half of masking: what each client message's answer will carry (the
+//! result of which statement, the description of which name), for the pipeline's requests, and
+//! the rows masking cannot account for refused before they run.
 
 use super::*;
 
@@ -17,7 +17,6 @@ pub(super) struct Portal {
 /// The client direction's half.
 pub struct Tracker {
     pub(super) common: Arc<Common>,
-    pub(super) expect: mpsc::UnboundedSender<Expect>,
     pub(super) on: bool,
     pub(super) statements: HashMap<String, Prepared>,
     pub(super) portals: HashMap<String, Portal>,
@@ -39,16 +38,10 @@ impl Tracker {
         self.on
     }
 
-    /// Starts tracking with request cycle `cycle` (the next one the client sends).
-    pub fn start(&mut self, cycle: u64) {
-        if !self.on {
-            self.on = true;
-            self.common.from_cycle.store(cycle, Ordering::Release);
-        }
-    }
-
-    fn send(&self, expect: Expect) {
-        let _ = self.expect.send(expect);
+    /// Starts tracking: the requests announced from now on carry what masking needs.
+    pub fn start(&mut self) {
+        self.on = true;
+        self.common.tracking.store(true, Ordering::Release);
     }
 
     /// What `statement`'s result rows carry: for FETCH and EXECUTE, the DECLARE's or
@@ -98,17 +91,21 @@ impl Tracker {
         }
     }
 
-    /// A Query went upstream with these statements.
-    pub fn query(&mut self, statements: &[Statement]) {
+    /// A Query goes upstream with these statements: where each one's result columns come
+    /// from (`None` while not tracking).
+    pub fn query(&mut self, statements: &[Statement]) -> Option<Vec<Source>> {
         if !self.on {
-            return;
+            return None;
         }
-        for statement in statements {
-            self.remember(statement);
-            self.common.sent(&statement.text);
-            let source = self.lineage_source(statement).ok().flatten();
-            self.send(Expect::Part(source));
-        }
+        let sources = statements
+            .iter()
+            .map(|statement| {
+                self.remember(statement);
+                self.common.sent(&statement.text);
+                Source(self.lineage_source(statement).ok().flatten())
+            })
+            .collect();
+        Some(sources)
     }
 
     /// A Parse of `name` went upstream.
@@ -146,36 +143,26 @@ impl Tracker {
         }
     }
 
-    /// A Describe went upstream (`body`: `S` or `P` and the name).
-    pub fn describe(&mut self, body: &[u8]) {
+    /// A Describe of `target` goes upstream: what the described result comes from (`None`
+    /// while not tracking).
+    pub fn describe(&mut self, target: &Target) -> Option<Source> {
         if !self.on {
-            return;
+            return None;
         }
-        let Some((&kind, rest)) = body.split_first() else {
-            return;
-        };
-        let name = pg_name(crate::wire::frontend::cstr(rest).0.unwrap_or("")).to_owned();
-        match kind {
-            b'S' => {
-                let statement = self.statements.get_mut(&name).and_then(|p| {
-                    p.described = true;
-                    p.statement.clone()
-                });
-                self.send(Expect::DescribeStatement { name, statement });
-            }
-            b'P' => {
-                let statement = self.portal_statement(&name);
-                if let Some(portal) = self.portals.get_mut(&name) {
+        let statement = match target {
+            Target::Statement(name) => self.statements.get_mut(name).and_then(|p| {
+                p.described = true;
+                p.statement.clone()
+            }),
+            Target::Portal(name) => {
+                let statement = self.portal_statement(name);
+                if let Some(portal) = self.portals.get_mut(name) {
                     portal.described = true;
                 }
-                self.send(Expect::DescribePortal {
-                    portal: name,
-                    statement,
-                    injected: false,
-                });
+                statement
             }
-            _ => {}
-        }
+        };
+        Some(Source(statement))
     }
 
     fn portal_statement(&self, portal: &str) -> Option<Statement> {
@@ -183,68 +170,66 @@ impl Tracker {
         self.statements.get(bound)?.statement.clone()
     }
 
-    /// An Execute of `portal` is about to go upstream: queues a Describe of it first when
-    /// nothing describes its rows yet.
-    pub fn execute<W: AsyncWrite + Unpin>(&mut self, portal: &str, out: &mut FrameWriter<W>) {
+    /// An Execute of `portal` goes upstream: whose plan its rows take, and, when nothing
+    /// describes its rows yet, the source of a Describe of the portal the gateway sends first
+    /// (`None` while not tracking).
+    pub fn execute(&mut self, portal: &str) -> Option<Execution> {
         if !self.on {
-            return;
+            return None;
         }
-        let portal = pg_name(portal);
         // A portal not bound through this session (a SQL cursor, a name bound before tracking
         // began) is described for itself: never planned as some statement it was not bound
         // from.
-        let (bound, portal_described, statement_described) = match self.portals.get(portal) {
-            Some(p) => (
-                p.bound.clone(),
-                p.described,
-                self.statements.get(&p.bound).is_some_and(|s| s.described),
-            ),
-            None => (UNKNOWN_STATEMENT.to_owned(), false, false),
-        };
-        let mut portal_described = portal_described;
-        if !portal_described && !statement_described {
-            let mut describe = BytesMut::new();
-            postgres_protocol::message::frontend::describe(b'P', portal, &mut describe)
-                .expect("portal names from the client are NUL-free");
-            out.queue(&describe);
-            self.send(Expect::DescribePortal {
-                portal: portal.to_owned(),
-                statement: self.portal_statement(portal),
-                injected: true,
+        let Some(bound) = self.portals.get(portal) else {
+            return Some(Execution {
+                describe_first: Some(Source(None)),
+                plan: PlanOf::Portal,
             });
+        };
+        let statement_described = self
+            .statements
+            .get(&bound.bound)
+            .is_some_and(|s| s.described);
+        let plan = if bound.described {
+            PlanOf::Portal
+        } else if statement_described {
+            PlanOf::Statement(bound.bound.clone())
+        } else {
+            let source = Source(self.portal_statement(portal));
             if let Some(p) = self.portals.get_mut(portal) {
                 p.described = true;
             }
-            portal_described = true;
-        }
-        self.send(Expect::Execute {
-            portal: portal.to_owned(),
-            bound,
-            portal_described,
-        });
+            return Some(Execution {
+                describe_first: Some(source),
+                plan: PlanOf::Portal,
+            });
+        };
+        Some(Execution {
+            describe_first: None,
+            plan,
+        })
     }
 
-    /// A Close went upstream (`body`: `S` or `P` and the name).
-    pub fn close(&mut self, body: &[u8]) {
+    /// A Close of `target` goes upstream.
+    pub fn close(&mut self, target: &Target) {
         if !self.on {
             return;
         }
-        let Some((&kind, rest)) = body.split_first() else {
-            return;
-        };
-        let name = pg_name(crate::wire::frontend::cstr(rest).0.unwrap_or("")).to_owned();
-        if kind == b'S' {
-            self.statements.remove(&name);
-        } else {
-            self.portals.remove(&name);
+        match target {
+            Target::Statement(name) => {
+                self.statements.remove(name);
+            }
+            Target::Portal(name) => {
+                self.portals.remove(name);
+            }
         }
-        self.send(Expect::Close { kind, name });
     }
+}
 
-    /// A Query, Sync or FunctionCall went upstream.
-    pub fn cycle_end(&self) {
-        if self.on {
-            self.send(Expect::CycleEnd);
-        }
-    }
+/// What masking needs of an Execute.
+pub struct Execution {
+    /// The source of a Describe of the portal to send before it (its rows are described by
+    /// nothing yet).
+    pub describe_first: Option<Source>,
+    pub plan: PlanOf,
 }
