@@ -345,12 +345,16 @@ impl Answers {
                 })
             }
             b'C' | b'I' | b's' => {
-                let fits = match (tag, self.phase, self.owed.front()) {
-                    (b'C', _, Some(Request::Query(_) | Request::Execute(_))) => true,
-                    (b'I', Phase::Start, Some(Request::Query(_) | Request::Execute(_))) => true,
-                    (b's', Phase::Start | Phase::Rows, Some(Request::Execute(_))) => true,
-                    _ => false,
-                };
+                let fits = matches!(
+                    (tag, self.phase, self.owed.front()),
+                    (b'C', _, Some(Request::Query(_) | Request::Execute(_)))
+                        | (
+                            b'I',
+                            Phase::Start,
+                            Some(Request::Query(_) | Request::Execute(_))
+                        )
+                        | (b's', Phase::Start | Phase::Rows, Some(Request::Execute(_)))
+                );
                 if !fits {
                     return self.unmatched(tag);
                 }
@@ -384,11 +388,11 @@ impl Answers {
     /// front (a Query or an Execute).
     pub fn in_result(&mut self) -> bool {
         self.refill();
-        match (self.owed.front(), self.phase) {
-            (Some(Request::Query(_)), Phase::Rows) => true,
-            (Some(Request::Execute(_)), Phase::Start | Phase::Rows) => true,
-            _ => false,
-        }
+        matches!(
+            (self.owed.front(), self.phase),
+            (Some(Request::Query(_)), Phase::Rows)
+                | (Some(Request::Execute(_)), Phase::Start | Phase::Rows)
+        )
     }
 
     /// Completes the request at the front if `fits` it.
