@@ -3,6 +3,7 @@
 //! counts distinct approvers; an approval covers exactly the held statement, once, unless the
 //! approver grants a scope (that statement shape, for that subject, for a while: `scope.rs`).
 
+pub mod hold;
 mod notify;
 pub mod outcome;
 mod routing;
