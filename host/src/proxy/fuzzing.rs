@@ -9,11 +9,11 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use super::gate::{Gate, HoldSignals};
-use super::progress::Progress;
+use super::login::startup::{InitialRequest, read_initial};
+use super::login::startup_params::ClientStartup;
+use super::session::progress::Progress;
 use super::session::{self, Idle};
 use super::shared::Shared;
-use super::startup::{InitialRequest, read_initial};
-use super::startup_params::ClientStartup;
 use super::trail::Trail;
 use crate::analysis::{Analyzer, Statement, analyze_uncached};
 use crate::config::Config;

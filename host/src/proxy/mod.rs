@@ -1,4 +1,8 @@
-//! The data path: listener, client login, upstream login, relay, cancel keys.
+//! The data path: the listener (`listener.rs`, with its workers, connection limits and cancel
+//! keys), the client's login (`login/`), and each session (`session/`) with its two
+//! directions: the client → upstream check (`gate/`) and the upstream → client relay, which
+//! matches answers to requests (`pipeline/`), masks rows (`masker/`) and records results
+//! (`trail.rs`).
 
 mod cancel;
 pub mod fuzzing;
@@ -7,21 +11,10 @@ mod limits;
 mod listener;
 mod login;
 mod masker;
-mod name_context;
-mod opaque;
 mod pipeline;
-mod prepared;
-mod progress;
-mod reading;
-mod refusal;
-mod runaway;
 mod session;
 mod shared;
-mod startup;
-mod startup_params;
-mod strict;
 mod trail;
-mod unnamed;
 mod workers;
 
 pub use crate::upstream::{Upstream, UpstreamError};

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::pipeline::{Answer, Record, Request};
-use super::progress::Progress;
+use super::session::progress::Progress;
 use crate::analysis::{Effect, Statement};
 use crate::audit::{Audit, AuditError, Event, StatementRecord};
 pub use crate::audit::{Decided, Decision};

@@ -195,8 +195,8 @@ impl Gate {
         // at the budget.
         let budget = self.statement_budget;
         if let Some(why) = resolved.iter().flat_map(|s| &s.settings).find_map(|c| {
-            crate::proxy::reading::refused_change(c)
-                .or_else(|| crate::proxy::runaway::refused_change(c, budget))
+            crate::proxy::session::reading::refused_change(c)
+                .or_else(|| crate::proxy::session::runaway::refused_change(c, budget))
         }) {
             span.in_scope(|| tracing::info!(reason = %why, "statement refused"));
             self.last.decided.decision = Decision::Deny;

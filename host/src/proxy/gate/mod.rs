@@ -6,6 +6,12 @@
 
 mod hold;
 mod judge;
+mod name_context;
+mod opaque;
+mod prepared;
+pub(super) mod refusal;
+mod strict;
+mod unnamed;
 
 use hold::NeedsApproval;
 use judge::Judgement;
@@ -19,14 +25,9 @@ use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
 use super::masker::{Tracker, Unplannable};
-use super::name_context::{Change, NameContext};
-use super::opaque::OpaqueCode;
 use super::pipeline::{self, Request, Requests, Target};
-use super::prepared::{Judged, NamedStatements};
-use super::progress::Progress;
-use super::refusal;
+use super::session::progress::Progress;
 use super::trail::{Decided, Decision, Trail};
-use super::unnamed::{Runs, Unnamed, UnnamedStatements};
 use crate::analysis::{PreparedOp, Statement, Wrapper};
 use crate::approvals;
 use crate::identity::SessionInfo;
@@ -39,6 +40,10 @@ use crate::wire::frame::{Frame, FrameReader, FrameWriter};
 use crate::wire::frontend::pg_name;
 use crate::wire::frontend::{bind_params, bind_params_recorded, cstr};
 use crate::wire::sqlstate;
+use name_context::{Change, NameContext};
+use opaque::OpaqueCode;
+use prepared::{Judged, NamedStatements};
+use unnamed::{Runs, Unnamed, UnnamedStatements};
 
 /// Bytes a client may pipeline behind a held statement before the gateway stops reading it.
 const HELD_BACKLOG: usize = 1 << 20;
@@ -197,7 +202,7 @@ impl Gate {
         out: &mut FrameWriter<W>,
         client: &mut FrameReader<R>,
     ) -> Result<(), String> {
-        if let Some(why) = super::strict::malformed(frame.tag(), frame.body()) {
+        if let Some(why) = strict::malformed(frame.tag(), frame.body()) {
             return Err(why.to_owned());
         }
         self.settle_names();

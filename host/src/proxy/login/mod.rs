@@ -7,11 +7,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 
+pub(super) mod startup;
+pub(super) mod startup_params;
+
 use super::cancel::CancelKey;
 use super::limits::SubjectSlot;
 use super::shared::Shared;
-use super::startup::{InitialRequest, StartupError, read_initial};
-use super::startup_params::ClientStartup;
 use crate::audit::Event;
 use crate::config::ClientTlsMode;
 use crate::identity::Grant;
@@ -19,6 +20,8 @@ use crate::upstream::UpstreamSession;
 use crate::wire::backend as messages;
 use crate::wire::frame::FrameReader;
 use crate::wire::sqlstate;
+use startup::{InitialRequest, StartupError, read_initial};
+use startup_params::ClientStartup;
 
 pub type ClientStream = Either<TlsStream<TcpStream>, TcpStream>;
 

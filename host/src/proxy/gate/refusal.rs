@@ -11,7 +11,7 @@
 use bytes::{Bytes, BytesMut};
 use postgres_protocol::message::frontend;
 
-use super::pipeline::{Refused, Request};
+use crate::proxy::pipeline::{Refused, Request};
 use crate::wire::backend::{self as messages, Refusal};
 
 /// A substitute for a refused `Query` or `FunctionCall` message, and its announcement.

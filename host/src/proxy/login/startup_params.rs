@@ -4,7 +4,7 @@
 //! `client_encoding` passes only as UTF8 (or SQL_ASCII, read the same over a UTF-8 database):
 //! the gateway itself logs in with UTF8 and standard-conforming strings (see `reading.rs`).
 
-use super::reading;
+use crate::proxy::session::reading;
 
 /// Startup parameters relayed to Postgres as they are (compared case-insensitively, as Postgres
 /// compares setting names).
@@ -124,7 +124,8 @@ impl ClientStartup {
     /// Refuses a `statement_timeout` in `options` above `budget` (zero: no budget).
     pub fn check_statement_timeout(&self, budget: std::time::Duration) -> Result<(), Refusal> {
         for (name, value) in &self.option_settings {
-            if name == "statement_timeout" && !super::runaway::within(value, budget) {
+            if name == "statement_timeout" && !crate::proxy::session::runaway::within(value, budget)
+            {
                 return Err(refuse(
                     crate::wire::sqlstate::INSUFFICIENT_PRIVILEGE,
                     format!(
@@ -173,7 +174,7 @@ impl ClientStartup {
             .option_settings
             .iter()
             .find(|(name, _)| name == "statement_timeout")
-            .and_then(|(_, value)| super::runaway::parse_timeout(value));
+            .and_then(|(_, value)| crate::proxy::session::runaway::parse_timeout(value));
         let timeout = match asked {
             Some(asked)
                 if !asked.is_zero()

@@ -2,6 +2,10 @@
 //! expires or the gateway shuts down. Both directions run concurrently so that a client that
 //! pipelines without reading, or a server streaming a large result, never deadlocks the relay.
 
+pub(super) mod progress;
+pub(super) mod reading;
+pub(super) mod runaway;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,12 +15,10 @@ use tokio::sync::mpsc;
 
 use std::sync::Arc;
 
-use super::gate::{Gate, HoldSignals};
+use super::gate::{Gate, HoldSignals, refusal};
 use super::login::Established;
 use super::masker::{Masker, Relay, Rows};
 use super::pipeline::{Answer, Answers, Owner, Request};
-use super::progress::Progress;
-use super::refusal;
 use super::shared::Shared;
 use super::trail::{Results, Trail};
 use crate::identity::SessionInfo;
@@ -24,6 +26,7 @@ use crate::wire::backend as messages;
 use crate::wire::frame::{FrameError, FrameReader, FrameWriter, messages_of};
 use crate::wire::sqlstate;
 use crate::wire::stall::StallWatch;
+use progress::Progress;
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -185,7 +188,7 @@ pub async fn run(
     let end = tokio::select! {
         end = client_to_upstream(&mut client_in, &mut up_out, &mut gate, idle) => end,
         end = upstream_to_client(&mut up_in, &mut client_out, Relayed { answers: &mut answers, progress: &progress }, &mut notices_in, results.as_mut(), masker.as_mut()) => end,
-        () = super::runaway::watch(
+        () = runaway::watch(
             budget + shared.config.limits.statement_timeout_grace,
             &progress.sent,
             &progress.done,
@@ -531,7 +534,7 @@ fn reading_changed(body: &[u8]) -> Option<String> {
         "session_authorization" | "is_superuser" => Some(format!(
             "terminating connection because {name} changed to \"{value}\" during the session"
         )),
-        _ => super::reading::diverged(name, &value),
+        _ => reading::diverged(name, &value),
     }
 }
 
