@@ -203,6 +203,11 @@ impl Default for GatewayOptions {
 pub struct TestGateway {
     pub gateway: Gateway,
     pub tokens: TokenAuthority,
+    /// The gateway's plugin host (`None` without a plugin directory).
+    pub plugins: Option<std::sync::Arc<sluice::plugins::PluginHost>>,
+    pub metrics: std::sync::Arc<sluice::metrics::Metrics>,
+    /// The configuration the gateway runs.
+    pub config: Config,
     pub config_path: PathBuf,
     /// The admin HTTP listener (approvals API, health, plugins).
     pub admin: std::net::SocketAddr,
@@ -223,6 +228,11 @@ impl TestGateway {
         let tokens = TokenAuthority::from_config(&config.identity).expect("key loads");
         let services = sluice::services::Services::build(config).expect("gateway starts");
         let admin_state = std::sync::Arc::new(AdminState::for_services(&services));
+        let (plugins, metrics, config) = (
+            services.plugins.clone(),
+            services.metrics.clone(),
+            services.config.clone(),
+        );
         let gateway = Gateway::start(Shared::from_services(services))
             .await
             .expect("gateway binds");
@@ -237,6 +247,9 @@ impl TestGateway {
         TestGateway {
             gateway,
             tokens,
+            plugins,
+            metrics,
+            config,
             config_path,
             admin,
             _admin_stop: admin_stop.drop_guard(),
@@ -255,12 +268,7 @@ impl TestGateway {
 
     /// Reloads plugins now and waits for the swap (what the watcher does after its debounce).
     pub async fn reload_plugins(&self) {
-        let host = self
-            .gateway
-            .shared()
-            .plugins
-            .clone()
-            .expect("plugins configured");
+        let host = self.plugins.clone().expect("plugins configured");
         tokio::task::spawn_blocking(move || host.reload())
             .await
             .expect("reload ran")

@@ -69,7 +69,8 @@ impl ConnectionLimits {
         })
     }
 
-    pub fn open_connections(&self) -> usize {
+    #[cfg(test)]
+    fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 }

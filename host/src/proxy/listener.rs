@@ -94,10 +94,6 @@ impl Gateway {
         self.local_addr
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
     /// Sessions currently open (logged in or logging in).
     pub fn open_sessions(&self) -> usize {
         self.sessions.len()

@@ -1,5 +1,6 @@
 //! What every session shares: the gateway's services and the proxy's own registries (cancel
-//! keys, analyses, connection limits, session numbers).
+//! keys, analyses, connection limits, session numbers). Its fields are the proxy's own: the
+//! rest of the gateway builds it from [`Services`] and hands it to the listener (`Gateway`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,27 +22,27 @@ use crate::upstream::Upstream;
 
 /// Everything sessions share, built once at start from a validated config.
 pub struct Shared {
-    pub config: Config,
-    pub tls: TlsAcceptor,
-    pub tokens: Arc<TokenAuthority>,
-    pub upstreams: HashMap<String, Arc<Upstream>>,
-    pub cancels: Arc<CancelRegistry>,
+    pub(super) config: Config,
+    pub(super) tls: TlsAcceptor,
+    pub(super) tokens: Arc<TokenAuthority>,
+    pub(super) upstreams: HashMap<String, Arc<Upstream>>,
+    pub(super) cancels: Arc<CancelRegistry>,
     /// Statement analyses, cached by text.
-    pub analyzer: Analyzer,
+    pub(super) analyzer: Analyzer,
     /// Plugin engine and the serving set; `None` without a `[plugins]` directory.
-    pub plugins: Option<Arc<PluginHost>>,
+    pub(super) plugins: Option<Arc<PluginHost>>,
     /// Fired when sessions must end now (end of the shutdown grace period).
-    pub terminate: CancellationToken,
-    pub limits: limits::ConnectionLimits,
+    pub(super) terminate: CancellationToken,
+    pub(super) limits: limits::ConnectionLimits,
     /// The approval queue held statements wait in.
-    pub approvals: Arc<Approvals>,
+    pub(super) approvals: Arc<Approvals>,
     /// The audit log (a no-op when `[audit] enabled = false`).
-    pub audit: Arc<crate::audit::Audit>,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub(super) audit: Arc<crate::audit::Audit>,
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
     /// The masking catalog cache of each database, by client-visible name.
-    pub catalogs: HashMap<String, Arc<crate::catalog::Catalog>>,
+    pub(super) catalogs: HashMap<String, Arc<crate::catalog::Catalog>>,
     /// The key of `hash` masks.
-    pub hash_key: crate::masking::HashKey,
+    pub(super) hash_key: crate::masking::HashKey,
     pub(super) next_session: AtomicU64,
 }
 

@@ -547,7 +547,7 @@ rules = "*.email=redact(hidden)"
 async fn masking_is_recorded_in_the_audit_log_without_values() {
     let gw = gateway(vec![rules()]).await;
     psql(&gw, "SELECT email, card FROM customers").await;
-    let path = gw.gateway.shared().config.audit_path();
+    let path = gw.config.audit_path();
     let mut found = None;
     for _ in 0..50 {
         let log = std::fs::read_to_string(&path).unwrap_or_default();

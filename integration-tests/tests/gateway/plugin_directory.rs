@@ -26,9 +26,7 @@ async fn simple(gw: &TestGateway, sql: &str) -> Result<(), tokio_postgres::Error
 }
 
 fn status_of(gw: &TestGateway, name: &str) -> sluice::plugins::PluginStatus {
-    gw.gateway
-        .shared()
-        .plugins
+    gw.plugins
         .as_ref()
         .unwrap()
         .status()
@@ -171,7 +169,7 @@ async fn the_directory_refuses_links_out_files_others_can_write_and_unsafe_names
     std::fs::copy(&deny, dir.join("forged\nERROR everything is fine.wasm")).unwrap();
     gw.reload_plugins().await;
 
-    let host = gw.gateway.shared().plugins.clone().unwrap();
+    let host = gw.plugins.clone().unwrap();
     let statuses = host.status();
     let error_of = |name: &str| {
         statuses

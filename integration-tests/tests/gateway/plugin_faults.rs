@@ -90,8 +90,6 @@ async fn a_long_plugin_call_does_not_stall_the_other_sessions_of_its_thread() {
     });
     // Wait until the slow call is running in the plugin.
     while !gw
-        .gateway
-        .shared()
         .metrics
         .encode()
         .contains("sluice_plugin_calls_running{plugin=\"slow\"} 1")
@@ -142,7 +140,7 @@ async fn file_that_is_not_a_component_is_reported_and_others_serve() {
     let gw = gateway(vec![PluginSpec::stock("no-ddl")]).await;
     std::fs::write(gw.plugin_dir().join("garbage.wasm"), b"\0asm not really").unwrap();
     gw.reload_plugins().await;
-    let status = gw.gateway.shared().plugins.as_ref().unwrap().status();
+    let status = gw.plugins.as_ref().unwrap().status();
     let garbage = status
         .iter()
         .find(|s| s.name == "garbage")
@@ -169,7 +167,7 @@ async fn truncated_file_keeps_the_previous_version_serving() {
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
     gw.reload_plugins().await;
-    let status = gw.gateway.shared().plugins.as_ref().unwrap().status();
+    let status = gw.plugins.as_ref().unwrap().status();
     let entry = status.iter().find(|s| s.name == "no-ddl").unwrap();
     assert!(
         entry.error.is_some(),

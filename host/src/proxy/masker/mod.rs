@@ -23,7 +23,8 @@ use tokio::io::AsyncWrite;
 
 use super::pipeline::{Answer, Owner, PlanOf, Request, Source, Target};
 use crate::analysis::{PreparedOp, Statement, StatementKind, Wrapper};
-use crate::audit::{Event, MaskedColumn};
+use crate::audit::{Audit, Event, MaskedColumn};
+use crate::config::MaskingConfig;
 use crate::identity::SessionInfo;
 use crate::masking::{self, Action, Catalog, Field, Plan};
 use crate::plugins::{PluginSet, SessionMaskers, wit};
@@ -90,7 +91,10 @@ struct Planned {
 
 /// The upstream direction's half.
 pub struct Masker {
-    shared: Arc<Shared>,
+    audit: Arc<Audit>,
+    /// The key of `hash` masks.
+    hash_key: masking::HashKey,
+    config: MaskingConfig,
     info: SessionInfo,
     maskers: SessionMaskers,
     catalog: Option<Arc<Catalog>>,
@@ -138,7 +142,9 @@ pub fn new(shared: &Arc<Shared>, info: &SessionInfo) -> Option<(Tracker, Masker)
         sql_prepared: HashMap::new(),
     };
     let masker = Masker {
-        shared: shared.clone(),
+        audit: shared.audit.clone(),
+        hash_key: shared.hash_key.clone(),
+        config: shared.config.masking.clone(),
         info: info.clone(),
         maskers: SessionMaskers::new(host),
         catalog: shared.catalogs.get(&info.database).cloned(),
@@ -170,7 +176,7 @@ impl Masker {
             return None;
         }
         Some(if plan.masks_anything() {
-            Rows::Masked(plan, &self.shared.hash_key)
+            Rows::Masked(plan, &self.hash_key)
         } else {
             Rows::Unmasked
         })
@@ -367,7 +373,7 @@ impl Masker {
                 fields,
                 described,
             },
-            self.shared.config.masking.user_functions,
+            self.config.user_functions,
         )
         .await;
         let (plan, failure) = match outcome {
@@ -400,7 +406,7 @@ impl Masker {
     }
 
     fn record(&self, plan: &Plan, failure: Option<String>, statement: Option<u64>) {
-        if !self.shared.audit.enabled() {
+        if !self.audit.enabled() {
             return;
         }
         let snapshot = self.catalog.as_ref().map(|c| c.peek());
@@ -418,7 +424,7 @@ impl Masker {
                 mask: action.label(),
             })
             .collect();
-        self.shared.audit.record(Event::Masking {
+        self.audit.record(Event::Masking {
             session: self.info.id,
             statement,
             columns,
@@ -444,7 +450,7 @@ impl Masker {
             // Held for a batched `custom` transform (behind any rows already held).
             None => {
                 self.batch.push(frame.raw().clone());
-                if self.batch.len() >= self.shared.config.masking.transform_batch {
+                if self.batch.len() >= self.config.transform_batch {
                     self.flush(client).await;
                 }
                 Relay::Drop
@@ -576,7 +582,7 @@ impl Masker {
                     .get(&column)
                     .map(|values| values.get(row_index).cloned().flatten())
             };
-            let key = &self.shared.hash_key;
+            let key = &self.hash_key;
             client.queue_with(|out| plan.apply_into(row, key, Some(&custom), out));
         }
     }
