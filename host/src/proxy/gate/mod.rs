@@ -1,13 +1,19 @@
-//! The per-statement check on the client → upstream path: what each client message means for
-//! the gate (`process`, one match over the message types, kept whole so that the order of
-//! effects per message reads top to bottom), how a statement is judged (`judge.rs`: analysis,
-//! catalog facts, masking checks, the policy pipeline), how one is held for approval
-//! (`hold.rs`), and the substitute sent in place of a refused message.
+//! The per-statement check on the client → upstream path. `process` takes each client message
+//! in order: what it means for the session's state (request cycles, COPY, opaque code), then
+//! the message itself — Query here, Parse (`parse.rs`), Bind (`bind.rs`), Execute, Describe and
+//! Close (`execute.rs`) — and every message Postgres answers is announced to the pipeline as it
+//! is queued upstream. How a statement is judged (`judge.rs`: analysis, catalog facts, masking
+//! checks, the policy pipeline), held for approval (`hold.rs`), or refused (`refusal.rs`: the
+//! substitute that fails upstream in its place); and the state that lets the gateway read the
+//! session as Postgres does (`prepared.rs`, `unnamed.rs`, `opaque.rs`, `name_context.rs`).
 
+mod bind;
+mod execute;
 mod hold;
 mod judge;
 mod name_context;
 mod opaque;
+mod parse;
 mod prepared;
 pub(super) mod refusal;
 mod strict;
@@ -273,61 +279,7 @@ impl Gate {
             self.start_tracking();
         }
         if let Some(held) = self.held.take() {
-            // The held Parse is decided now, with this Bind's parameters if it binds it: the
-            // approval is for that execution. Without one, preparing runs nothing, and each
-            // Bind is held instead.
-            let binds_it = frame.tag() == b'B' && bound_statement(frame.body()) == Some("");
-            let bound = if binds_it {
-                Bound::of(frame.body())
-            } else {
-                Bound::default()
-            };
-            let generation = self.generation();
-            let (refusal, approval) = match self.judge(held.sql.as_deref(), &bound.text).await {
-                Judgement::Pass => (None, false),
-                Judgement::Refuse(refusal) => (Some(refusal), false),
-                Judgement::Approval(approval) if binds_it => {
-                    (self.hold(&approval, &bound, client, out).await, true)
-                }
-                Judgement::Approval(_) => {
-                    self.last.decided.decision = Decision::Allow;
-                    (None, true)
-                }
-            };
-            let (refusal, id) = self
-                .record_text("parse", held.sql.as_deref(), &bound.shown, refusal)
-                .await;
-            match refusal {
-                None => {
-                    self.trail.prepared("", id, self.last.statements.as_deref());
-                    self.track_parse("");
-                    self.forwarded(false);
-                    self.opaque.parsed("", self.last.opaque);
-                    // In a cycle the gateway already failed, Postgres skips the Parse.
-                    if !self.failing {
-                        let copy_in = self.last_copies_in();
-                        self.unnamed.parsed(
-                            self.cycles,
-                            Unnamed {
-                                sql: held.sql,
-                                judged: Judged {
-                                    generation,
-                                    held: approval,
-                                },
-                                copy_in,
-                                names: self.last.names.clone(),
-                            },
-                        );
-                        self.progress.forgets_pending.store(true, Ordering::Release);
-                        covered_bind = binds_it && approval;
-                    }
-                    self.send(out, held.frame.raw(), Request::Parse)
-                }
-                Some(refusal) => {
-                    self.trail.refused_parse("");
-                    self.refuse_until_sync(out, "", &refusal)
-                }
-            }
+            covered_bind = self.decide_held_parse(held, frame, out, client).await;
         }
         let auditing = self.trail.enabled();
         match frame.tag() {
@@ -361,291 +313,17 @@ impl Gate {
                     }
                 }
             }
-            // A Parse after opaque code in the same cycle could be read under settings that code
-            // changed, which Postgres reports only at the cycle's end.
-            b'P' if self.opaque.parse_refused() => {
-                let name = pg_name(cstr(frame.body()).0.unwrap_or(""));
-                let refusal = Refusal::new(
-                    sqlstate::INSUFFICIENT_PRIVILEGE,
-                    "sluice: a Parse may not follow the execution of a DO block, CALL or user-defined function before Sync: send Sync after it",
-                );
-                self.refuse_until_sync(out, name, &refusal)
-            }
-            b'P' => {
-                let (name, rest) = cstr(frame.body());
-                let sql = cstr(rest).0;
-                if name == Some("") && self.policies_loaded() {
-                    self.held = Some(HeldParse {
-                        frame: frame.clone(),
-                        sql: sql.map(str::to_owned),
-                    });
-                    return Ok(());
-                }
-                let name = name.map(pg_name);
-                // A named statement is decided once, here, and keeps that decision; one that
-                // needs approval is prepared now and held at each Bind, with its parameters.
-                let name = name.unwrap_or("");
-                let mut refusal = None;
-                let generation = self.generation();
-                let mut held = false;
-                match self.judge(sql, &[]).await {
-                    Judgement::Pass => {}
-                    Judgement::Refuse(r) => refusal = Some(r),
-                    Judgement::Approval(_) => {
-                        // Preparing runs nothing: each Bind is judged again, held and
-                        // recorded, as what the name then means.
-                        held = true;
-                        self.last.decided.decision = Decision::Allow;
-                    }
-                }
-                let judged = Judged { generation, held };
-                let (refusal, id) = self.record_text("parse", sql, &[], refusal).await;
-                match refusal {
-                    None => {
-                        self.trail
-                            .prepared(name, id, self.last.statements.as_deref());
-                        self.track_parse(name);
-                        self.forwarded(false);
-                        self.opaque.parsed(name, self.last.opaque);
-                        if name.is_empty() && !self.failing {
-                            let copy_in = self.last_copies_in();
-                            self.unnamed.parsed(
-                                self.cycles,
-                                Unnamed {
-                                    sql: sql.map(str::to_owned),
-                                    judged,
-                                    copy_in,
-                                    names: self.last.names.clone(),
-                                },
-                            );
-                            self.progress.forgets_pending.store(true, Ordering::Release);
-                        } else if !name.is_empty() {
-                            self.named.parsed(
-                                name,
-                                sql.unwrap_or(""),
-                                judged,
-                                self.last.names.clone(),
-                            );
-                        }
-                        self.send(out, frame.raw(), Request::Parse)
-                    }
-                    Some(refusal) => {
-                        self.trail.refused_parse(name);
-                        self.refuse_until_sync(out, name, &refusal)
-                    }
-                }
-            }
+            b'P' => self.parse(frame, out).await,
             // Bind is per execution: the statement name is only read once some named
             // statement in this session needs approval, or for the audit record.
             // Nothing to check at a Bind: no policy, no audit record, no masking.
             b'B' if !self.policies_loaded() && !auditing && !self.tracking() => {
                 self.send(out, frame.raw(), Request::Bind)
             }
-            b'B' => {
-                let (portal, rest) = cstr(frame.body());
-                let statement = pg_name(cstr(rest).0.unwrap_or(""));
-                let policies = self.policies_loaded();
-                let generation = self.generation();
-                // Nothing to judge in a cycle Postgres is already discarding, nor at the Bind an
-                // unnamed statement's approval was for.
-                let judging = policies && !self.failing && !covered_bind;
-                // Which unnamed statement an earlier cycle left may depend on answers still on
-                // their way.
-                if judging
-                    && statement.is_empty()
-                    && matches!(self.unnamed.runs(self.cycles), Runs::Ambiguous(_))
-                    && let Some(cycle) = self.unnamed.unanswered()
-                {
-                    let _ = out.flush().await;
-                    self.progress.answered_beyond(cycle).await;
-                    self.settle_names();
-                }
-                // Every execution of a statement a policy held is judged (and held) again, and
-                // so is one the current plugins never judged.
-                let stale = |u: &Unnamed| u.judged.held || u.judged.generation != generation;
-                let unnamed = match self.unnamed.runs(self.cycles) {
-                    Runs::Nothing => UnnamedBind::Free,
-                    Runs::One(u) if stale(u) => UnnamedBind::Judge(u.sql.clone()),
-                    Runs::One(_) => UnnamedBind::Free,
-                    Runs::Ambiguous(all) if all.iter().any(|u| stale(u)) => UnnamedBind::Unknown,
-                    Runs::Ambiguous(_) => UnnamedBind::Free,
-                };
-                let judged = judging
-                    && if statement.is_empty() {
-                        !matches!(unnamed, UnnamedBind::Free)
-                    } else {
-                        self.named.judged_at_bind(statement, generation)
-                    };
-                // A name the gateway never saw prepared (or saw deallocated): Postgres may still
-                // run something under it that nobody judged.
-                let unknown = policies && !self.named.knows(statement);
-                let bound = if judged {
-                    Bound::of(frame.body())
-                } else {
-                    Bound::default()
-                };
-                self.last = Last {
-                    statements: None,
-                    decided: Decided {
-                        decision: Decision::Allow,
-                        ..Decided::default()
-                    },
-                    opaque: false,
-                    names: Change::default(),
-                };
-                let mut refusal = if unknown {
-                    Some(Refusal::new(
-                        sqlstate::INSUFFICIENT_PRIVILEGE,
-                        format!(
-                            "sluice: prepared statement \"{statement}\" was not prepared through this session"
-                        ),
-                    ))
-                } else if !judged {
-                    None
-                } else if statement.is_empty() {
-                    match unnamed {
-                        UnnamedBind::Judge(sql) => {
-                            self.check_text(sql.as_deref(), &bound, client, out).await
-                        }
-                        UnnamedBind::Unknown => Some(Refusal::new(
-                            sqlstate::INSUFFICIENT_PRIVILEGE,
-                            "sluice: which unnamed statement this Bind runs is not known (a request that parsed one failed): Parse it again",
-                        )),
-                        UnnamedBind::Free => None,
-                    }
-                } else {
-                    // What the name means now (every definition Postgres may hold), judged
-                    // like an EXECUTE of it.
-                    self.check_bound(statement, &bound, client, out).await
-                };
-                if auditing {
-                    let decided = std::mem::take(&mut self.last.decided);
-                    let decided = refused_if(decided, &refusal);
-                    self.shared
-                        .metrics
-                        .statement("execute", decided.decision.as_str());
-                    let recorded = bind_params_recorded(frame.body()).unwrap_or_default();
-                    if let Err(e) = self
-                        .trail
-                        .bind(statement, portal.unwrap_or(""), &recorded, decided)
-                        .await
-                    {
-                        refusal = Some(audit_refusal(&e));
-                    }
-                }
-                match refusal {
-                    None => {
-                        let portal = portal.unwrap_or("");
-                        if let Some(tracker) = &mut self.tracker {
-                            tracker.bound(portal, statement);
-                        }
-                        self.opaque.bound(portal, statement);
-                        // Judged now: what it runs is what the judging resolved; otherwise
-                        // every definition the name may have.
-                        let change = if judged {
-                            self.last.names.clone()
-                        } else if statement.is_empty() {
-                            match self.unnamed.runs(self.cycles) {
-                                Runs::Nothing => Change::default(),
-                                Runs::One(u) => u.names.clone(),
-                                Runs::Ambiguous(all) => all
-                                    .iter()
-                                    .fold(Change::default(), |both, u| both.union(&u.names)),
-                            }
-                        } else {
-                            self.named.changes(statement)
-                        };
-                        self.names.bound(portal, change);
-                        let copies = if statement.is_empty() {
-                            match self.unnamed.runs(self.cycles) {
-                                Runs::Nothing => false,
-                                Runs::One(u) => u.copy_in,
-                                Runs::Ambiguous(all) => all.iter().any(|u| u.copy_in),
-                            }
-                        } else {
-                            self.named.may_copy_in(statement)
-                        };
-                        if copies {
-                            self.copy_portals.insert(portal.to_owned());
-                        } else {
-                            self.copy_portals.remove(portal);
-                        }
-                        self.send(out, frame.raw(), Request::Bind)
-                    }
-                    // Fails at the Bind's place; Postgres then skips to Sync.
-                    Some(refusal) => self.refuse_until_sync(out, "", &refusal),
-                }
-            }
-            b'E' => {
-                let portal = cstr(frame.body()).0.unwrap_or("");
-                if self.copy_portals.contains(portal) {
-                    self.copy_pending = Some(self.cycles);
-                }
-                self.opaque.executed(portal);
-                self.names.executed(portal);
-                let record = auditing.then(|| self.trail.execution(portal)).flatten();
-                let portal = pg_name(portal);
-                let masking = self.tracker.as_mut().and_then(|t| t.execute(portal));
-                let plan = match masking {
-                    Some(execution) => {
-                        if let Some(source) = execution.describe_first {
-                            // Its rows are described by nothing yet: a Describe of the portal
-                            // goes first, answered to the gateway only.
-                            let mut describe = bytes::BytesMut::new();
-                            postgres_protocol::message::frontend::describe(
-                                b'P',
-                                portal,
-                                &mut describe,
-                            )
-                            .expect("portal names from the client are NUL-free");
-                            let request = Request::Describe(pipeline::Describe {
-                                target: Target::Portal(portal.to_owned()),
-                                injected: true,
-                                record: record.map(|r| r.statement),
-                                source: Some(source),
-                            });
-                            self.send(out, &describe, request);
-                        }
-                        Some(execution.plan)
-                    }
-                    None => None,
-                };
-                let execute = pipeline::Execute {
-                    portal: portal.to_owned(),
-                    record,
-                    plan,
-                };
-                self.send(out, frame.raw(), Request::Execute(execute))
-            }
-            b'D' => {
-                let target = Target::of(frame.body()).ok_or("malformed Describe message")?;
-                let record = match (&target, auditing) {
-                    (Target::Portal(portal), true) => {
-                        self.trail.execution(portal).map(|r| r.statement)
-                    }
-                    _ => None,
-                };
-                let source = self.tracker.as_mut().and_then(|t| t.describe(&target));
-                let describe = pipeline::Describe {
-                    target,
-                    injected: false,
-                    record,
-                    source,
-                };
-                self.send(out, frame.raw(), Request::Describe(describe))
-            }
-            b'C' => {
-                let target = Target::of(frame.body()).ok_or("malformed Close message")?;
-                if let Target::Statement(name) = &target {
-                    // Forgotten once Postgres has answered the cycle without an error.
-                    self.named.closed(name, self.cycles);
-                    self.progress.forgets_pending.store(true, Ordering::Release);
-                }
-                if let Some(tracker) = &mut self.tracker {
-                    tracker.close(&target);
-                }
-                self.send(out, frame.raw(), Request::Close(target));
-            }
+            b'B' => self.bind(frame, out, client, covered_bind).await,
+            b'E' => self.execute(frame, out),
+            b'D' => self.describe(frame, out)?,
+            b'C' => self.close(frame, out)?,
             // The fast-path function call bypasses SQL entirely, so nothing can check it.
             b'F' => {
                 let (substitute, request) = refusal::query(&Refusal::new(
@@ -763,16 +441,6 @@ impl Gate {
     }
 }
 
-/// What a Bind of the unnamed statement needs.
-enum UnnamedBind {
-    /// Nothing: no policy held it and the current plugins judged it.
-    Free,
-    /// Judging (and holding) again, as this text.
-    Judge(Option<String>),
-    /// Judging, but an earlier failed cycle leaves it unknown which text it runs.
-    Unknown,
-}
-
 /// A decision as recorded, given what actually happened to the message.
 fn refused_if(mut decided: Decided, refusal: &Option<Refusal>) -> Decided {
     if let Some(Refusal {
@@ -817,9 +485,4 @@ impl Bound {
             shown: bind_params_recorded(body).unwrap_or_default(),
         }
     }
-}
-
-/// The statement name a Bind message binds.
-fn bound_statement(body: &[u8]) -> Option<&str> {
-    cstr(cstr(body).1).0.map(pg_name)
 }
