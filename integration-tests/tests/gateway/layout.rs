@@ -244,3 +244,19 @@ fn the_cycle_check_finds_a_cycle() {
     let found = cycle(&edges).expect("a and a::b depend on each other");
     assert!(found.contains(&vec!["a".to_owned()]), "{found:?}");
 }
+
+/// Files stay small enough to read whole: no more than 500 lines of code before a file's unit
+/// tests (a file of tests only is all tests), unless its module doc says why it is longer
+/// ("longer than 500 lines because ...").
+#[test]
+fn no_file_of_the_gateway_has_more_than_500_lines_of_code_without_a_reason() {
+    let modules = modules(&host_src());
+    let long: Vec<String> = modules
+        .iter()
+        .filter(|(module, _)| module.last().is_none_or(|last| last != "tests"))
+        .filter(|(_, code)| code.lines().count() > 500)
+        .filter(|(_, code)| !code.contains("longer than 500 lines because"))
+        .map(|(module, code)| format!("{} ({} lines)", name(module), code.lines().count()))
+        .collect();
+    assert!(long.is_empty(), "files over 500 lines of code: {long:?}");
+}
