@@ -259,7 +259,7 @@ fn audit_path(runtime: &tokio::runtime::Runtime) {
             subject: "bench".into(),
             database: "bench".into(),
             statement: n,
-            protocol: "query",
+            protocol: sluice::audit::Protocol::Query,
             prepared: None,
             text: Some(format!(
                 "SELECT abalance FROM pgbench_accounts WHERE aid = {};",
@@ -281,7 +281,7 @@ fn audit_path(runtime: &tokio::runtime::Runtime) {
             session: 7,
             statement: n,
             part: 0,
-            outcome: "ok",
+            outcome: sluice::audit::Outcome::Ok,
             tag: Some("SELECT 1".into()),
             rows: Some(1),
             sqlstate: None,

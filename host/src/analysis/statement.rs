@@ -132,6 +132,30 @@ pub struct Facts {
     pub user_functions: Vec<FunctionFacts>,
 }
 
+impl Facts {
+    /// The cursor a FETCH (or MOVE) reads, when the statement is one.
+    pub fn fetched_cursor(&self) -> Option<&str> {
+        (self.command == "FetchStmt")
+            .then_some(self.cursor.as_deref())
+            .flatten()
+    }
+
+    /// Whether the statement that runs is an EXECUTE of a prepared statement (bare, or under
+    /// EXPLAIN ANALYZE), as opposed to one that wraps an EXECUTE (`CREATE TABLE ... AS
+    /// EXECUTE`).
+    pub fn is_execute(&self) -> bool {
+        self.command == "ExecuteStmt"
+    }
+
+    /// The prepared statement a bare EXECUTE runs.
+    pub fn executed_name(&self) -> Option<&str> {
+        match &self.prepared {
+            Some(PreparedOp::Execute(name)) if self.is_execute() => Some(name),
+            _ => None,
+        }
+    }
+}
+
 /// What the database's catalog declares about a user-defined function a statement calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionFacts {

@@ -57,9 +57,9 @@ pub enum Event {
         statement: u64,
         /// Which statement of a multi-statement Query (0-based).
         part: u32,
-        /// `ok`, `error`, or `skipped` (never ran: an earlier error in its query string or
-        /// pipeline).
-        outcome: &'static str,
+        /// `ok`, `error`, `suspended` (a portal's Execute stopped at its row limit) or
+        /// `skipped` (never ran: an earlier error in its query string or pipeline).
+        outcome: Outcome,
         /// CommandComplete's tag (`INSERT 0 1`).
         tag: Option<String>,
         /// Rows, from the tag.
@@ -124,6 +124,28 @@ pub struct MaskedColumn {
     pub mask: &'static str,
 }
 
+/// Which client message a statement record is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// A simple-protocol Query: its text runs.
+    Query,
+    /// An extended-protocol Parse: its text is prepared, nothing runs.
+    Parse,
+    /// An extended-protocol Bind: one execution of a prepared statement.
+    Bind,
+}
+
+/// How a statement that went upstream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ok,
+    Error,
+    Suspended,
+    Skipped,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StatementRecord {
     pub session: u64,
@@ -133,7 +155,7 @@ pub struct StatementRecord {
     pub statement: u64,
     /// `query` (simple protocol), `parse`, or `bind` (one execution of a prepared statement:
     /// `prepared` names the Parse's number).
-    pub protocol: &'static str,
+    pub protocol: Protocol,
     pub prepared: Option<u64>,
     /// Full or normalized, as `[audit] statement_text` says; absent for a Bind.
     pub text: Option<String>,

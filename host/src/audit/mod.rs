@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use event::{
-    Decided, Decision, Event, MaskedColumn, StatementRecord, VoteRecord, checkpoint_message,
+    Decided, Decision, Event, MaskedColumn, Outcome, Protocol, StatementRecord, VoteRecord,
+    checkpoint_message,
 };
 pub use files::{chain_files, head_path};
 

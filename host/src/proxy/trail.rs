@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::pipeline::{Answer, Record, Request};
 use super::session::progress::Progress;
 use crate::analysis::{Effect, Statement};
-use crate::audit::{Audit, AuditError, Event, StatementRecord};
+use crate::audit::{Audit, AuditError, Event, Outcome, Protocol, StatementRecord};
 pub use crate::audit::{Decided, Decision};
 use crate::config::StatementText;
 use crate::identity::SessionInfo;
@@ -78,7 +78,7 @@ impl Trail {
     /// Returns its record number.
     pub async fn text(
         &mut self,
-        protocol: &'static str,
+        protocol: Protocol,
         text: Option<&str>,
         statements: Option<&[Statement]>,
         params: &[Option<String>],
@@ -88,7 +88,7 @@ impl Trail {
         let statement = self.next;
         let normalized = self.audit.statement_text == StatementText::Normalized;
         // Preparing runs nothing; a Query runs every statement in it.
-        let at_once = protocol != "parse" && effect_of(statements).at_once(self.in_block());
+        let at_once = protocol != Protocol::Parse && effect_of(statements).at_once(self.in_block());
         let statements = statements.unwrap_or_default();
         let allowed = decided.allowed();
         let record = StatementRecord {
@@ -153,7 +153,7 @@ impl Trail {
         let record = StatementRecord {
             prepared,
             params: (!normalized).then(|| params.to_vec()),
-            ..self.record(statement, "bind", decided)
+            ..self.record(statement, Protocol::Bind, decided)
         };
         let written = self.write(record, allowed, at_once).await;
         if allowed && written.is_ok() {
@@ -173,7 +173,7 @@ impl Trail {
 
     /// A record of this session's statement number `statement`, decided as `decided`, with
     /// nothing about the statement itself yet.
-    fn record(&self, statement: u64, protocol: &'static str, decided: Decided) -> StatementRecord {
+    fn record(&self, statement: u64, protocol: Protocol, decided: Decided) -> StatementRecord {
         StatementRecord {
             session: self.info.id,
             subject: self.info.subject.clone(),
@@ -199,7 +199,7 @@ impl Trail {
         at_once: bool,
     ) -> Result<(), AuditError> {
         // A Query or a Bind runs as it goes upstream; a Parse only prepares.
-        if record.protocol != "parse" {
+        if record.protocol != Protocol::Parse {
             self.cycle_fresh = false;
         }
         let event = Event::Statement(Box::new(record));
@@ -270,9 +270,12 @@ impl Results {
                     return;
                 };
                 let (outcome, tag) = match tag {
-                    b'C' => ("ok", crate::wire::frontend::cstr(body).0.map(str::to_owned)),
-                    b's' => ("suspended", None),
-                    _ => ("ok", None),
+                    b'C' => (
+                        Outcome::Ok,
+                        crate::wire::frontend::cstr(body).0.map(str::to_owned),
+                    ),
+                    b's' => (Outcome::Suspended, None),
+                    _ => (Outcome::Ok, None),
                 };
                 self.result(record, owner.part, outcome, tag, None);
             }
@@ -288,7 +291,7 @@ impl Results {
                 if let Some(owner) = owner
                     && let Some(record) = owner.request.record()
                 {
-                    self.result(record, owner.part, "error", None, error.take());
+                    self.result(record, owner.part, Outcome::Error, None, error.take());
                     self.skipped_after(owner.request, record, owner.part + 1);
                 }
                 for request in *skipped {
@@ -297,7 +300,7 @@ impl Results {
                     };
                     match error.take() {
                         Some(sqlstate) if !refused => {
-                            self.result(record, 0, "error", None, Some(sqlstate));
+                            self.result(record, 0, Outcome::Error, None, Some(sqlstate));
                             self.skipped_after(request, record, 1);
                         }
                         _ => self.skipped_after(request, record, 0),
@@ -322,7 +325,7 @@ impl Results {
             _ => 1,
         };
         for part in part..parts {
-            self.result(record, part, "skipped", None, None);
+            self.result(record, part, Outcome::Skipped, None, None);
         }
     }
 
@@ -330,7 +333,7 @@ impl Results {
         &self,
         record: Record,
         part: u32,
-        outcome: &'static str,
+        outcome: Outcome,
         tag: Option<String>,
         sqlstate: Option<String>,
     ) {
@@ -393,7 +396,13 @@ mod tests {
         let held = trail.hold.load(Ordering::Acquire);
         let statements = crate::analysis::analyze_uncached(sql).unwrap();
         trail
-            .text("query", Some(sql), Some(&statements[..]), &[], allowed())
+            .text(
+                Protocol::Query,
+                Some(sql),
+                Some(&statements[..]),
+                &[],
+                allowed(),
+            )
             .await
             .unwrap();
         let waits_for_answer = trail.hold.load(Ordering::Acquire) > held;
@@ -441,7 +450,7 @@ mod tests {
         let held = trail.hold.load(Ordering::Acquire);
         trail
             .text(
-                "parse",
+                Protocol::Parse,
                 Some("UPDATE t SET v = $1"),
                 Some(&update[..]),
                 &[],

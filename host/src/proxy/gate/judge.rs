@@ -29,11 +29,9 @@ impl Gate {
                 _ => None,
             };
             declared.extend(local);
-            let uses = match (statement.command.as_str(), &statement.prepared) {
-                ("FetchStmt", _) => statement.cursor.as_deref(),
-                ("ExecuteStmt", Some(PreparedOp::Execute(name))) => Some(name.as_str()),
-                _ => None,
-            };
+            let uses = statement
+                .fetched_cursor()
+                .or_else(|| statement.executed_name());
             let declared_here = uses.is_some_and(|name| declared.contains(&name));
             if !declared_here
                 && let Err(Unplannable::Unknown(what, name)) = tracker.lineage_source(statement)
@@ -69,7 +67,7 @@ impl Gate {
     /// Returns the (possibly new) refusal and the record number.
     pub(super) async fn record_text(
         &mut self,
-        protocol: &'static str,
+        protocol: crate::audit::Protocol,
         sql: Option<&str>,
         params: &[Option<String>],
         refusal: Option<Refusal>,

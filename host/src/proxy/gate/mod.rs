@@ -286,7 +286,9 @@ impl Gate {
             b'Q' => {
                 let sql = cstr(frame.body()).0;
                 let refusal = self.check_text(sql, &Bound::default(), client, out).await;
-                let (refusal, id) = self.record_text("query", sql, &[], refusal).await;
+                let (refusal, id) = self
+                    .record_text(crate::audit::Protocol::Query, sql, &[], refusal)
+                    .await;
                 match refusal {
                     None => {
                         let statements = self.last.statements.as_deref();

@@ -49,7 +49,9 @@ impl Gate {
             }
         }
         let judged = Judged { generation, held };
-        let (refusal, id) = self.record_text("parse", sql, &[], refusal).await;
+        let (refusal, id) = self
+            .record_text(crate::audit::Protocol::Parse, sql, &[], refusal)
+            .await;
         match refusal {
             None => {
                 self.trail
@@ -114,7 +116,12 @@ impl Gate {
             }
         };
         let (refusal, id) = self
-            .record_text("parse", held.sql.as_deref(), &bound.shown, refusal)
+            .record_text(
+                crate::audit::Protocol::Parse,
+                held.sql.as_deref(),
+                &bound.shown,
+                refusal,
+            )
             .await;
         match refusal {
             None => {

@@ -380,7 +380,7 @@ fn definition_statement(
 /// verdict remembered for the text is never reused for another definition of the name.
 fn executing(execute: &Statement, name: &str, runs: &Statement) -> Statement {
     let mut facts = (*execute.facts).clone();
-    if facts.command == "ExecuteStmt" {
+    if facts.is_execute() {
         facts.kind = runs.kind;
         facts.command = runs.command.clone();
         facts.parameter = runs.parameter.clone();

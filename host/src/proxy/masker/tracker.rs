@@ -48,22 +48,21 @@ impl Tracker {
     /// PREPARE's statement; `None` when the name was declared as two different statements
     /// (its computed columns are then withheld).
     pub fn lineage_source(&self, statement: &Statement) -> Result<Option<Statement>, Unplannable> {
-        let known = match (statement.command.as_str(), &statement.prepared) {
-            ("FetchStmt", _) => statement.cursor.as_ref().map(|name| {
-                self.cursors
-                    .get(pg_name(name))
-                    .cloned()
-                    .ok_or(Unplannable::Unknown("cursor", name.clone()))
-            }),
-            ("ExecuteStmt", Some(PreparedOp::Execute(name))) => Some(
-                self.sql_prepared
-                    .get(pg_name(name))
-                    .cloned()
-                    .ok_or(Unplannable::Unknown("prepared statement", name.clone())),
-            ),
-            _ => None,
-        };
-        known.unwrap_or_else(|| Ok(Some(statement.clone())))
+        if let Some(name) = statement.fetched_cursor() {
+            return self
+                .cursors
+                .get(pg_name(name))
+                .cloned()
+                .ok_or_else(|| Unplannable::Unknown("cursor", name.to_owned()));
+        }
+        if let Some(name) = statement.executed_name() {
+            return self
+                .sql_prepared
+                .get(pg_name(name))
+                .cloned()
+                .ok_or_else(|| Unplannable::Unknown("prepared statement", name.to_owned()));
+        }
+        Ok(Some(statement.clone()))
     }
 
     /// Remembers what a statement that went upstream declares or prepares, and marks DDL.
