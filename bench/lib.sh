@@ -12,10 +12,15 @@ command -v pgbench >/dev/null || { echo "pgbench not found: apt-get install post
 cargo build --release -q -p sluice
 SLUICE=$PWD/target/release/sluice
 
+# The gateways' files (plugin directories among them) are the invoking user's; Postgres and
+# PgBouncer, which refuse to run as root, get directories of their own under it. (A gateway
+# refuses a plugin directory below a directory another user owns.)
 work=$(mktemp -d /tmp/sluice-bench-XXXXXX)
+chmod 755 "$work"
+mkdir -p "$work/pg"
 as_pg=()
 if [ "$(id -u)" = 0 ]; then
-    chown postgres: "$work"
+    chown postgres: "$work/pg"
     as_pg=(runuser -u postgres --)
 fi
 pids=()
@@ -43,10 +48,10 @@ wait_port() {
 PG_PORT=$(free_port)
 PASSWORD=bench-$RANDOM$RANDOM
 
-echo "$PASSWORD" > "$work/pwfile"; chmod 644 "$work/pwfile"
-"${as_pg[@]}" "$bindir/initdb" -D "$work/data" -U postgres -A scram-sha-256 --pwfile="$work/pwfile" \
+echo "$PASSWORD" > "$work/pg/pwfile"; chmod 644 "$work/pg/pwfile"
+"${as_pg[@]}" "$bindir/initdb" -D "$work/pg/data" -U postgres -A scram-sha-256 --pwfile="$work/pg/pwfile" \
     -E UTF8 --locale=C --no-sync >/dev/null
-cat >> "$work/data/postgresql.conf" <<CONF
+cat >> "$work/pg/data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = ''
@@ -54,9 +59,9 @@ max_connections = 200
 shared_buffers = 256MB
 CONF
 if [ "${PG_DURABLE:-0}" != 1 ]; then
-    printf 'fsync = off\nsynchronous_commit = off\n' >> "$work/data/postgresql.conf"
+    printf 'fsync = off\nsynchronous_commit = off\n' >> "$work/pg/data/postgresql.conf"
 fi
-"${as_pg[@]}" "$bindir/postgres" -D "$work/data" >"$work/postgres.log" 2>&1 &
+"${as_pg[@]}" "$bindir/postgres" -D "$work/pg/data" >"$work/pg/postgres.log" 2>&1 &
 pids+=($!)
 wait_port "$PG_PORT"
 
