@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod plugins;
 pub mod policy;
 pub mod proxy;
+pub mod revocations;
 pub mod services;
 pub mod state;
 pub mod tls;

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub upstream_connect_errors: Family<DatabaseLabels, Counter>,
     pub client_write_stalls: Counter,
     pub client_writes_stalled: Gauge,
+    pub revocations: Counter,
+    pub sessions_revoked: Counter,
 }
 
 impl Default for Metrics {
@@ -155,8 +157,22 @@ impl Metrics {
             "Sessions whose write to the client has been waiting longer than [server] client_write_stall now",
             client_writes_stalled.clone(),
         );
+        let revocations = Counter::default();
+        registry.register(
+            "revocations",
+            "Revocations made (tokens, subjects or issuers)",
+            revocations.clone(),
+        );
+        let sessions_revoked = Counter::default();
+        registry.register(
+            "sessions_revoked",
+            "Live sessions ended because their token was revoked",
+            sessions_revoked.clone(),
+        );
         Metrics {
             registry,
+            revocations,
+            sessions_revoked,
             client_write_stalls,
             client_writes_stalled,
             sessions_open,

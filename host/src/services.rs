@@ -1,6 +1,6 @@
 //! The gateway's long-lived services, built once from a validated configuration before
 //! anything listens: keys, the audit log, TLS, the upstreams and their catalog caches, the
-//! plugin host, the state store and the approval queue. The proxy and the admin listener each
+//! plugin host, the state store, the approval queue and the revocations. The proxy and the admin listener each
 //! take what they need from here; neither builds a service itself.
 
 use std::collections::HashMap;
@@ -16,6 +16,7 @@ use crate::identity::{KeyError, TokenAuthority};
 use crate::masking::HashKey;
 use crate::metrics::Metrics;
 use crate::plugins::{PluginError, PluginHost};
+use crate::revocations::Revocations;
 use crate::state::{SqliteStore, StateError};
 use crate::upstream::Upstream;
 
@@ -31,6 +32,8 @@ pub struct Services {
     pub plugins: Option<Arc<PluginHost>>,
     /// The approval queue held statements wait in.
     pub approvals: Arc<Approvals>,
+    /// Tokens taken back.
+    pub revocations: Arc<Revocations>,
     /// The audit log (a no-op when `[audit] enabled = false`).
     pub audit: Arc<Audit>,
     pub metrics: Arc<Metrics>,
@@ -123,9 +126,15 @@ impl Services {
             }
             None => None,
         };
-        let store = SqliteStore::open(&config.state_path()?)?;
+        let store = Arc::new(SqliteStore::open(&config.state_path()?)?);
+        let revocations = Arc::new(Revocations::open(
+            store.clone(),
+            audit.clone(),
+            metrics.clone(),
+            config.identity.max_ttl,
+        )?);
         let approvals = Approvals::new(
-            Arc::new(store),
+            store,
             Route {
                 approver_groups: config.approvals.approver_groups.clone(),
                 approvals_needed: config.approvals.approvals_needed,
@@ -146,6 +155,7 @@ impl Services {
             catalogs,
             plugins,
             approvals,
+            revocations,
             audit,
             metrics,
             hash_key,

@@ -9,11 +9,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::auth::{ApiError, bearer};
 use super::state::{AdminState, ApprovalsApi};
 use crate::approvals::{ApprovalError, Approver, Decision};
 use crate::state::{ApprovalRecord, StateError};
@@ -185,15 +185,6 @@ pub struct DecisionBody {
     pub scope_seconds: Option<u64>,
 }
 
-/// An error as JSON `{"error": "..."}` with its status code.
-pub struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
-    }
-}
-
 impl From<ApprovalError> for ApiError {
     fn from(e: ApprovalError) -> ApiError {
         let status = match &e {
@@ -213,16 +204,7 @@ impl From<ApprovalError> for ApiError {
 /// The caller, from a valid token. What they may see and decide depends on each request's
 /// approver groups (set by its route), so group membership is checked per request.
 fn caller(api: &ApprovalsApi, headers: &HeaderMap) -> Result<Approver, ApiError> {
-    let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.to_owned());
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| unauthorized("an approver token is required (Authorization: Bearer ...)"))?;
-    let claims = api.tokens.verify(token.trim()).map_err(|e| {
-        tracing::info!(reason = e.class(), "admin API call with a refused token");
-        unauthorized("the token was refused")
-    })?;
+    let claims = bearer(&api.tokens, &api.revocations, headers)?;
     Ok(Approver {
         subject: claims.sub,
         groups: claims.groups,

@@ -1,14 +1,17 @@
-//! The admin HTTP listener: health and readiness, plugin status, and the approvals API.
+//! The admin HTTP listener: health and readiness, plugin status, the approvals API and page,
+//! and revocations.
 
 pub mod approvals;
+mod auth;
 mod page;
+pub mod revocations;
 mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-pub use state::{AdminState, ApprovalsApi};
+pub use state::{AdminState, ApprovalsApi, RevocationsApi};
 
 use axum::Router;
 use axum::extract::State;
@@ -24,6 +27,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/plugins", get(plugins))
         .route("/metrics", get(metrics))
         .merge(approvals::routes())
+        .merge(revocations::routes())
         .merge(page::routes())
         .with_state(state)
 }

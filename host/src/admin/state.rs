@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::approvals::Approvals;
 use crate::identity::TokenAuthority;
+use crate::revocations::Revocations;
 
 /// What the admin endpoints report on.
 #[derive(Default)]
@@ -16,6 +17,8 @@ pub struct AdminState {
     /// The approval queue and what authenticates approvers; absent, the approvals API answers
     /// 503.
     pub approvals: Option<ApprovalsApi>,
+    /// The revocations and who may make them; absent, the revocations API answers 503.
+    pub revocations: Option<RevocationsApi>,
     /// What `/metrics` serves.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Readiness also needs a writable audit log (when statements are refused without one).
@@ -32,6 +35,12 @@ impl AdminState {
             approvals: Some(ApprovalsApi {
                 approvals: services.approvals.clone(),
                 tokens: services.tokens.clone(),
+                revocations: services.revocations.clone(),
+            }),
+            revocations: Some(RevocationsApi {
+                revocations: services.revocations.clone(),
+                tokens: services.tokens.clone(),
+                admin_groups: services.config.admin.admin_groups.clone(),
             }),
             metrics: Some(services.metrics.clone()),
             audit: Some(services.audit.clone()),
@@ -44,4 +53,14 @@ impl AdminState {
 pub struct ApprovalsApi {
     pub approvals: Arc<Approvals>,
     pub tokens: Arc<TokenAuthority>,
+    pub revocations: Arc<Revocations>,
+}
+
+/// What the revocations API needs.
+#[derive(Clone)]
+pub struct RevocationsApi {
+    pub revocations: Arc<Revocations>,
+    pub tokens: Arc<TokenAuthority>,
+    /// Token groups whose members may revoke (`[admin] admin_groups`).
+    pub admin_groups: Vec<String>,
 }

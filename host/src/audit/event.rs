@@ -102,6 +102,17 @@ pub enum Event {
         plugin: String,
         hash: String,
     },
+    /// Tokens taken back: every token matching `kind` = `value` is refused, and the sessions
+    /// using one end, until `until` (Unix seconds).
+    Revocation {
+        id: String,
+        /// `jti`, `subject` or `issuer`.
+        kind: &'static str,
+        value: String,
+        by: String,
+        reason: String,
+        until: u64,
+    },
     /// A result set masked: which columns, with which mask (never values).
     Masking {
         session: u64,

@@ -4,12 +4,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use sluice::admin::approvals::{ApprovalView, DecisionBody};
-use sluice::config::Config;
+
+use super::admin_client::{self, AdminClient};
 
 #[derive(Args)]
 pub struct ApprovalsArgs {
@@ -54,28 +53,14 @@ enum ApprovalsCommand {
 }
 
 pub async fn run(args: ApprovalsArgs) -> anyhow::Result<()> {
-    let address = match (&args.server, &args.config) {
-        (Some(server), _) => server
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned(),
-        (None, Some(file)) => {
-            let config = Config::load(file)?;
-            let listen = config
-                .admin
-                .listen
-                .with_context(|| format!("{} has no [admin] listen", file.display()))?;
-            listen.to_string()
-        }
-        (None, None) => bail!("say where the gateway is: --server URL or --config FILE"),
-    };
+    let address = admin_client::address(args.server.as_deref(), args.config.as_deref())?;
     let token = args
         .token
         .context("an approver token is needed: --token or SLUICE_TOKEN")?;
-    let admin = Admin { address, token };
+    let admin = AdminClient { address, token };
     match args.command {
         ApprovalsCommand::List { json } => {
-            let body = admin.call("GET", "/v1/approvals", None).await?;
+            let body = admin.call("GET", "/v1/approvals", None::<&()>).await?;
             if json {
                 println!("{body}");
                 return Ok(());
@@ -100,7 +85,7 @@ pub async fn run(args: ApprovalsArgs) -> anyhow::Result<()> {
         }
         ApprovalsCommand::Show { id } => {
             let body = admin
-                .call("GET", &format!("/v1/approvals/{id}"), None)
+                .call("GET", &format!("/v1/approvals/{id}"), None::<&()>)
                 .await?;
             print_view(&serde_json::from_str(&body)?);
         }
@@ -126,58 +111,6 @@ pub async fn run(args: ApprovalsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-struct Admin {
-    /// host:port
-    address: String,
-    token: String,
-}
-
-impl Admin {
-    /// One request; a non-2xx answer becomes an error carrying the API's message.
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&DecisionBody>,
-    ) -> anyhow::Result<String> {
-        let tcp = tokio::net::TcpStream::connect(&self.address)
-            .await
-            .with_context(|| format!("cannot reach the admin API at {}", self.address))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
-        tokio::spawn(connection);
-        let payload = body
-            .map(serde_json::to_vec)
-            .transpose()?
-            .unwrap_or_default();
-        let mut request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, &self.address)
-            .header(
-                hyper::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
-            );
-        if body.is_some() {
-            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
-        }
-        let response = sender
-            .send_request(request.body(Full::new(Bytes::from(payload)))?)
-            .await?;
-        let status = response.status();
-        let text =
-            String::from_utf8_lossy(&response.into_body().collect().await?.to_bytes()).into_owned();
-        if !status.is_success() {
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
-                .unwrap_or(text);
-            bail!("{status}: {message}");
-        }
-        Ok(text)
-    }
 }
 
 fn report(view: &ApprovalView) {

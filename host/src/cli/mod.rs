@@ -1,5 +1,6 @@
 //! Subcommands. Each returns `anyhow::Result` with context; `main` prints the chain.
 
+mod admin_client;
 mod approvals;
 mod audit;
 mod audit_human;
@@ -117,7 +118,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approvals(args) => approvals::run(args).await,
         Command::Audit { command } => audit::run(command).await,
         Command::Keys { command } => keys::run(command),
-        Command::Token { command } => token::run(command),
+        Command::Token { command } => token::run(command).await,
         Command::Plugins { command } => plugins::run(command).await,
     }
 }

@@ -2,9 +2,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use sluice::admin::revocations::{RevocationView, RevokeBody};
 use sluice::config::Config;
 use sluice::identity::TokenAuthority;
+
+use super::admin_client::{self, AdminClient};
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
@@ -25,9 +28,64 @@ pub enum TokenCommand {
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
     },
+    /// Take tokens back: one token, every token of a subject, or every token of an issuer.
+    /// Logins with them are refused and live sessions using them end at once.
+    #[command(group(clap::ArgGroup::new("what").required(true).multiple(false)))]
+    Revoke {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// One token, by its id (`jti`; the `token_id` of its sessions in the audit log).
+        #[arg(long, group = "what")]
+        jti: Option<String>,
+        /// Every token of this subject.
+        #[arg(long, group = "what")]
+        subject: Option<String>,
+        /// Every token from this issuer.
+        #[arg(long, group = "what")]
+        issuer: Option<String>,
+        /// Why (recorded in the audit log and told to the sessions it ends).
+        #[arg(long)]
+        reason: String,
+        /// How long the revocation lasts (default: identity.max_ttl, the longest a token it
+        /// matches may live).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        lasts: Option<Duration>,
+    },
+    /// The revocations in force.
+    Revocations {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-pub fn run(command: TokenCommand) -> anyhow::Result<()> {
+/// Where the admin API is and the admin token to call it with.
+#[derive(Args)]
+pub struct AdminArgs {
+    /// Admin API address, e.g. http://127.0.0.1:6434.
+    #[arg(long, conflicts_with = "config")]
+    server: Option<String>,
+    /// Read the admin listener's address from this gateway config instead.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// A token whose groups include one of `[admin] admin_groups`.
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl AdminArgs {
+    fn client(self) -> anyhow::Result<AdminClient> {
+        let address = admin_client::address(self.server.as_deref(), self.config.as_deref())?;
+        let token = self
+            .token
+            .context("an admin token is needed: --token or SLUICE_TOKEN")?;
+        Ok(AdminClient { address, token })
+    }
+}
+
+pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
     match command {
         TokenCommand::Mint {
             config,
@@ -51,5 +109,65 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        TokenCommand::Revoke {
+            admin,
+            jti,
+            subject,
+            issuer,
+            reason,
+            lasts,
+        } => {
+            let body = RevokeBody {
+                jti,
+                subject,
+                issuer,
+                reason,
+                for_seconds: lasts.map(|d| d.as_secs().max(1)),
+            };
+            let answer = admin
+                .client()?
+                .call("POST", "/v1/revocations", Some(&body))
+                .await?;
+            let view: RevocationView = serde_json::from_str(&answer)?;
+            println!(
+                "{}: {} {} revoked until {}",
+                view.id,
+                view.kind,
+                view.value,
+                until(view.until)
+            );
+            Ok(())
+        }
+        TokenCommand::Revocations { admin, json } => {
+            let answer = admin
+                .client()?
+                .call("GET", "/v1/revocations", None::<&()>)
+                .await?;
+            if json {
+                println!("{answer}");
+                return Ok(());
+            }
+            let list: Vec<RevocationView> = serde_json::from_str(&answer)?;
+            if list.is_empty() {
+                println!("no revocations in force");
+            }
+            for view in list {
+                println!(
+                    "{}  {} {}  by {} until {}: {}",
+                    view.id,
+                    view.kind,
+                    view.value,
+                    view.by,
+                    until(view.until),
+                    view.reason
+                );
+            }
+            Ok(())
+        }
     }
+}
+
+fn until(unix_seconds: f64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_secs_f64(unix_seconds.max(0.0));
+    humantime::format_rfc3339_seconds(at).to_string()
 }

@@ -73,11 +73,27 @@ pub struct TlsConfig {
 }
 
 /// `[admin]`
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address of the HTTP admin listener; absent, no admin listener runs.
     pub listen: Option<SocketAddr>,
+    /// Token groups whose members may revoke tokens (`POST /v1/revocations`).
+    #[serde(default = "default_admin_groups")]
+    pub admin_groups: Vec<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: None,
+            admin_groups: default_admin_groups(),
+        }
+    }
+}
+
+fn default_admin_groups() -> Vec<String> {
+    vec!["sluice-admins".to_owned()]
 }
 
 /// `[limits]`

@@ -11,6 +11,8 @@ pub struct Grant {
     pub groups: Vec<String>,
     /// The token's unique id (`jti`), for audit and revocation.
     pub token_id: String,
+    /// Who issued the token (`iss`), for revocation.
+    pub issuer: String,
     /// When the session must end (`exp`).
     pub expires_at: SystemTime,
 }

@@ -208,6 +208,7 @@ impl TokenAuthority {
             database: claims.db,
             groups: claims.groups,
             token_id: claims.jti,
+            issuer: claims.iss,
             expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
         })
     }

@@ -43,6 +43,8 @@ pub struct Gateway {
     /// Owned here, not by the accept loop: sessions outlive accepting during a shutdown.
     _workers: Arc<workers::Workers>,
     plugin_watch: Option<crate::plugins::WatchHandle>,
+    /// Stops following the store's revocations when the gateway is dropped.
+    _revocation_poll: tokio_util::sync::DropGuard,
 }
 
 impl Gateway {
@@ -71,6 +73,15 @@ impl Gateway {
             stop_accepting.clone(),
             sessions.clone(),
         ));
+        // Revocations made by other gateways sharing the state store (or the CLI) reach this
+        // one's sessions too.
+        let revocation_poll = CancellationToken::new();
+        tokio::spawn(
+            shared
+                .revocations
+                .clone()
+                .follow_store(revocation_poll.clone()),
+        );
         let plugin_watch = match &shared.plugins {
             Some(host) => Some(
                 crate::plugins::watch(host.clone(), shared.config.plugins.reload_debounce)
@@ -81,6 +92,7 @@ impl Gateway {
         tracing::info!(%local_addr, "accepting Postgres clients");
         Ok(Gateway {
             plugin_watch,
+            _revocation_poll: revocation_poll.drop_guard(),
             shared,
             local_addr,
             stop_accepting,

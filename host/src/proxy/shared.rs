@@ -36,6 +36,8 @@ pub struct Shared {
     pub(super) limits: limits::ConnectionLimits,
     /// The approval queue held statements wait in.
     pub(super) approvals: Arc<Approvals>,
+    /// Tokens taken back: refused at login, and sessions using them end.
+    pub(super) revocations: Arc<crate::revocations::Revocations>,
     /// The audit log (a no-op when `[audit] enabled = false`).
     pub(super) audit: Arc<crate::audit::Audit>,
     pub(super) metrics: Arc<crate::metrics::Metrics>,
@@ -62,12 +64,14 @@ impl Shared {
             catalogs,
             plugins,
             approvals,
+            revocations,
             audit,
             metrics,
             hash_key,
         } = services;
         Shared {
             approvals,
+            revocations,
             audit,
             metrics,
             config,

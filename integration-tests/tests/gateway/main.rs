@@ -27,6 +27,7 @@ mod plugin_faults;
 mod plugin_reload;
 mod policy;
 mod relay;
+mod revocation;
 mod robustness;
 mod runaway;
 mod tls_streaming;

@@ -234,6 +234,19 @@ pub async fn login(
     };
     span.record("subject", grant.subject.as_str());
     span.record("token_id", grant.token_id.as_str());
+    if let Some(revocation) = shared.revocations.matching(&grant) {
+        tracing::warn!(revocation = %revocation.id, "revoked token refused");
+        failed("revoked");
+        return client
+            .refuse(
+                sqlstate::INVALID_PASSWORD,
+                format!(
+                    "password authentication failed for user \"{}\": the token was revoked ({})",
+                    startup.user, revocation.id
+                ),
+            )
+            .await;
+    }
     let per_subject = shared.config.server.max_connections_per_subject;
     let Some(subject_slot) = shared.limits.subject(&grant.subject, per_subject) else {
         tracing::warn!(

@@ -17,6 +17,11 @@ pub enum SessionEnd {
     /// The upstream closed the connection without saying why.
     UpstreamVanished,
     TokenExpired,
+    /// The token was revoked (the revocation's id and reason).
+    Revoked {
+        id: String,
+        reason: String,
+    },
     Shutdown,
     /// Nothing in flight and nothing from the client for `idle_timeout`.
     IdleTimeout,
@@ -45,6 +50,7 @@ impl SessionEnd {
             SessionEnd::UpstreamClosed => "upstream_closed",
             SessionEnd::UpstreamVanished => "upstream_vanished",
             SessionEnd::TokenExpired => "token_expired",
+            SessionEnd::Revoked { .. } => "revoked",
             SessionEnd::Shutdown => "shutdown",
             SessionEnd::IdleTimeout => "idle_timeout",
             SessionEnd::ClientProtocol(_) => "client_protocol_error",
@@ -64,6 +70,12 @@ impl SessionEnd {
             SessionEnd::TokenExpired => Some(messages::fatal(
                 sqlstate::INVALID_AUTHORIZATION,
                 "terminating connection because the session token expired",
+            )),
+            SessionEnd::Revoked { id, reason } => Some(messages::fatal(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!(
+                    "terminating connection because its token was revoked (revocation {id}: {reason})"
+                ),
             )),
             SessionEnd::Shutdown => Some(messages::fatal(
                 sqlstate::ADMIN_SHUTDOWN,

@@ -108,6 +108,11 @@ pub async fn run(
             },
         ), if !budget.is_zero() => unreachable!("the runaway watch never ends"),
         () = expiry => SessionEnd::TokenExpired,
+        revocation = shared.revocations.until_revoked(&grant) => {
+            tracing::warn!(revocation = %revocation.id, "session ended: its token was revoked");
+            shared.metrics.sessions_revoked.inc();
+            SessionEnd::Revoked { id: revocation.id, reason: revocation.reason }
+        }
         () = shared.terminate.cancelled() => SessionEnd::Shutdown,
     };
     drop(cancel_key);

@@ -1,0 +1,43 @@
+//! Who calls the admin API: every call but health, readiness and metrics carries a Sluice
+//! token (`Authorization: Bearer ...`), checked like a login's (signature, issuer, audience,
+//! validity) and against the revocations, and answered with JSON errors.
+
+use axum::Json;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::identity::{Claims, TokenAuthority};
+use crate::revocations::Revocations;
+
+/// An error as JSON `{"error": "..."}` with its status code.
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+/// The claims of the caller's token; 401 without a token, or with one that is refused or
+/// revoked.
+pub fn bearer(
+    tokens: &TokenAuthority,
+    revocations: &Revocations,
+    headers: &HeaderMap,
+) -> Result<Claims, ApiError> {
+    let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.to_owned());
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("a token is required (Authorization: Bearer ...)"))?;
+    let claims = tokens.verify(token.trim()).map_err(|e| {
+        tracing::info!(reason = e.class(), "admin API call with a refused token");
+        unauthorized("the token was refused")
+    })?;
+    if let Some(revocation) = revocations.matching_token(&claims.jti, &claims.sub, &claims.iss) {
+        tracing::info!(revocation = %revocation.id, "admin API call with a revoked token");
+        return Err(unauthorized("the token was revoked"));
+    }
+    Ok(claims)
+}

@@ -1,0 +1,80 @@
+//! The admin API from a terminal: where the gateway's admin listener is, and one request to it
+//! with a Sluice token.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use sluice::config::Config;
+
+/// `host:port` of the admin API: `--server`, or the `[admin] listen` of `--config`.
+pub fn address(server: Option<&str>, config: Option<&Path>) -> anyhow::Result<String> {
+    match (server, config) {
+        (Some(server), _) => Ok(server
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned()),
+        (None, Some(file)) => {
+            let config = Config::load(file)?;
+            let listen = config
+                .admin
+                .listen
+                .with_context(|| format!("{} has no [admin] listen", file.display()))?;
+            Ok(listen.to_string())
+        }
+        (None, None) => bail!("say where the gateway is: --server URL or --config FILE"),
+    }
+}
+
+pub struct AdminClient {
+    /// host:port
+    pub address: String,
+    pub token: String,
+}
+
+impl AdminClient {
+    /// One request; a non-2xx answer becomes an error carrying the API's message.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> anyhow::Result<String> {
+        let tcp = tokio::net::TcpStream::connect(&self.address)
+            .await
+            .with_context(|| format!("cannot reach the admin API at {}", self.address))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        tokio::spawn(connection);
+        let payload = body
+            .map(serde_json::to_vec)
+            .transpose()?
+            .unwrap_or_default();
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.address)
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            );
+        if body.is_some() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let response = sender
+            .send_request(request.body(Full::new(Bytes::from(payload)))?)
+            .await?;
+        let status = response.status();
+        let text =
+            String::from_utf8_lossy(&response.into_body().collect().await?.to_bytes()).into_owned();
+        if !status.is_success() {
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            bail!("{status}: {message}");
+        }
+        Ok(text)
+    }
+}
