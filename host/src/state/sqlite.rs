@@ -651,7 +651,8 @@ mod tests {
     #[test]
     fn revocations_are_kept_until_they_end_and_then_pruned() {
         let store = SqliteStore::in_memory().unwrap();
-        let now = SystemTime::now();
+        // Stored to the millisecond.
+        let now = time(millis(SystemTime::now()));
         let revocation = |id: &str, revoked: Revoked, lasts: u64| Revocation {
             id: id.into(),
             revoked,
