@@ -20,4 +20,5 @@ pub mod services;
 pub mod state;
 pub mod tls;
 pub mod upstream;
+pub mod web;
 pub mod wire;

@@ -33,6 +33,18 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuerLabels {
+    pub issuer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExchangeLabels {
+    pub issuer: String,
+    /// `issued`, `denied`, or the class of a refused subject token.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DatabaseLabels {
     pub database: String,
 }
@@ -56,6 +68,8 @@ pub struct Metrics {
     pub client_writes_stalled: Gauge,
     pub revocations: Counter,
     pub sessions_revoked: Counter,
+    pub jwks_fetches: Family<IssuerLabels, Counter>,
+    pub token_exchanges: Family<ExchangeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -169,8 +183,22 @@ impl Metrics {
             "Live sessions ended because their token was revoked",
             sessions_revoked.clone(),
         );
+        let jwks_fetches = Family::<IssuerLabels, Counter>::default();
+        registry.register(
+            "jwks_fetches",
+            "Fetches of a trusted issuer's signing keys",
+            jwks_fetches.clone(),
+        );
+        let token_exchanges = Family::<ExchangeLabels, Counter>::default();
+        registry.register(
+            "token_exchanges",
+            "Token exchanges, by issuer and outcome",
+            token_exchanges.clone(),
+        );
         Metrics {
             registry,
+            jwks_fetches,
+            token_exchanges,
             revocations,
             sessions_revoked,
             client_write_stalls,

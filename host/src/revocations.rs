@@ -55,11 +55,21 @@ impl Revocations {
 
     /// The revocation in force that matches `grant`'s token, if any.
     pub fn matching(&self, grant: &Grant) -> Option<Revocation> {
-        self.matching_token(&grant.token_id, &grant.subject, &grant.issuer)
+        self.matching_token(
+            &grant.token_id,
+            &grant.subject,
+            &[Some(grant.issuer.as_str()), grant.origin.as_deref()],
+        )
     }
 
-    /// The revocation in force that matches a token with these `jti`, `sub` and `iss`.
-    pub fn matching_token(&self, jti: &str, subject: &str, issuer: &str) -> Option<Revocation> {
+    /// The revocation in force that matches a token with this `jti` and `sub`, issued by any
+    /// of `issuers` (its own `iss`, and the external issuer it was exchanged from).
+    pub fn matching_token(
+        &self,
+        jti: &str,
+        subject: &str,
+        issuers: &[Option<&str>],
+    ) -> Option<Revocation> {
         let now = SystemTime::now();
         self.current
             .load()
@@ -69,7 +79,7 @@ impl Revocations {
                     && match &r.revoked {
                         Revoked::Token(t) => t == jti,
                         Revoked::Subject(s) => s == subject,
-                        Revoked::Issuer(i) => i == issuer,
+                        Revoked::Issuer(i) => issuers.contains(&Some(i.as_str())),
                     }
             })
             .cloned()
@@ -198,6 +208,7 @@ mod tests {
             groups: Vec::new(),
             token_id: jti.into(),
             issuer: "sluice".into(),
+            origin: None,
             expires_at: SystemTime::now() + Duration::from_secs(300),
         }
     }

@@ -12,6 +12,7 @@ use crate::approvals::{Approvals, Notifier, Route};
 use crate::audit::{Audit, AuditError};
 use crate::catalog::Catalog;
 use crate::config::{Config, ConfigError};
+use crate::identity::external::{IssuerSetupError, TrustedIssuers};
 use crate::identity::{KeyError, TokenAuthority};
 use crate::masking::HashKey;
 use crate::metrics::Metrics;
@@ -34,6 +35,8 @@ pub struct Services {
     pub approvals: Arc<Approvals>,
     /// Tokens taken back.
     pub revocations: Arc<Revocations>,
+    /// External identity providers whose tokens may be exchanged.
+    pub issuers: Arc<TrustedIssuers>,
     /// The audit log (a no-op when `[audit] enabled = false`).
     pub audit: Arc<Audit>,
     pub metrics: Arc<Metrics>,
@@ -60,6 +63,8 @@ pub enum ServicesError {
     Audit(#[from] AuditError),
     #[error("cannot open the state store: {0}")]
     State(#[from] StateError),
+    #[error(transparent)]
+    Issuer(#[from] IssuerSetupError),
 }
 
 impl Services {
@@ -126,6 +131,10 @@ impl Services {
             }
             None => None,
         };
+        let issuers = Arc::new(TrustedIssuers::from_config(
+            &config.identity,
+            metrics.clone(),
+        )?);
         let store = Arc::new(SqliteStore::open(&config.state_path()?)?);
         let revocations = Arc::new(Revocations::open(
             store.clone(),
@@ -156,6 +165,7 @@ impl Services {
             plugins,
             approvals,
             revocations,
+            issuers,
             audit,
             metrics,
             hash_key,

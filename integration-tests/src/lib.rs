@@ -1,6 +1,8 @@
 //! Test harness: one throwaway Postgres per test binary (started on first use), and a gateway
 //! per test in front of it, driven with tokio-postgres and the real psql.
 
+pub mod idp;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;

@@ -35,7 +35,11 @@ pub fn bearer(
         tracing::info!(reason = e.class(), "admin API call with a refused token");
         unauthorized("the token was refused")
     })?;
-    if let Some(revocation) = revocations.matching_token(&claims.jti, &claims.sub, &claims.iss) {
+    if let Some(revocation) = revocations.matching_token(
+        &claims.jti,
+        &claims.sub,
+        &[Some(claims.iss.as_str()), claims.idp.as_deref()],
+    ) {
         tracing::info!(revocation = %revocation.id, "admin API call with a revoked token");
         return Err(unauthorized("the token was revoked"));
     }

@@ -6,12 +6,13 @@ mod auth;
 mod page;
 pub mod revocations;
 mod state;
+pub mod token_exchange;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-pub use state::{AdminState, ApprovalsApi, RevocationsApi};
+pub use state::{AdminState, ApprovalsApi, ExchangeApi, RevocationsApi};
 
 use axum::Router;
 use axum::extract::State;
@@ -28,6 +29,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(approvals::routes())
         .merge(revocations::routes())
+        .merge(token_exchange::routes())
         .merge(page::routes())
         .with_state(state)
 }

@@ -17,6 +17,8 @@ pub struct AdminState {
     /// The approval queue and what authenticates approvers; absent, the approvals API answers
     /// 503.
     pub approvals: Option<ApprovalsApi>,
+    /// Token exchange; absent (no `[[identity.issuers]]`), `/v1/token` answers 503.
+    pub exchange: Option<ExchangeApi>,
     /// The revocations and who may make them; absent, the revocations API answers 503.
     pub revocations: Option<RevocationsApi>,
     /// What `/metrics` serves.
@@ -37,6 +39,14 @@ impl AdminState {
                 tokens: services.tokens.clone(),
                 revocations: services.revocations.clone(),
             }),
+            exchange: (!services.issuers.is_empty()).then(|| ExchangeApi {
+                issuers: services.issuers.clone(),
+                tokens: services.tokens.clone(),
+                revocations: services.revocations.clone(),
+                audit: services.audit.clone(),
+                metrics: services.metrics.clone(),
+                max_ttl: services.config.identity.max_ttl,
+            }),
             revocations: Some(RevocationsApi {
                 revocations: services.revocations.clone(),
                 tokens: services.tokens.clone(),
@@ -54,6 +64,18 @@ pub struct ApprovalsApi {
     pub approvals: Arc<Approvals>,
     pub tokens: Arc<TokenAuthority>,
     pub revocations: Arc<Revocations>,
+}
+
+/// What the token exchange needs.
+#[derive(Clone)]
+pub struct ExchangeApi {
+    pub issuers: Arc<crate::identity::external::TrustedIssuers>,
+    pub tokens: Arc<TokenAuthority>,
+    pub revocations: Arc<Revocations>,
+    pub audit: Arc<crate::audit::Audit>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// `identity.max_ttl`.
+    pub max_ttl: std::time::Duration,
 }
 
 /// What the revocations API needs.

@@ -102,6 +102,24 @@ pub enum Event {
         plugin: String,
         hash: String,
     },
+    /// A request to exchange an external token for a gateway token (`POST /v1/token`).
+    TokenExchange {
+        /// The trusted issuer's configured name (absent when the token named none).
+        issuer: Option<String>,
+        /// Who the external token is, when it was accepted.
+        principal: Option<String>,
+        database: String,
+        reason: String,
+        /// `issued`, `denied` (the token was good; the request is not allowed), or `refused`
+        /// (the token was not accepted).
+        outcome: &'static str,
+        /// Why it was denied or refused.
+        why: Option<String>,
+        /// The issued token's `jti` and lifetime.
+        token_id: Option<String>,
+        ttl_seconds: Option<u64>,
+        groups: Vec<String>,
+    },
     /// Tokens taken back: every token matching `kind` = `value` is refused, and the sessions
     /// using one end, until `until` (Unix seconds).
     Revocation {

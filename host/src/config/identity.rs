@@ -23,6 +23,9 @@ pub struct IdentityConfig {
     /// Clock skew tolerated on `nbf` (not-before). Expiry is enforced exactly.
     #[serde(default = "default_leeway", with = "humantime_serde")]
     pub leeway: Duration,
+    /// External identity providers whose tokens may be exchanged for the gateway's own.
+    #[serde(default)]
+    pub issuers: Vec<super::IssuerConfig>,
 }
 
 fn default_issuer() -> String {

@@ -9,6 +9,7 @@ use serde::Deserialize;
 mod approvals;
 mod audit;
 mod identity;
+mod issuers;
 mod plugins;
 mod server;
 mod upstream;
@@ -16,6 +17,7 @@ mod upstream;
 pub use approvals::{ApprovalsConfig, StateConfig};
 pub use audit::{AuditConfig, Durability, OnAuditFailure, StatementText};
 pub use identity::IdentityConfig;
+pub use issuers::{ISSUER_ALGORITHMS, IssuerConfig, IssuerPreset};
 pub use plugins::{
     DEFAULT_MAX_COMPONENT_MIB, DEFAULT_MAX_FUNCTIONS, MaskingConfig, PluginsConfig, UserFunctions,
     valid_plugin_name,
@@ -148,6 +150,10 @@ impl Config {
             upstream.password_file.as_mut().map(resolve);
             upstream.ca_file.as_mut().map(resolve);
         }
+        for issuer in &mut self.identity.issuers {
+            issuer.jwks_file.as_mut().map(resolve);
+            issuer.ca_file.as_mut().map(resolve);
+        }
     }
 
     fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -172,6 +178,9 @@ impl Config {
         if self.identity.audience.is_empty() {
             return Err(self.invalid("identity.audience", "must not be empty"));
         }
+        let databases: Vec<&str> = self.upstreams.iter().map(|u| u.database.as_str()).collect();
+        issuers::check(&self.identity.issuers, &databases)
+            .map_err(|(key, message)| self.invalid(key, message))?;
         if self.server.max_message_size < 1024 {
             return Err(self.invalid("server.max_message_size", "must be at least 1024 bytes"));
         }

@@ -13,6 +13,8 @@ pub struct Grant {
     pub token_id: String,
     /// Who issued the token (`iss`), for revocation.
     pub issuer: String,
+    /// For a token issued in exchange for an external one: that one's issuer (`idp`).
+    pub origin: Option<String>,
     /// When the session must end (`exp`).
     pub expires_at: SystemTime,
 }

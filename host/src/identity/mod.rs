@@ -1,12 +1,15 @@
 //! Who a client is: gateway-minted tokens, the keys that sign them, and the grant a valid token
 //! carries into a session.
 
+pub mod external;
 mod grant;
 mod keys;
+mod principal;
 mod session;
 mod token;
 
 pub use grant::Grant;
 pub use keys::{KeyError, SigningKey, verify_signature};
+pub use principal::{PrincipalTemplate, matches_pattern};
 pub use session::SessionInfo;
 pub use token::{Claims, TokenAuthority, TokenError};

@@ -22,6 +22,9 @@ pub struct Claims {
     pub nbf: u64,
     pub exp: u64,
     pub jti: String,
+    /// For a token issued in exchange for an external one: that token's issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp: Option<String>,
 }
 
 /// Why a token was not accepted. The client only ever sees a generic message; this is for logs.
@@ -130,6 +133,31 @@ impl TokenAuthority {
         groups: &[String],
         ttl: Duration,
     ) -> Result<String, TokenError> {
+        self.mint_claims(subject, database, groups, ttl, None)
+            .map(|(token, _)| token)
+    }
+
+    /// Signs a token issued in exchange for one from external issuer `idp`; returns it and
+    /// its claims.
+    pub fn mint_exchanged(
+        &self,
+        subject: &str,
+        database: &str,
+        groups: &[String],
+        ttl: Duration,
+        idp: &str,
+    ) -> Result<(String, Claims), TokenError> {
+        self.mint_claims(subject, database, groups, ttl, Some(idp))
+    }
+
+    fn mint_claims(
+        &self,
+        subject: &str,
+        database: &str,
+        groups: &[String],
+        ttl: Duration,
+        idp: Option<&str>,
+    ) -> Result<(String, Claims), TokenError> {
         if ttl.is_zero() {
             return Err(TokenError::TtlZero);
         }
@@ -153,9 +181,11 @@ impl TokenAuthority {
             nbf: now,
             exp: now + ttl.as_secs().max(1),
             jti: uuid::Uuid::new_v4().to_string(),
+            idp: idp.map(str::to_owned),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
-            .map_err(|_| TokenError::Signing)
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
+            .map_err(|_| TokenError::Signing)?;
+        Ok((token, claims))
     }
 
     /// Checks signature, issuer, audience and validity window; returns the claims.
@@ -209,6 +239,7 @@ impl TokenAuthority {
             groups: claims.groups,
             token_id: claims.jti,
             issuer: claims.iss,
+            origin: claims.idp,
             expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
         })
     }
@@ -233,6 +264,7 @@ impl TokenAuthority {
             nbf: now,
             exp: now + ttl.as_secs(),
             jti: uuid::Uuid::new_v4().to_string(),
+            idp: None,
         }
     }
 }

@@ -65,6 +65,7 @@ impl Shared {
             plugins,
             approvals,
             revocations,
+            issuers: _,
             audit,
             metrics,
             hash_key,

@@ -31,4 +31,5 @@ mod revocation;
 mod robustness;
 mod runaway;
 mod tls_streaming;
+mod token_exchange;
 mod upstream;
