@@ -56,17 +56,21 @@ impl Revocations {
     /// The revocation in force that matches `grant`'s token, if any.
     pub fn matching(&self, grant: &Grant) -> Option<Revocation> {
         self.matching_token(
-            &grant.token_id,
+            &[
+                Some(grant.token_id.as_str()),
+                grant.origin_token_id.as_deref(),
+            ],
             &grant.subject,
             &[Some(grant.issuer.as_str()), grant.origin.as_deref()],
         )
     }
 
-    /// The revocation in force that matches a token with this `jti` and `sub`, issued by any
-    /// of `issuers` (its own `iss`, and the external issuer it was exchanged from).
+    /// The revocation in force that matches a token with any of these `jti`s (its own, and
+    /// the external token's it was exchanged for) and `sub`, issued by any of `issuers` (its
+    /// own `iss`, and the external issuer).
     pub fn matching_token(
         &self,
-        jti: &str,
+        jtis: &[Option<&str>],
         subject: &str,
         issuers: &[Option<&str>],
     ) -> Option<Revocation> {
@@ -77,7 +81,7 @@ impl Revocations {
             .find(|r| {
                 r.until > now
                     && match &r.revoked {
-                        Revoked::Token(t) => t == jti,
+                        Revoked::Token(t) => jtis.contains(&Some(t.as_str())),
                         Revoked::Subject(s) => s == subject,
                         Revoked::Issuer(i) => issuers.contains(&Some(i.as_str())),
                     }
@@ -131,9 +135,14 @@ impl Revocations {
             by = %revocation.by,
             "tokens revoked"
         );
-        let mut current = Vec::clone(&self.current.load());
-        current.push(revocation.clone());
-        self.publish(current);
+        // Read-copy-update: a concurrent revocation or refresh never drops this one.
+        let added = revocation.clone();
+        self.current.rcu(|current| {
+            let mut next = Vec::clone(current);
+            next.push(added.clone());
+            next
+        });
+        self.changed.send_modify(|n| *n += 1);
         Ok(revocation)
     }
 
@@ -147,18 +156,25 @@ impl Revocations {
         })
         .await
         .map_err(|e| StateError::Corrupt(format!("revocation task failed: {e}")))??;
-        let known = self.current.load();
-        let same =
-            read.len() == known.len() && read.iter().zip(known.iter()).all(|(a, b)| a.id == b.id);
-        if !same {
-            self.publish(read);
+        // Revocations are only ever added (and end by time): what this process holds and the
+        // store has not returned yet (made here while it was read) stays.
+        let now = SystemTime::now();
+        let mut grew = false;
+        self.current.rcu(|current| {
+            let mut next = read.clone();
+            next.extend(
+                current
+                    .iter()
+                    .filter(|r| r.until > now && !read.iter().any(|s| s.id == r.id))
+                    .cloned(),
+            );
+            grew = next.iter().any(|r| !current.iter().any(|c| c.id == r.id));
+            next
+        });
+        if grew {
+            self.changed.send_modify(|n| *n += 1);
         }
         Ok(())
-    }
-
-    fn publish(&self, current: Vec<Revocation>) {
-        self.current.store(Arc::new(current));
-        self.changed.send_modify(|n| *n += 1);
     }
 
     /// Completes with the revocation that takes `grant`'s token back, once there is one.
@@ -209,6 +225,8 @@ mod tests {
             token_id: jti.into(),
             issuer: "sluice".into(),
             origin: None,
+            origin_token_id: None,
+            read_only: false,
             expires_at: SystemTime::now() + Duration::from_secs(300),
         }
     }

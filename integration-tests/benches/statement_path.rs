@@ -384,5 +384,6 @@ fn bench_session() -> SessionInfo {
         token_id: "t".into(),
         client_addr: "127.0.0.1:1".into(),
         application_name: None,
+        read_only: false,
     }
 }

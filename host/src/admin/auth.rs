@@ -36,7 +36,7 @@ pub fn bearer(
         unauthorized("the token was refused")
     })?;
     if let Some(revocation) = revocations.matching_token(
-        &claims.jti,
+        &[Some(claims.jti.as_str()), claims.idp_jti.as_deref()],
         &claims.sub,
         &[Some(claims.iss.as_str()), claims.idp.as_deref()],
     ) {

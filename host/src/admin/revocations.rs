@@ -114,6 +114,14 @@ async fn revoke(
     if revoked.value().is_empty() {
         return Err(bad("the revoked value is empty"));
     }
+    if let Revoked::Issuer(issuer) = &revoked
+        && !api.issuers.contains(issuer)
+    {
+        return Err(bad(&format!(
+            "no issuer {issuer}: name one exactly as its tokens' iss ({})",
+            api.issuers.join(", ")
+        )));
+    }
     if body.reason.trim().is_empty() {
         return Err(bad("a reason is required"));
     }

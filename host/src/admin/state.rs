@@ -51,6 +51,16 @@ impl AdminState {
                 revocations: services.revocations.clone(),
                 tokens: services.tokens.clone(),
                 admin_groups: services.config.admin.admin_groups.clone(),
+                issuers: std::iter::once(services.config.identity.issuer.clone())
+                    .chain(
+                        services
+                            .config
+                            .identity
+                            .issuers
+                            .iter()
+                            .filter_map(|i| i.issuer().map(str::to_owned)),
+                    )
+                    .collect(),
             }),
             metrics: Some(services.metrics.clone()),
             audit: Some(services.audit.clone()),
@@ -85,4 +95,7 @@ pub struct RevocationsApi {
     pub tokens: Arc<TokenAuthority>,
     /// Token groups whose members may revoke (`[admin] admin_groups`).
     pub admin_groups: Vec<String>,
+    /// The issuers a revocation may name: the gateway's own and the trusted ones (a name
+    /// that matches no token would revoke nothing).
+    pub issuers: Vec<String>,
 }

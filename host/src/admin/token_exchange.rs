@@ -224,7 +224,7 @@ async fn decide(
         )));
     }
     if let Some(revocation) = api.revocations.matching_token(
-        identity.token_id.as_deref().unwrap_or_default(),
+        &[identity.token_id.as_deref()],
         principal,
         &[Some(identity.issuer.as_str())],
     ) {
@@ -250,10 +250,22 @@ async fn decide(
         .max_ttl
         .unwrap_or(api.max_ttl)
         .min(api.max_ttl);
-    let ttl = requested.min(cap);
+    // Never longer than the proof it was issued for.
+    let left = Duration::from_secs(identity.expires.saturating_sub(crate::identity::unix_now()));
+    let ttl = requested.min(cap).min(left);
+    if ttl.is_zero() {
+        return Err(deny("the subject token has expired".into()));
+    }
     let (token, claims) = api
         .tokens
-        .mint_exchanged(principal, &database, &groups, ttl, &identity.issuer)
+        .mint_exchanged(
+            principal,
+            &database,
+            &groups,
+            ttl,
+            (&identity.issuer, identity.token_id.as_deref()),
+            issuer.config.read_only,
+        )
         .map_err(|e| OauthError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             error: "server_error",

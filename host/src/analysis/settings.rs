@@ -45,6 +45,7 @@ impl SettingValue {
 /// 4 VAR_SET_MULTI, 5 VAR_RESET, 6 VAR_RESET_ALL.
 const VAR_SET_VALUE: i64 = 1;
 const VAR_SET_DEFAULT: i64 = 2;
+const VAR_SET_MULTI: i64 = 4;
 const VAR_RESET: i64 = 5;
 const VAR_RESET_ALL: i64 = 6;
 
@@ -60,9 +61,23 @@ fn collect(value: &Value, found: &mut Vec<SettingChange>) {
             for (key, inner) in map {
                 match key.as_str() {
                     // `setstmt` holds a bare VariableSetStmt (ALTER ROLE, DATABASE, SYSTEM).
+                    // SET TRANSACTION ..., SET SESSION CHARACTERISTICS AS TRANSACTION ...: one
+                    // change per characteristic.
+                    "VariableSetStmt" | "setstmt"
+                        if inner.get("kind").and_then(Value::as_i64) == Some(VAR_SET_MULTI) =>
+                    {
+                        let prefix = match inner.get("name").and_then(Value::as_str) {
+                            Some("SESSION CHARACTERISTICS") => "default_",
+                            _ => "",
+                        };
+                        characteristics(inner.get("args"), prefix, found);
+                    }
                     "VariableSetStmt" | "setstmt" if inner.is_object() => {
                         found.push(variable_set(inner))
                     }
+                    // BEGIN / START TRANSACTION with READ WRITE, ISOLATION LEVEL...: what the
+                    // transaction runs with.
+                    "TransactionStmt" => characteristics(inner.get("options"), "", found),
                     "FuncCall" if is_set_config(inner) => found.push(set_config(inner)),
                     // DISCARD ALL resets every setting, the session authorization included.
                     // (DiscardMode 1: ALL.)
@@ -80,6 +95,33 @@ fn collect(value: &Value, found: &mut Vec<SettingChange>) {
         }
         Value::Array(items) => items.iter().for_each(|v| collect(v, found)),
         _ => {}
+    }
+}
+
+/// The transaction characteristics a `SET TRANSACTION`, `SET SESSION CHARACTERISTICS` or
+/// `BEGIN` lists (`transaction_read_only`, `transaction_isolation`, `transaction_deferrable`),
+/// as changes of those settings (`prefix` `default_` for the session's defaults).
+fn characteristics(options: Option<&Value>, prefix: &str, found: &mut Vec<SettingChange>) {
+    let Some(options) = options.and_then(Value::as_array) else {
+        return;
+    };
+    for option in options {
+        let element = option.get("node").unwrap_or(option).get("DefElem");
+        let Some(name) = element
+            .and_then(|e| e.get("defname"))
+            .and_then(Value::as_str)
+        else {
+            continue;
+        };
+        let value = element
+            .and_then(|e| e.get("arg"))
+            .and_then(literal)
+            .map_or(SettingValue::Computed, SettingValue::Literal);
+        found.push(SettingChange {
+            name: format!("{prefix}{}", name.to_ascii_lowercase()),
+            value,
+            at_run_time: false,
+        });
     }
 }
 
@@ -229,6 +271,31 @@ mod tests {
         }
         assert!(named("SELECT current_setting('search_path')").is_empty());
         assert!(named("SHOW search_path").is_empty());
+    }
+
+    #[test]
+    fn transaction_characteristics_are_changes_of_their_settings() {
+        assert_eq!(
+            changes("BEGIN READ WRITE"),
+            [("transaction_read_only".into(), lit("0"))]
+        );
+        assert_eq!(
+            changes("START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY"),
+            [
+                ("transaction_isolation".into(), lit("serializable")),
+                ("transaction_read_only".into(), lit("1"))
+            ]
+        );
+        assert_eq!(
+            changes("SET TRANSACTION READ WRITE"),
+            [("transaction_read_only".into(), lit("0"))]
+        );
+        assert_eq!(
+            changes("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE"),
+            [("default_transaction_read_only".into(), lit("0"))]
+        );
+        assert!(changes("BEGIN").is_empty());
+        assert!(changes("COMMIT").is_empty());
     }
 
     #[test]

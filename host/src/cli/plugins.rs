@@ -110,6 +110,7 @@ async fn check(
         token_id: "check".into(),
         client_addr: "127.0.0.1:0".into(),
         application_name: None,
+        read_only: false,
     };
     let set = host.current();
     let mut outcome =

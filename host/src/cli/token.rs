@@ -27,6 +27,9 @@ pub enum TokenCommand {
         /// Comma-separated groups.
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
+        /// A read-only grant: Postgres runs its sessions read-only, and nothing may change that.
+        #[arg(long)]
+        read_only: bool,
     },
     /// Take tokens back: one token, every token of a subject, or every token of an issuer.
     /// Logins with them are refused and live sessions using them end at once.
@@ -93,6 +96,7 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
             database,
             ttl,
             groups,
+            read_only,
         } => {
             let config = Config::load(&config)?;
             if config.upstream(&database).is_none() {
@@ -103,9 +107,12 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
             }
             let authority = TokenAuthority::from_config(&config.identity)?;
             let groups: Vec<String> = groups.into_iter().filter(|g| !g.is_empty()).collect();
-            let token = authority
-                .mint(&subject, &database, &groups, ttl)
-                .context("minting the token")?;
+            let token = if read_only {
+                authority.mint_read_only(&subject, &database, &groups, ttl)
+            } else {
+                authority.mint(&subject, &database, &groups, ttl)
+            }
+            .context("minting the token")?;
             println!("{token}");
             Ok(())
         }

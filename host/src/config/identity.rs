@@ -25,7 +25,7 @@ pub struct IdentityConfig {
     pub leeway: Duration,
     /// External identity providers whose tokens may be exchanged for the gateway's own.
     #[serde(default)]
-    pub issuers: Vec<super::IssuerConfig>,
+    pub issuers: Vec<super::issuers::IssuerConfig>,
 }
 
 fn default_issuer() -> String {

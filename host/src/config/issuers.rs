@@ -34,10 +34,18 @@ pub struct IssuerConfig {
     pub principal: Option<String>,
     /// The claim holding the token's groups (a list of strings), if any.
     pub groups_claim: Option<String>,
+    /// The groups of that claim the gateway's token may carry (others are dropped): an
+    /// outside provider's group names never become the gateway's (`admin_groups`, approver
+    /// groups) unless listed here. Required with `groups_claim`.
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
     /// Principals allowed to ask at all (`*` matches any run of characters); none: nobody.
     pub subjects: Vec<String>,
     /// Databases its principals may ask for.
     pub databases: Vec<String>,
+    /// Tokens issued for it are read-only grants: Postgres runs their sessions read-only.
+    #[serde(default)]
+    pub read_only: bool,
     /// Longest lifetime of a token issued for it (never above `identity.max_ttl`).
     #[serde(default, with = "humantime_serde")]
     pub max_ttl: Option<Duration>,
@@ -140,8 +148,14 @@ pub(super) fn check(issuers: &[IssuerConfig], databases: &[&str]) -> Result<(), 
                 format!("{other} is not one of {}", ISSUER_ALGORITHMS.join(", ")),
             );
         }
-        if let Err(e) = crate::identity::PrincipalTemplate::parse(issuer.principal()) {
+        if let Err(e) = crate::identity::principal::PrincipalTemplate::parse(issuer.principal()) {
             return bad("principal", e);
+        }
+        if issuer.groups_claim.is_some() && issuer.allowed_groups.is_empty() {
+            return bad(
+                "allowed_groups",
+                "must list the groups of groups_claim the gateway's tokens may carry".into(),
+            );
         }
         if issuer.subjects.is_empty() {
             return bad(

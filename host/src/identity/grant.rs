@@ -15,6 +15,10 @@ pub struct Grant {
     pub issuer: String,
     /// For a token issued in exchange for an external one: that one's issuer (`idp`).
     pub origin: Option<String>,
+    /// And that token's `jti`.
+    pub origin_token_id: Option<String>,
+    /// A read-only grant.
+    pub read_only: bool,
     /// When the session must end (`exp`).
     pub expires_at: SystemTime,
 }

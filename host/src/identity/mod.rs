@@ -4,7 +4,7 @@
 pub mod external;
 mod grant;
 mod keys;
-mod principal;
+pub mod principal;
 mod session;
 mod token;
 
@@ -12,4 +12,5 @@ pub use grant::Grant;
 pub use keys::{KeyError, SigningKey, verify_signature};
 pub use principal::{PrincipalTemplate, matches_pattern};
 pub use session::SessionInfo;
+pub(crate) use token::unix_now;
 pub use token::{Claims, TokenAuthority, TokenError};

@@ -48,17 +48,40 @@ impl PrincipalTemplate {
     }
 
     /// The principal of a token with `claims`; an error names a claim that is missing, empty
-    /// or not a string or number.
+    /// or not a string or number, or one whose value could pass for another principal: a
+    /// value holding the template's own separators (`@` in `{repository}@{ref}`: a branch
+    /// named `x@refs/heads/main` must not read as `main`), a pattern's `*`, or a control
+    /// character.
     pub fn render(&self, claims: &Map<String, Value>) -> Result<String, String> {
+        let separators: Vec<char> = self
+            .parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text(text) => Some(text.chars()),
+                Part::Claim(_) => None,
+            })
+            .flatten()
+            .collect();
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
-                Part::Claim(path) => match claim(claims, path) {
-                    Some(Value::String(s)) if !s.is_empty() => out.push_str(s),
-                    Some(Value::Number(n)) => out.push_str(&n.to_string()),
-                    _ => return Err(format!("the token has no usable claim {path}")),
-                },
+                Part::Claim(path) => {
+                    let value = match claim(claims, path) {
+                        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                        Some(Value::Number(n)) => n.to_string(),
+                        _ => return Err(format!("the token has no usable claim {path}")),
+                    };
+                    if value
+                        .chars()
+                        .any(|c| c == '*' || c.is_control() || separators.contains(&c))
+                    {
+                        return Err(format!(
+                            "claim {path} holds a character that would make the principal ambiguous"
+                        ));
+                    }
+                    out.push_str(&value);
+                }
             }
         }
         Ok(out)
@@ -145,6 +168,20 @@ mod tests {
             PrincipalTemplate::parse("{sub}")
                 .unwrap()
                 .render(&nested)
+                .is_err()
+        );
+        // A branch named to end like another one, a star, a newline: no principal.
+        let t = PrincipalTemplate::parse("{repository}@{ref}").unwrap();
+        let forged =
+            claims(json!({"repository": "acme/api", "ref": "refs/heads/x@refs/heads/main"}));
+        assert!(t.render(&forged).is_err());
+        let star = claims(json!({"repository": "acme/*", "ref": "refs/heads/main"}));
+        assert!(t.render(&star).is_err());
+        let newline = claims(json!({"sub": "bot\nadmin"}));
+        assert!(
+            PrincipalTemplate::parse("{sub}")
+                .unwrap()
+                .render(&newline)
                 .is_err()
         );
         for bad in ["sub", "{sub", "sub}", "{}", "{{sub}}"] {

@@ -20,4 +20,7 @@ pub struct SessionInfo {
     pub client_addr: String,
     /// The client's `application_name`, if it sent one.
     pub application_name: Option<String>,
+    /// The grant is read-only: Postgres runs the session with `default_transaction_read_only`
+    /// on, and nothing may turn it off.
+    pub read_only: bool,
 }

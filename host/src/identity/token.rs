@@ -25,6 +25,13 @@ pub struct Claims {
     /// For a token issued in exchange for an external one: that token's issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idp: Option<String>,
+    /// And that token's `jti`, when it had one: revoking it revokes this one too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_jti: Option<String>,
+    /// A read-only grant: its sessions run with `default_transaction_read_only` on, and may not
+    /// change it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// Why a token was not accepted. The client only ever sees a generic message; this is for logs.
@@ -133,21 +140,41 @@ impl TokenAuthority {
         groups: &[String],
         ttl: Duration,
     ) -> Result<String, TokenError> {
-        self.mint_claims(subject, database, groups, ttl, None)
+        self.mint_claims(subject, database, groups, ttl, None, false)
             .map(|(token, _)| token)
     }
 
-    /// Signs a token issued in exchange for one from external issuer `idp`; returns it and
-    /// its claims.
+    /// Signs a read-only grant: its sessions cannot write, whatever the plugins say.
+    pub fn mint_read_only(
+        &self,
+        subject: &str,
+        database: &str,
+        groups: &[String],
+        ttl: Duration,
+    ) -> Result<String, TokenError> {
+        self.mint_claims(subject, database, groups, ttl, None, true)
+            .map(|(token, _)| token)
+    }
+
+    /// Signs a token issued in exchange for one from external issuer `idp` (with `idp_jti`);
+    /// returns it and its claims.
     pub fn mint_exchanged(
         &self,
         subject: &str,
         database: &str,
         groups: &[String],
         ttl: Duration,
-        idp: &str,
+        (idp, idp_jti): (&str, Option<&str>),
+        read_only: bool,
     ) -> Result<(String, Claims), TokenError> {
-        self.mint_claims(subject, database, groups, ttl, Some(idp))
+        self.mint_claims(
+            subject,
+            database,
+            groups,
+            ttl,
+            Some((idp, idp_jti)),
+            read_only,
+        )
     }
 
     fn mint_claims(
@@ -156,7 +183,8 @@ impl TokenAuthority {
         database: &str,
         groups: &[String],
         ttl: Duration,
-        idp: Option<&str>,
+        origin: Option<(&str, Option<&str>)>,
+        read_only: bool,
     ) -> Result<(String, Claims), TokenError> {
         if ttl.is_zero() {
             return Err(TokenError::TtlZero);
@@ -181,7 +209,9 @@ impl TokenAuthority {
             nbf: now,
             exp: now + ttl.as_secs().max(1),
             jti: uuid::Uuid::new_v4().to_string(),
-            idp: idp.map(str::to_owned),
+            idp: origin.map(|(idp, _)| idp.to_owned()),
+            idp_jti: origin.and_then(|(_, jti)| jti).map(str::to_owned),
+            read_only,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
             .map_err(|_| TokenError::Signing)?;
@@ -240,6 +270,8 @@ impl TokenAuthority {
             token_id: claims.jti,
             issuer: claims.iss,
             origin: claims.idp,
+            origin_token_id: claims.idp_jti,
+            read_only: claims.read_only,
             expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
         })
     }
@@ -265,6 +297,8 @@ impl TokenAuthority {
             exp: now + ttl.as_secs(),
             jti: uuid::Uuid::new_v4().to_string(),
             idp: None,
+            idp_jti: None,
+            read_only: false,
         }
     }
 }

@@ -166,6 +166,7 @@ tls = "disable"
             token_id: "t".into(),
             client_addr: "127.0.0.1:1".into(),
             application_name: None,
+            read_only: false,
         };
         let (requests, mut answers) = super::pipeline::pipeline();
         let (notices, mut notices_in) = tokio::sync::mpsc::unbounded_channel();
@@ -208,6 +209,7 @@ tls = "disable"
                 session::Relayed {
                     answers: &mut answers,
                     progress: &progress,
+                    read_only: false,
                 },
                 &mut notices_in,
                 results.as_mut(),

@@ -239,6 +239,7 @@ async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id
         token_id: established.grant.token_id.clone(),
         client_addr: peer.to_string(),
         application_name: established.application_name.clone(),
+        read_only: established.grant.read_only,
     };
     shared.audit.record(crate::audit::Event::SessionStart {
         session: id,

@@ -368,6 +368,7 @@ mod tests {
             token_id: "t".into(),
             client_addr: "127.0.0.1:1".into(),
             application_name: None,
+            read_only: false,
         }
     }
 

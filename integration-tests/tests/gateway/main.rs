@@ -26,6 +26,7 @@ mod plugin_directory;
 mod plugin_faults;
 mod plugin_reload;
 mod policy;
+mod read_only;
 mod relay;
 mod revocation;
 mod robustness;

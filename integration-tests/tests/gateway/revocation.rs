@@ -101,7 +101,9 @@ async fn revoking_a_token_ends_its_live_sessions_within_a_second_and_refuses_it_
         .unwrap();
     let driver = gw.connect("agent", &token).await.unwrap();
     driver.simple_query("SELECT 1").await.unwrap();
-    let sleep = "SELECT pg_sleep(30)";
+    // Unique to this test: other tests sleep on the same Postgres.
+    let sleep = format!("SELECT pg_sleep(30), '{jti}'");
+    let sleep = sleep.as_str();
 
     let psql = async {
         let out = gw.psql("agent", &token, "require", &["-c", sleep]).await;

@@ -104,7 +104,7 @@ async fn exchange_raw(gw: &TestGateway, body: &str) -> (u16, String) {
 fn github_claims(idp: &TestIdp, repository: &str, git_ref: &str) -> Value {
     idp.claims(
         AUD,
-        300,
+        3600,
         json!({
             "sub": format!("repo:{repository}:ref:{git_ref}"),
             "repository": repository,
@@ -180,6 +180,27 @@ async fn a_github_actions_token_is_exchanged_for_a_psql_session_within_its_grant
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
 
+    // A branch named to end like main is no principal at all.
+    let forged = key.sign(&github_claims(
+        &idp,
+        "acme/reports",
+        "refs/heads/x@refs/heads/main",
+    ));
+    let (code, answer) = exchange(&gw, &forged, &[]).await;
+    assert_eq!(
+        (code, answer["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    // A token with 60 s left gets no more than that.
+    let mut short = github_claims(&idp, "acme/reports", "refs/heads/main");
+    short["exp"] = json!(short["iat"].as_i64().unwrap() + 60);
+    let (code, issued_short) = exchange(&gw, &key.sign(&short), &[]).await;
+    assert_eq!(code, 200, "{issued_short}");
+    assert!(
+        issued_short["expires_in"].as_u64().unwrap() <= 60,
+        "{issued_short}"
+    );
+
     // Another branch, another database: denied, with the reason.
     let token = key.sign(&github_claims(&idp, "acme/reports", "refs/heads/feature"));
     let (code, answer) = exchange(&gw, &token, &[]).await;
@@ -195,14 +216,14 @@ async fn a_github_actions_token_is_exchanged_for_a_psql_session_within_its_grant
     );
 
     let records = audit(&gw, |r| {
-        outcomes(r, "issued") == 1 && outcomes(r, "denied") == 2
+        outcomes(r, "issued") == 2 && outcomes(r, "denied") == 2 && outcomes(r, "refused") == 1
     })
     .await;
     let issued: Vec<&Value> = records
         .iter()
         .filter(|r| r["outcome"] == "issued")
         .collect();
-    assert_eq!(issued.len(), 1, "{records:#?}");
+    assert_eq!(issued.len(), 2, "{records:#?}");
     assert_eq!(issued[0]["issuer"], "github");
     assert_eq!(issued[0]["principal"], "acme/reports@refs/heads/main");
     assert_eq!(issued[0]["database"], "app");
@@ -210,7 +231,7 @@ async fn a_github_actions_token_is_exchanged_for_a_psql_session_within_its_grant
     assert_eq!(issued[0]["ttl_seconds"], 600);
     let (_, metrics) = http(gw.admin, "GET", "/metrics", None, None).await;
     assert!(
-        metrics.contains(r#"sluice_token_exchanges_total{issuer="github",outcome="issued"} 1"#),
+        metrics.contains(r#"sluice_token_exchanges_total{issuer="github",outcome="issued"} 2"#),
         "{metrics}"
     );
 }
@@ -225,7 +246,7 @@ async fn kubernetes_and_spiffe_tokens_get_their_principals_and_keys_never_cross_
             "prod-cluster",
             &k8s,
             "kubernetes",
-            "subjects = [\"system:serviceaccount:jobs:*\"]\ndatabases = [\"app\"]\ngroups_claim = \"kubernetes.io.namespace\"",
+            "subjects = [\"system:serviceaccount:jobs:*\"]\ndatabases = [\"app\"]\ngroups_claim = \"groups\"\nallowed_groups = [\"etl-readers\"]",
         ),
         issuer_toml(
             "mesh",
@@ -243,6 +264,8 @@ async fn kubernetes_and_spiffe_tokens_get_their_principals_and_keys_never_cross_
         300,
         json!({
             "sub": "system:serviceaccount:jobs:etl",
+            // The provider's groups: only the allowed one is carried, never an admin group.
+            "groups": ["etl-readers", "sluice-admins"],
             "kubernetes.io": {
                 "namespace": "jobs",
                 "serviceaccount": {"name": "etl", "uid": "7c1"},
@@ -260,6 +283,15 @@ async fn kubernetes_and_spiffe_tokens_get_their_principals_and_keys_never_cross_
         .await
         .unwrap();
     client.simple_query("SELECT 1").await.unwrap();
+    let (code, _) = http(
+        gw.admin,
+        "GET",
+        "/v1/revocations",
+        Some(issued["access_token"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(code, 403, "an outside group never becomes an admin group");
 
     let svid = spiffe.claims(AUD, 300, json!({"sub": "spiffe://example.org/etl"}));
     let (code, issued) = exchange(&gw, &spiffe_key.sign(&svid), &[]).await;
@@ -476,6 +508,44 @@ async fn revoking_an_issuer_ends_sessions_opened_with_its_exchanged_tokens_and_s
     client.simple_query("SELECT 1").await.unwrap();
 
     let admin = gw.token_with_groups("alice", &["sluice-admins"]);
+    // Revoking the outside token (its jti) ends the session opened with the token it was
+    // exchanged for.
+    let body = json!({"jti": claims["jti"], "reason": "stolen"}).to_string();
+    let (code, answer) = http(
+        gw.admin,
+        "POST",
+        "/v1/revocations",
+        Some(&admin),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(code, 201, "{answer}");
+    let started = Instant::now();
+    while !client.is_closed() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the session outlived the revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let claims = idp.claims(AUD, 300, json!({"sub": "worker"}));
+    let (code, issued) = exchange(&gw, &key.sign(&claims), &[]).await;
+    assert_eq!(code, 200, "{issued}");
+    let client = gw
+        .connect("worker", issued["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    // An issuer is named as its tokens' iss; anything else would revoke nothing.
+    let body = json!({"issuer": "oidc", "reason": "by name"}).to_string();
+    let (code, _) = http(
+        gw.admin,
+        "POST",
+        "/v1/revocations",
+        Some(&admin),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(code, 400);
     let body = json!({"issuer": idp.issuer, "reason": "provider compromised"}).to_string();
     let (code, answer) = http(
         gw.admin,

@@ -14,7 +14,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse}
 use jsonwebtoken::{Algorithm, DecodingKey};
 use tokio_rustls::TlsConnector;
 
-use super::ExternalTokenError;
+use super::error::ExternalTokenError;
 
 /// How often keys are read again when tokens keep coming.
 pub const REFRESH: Duration = Duration::from_secs(15 * 60);
@@ -89,11 +89,15 @@ impl KeyCache {
         if let Some(key) = found.clone().filter(|_| !due) {
             return Ok(key);
         }
-        // Fetch only if allowed; otherwise answer from what is cached.
+        // Fetch only if allowed; otherwise answer from what is cached. A caller holding the
+        // key does not wait behind a refresh another caller is making.
         if self.may_fetch(found.is_none()) {
-            let _one = self.fetching.lock().await;
+            let one = match found {
+                Some(_) => self.fetching.try_lock().ok(),
+                None => Some(self.fetching.lock().await),
+            };
             // Another caller may have fetched meanwhile.
-            if self.may_fetch(self.look(kid).0.is_none()) {
+            if one.is_some() && self.may_fetch(self.look(kid).0.is_none()) {
                 self.fetch().await;
             }
         }
@@ -169,6 +173,11 @@ impl KeyCache {
             }
             KeySource::Url(url) => self.get(url).await?,
             KeySource::Discovery(issuer) => {
+                if !secure(issuer) {
+                    return Err(format!(
+                        "{issuer}: discovery needs https (plain http only on a loopback address)"
+                    ));
+                }
                 let mut at = issuer.clone();
                 let path = format!(
                     "{}/.well-known/openid-configuration",
@@ -177,13 +186,22 @@ impl KeyCache {
                 at.set_path(&path);
                 let document: serde_json::Value = serde_json::from_slice(&self.get(&at).await?)
                     .map_err(|e| format!("discovery document: {e}"))?;
+                // OpenID Connect Discovery 1.0, 4.3: the document is the issuer's own.
+                let named = document["issuer"].as_str().unwrap_or_default();
+                if named.trim_end_matches('/') != issuer.as_str().trim_end_matches('/') {
+                    return Err(format!(
+                        "the discovery document names issuer \"{named}\", not {issuer}"
+                    ));
+                }
                 let jwks_uri = document["jwks_uri"]
                     .as_str()
                     .ok_or("the discovery document has no jwks_uri")?;
                 let jwks_uri =
                     url::Url::parse(jwks_uri).map_err(|e| format!("jwks_uri {jwks_uri}: {e}"))?;
-                if !matches!(jwks_uri.scheme(), "http" | "https") {
-                    return Err(format!("jwks_uri {jwks_uri} is not http(s)"));
+                if !secure(&jwks_uri) {
+                    return Err(format!(
+                        "jwks_uri {jwks_uri} needs https (plain http only on a loopback address)"
+                    ));
                 }
                 self.get(&jwks_uri).await?
             }
@@ -232,6 +250,21 @@ impl KeyCache {
     }
 }
 
+/// Whether keys may be read from `url` without an explicit operator choice: https, or http to
+/// this machine.
+fn secure(url: &url::Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => matches!(
+            url.host(),
+            Some(url::Host::Domain("localhost"))
+                | Some(url::Host::Ipv4(std::net::Ipv4Addr::LOCALHOST))
+                | Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST))
+        ),
+        _ => false,
+    }
+}
+
 /// The asymmetric signature algorithm a JWK declares, if it is one the gateway verifies.
 fn signing_algorithm(declared: KeyAlgorithm) -> Option<Algorithm> {
     Some(match declared {
@@ -241,4 +274,21 @@ fn signing_algorithm(declared: KeyAlgorithm) -> Option<Algorithm> {
         KeyAlgorithm::EdDSA => Algorithm::EdDSA,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secure;
+
+    #[test]
+    fn keys_are_read_over_https_or_from_this_machine_only() {
+        let ok = |u: &str| secure(&url::Url::parse(u).unwrap());
+        assert!(ok("https://token.actions.githubusercontent.com"));
+        assert!(ok("http://127.0.0.1:8080/idp"));
+        assert!(ok("http://localhost/idp"));
+        assert!(ok("http://[::1]:9000/"));
+        assert!(!ok("http://idp.example.com"));
+        assert!(!ok("http://10.0.0.1/"));
+        assert!(!ok("ftp://127.0.0.1/"));
+    }
 }

@@ -6,6 +6,7 @@
 //! URLs a token carries (`jwk`, `jku`, `x5u`) are never read. `exp`, `nbf` and `iat` are checked
 //! with `identity.leeway`; `aud` must be the issuer's configured audience exactly.
 
+mod error;
 mod keys;
 
 use std::collections::HashMap;
@@ -17,57 +18,8 @@ use serde_json::{Map, Value};
 
 use super::principal::{PrincipalTemplate, claim, matches_pattern};
 use crate::config::{IdentityConfig, IssuerConfig};
+pub use error::{ExternalTokenError, MAX_TOKEN};
 use keys::{KeyCache, KeySource};
-
-/// Largest external token read.
-pub const MAX_TOKEN: usize = 16 * 1024;
-
-/// Why an external token was not accepted. Clients get a generic answer; this is for logs and
-/// the audit log (`class`).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ExternalTokenError {
-    #[error("token larger than {MAX_TOKEN} bytes")]
-    TooLarge,
-    #[error("token is malformed: {0}")]
-    Malformed(String),
-    #[error("no trusted issuer {0}")]
-    UnknownIssuer(String),
-    #[error("algorithm {0} is not accepted from this issuer")]
-    Algorithm(String),
-    #[error("the token names a key the issuer does not publish")]
-    UnknownKey,
-    #[error("{0}")]
-    KeysUnavailable(String),
-    #[error("token signature is not valid")]
-    BadSignature,
-    #[error("token is expired")]
-    Expired,
-    #[error("token is not valid yet")]
-    NotYetValid,
-    #[error("token audience is not this gateway's")]
-    WrongAudience,
-    #[error("{0}")]
-    NoPrincipal(String),
-}
-
-impl ExternalTokenError {
-    /// A short, stable name of the failure for logs, metrics and the audit log.
-    pub fn class(&self) -> &'static str {
-        match self {
-            ExternalTokenError::TooLarge => "too_large",
-            ExternalTokenError::Malformed(_) => "malformed",
-            ExternalTokenError::UnknownIssuer(_) => "unknown_issuer",
-            ExternalTokenError::Algorithm(_) => "algorithm_refused",
-            ExternalTokenError::UnknownKey => "unknown_key",
-            ExternalTokenError::KeysUnavailable(_) => "keys_unavailable",
-            ExternalTokenError::BadSignature => "bad_signature",
-            ExternalTokenError::Expired => "expired",
-            ExternalTokenError::NotYetValid => "not_yet_valid",
-            ExternalTokenError::WrongAudience => "wrong_audience",
-            ExternalTokenError::NoPrincipal(_) => "no_principal",
-        }
-    }
-}
 
 /// Who an accepted external token says it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,7 +196,10 @@ impl TrustedIssuers {
                 Value::String(one) => vec![one.clone()],
                 _ => Vec::new(),
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|g| issuer.config.allowed_groups.contains(g))
+            .collect();
         let identity = ExternalIdentity {
             issuer_name: issuer.config.name.clone(),
             issuer: iss,

@@ -142,7 +142,9 @@ impl Gate {
             .filter(|p| p.guards());
         let auditing = self.trail.enabled();
         let masking = self.tracking();
-        if plugins.is_none() && !auditing && !masking {
+        // A read-only grant's settings guard needs the analysis even with nothing else on.
+        let read_only = self.info.read_only;
+        if plugins.is_none() && !auditing && !masking && !read_only {
             return Judgement::Pass;
         }
         self.statements += 1;
@@ -195,6 +197,7 @@ impl Gate {
         if let Some(why) = resolved.iter().flat_map(|s| &s.settings).find_map(|c| {
             crate::proxy::session::reading::refused_change(c)
                 .or_else(|| crate::proxy::session::runaway::refused_change(c, budget))
+                .or_else(|| crate::proxy::session::read_only::refused_change(c, read_only))
         }) {
             span.in_scope(|| tracing::info!(reason = %why, "statement refused"));
             self.last.decided.decision = Decision::Deny;

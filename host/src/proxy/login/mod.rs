@@ -279,12 +279,17 @@ pub async fn login(
         return client.refuse(refusal.code, refusal.message).await;
     }
     let target = upstream.target();
-    let params = startup.upstream_params(
+    let mut params = startup.upstream_params(
         &grant.subject,
         &target.user,
         &target.database,
         upstream.statement_timeout(),
     );
+    // Last, so that it wins over anything the client asked for (its `options` are applied
+    // before startup parameters): Postgres itself runs a read-only grant read-only.
+    if grant.read_only {
+        params.push(("default_transaction_read_only".to_owned(), "on".to_owned()));
+    }
     let session = match upstream
         .login(&params, shared.config.server.max_message_size)
         .await

@@ -5,6 +5,7 @@
 
 mod end;
 pub(super) mod progress;
+pub(super) mod read_only;
 pub(super) mod reading;
 pub(super) mod runaway;
 mod to_client;
@@ -75,6 +76,7 @@ pub async fn run(
         None => (None, None),
     };
     let upstream_db = shared.upstreams.get(&info.database).cloned();
+    let info_read_only = info.read_only;
     let budget = upstream_db
         .as_ref()
         .map_or(Duration::ZERO, |u| u.statement_timeout());
@@ -94,7 +96,7 @@ pub async fn run(
     };
     let end = tokio::select! {
         end = client_to_upstream(&mut client_in, &mut up_out, &mut gate, idle) => end,
-        end = upstream_to_client(&mut up_in, &mut client_out, Relayed { answers: &mut answers, progress: &progress }, &mut notices_in, results.as_mut(), masker.as_mut()) => end,
+        end = upstream_to_client(&mut up_in, &mut client_out, Relayed { answers: &mut answers, progress: &progress, read_only: info_read_only }, &mut notices_in, results.as_mut(), masker.as_mut()) => end,
         () = runaway::watch(
             budget + shared.config.limits.statement_timeout_grace,
             &progress.sent,

@@ -52,6 +52,8 @@ pub(crate) struct Relayed<'a> {
     /// Which request each answer belongs to.
     pub answers: &'a mut Answers,
     pub progress: &'a Progress,
+    /// The grant is read-only: a reported change to read-write ends the session.
+    pub read_only: bool,
 }
 
 pub(crate) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
@@ -62,7 +64,11 @@ pub(crate) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
     mut results: Option<&mut Results>,
     mut masker: Option<&mut Masker>,
 ) -> SessionEnd {
-    let Relayed { answers, progress } = relayed;
+    let Relayed {
+        answers,
+        progress,
+        read_only,
+    } = relayed;
     let (cycles_done, copy_in) = (&progress.done, &progress.copy_in);
     // An ErrorResponse in the request cycle being answered.
     let mut cycle_failed = false;
@@ -93,7 +99,7 @@ pub(crate) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
         };
         while let Some(frame) = next {
             if frame.tag() == b'S'
-                && let Some(why) = reading_changed(frame.body())
+                && let Some(why) = reading_changed(frame.body(), read_only)
             {
                 tracing::warn!(reason = %why, "session ended: the upstream reads statements differently now");
                 return SessionEnd::ReadingChanged(why);
@@ -255,7 +261,7 @@ fn relay_rows<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 /// Why a ParameterStatus body ends the session, if it does: the upstream reads statements
 /// differently now, or the session's identity changed (in code the gateway could not see into:
 /// a guarded SET ROLE or SESSION AUTHORIZATION never reaches Postgres).
-fn reading_changed(body: &[u8]) -> Option<String> {
+fn reading_changed(body: &[u8], read_only: bool) -> Option<String> {
     let mut parts = body.split(|&b| b == 0);
     let name = std::str::from_utf8(parts.next()?).ok()?;
     let value = String::from_utf8_lossy(parts.next().unwrap_or_default());
@@ -263,7 +269,8 @@ fn reading_changed(body: &[u8]) -> Option<String> {
         "session_authorization" | "is_superuser" => Some(format!(
             "terminating connection because {name} changed to \"{value}\" during the session"
         )),
-        _ => reading::diverged(name, &value),
+        _ => reading::diverged(name, &value)
+            .or_else(|| super::read_only::reported(name, &value, read_only)),
     }
 }
 
@@ -288,17 +295,21 @@ fn upstream_error(e: FrameError) -> SessionEnd {
 mod tests {
     use super::reading_changed;
 
+    fn reading_changed_rw(body: &[u8]) -> Option<String> {
+        reading_changed(body, false)
+    }
+
     fn status(name: &str, value: &str) -> Vec<u8> {
         [name.as_bytes(), b"\0", value.as_bytes(), b"\0"].concat()
     }
 
     #[test]
     fn a_change_of_reading_or_identity_reported_after_login_ends_the_session() {
-        assert!(reading_changed(&status("standard_conforming_strings", "off")).is_some());
-        assert!(reading_changed(&status("client_encoding", "SJIS")).is_some());
-        assert!(reading_changed(&status("session_authorization", "postgres")).is_some());
-        assert!(reading_changed(&status("is_superuser", "on")).is_some());
-        assert!(reading_changed(&status("TimeZone", "UTC")).is_none());
-        assert!(reading_changed(&status("client_encoding", "UTF8")).is_none());
+        assert!(reading_changed_rw(&status("standard_conforming_strings", "off")).is_some());
+        assert!(reading_changed_rw(&status("client_encoding", "SJIS")).is_some());
+        assert!(reading_changed_rw(&status("session_authorization", "postgres")).is_some());
+        assert!(reading_changed_rw(&status("is_superuser", "on")).is_some());
+        assert!(reading_changed_rw(&status("TimeZone", "UTC")).is_none());
+        assert!(reading_changed_rw(&status("client_encoding", "UTF8")).is_none());
     }
 }
