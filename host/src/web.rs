@@ -57,19 +57,26 @@ pub fn client_tls(ca_file: Option<&Path>) -> Result<TlsConnector, WebError> {
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-/// GETs `url` (http or https) and returns the body of a 200 answer of at most `max_bytes`.
+/// GETs `url` (http or https), with `bearer` as its `Authorization` when given, and returns the
+/// body of a 200 answer of at most `max_bytes`.
 pub async fn get(
     url: &url::Url,
+    bearer: Option<&str>,
     tls: &TlsConnector,
     max_bytes: usize,
     timeout: Duration,
 ) -> Result<Bytes, WebError> {
-    tokio::time::timeout(timeout, get_now(url, tls, max_bytes))
+    tokio::time::timeout(timeout, get_now(url, bearer, tls, max_bytes))
         .await
         .map_err(|_| WebError::Timeout(timeout))?
 }
 
-async fn get_now(url: &url::Url, tls: &TlsConnector, max_bytes: usize) -> Result<Bytes, WebError> {
+async fn get_now(
+    url: &url::Url,
+    bearer: Option<&str>,
+    tls: &TlsConnector,
+    max_bytes: usize,
+) -> Result<Bytes, WebError> {
     let request_error = |e: &dyn std::fmt::Display| WebError::Request(e.to_string());
     let host = url
         .host_str()
@@ -84,9 +91,13 @@ async fn get_now(url: &url::Url, tls: &TlsConnector, max_bytes: usize) -> Result
         Some(query) => format!("{}?{query}", url.path()),
         None => url.path().to_owned(),
     };
-    let request = hyper::Request::get(path)
+    let mut request = hyper::Request::get(path)
         .header(hyper::header::HOST, host)
-        .header(hyper::header::ACCEPT, "application/json")
+        .header(hyper::header::ACCEPT, "application/json");
+    if let Some(bearer) = bearer {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {bearer}"));
+    }
+    let request = request
         .body(Full::new(Bytes::new()))
         .map_err(|e| request_error(&e))?;
     match url.scheme() {

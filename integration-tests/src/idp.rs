@@ -106,7 +106,13 @@ impl TestKey {
 struct Published {
     keys: Vec<TestKey>,
     down: bool,
+    /// What `<issuer>/actions-token` hands out, as GitHub Actions' OIDC endpoint does, to a
+    /// request bearing [`ACTIONS_REQUEST_TOKEN`].
+    actions_token: Option<String>,
 }
+
+/// The bearer token the Actions-style endpoint requires.
+pub const ACTIONS_REQUEST_TOKEN: &str = "gha-request-token";
 
 /// The provider: its URL is its issuer.
 pub struct TestIdp {
@@ -128,7 +134,11 @@ impl TestIdp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let issuer = format!("http://127.0.0.1:{port}/{path}");
-        let published = Arc::new(Mutex::new(Published { keys, down: false }));
+        let published = Arc::new(Mutex::new(Published {
+            keys,
+            down: false,
+            actions_token: None,
+        }));
         let jwks_fetches = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (served, fetches, stopped, iss) = (
@@ -157,6 +167,19 @@ impl TestIdp {
                                 200,
                                 json!({"issuer": iss, "jwks_uri": format!("{iss}/jwks")}),
                             )
+                        } else if target.contains("/actions-token?") {
+                            let authorized = request.lines().any(|l| {
+                                l.to_ascii_lowercase()
+                                    == format!("authorization: bearer {ACTIONS_REQUEST_TOKEN}")
+                            });
+                            match (
+                                &published.actions_token,
+                                authorized,
+                                target.contains("audience="),
+                            ) {
+                                (Some(token), true, true) => (200, json!({ "value": token })),
+                                _ => (401, json!({"message": "bad request token or audience"})),
+                            }
                         } else if target.ends_with("/jwks") {
                             fetches.fetch_add(1, Ordering::AcqRel);
                             let keys: Vec<&Value> = published.keys.iter().map(|k| &k.jwk).collect();
@@ -191,6 +214,11 @@ impl TestIdp {
     /// Publishes `keys` instead of the ones published so far.
     pub fn rotate(&self, keys: Vec<TestKey>) {
         self.published.lock().unwrap().keys = keys;
+    }
+
+    /// Hands out `token` at `<issuer>/actions-token`, as GitHub Actions' OIDC endpoint does.
+    pub fn set_actions_token(&self, token: &str) {
+        self.published.lock().unwrap().actions_token = Some(token.to_owned());
     }
 
     /// Answers 503 to everything (or serves again).

@@ -41,40 +41,62 @@ impl AdminClient {
         path: &str,
         body: Option<&impl serde::Serialize>,
     ) -> anyhow::Result<String> {
-        let tcp = tokio::net::TcpStream::connect(&self.address)
-            .await
-            .with_context(|| format!("cannot reach the admin API at {}", self.address))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
-        tokio::spawn(connection);
         let payload = body
             .map(serde_json::to_vec)
             .transpose()?
-            .unwrap_or_default();
-        let mut request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, &self.address)
-            .header(
-                hyper::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
-            );
-        if body.is_some() {
-            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
-        }
-        let response = sender
-            .send_request(request.body(Full::new(Bytes::from(payload)))?)
-            .await?;
-        let status = response.status();
-        let text =
-            String::from_utf8_lossy(&response.into_body().collect().await?.to_bytes()).into_owned();
-        if !status.is_success() {
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
-                .unwrap_or(text);
-            bail!("{status}: {message}");
-        }
-        Ok(text)
+            .map(|json| ("application/json", json));
+        request(&self.address, method, path, Some(&self.token), payload).await
     }
+}
+
+/// One request to the admin API at `address`, with a bearer token and a typed body when given;
+/// a non-2xx answer becomes an error carrying the API's message (`error`, and an OAuth
+/// `error_description`).
+pub async fn request(
+    address: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, Vec<u8>)>,
+) -> anyhow::Result<String> {
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .with_context(|| format!("cannot reach the admin API at {address}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, address);
+    if let Some(token) = token {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let payload = match body {
+        Some((content_type, bytes)) => {
+            request = request.header(hyper::header::CONTENT_TYPE, content_type);
+            bytes
+        }
+        None => Vec::new(),
+    };
+    let response = sender
+        .send_request(request.body(Full::new(Bytes::from(payload)))?)
+        .await?;
+    let status = response.status();
+    let text =
+        String::from_utf8_lossy(&response.into_body().collect().await?.to_bytes()).into_owned();
+    if !status.is_success() {
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| {
+                let error = v["error"].as_str()?;
+                Some(match v["error_description"].as_str() {
+                    Some(description) => format!("{error}: {description}"),
+                    None => error.to_owned(),
+                })
+            })
+            .unwrap_or(text);
+        bail!("{status}: {message}");
+    }
+    Ok(text)
 }

@@ -1,5 +1,6 @@
 //! Subcommands. Each returns `anyhow::Result` with context; `main` prints the chain.
 
+mod access;
 mod admin_client;
 mod approvals;
 mod audit;
@@ -60,6 +61,11 @@ enum Command {
         #[arg(long)]
         plugins: Option<PathBuf>,
     },
+    /// Just-in-time access: exchange this workload's identity for a token (admin API).
+    Access {
+        #[command(subcommand)]
+        command: access::AccessCommand,
+    },
     /// The approval queue: list, show, approve and deny held statements (admin API).
     Approvals(approvals::ApprovalsArgs),
     /// The audit log: verify its integrity, read it.
@@ -115,6 +121,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init { dir } => init::run(&dir),
         Command::Serve { config } => serve::run(&config).await,
         Command::Demo { port, plugins } => demo::run(port, plugins).await,
+        Command::Access { command } => access::run(command).await,
         Command::Approvals(args) => approvals::run(args).await,
         Command::Audit { command } => audit::run(command).await,
         Command::Keys { command } => keys::run(command),

@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sluice_integration_tests::idp::{TestIdp, TestKey};
-use sluice_integration_tests::{GatewayOptions, TestGateway, http};
+use sluice_integration_tests::idp::{ACTIONS_REQUEST_TOKEN, TestIdp, TestKey};
+use sluice_integration_tests::{GatewayOptions, TestGateway, client_binary, http, sluice_binary};
 
 const AUD: &str = "sluice-test";
 
@@ -572,4 +572,89 @@ async fn revoking_an_issuer_ends_sessions_opened_with_its_exchanged_tokens_and_s
             .unwrap()
             .contains("revoked")
     );
+}
+
+#[tokio::test]
+async fn sluice_access_request_turns_a_github_actions_identity_into_a_psql_line() {
+    let key = TestKey::rs256("gh-1");
+    let idp = TestIdp::start("github", vec![key.clone()]).await;
+    let gw = gateway(&[issuer_toml(
+        "github",
+        &idp,
+        "github-actions",
+        "subjects = [\"acme/*@refs/heads/main\"]\ndatabases = [\"app\"]",
+    )])
+    .await;
+    idp.set_actions_token(&key.sign(&github_claims(&idp, "acme/reports", "refs/heads/main")));
+    // As in a GitHub Actions job with `permissions: id-token: write`.
+    let out = tokio::process::Command::new(sluice_binary())
+        .args(["access", "request", "--server"])
+        .arg(gw.admin.to_string())
+        .args([
+            "--database",
+            "app",
+            "--reason",
+            "nightly report",
+            "--ttl",
+            "5m",
+            "--psql",
+        ])
+        .args(["--gateway", &format!("127.0.0.1:{}", gw.port())])
+        .env(
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+            format!("{}/actions-token?api-version=2.0", idp.issuer),
+        )
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", ACTIONS_REQUEST_TOKEN)
+        .output()
+        .await
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success(),
+        "{line}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // PGPASSWORD=<token> psql "host=... user=acme/reports@refs/heads/main ..."
+    let (password, conninfo) = line
+        .strip_prefix("PGPASSWORD=")
+        .and_then(|rest| rest.split_once(" psql \""))
+        .expect("a psql line");
+    let conninfo = conninfo.trim_end_matches('"');
+    assert!(
+        conninfo.contains("user=acme/reports@refs/heads/main"),
+        "{conninfo}"
+    );
+    let psql = tokio::process::Command::new(client_binary("psql"))
+        .args([conninfo, "-X", "-At", "-c", "SELECT 6 * 7"])
+        .env("PGPASSWORD", password)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        psql.status.success(),
+        "{}",
+        String::from_utf8_lossy(&psql.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&psql.stdout).trim(), "42");
+
+    // From standard input, a token alone; a refused one says why.
+    let other_branch = key.sign(&github_claims(&idp, "acme/reports", "refs/heads/dev"));
+    let mut child = tokio::process::Command::new(sluice_binary())
+        .args(["access", "request", "--server"])
+        .arg(gw.admin.to_string())
+        .args(["--database", "app", "--reason", "r", "--subject-token", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(other_branch.as_bytes()).await.unwrap();
+    }
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("access_denied"), "{stderr}");
 }

@@ -243,7 +243,7 @@ impl KeyCache {
     }
 
     async fn get(&self, url: &url::Url) -> Result<Vec<u8>, String> {
-        crate::web::get(url, &self.tls, MAX_DOCUMENT, FETCH_TIMEOUT)
+        crate::web::get(url, None, &self.tls, MAX_DOCUMENT, FETCH_TIMEOUT)
             .await
             .map(|b| b.to_vec())
             .map_err(|e| format!("{url}: {e}"))
