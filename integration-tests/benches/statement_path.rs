@@ -385,5 +385,6 @@ fn bench_session() -> SessionInfo {
         client_addr: "127.0.0.1:1".into(),
         application_name: None,
         read_only: false,
+        idp: None,
     }
 }

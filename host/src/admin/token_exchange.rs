@@ -90,53 +90,35 @@ async fn exchange(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let grant_type = field("grant_type").unwrap_or_default();
-    if grant_type != GRANT_TYPE {
-        return Err(OauthError {
-            status: StatusCode::BAD_REQUEST,
-            error: "unsupported_grant_type",
-            description: format!("grant_type must be {GRANT_TYPE}"),
+    let asked = match read_request(&field) {
+        Ok(asked) => asked,
+        Err(e) => {
+            // Recorded too: a malformed request is someone asking.
+            api.audit.record(Event::TokenExchange {
+                issuer: None,
+                principal: None,
+                database: field("audience").unwrap_or_default().to_owned(),
+                reason: field("reason")
+                    .unwrap_or_default()
+                    .chars()
+                    .take(MAX_REASON)
+                    .collect(),
+                outcome: "invalid",
+                why: Some(e.description.clone()),
+                token_id: None,
+                ttl_seconds: None,
+                groups: Vec::new(),
+            });
+            return Err(e.into_response());
         }
-        .into_response());
-    }
-    let subject_token = field("subject_token")
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| invalid_request("subject_token is required").into_response())?;
-    if !SUBJECT_TOKEN_TYPES.contains(&field("subject_token_type").unwrap_or_default()) {
-        return Err(invalid_request(format!(
-            "subject_token_type must be one of {}",
-            SUBJECT_TOKEN_TYPES.join(", ")
-        ))
-        .into_response());
-    }
-    if field("actor_token").is_some() {
-        return Err(invalid_request("actor_token is not supported yet").into_response());
-    }
-    let database = field("audience")
-        .filter(|d| !d.is_empty())
-        .ok_or_else(|| invalid_request("audience (the database) is required").into_response())?
-        .to_owned();
-    let reason = field("reason").map(str::trim).unwrap_or_default();
-    if reason.is_empty() {
-        return Err(
-            invalid_request("reason is required: say why access is needed").into_response(),
-        );
-    }
-    let reason: String = reason.chars().take(MAX_REASON).collect();
-    let requested = match field("expires_in") {
-        None => DEFAULT_LIFETIME,
-        Some(seconds) => match seconds.parse::<u64>() {
-            Ok(s) if s > 0 => Duration::from_secs(s),
-            _ => {
-                return Err(
-                    invalid_request("expires_in must be a positive number of seconds")
-                        .into_response(),
-                );
-            }
-        },
     };
-    let requested_groups: Option<Vec<&str>> =
-        field("scope").map(|s| s.split_whitespace().collect());
+    let Asked {
+        subject_token,
+        database,
+        reason,
+        requested,
+        requested_groups,
+    } = asked;
     decide(
         api,
         subject_token,
@@ -148,6 +130,70 @@ async fn exchange(
     .await
     .map(Json)
     .map_err(IntoResponse::into_response)
+}
+
+/// What a well-formed request asks for.
+struct Asked<'a> {
+    subject_token: &'a str,
+    database: String,
+    reason: String,
+    requested: Duration,
+    requested_groups: Option<Vec<&'a str>>,
+}
+
+/// Reads the form's fields; an error is the answer to a malformed request.
+fn read_request<'a>(field: &impl Fn(&str) -> Option<&'a str>) -> Result<Asked<'a>, OauthError> {
+    let grant_type = field("grant_type").unwrap_or_default();
+    if grant_type != GRANT_TYPE {
+        return Err(OauthError {
+            status: StatusCode::BAD_REQUEST,
+            error: "unsupported_grant_type",
+            description: format!("grant_type must be {GRANT_TYPE}"),
+        });
+    }
+    let subject_token = field("subject_token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| invalid_request("subject_token is required"))?;
+    if !SUBJECT_TOKEN_TYPES.contains(&field("subject_token_type").unwrap_or_default()) {
+        return Err(invalid_request(format!(
+            "subject_token_type must be one of {}",
+            SUBJECT_TOKEN_TYPES.join(", ")
+        )));
+    }
+    if field("actor_token").is_some() {
+        return Err(invalid_request("actor_token is not supported yet"));
+    }
+    let database = field("audience")
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| invalid_request("audience (the database) is required"))?
+        .to_owned();
+    let reason = field("reason").map(str::trim).unwrap_or_default();
+    if reason.is_empty() {
+        return Err(invalid_request(
+            "reason is required: say why access is needed",
+        ));
+    }
+    let reason: String = reason.chars().take(MAX_REASON).collect();
+    let requested = match field("expires_in") {
+        None => DEFAULT_LIFETIME,
+        Some(seconds) => match seconds.parse::<u64>() {
+            Ok(s) if s > 0 => Duration::from_secs(s),
+            _ => {
+                return Err(invalid_request(
+                    "expires_in must be a positive number of seconds",
+                ));
+            }
+        },
+    };
+    let requested_groups: Option<Vec<&str>> =
+        field("scope").map(|s| s.split_whitespace().collect());
+    Ok(Asked {
+        subject_token,
+        database,
+        reason,
+        requested,
+        requested_groups,
+    })
 }
 
 async fn decide(

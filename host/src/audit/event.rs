@@ -33,6 +33,12 @@ pub enum Event {
         client_addr: String,
         database: String,
         application_name: Option<String>,
+        /// For a token issued in exchange for an external one: that one's issuer (`iss`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        idp: Option<String>,
+        /// A read-only grant.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        read_only: bool,
     },
     SessionEnd {
         session: u64,

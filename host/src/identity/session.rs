@@ -20,6 +20,8 @@ pub struct SessionInfo {
     pub client_addr: String,
     /// The client's `application_name`, if it sent one.
     pub application_name: Option<String>,
+    /// For a token issued in exchange for an external one: that one's issuer.
+    pub idp: Option<String>,
     /// The grant is read-only: Postgres runs the session with `default_transaction_read_only`
     /// on, and nothing may turn it off.
     pub read_only: bool,

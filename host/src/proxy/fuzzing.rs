@@ -167,6 +167,7 @@ tls = "disable"
             client_addr: "127.0.0.1:1".into(),
             application_name: None,
             read_only: false,
+            idp: None,
         };
         let (requests, mut answers) = super::pipeline::pipeline();
         let (notices, mut notices_in) = tokio::sync::mpsc::unbounded_channel();

@@ -240,6 +240,7 @@ async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id
         client_addr: peer.to_string(),
         application_name: established.application_name.clone(),
         read_only: established.grant.read_only,
+        idp: established.grant.origin.clone(),
     };
     shared.audit.record(crate::audit::Event::SessionStart {
         session: id,
@@ -249,6 +250,8 @@ async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id
         client_addr: info.client_addr.clone(),
         database: info.database.clone(),
         application_name: info.application_name.clone(),
+        idp: info.idp.clone(),
+        read_only: info.read_only,
     });
     let subject = info.subject.clone();
     shared.metrics.sessions.inc();

@@ -216,7 +216,10 @@ async fn a_github_actions_token_is_exchanged_for_a_psql_session_within_its_grant
     );
 
     let records = audit(&gw, |r| {
-        outcomes(r, "issued") == 2 && outcomes(r, "denied") == 2 && outcomes(r, "refused") == 1
+        outcomes(r, "issued") == 2
+            && outcomes(r, "denied") == 2
+            && outcomes(r, "refused") == 1
+            && outcomes(r, "invalid") == 1
     })
     .await;
     let issued: Vec<&Value> = records
@@ -229,6 +232,14 @@ async fn a_github_actions_token_is_exchanged_for_a_psql_session_within_its_grant
     assert_eq!(issued[0]["database"], "app");
     assert_eq!(issued[0]["reason"], "nightly report");
     assert_eq!(issued[0]["ttl_seconds"], 600);
+    // The psql session's record names the identity provider behind its token.
+    let started = std::fs::read_to_string(gw.config.audit_path()).unwrap();
+    let start = started
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["type"] == "session_start" && r["subject"] == "acme/reports@refs/heads/main")
+        .expect("the session was recorded");
+    assert_eq!(start["idp"], idp.issuer.as_str());
     let (_, metrics) = http(gw.admin, "GET", "/metrics", None, None).await;
     assert!(
         metrics.contains(r#"sluice_token_exchanges_total{issuer="github",outcome="issued"} 2"#),
