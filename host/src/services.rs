@@ -94,13 +94,16 @@ impl Services {
         let secrets = config.load_upstream_secrets()?;
         let mut upstreams = HashMap::new();
         let mut catalogs = HashMap::new();
-        for (upstream, password) in config.upstreams.iter().zip(secrets) {
-            let built = Arc::new(Upstream::from_config(
-                upstream,
-                password,
-                &config.source,
-                config.limits.statement_timeout,
-            )?);
+        for (i, (upstream, password)) in config.upstreams.iter().zip(secrets).enumerate() {
+            let built = Arc::new(
+                Upstream::from_config(
+                    upstream,
+                    password,
+                    &config.source,
+                    config.limits.statement_timeout,
+                )?
+                .with_roles(&upstream.roles, config.load_role_secrets(i)?),
+            );
             let max_message = config.server.max_upstream_message_size;
             let reader = built.clone();
             let catalog = Catalog::new(config.masking.catalog_ttl, move || {

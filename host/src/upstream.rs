@@ -59,6 +59,15 @@ pub struct Upstream {
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
     statement_timeout: Duration,
+    /// Roles sessions log in as, by token group (`[[upstream.roles]]`).
+    roles: Vec<MappedRole>,
+}
+
+/// A role sessions log in as, the token groups mapped to it, and its password.
+pub struct MappedRole {
+    pub name: String,
+    pub groups: Vec<String>,
+    password: Option<String>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -106,7 +115,34 @@ impl Upstream {
             tls,
             connect_timeout: config.connect_timeout,
             statement_timeout: config.statement_timeout.unwrap_or(statement_timeout),
+            roles: Vec::new(),
         })
+    }
+
+    /// Adds the roles of `[[upstream.roles]]`, with their passwords in the same order.
+    pub fn with_roles(
+        mut self,
+        roles: &[crate::config::UpstreamRoleConfig],
+        passwords: Vec<Option<String>>,
+    ) -> Upstream {
+        self.roles = roles
+            .iter()
+            .zip(passwords)
+            .map(|(role, password)| MappedRole {
+                name: role.name.clone(),
+                groups: role.groups.clone(),
+                password,
+            })
+            .collect();
+        self
+    }
+
+    /// The role a session whose token carries `groups` logs in as: the first listed role
+    /// mapped to one of them, if any.
+    pub fn role_for(&self, groups: &[String]) -> Option<&MappedRole> {
+        self.roles
+            .iter()
+            .find(|role| role.groups.iter().any(|g| groups.contains(g)))
     }
 
     pub fn target(&self) -> &UpstreamTarget {
@@ -154,6 +190,16 @@ impl Upstream {
         stream.write_all(&buf).await?;
         stream.flush().await?;
 
+        // A mapped role logs in with its own password; anyone else with the URL user's.
+        let user = params
+            .iter()
+            .find(|(k, _)| k == "user")
+            .map_or("", |(_, v)| v.as_str());
+        let password = match self.roles.iter().find(|r| r.name == user) {
+            Some(role) => role.password.as_deref(),
+            None => self.password.as_deref(),
+        };
+        let password = || password.ok_or(UpstreamError::MissingPassword);
         let mut reader = FrameReader::new(stream, max_message);
         let mut scram: Option<ScramSha256> = None;
         let mut login_messages = Vec::new();
@@ -171,12 +217,12 @@ impl Upstream {
             match message {
                 Message::AuthenticationOk => {}
                 Message::AuthenticationCleartextPassword => {
-                    frontend::password_message(self.password()?.as_bytes(), &mut reply)?;
+                    frontend::password_message(password()?.as_bytes(), &mut reply)?;
                 }
                 Message::AuthenticationMd5Password(body) => {
                     let hash = postgres_protocol::authentication::md5_hash(
                         self.target.user.as_bytes(),
-                        self.password()?.as_bytes(),
+                        password()?.as_bytes(),
                         body.salt(),
                     );
                     frontend::password_message(hash.as_bytes(), &mut reply)?;
@@ -192,10 +238,8 @@ impl Upstream {
                     }
                     // Channel binding would need the upstream certificate hash; without it the
                     // client says "n" and Postgres accepts plain SCRAM-SHA-256.
-                    let state = ScramSha256::new(
-                        self.password()?.as_bytes(),
-                        ChannelBinding::unsupported(),
-                    );
+                    let state =
+                        ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
                     frontend::sasl_initial_response(SCRAM_SHA_256, state.message(), &mut reply)?;
                     scram = Some(state);
                 }
@@ -258,12 +302,6 @@ impl Upstream {
                 reader.get_mut().flush().await?;
             }
         }
-    }
-
-    fn password(&self) -> Result<&str, UpstreamError> {
-        self.password
-            .as_deref()
-            .ok_or(UpstreamError::MissingPassword)
     }
 
     /// A TCP connection to the upstream, TLS-wrapped as the config says.

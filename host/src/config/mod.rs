@@ -23,7 +23,7 @@ pub use plugins::{
     valid_plugin_name,
 };
 pub use server::{AdminConfig, ClientTlsMode, LimitsConfig, ServerConfig, TlsConfig};
-pub use upstream::{UpstreamConfig, UpstreamTarget, UpstreamTlsMode};
+pub use upstream::{UpstreamConfig, UpstreamRoleConfig, UpstreamTarget, UpstreamTlsMode};
 
 /// A configuration problem, always naming the file and, where there is one, the key.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +149,9 @@ impl Config {
         for upstream in &mut self.upstreams {
             upstream.password_file.as_mut().map(resolve);
             upstream.ca_file.as_mut().map(resolve);
+            for role in &mut upstream.roles {
+                role.password_file.as_mut().map(resolve);
+            }
         }
         for issuer in &mut self.identity.issuers {
             issuer.jwks_file.as_mut().map(resolve);
@@ -268,6 +271,23 @@ impl Config {
             if upstream.tls == UpstreamTlsMode::VerifyFull && upstream.ca_file.is_none() {
                 return Err(self.invalid(key("ca_file"), "tls = \"verify-full\" needs ca_file"));
             }
+            for (j, role) in upstream.roles.iter().enumerate() {
+                let key = |k: &str| format!("upstream[{i}].roles[{j}].{k}");
+                if role.name.is_empty() || role.name.contains(['\0', '"']) {
+                    return Err(self.invalid(key("name"), "must be a role name"));
+                }
+                if role.groups.is_empty() {
+                    return Err(
+                        self.invalid(key("groups"), "must list the token groups mapped to it")
+                    );
+                }
+                if role.password_env.is_some() && role.password_file.is_some() {
+                    return Err(self.invalid(
+                        key("password_env"),
+                        "set password_env or password_file, not both",
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -284,27 +304,56 @@ impl Config {
             .iter()
             .enumerate()
             .map(|(i, u)| {
-                if let Some(var) = &u.password_env {
-                    std::env::var(var).map(Some).map_err(|_| {
-                        self.invalid(
-                            format!("upstream[{i}].password_env"),
-                            format!("environment variable {var} is not set"),
-                        )
-                    })
-                } else if let Some(path) = &u.password_file {
-                    std::fs::read_to_string(path)
-                        .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_owned()))
-                        .map_err(|e| {
-                            self.invalid(
-                                format!("upstream[{i}].password_file"),
-                                format!("cannot read {}: {e}", path.display()),
-                            )
-                        })
-                } else {
-                    Ok(None)
-                }
+                self.secret(
+                    &format!("upstream[{i}]"),
+                    u.password_env.as_deref(),
+                    u.password_file.as_deref(),
+                )
             })
             .collect()
+    }
+
+    /// The passwords of upstream `index`'s `[[upstream.roles]]`, in order.
+    pub fn load_role_secrets(&self, index: usize) -> Result<Vec<Option<String>>, ConfigError> {
+        self.upstreams[index]
+            .roles
+            .iter()
+            .enumerate()
+            .map(|(j, r)| {
+                self.secret(
+                    &format!("upstream[{index}].roles[{j}]"),
+                    r.password_env.as_deref(),
+                    r.password_file.as_deref(),
+                )
+            })
+            .collect()
+    }
+
+    fn secret(
+        &self,
+        key: &str,
+        env: Option<&str>,
+        file: Option<&Path>,
+    ) -> Result<Option<String>, ConfigError> {
+        if let Some(var) = env {
+            std::env::var(var).map(Some).map_err(|_| {
+                self.invalid(
+                    format!("{key}.password_env"),
+                    format!("environment variable {var} is not set"),
+                )
+            })
+        } else if let Some(path) = file {
+            std::fs::read_to_string(path)
+                .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_owned()))
+                .map_err(|e| {
+                    self.invalid(
+                        format!("{key}.password_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })
+        } else {
+            Ok(None)
+        }
     }
 }
 

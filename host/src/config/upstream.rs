@@ -43,6 +43,25 @@ pub struct UpstreamConfig {
     /// This database's statement budget, in place of `[limits] statement_timeout`.
     #[serde(default, with = "humantime_serde")]
     pub statement_timeout: Option<Duration>,
+    /// Postgres roles sessions log in as, by the token's groups: a session whose token carries
+    /// one of a role's `groups` logs in as that role (the first such role listed), so
+    /// `current_user`, Postgres' own logs, privileges and row-level security see it. Without
+    /// one, sessions log in as the URL's user.
+    #[serde(default)]
+    pub roles: Vec<UpstreamRoleConfig>,
+}
+
+/// `[[upstream.roles]]`: one role sessions may log in as.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamRoleConfig {
+    /// The Postgres role (it must be able to log in).
+    pub name: String,
+    /// Token groups mapped to it.
+    pub groups: Vec<String>,
+    /// Its password, from the environment or a file (none: the server does not ask).
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
 }
 
 fn default_connect_timeout() -> Duration {

@@ -30,6 +30,7 @@ mod read_only;
 mod relay;
 mod revocation;
 mod robustness;
+mod role_mapping;
 mod runaway;
 mod tls_streaming;
 mod token_exchange;

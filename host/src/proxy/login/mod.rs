@@ -279,9 +279,11 @@ pub async fn login(
         return client.refuse(refusal.code, refusal.message).await;
     }
     let target = upstream.target();
+    // The role the grant's groups map to, or the URL's user.
+    let role = upstream.role_for(&grant.groups).map(|r| r.name.as_str());
     let mut params = startup.upstream_params(
         &grant.subject,
-        &target.user,
+        role.unwrap_or(&target.user),
         &target.database,
         upstream.statement_timeout(),
     );
