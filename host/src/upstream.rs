@@ -61,6 +61,8 @@ pub struct Upstream {
     statement_timeout: Duration,
     /// Roles sessions log in as, by token group (`[[upstream.roles]]`).
     roles: Vec<MappedRole>,
+    /// With roles mapped: whether a grant none maps to logs in as the URL's user.
+    url_user_for_unmapped: bool,
 }
 
 /// A role sessions log in as, the token groups mapped to it, and its password.
@@ -116,6 +118,7 @@ impl Upstream {
             connect_timeout: config.connect_timeout,
             statement_timeout: config.statement_timeout.unwrap_or(statement_timeout),
             roles: Vec::new(),
+            url_user_for_unmapped: config.url_user_for_unmapped,
         })
     }
 
@@ -135,6 +138,12 @@ impl Upstream {
             })
             .collect();
         self
+    }
+
+    /// Whether a session no role is mapped to may log in as the URL's user: always without
+    /// `[[upstream.roles]]`, with them only when `url_user_for_unmapped` says so.
+    pub fn url_user_allowed(&self) -> bool {
+        self.roles.is_empty() || self.url_user_for_unmapped
     }
 
     /// The role a session whose token carries `groups` logs in as: the first listed role
@@ -220,8 +229,9 @@ impl Upstream {
                     frontend::password_message(password()?.as_bytes(), &mut reply)?;
                 }
                 Message::AuthenticationMd5Password(body) => {
+                    // Salted with the user logging in (a mapped role's name, not the URL's).
                     let hash = postgres_protocol::authentication::md5_hash(
-                        self.target.user.as_bytes(),
+                        user.as_bytes(),
                         password()?.as_bytes(),
                         body.salt(),
                     );

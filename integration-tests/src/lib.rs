@@ -1091,3 +1091,39 @@ impl UpstreamMeter {
         }
     }
 }
+
+/// The records of the audit log at `path` once `done` holds for them (records not waited on
+/// by the gateway are written a moment after what caused them); fails after 10 s.
+pub async fn audit_records_when(
+    path: &Path,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let started = std::time::Instant::now();
+    loop {
+        let all: Vec<serde_json::Value> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is a JSON record"))
+            .collect();
+        if done(&all) {
+            return all;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the audit log never got there: {all:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long after `from` the connection of `client` was found closed; fails after 10 s.
+pub async fn closed_after(client: &tokio_postgres::Client, from: std::time::Instant) -> Duration {
+    while !client.is_closed() {
+        assert!(
+            from.elapsed() < Duration::from_secs(10),
+            "the session is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    from.elapsed()
+}

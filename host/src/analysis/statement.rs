@@ -16,6 +16,18 @@ pub struct TableRef {
     pub name: String,
 }
 
+impl TableRef {
+    /// Whether this is the `pg_settings` view: writing it runs `set_config` (its rule), a
+    /// change of settings the statement's text does not name.
+    pub fn is_settings_view(&self) -> bool {
+        self.name.eq_ignore_ascii_case("pg_settings")
+            && self
+                .schema
+                .as_deref()
+                .is_none_or(|schema| schema.eq_ignore_ascii_case("pg_catalog"))
+    }
+}
+
 impl std::fmt::Display for TableRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.schema {

@@ -49,6 +49,10 @@ pub struct UpstreamConfig {
     /// one, sessions log in as the URL's user.
     #[serde(default)]
     pub roles: Vec<UpstreamRoleConfig>,
+    /// With `roles`: a session whose token no role is mapped to logs in as the URL's user
+    /// (default: it is refused, so that a token that drops its groups gains nothing).
+    #[serde(default)]
+    pub url_user_for_unmapped: bool,
 }
 
 /// `[[upstream.roles]]`: one role sessions may log in as.

@@ -8,13 +8,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
-use super::gate::{Gate, HoldSignals};
 use super::login::startup::{InitialRequest, read_initial};
 use super::login::startup_params::ClientStartup;
-use super::session::progress::Progress;
 use super::session::{self, Idle};
 use super::shared::Shared;
-use super::trail::Trail;
 use crate::analysis::{Analyzer, Statement, analyze_uncached};
 use crate::config::Config;
 use crate::identity::SessionInfo;
@@ -169,30 +166,16 @@ tls = "disable"
             read_only: false,
             idp: None,
         };
-        let (requests, mut answers) = super::pipeline::pipeline();
-        let (notices, mut notices_in) = tokio::sync::mpsc::unbounded_channel();
-        let signals = HoldSignals {
-            notices,
-            cancelled: Default::default(),
-        };
-        // The audit trail runs too: its result matching reads the upstream's bytes.
-        let progress = Arc::new(Progress::default());
-        let (trail, mut results) =
-            Trail::new(self.shared.audit.clone(), info.clone(), progress.clone());
-        // Masking tracks the relay too when the shared gateway has plugins.
-        let (tracker, mut masker) = match super::masker::new(&self.shared, &info) {
-            Some((tracker, masker)) => (Some(tracker), Some(masker)),
-            None => (None, None),
-        };
-        let mut gate = Gate::new(
-            self.shared.clone(),
-            info,
-            requests,
-            signals,
-            trail,
-            tracker,
-            progress.clone(),
-        );
+        // Wired as a session is: the audit trail and masking (with plugins) read the
+        // upstream's bytes too.
+        let session::Parts {
+            mut gate,
+            mut answers,
+            notices: mut notices_in,
+            mut results,
+            mut masker,
+            progress,
+        } = session::Parts::new(&self.shared, info, Default::default());
         let mut client_in =
             FrameReader::new(from_client, MAX_MESSAGE).accepting(session::client_may_send);
         let mut upstream_in =

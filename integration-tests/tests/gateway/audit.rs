@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 use sluice::config::Config;
 use sluice_integration_tests::{
-    DATABASE, GatewayOptions, GatewayProcess, PluginSpec, TestGateway, sluice_binary,
+    DATABASE, GatewayOptions, GatewayProcess, PluginSpec, TestGateway, audit_records_when,
+    sluice_binary,
 };
 
 fn audit_path(config: &Path) -> PathBuf {
@@ -22,22 +23,6 @@ fn records(path: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("every line is a JSON record"))
         .collect()
-}
-
-/// Records once `done` holds for them (records not waited on are written a moment later).
-async fn records_when(path: &Path, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let started = std::time::Instant::now();
-    loop {
-        let all = records(path);
-        if done(&all) {
-            return all;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the audit log never got there: {all:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn of_type<'a>(all: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -77,7 +62,7 @@ async fn a_real_run_records_who_ran_what_and_how_it_ended_and_verifies() {
     // A refused login: no session, a login_failure with a reason class and no token text.
     assert!(gw.connect("agent-7", "not-a-token").await.is_err());
 
-    let all = records_when(&log, |all| {
+    let all = audit_records_when(&log, |all| {
         !of_type(all, "session_end").is_empty() && !of_type(all, "login_failure").is_empty()
     })
     .await;
@@ -372,7 +357,7 @@ async fn with_fsync_durability_reads_in_block_writes_commits_and_pipelines_run_a
     assert_eq!(after[0].get::<_, i64>(0), 2);
     drop(client);
 
-    let all = records_when(&log, |all| !of_type(all, "session_end").is_empty()).await;
+    let all = audit_records_when(&log, |all| !of_type(all, "session_end").is_empty()).await;
     let binds = of_type(&all, "statement")
         .iter()
         .filter(|r| r["protocol"] == "bind" && r["decision"] == "allow")
@@ -410,7 +395,7 @@ async fn normalized_text_keeps_constants_and_parameter_values_out_of_the_log() {
         .await
         .unwrap();
     drop(client);
-    let all = records_when(&log, |all| !of_type(all, "session_end").is_empty()).await;
+    let all = audit_records_when(&log, |all| !of_type(all, "session_end").is_empty()).await;
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("secret-value"), "values leaked into the log");
     assert!(
@@ -435,7 +420,7 @@ async fn approvals_are_recorded_with_the_request_the_votes_and_the_statement_the
             .batch_execute("INSERT INTO items VALUES (9200, 'approved')")
             .await
     });
-    let all = records_when(&log, |all| !of_type(all, "approval_requested").is_empty()).await;
+    let all = audit_records_when(&log, |all| !of_type(all, "approval_requested").is_empty()).await;
     let id = of_type(&all, "approval_requested")[0]["id"]
         .as_str()
         .unwrap()
@@ -451,7 +436,7 @@ async fn approvals_are_recorded_with_the_request_the_votes_and_the_statement_the
     .await;
     assert_eq!(code, 200, "{body}");
     write.await.unwrap().unwrap();
-    let all = records_when(&log, |all| !of_type(all, "approval_decided").is_empty()).await;
+    let all = audit_records_when(&log, |all| !of_type(all, "approval_decided").is_empty()).await;
     let requested = of_type(&all, "approval_requested")[0];
     assert_eq!(requested["subject"], "agent");
     assert_eq!(requested["plugin"], "approve-writes");

@@ -1,10 +1,10 @@
 //! Read-only grants (`sluice token mint --read-only`, or an issuer's `read_only`): Postgres
 //! itself runs the session read-only, so nothing writes even with no policy plugin loaded, and
 //! no way of turning it off gets through — `SET`, `set_config`, `SET TRANSACTION`,
-//! `SET SESSION CHARACTERISTICS`, `BEGIN READ WRITE`, or a DO block where the parser cannot see
-//! (that one ends the session).
+//! `SET SESSION CHARACTERISTICS`, `BEGIN READ WRITE`, code the parser cannot see into (DO,
+//! CALL, user-defined functions), `pg_settings`, or text it cannot read.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sluice_integration_tests::{DATABASE, TestGateway, error_message, sluice_binary, sqlstate};
 
@@ -69,21 +69,28 @@ async fn a_read_only_grant_cannot_write_with_no_plugin_loaded_nor_turn_read_only
     assert_eq!(sqlstate(&err), "25006");
     reader.batch_execute("ROLLBACK").await.unwrap();
 
-    // Where the parser cannot see: Postgres reports the change, and the session ends before
-    // anything else runs in it.
-    let done = reader
-        .batch_execute(
-            "DO $$ BEGIN PERFORM set_config('default_transaction_read_only', 'off', false); END $$",
-        )
-        .await;
-    let started = Instant::now();
-    while !reader.is_closed() {
+    // Code the parser cannot see into could turn it off and COMMIT before Postgres reports
+    // anything: it does not run at all, nor does a write to pg_settings, nor text the parser
+    // cannot read.
+    for sql in [
+        "DO $$ BEGIN PERFORM set_config('default_transaction_read_only', 'off', false); END $$",
+        "DO $$ BEGIN SET default_transaction_read_only = off; COMMIT; \
+         INSERT INTO read_only_grant VALUES (4); COMMIT; END $$",
+        "CREATE PROCEDURE read_only_escape() LANGUAGE sql AS 'SELECT 1'",
+        "UPDATE pg_settings SET setting = 'off' WHERE name = 'default_transaction_read_only'",
+        "SELECT 1 FROM (",
+    ] {
+        let err = reader.batch_execute(sql).await.unwrap_err();
         assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the session went on: {done:?}"
+            matches!(sqlstate(&err).as_str(), "42501" | "42601" | "25006"),
+            "{sql}: {}",
+            error_message(&err)
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        reader.batch_execute("ROLLBACK").await.unwrap();
     }
+    let err = reader.batch_execute("CALL anything()").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42501", "{}", error_message(&err));
+    assert!(!reader.is_closed());
     let rows = writer
         .query("SELECT count(*) FROM read_only_grant", &[])
         .await

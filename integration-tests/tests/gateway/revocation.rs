@@ -11,28 +11,13 @@ use sluice::config::Config;
 use sluice::proxy::{Gateway, Shared};
 use sluice::services::Services;
 use sluice_integration_tests::{
-    TestGateway, client_config, connect_with, error_message, http, sluice_binary, sqlstate,
+    TestGateway, audit_records_when, client_config, closed_after, connect_with, error_message,
+    http, sluice_binary, sqlstate,
 };
 
 /// The audit log's records once `done` holds for them.
 async fn audit_when(gw: &TestGateway, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let path = gw.config.audit_path();
-    let started = Instant::now();
-    loop {
-        let all: Vec<Value> = std::fs::read_to_string(&path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("every line is a JSON record"))
-            .collect();
-        if done(&all) {
-            return all;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the audit log never got there: {all:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    audit_records_when(&gw.config.audit_path(), done).await
 }
 
 fn count(all: &[Value], kind: &str, field: &str, value: &str) -> usize {
@@ -74,18 +59,6 @@ async fn until_running(watcher: &tokio_postgres::Client, query: &str) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// How long after `from` the driver connection noticed it was closed.
-async fn closed_after(client: &tokio_postgres::Client, from: Instant) -> Duration {
-    while !client.is_closed() {
-        assert!(
-            from.elapsed() < Duration::from_secs(10),
-            "the session outlived its revocation"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    from.elapsed()
 }
 
 #[tokio::test]

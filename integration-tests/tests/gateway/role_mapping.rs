@@ -32,8 +32,8 @@ async fn a_mapped_group_logs_in_as_its_role_and_postgres_enforces_that_role() {
     writeln!(password, "reader-secret").unwrap();
     let gw = TestGateway::start_with(GatewayOptions {
         extra_toml: format!(
-            "[[upstream.roles]]\nname = \"{READER}\"\ngroups = [\"readers\"]\npassword_file = \"{}\"\n",
-            password.path().display()
+            "url_user_for_unmapped = true\n{}",
+            roles_toml(password.path())
         ),
         ..GatewayOptions::default()
     })
@@ -92,4 +92,29 @@ async fn a_mapped_group_logs_in_as_its_role_and_postgres_enforces_that_role() {
         .await
         .unwrap();
     assert_eq!(rows[0].get::<_, i64>(0), 0, "nothing was written");
+
+    // By default a token no role is mapped to (one that dropped its groups, say) is refused
+    // rather than given the gateway's own role.
+    let strict = TestGateway::start_with(GatewayOptions {
+        extra_toml: roles_toml(password.path()),
+        ..GatewayOptions::default()
+    })
+    .await;
+    let err = strict
+        .connect("bob", &strict.token("bob"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "28000", "{}", error_message(&err));
+    let mapped = strict
+        .connect("ana", &strict.token_with_groups("ana", &["readers"]))
+        .await
+        .unwrap();
+    mapped.simple_query("SELECT 1").await.unwrap();
+}
+
+fn roles_toml(password_file: &std::path::Path) -> String {
+    format!(
+        "[[upstream.roles]]\nname = \"{READER}\"\ngroups = [\"readers\"]\npassword_file = \"{}\"\n",
+        password_file.display()
+    )
 }

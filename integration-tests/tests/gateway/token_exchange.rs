@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sluice_integration_tests::idp::{ACTIONS_REQUEST_TOKEN, TestIdp, TestKey};
-use sluice_integration_tests::{GatewayOptions, TestGateway, client_binary, http, sluice_binary};
+use sluice_integration_tests::{
+    GatewayOptions, TestGateway, audit_records_when, client_binary, closed_after, http,
+    sluice_binary,
+};
 
 const AUD: &str = "sluice-test";
 
@@ -118,26 +121,16 @@ fn github_claims(idp: &TestIdp, repository: &str, git_ref: &str) -> Value {
     )
 }
 
-/// The audit log's token exchange records, once `done` holds for them (records are written a
-/// moment after the answer).
+/// The audit log's token exchange records, once `done` holds for them.
 async fn audit(gw: &TestGateway, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let started = Instant::now();
-    loop {
-        let records: Vec<Value> = std::fs::read_to_string(gw.config.audit_path())
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .filter(|r: &Value| r["type"] == "token_exchange")
-            .collect();
-        if done(&records) {
-            return records;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the audit log never got there: {records:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let exchanges = |all: &[Value]| -> Vec<Value> {
+        all.iter()
+            .filter(|r| r["type"] == "token_exchange")
+            .cloned()
+            .collect()
+    };
+    let all = audit_records_when(&gw.config.audit_path(), |all| done(&exchanges(all))).await;
+    exchanges(&all)
 }
 
 fn outcomes(records: &[Value], outcome: &str) -> usize {
@@ -531,14 +524,7 @@ async fn revoking_an_issuer_ends_sessions_opened_with_its_exchanged_tokens_and_s
     )
     .await;
     assert_eq!(code, 201, "{answer}");
-    let started = Instant::now();
-    while !client.is_closed() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the session outlived the revocation"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    closed_after(&client, Instant::now()).await;
     let claims = idp.claims(AUD, 300, json!({"sub": "worker"}));
     let (code, issued) = exchange(&gw, &key.sign(&claims), &[]).await;
     assert_eq!(code, 200, "{issued}");
@@ -567,14 +553,7 @@ async fn revoking_an_issuer_ends_sessions_opened_with_its_exchanged_tokens_and_s
     )
     .await;
     assert_eq!(code, 201, "{answer}");
-    let started = Instant::now();
-    while !client.is_closed() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the session outlived the revocation"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    closed_after(&client, Instant::now()).await;
     let (code, answer) = exchange(&gw, &key.sign(&claims), &[]).await;
     assert_eq!(code, 403, "{answer}");
     assert!(

@@ -57,15 +57,7 @@ impl Gate {
         } else {
             Bound::default()
         };
-        self.last = Last {
-            statements: None,
-            decided: Decided {
-                decision: Decision::Allow,
-                ..Decided::default()
-            },
-            opaque: false,
-            names: Change::default(),
-        };
+        self.last = Last::allowed();
         let mut refusal = if unknown {
             Some(Refusal::new(
                 sqlstate::INSUFFICIENT_PRIVILEGE,

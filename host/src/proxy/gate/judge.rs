@@ -11,6 +11,30 @@ pub(super) enum Judgement {
     Approval(Arc<NeedsApproval>),
 }
 
+/// The analysis and decision of the last statement text judged.
+#[derive(Default)]
+pub(super) struct Last {
+    pub(super) statements: Option<Arc<[Statement]>>,
+    pub(super) decided: Decided,
+    /// The text runs code the gateway cannot see into (`opaque.rs`).
+    pub(super) opaque: bool,
+    /// What running it does to the settings names depend on (`name_context.rs`).
+    pub(super) names: Change,
+}
+
+impl Last {
+    /// Nothing judged yet: allowed unless something says otherwise.
+    pub(super) fn allowed() -> Last {
+        Last {
+            decided: Decided {
+                decision: Decision::Allow,
+                ..Decided::default()
+            },
+            ..Last::default()
+        }
+    }
+}
+
 impl Gate {
     /// Why masking refuses one of `statements` before it runs: a FETCH or EXECUTE whose rows
     /// nothing can account for, or values of masked columns leaving by COPY or a write.
@@ -125,15 +149,7 @@ impl Gate {
         sql: Option<&str>,
         params: &[Option<String>],
     ) -> Judgement {
-        self.last = Last {
-            statements: None,
-            decided: Decided {
-                decision: Decision::Allow,
-                ..Decided::default()
-            },
-            opaque: false,
-            names: Change::default(),
-        };
+        self.last = Last::allowed();
         // No plugin directory, or one with no policy in it: nobody objects.
         let plugins = self
             .instances
@@ -150,7 +166,7 @@ impl Gate {
         self.statements += 1;
         let span = tracing::debug_span!("statement", sluice.statement = self.statements);
         let Some(sql) = sql else {
-            if plugins.is_none() && !masking {
+            if plugins.is_none() && !masking && !read_only {
                 return Judgement::Pass;
             }
             return Judgement::Refuse(Refusal::new(
@@ -161,7 +177,7 @@ impl Gate {
         let statements = match self.shared.analyzer.analyze(sql) {
             Ok(statements) => statements,
             // Without policies nothing depends on the analysis: Postgres answers the error.
-            Err(_) if plugins.is_none() && !masking => return Judgement::Pass,
+            Err(_) if plugins.is_none() && !masking && !read_only => return Judgement::Pass,
             Err(e) => {
                 span.in_scope(|| tracing::info!(error = %e, "unparsable statement refused"));
                 return Judgement::Refuse(Refusal::new(
@@ -191,14 +207,22 @@ impl Gate {
         let catalog = self.shared.catalogs.get(&self.info.database).cloned();
         self.last.opaque = catalog_facts(catalog, &mut resolved).await;
         self.last.names = Change::of(&resolved, self.last.opaque);
-        // Postgres must go on reading the bytes as the gateway does, and stopping statements
-        // at the budget.
+        // Postgres must go on reading the bytes as the gateway does, stopping statements at
+        // the budget, and running a read-only grant read-only.
         let budget = self.statement_budget;
-        if let Some(why) = resolved.iter().flat_map(|s| &s.settings).find_map(|c| {
+        let refused = resolved.iter().flat_map(|s| &s.settings).find_map(|c| {
             crate::proxy::session::reading::refused_change(c)
                 .or_else(|| crate::proxy::session::runaway::refused_change(c, budget))
                 .or_else(|| crate::proxy::session::read_only::refused_change(c, read_only))
-        }) {
+        });
+        let refused = refused.or_else(|| {
+            crate::proxy::session::read_only::refused_statements(
+                &resolved,
+                self.last.opaque,
+                read_only,
+            )
+        });
+        if let Some(why) = refused {
             span.in_scope(|| tracing::info!(reason = %why, "statement refused"));
             self.last.decided.decision = Decision::Deny;
             return Judgement::Refuse(Refusal::new(
@@ -365,9 +389,6 @@ pub(super) async fn catalog_facts(
         Some(catalog) => catalog.snapshot(&[]).await.ok(),
         None => None,
     };
-    // Without a catalog, any function that is not plainly a built-in counts as user-defined
-    // and volatile; so does one the catalog read does not know (created since, perhaps in
-    // this very transaction).
     // `Some(volatile)` for a function counted as user-defined: without a catalog, any that is
     // not plainly a built-in, and with one, also one the read does not know (created since,
     // perhaps in this very transaction).

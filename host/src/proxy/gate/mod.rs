@@ -20,7 +20,7 @@ mod strict;
 mod unnamed;
 
 use hold::NeedsApproval;
-use judge::Judgement;
+use judge::{Judgement, Last};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -118,17 +118,6 @@ pub struct Gate {
     progress: Arc<Progress>,
     /// How long one statement may run on this database (zero: no budget).
     statement_budget: std::time::Duration,
-}
-
-/// The analysis and decision of the last statement text judged.
-#[derive(Default)]
-struct Last {
-    statements: Option<Arc<[Statement]>>,
-    decided: Decided,
-    /// The text runs code the gateway cannot see into (`opaque.rs`).
-    opaque: bool,
-    /// What running it does to the settings names depend on (`name_context.rs`).
-    names: Change,
 }
 
 impl Gate {

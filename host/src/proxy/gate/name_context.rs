@@ -57,14 +57,8 @@ impl Change {
                 .iter()
                 .filter(|c| NAME_SETTINGS.contains(&c.name.as_str()))
                 .collect();
-            let settings_view = |t: &crate::analysis::TableRef| {
-                t.name.eq_ignore_ascii_case("pg_settings")
-                    && t.schema
-                        .as_deref()
-                        .is_none_or(|schema| schema.eq_ignore_ascii_case("pg_catalog"))
-            };
-            unseen |=
-                changes.iter().any(|c| c.at_run_time) || s.tables_written.iter().any(settings_view);
+            unseen |= changes.iter().any(|c| c.at_run_time)
+                || s.tables_written.iter().any(|t| t.is_settings_view());
             declares |= !changes.is_empty() && s.wrapper == Some(Wrapper::DeclareCursor);
             if !changes.is_empty() {
                 texts.push(s.text.trim().to_owned());

@@ -279,11 +279,28 @@ pub async fn login(
         return client.refuse(refusal.code, refusal.message).await;
     }
     let target = upstream.target();
-    // The role the grant's groups map to, or the URL's user.
-    let role = upstream.role_for(&grant.groups).map(|r| r.name.as_str());
+    // The role the grant's groups map to, or the URL's user where roles are mapped only if the
+    // configuration says so: a token that drops its mapped groups must not get the gateway's
+    // own (usually broader) role.
+    let user = match upstream.role_for(&grant.groups) {
+        Some(role) => role.name.as_str(),
+        None if upstream.url_user_allowed() => target.user.as_str(),
+        None => {
+            failed("no_mapped_role");
+            return client
+                .refuse(
+                    sqlstate::INVALID_AUTHORIZATION,
+                    format!(
+                        "no role of database \"{}\" is mapped to this token's groups",
+                        grant.database
+                    ),
+                )
+                .await;
+        }
+    };
     let mut params = startup.upstream_params(
         &grant.subject,
-        role.unwrap_or(&target.user),
+        user,
         &target.database,
         upstream.statement_timeout(),
     );

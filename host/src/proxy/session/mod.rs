@@ -4,6 +4,7 @@
 //! large result, never deadlocks the relay.
 
 mod end;
+mod parts;
 pub(super) mod progress;
 pub(super) mod read_only;
 pub(super) mod reading;
@@ -14,17 +15,13 @@ mod to_upstream;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
-
-use super::gate::{Gate, HoldSignals};
 use super::login::Established;
 use super::shared::Shared;
-use super::trail::Trail;
 use crate::identity::SessionInfo;
 use crate::wire::frame::{FrameReader, FrameWriter};
 use crate::wire::stall::StallWatch;
 pub use end::SessionEnd;
-use progress::Progress;
+pub(super) use parts::Parts;
 pub(super) use to_client::{Relayed, upstream_may_send, upstream_to_client};
 pub(super) use to_upstream::{Idle, client_may_send, client_to_upstream};
 
@@ -63,33 +60,20 @@ pub async fn run(
         .unwrap_or_default();
     let expiry = tokio::time::sleep_until((Instant::now() + expires_in).into());
 
-    let (requests, mut answers) = super::pipeline::pipeline();
-    let (notices, mut notices_in) = mpsc::unbounded_channel();
-    let signals = HoldSignals {
-        notices,
-        cancelled: cancel_key.cancelled.clone(),
-    };
-    let progress = Arc::new(Progress::default());
-    let (trail, mut results) = Trail::new(shared.audit.clone(), info.clone(), progress.clone());
-    let (tracker, mut masker) = match super::masker::new(shared, &info) {
-        Some((tracker, masker)) => (Some(tracker), Some(masker)),
-        None => (None, None),
-    };
     let upstream_db = shared.upstreams.get(&info.database).cloned();
     let info_read_only = info.read_only;
     let budget = upstream_db
         .as_ref()
         .map_or(Duration::ZERO, |u| u.statement_timeout());
     let (backend_pid, backend_secret) = (upstream.backend_pid, upstream.backend_secret);
-    let mut gate = Gate::new(
-        shared.clone(),
-        info,
-        requests,
-        signals,
-        trail,
-        tracker,
-        progress.clone(),
-    );
+    let Parts {
+        mut gate,
+        mut answers,
+        notices: mut notices_in,
+        mut results,
+        mut masker,
+        progress,
+    } = Parts::new(shared, info, cancel_key.cancelled.clone());
     let idle = Idle {
         timeout: shared.config.server.idle_timeout,
         cycles_done: &progress.done,

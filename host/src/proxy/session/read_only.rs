@@ -6,10 +6,14 @@
 //! `SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE`, `BEGIN`/`START TRANSACTION READ
 //! WRITE` — is refused before it reaches Postgres, and since Postgres reports
 //! `default_transaction_read_only` to the client, a change made where the parser cannot see (a
-//! DO block) ends the session before anything runs after it. `RESET` returns to the value the
-//! session logged in with, on.
+//! DO block) ends the session when its request cycle is answered. That is too late for code
+//! that turns it off and commits in one go (a DO block or a procedure may COMMIT, and a
+//! statement after a COMMIT in the same query string starts a read-write transaction): so a
+//! read-only session may not run code the gateway cannot see into at all — DO, CALL,
+//! user-defined functions — nor write `pg_settings`, nor send text the parser cannot read.
+//! `RESET` returns to the value the session logged in with, on.
 
-use crate::analysis::{SettingChange, SettingValue};
+use crate::analysis::{SettingChange, SettingValue, Statement};
 
 /// The settings a read-only grant keeps on.
 const GUARDED: &[&str] = &["default_transaction_read_only", "transaction_read_only"];
@@ -27,6 +31,28 @@ pub fn refused_change(change: &SettingChange, read_only: bool) -> Option<String>
             change.name
         )),
     }
+}
+
+/// Why a read-only session may not run `statements` (`opaque`: they run code the gateway
+/// cannot see into), if it may not.
+pub fn refused_statements(
+    statements: &[Statement],
+    opaque: bool,
+    read_only: bool,
+) -> Option<String> {
+    if !read_only {
+        return None;
+    }
+    if opaque {
+        return Some(
+            "a read-only grant may not run code the gateway cannot see into (a DO block, CALL or user-defined function)"
+                .into(),
+        );
+    }
+    statements
+        .iter()
+        .any(|s| s.tables_written.iter().any(|t| t.is_settings_view()))
+        .then(|| "pg_settings cannot be written: this session's grant is read-only".into())
 }
 
 /// Why the upstream's report of `name` = `value` ends a read-only session, if it does.
@@ -90,6 +116,23 @@ mod tests {
         let change = analyze_uncached("BEGIN READ WRITE").unwrap()[0].settings[0].clone();
         assert!(
             refused_change(&change, false).is_none(),
+            "only read-only grants"
+        );
+    }
+
+    #[test]
+    fn a_read_only_session_runs_no_code_the_gateway_cannot_see_into_nor_writes_pg_settings() {
+        let statements = |sql: &str| analyze_uncached(sql).unwrap();
+        let update = statements("UPDATE pg_catalog.pg_settings SET setting = 'off'");
+        assert!(refused_statements(&update, false, true).is_some());
+        let select = statements("SELECT * FROM pg_settings");
+        assert!(refused_statements(&select, false, true).is_none());
+        assert!(
+            refused_statements(&select, true, true).is_some(),
+            "opaque code"
+        );
+        assert!(
+            refused_statements(&update, true, false).is_none(),
             "only read-only grants"
         );
     }
