@@ -1,6 +1,7 @@
 //! Sluice: a just-in-time access gateway for Postgres. Clients log in with short-lived tokens;
 //! the gateway holds the real database credentials and relays the Postgres protocol.
 
+pub mod access;
 pub mod admin;
 pub mod analysis;
 pub mod approvals;

@@ -55,23 +55,29 @@ impl Revocations {
 
     /// The revocation in force that matches `grant`'s token, if any.
     pub fn matching(&self, grant: &Grant) -> Option<Revocation> {
+        let actor = grant.actor.as_ref();
         self.matching_token(
             &[
                 Some(grant.token_id.as_str()),
                 grant.origin_token_id.as_deref(),
             ],
-            &grant.subject,
-            &[Some(grant.issuer.as_str()), grant.origin.as_deref()],
+            &[Some(&grant.subject), actor.map(|a| a.sub.as_str())],
+            &[
+                Some(grant.issuer.as_str()),
+                grant.origin.as_deref(),
+                actor.and_then(|a| a.iss.as_deref()),
+            ],
         )
     }
 
     /// The revocation in force that matches a token with any of these `jti`s (its own, and
-    /// the external token's it was exchanged for) and `sub`, issued by any of `issuers` (its
-    /// own `iss`, and the external issuer).
+    /// the external token's it was exchanged for), any of these subjects (its `sub`, and the
+    /// actor's for a token acting for someone), issued by any of `issuers` (its own `iss`, the
+    /// external issuer, the actor's).
     pub fn matching_token(
         &self,
         jtis: &[Option<&str>],
-        subject: &str,
+        subjects: &[Option<&str>],
         issuers: &[Option<&str>],
     ) -> Option<Revocation> {
         let now = SystemTime::now();
@@ -82,7 +88,7 @@ impl Revocations {
                 r.until > now
                     && match &r.revoked {
                         Revoked::Token(t) => jtis.contains(&Some(t.as_str())),
-                        Revoked::Subject(s) => s == subject,
+                        Revoked::Subject(s) => subjects.contains(&Some(s.as_str())),
                         Revoked::Issuer(i) => issuers.contains(&Some(i.as_str())),
                     }
             })
@@ -226,6 +232,7 @@ mod tests {
             issuer: "sluice".into(),
             origin: None,
             origin_token_id: None,
+            actor: None,
             read_only: false,
             expires_at: SystemTime::now() + Duration::from_secs(300),
         }

@@ -66,6 +66,31 @@
 //! sluice_sdk::export_router!(TwoDbas);
 //! ```
 //!
+//! An access plugin implements the `sluice:plugin/access-plugin` world (contract 0.1.2): it
+//! decides requests for tokens at the gateway's token exchange. [`Access`], exported with
+//! [`export_access!`], answers each [`AccessRequest`] (who asks, vouched for by which issuer,
+//! with which claims; for which database, how long, why) with an [`AccessDecision`]: issue a
+//! [`Grant`], require approval, deny, or pass:
+//!
+//! ```no_run
+//! use sluice_sdk::{Access, AccessDecision, AccessRequest, Grant, PluginError};
+//!
+//! struct MainBranchReadsOnly;
+//!
+//! impl Access for MainBranchReadsOnly {
+//!     fn decide(request: AccessRequest) -> Result<AccessDecision, PluginError> {
+//!         let on_main = request.subject.claims.iter().any(|(k, v)| k == "ref" && v == "refs/heads/main");
+//!         Ok(if on_main {
+//!             AccessDecision::Issue(Grant { lifetime_ms: Some(600_000), groups: None, read_only: true })
+//!         } else {
+//!             AccessDecision::Deny("only the main branch may read".into())
+//!         })
+//!     }
+//! }
+//!
+//! sluice_sdk::export_access!(MainBranchReadsOnly);
+//! ```
+//!
 //! A masking plugin implements the `sluice:plugin/masking-plugin` world: [`Masker`], exported
 //! with [`export_masker!`]. For each result set it plans a [`Mask`] per [`Column`]; the
 //! gateway applies `keep`, `null`, `redact`, `hash` and `partial` itself, and sends the
@@ -121,9 +146,25 @@ pub mod approval_wit {
         export_macro_name: "export_approval_bindings",
         default_bindings_module: "sluice_sdk::approval_wit",
         with: {
-            "sluice:plugin/types@0.1.1": crate::wit::sluice::plugin::types,
-            "sluice:plugin/host@0.1.1": crate::wit::sluice::plugin::host,
-            "sluice:plugin/catalog@0.1.1": crate::wit::sluice::plugin::catalog,
+            "sluice:plugin/types@0.1.2": crate::wit::sluice::plugin::types,
+            "sluice:plugin/host@0.1.2": crate::wit::sluice::plugin::host,
+            "sluice:plugin/catalog@0.1.2": crate::wit::sluice::plugin::catalog,
+        },
+    });
+}
+
+#[doc(hidden)]
+pub mod access_wit {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "access-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_access_bindings",
+        default_bindings_module: "sluice_sdk::access_wit",
+        with: {
+            "sluice:plugin/types@0.1.2": crate::wit::sluice::plugin::types,
+            "sluice:plugin/host@0.1.2": crate::wit::sluice::plugin::host,
+            "sluice:plugin/catalog@0.1.2": crate::wit::sluice::plugin::catalog,
         },
     });
 }
@@ -137,9 +178,9 @@ pub mod masking_wit {
         export_macro_name: "export_masking_bindings",
         default_bindings_module: "sluice_sdk::masking_wit",
         with: {
-            "sluice:plugin/types@0.1.1": crate::wit::sluice::plugin::types,
-            "sluice:plugin/host@0.1.1": crate::wit::sluice::plugin::host,
-            "sluice:plugin/catalog@0.1.1": crate::wit::sluice::plugin::catalog,
+            "sluice:plugin/types@0.1.2": crate::wit::sluice::plugin::types,
+            "sluice:plugin/host@0.1.2": crate::wit::sluice::plugin::host,
+            "sluice:plugin/catalog@0.1.2": crate::wit::sluice::plugin::catalog,
         },
     });
 }
@@ -154,6 +195,7 @@ pub use wit::sluice::plugin::types::{
     PartialMask, Reuse, Routing, Session, Statement, StatementKind, TableRef, ValueFormat, Verdict,
 };
 
+mod access;
 mod approval;
 mod host;
 mod masking;
@@ -161,6 +203,10 @@ mod policy;
 mod session;
 mod types;
 
+pub use access::Access;
+pub use access_wit::exports::sluice::plugin::access::{
+    AccessDecision, AccessRequest, Approval as AccessApproval, Grant, Identity,
+};
 pub use approval::Router;
 pub use host::{bare_function_name, config, config_list, function_info, in_any_group, log};
 pub use masking::Masker;

@@ -1,4 +1,4 @@
-//! `/v1/approvals`: list, show, approve and deny held statements. Every call carries a Sluice
+//! `/v1/approvals`: list, show, approve and deny held statements and requests for access. Every call carries a Sluice
 //! token (`Authorization: Bearer ...`); the token's subject is the approver. Each request has
 //! its own approver groups (the `[approvals]` default route, or an approval plugin's route):
 //! a caller sees and decides only the requests routed to a group their token carries, and
@@ -53,6 +53,11 @@ pub struct ApprovalView {
     pub expires: f64,
     pub decided: Option<f64>,
     pub votes: Vec<VoteView>,
+    /// `statement` (a held statement) or `access` (a request for access: `subject`, `groups`
+    /// and `database` are what the token will carry; `statement` is empty).
+    pub kind: String,
+    /// For a request for access: what it asks for.
+    pub access: Option<crate::state::AccessAsk>,
     /// The same request for people to read.
     pub display: DisplayView,
 }
@@ -79,6 +84,10 @@ pub struct DisplayView {
     pub votes: Vec<String>,
     /// Who may decide, as the routing plugin named them.
     pub approver_groups: Vec<String>,
+    /// For a request for access: what the token will grant, in one line (lifetime, groups,
+    /// read-only, the issuer, who acts for the subject), and why the requester asks.
+    pub access: Option<String>,
+    pub requester_reason: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -121,8 +130,39 @@ impl From<ApprovalRecord> for ApprovalView {
             plugin: line(&r.plugin).into_owned(),
             reason: line(&r.reason).into_owned(),
             note: r.note.as_deref().map(|n| block(n).into_owned()),
-            scope: crate::approvals::Scope::of(&r.statement, &r.parameters, &r.settings)
+            scope: r
+                .access
+                .is_none()
+                .then(|| crate::approvals::Scope::of(&r.statement, &r.parameters, &r.settings))
+                .flatten()
                 .map(|s| block(&s.covers).into_owned()),
+            access: r.access.as_ref().map(|a| {
+                let groups = if r.groups.is_empty() {
+                    "no groups".to_owned()
+                } else {
+                    format!("groups {}", line(&r.groups.join(", ")))
+                };
+                let actor = a
+                    .actor
+                    .as_ref()
+                    .map(|actor| {
+                        format!(
+                            ", acted on by {} ({})",
+                            line(&actor.principal),
+                            line(&actor.issuer)
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "a token for {} on {} for {}, {groups}{}, vouched for by {}{actor}",
+                    line(&r.subject),
+                    line(&r.database),
+                    humantime::format_duration(Duration::from_secs(a.lifetime_secs)),
+                    if a.read_only { ", read-only" } else { "" },
+                    line(&a.issuer),
+                )
+            }),
+            requester_reason: r.access.as_ref().map(|a| block(&a.reason).into_owned()),
             votes: record
                 .votes
                 .iter()
@@ -141,6 +181,8 @@ impl From<ApprovalRecord> for ApprovalView {
         };
         ApprovalView {
             display,
+            kind: if r.access.is_some() { "access" } else { "statement" }.to_owned(),
+            access: r.access,
             id: r.id,
             status: record.status.as_str().to_owned(),
             subject: r.subject,

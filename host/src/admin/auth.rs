@@ -35,13 +35,27 @@ pub fn bearer(
         tracing::info!(reason = e.class(), "admin API call with a refused token");
         unauthorized("the token was refused")
     })?;
+    let actor = claims.act.as_ref();
     if let Some(revocation) = revocations.matching_token(
         &[Some(claims.jti.as_str()), claims.idp_jti.as_deref()],
-        &claims.sub,
-        &[Some(claims.iss.as_str()), claims.idp.as_deref()],
+        &[Some(&claims.sub), actor.map(|a| a.sub.as_str())],
+        &[
+            Some(claims.iss.as_str()),
+            claims.idp.as_deref(),
+            actor.and_then(|a| a.iss.as_deref()),
+        ],
     ) {
         tracing::info!(revocation = %revocation.id, "admin API call with a revoked token");
         return Err(unauthorized("the token was revoked"));
+    }
+    // Deciding and revoking are a person's acts: a token an agent holds for someone (`act`)
+    // may not do either in their name.
+    if let Some(actor) = actor {
+        tracing::info!(actor = %actor.sub, subject = %claims.sub, "admin API call with a token acting for someone");
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "a token acting for someone (act) may not use the admin API".into(),
+        ));
     }
     Ok(claims)
 }

@@ -46,6 +46,8 @@ impl AdminState {
                 audit: services.audit.clone(),
                 metrics: services.metrics.clone(),
                 max_ttl: services.config.identity.max_ttl,
+                plugins: services.plugins.clone(),
+                approvals: services.approvals.clone(),
             }),
             revocations: Some(RevocationsApi {
                 revocations: services.revocations.clone(),
@@ -86,6 +88,10 @@ pub struct ExchangeApi {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// `identity.max_ttl`.
     pub max_ttl: std::time::Duration,
+    /// The access plugins, when plugins are configured.
+    pub plugins: Option<Arc<crate::plugins::PluginHost>>,
+    /// Where requests that need approval wait.
+    pub approvals: Arc<Approvals>,
 }
 
 /// What the revocations API needs.

@@ -144,9 +144,16 @@ async fn decide(
         fingerprint,
         plugin: plugin.to_owned(),
         reason: reason.to_owned(),
+        access: None,
     };
     let mut pending = match approvals.open(request, routing).await {
         Ok(Opened::Waiting(pending)) => pending,
+        // Only requests for access are queued without a waiter; this one is not.
+        Ok(Opened::Queued(id)) => {
+            return unavailable(ApprovalError::Unavailable(format!(
+                "request {id} was queued without its session"
+            )));
+        }
         Ok(Opened::Decided(record)) => {
             outcome.approvers = super::outcome::approvers(&record);
             if let (Status::Approved, Some(vote)) = (record.status, record.votes.first()) {

@@ -2,6 +2,10 @@
 //! waiting for it is woken the moment it is decided. Nobody approves their own request; quorum
 //! counts distinct approvers; an approval covers exactly the held statement, once, unless the
 //! approver grants a scope (that statement shape, for that subject, for a while: `scope.rs`).
+//!
+//! Requests for access (a token the exchange issues once approved) join the same queue, with
+//! the same routing, quorum and no-self-approval rules; nobody holds a connection open on them:
+//! the requester polls ([`Approvals::wait_for_decision`]) and the token is handed out once.
 
 pub mod hold;
 mod notify;
@@ -16,7 +20,9 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 
 use crate::audit::{Audit, Event, VoteRecord};
-use crate::state::{ApprovalRecord, ApprovalRequest, ApprovalStore, StateError, Status, Vote};
+use crate::state::{
+    AccessAsk, ApprovalRecord, ApprovalRequest, ApprovalStore, StateError, Status, Vote,
+};
 
 /// The default route, used when no approval plugin routes a request.
 #[derive(Debug, Clone)]
@@ -29,6 +35,10 @@ pub struct Route {
 }
 
 pub use routing::{PluginRoute, Routing, RoutingFailure, route};
+
+/// How often a requester waiting on a request for access re-reads the store, for votes cast
+/// through another gateway sharing it.
+pub const POLL_STORE: Duration = Duration::from_millis(250);
 pub use scope::Scope;
 
 /// A fresh request id, as the client's notice and the approvers see it.
@@ -54,6 +64,8 @@ pub struct NewRequest {
     pub fingerprint: u64,
     pub plugin: String,
     pub reason: String,
+    /// Set for a request for access; see [`ApprovalRequest::access`].
+    pub access: Option<AccessAsk>,
 }
 
 /// Someone deciding, as their token says.
@@ -91,6 +103,8 @@ pub use notify::Notifier;
 pub enum Opened {
     Waiting(Pending),
     Decided(Box<ApprovalRecord>),
+    /// A request for access, waiting for people; its requester polls for the decision.
+    Queued(String),
 }
 
 pub struct Approvals {
@@ -100,6 +114,9 @@ pub struct Approvals {
     audit: Arc<Audit>,
     /// Sessions of this gateway waiting on a request, woken when it is decided here.
     waiting: DashMap<String, watch::Sender<Status>>,
+    /// Bumped at every vote and closing here, so that requesters polling for a decision look
+    /// again at once.
+    changed: watch::Sender<u64>,
 }
 
 /// A request the calling session is waiting on. Dropped undecided (the session ended for
@@ -140,6 +157,7 @@ impl Approvals {
             notifier,
             audit,
             waiting: DashMap::new(),
+            changed: watch::Sender::new(0),
         })
     }
 
@@ -221,6 +239,7 @@ impl Approvals {
             note,
             created,
             expires: created + timeout,
+            access: new.access,
         };
         let id = request.id.clone();
         if let Routing::Decided {
@@ -261,6 +280,15 @@ impl Approvals {
                 });
             }
         }
+        if request.access.is_some() {
+            let stored = request.clone();
+            self.blocking(move |store| store.insert_request(&stored))
+                .await?;
+            tracing::info!(approval = %id, plugin = %request.plugin, routed_by = ?request.routed_by, "request for access waiting for approval");
+            self.audit_requested(&request);
+            self.notifier.held(&request);
+            return Ok(Opened::Queued(id));
+        }
         let (tx, rx) = watch::channel(Status::Pending);
         self.waiting.insert(id.clone(), tx);
         let stored = request.clone();
@@ -300,7 +328,10 @@ impl Approvals {
                     .ok_or(StateError::UnknownRequest(key.clone()))
             })
             .await?;
-        if record.request.subject == approver.subject {
+        let actor = record.request.access.as_ref().and_then(|a| a.actor.as_ref());
+        if record.request.subject == approver.subject
+            || actor.is_some_and(|a| a.principal == approver.subject)
+        {
             return Err(ApprovalError::SelfApproval);
         }
         if !approver
@@ -318,12 +349,19 @@ impl Approvals {
             approve: decision.approve,
             reason: decision.reason,
             at: SystemTime::now(),
-            scope: decision.scope.filter(|_| decision.approve),
+            // A scope covers statements; a request for access has none.
+            scope: decision
+                .scope
+                .filter(|_| decision.approve && record.request.access.is_none()),
         };
         let key = id.to_owned();
         let record = self.blocking(move |store| store.vote(&key, &vote)).await?;
         tracing::info!(approval = %id, approver = %approver.subject, approve = decision.approve, status = record.status.as_str(), "approval vote");
         self.wake(&record);
+        if record.request.access.is_some() && record.status != Status::Pending {
+            self.audit_decided(&record);
+        }
+        self.changed.send_modify(|n| *n += 1);
         Ok(record)
     }
 
@@ -350,6 +388,7 @@ impl Approvals {
             approver_groups: r.approver_groups.clone(),
             approvals_needed: r.approvals_needed,
             routed_by: r.routed_by.clone(),
+            access: r.access.clone(),
         });
     }
 
@@ -385,7 +424,48 @@ impl Approvals {
             .blocking(move |store| store.close(&key, status, SystemTime::now()))
             .await?;
         self.wake(&record);
+        self.changed.send_modify(|n| *n += 1);
         Ok(record)
+    }
+
+    /// The request `id` once it is decided, or as it stands after `wait`. A request for access
+    /// found past its expiry is closed as expired. Votes cast through this gateway wake the
+    /// wait at once; those cast through another sharing the store are seen within
+    /// [`POLL_STORE`].
+    pub async fn wait_for_decision(
+        &self,
+        id: &str,
+        wait: Duration,
+    ) -> Result<Option<ApprovalRecord>, ApprovalError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changed = self.changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            let Some(record) = self.get(id).await? else {
+                return Ok(None);
+            };
+            if record.status == Status::Pending && record.request.expires <= SystemTime::now() {
+                let closed = self.close(id, Status::Expired).await?;
+                if closed.request.access.is_some() {
+                    self.audit_decided(&closed);
+                }
+                return Ok(Some(closed));
+            }
+            let now = tokio::time::Instant::now();
+            if record.status != Status::Pending || now >= deadline {
+                return Ok(Some(record));
+            }
+            let nap = (deadline - now).min(POLL_STORE);
+            let _ = tokio::time::timeout(nap, changed.changed()).await;
+        }
+    }
+
+    /// Marks an approved request for access as delivered: `true` for the one caller that
+    /// hands out its token.
+    pub async fn deliver(&self, id: &str) -> Result<bool, ApprovalError> {
+        let id = id.to_owned();
+        self.blocking(move |store| store.deliver(&id, SystemTime::now()))
+            .await
     }
 }
 
@@ -443,6 +523,7 @@ mod tests {
             fingerprint: 99,
             plugin: "approve-writes".into(),
             reason: "writes need approval".into(),
+            access: None,
         }
     }
 

@@ -87,6 +87,9 @@ fn message(r: &ApprovalRequest) -> serde_json::Value {
     // piece of agent or plugin text is escaped for the chat markup (`display::slack`): the
     // text cannot mention a channel, hide a link or leave its code block.
     use crate::display::slack;
+    if let Some(access) = &r.access {
+        return access_message(r, access);
+    }
     let headline = match &r.note {
         Some(note) => slack(note, true),
         None => format!(
@@ -145,6 +148,45 @@ fn message(r: &ApprovalRequest) -> serde_json::Value {
             "routed_by": r.routed_by,
             "note": r.note,
             "expires": expires,
+        }
+    })
+}
+
+/// A request for access: who asks for what, why, and who vouches for them.
+fn access_message(r: &ApprovalRequest, access: &crate::state::AccessAsk) -> serde_json::Value {
+    use crate::display::slack;
+    let actor = access
+        .actor
+        .as_ref()
+        .map(|a| format!(" (acted on by {})", slack(&a.principal, false)))
+        .unwrap_or_default();
+    let text = format!(
+        "sluice: approval {id}: {subject}{actor}, vouched for by {issuer}, asks for {database} for {lifetime}{read_only} ({plugin}: {reason})\nBecause: ```{because}```\nApprove: sluice approvals approve {id}    Deny: sluice approvals deny {id}",
+        id = r.id,
+        subject = slack(&r.subject, false),
+        issuer = slack(&access.issuer, false),
+        database = slack(&r.database, false),
+        lifetime = humantime::format_duration(Duration::from_secs(access.lifetime_secs)),
+        read_only = if access.read_only { ", read-only" } else { "" },
+        plugin = slack(&r.plugin, false),
+        reason = slack(&r.reason, false),
+        because = slack(&access.reason, true),
+    );
+    serde_json::json!({
+        "text": text,
+        "approval": {
+            "id": r.id,
+            "kind": "access",
+            "subject": r.subject,
+            "groups": r.groups,
+            "database": r.database,
+            "access": access,
+            "plugin": r.plugin,
+            "reason": r.reason,
+            "approver_groups": r.approver_groups,
+            "approvals_needed": r.approvals_needed,
+            "routed_by": r.routed_by,
+            "expires": r.expires.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         }
     })
 }

@@ -84,6 +84,11 @@ pub enum Event {
         approver_groups: Vec<String>,
         approvals_needed: u32,
         routed_by: Option<String>,
+        /// For a request for access: the issuer, the actor, the lifetime and grant asked for,
+        /// and the requester's reason (`statement` is then empty, `subject` and `database` are
+        /// what the token will carry).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        access: Option<crate::state::AccessAsk>,
     },
     ApprovalDecided {
         id: String,
@@ -114,10 +119,15 @@ pub enum Event {
         issuer: Option<String>,
         /// Who the external token is, when it was accepted.
         principal: Option<String>,
+        /// Who acts for them, when an actor token came with the request and was accepted.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        actor: Option<String>,
         database: String,
         reason: String,
-        /// `issued`, `denied` (the token was good; the request is not allowed), or `refused`
-        /// (the token was not accepted).
+        /// `issued`; `pending` (an access plugin asked for approval: `approval` names the
+        /// request); `denied` (the token was good; the request is not allowed); `refused` (a
+        /// token was not accepted, or the gateway could not decide: a plugin failed, the store
+        /// is down); `invalid` (a malformed request).
         outcome: &'static str,
         /// Why it was denied or refused.
         why: Option<String>,
@@ -125,6 +135,9 @@ pub enum Event {
         token_id: Option<String>,
         ttl_seconds: Option<u64>,
         groups: Vec<String>,
+        /// The approval request this exchange opened or collected.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        approval: Option<String>,
     },
     /// Tokens taken back: every token matching `kind` = `value` is refused, and the sessions
     /// using one end, until `until` (Unix seconds).

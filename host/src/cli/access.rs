@@ -4,7 +4,9 @@
 //! `ACTIONS_ID_TOKEN_REQUEST_TOKEN`, with `permissions: id-token: write`), or a Kubernetes
 //! projected service-account token file (`SLUICE_SUBJECT_TOKEN_FILE`, default
 //! `/var/run/secrets/tokens/sluice`). It is exchanged at `POST /v1/token` for a gateway token,
-//! printed alone, or with `--psql` as a ready `PGPASSWORD=... psql "..."` line.
+//! printed alone, or with `--psql` as a ready `PGPASSWORD=... psql "..."` line. When an access
+//! plugin asks for approval the command says so (the request id, for approvers) and waits for
+//! the decision, asking again every `MAX_WAIT` with the same tokens, up to `--wait`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use sluice::admin::token_exchange::{GRANT_TYPE, Issued, JWT};
+use sluice::admin::token_exchange::{GRANT_TYPE, Issued, JWT, MAX_WAIT, PENDING};
 use sluice::config::Config;
 
 use super::admin_client;
@@ -47,6 +49,18 @@ pub struct RequestArgs {
     /// endpoint or the Kubernetes projected token file.
     #[arg(long)]
     subject_token: Option<String>,
+    /// A token of whoever acts for the subject (an agent acting for a person): a file, or `-`
+    /// for standard input. The issued token names both (`act`).
+    #[arg(long)]
+    actor_token: Option<String>,
+    /// How long to wait for approvers when the request needs approval (0: do not wait; print
+    /// the request id and stop).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    wait: Duration,
+    /// Collect the answer to an earlier request that waited for approval, instead of asking
+    /// anew (with the same identity).
+    #[arg(long)]
+    request_id: Option<String>,
     /// The audience asked of GitHub Actions' OIDC endpoint (the issuer's `audience` in the
     /// gateway's config).
     #[arg(long, default_value = "sluice")]
@@ -64,24 +78,10 @@ pub async fn run(command: AccessCommand) -> anyhow::Result<()> {
     let AccessCommand::Request(args) = command;
     let address = admin_client::address(args.server.as_deref(), args.config.as_deref())?;
     let subject_token = subject_token(args.subject_token.as_deref(), &args.audience).await?;
-    let form: String = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("grant_type", GRANT_TYPE)
-        .append_pair("subject_token_type", JWT)
-        .append_pair("subject_token", subject_token.trim())
-        .append_pair("audience", &args.database)
-        .append_pair("reason", &args.reason)
-        .append_pair("expires_in", &args.ttl.as_secs().max(1).to_string())
-        .finish();
-    let answer = admin_client::request(
-        &address,
-        "POST",
-        "/v1/token",
-        None,
-        Some(("application/x-www-form-urlencoded", form.into_bytes())),
-    )
-    .await
-    .context("the gateway did not issue a token")?;
-    let issued: Issued = serde_json::from_str(&answer)?;
+    let actor_token = args.actor_token.as_deref().map(read_token).transpose()?;
+    let issued = exchange(&address, &args, &subject_token, actor_token.as_deref())
+        .await
+        .context("the gateway did not issue a token")?;
     if !args.psql {
         println!("{}", issued.access_token);
         return Ok(());
@@ -113,18 +113,79 @@ pub async fn run(command: AccessCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Asks for the token, and while an approval is pending, asks again until `--wait` is over.
+async fn exchange(
+    address: &str,
+    args: &RequestArgs,
+    subject_token: &str,
+    actor_token: Option<&str>,
+) -> anyhow::Result<Issued> {
+    let deadline = tokio::time::Instant::now() + args.wait;
+    let mut request_id = args.request_id.clone();
+    loop {
+        let wait = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(MAX_WAIT);
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", GRANT_TYPE)
+            .append_pair("subject_token_type", JWT)
+            .append_pair("subject_token", subject_token.trim())
+            .append_pair("audience", &args.database)
+            .append_pair("reason", &args.reason)
+            .append_pair("expires_in", &args.ttl.as_secs().max(1).to_string())
+            .append_pair("wait", &wait.as_secs().to_string());
+        if let Some(actor) = actor_token {
+            form.append_pair("actor_token_type", JWT)
+                .append_pair("actor_token", actor.trim());
+        }
+        if let Some(id) = &request_id {
+            form.append_pair("request_id", id);
+        }
+        let body = ("application/x-www-form-urlencoded", form.finish().into_bytes());
+        let (status, text) =
+            admin_client::answer(address, "POST", "/v1/token", None, Some(body)).await?;
+        if status.is_success() {
+            return Ok(serde_json::from_str(&text)?);
+        }
+        let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let described = || {
+            format!(
+                "{status}: {}: {}",
+                answer["error"].as_str().unwrap_or_default(),
+                answer["error_description"].as_str().unwrap_or(&text)
+            )
+        };
+        if answer["error"] != PENDING {
+            bail!("{}", described());
+        }
+        let id = answer["request_id"]
+            .as_str()
+            .context("a pending answer without its request_id")?;
+        if request_id.is_none() {
+            eprintln!(
+                "waiting for approval: request {id} (approvers: sluice approvals approve {id})"
+            );
+        }
+        request_id = Some(id.to_owned());
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{}; ask again later with the same identity", described());
+        }
+    }
+}
+
+fn read_token(named: &str) -> anyhow::Result<String> {
+    if named == "-" {
+        let mut token = String::new();
+        std::io::stdin().read_to_string(&mut token)?;
+        return Ok(token);
+    }
+    std::fs::read_to_string(named).with_context(|| format!("reading {named}"))
+}
+
 /// The workload token, from where it was named or where the platform puts it.
 async fn subject_token(named: Option<&str>, audience: &str) -> anyhow::Result<String> {
-    match named {
-        Some("-") => {
-            let mut token = String::new();
-            std::io::stdin().read_to_string(&mut token)?;
-            return Ok(token);
-        }
-        Some(file) => {
-            return std::fs::read_to_string(file).with_context(|| format!("reading {file}"));
-        }
-        None => {}
+    if let Some(named) = named {
+        return read_token(named);
     }
     if let (Ok(url), Ok(bearer)) = (
         std::env::var("ACTIONS_ID_TOKEN_REQUEST_URL"),

@@ -59,6 +59,31 @@ pub async fn request(
     token: Option<&str>,
     body: Option<(&str, Vec<u8>)>,
 ) -> anyhow::Result<String> {
+    let (status, text) = answer(address, method, path, token, body).await?;
+    if !status.is_success() {
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| {
+                let error = v["error"].as_str()?;
+                Some(match v["error_description"].as_str() {
+                    Some(description) => format!("{error}: {description}"),
+                    None => error.to_owned(),
+                })
+            })
+            .unwrap_or(text);
+        bail!("{status}: {message}");
+    }
+    Ok(text)
+}
+
+/// One request, answered with its status and body whatever the status.
+pub async fn answer(
+    address: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, Vec<u8>)>,
+) -> anyhow::Result<(hyper::StatusCode, String)> {
     let tcp = tokio::net::TcpStream::connect(address)
         .await
         .with_context(|| format!("cannot reach the admin API at {address}"))?;
@@ -85,18 +110,5 @@ pub async fn request(
     let status = response.status();
     let text =
         String::from_utf8_lossy(&response.into_body().collect().await?.to_bytes()).into_owned();
-    if !status.is_success() {
-        let message = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| {
-                let error = v["error"].as_str()?;
-                Some(match v["error_description"].as_str() {
-                    Some(description) => format!("{error}: {description}"),
-                    None => error.to_owned(),
-                })
-            })
-            .unwrap_or(text);
-        bail!("{status}: {message}");
-    }
-    Ok(text)
+    Ok((status, text))
 }

@@ -71,6 +71,15 @@ pub async fn run(args: ApprovalsArgs) -> anyhow::Result<()> {
             }
             for view in pending {
                 let shown = &view.display;
+                if let Some(access) = &shown.access {
+                    println!(
+                        "{}  {:>6}  access: {access}; because: {}",
+                        view.id,
+                        age(view.created),
+                        one_line(shown.requester_reason.as_deref().unwrap_or_default(), 80)
+                    );
+                    continue;
+                }
                 println!(
                     "{}  {:>6}  {}@{}  {} ({})  {}",
                     view.id,
@@ -139,23 +148,15 @@ fn print_view(view: &ApprovalView) {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!(
-        "database:   {} (session {})",
-        shown.database, view.session_id
-    );
-    println!("policy:     {}: {}", shown.plugin, shown.reason);
-    println!("statement:  {}", shown.statement);
-    if !shown.parameters.is_empty() {
-        println!("parameters: {}", shown.parameters.join(" "));
-    }
-    // What names in it mean: it is approved as read after these.
-    for (i, setting) in shown.settings.iter().enumerate() {
-        let label = if i == 0 { "after:" } else { "" };
-        println!("{label:<12}{setting}");
-    }
-    match &shown.scope {
-        Some(scope) => println!("scope:      approving with --scope lets it run: {scope}"),
-        None => println!("scope:      none can cover this statement"),
+    if let Some(access) = &shown.access {
+        println!("asks for:   {access}");
+        println!(
+            "because:    {}",
+            shown.requester_reason.as_deref().unwrap_or_default()
+        );
+        println!("policy:     {}: {}", shown.plugin, shown.reason);
+    } else {
+        print_statement(view);
     }
     println!(
         "approvers:  {} of group {}{}",
@@ -189,5 +190,28 @@ fn one_line(text: &str, max: usize) -> String {
         flat
     } else {
         flat.chars().take(max - 1).chain(['…']).collect()
+    }
+}
+
+/// The held statement's part of `approvals show`.
+fn print_statement(view: &ApprovalView) {
+    let shown = &view.display;
+    println!(
+        "database:   {} (session {})",
+        shown.database, view.session_id
+    );
+    println!("policy:     {}: {}", shown.plugin, shown.reason);
+    println!("statement:  {}", shown.statement);
+    if !shown.parameters.is_empty() {
+        println!("parameters: {}", shown.parameters.join(" "));
+    }
+    // What names in it mean: it is approved as read after these.
+    for (i, setting) in shown.settings.iter().enumerate() {
+        let label = if i == 0 { "after:" } else { "" };
+        println!("{label:<12}{setting}");
+    }
+    match &shown.scope {
+        Some(scope) => println!("scope:      approving with --scope lets it run: {scope}"),
+        None => println!("scope:      none can cover this statement"),
     }
 }

@@ -19,6 +19,8 @@ pub struct Grant {
     pub origin_token_id: Option<String>,
     /// A read-only grant.
     pub read_only: bool,
+    /// Who acts for the subject (`act`), for a token issued to an agent acting for someone.
+    pub actor: Option<super::token::Act>,
     /// When the session must end (`exp`).
     pub expires_at: SystemTime,
 }

@@ -13,4 +13,4 @@ pub use keys::{KeyError, SigningKey, verify_signature};
 pub use principal::{PrincipalTemplate, matches_pattern};
 pub use session::SessionInfo;
 pub(crate) use token::unix_now;
-pub use token::{Claims, TokenAuthority, TokenError};
+pub use token::{Act, Claims, Exchanged, TokenAuthority, TokenError};

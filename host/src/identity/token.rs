@@ -32,6 +32,31 @@ pub struct Claims {
     /// change it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,
+    /// Who acts for the subject (RFC 8693 `act`): an agent acting for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Act>,
+}
+
+/// The acting party of a token (RFC 8693 section 4.1).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Act {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+}
+
+/// A token to be issued in exchange for an external one.
+#[derive(Debug, Clone)]
+pub struct Exchanged<'a> {
+    pub subject: &'a str,
+    pub database: &'a str,
+    pub groups: &'a [String],
+    pub ttl: Duration,
+    /// The external token's issuer (`iss`) and `jti`.
+    pub idp: &'a str,
+    pub idp_jti: Option<&'a str>,
+    pub read_only: bool,
+    pub actor: Option<Act>,
 }
 
 /// Why a token was not accepted. The client only ever sees a generic message; this is for logs.
@@ -140,7 +165,7 @@ impl TokenAuthority {
         groups: &[String],
         ttl: Duration,
     ) -> Result<String, TokenError> {
-        self.mint_claims(subject, database, groups, ttl, None, false)
+        self.mint_claims(subject, database, groups, ttl, |_| {})
             .map(|(token, _)| token)
     }
 
@@ -152,29 +177,18 @@ impl TokenAuthority {
         groups: &[String],
         ttl: Duration,
     ) -> Result<String, TokenError> {
-        self.mint_claims(subject, database, groups, ttl, None, true)
+        self.mint_claims(subject, database, groups, ttl, |c| c.read_only = true)
             .map(|(token, _)| token)
     }
 
-    /// Signs a token issued in exchange for one from external issuer `idp` (with `idp_jti`);
-    /// returns it and its claims.
-    pub fn mint_exchanged(
-        &self,
-        subject: &str,
-        database: &str,
-        groups: &[String],
-        ttl: Duration,
-        (idp, idp_jti): (&str, Option<&str>),
-        read_only: bool,
-    ) -> Result<(String, Claims), TokenError> {
-        self.mint_claims(
-            subject,
-            database,
-            groups,
-            ttl,
-            Some((idp, idp_jti)),
-            read_only,
-        )
+    /// Signs a token issued in exchange for an external one; returns it and its claims.
+    pub fn mint_exchanged(&self, e: &Exchanged<'_>) -> Result<(String, Claims), TokenError> {
+        self.mint_claims(e.subject, e.database, e.groups, e.ttl, |c| {
+            c.idp = Some(e.idp.to_owned());
+            c.idp_jti = e.idp_jti.map(str::to_owned);
+            c.read_only = e.read_only;
+            c.act = e.actor.clone();
+        })
     }
 
     fn mint_claims(
@@ -183,8 +197,7 @@ impl TokenAuthority {
         database: &str,
         groups: &[String],
         ttl: Duration,
-        origin: Option<(&str, Option<&str>)>,
-        read_only: bool,
+        shape: impl FnOnce(&mut Claims),
     ) -> Result<(String, Claims), TokenError> {
         if ttl.is_zero() {
             return Err(TokenError::TtlZero);
@@ -199,7 +212,7 @@ impl TokenAuthority {
             return Err(TokenError::EmptyField);
         }
         let now = unix_now();
-        let claims = Claims {
+        let mut claims = Claims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             sub: subject.to_owned(),
@@ -209,10 +222,12 @@ impl TokenAuthority {
             nbf: now,
             exp: now + ttl.as_secs().max(1),
             jti: uuid::Uuid::new_v4().to_string(),
-            idp: origin.map(|(idp, _)| idp.to_owned()),
-            idp_jti: origin.and_then(|(_, jti)| jti).map(str::to_owned),
-            read_only,
+            idp: None,
+            idp_jti: None,
+            read_only: false,
+            act: None,
         };
+        shape(&mut claims);
         let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
             .map_err(|_| TokenError::Signing)?;
         Ok((token, claims))
@@ -272,6 +287,7 @@ impl TokenAuthority {
             origin: claims.idp,
             origin_token_id: claims.idp_jti,
             read_only: claims.read_only,
+            actor: claims.act,
             expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
         })
     }
@@ -298,6 +314,7 @@ impl TokenAuthority {
             jti: uuid::Uuid::new_v4().to_string(),
             idp: None,
             idp_jti: None,
+            act: None,
             read_only: false,
         }
     }

@@ -364,17 +364,20 @@ impl PluginHost {
                 });
             }
         }
-        let (mut policies, mut approvals, mut maskers) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut policies, mut approvals, mut maskers, mut access) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for plugin in serving {
             match plugin {
                 Loaded::Policy(p) => policies.push(p),
                 Loaded::Approval(p) => approvals.push(p),
                 Loaded::Masking(p) => maskers.push(p),
+                Loaded::Access(p) => access.push(p),
             }
         }
         policies.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.name.cmp(&b.name)));
         approvals.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.name.cmp(&b.name)));
         maskers.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.name.cmp(&b.name)));
+        access.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.name.cmp(&b.name)));
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(metrics) = self.metrics() {
             metrics.plugin_reloads.inc();
@@ -392,11 +395,17 @@ impl PluginHost {
                     .iter()
                     .map(|p| format!("{}@{} (masking)", p.name, &p.hash[..12])),
             )
+            .chain(
+                access
+                    .iter()
+                    .map(|p| format!("{}@{} (access)", p.name, &p.hash[..12])),
+            )
             .collect();
         self.current.store(Arc::new(PluginSet {
             policies,
             approvals,
             maskers,
+            access,
             generation,
             missing,
         }));

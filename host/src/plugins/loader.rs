@@ -10,6 +10,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::bindings::v0_1::PolicyPluginPre;
+use super::bindings::v0_1::access::AccessPluginPre;
 use super::bindings::v0_1::approval::ApprovalPluginPre;
 use super::bindings::v0_1::masking::MaskingPluginPre;
 use super::directory;
@@ -91,6 +92,9 @@ impl PluginHost {
             PluginKind::Masking => Loaded::Masking(Arc::new(
                 plugin.with(MaskingPluginPre::new(pre).map_err(wrong("masking-plugin"))?),
             )),
+            PluginKind::Access => Loaded::Access(Arc::new(
+                plugin.with(AccessPluginPre::new(pre).map_err(wrong("access-plugin"))?),
+            )),
         };
         self.instantiates(&loaded)?;
         Ok(Some(loaded))
@@ -118,6 +122,10 @@ impl PluginHost {
                             p.pre.instantiate_async(&mut store).await.map(drop)
                         }
                         Loaded::Masking(p) => {
+                            let mut store = self.sandbox(p, 5);
+                            p.pre.instantiate_async(&mut store).await.map(drop)
+                        }
+                        Loaded::Access(p) => {
                             let mut store = self.sandbox(p, 5);
                             p.pre.instantiate_async(&mut store).await.map(drop)
                         }
@@ -182,7 +190,7 @@ fn exported_kind(component: &Component, engine: &Engine) -> Result<PluginKind, S
     let ty = component.component_type();
     let mut kinds = Vec::new();
     for (name, _) in ty.exports(engine) {
-        // Any 0.1.x: a component built against 0.1.0 is served by the 0.1.1 bindings
+        // Any 0.1.x: a component built against 0.1.0 is served by the 0.1.2 bindings
         // (wasmtime matches semver-compatible names), one built against a later 0.1 fails to
         // link only if it imports what this gateway lacks.
         let Some((interface, version)) = name
@@ -198,12 +206,13 @@ fn exported_kind(component: &Component, engine: &Engine) -> Result<PluginKind, S
             "policy" => kinds.push(PluginKind::Policy),
             "approval" => kinds.push(PluginKind::Approval),
             "masking" => kinds.push(PluginKind::Masking),
+            "access" => kinds.push(PluginKind::Access),
             _ => {}
         }
     }
     match kinds.as_slice() {
         [kind] => Ok(*kind),
-        [] => Err("exports no sluice:plugin@0.1 interface (policy, approval or masking)".into()),
+        [] => Err("exports no sluice:plugin@0.1 interface (policy, approval, masking or access)".into()),
         _ => Err("exports more than one plugin interface; build one component per kind".into()),
     }
 }

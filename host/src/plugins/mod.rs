@@ -1,11 +1,12 @@
 //! WebAssembly component plugins: the wasmtime engine, loading `<name>.wasm` (+ `<name>.toml`)
 //! from the plugin directory, telling plugin kinds apart by the interface a component exports,
 //! compiled-artifact caching by content hash, hot reload by atomic swap, per-session sandboxed
-//! policy and masking instances and one-call approval instances.
+//! policy and masking instances and one-call approval and access instances.
 //!
 //! Reload is load → compile → validate → swap. A file that fails any step never unloads the
 //! version that was serving: the previous one keeps serving and the failure is reported.
 
+pub mod access;
 mod approval;
 mod bindings;
 mod bounds;
@@ -32,7 +33,7 @@ pub use instances::{CallFailure, ReuseKey, SessionPlugins};
 pub use manifest::Manifest;
 pub use masking::SessionMaskers;
 pub use set::{
-    ApprovalPlugin, Limits, MaskingPlugin, Plugin, PluginKind, PluginSet, PluginStatus,
+    AccessPlugin, ApprovalPlugin, Limits, MaskingPlugin, Plugin, PluginKind, PluginSet, PluginStatus,
     PolicyPlugin,
 };
 pub use state::PluginState;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::bindings::v0_1::PolicyPluginPre;
+use super::bindings::v0_1::access::AccessPluginPre;
 use super::bindings::v0_1::approval::ApprovalPluginPre;
 use super::bindings::v0_1::masking::MaskingPluginPre;
 use super::manifest::Manifest;
@@ -50,6 +51,8 @@ pub type PolicyPlugin = Plugin<PolicyPluginPre<PluginState>>;
 pub type ApprovalPlugin = Plugin<ApprovalPluginPre<PluginState>>;
 /// Masks result columns (`masking-plugin` world).
 pub type MaskingPlugin = Plugin<MaskingPluginPre<PluginState>>;
+/// Decides requests for access (`access-plugin` world).
+pub type AccessPlugin = Plugin<AccessPluginPre<PluginState>>;
 
 impl<Pre> std::fmt::Debug for Plugin<Pre> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,6 +98,7 @@ pub enum PluginKind {
     Policy,
     Approval,
     Masking,
+    Access,
 }
 
 /// One loaded file, of whichever kind.
@@ -103,6 +107,7 @@ pub(super) enum Loaded {
     Policy(Arc<PolicyPlugin>),
     Approval(Arc<ApprovalPlugin>),
     Masking(Arc<MaskingPlugin>),
+    Access(Arc<AccessPlugin>),
 }
 
 /// Runs `$body` with `$p` bound to the plugin of whichever kind `$loaded` holds.
@@ -112,6 +117,7 @@ macro_rules! each_kind {
             Loaded::Policy($p) => $body,
             Loaded::Approval($p) => $body,
             Loaded::Masking($p) => $body,
+            Loaded::Access($p) => $body,
         }
     };
 }
@@ -122,6 +128,7 @@ impl Loaded {
             Loaded::Policy(_) => PluginKind::Policy,
             Loaded::Approval(_) => PluginKind::Approval,
             Loaded::Masking(_) => PluginKind::Masking,
+            Loaded::Access(_) => PluginKind::Access,
         }
     }
 
@@ -148,6 +155,7 @@ pub struct PluginSet {
     pub policies: Vec<Arc<PolicyPlugin>>,
     pub approvals: Vec<Arc<ApprovalPlugin>>,
     pub maskers: Vec<Arc<MaskingPlugin>>,
+    pub access: Vec<Arc<AccessPlugin>>,
     pub generation: u64,
     /// Required plugins not serving: while any is, every statement is refused.
     pub missing: Vec<Arc<str>>,
@@ -173,7 +181,11 @@ impl PluginSet {
             .maskers
             .iter()
             .map(|p| (&*p.name, Loaded::Masking(p.clone())));
-        policies.chain(approvals).chain(maskers)
+        let access = self
+            .access
+            .iter()
+            .map(|p| (&*p.name, Loaded::Access(p.clone())));
+        policies.chain(approvals).chain(maskers).chain(access)
     }
 }
 

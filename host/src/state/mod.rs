@@ -1,4 +1,5 @@
-//! Durable state shared by the gateway's services: approval requests, their votes, the
+//! Durable state shared by the gateway's services: approval requests (held statements and
+//! requests for access), their votes, the
 //! scoped grants approvers hand out, and revocations. Behind a trait so that several gateway replicas can share
 //! one PostgreSQL store later; SQLite in `data_dir` is the default for a single node.
 
@@ -9,5 +10,6 @@ mod store;
 pub use revocations::{Revocation, RevocationStore, Revoked};
 pub use sqlite::SqliteStore;
 pub use store::{
-    ApprovalRecord, ApprovalRequest, ApprovalStore, ScopedGrant, StateError, Status, Vote,
+    AccessAsk, Actor, ApprovalRecord, ApprovalRequest, ApprovalStore, ScopedGrant, StateError,
+    Status, Vote,
 };

@@ -67,6 +67,9 @@ const MIGRATIONS: &[&str] = &[
          until_ms INTEGER NOT NULL
      );
      CREATE INDEX revocations_until ON revocations (until_ms);",
+    // 5: requests for access, and when an approved one's token was handed out.
+    "ALTER TABLE approval_requests ADD COLUMN access TEXT;
+     ALTER TABLE approval_requests ADD COLUMN delivered_ms INTEGER;",
 ];
 
 pub struct SqliteStore {
@@ -139,7 +142,7 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 
 const REQUEST_COLUMNS: &str = "id, session_id, subject, groups, database, statement, parameters, \
      fingerprint, plugin, reason, approver_groups, approvals_needed, created_ms, expires_ms, \
-     status, decided_ms, routed_by, note, settings";
+     status, decided_ms, routed_by, note, settings, access, delivered_ms";
 
 /// A JSON-encoded column; unreadable JSON is an error, never an empty default.
 fn json_column<T: serde::de::DeserializeOwned>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
@@ -149,7 +152,10 @@ fn json_column<T: serde::de::DeserializeOwned>(row: &Row<'_>, index: usize) -> r
     })
 }
 
-fn read_request(row: &Row<'_>) -> rusqlite::Result<(ApprovalRequest, String, Option<i64>)> {
+/// A request, its status, when it was decided and when its token was delivered.
+type Row4 = (ApprovalRequest, String, Option<i64>, Option<i64>);
+
+fn read_request(row: &Row<'_>) -> rusqlite::Result<Row4> {
     let request = ApprovalRequest {
         id: row.get(0)?,
         session_id: row.get::<_, i64>(1)? as u64,
@@ -169,8 +175,12 @@ fn read_request(row: &Row<'_>) -> rusqlite::Result<(ApprovalRequest, String, Opt
         settings: json_column(row, 18)?,
         created: time(row.get(12)?),
         expires: time(row.get(13)?),
+        access: match row.get::<_, Option<String>>(19)? {
+            None => None,
+            Some(_) => Some(json_column(row, 19)?),
+        },
     };
-    Ok((request, row.get(14)?, row.get(15)?))
+    Ok((request, row.get(14)?, row.get(15)?, row.get(20)?))
 }
 
 fn load(tx: &Transaction<'_>, id: &str) -> Result<Option<ApprovalRecord>, StateError> {
@@ -181,7 +191,7 @@ fn load(tx: &Transaction<'_>, id: &str) -> Result<Option<ApprovalRecord>, StateE
             read_request,
         )
         .optional()?;
-    let Some((request, status, decided)) = found else {
+    let Some((request, status, decided, delivered)) = found else {
         return Ok(None);
     };
     let status = Status::parse(&status).ok_or_else(|| StateError::Corrupt(status.clone()))?;
@@ -209,6 +219,7 @@ fn load(tx: &Transaction<'_>, id: &str) -> Result<Option<ApprovalRecord>, StateE
         status,
         votes,
         decided: decided.map(time),
+        delivered: delivered.map(time),
     }))
 }
 
@@ -225,13 +236,24 @@ fn set_status(
     Ok(())
 }
 
+/// Marks requests still pending past their expiry as expired. A held statement's session does
+/// this itself when it stops waiting; a request for access has nobody waiting on it.
+fn expire_stale(tx: &Transaction<'_>) -> Result<(), StateError> {
+    tx.execute(
+        "UPDATE approval_requests SET status = 'expired', decided_ms = expires_ms
+         WHERE status = 'pending' AND expires_ms <= ?1",
+        [millis(SystemTime::now())],
+    )?;
+    Ok(())
+}
+
 impl ApprovalStore for SqliteStore {
     fn insert_request(&self, r: &ApprovalRequest) -> Result<(), StateError> {
         self.transaction(|tx| {
             tx.execute(
                 &format!(
                     "INSERT INTO approval_requests ({REQUEST_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'pending', NULL, ?15, ?16, ?17)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'pending', NULL, ?15, ?16, ?17, ?18, NULL)"
                 ),
                 params![
                     r.id,
@@ -251,6 +273,7 @@ impl ApprovalStore for SqliteStore {
                     r.routed_by,
                     r.note,
                     json(&r.settings),
+                    r.access.as_ref().map(json),
                 ],
             )?;
             Ok(())
@@ -263,6 +286,7 @@ impl ApprovalStore for SqliteStore {
 
     fn pending(&self) -> Result<Vec<ApprovalRecord>, StateError> {
         self.transaction(|tx| {
+            expire_stale(tx)?;
             let ids: Vec<String> = tx
                 .prepare(
                     "SELECT id FROM approval_requests WHERE status = 'pending' ORDER BY created_ms, id",
@@ -279,6 +303,7 @@ impl ApprovalStore for SqliteStore {
 
     fn pending_for(&self, subject: &str) -> Result<usize, StateError> {
         self.transaction(|tx| {
+            expire_stale(tx)?;
             Ok(tx.query_row(
                 "SELECT count(*) FROM approval_requests WHERE subject = ?1 AND status = 'pending'",
                 [subject],
@@ -355,6 +380,18 @@ impl ApprovalStore for SqliteStore {
             }
             set_status(tx, id, status, at)?;
             load(tx, id)?.ok_or_else(|| StateError::UnknownRequest(id.into()))
+        })
+    }
+
+    fn deliver(&self, id: &str, at: SystemTime) -> Result<bool, StateError> {
+        self.transaction(|tx| {
+            let changed = tx.execute(
+                "UPDATE approval_requests SET delivered_ms = ?2
+                 WHERE id = ?1 AND status = 'approved' AND access IS NOT NULL
+                   AND delivered_ms IS NULL",
+                params![id, millis(at)],
+            )?;
+            Ok(changed == 1)
         })
     }
 
@@ -477,6 +514,7 @@ mod tests {
             note: Some("writes to billing.invoices".into()),
             created: now,
             expires: now + Duration::from_secs(300),
+            access: None,
         }
     }
 

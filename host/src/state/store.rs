@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-/// A statement waiting for a human.
+/// A statement, or a request for access, waiting for a human.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRequest {
     pub id: String,
@@ -29,6 +29,34 @@ pub struct ApprovalRequest {
     pub note: Option<String>,
     pub created: SystemTime,
     pub expires: SystemTime,
+    /// Set for a request for access (a token the exchange issues once approved): `subject`,
+    /// `groups` and `database` are then what the token will carry, `statement` is empty,
+    /// `plugin` and `reason` are the access plugin that asked for approval and why.
+    pub access: Option<AccessAsk>,
+}
+
+/// What a request for access asks for, beyond who, which database and which groups.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AccessAsk {
+    /// The trusted issuer's configured name, and its `iss`.
+    pub issuer: String,
+    pub issuer_url: String,
+    /// Who acts for the subject (an agent for a person), when an actor token came with it.
+    pub actor: Option<Actor>,
+    /// The lifetime the token will have.
+    pub lifetime_secs: u64,
+    pub read_only: bool,
+    /// Why, in the requester's words.
+    pub reason: String,
+}
+
+/// The party acting for a token's subject (RFC 8693 `act`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Actor {
+    pub principal: String,
+    /// The trusted issuer's configured name, and its `iss`.
+    pub issuer: String,
+    pub issuer_url: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +110,8 @@ pub struct ApprovalRecord {
     pub status: Status,
     pub votes: Vec<Vote>,
     pub decided: Option<SystemTime>,
+    /// For an approved request for access: when its token was handed to the requester.
+    pub delivered: Option<SystemTime>,
 }
 
 /// Permission to run statements of one fingerprint without asking again, until `until`.
@@ -116,7 +146,7 @@ pub trait ApprovalStore: Send + Sync {
 
     fn request(&self, id: &str) -> Result<Option<ApprovalRecord>, StateError>;
 
-    /// Requests still waiting, oldest first.
+    /// Requests still waiting, oldest first (those past their expiry are marked expired).
     fn pending(&self) -> Result<Vec<ApprovalRecord>, StateError>;
 
     /// How many requests of `subject` are still waiting.
@@ -131,6 +161,10 @@ pub trait ApprovalStore: Send + Sync {
     /// decided keeps its decision, which is returned.
     fn close(&self, id: &str, status: Status, at: SystemTime)
     -> Result<ApprovalRecord, StateError>;
+
+    /// Marks an approved request for access as delivered; `true` only for the one call that
+    /// does so (the token is handed out once).
+    fn deliver(&self, id: &str, at: SystemTime) -> Result<bool, StateError>;
 
     /// A grant covering `fingerprint` for `subject` on `database` at `now`, if any.
     fn grant_for(

@@ -60,7 +60,13 @@ function row(request) {
   const shown = request.display;
   tr.append(text("td", shown.subject + " @ " + shown.database));
   const statement = document.createElement("td");
-  statement.append(text("pre", shown.statement));
+  if (shown.access) {
+    // A request for access: what the token will grant, and the requester's own words.
+    statement.append(text("div", "access: " + shown.access, "access"));
+    statement.append(text("pre", "because: " + shown.requester_reason));
+  } else {
+    statement.append(text("pre", shown.statement));
+  }
   if (shown.parameters.length > 0) {
     statement.append(text("pre", "parameters: " + shown.parameters.join(" ")));
   }

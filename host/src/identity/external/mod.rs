@@ -35,6 +35,8 @@ pub struct ExternalIdentity {
     pub token_id: Option<String>,
     /// Its `exp` (Unix seconds).
     pub expires: u64,
+    /// Every claim of the verified token, for access plugins' rules.
+    pub claims: Map<String, Value>,
 }
 
 /// One trusted issuer and what its principals may ask for.
@@ -207,6 +209,7 @@ impl TrustedIssuers {
             groups,
             token_id: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
             expires: claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
+            claims,
         };
         Ok((issuer, identity))
     }
