@@ -21,7 +21,10 @@ pub enum Verdict {
     Issue(Grant),
     /// Issue once people approve.
     Approval(Approval),
-    Deny { by: String, reason: String },
+    Deny {
+        by: String,
+        reason: String,
+    },
 }
 
 /// What a token will grant, as the plugins shaped it.
@@ -228,7 +231,10 @@ mod tests {
     #[test]
     fn approval_wins_over_issue_and_every_answer_narrows_the_grant() {
         let verdict = combine(vec![
-            ("a".into(), AccessDecision::Issue(grant(Some(60_000), false))),
+            (
+                "a".into(),
+                AccessDecision::Issue(grant(Some(60_000), false)),
+            ),
             ("b".into(), AccessDecision::Pass),
             (
                 "c".into(),

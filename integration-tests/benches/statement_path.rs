@@ -385,6 +385,7 @@ fn bench_session() -> SessionInfo {
         client_addr: "127.0.0.1:1".into(),
         application_name: None,
         read_only: false,
+        actor: None,
         idp: None,
     }
 }

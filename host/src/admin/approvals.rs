@@ -181,7 +181,12 @@ impl From<ApprovalRecord> for ApprovalView {
         };
         ApprovalView {
             display,
-            kind: if r.access.is_some() { "access" } else { "statement" }.to_owned(),
+            kind: if r.access.is_some() {
+                "access"
+            } else {
+                "statement"
+            }
+            .to_owned(),
             access: r.access,
             id: r.id,
             status: record.status.as_str().to_owned(),

@@ -328,7 +328,11 @@ impl Approvals {
                     .ok_or(StateError::UnknownRequest(key.clone()))
             })
             .await?;
-        let actor = record.request.access.as_ref().and_then(|a| a.actor.as_ref());
+        let actor = record
+            .request
+            .access
+            .as_ref()
+            .and_then(|a| a.actor.as_ref());
         if record.request.subject == approver.subject
             || actor.is_some_and(|a| a.principal == approver.subject)
         {
@@ -531,7 +535,95 @@ mod tests {
         match approvals.open(new, Routing::Default).await.unwrap() {
             Opened::Waiting(pending) => pending,
             Opened::Decided(record) => panic!("decided without anyone: {record:?}"),
+            Opened::Queued(id) => panic!("{id} queued without its session"),
         }
+    }
+
+    fn access_request(actor: &str) -> NewRequest {
+        NewRequest {
+            id: new_id(),
+            session_id: 0,
+            statement: String::new(),
+            fingerprint: 0,
+            plugin: "access-rules".into(),
+            reason: "production".into(),
+            access: Some(AccessAsk {
+                issuer: "people".into(),
+                issuer_url: "https://idp.example".into(),
+                actor: Some(crate::state::Actor {
+                    principal: actor.into(),
+                    issuer: "cluster".into(),
+                    issuer_url: "https://cluster.example".into(),
+                }),
+                lifetime_secs: 600,
+                read_only: false,
+                reason: "fix invoices".into(),
+            }),
+            ..held()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_for_access_waits_for_its_poller_and_neither_party_may_approve_it() {
+        let approvals = approvals(Duration::from_secs(60), 1);
+        let Opened::Queued(id) = approvals
+            .open(access_request("helper"), Routing::Default)
+            .await
+            .unwrap()
+        else {
+            panic!("a request for access is queued");
+        };
+        for party in ["agent", "helper"] {
+            assert!(matches!(
+                approvals.decide(&id, &dba(party), yes()).await,
+                Err(ApprovalError::SelfApproval)
+            ));
+        }
+        let waiting = approvals
+            .wait_for_decision(&id, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(waiting.status, Status::Pending);
+        let poller = {
+            let approvals = approvals.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                approvals
+                    .wait_for_decision(&id, Duration::from_secs(30))
+                    .await
+                    .unwrap()
+                    .unwrap()
+            })
+        };
+        approvals.decide(&id, &dba("alice"), yes()).await.unwrap();
+        let decided = tokio::time::timeout(Duration::from_secs(5), poller)
+            .await
+            .expect("a vote wakes the poller at once")
+            .unwrap();
+        assert_eq!(decided.status, Status::Approved);
+        assert!(approvals.deliver(&id).await.unwrap());
+        assert!(!approvals.deliver(&id).await.unwrap(), "handed out once");
+    }
+
+    #[tokio::test]
+    async fn an_undecided_request_for_access_expires_for_its_poller() {
+        let approvals = approvals(Duration::from_millis(50), 1);
+        let Opened::Queued(id) = approvals
+            .open(access_request("helper"), Routing::Default)
+            .await
+            .unwrap()
+        else {
+            panic!("a request for access is queued");
+        };
+        let record = approvals
+            .wait_for_decision(&id, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.status, Status::Expired);
+        assert!(!approvals.deliver(&id).await.unwrap());
+        assert!(approvals.pending().await.unwrap().is_empty());
     }
 
     fn dba(subject: &str) -> Approver {

@@ -252,6 +252,7 @@ mod tests {
             note: note.map(str::to_owned),
             created: SystemTime::now(),
             expires: SystemTime::now(),
+            access: None,
         }
     }
 

@@ -39,6 +39,10 @@ pub enum Event {
         /// A read-only grant.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         read_only: bool,
+        /// Who acts for the subject (the token's `act`), for a token issued to an agent acting
+        /// for someone.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        actor: Option<String>,
     },
     SessionEnd {
         session: u64,

@@ -123,9 +123,13 @@ async fn exchange(
     let deadline = tokio::time::Instant::now() + args.wait;
     let mut request_id = args.request_id.clone();
     loop {
-        let wait = deadline
-            .saturating_duration_since(tokio::time::Instant::now())
-            .min(MAX_WAIT);
+        // The first answer comes at once, so that the request's id is shown while waiting.
+        let wait = match &request_id {
+            None => Duration::ZERO,
+            Some(_) => deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(MAX_WAIT),
+        };
         let mut form = url::form_urlencoded::Serializer::new(String::new());
         form.append_pair("grant_type", GRANT_TYPE)
             .append_pair("subject_token_type", JWT)
@@ -141,7 +145,10 @@ async fn exchange(
         if let Some(id) = &request_id {
             form.append_pair("request_id", id);
         }
-        let body = ("application/x-www-form-urlencoded", form.finish().into_bytes());
+        let body = (
+            "application/x-www-form-urlencoded",
+            form.finish().into_bytes(),
+        );
         let (status, text) =
             admin_client::answer(address, "POST", "/v1/token", None, Some(body)).await?;
         if status.is_success() {

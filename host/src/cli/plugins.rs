@@ -111,6 +111,7 @@ async fn check(
         client_addr: "127.0.0.1:0".into(),
         application_name: None,
         read_only: false,
+        actor: None,
         idp: None,
     };
     let set = host.current();

@@ -20,7 +20,15 @@ pub struct Grant {
     /// A read-only grant.
     pub read_only: bool,
     /// Who acts for the subject (`act`), for a token issued to an agent acting for someone.
-    pub actor: Option<super::token::Act>,
+    pub actor: Option<Act>,
     /// When the session must end (`exp`).
     pub expires_at: SystemTime,
+}
+
+/// The acting party of a token (RFC 8693 section 4.1): an agent acting for the subject.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Act {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
 }

@@ -8,9 +8,9 @@ pub mod principal;
 mod session;
 mod token;
 
-pub use grant::Grant;
+pub use grant::{Act, Grant};
 pub use keys::{KeyError, SigningKey, verify_signature};
 pub use principal::{PrincipalTemplate, matches_pattern};
 pub use session::SessionInfo;
 pub(crate) use token::unix_now;
-pub use token::{Act, Claims, Exchanged, TokenAuthority, TokenError};
+pub use token::{Claims, Exchanged, TokenAuthority, TokenError};

@@ -25,4 +25,6 @@ pub struct SessionInfo {
     /// The grant is read-only: Postgres runs the session with `default_transaction_read_only`
     /// on, and nothing may turn it off.
     pub read_only: bool,
+    /// Who acts for the subject (the token's `act`): an agent acting for a person.
+    pub actor: Option<String>,
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::grant::Grant;
+use super::grant::{Act, Grant};
 use super::keys::{KeyError, SigningKey};
 
 /// The claims of a gateway token.
@@ -35,14 +35,6 @@ pub struct Claims {
     /// Who acts for the subject (RFC 8693 `act`): an agent acting for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Act>,
-}
-
-/// The acting party of a token (RFC 8693 section 4.1).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Act {
-    pub sub: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iss: Option<String>,
 }
 
 /// A token to be issued in exchange for an external one.

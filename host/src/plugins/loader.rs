@@ -212,7 +212,9 @@ fn exported_kind(component: &Component, engine: &Engine) -> Result<PluginKind, S
     }
     match kinds.as_slice() {
         [kind] => Ok(*kind),
-        [] => Err("exports no sluice:plugin@0.1 interface (policy, approval, masking or access)".into()),
+        [] => Err(
+            "exports no sluice:plugin@0.1 interface (policy, approval, masking or access)".into(),
+        ),
         _ => Err("exports more than one plugin interface; build one component per kind".into()),
     }
 }

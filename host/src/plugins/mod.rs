@@ -33,8 +33,8 @@ pub use instances::{CallFailure, ReuseKey, SessionPlugins};
 pub use manifest::Manifest;
 pub use masking::SessionMaskers;
 pub use set::{
-    AccessPlugin, ApprovalPlugin, Limits, MaskingPlugin, Plugin, PluginKind, PluginSet, PluginStatus,
-    PolicyPlugin,
+    AccessPlugin, ApprovalPlugin, Limits, MaskingPlugin, Plugin, PluginKind, PluginSet,
+    PluginStatus, PolicyPlugin,
 };
 pub use state::PluginState;
 pub use watch::{WatchHandle, watch};

@@ -164,6 +164,7 @@ tls = "disable"
             client_addr: "127.0.0.1:1".into(),
             application_name: None,
             read_only: false,
+            actor: None,
             idp: None,
         };
         // Wired as a session is: the audit trail and masking (with plugins) read the

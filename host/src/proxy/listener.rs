@@ -241,6 +241,7 @@ async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id
         application_name: established.application_name.clone(),
         read_only: established.grant.read_only,
         idp: established.grant.origin.clone(),
+        actor: established.grant.actor.as_ref().map(|a| a.sub.clone()),
     };
     shared.audit.record(crate::audit::Event::SessionStart {
         session: id,
@@ -252,6 +253,7 @@ async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id
         application_name: info.application_name.clone(),
         idp: info.idp.clone(),
         read_only: info.read_only,
+        actor: info.actor.clone(),
     });
     let subject = info.subject.clone();
     shared.metrics.sessions.inc();

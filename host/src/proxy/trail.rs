@@ -369,6 +369,7 @@ mod tests {
             client_addr: "127.0.0.1:1".into(),
             application_name: None,
             read_only: false,
+            actor: None,
             idp: None,
         }
     }

@@ -6,6 +6,7 @@
 //! (`large_result`, `masking_memory`) or raise its limits to hold a thousand sessions (`load`)
 //! stay in binaries of their own. Run one subject with `cargo test --test gateway audit::`.
 
+mod access_plugins;
 mod approval_binding;
 mod approval_routing;
 mod approvals;

@@ -15,9 +15,9 @@ use sluice_integration_tests::{
     sluice_binary,
 };
 
-const AUD: &str = "sluice-test";
+pub(crate) const AUD: &str = "sluice-test";
 
-fn issuer_toml(name: &str, idp: &TestIdp, preset: &str, extra: &str) -> String {
+pub(crate) fn issuer_toml(name: &str, idp: &TestIdp, preset: &str, extra: &str) -> String {
     format!(
         r#"
 [[identity.issuers]]
@@ -31,7 +31,7 @@ audience = "{AUD}"
     )
 }
 
-async fn gateway(issuers: &[String]) -> TestGateway {
+pub(crate) async fn gateway(issuers: &[String]) -> TestGateway {
     TestGateway::start_with(GatewayOptions {
         extra_toml: issuers.concat(),
         max_ttl: Duration::from_secs(3600),
@@ -64,7 +64,11 @@ fn url_encode(value: &str) -> String {
 }
 
 /// Exchanges `subject_token` for database `app`; returns the status and the JSON answer.
-async fn exchange(gw: &TestGateway, subject_token: &str, extra: &[(&str, &str)]) -> (u16, Value) {
+pub(crate) async fn exchange(
+    gw: &TestGateway,
+    subject_token: &str,
+    extra: &[(&str, &str)],
+) -> (u16, Value) {
     let mut pairs = vec![
         (
             "grant_type",
@@ -104,7 +108,7 @@ async fn exchange_raw(gw: &TestGateway, body: &str) -> (u16, String) {
     (code, body.to_owned())
 }
 
-fn github_claims(idp: &TestIdp, repository: &str, git_ref: &str) -> Value {
+pub(crate) fn github_claims(idp: &TestIdp, repository: &str, git_ref: &str) -> Value {
     idp.claims(
         AUD,
         3600,
@@ -122,7 +126,7 @@ fn github_claims(idp: &TestIdp, repository: &str, git_ref: &str) -> Value {
 }
 
 /// The audit log's token exchange records, once `done` holds for them.
-async fn audit(gw: &TestGateway, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub(crate) async fn audit(gw: &TestGateway, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let exchanges = |all: &[Value]| -> Vec<Value> {
         all.iter()
             .filter(|r| r["type"] == "token_exchange")
@@ -133,7 +137,7 @@ async fn audit(gw: &TestGateway, done: impl Fn(&[Value]) -> bool) -> Vec<Value> 
     exchanges(&all)
 }
 
-fn outcomes(records: &[Value], outcome: &str) -> usize {
+pub(crate) fn outcomes(records: &[Value], outcome: &str) -> usize {
     records.iter().filter(|r| r["outcome"] == outcome).count()
 }
 

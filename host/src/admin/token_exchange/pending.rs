@@ -7,8 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 
-use super::decide::{Requester, Trail, issue, requester};
-use super::{Asked, Issued, OauthError, PENDING};
+use super::answer::{Issued, OauthError, PENDING};
+use super::asked::Asked;
+use super::parties::{Requester, Trail, issue, requester};
 use crate::admin::state::ExchangeApi;
 use crate::state::Status;
 
@@ -110,12 +111,7 @@ pub(super) async fn answer(
             match api.approvals.deliver(id).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    trail.record(
-                        "refused",
-                        Some("already handed out".into()),
-                        None,
-                        &[],
-                    );
+                    trail.record("refused", Some("already handed out".into()), None, &[]);
                     return Err(OauthError::new(
                         StatusCode::BAD_REQUEST,
                         "invalid_grant",
