@@ -233,6 +233,7 @@ mod tests {
             origin: None,
             origin_token_id: None,
             actor: None,
+            minted: None,
             read_only: false,
             expires_at: SystemTime::now() + Duration::from_secs(300),
         }

@@ -386,6 +386,7 @@ fn bench_session() -> SessionInfo {
         application_name: None,
         read_only: false,
         actor: None,
+        minted: None,
         idp: None,
     }
 }

@@ -43,6 +43,10 @@ pub enum Event {
         /// for someone.
         #[serde(skip_serializing_if = "Option::is_none")]
         actor: Option<String>,
+        /// For a token an operator minted with the signing key (break-glass): `by` and
+        /// `reason`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        minted: Option<crate::identity::Minted>,
     },
     SessionEnd {
         session: u64,

@@ -112,6 +112,7 @@ async fn check(
         application_name: None,
         read_only: false,
         actor: None,
+        minted: None,
         idp: None,
     };
     let set = host.current();

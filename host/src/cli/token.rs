@@ -5,13 +5,16 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use sluice::admin::revocations::{RevocationView, RevokeBody};
 use sluice::config::Config;
-use sluice::identity::TokenAuthority;
+use sluice::identity::{Minted, TokenAuthority};
 
 use super::admin_client::{self, AdminClient};
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
-    /// Mint a token and print it, and nothing else, on stdout.
+    /// Mint a token with the signing key and print it, and nothing else, on stdout. This is
+    /// break-glass: the token names who minted it (the operating-system user and host) and
+    /// why, and every session it opens is recorded with that. Workloads and people ask for
+    /// tokens with `sluice access request` instead.
     Mint {
         #[arg(long, short)]
         config: PathBuf,
@@ -30,6 +33,10 @@ pub enum TokenCommand {
         /// A read-only grant: Postgres runs its sessions read-only, and nothing may change that.
         #[arg(long)]
         read_only: bool,
+        /// Why the signing key is used instead of the token exchange (recorded with every
+        /// session the token opens).
+        #[arg(long, default_value = "no reason given")]
+        reason: String,
     },
     /// Take tokens back: one token, every token of a subject, or every token of an issuer.
     /// Logins with them are refused and live sessions using them end at once.
@@ -97,6 +104,7 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
             ttl,
             groups,
             read_only,
+            reason,
         } => {
             let config = Config::load(&config)?;
             if config.upstream(&database).is_none() {
@@ -107,12 +115,13 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
             }
             let authority = TokenAuthority::from_config(&config.identity)?;
             let groups: Vec<String> = groups.into_iter().filter(|g| !g.is_empty()).collect();
-            let token = if read_only {
-                authority.mint_read_only(&subject, &database, &groups, ttl)
-            } else {
-                authority.mint(&subject, &database, &groups, ttl)
-            }
-            .context("minting the token")?;
+            let minted = Minted {
+                by: operator(),
+                reason,
+            };
+            let token = authority
+                .mint_break_glass(&subject, &database, &groups, ttl, read_only, minted)
+                .context("minting the token")?;
             println!("{token}");
             Ok(())
         }
@@ -177,4 +186,33 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
 fn until(unix_seconds: f64) -> String {
     let at = std::time::UNIX_EPOCH + Duration::from_secs_f64(unix_seconds.max(0.0));
     humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// Who is minting: the operating-system user (the one behind `sudo`, when there is one) at
+/// this host, as the session records will name them.
+fn operator() -> String {
+    let user = ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| format!("uid {}", real_uid()));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    if host.is_empty() {
+        user
+    } else {
+        format!("{user}@{host}")
+    }
+}
+
+/// The real user id, from /proc (no libc call needed for a label).
+fn real_uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        })
+        .unwrap_or_else(|| "?".into())
 }

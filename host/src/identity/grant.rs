@@ -21,6 +21,8 @@ pub struct Grant {
     pub read_only: bool,
     /// Who acts for the subject (`act`), for a token issued to an agent acting for someone.
     pub actor: Option<Act>,
+    /// For a token an operator minted with the signing key (`sluice token mint`): who and why.
+    pub minted: Option<Minted>,
     /// When the session must end (`exp`).
     pub expires_at: SystemTime,
 }
@@ -31,4 +33,12 @@ pub struct Act {
     pub sub: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+}
+
+/// An operator's break-glass mint (`sluice token mint`), as the token records it: the standing
+/// key was used, by whom (the operating-system user and host) and why.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Minted {
+    pub by: String,
+    pub reason: String,
 }

@@ -8,7 +8,7 @@ pub mod principal;
 mod session;
 mod token;
 
-pub use grant::{Act, Grant};
+pub use grant::{Act, Grant, Minted};
 pub use keys::{KeyError, SigningKey, verify_signature};
 pub use principal::{PrincipalTemplate, matches_pattern};
 pub use session::SessionInfo;

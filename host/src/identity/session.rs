@@ -27,4 +27,6 @@ pub struct SessionInfo {
     pub read_only: bool,
     /// Who acts for the subject (the token's `act`): an agent acting for a person.
     pub actor: Option<String>,
+    /// For an operator's break-glass token: who minted it and why.
+    pub minted: Option<super::grant::Minted>,
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::grant::{Act, Grant};
+use super::grant::{Act, Grant, Minted};
 use super::keys::{KeyError, SigningKey};
 
 /// The claims of a gateway token.
@@ -35,6 +35,9 @@ pub struct Claims {
     /// Who acts for the subject (RFC 8693 `act`): an agent acting for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Act>,
+    /// An operator's break-glass mint: who and why (recorded with every session it opens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minted: Option<Minted>,
 }
 
 /// A token to be issued in exchange for an external one.
@@ -173,6 +176,24 @@ impl TokenAuthority {
             .map(|(token, _)| token)
     }
 
+    /// Signs an operator's break-glass token (`sluice token mint`): the token names who minted
+    /// it and why, and every session it opens is recorded with that.
+    pub fn mint_break_glass(
+        &self,
+        subject: &str,
+        database: &str,
+        groups: &[String],
+        ttl: Duration,
+        read_only: bool,
+        minted: Minted,
+    ) -> Result<String, TokenError> {
+        self.mint_claims(subject, database, groups, ttl, |c| {
+            c.read_only = read_only;
+            c.minted = Some(minted);
+        })
+        .map(|(token, _)| token)
+    }
+
     /// Signs a token issued in exchange for an external one; returns it and its claims.
     pub fn mint_exchanged(&self, e: &Exchanged<'_>) -> Result<(String, Claims), TokenError> {
         self.mint_claims(e.subject, e.database, e.groups, e.ttl, |c| {
@@ -218,6 +239,7 @@ impl TokenAuthority {
             idp_jti: None,
             read_only: false,
             act: None,
+            minted: None,
         };
         shape(&mut claims);
         let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
@@ -280,6 +302,7 @@ impl TokenAuthority {
             origin_token_id: claims.idp_jti,
             read_only: claims.read_only,
             actor: claims.act,
+            minted: claims.minted,
             expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
         })
     }
@@ -307,6 +330,7 @@ impl TokenAuthority {
             idp: None,
             idp_jti: None,
             act: None,
+            minted: None,
             read_only: false,
         }
     }

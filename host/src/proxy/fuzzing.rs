@@ -165,6 +165,7 @@ tls = "disable"
             application_name: None,
             read_only: false,
             actor: None,
+            minted: None,
             idp: None,
         };
         // Wired as a session is: the audit trail and masking (with plugins) read the

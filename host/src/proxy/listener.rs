@@ -242,6 +242,7 @@ async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id
         read_only: established.grant.read_only,
         idp: established.grant.origin.clone(),
         actor: established.grant.actor.as_ref().map(|a| a.sub.clone()),
+        minted: established.grant.minted.clone(),
     };
     shared.audit.record(crate::audit::Event::SessionStart {
         session: id,
@@ -254,6 +255,7 @@ async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id
         idp: info.idp.clone(),
         read_only: info.read_only,
         actor: info.actor.clone(),
+        minted: info.minted.clone(),
     });
     let subject = info.subject.clone();
     shared.metrics.sessions.inc();

@@ -370,6 +370,7 @@ mod tests {
             application_name: None,
             read_only: false,
             actor: None,
+            minted: None,
             idp: None,
         }
     }

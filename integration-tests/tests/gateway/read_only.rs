@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use sluice_integration_tests::{DATABASE, TestGateway, error_message, sluice_binary, sqlstate};
+use sluice_integration_tests::{
+    DATABASE, TestGateway, audit_records_when, error_message, sluice_binary, sqlstate,
+};
 
 #[tokio::test]
 async fn a_read_only_grant_cannot_write_with_no_plugin_loaded_nor_turn_read_only_off() {
@@ -105,7 +107,7 @@ async fn a_read_only_grant_cannot_write_with_no_plugin_loaded_nor_turn_read_only
 }
 
 #[tokio::test]
-async fn psql_with_a_token_minted_read_only_cannot_write() {
+async fn psql_with_a_break_glass_token_minted_read_only_cannot_write_and_its_session_names_the_minter() {
     let gw = TestGateway::start().await;
     let out = std::process::Command::new(sluice_binary())
         .args(["token", "mint", "--config"])
@@ -116,7 +118,11 @@ async fn psql_with_a_token_minted_read_only_cannot_write() {
             "--database",
             DATABASE,
             "--read-only",
+            "--reason",
+            "INC-42: the exchange is down",
         ])
+        .env("USER", "oncall")
+        .env_remove("SUDO_USER")
         .output()
         .unwrap();
     assert!(
@@ -143,4 +149,18 @@ async fn psql_with_a_token_minted_read_only_cannot_write() {
     assert!(stdout.contains(" on"), "{stdout}");
     assert!(!out.status.success());
     assert!(stderr.contains("read-only transaction"), "{stderr}");
+    // Break-glass: the session is recorded as opened with the operator's minted token.
+    let records = audit_records_when(&gw.config.audit_path(), |all| {
+        all.iter().any(|r| r["type"] == "session_start")
+    })
+    .await;
+    let start = records
+        .iter()
+        .find(|r| r["type"] == "session_start")
+        .unwrap();
+    assert!(
+        start["minted"]["by"].as_str().unwrap().starts_with("oncall"),
+        "{start}"
+    );
+    assert_eq!(start["minted"]["reason"], "INC-42: the exchange is down");
 }
