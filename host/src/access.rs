@@ -40,6 +40,39 @@ pub struct Grant {
     pub read_only: bool,
 }
 
+/// What a grant comes to for one request: the groups, the lifetime and read-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shaped {
+    pub groups: Vec<String>,
+    pub lifetime: Duration,
+    pub read_only: bool,
+}
+
+impl Grant {
+    /// Applies the grant to a request that asked for `groups` for `lifetime` from `issuer`:
+    /// never longer than asked, read-only when either says so, and no group outside the
+    /// issuer's `allowed_groups` (an error naming it: the plugin granted what it may not).
+    pub fn shape(
+        &self,
+        groups: &[String],
+        lifetime: Duration,
+        issuer: &crate::config::IssuerConfig,
+    ) -> Result<Shaped, String> {
+        let groups = self.groups.clone().unwrap_or_else(|| groups.to_vec());
+        if let Some(foreign) = groups.iter().find(|g| !issuer.allowed_groups.contains(g)) {
+            return Err(format!(
+                "access plugin \"{}\" granted group \"{foreign}\", which is not among issuer \"{}\"'s allowed_groups",
+                self.by, issuer.name
+            ));
+        }
+        Ok(Shaped {
+            groups,
+            lifetime: self.lifetime.map_or(lifetime, |l| l.min(lifetime)),
+            read_only: self.read_only || issuer.read_only,
+        })
+    }
+}
+
 /// Who must approve, as the plugin asking for approval said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Approval {

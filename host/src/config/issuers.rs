@@ -46,6 +46,12 @@ pub struct IssuerConfig {
     /// Tokens issued for it are read-only grants: Postgres runs their sessions read-only.
     #[serde(default)]
     pub read_only: bool,
+    /// Its tokens may be used directly as the psql password (default: no, they are exchanged
+    /// at `/v1/token` first). The login is then decided as an exchange would be (subjects,
+    /// databases, revocations, access plugins), and the session lives no longer than the
+    /// token.
+    #[serde(default)]
+    pub direct_login: bool,
     /// Longest lifetime of a token issued for it (never above `identity.max_ttl`).
     #[serde(default, with = "humantime_serde")]
     pub max_ttl: Option<Duration>,

@@ -38,6 +38,8 @@ pub struct Shared {
     pub(super) approvals: Arc<Approvals>,
     /// Tokens taken back: refused at login, and sessions using them end.
     pub(super) revocations: Arc<crate::revocations::Revocations>,
+    /// Identity providers whose tokens may log in directly where they allow it.
+    pub(super) issuers: Arc<crate::identity::external::TrustedIssuers>,
     /// The audit log (a no-op when `[audit] enabled = false`).
     pub(super) audit: Arc<crate::audit::Audit>,
     pub(super) metrics: Arc<crate::metrics::Metrics>,
@@ -65,7 +67,7 @@ impl Shared {
             plugins,
             approvals,
             revocations,
-            issuers: _,
+            issuers,
             audit,
             metrics,
             hash_key,
@@ -73,6 +75,7 @@ impl Shared {
         Shared {
             approvals,
             revocations,
+            issuers,
             audit,
             metrics,
             config,

@@ -12,6 +12,7 @@ mod approval_routing;
 mod approvals;
 mod audit;
 mod demo;
+mod direct_login;
 mod docs;
 mod hidden_writes;
 mod hostile_upstream;

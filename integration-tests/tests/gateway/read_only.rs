@@ -107,7 +107,8 @@ async fn a_read_only_grant_cannot_write_with_no_plugin_loaded_nor_turn_read_only
 }
 
 #[tokio::test]
-async fn psql_with_a_break_glass_token_minted_read_only_cannot_write_and_its_session_names_the_minter() {
+async fn psql_with_a_break_glass_token_minted_read_only_cannot_write_and_its_session_names_the_minter()
+ {
     let gw = TestGateway::start().await;
     let out = std::process::Command::new(sluice_binary())
         .args(["token", "mint", "--config"])
@@ -159,7 +160,10 @@ async fn psql_with_a_break_glass_token_minted_read_only_cannot_write_and_its_ses
         .find(|r| r["type"] == "session_start")
         .unwrap();
     assert!(
-        start["minted"]["by"].as_str().unwrap().starts_with("oncall"),
+        start["minted"]["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("oncall"),
         "{start}"
     );
     assert_eq!(start["minted"]["reason"], "INC-42: the exchange is down");

@@ -72,24 +72,16 @@ pub(super) async fn ask(api: &ExchangeApi, asked: &Asked<'_>) -> Result<Issued, 
     };
     // What a plugin's grant may hold: never longer, never a group the issuer does not allow.
     let shaped = |grant: &access::Grant| -> Result<(Vec<String>, Duration, bool), OauthError> {
-        let groups = grant.groups.clone().unwrap_or_else(|| asked_groups.clone());
-        if let Some(foreign) = groups
-            .iter()
-            .find(|g| !issuer.config.allowed_groups.contains(g))
-        {
-            return Err(trail.unavailable(format!(
-                "access plugin \"{}\" granted group \"{foreign}\", which is not among issuer \"{}\"'s allowed_groups",
-                grant.by, issuer.config.name
-            )));
-        }
-        let ttl = grant.lifetime.map_or(ttl, |l| l.min(ttl));
-        if ttl.is_zero() {
+        let shaped = grant
+            .shape(&asked_groups, ttl, &issuer.config)
+            .map_err(|why| trail.unavailable(why))?;
+        if shaped.lifetime.is_zero() {
             return Err(trail.deny(format!(
                 "access plugin \"{}\" allowed no lifetime",
                 grant.by
             )));
         }
-        Ok((groups, ttl, grant.read_only || issuer.config.read_only))
+        Ok((shaped.groups, shaped.lifetime, shaped.read_only))
     };
     match verdict {
         Verdict::Deny { by, reason } => Err(trail.deny(format!("{by}: {reason}"))),

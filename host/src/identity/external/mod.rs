@@ -126,6 +126,16 @@ impl TrustedIssuers {
         self.by_issuer.is_empty()
     }
 
+    /// The trusted issuer `token` says it is from, before anything about it is checked: only
+    /// to choose how a token is verified.
+    pub fn named_by(&self, token: &str) -> Option<Arc<TrustedIssuer>> {
+        if token.len() > MAX_TOKEN {
+            return None;
+        }
+        let iss = unverified_issuer(token).ok()?;
+        self.by_issuer.get(&iss).cloned()
+    }
+
     /// Checks `token` against the issuer it names; returns that issuer and who the token is.
     pub async fn verify(
         &self,

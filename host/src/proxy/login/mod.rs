@@ -7,6 +7,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 
+mod external;
 pub(super) mod startup;
 pub(super) mod startup_params;
 
@@ -20,6 +21,7 @@ use crate::upstream::UpstreamSession;
 use crate::wire::backend as messages;
 use crate::wire::frame::FrameReader;
 use crate::wire::sqlstate;
+use external::External;
 use startup::{InitialRequest, StartupError, read_initial};
 use startup_params::ClientStartup;
 
@@ -218,19 +220,34 @@ pub async fn login(
         .authenticate(&token, &startup.user, &startup.database)
     {
         Ok(grant) => grant,
-        Err(e) => {
-            tracing::warn!(reason = e.class(), "token refused");
-            failed(e.class());
-            return client
-                .refuse(
-                    sqlstate::INVALID_PASSWORD,
-                    format!(
-                        "password authentication failed for user \"{}\"",
-                        startup.user
-                    ),
-                )
-                .await;
-        }
+        Err(e) => match external::login(shared, &token, &startup.user, &startup.database).await {
+            External::Granted(grant) => {
+                tracing::info!(issuer = ?grant.origin, "logged in with a trusted issuer's own token");
+                *grant
+            }
+            refused => {
+                let (class, why) = match refused {
+                    External::Refused { class, why } => (class, why),
+                    _ => (e.class(), String::new()),
+                };
+                tracing::warn!(reason = class, "token refused");
+                failed(class);
+                let why = if why.is_empty() {
+                    why
+                } else {
+                    format!(": {why}")
+                };
+                return client
+                    .refuse(
+                        sqlstate::INVALID_PASSWORD,
+                        format!(
+                            "password authentication failed for user \"{}\"{why}",
+                            startup.user
+                        ),
+                    )
+                    .await;
+            }
+        },
     };
     span.record("subject", grant.subject.as_str());
     span.record("token_id", grant.token_id.as_str());
