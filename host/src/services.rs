@@ -37,6 +37,8 @@ pub struct Services {
     pub revocations: Arc<Revocations>,
     /// External identity providers whose tokens may be exchanged.
     pub issuers: Arc<TrustedIssuers>,
+    /// Approvers' sign-in through an OIDC provider (`[admin.sign_in]`).
+    pub sign_in: Option<Arc<crate::admin::sign_in::service::SignIn>>,
     /// The audit log (a no-op when `[audit] enabled = false`).
     pub audit: Arc<Audit>,
     pub metrics: Arc<Metrics>,
@@ -65,6 +67,8 @@ pub enum ServicesError {
     State(#[from] StateError),
     #[error(transparent)]
     Issuer(#[from] IssuerSetupError),
+    #[error("{0}")]
+    SignIn(String),
 }
 
 impl Services {
@@ -138,6 +142,13 @@ impl Services {
             &config.identity,
             metrics.clone(),
         )?);
+        let sign_in = crate::admin::sign_in::service::SignIn::from_config(
+            &config,
+            issuers.clone(),
+            audit.clone(),
+        )
+        .map_err(ServicesError::SignIn)?
+        .map(Arc::new);
         let store = Arc::new(SqliteStore::open(&config.state_path()?)?);
         let revocations = Arc::new(Revocations::open(
             store.clone(),
@@ -169,6 +180,7 @@ impl Services {
             approvals,
             revocations,
             issuers,
+            sign_in,
             audit,
             metrics,
             hash_key,

@@ -1,6 +1,6 @@
-//! Outbound HTTP(S) for the gateway's own requests (an identity provider's discovery document
-//! and keys): one GET at a time, bounded in size and time, certificates verified against the
-//! Mozilla roots or a configured CA bundle.
+//! Outbound HTTP(S) for the gateway's own requests (an identity provider's discovery document,
+//! keys and token endpoint): one request at a time, bounded in size and time, certificates
+//! verified against the Mozilla roots or a configured CA bundle.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -66,14 +66,29 @@ pub async fn get(
     max_bytes: usize,
     timeout: Duration,
 ) -> Result<Bytes, WebError> {
-    tokio::time::timeout(timeout, get_now(url, bearer, tls, max_bytes))
+    tokio::time::timeout(timeout, request(url, bearer, None, tls, max_bytes))
         .await
         .map_err(|_| WebError::Timeout(timeout))?
 }
 
-async fn get_now(
+/// POSTs `form` (`application/x-www-form-urlencoded`) to `url` and returns the body of a 200
+/// answer of at most `max_bytes`.
+pub async fn post_form(
+    url: &url::Url,
+    form: String,
+    tls: &TlsConnector,
+    max_bytes: usize,
+    timeout: Duration,
+) -> Result<Bytes, WebError> {
+    tokio::time::timeout(timeout, request(url, None, Some(form), tls, max_bytes))
+        .await
+        .map_err(|_| WebError::Timeout(timeout))?
+}
+
+async fn request(
     url: &url::Url,
     bearer: Option<&str>,
+    form: Option<String>,
     tls: &TlsConnector,
     max_bytes: usize,
 ) -> Result<Bytes, WebError> {
@@ -91,14 +106,27 @@ async fn get_now(
         Some(query) => format!("{}?{query}", url.path()),
         None => url.path().to_owned(),
     };
-    let mut request = hyper::Request::get(path)
+    let method = if form.is_some() {
+        hyper::Method::POST
+    } else {
+        hyper::Method::GET
+    };
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
         .header(hyper::header::HOST, host)
         .header(hyper::header::ACCEPT, "application/json");
     if let Some(bearer) = bearer {
         request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {bearer}"));
     }
+    if form.is_some() {
+        request = request.header(
+            hyper::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        );
+    }
     let request = request
-        .body(Full::new(Bytes::new()))
+        .body(Full::new(Bytes::from(form.unwrap_or_default())))
         .map_err(|e| request_error(&e))?;
     match url.scheme() {
         "https" => {

@@ -20,7 +20,7 @@ try {
   if (await page.locator("#empty").isVisible()) throw new Error("'No pending requests.' shown before a token");
   await page.fill("#token", token);
   await page.click("#login button");
-  const row = page.locator(`tr[data-id="${id}"]`);
+  const row = page.locator(`#pending tr[data-id="${id}"]`);
   await row.waitFor({ timeout: 10000 });
   const policy = await row.locator("td").nth(3).textContent();
   const reason = policy.split(": ")[1]?.split(/\d+ of /)[0];

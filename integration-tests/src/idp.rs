@@ -1,6 +1,7 @@
 //! A local identity provider for tests: serves OIDC discovery and a JWKS over real HTTP on a
 //! free port, signs tokens with the keys it publishes (ES256 generated with ring, RS256 with
-//! the openssl command), counts JWKS fetches, rotates keys and goes down on request. What
+//! the openssl command), counts JWKS fetches, rotates keys and goes down on request; signs
+//! people in with the authorization code flow and PKCE (S256 checked at its token endpoint). What
 //! stands in for GitHub's, a cluster's or a SPIFFE trust domain's provider, which tests cannot
 //! reach.
 
@@ -109,6 +110,219 @@ struct Published {
     /// What `<issuer>/actions-token` hands out, as GitHub Actions' OIDC endpoint does, to a
     /// request bearing [`ACTIONS_REQUEST_TOKEN`].
     actions_token: Option<String>,
+    /// The person whose browser signs in at `<issuer>/authorize` (their claims), if anyone.
+    signed_in: Option<Value>,
+    /// Authorization codes handed out and not yet redeemed.
+    codes: HashMap<String, CodeGrant>,
+}
+
+/// What an authorization code was issued for (RFC 6749 4.1, RFC 7636).
+struct CodeGrant {
+    client_id: String,
+    redirect_uri: String,
+    challenge: String,
+    nonce: Option<String>,
+}
+
+/// Reads one HTTP request: its head and its body (by Content-Length).
+async fn read_request(tcp: &mut tokio::net::TcpStream) -> Option<(String, String)> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            while buffer.len() < end + 4 + length {
+                let n = tcp.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&buffer[end + 4..end + 4 + length]).into_owned();
+            return Some((head, body));
+        }
+        let n = tcp.read(&mut chunk).await.ok()?;
+        if n == 0 || buffer.len() > 1 << 20 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn form(text: &str) -> HashMap<String, String> {
+    text.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+/// application/x-www-form-urlencoded decoding.
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("00");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The provider's answer: status, a redirect's location, JSON body.
+fn answer(
+    published: &mut Published,
+    fetches: &AtomicUsize,
+    iss: &str,
+    head: &str,
+    body: &str,
+) -> (u16, Option<String>, Value) {
+    let request_line = head.lines().next().unwrap_or_default();
+    let target = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .to_owned();
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    if published.down {
+        return (503, None, json!({"error": "down"}));
+    }
+    if path.ends_with("/.well-known/openid-configuration") {
+        return (
+            200,
+            None,
+            json!({
+                "issuer": iss,
+                "jwks_uri": format!("{iss}/jwks"),
+                "authorization_endpoint": format!("{iss}/authorize"),
+                "token_endpoint": format!("{iss}/token"),
+                "code_challenge_methods_supported": ["S256"],
+            }),
+        );
+    }
+    if path.ends_with("/actions-token") {
+        let authorized = head.lines().any(|l| {
+            l.to_ascii_lowercase() == format!("authorization: bearer {ACTIONS_REQUEST_TOKEN}")
+        });
+        return match (
+            &published.actions_token,
+            authorized,
+            query.contains("audience="),
+        ) {
+            (Some(token), true, true) => (200, None, json!({ "value": token })),
+            _ => (
+                401,
+                None,
+                json!({"message": "bad request token or audience"}),
+            ),
+        };
+    }
+    if path.ends_with("/jwks") {
+        fetches.fetch_add(1, Ordering::AcqRel);
+        let keys: Vec<&Value> = published.keys.iter().map(|k| &k.jwk).collect();
+        return (200, None, json!({ "keys": keys }));
+    }
+    if path.ends_with("/authorize") {
+        let q = form(query);
+        let Some(_) = &published.signed_in else {
+            return (401, None, json!({"error": "nobody signs in"}));
+        };
+        let ok = q.get("response_type").map(String::as_str) == Some("code")
+            && q.get("code_challenge_method").map(String::as_str) == Some("S256")
+            && q.contains_key("state")
+            && q.contains_key("code_challenge");
+        let (Some(client_id), Some(redirect_uri)) = (q.get("client_id"), q.get("redirect_uri"))
+        else {
+            return (400, None, json!({"error": "invalid_request"}));
+        };
+        if !ok {
+            return (400, None, json!({"error": "invalid_request"}));
+        }
+        let code = uuid::Uuid::new_v4().simple().to_string();
+        published.codes.insert(
+            code.clone(),
+            CodeGrant {
+                client_id: client_id.clone(),
+                redirect_uri: redirect_uri.clone(),
+                challenge: q["code_challenge"].clone(),
+                nonce: q.get("nonce").cloned(),
+            },
+        );
+        let location = format!("{redirect_uri}?code={code}&state={}", encode(&q["state"]));
+        return (302, Some(location), json!({}));
+    }
+    if path.ends_with("/token") && request_line.starts_with("POST") {
+        let f = form(body);
+        let Some(grant) = f.get("code").and_then(|c| published.codes.remove(c)) else {
+            return (400, None, json!({"error": "invalid_grant"}));
+        };
+        let verifier = f.get("code_verifier").cloned().unwrap_or_default();
+        let digest = ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes());
+        if b64(digest.as_ref()) != grant.challenge
+            || f.get("redirect_uri") != Some(&grant.redirect_uri)
+            || f.get("client_id") != Some(&grant.client_id)
+        {
+            return (400, None, json!({"error": "invalid_grant"}));
+        }
+        let mut extra = published.signed_in.clone().unwrap_or(json!({}));
+        if let Some(nonce) = grant.nonce {
+            extra["nonce"] = json!(nonce);
+        }
+        let claims = claims_for(iss, &grant.client_id, 300, extra);
+        let id_token = published.keys[0].sign(&claims);
+        return (
+            200,
+            None,
+            json!({"id_token": id_token, "access_token": "opaque", "token_type": "Bearer", "expires_in": 300}),
+        );
+    }
+    (404, None, json!({}))
+}
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Claims of `iss` for `aud`, valid from now for `ttl` seconds, with `extra`.
+fn claims_for(iss: &str, aud: &str, ttl: i64, extra: Value) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut claims: HashMap<String, Value> = HashMap::from([
+        ("iss".into(), json!(iss)),
+        ("aud".into(), json!(aud)),
+        ("iat".into(), json!(now)),
+        ("nbf".into(), json!(now)),
+        ("exp".into(), json!(now + ttl)),
+        ("jti".into(), json!(uuid::Uuid::new_v4().to_string())),
+    ]);
+    if let Value::Object(extra) = extra {
+        claims.extend(extra);
+    }
+    json!(claims)
 }
 
 /// The bearer token the Actions-style endpoint requires.
@@ -138,6 +352,8 @@ impl TestIdp {
             keys,
             down: false,
             actions_token: None,
+            signed_in: None,
+            codes: HashMap::new(),
         }));
         let jwks_fetches = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -154,43 +370,19 @@ impl TestIdp {
                 }
                 let (served, fetches, iss) = (served.clone(), fetches.clone(), iss.clone());
                 tokio::spawn(async move {
-                    let mut request = vec![0; 4096];
-                    let n = tcp.read(&mut request).await.unwrap_or(0);
-                    let request = String::from_utf8_lossy(&request[..n]);
-                    let target = request.split_whitespace().nth(1).unwrap_or("").to_owned();
-                    let (status, body) = {
-                        let published = served.lock().unwrap();
-                        if published.down {
-                            (503, json!({"error": "down"}))
-                        } else if target.ends_with("/.well-known/openid-configuration") {
-                            (
-                                200,
-                                json!({"issuer": iss, "jwks_uri": format!("{iss}/jwks")}),
-                            )
-                        } else if target.contains("/actions-token?") {
-                            let authorized = request.lines().any(|l| {
-                                l.to_ascii_lowercase()
-                                    == format!("authorization: bearer {ACTIONS_REQUEST_TOKEN}")
-                            });
-                            match (
-                                &published.actions_token,
-                                authorized,
-                                target.contains("audience="),
-                            ) {
-                                (Some(token), true, true) => (200, json!({ "value": token })),
-                                _ => (401, json!({"message": "bad request token or audience"})),
-                            }
-                        } else if target.ends_with("/jwks") {
-                            fetches.fetch_add(1, Ordering::AcqRel);
-                            let keys: Vec<&Value> = published.keys.iter().map(|k| &k.jwk).collect();
-                            (200, json!({ "keys": keys }))
-                        } else {
-                            (404, json!({}))
-                        }
+                    let Some((head, body)) = read_request(&mut tcp).await else {
+                        return;
+                    };
+                    let (status, location, body) = {
+                        let mut published = served.lock().unwrap();
+                        answer(&mut published, &fetches, &iss, &head, &body)
                     };
                     let body = body.to_string();
+                    let location = location
+                        .map(|l| format!("Location: {l}\r\n"))
+                        .unwrap_or_default();
                     let head = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        "HTTP/1.1 {status} X\r\n{location}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                         body.len()
                     );
                     let _ = tcp.write_all(head.as_bytes()).await;
@@ -228,21 +420,12 @@ impl TestIdp {
 
     /// Claims with this issuer, `aud`, and a validity window around now (`exp` in `ttl` s).
     pub fn claims(&self, aud: &str, ttl: i64, extra: Value) -> Value {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let mut claims: HashMap<String, Value> = HashMap::from([
-            ("iss".into(), json!(self.issuer)),
-            ("aud".into(), json!(aud)),
-            ("iat".into(), json!(now)),
-            ("nbf".into(), json!(now)),
-            ("exp".into(), json!(now + ttl)),
-            ("jti".into(), json!(uuid::Uuid::new_v4().to_string())),
-        ]);
-        if let Value::Object(extra) = extra {
-            claims.extend(extra);
-        }
-        json!(claims)
+        claims_for(&self.issuer, aud, ttl, extra)
+    }
+
+    /// The person whose browser signs in at `<issuer>/authorize` from now on: the claims of
+    /// their ID tokens (`sub`, `groups`...).
+    pub fn sign_in_as(&self, claims: Value) {
+        self.published.lock().unwrap().signed_in = Some(claims);
     }
 }

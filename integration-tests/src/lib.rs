@@ -131,6 +131,9 @@ pub struct GatewayOptions {
     pub plugins: Vec<PluginSpec>,
     /// Lines added to `[plugins]` (with `plugins` given).
     pub extra_plugins_toml: String,
+    /// Where the admin listener binds (default: a free loopback port); a test that must name
+    /// the address in the config (a sign-in redirect URL) picks one with [`free_port`].
+    pub admin_addr: Option<std::net::SocketAddr>,
     /// Where the upstream is reached, when not at the test Postgres itself (a relay before it).
     pub upstream_port: Option<u16>,
 }
@@ -196,6 +199,7 @@ impl Default for GatewayOptions {
             extra_toml: String::new(),
             plugins: Vec::new(),
             extra_plugins_toml: String::new(),
+            admin_addr: None,
             upstream_port: None,
         }
     }
@@ -240,7 +244,9 @@ impl TestGateway {
             .expect("gateway binds");
         let admin_stop = tokio_util::sync::CancellationToken::new();
         let admin = sluice::admin::serve(
-            "127.0.0.1:0".parse().unwrap(),
+            options
+                .admin_addr
+                .unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()),
             admin_state,
             admin_stop.clone(),
         )
@@ -384,10 +390,23 @@ pub async fn http(
     (status, body.to_owned())
 }
 
+/// A loopback port free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// Runs `integration-tests/browser/approve.mjs` with `args` (headless Chromium through
 /// playwright-core). Installs the driver with `npm ci` on first use; a missing node or
 /// Chromium fails with how to install it.
 pub async fn browser(args: &[&str]) -> Output {
+    browser_script("approve.mjs", args).await
+}
+
+/// Runs `integration-tests/browser/<script>` with `args`, as [`browser`] does.
+pub async fn browser_script(script: &str, args: &[&str]) -> Output {
     static INSTALL: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -414,7 +433,7 @@ pub async fn browser(args: &[&str]) -> Output {
         *installed = true;
     }
     tokio::process::Command::new("node")
-        .arg(dir.join("approve.mjs"))
+        .arg(dir.join(script))
         .args(args)
         .env("CHROMIUM", chromium)
         .kill_on_drop(true)

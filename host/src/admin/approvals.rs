@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{ApiError, bearer};
+use super::auth::{ApiError, caller as authenticated};
 use super::state::{AdminState, ApprovalsApi};
 use crate::approvals::{ApprovalError, Approver, Decision};
 use crate::state::{ApprovalRecord, StateError};
@@ -21,6 +21,7 @@ use crate::state::{ApprovalRecord, StateError};
 pub fn routes() -> Router<Arc<AdminState>> {
     Router::new()
         .route("/v1/approvals", get(list))
+        .route("/v1/approvals/recent", get(recent))
         .route("/v1/approvals/{id}", get(show))
         .route("/v1/approvals/{id}/approve", post(approve))
         .route("/v1/approvals/{id}/deny", post(deny))
@@ -250,11 +251,17 @@ impl From<ApprovalError> for ApiError {
 
 /// The caller, from a valid token. What they may see and decide depends on each request's
 /// approver groups (set by its route), so group membership is checked per request.
-fn caller(api: &ApprovalsApi, headers: &HeaderMap) -> Result<Approver, ApiError> {
-    let claims = bearer(&api.tokens, &api.revocations, headers)?;
+fn caller(api: &ApprovalsApi, headers: &HeaderMap, writes: bool) -> Result<Approver, ApiError> {
+    let who = authenticated(
+        &api.tokens,
+        &api.revocations,
+        api.sign_in.as_deref(),
+        headers,
+        writes,
+    )?;
     Ok(Approver {
-        subject: claims.sub,
-        groups: claims.groups,
+        subject: who.subject,
+        groups: who.groups,
     })
 }
 
@@ -279,10 +286,28 @@ async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Vec<ApprovalView>>, ApiError> {
     let api = api(&state)?;
-    let who = caller(api, &headers)?;
+    let who = caller(api, &headers, false)?;
     let pending = api.approvals.pending().await?;
     let mine = pending.into_iter().filter(|r| may_decide(&who, r));
     Ok(Json(mine.map(ApprovalView::from).collect()))
+}
+
+/// `GET /v1/approvals/recent`: what was decided in the last day, among the requests the
+/// caller may decide or made.
+async fn recent(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<ApprovalView>>, ApiError> {
+    let api = api(&state)?;
+    let who = caller(api, &headers, false)?;
+    let recent = api
+        .approvals
+        .recent(Duration::from_secs(24 * 3600), 200)
+        .await?;
+    let visible = recent
+        .into_iter()
+        .filter(|r| may_decide(&who, r) || r.request.subject == who.subject);
+    Ok(Json(visible.map(ApprovalView::from).collect()))
 }
 
 async fn show(
@@ -291,7 +316,7 @@ async fn show(
     headers: HeaderMap,
 ) -> Result<Json<ApprovalView>, ApiError> {
     let api = api(&state)?;
-    let who = caller(api, &headers)?;
+    let who = caller(api, &headers, false)?;
     match api.approvals.get(&id).await? {
         // Requesters may follow their own requests.
         Some(record) if may_decide(&who, &record) || record.request.subject == who.subject => {
@@ -338,7 +363,7 @@ async fn decide(
     approve: bool,
 ) -> Result<Json<ApprovalView>, ApiError> {
     let api = api(&state)?;
-    let who = caller(api, &headers)?;
+    let who = caller(api, &headers, true)?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let decision = Decision {
         approve,

@@ -5,6 +5,7 @@ pub mod approvals;
 mod auth;
 mod page;
 pub mod revocations;
+pub mod sign_in;
 mod state;
 pub mod token_exchange;
 
@@ -31,6 +32,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .merge(revocations::routes())
         .merge(token_exchange::routes())
         .merge(page::routes())
+        .merge(sign_in::routes())
         .with_state(state)
 }
 

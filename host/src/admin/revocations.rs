@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{ApiError, bearer};
+use super::auth::{ApiError, caller};
 use super::state::{AdminState, RevocationsApi};
 use crate::state::{Revocation, Revoked};
 
@@ -63,19 +63,25 @@ impl From<Revocation> for RevocationView {
 }
 
 /// The caller's subject, when their token carries an admin group.
-fn admin(api: &RevocationsApi, headers: &HeaderMap) -> Result<String, ApiError> {
-    let claims = bearer(&api.tokens, &api.revocations, headers)?;
-    if !claims.groups.iter().any(|g| api.admin_groups.contains(g)) {
+fn admin(api: &RevocationsApi, headers: &HeaderMap, writes: bool) -> Result<String, ApiError> {
+    let who = caller(
+        &api.tokens,
+        &api.revocations,
+        api.sign_in.as_deref(),
+        headers,
+        writes,
+    )?;
+    if !who.groups.iter().any(|g| api.admin_groups.contains(g)) {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             format!(
                 "{} is not in an admin group ({})",
-                claims.sub,
+                who.subject,
                 api.admin_groups.join(", ")
             ),
         ));
     }
-    Ok(claims.sub)
+    Ok(who.subject)
 }
 
 fn api(state: &AdminState) -> Result<&RevocationsApi, ApiError> {
@@ -92,7 +98,7 @@ async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Vec<RevocationView>>, ApiError> {
     let api = api(&state)?;
-    admin(api, &headers)?;
+    admin(api, &headers, false)?;
     let list = api.revocations.list().into_iter().map(RevocationView::from);
     Ok(Json(list.collect()))
 }
@@ -103,7 +109,7 @@ async fn revoke(
     Json(body): Json<RevokeBody>,
 ) -> Result<(StatusCode, Json<RevocationView>), ApiError> {
     let api = api(&state)?;
-    let by = admin(api, &headers)?;
+    let by = admin(api, &headers, true)?;
     let bad = |m: &str| ApiError(StatusCode::BAD_REQUEST, m.to_owned());
     let revoked = match (body.jti, body.subject, body.issuer) {
         (Some(jti), None, None) => Revoked::Token(jti),

@@ -25,6 +25,8 @@ pub struct AdminState {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Readiness also needs a writable audit log (when statements are refused without one).
     pub audit: Option<Arc<crate::audit::Audit>>,
+    /// Approvers' sign-in through an OIDC provider; absent, the page asks for a token.
+    pub sign_in: Option<Arc<super::sign_in::service::SignIn>>,
 }
 
 impl AdminState {
@@ -38,6 +40,7 @@ impl AdminState {
                 approvals: services.approvals.clone(),
                 tokens: services.tokens.clone(),
                 revocations: services.revocations.clone(),
+                sign_in: services.sign_in.clone(),
             }),
             exchange: (!services.issuers.is_empty()).then(|| ExchangeApi {
                 issuers: services.issuers.clone(),
@@ -52,6 +55,7 @@ impl AdminState {
             revocations: Some(RevocationsApi {
                 revocations: services.revocations.clone(),
                 tokens: services.tokens.clone(),
+                sign_in: services.sign_in.clone(),
                 admin_groups: services.config.admin.admin_groups.clone(),
                 issuers: std::iter::once(services.config.identity.issuer.clone())
                     .chain(
@@ -66,6 +70,7 @@ impl AdminState {
             }),
             metrics: Some(services.metrics.clone()),
             audit: Some(services.audit.clone()),
+            sign_in: services.sign_in.clone(),
         }
     }
 }
@@ -76,6 +81,8 @@ pub struct ApprovalsApi {
     pub approvals: Arc<Approvals>,
     pub tokens: Arc<TokenAuthority>,
     pub revocations: Arc<Revocations>,
+    /// Signed-in approvers (a session cookie instead of a token).
+    pub sign_in: Option<Arc<super::sign_in::service::SignIn>>,
 }
 
 /// What the token exchange needs.
@@ -99,6 +106,8 @@ pub struct ExchangeApi {
 pub struct RevocationsApi {
     pub revocations: Arc<Revocations>,
     pub tokens: Arc<TokenAuthority>,
+    /// Signed-in admins (a session cookie instead of a token).
+    pub sign_in: Option<Arc<super::sign_in::service::SignIn>>,
     /// Token groups whose members may revoke (`[admin] admin_groups`).
     pub admin_groups: Vec<String>,
     /// The issuers a revocation may name: the gateway's own and the trusted ones (a name

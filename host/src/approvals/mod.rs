@@ -5,11 +5,12 @@
 //!
 //! Requests for access (a token the exchange issues once approved) join the same queue, with
 //! the same routing, quorum and no-self-approval rules; nobody holds a connection open on them:
-//! the requester polls ([`Approvals::wait_for_decision`]) and the token is handed out once.
+//! the requester polls (`queued.rs`) and the token is handed out once.
 
 pub mod hold;
 mod notify;
 pub mod outcome;
+mod queued;
 mod routing;
 mod scope;
 
@@ -36,9 +37,6 @@ pub struct Route {
 
 pub use routing::{PluginRoute, Routing, RoutingFailure, route};
 
-/// How often a requester waiting on a request for access re-reads the store, for votes cast
-/// through another gateway sharing it.
-pub const POLL_STORE: Duration = Duration::from_millis(250);
 pub use scope::Scope;
 
 /// A fresh request id, as the client's notice and the approvers see it.
@@ -422,6 +420,17 @@ impl Approvals {
         self.blocking(|store| store.pending()).await
     }
 
+    /// Requests decided or ended within `within`, newest first (at most `limit`).
+    pub async fn recent(
+        &self,
+        within: Duration,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, ApprovalError> {
+        let since = SystemTime::now() - within;
+        self.blocking(move |store| store.decided_since(since, limit))
+            .await
+    }
+
     async fn close(&self, id: &str, status: Status) -> Result<ApprovalRecord, ApprovalError> {
         let key = id.to_owned();
         let record = self
@@ -430,46 +439,6 @@ impl Approvals {
         self.wake(&record);
         self.changed.send_modify(|n| *n += 1);
         Ok(record)
-    }
-
-    /// The request `id` once it is decided, or as it stands after `wait`. A request for access
-    /// found past its expiry is closed as expired. Votes cast through this gateway wake the
-    /// wait at once; those cast through another sharing the store are seen within
-    /// [`POLL_STORE`].
-    pub async fn wait_for_decision(
-        &self,
-        id: &str,
-        wait: Duration,
-    ) -> Result<Option<ApprovalRecord>, ApprovalError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut changed = self.changed.subscribe();
-        loop {
-            changed.borrow_and_update();
-            let Some(record) = self.get(id).await? else {
-                return Ok(None);
-            };
-            if record.status == Status::Pending && record.request.expires <= SystemTime::now() {
-                let closed = self.close(id, Status::Expired).await?;
-                if closed.request.access.is_some() {
-                    self.audit_decided(&closed);
-                }
-                return Ok(Some(closed));
-            }
-            let now = tokio::time::Instant::now();
-            if record.status != Status::Pending || now >= deadline {
-                return Ok(Some(record));
-            }
-            let nap = (deadline - now).min(POLL_STORE);
-            let _ = tokio::time::timeout(nap, changed.changed()).await;
-        }
-    }
-
-    /// Marks an approved request for access as delivered: `true` for the one caller that
-    /// hands out its token.
-    pub async fn deliver(&self, id: &str) -> Result<bool, ApprovalError> {
-        let id = id.to_owned();
-        self.blocking(move |store| store.deliver(&id, SystemTime::now()))
-            .await
     }
 }
 

@@ -147,6 +147,17 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         approval: Option<String>,
     },
+    /// An approver signing in to the approvals page through the OIDC provider.
+    ApproverSignIn {
+        /// The `[[identity.issuers]]` entry signed in with.
+        issuer: String,
+        /// Who, when the ID token was accepted.
+        subject: Option<String>,
+        groups: Vec<String>,
+        /// `signed_in` or `refused`.
+        outcome: &'static str,
+        why: Option<String>,
+    },
     /// Tokens taken back: every token matching `kind` = `value` is refused, and the sessions
     /// using one end, until `until` (Unix seconds).
     Revocation {

@@ -12,6 +12,7 @@ mod identity;
 mod issuers;
 mod plugins;
 mod server;
+mod sign_in;
 mod upstream;
 
 pub use approvals::{ApprovalsConfig, StateConfig};
@@ -23,6 +24,7 @@ pub use plugins::{
     valid_plugin_name,
 };
 pub use server::{AdminConfig, ClientTlsMode, LimitsConfig, ServerConfig, TlsConfig};
+pub use sign_in::{CALLBACK_PATH, SignInConfig};
 pub use upstream::{UpstreamConfig, UpstreamRoleConfig, UpstreamTarget, UpstreamTlsMode};
 
 /// A configuration problem, always naming the file and, where there is one, the key.
@@ -184,6 +186,11 @@ impl Config {
         let databases: Vec<&str> = self.upstreams.iter().map(|u| u.database.as_str()).collect();
         issuers::check(&self.identity.issuers, &databases)
             .map_err(|(key, message)| self.invalid(key, message))?;
+        if let Some(sign_in) = &self.admin.sign_in {
+            sign_in
+                .check(&self.identity.issuers)
+                .map_err(|(key, message)| self.invalid(key, message))?;
+        }
         if self.server.max_message_size < 1024 {
             return Err(self.invalid("server.max_message_size", "must be at least 1024 bytes"));
         }

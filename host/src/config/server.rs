@@ -81,6 +81,8 @@ pub struct AdminConfig {
     /// Token groups whose members may revoke tokens (`POST /v1/revocations`).
     #[serde(default = "default_admin_groups")]
     pub admin_groups: Vec<String>,
+    /// Approvers sign in to the approvals page through an OIDC provider.
+    pub sign_in: Option<super::sign_in::SignInConfig>,
 }
 
 impl Default for AdminConfig {
@@ -88,6 +90,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: None,
             admin_groups: default_admin_groups(),
+            sign_in: None,
         }
     }
 }

@@ -68,6 +68,7 @@ impl Shared {
             approvals,
             revocations,
             issuers,
+            sign_in: _,
             audit,
             metrics,
             hash_key,

@@ -149,6 +149,13 @@ pub trait ApprovalStore: Send + Sync {
     /// Requests still waiting, oldest first (those past their expiry are marked expired).
     fn pending(&self) -> Result<Vec<ApprovalRecord>, StateError>;
 
+    /// Requests decided (or ended) since `since`, newest first, at most `limit`.
+    fn decided_since(
+        &self,
+        since: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StateError>;
+
     /// How many requests of `subject` are still waiting.
     fn pending_for(&self, subject: &str) -> Result<usize, StateError>;
 

@@ -10,6 +10,7 @@ mod access_plugins;
 mod approval_binding;
 mod approval_routing;
 mod approvals;
+mod approver_sign_in;
 mod audit;
 mod demo;
 mod direct_login;

@@ -1,8 +1,13 @@
 // The approver page. Statement text and reasons come from agents: they are only ever set as
-// text, never parsed as HTML.
+// text, never parsed as HTML. Where the gateway has a sign-in provider, approvers sign in (a
+// session cookie the script cannot read; changes carry the session's CSRF token); elsewhere
+// they paste a token, kept for this tab only.
 "use strict";
 
 let token = sessionStorage.getItem("sluice-approver-token") || "";
+// "session" once signed in, "sign-in" while the provider waits, "token" without a provider.
+let mode = "";
+let csrf = "";
 
 function text(tag, value, className) {
   const element = document.createElement(tag);
@@ -19,12 +24,16 @@ function age(created) {
 }
 
 async function api(method, path, body) {
+  const headers = { "Content-Type": "application/json" };
+  if (mode === "session") {
+    headers["X-Sluice-CSRF"] = csrf;
+  } else {
+    headers["Authorization"] = "Bearer " + token;
+  }
   const response = await fetch(path, {
     method,
-    headers: {
-      "Authorization": "Bearer " + token,
-      "Content-Type": "application/json",
-    },
+    headers,
+    credentials: "same-origin",
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const answer = await response.json().catch(() => ({}));
@@ -100,8 +109,43 @@ function row(request) {
   return tr;
 }
 
+// Signed in, waiting for a sign-in, or (no provider here) a pasted token.
+async function account() {
+  const response = await fetch("/v1/session", { credentials: "same-origin" });
+  const answer = await response.json().catch(() => ({}));
+  if (response.ok) {
+    mode = "session";
+    csrf = answer.csrf;
+    document.getElementById("who").textContent = answer.subject;
+    document.getElementById("account").hidden = false;
+  } else if (answer.sign_in) {
+    mode = "sign-in";
+    document.getElementById("sign-in").hidden = false;
+  } else {
+    mode = "token";
+    document.getElementById("login").hidden = false;
+  }
+}
+
+function recentRow(request) {
+  const tr = document.createElement("tr");
+  tr.dataset.id = request.id;
+  const shown = request.display;
+  tr.append(text("td", request.id));
+  tr.append(text("td", shown.subject + " @ " + shown.database));
+  tr.append(text("td", shown.access ? "access: " + shown.access : shown.statement));
+  tr.append(text("td", request.status, "status"));
+  tr.append(text("td", shown.votes.join("; ")));
+  return tr;
+}
+
 async function refresh() {
-  if (!token) {
+  if (mode === "sign-in") {
+    document.getElementById("empty").hidden = true;
+    show("error", "Sign in to see the queue.");
+    return;
+  }
+  if (mode === "token" && !token) {
     // Whether anything waits is unknown until a token shows the queue.
     document.getElementById("empty").hidden = true;
     show("error", "Paste an approver token to see the queue.");
@@ -121,6 +165,8 @@ async function refresh() {
     }
     document.getElementById("empty").hidden = pending.length > 0;
     if (document.getElementById("error").textContent.startsWith("Paste")) show("error", "");
+    const recent = await api("GET", "/v1/approvals/recent");
+    document.getElementById("recent").replaceChildren(...recent.map(recentRow));
   } catch (e) {
     show("error", e.message);
   }
@@ -133,5 +179,10 @@ document.getElementById("login").addEventListener("submit", (event) => {
   refresh();
 });
 
-refresh();
+document.getElementById("sign-out").addEventListener("click", async () => {
+  await api("POST", "/approvals/sign-out").catch(() => {});
+  location.reload();
+});
+
+account().then(refresh);
 setInterval(refresh, 2000);

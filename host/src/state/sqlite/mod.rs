@@ -6,10 +6,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
-use super::revocations::{Revocation, RevocationStore, Revoked};
 use super::store::{
     ApprovalRecord, ApprovalRequest, ApprovalStore, ScopedGrant, StateError, Status, Vote,
 };
+
+mod revocations;
 
 /// Schema steps, applied in order; `user_version` counts those already applied. Never edit a
 /// step that has shipped: add one.
@@ -301,6 +302,28 @@ impl ApprovalStore for SqliteStore {
         })
     }
 
+    fn decided_since(
+        &self,
+        since: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StateError> {
+        self.transaction(|tx| {
+            expire_stale(tx)?;
+            let ids: Vec<String> = tx
+                .prepare(
+                    "SELECT id FROM approval_requests WHERE status != 'pending' AND decided_ms >= ?1
+                     ORDER BY decided_ms DESC, id LIMIT ?2",
+                )?
+                .query_map(params![millis(since), limit as i64], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut records = Vec::with_capacity(ids.len());
+            for id in ids {
+                records.extend(load(tx, &id)?);
+            }
+            Ok(records)
+        })
+    }
+
     fn pending_for(&self, subject: &str) -> Result<usize, StateError> {
         self.transaction(|tx| {
             expire_stale(tx)?;
@@ -420,72 +443,6 @@ impl ApprovalStore for SqliteStore {
                     },
                 )
                 .optional()?)
-        })
-    }
-}
-
-impl RevocationStore for SqliteStore {
-    fn insert_revocation(&self, r: &Revocation) -> Result<(), StateError> {
-        self.transaction(|tx| {
-            tx.execute(
-                "INSERT INTO revocations (id, kind, value, revoked_by, reason, created_ms, until_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    r.id,
-                    r.revoked.kind(),
-                    r.revoked.value(),
-                    r.by,
-                    r.reason,
-                    millis(r.created),
-                    millis(r.until)
-                ],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn revocations(&self, now: SystemTime) -> Result<Vec<Revocation>, StateError> {
-        self.transaction(|tx| {
-            let mut query = tx.prepare(
-                "SELECT id, kind, value, revoked_by, reason, created_ms, until_ms FROM revocations
-                 WHERE until_ms > ?1 ORDER BY created_ms, id",
-            )?;
-            let rows = query.query_map([millis(now)], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, i64>(5)?,
-                    row.get::<_, i64>(6)?,
-                ))
-            })?;
-            let mut found = Vec::new();
-            for row in rows {
-                let (id, kind, value, by, reason, created, until) = row?;
-                // An unreadable kind is refused, never read as revoking nothing.
-                let revoked = Revoked::from_parts(&kind, value)
-                    .ok_or_else(|| StateError::Corrupt(format!("revocation {id}: kind {kind}")))?;
-                found.push(Revocation {
-                    id,
-                    revoked,
-                    by,
-                    reason,
-                    created: time(created),
-                    until: time(until),
-                });
-            }
-            Ok(found)
-        })
-    }
-
-    fn prune_revocations(&self, now: SystemTime) -> Result<usize, StateError> {
-        self.transaction(|tx| {
-            Ok(tx.execute(
-                "DELETE FROM revocations WHERE until_ms <= ?1",
-                [millis(now)],
-            )?)
         })
     }
 }
@@ -684,36 +641,5 @@ mod tests {
         store.insert_request(&request("new", 1)).unwrap();
         let new = store.request("new").unwrap().unwrap();
         assert_eq!(new.request.routed_by.as_deref(), Some("route-by-table"));
-    }
-
-    #[test]
-    fn revocations_are_kept_until_they_end_and_then_pruned() {
-        let store = SqliteStore::in_memory().unwrap();
-        // Stored to the millisecond.
-        let now = time(millis(SystemTime::now()));
-        let revocation = |id: &str, revoked: Revoked, lasts: u64| Revocation {
-            id: id.into(),
-            revoked,
-            by: "admin".into(),
-            reason: "leaked".into(),
-            created: now,
-            until: now + Duration::from_secs(lasts),
-        };
-        store
-            .insert_revocation(&revocation("r1", Revoked::Token("t1".into()), 60))
-            .unwrap();
-        store
-            .insert_revocation(&revocation("r2", Revoked::Subject("bot".into()), 600))
-            .unwrap();
-        assert_eq!(store.revocations(now).unwrap().len(), 2);
-        let later = now + Duration::from_secs(120);
-        let left = store.revocations(later).unwrap();
-        assert_eq!(
-            left,
-            vec![revocation("r2", Revoked::Subject("bot".into()), 600)]
-        );
-        assert_eq!(store.prune_revocations(later).unwrap(), 1);
-        assert_eq!(store.prune_revocations(later).unwrap(), 0);
-        assert_eq!(store.revocations(now).unwrap().len(), 1);
     }
 }
