@@ -17,6 +17,7 @@ pub mod plugins;
 pub mod policy;
 pub mod proxy;
 pub mod revocations;
+pub mod secret;
 pub mod services;
 pub mod state;
 pub mod tls;

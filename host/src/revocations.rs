@@ -60,6 +60,7 @@ impl Revocations {
             &[
                 Some(grant.token_id.as_str()),
                 grant.origin_token_id.as_deref(),
+                actor.and_then(|a| a.jti.as_deref()),
             ],
             &[Some(&grant.subject), actor.map(|a| a.sub.as_str())],
             &[

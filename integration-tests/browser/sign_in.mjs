@@ -24,7 +24,7 @@ try {
   await page.locator("#who").filter({ hasText: subject }).waitFor({ timeout: 15000 });
 
   const cookies = await context.cookies(base);
-  const session = cookies.find((c) => c.name === "sluice_session");
+  const session = cookies.find((c) => c.name === "__Host-sluice_session");
   if (!session) throw new Error("no session cookie: " + JSON.stringify(cookies));
   if (!session.httpOnly || !session.secure || session.sameSite !== "Strict") {
     throw new Error("session cookie attributes: " + JSON.stringify(session));

@@ -89,7 +89,11 @@ fn bearer(
     })?;
     let actor = claims.act.as_ref();
     if let Some(revocation) = revocations.matching_token(
-        &[Some(claims.jti.as_str()), claims.idp_jti.as_deref()],
+        &[
+            Some(claims.jti.as_str()),
+            claims.idp_jti.as_deref(),
+            actor.and_then(|a| a.jti.as_deref()),
+        ],
         &[Some(&claims.sub), actor.map(|a| a.sub.as_str())],
         &[
             Some(claims.iss.as_str()),
@@ -100,13 +104,14 @@ fn bearer(
         tracing::info!(revocation = %revocation.id, "admin API call with a revoked token");
         return Err(unauthorized("the token was revoked"));
     }
-    // Deciding and revoking are a person's acts: a token an agent holds for someone (`act`)
-    // may not do either in their name.
-    if let Some(actor) = actor {
-        tracing::info!(actor = %actor.sub, subject = %claims.sub, "admin API call with a token acting for someone");
+    // Deciding and revoking are a person's acts, done as themselves: a token the exchange
+    // issued (for a database; an agent holding someone's provider token could get one without
+    // `act`) may not do either. People sign in to the page or use an operator-minted token.
+    if claims.idp.is_some() || actor.is_some() {
+        tracing::info!(subject = %claims.sub, idp = ?claims.idp, "admin API call with an exchanged token");
         return Err(ApiError(
             StatusCode::FORBIDDEN,
-            "a token acting for someone (act) may not use the admin API".into(),
+            "a token issued by the token exchange may not use the admin API: sign in, or use an operator's token".into(),
         ));
     }
     Ok(claims)

@@ -149,7 +149,7 @@ async fn decide(
     let mut pending = match approvals.open(request, routing).await {
         Ok(Opened::Waiting(pending)) => pending,
         // Only requests for access are queued without a waiter; this one is not.
-        Ok(Opened::Queued(id)) => {
+        Ok(Opened::Queued { id, .. }) => {
             return unavailable(ApprovalError::Unavailable(format!(
                 "request {id} was queued without its session"
             )));

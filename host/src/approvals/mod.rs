@@ -10,7 +10,7 @@
 pub mod hold;
 mod notify;
 pub mod outcome;
-mod queued;
+pub mod queued;
 mod routing;
 mod scope;
 
@@ -97,12 +97,23 @@ pub enum ApprovalError {
 
 pub use notify::Notifier;
 
+/// Who waits for a request's decision: the session holding the statement, or (a request for
+/// access) its requester, who collects the token with a secret.
+enum Waiter {
+    Session(watch::Receiver<Status>),
+    Requester(String),
+}
+
 /// A request just recorded: waiting for people, or already decided by an approval plugin.
 pub enum Opened {
     Waiting(Pending),
     Decided(Box<ApprovalRecord>),
-    /// A request for access, waiting for people; its requester polls for the decision.
-    Queued(String),
+    /// A request for access, waiting for people; its requester polls for the decision and
+    /// collects the token with `secret` (given to nobody else).
+    Queued {
+        id: String,
+        secret: String,
+    },
 }
 
 pub struct Approvals {
@@ -238,7 +249,14 @@ impl Approvals {
             created,
             expires: created + timeout,
             access: new.access,
+            collect_hash: None,
         };
+        let mut request = request;
+        let secret = request.access.is_some().then(|| {
+            let secret = crate::secret::random();
+            request.collect_hash = Some(queued::hash(&secret));
+            secret
+        });
         let id = request.id.clone();
         if let Routing::Decided {
             by,
@@ -264,42 +282,39 @@ impl Approvals {
             self.audit_decided(&record);
             return Ok(Opened::Decided(Box::new(record)));
         }
-        let max = self.route.max_pending_per_subject;
-        if max > 0 {
-            let subject = request.subject.clone();
-            let waiting = self
-                .blocking(move |store| store.pending_for(&subject))
-                .await?;
-            if waiting >= max {
-                tracing::warn!(subject = %request.subject, max, "approval request refused: too many pending for this subject");
-                return Err(ApprovalError::TooManyPending {
-                    subject: request.subject,
-                    max,
-                });
+        // A held statement's session is registered before the request is visible, so that a
+        // vote cast at once still wakes it.
+        let waiter = match secret {
+            Some(secret) => Waiter::Requester(secret),
+            None => {
+                let (tx, rx) = watch::channel(Status::Pending);
+                self.waiting.insert(id.clone(), tx);
+                Waiter::Session(rx)
             }
-        }
-        if request.access.is_some() {
-            let stored = request.clone();
-            self.blocking(move |store| store.insert_request(&stored))
-                .await?;
-            tracing::info!(approval = %id, plugin = %request.plugin, routed_by = ?request.routed_by, "request for access waiting for approval");
-            self.audit_requested(&request);
-            self.notifier.held(&request);
-            return Ok(Opened::Queued(id));
-        }
-        let (tx, rx) = watch::channel(Status::Pending);
-        self.waiting.insert(id.clone(), tx);
+        };
+        let max = self.route.max_pending_per_subject;
         let stored = request.clone();
-        if let Err(e) = self
-            .blocking(move |store| store.insert_request(&stored))
-            .await
-        {
+        let inserted = self
+            .blocking(move |store| store.insert_within_limit(&stored, max))
+            .await;
+        if inserted.is_err() {
             self.waiting.remove(&id);
-            return Err(e);
         }
-        tracing::info!(approval = %id, plugin = %request.plugin, routed_by = ?request.routed_by, "statement held for approval");
+        if let Err(ApprovalError::State(StateError::TooManyPending { subject, max })) = inserted {
+            tracing::warn!(%subject, max, "approval request refused: too many pending for this subject");
+            return Err(ApprovalError::TooManyPending { subject, max });
+        }
+        inserted?;
         self.audit_requested(&request);
         self.notifier.held(&request);
+        let rx = match waiter {
+            Waiter::Requester(secret) => {
+                tracing::info!(approval = %id, plugin = %request.plugin, routed_by = ?request.routed_by, "request for access waiting for approval");
+                return Ok(Opened::Queued { id, secret });
+            }
+            Waiter::Session(rx) => rx,
+        };
+        tracing::info!(approval = %id, plugin = %request.plugin, routed_by = ?request.routed_by, "statement held for approval");
         Ok(Opened::Waiting(Pending {
             id,
             timeout,
@@ -417,7 +432,24 @@ impl Approvals {
     }
 
     pub async fn pending(&self) -> Result<Vec<ApprovalRecord>, ApprovalError> {
+        self.expire_stale().await?;
         self.blocking(|store| store.pending()).await
+    }
+
+    /// Ends requests past their expiry that nobody is waiting on to end them; a request for
+    /// access ended so is recorded (a held statement's session records its own).
+    async fn expire_stale(&self) -> Result<(), ApprovalError> {
+        let expired = self
+            .blocking(|store| store.expire_stale(SystemTime::now()))
+            .await?;
+        for record in expired {
+            if record.request.access.is_some() {
+                self.audit_decided(&record);
+            } else {
+                self.wake(&record);
+            }
+        }
+        Ok(())
     }
 
     /// Requests decided or ended within `within`, newest first (at most `limit`).
@@ -426,6 +458,7 @@ impl Approvals {
         within: Duration,
         limit: usize,
     ) -> Result<Vec<ApprovalRecord>, ApprovalError> {
+        self.expire_stale().await?;
         let since = SystemTime::now() - within;
         self.blocking(move |store| store.decided_since(since, limit))
             .await
@@ -504,7 +537,7 @@ mod tests {
         match approvals.open(new, Routing::Default).await.unwrap() {
             Opened::Waiting(pending) => pending,
             Opened::Decided(record) => panic!("decided without anyone: {record:?}"),
-            Opened::Queued(id) => panic!("{id} queued without its session"),
+            Opened::Queued { id, .. } => panic!("{id} queued without its session"),
         }
     }
 
@@ -535,7 +568,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_for_access_waits_for_its_poller_and_neither_party_may_approve_it() {
         let approvals = approvals(Duration::from_secs(60), 1);
-        let Opened::Queued(id) = approvals
+        let Opened::Queued { id, secret } = approvals
             .open(access_request("helper"), Routing::Default)
             .await
             .unwrap()
@@ -571,14 +604,18 @@ mod tests {
             .expect("a vote wakes the poller at once")
             .unwrap();
         assert_eq!(decided.status, Status::Approved);
-        assert!(approvals.deliver(&id).await.unwrap());
-        assert!(!approvals.deliver(&id).await.unwrap(), "handed out once");
+        assert!(!approvals.deliver(&id, "guessed").await.unwrap());
+        assert!(approvals.deliver(&id, &secret).await.unwrap());
+        assert!(
+            !approvals.deliver(&id, &secret).await.unwrap(),
+            "handed out once"
+        );
     }
 
     #[tokio::test]
     async fn an_undecided_request_for_access_expires_for_its_poller() {
         let approvals = approvals(Duration::from_millis(50), 1);
-        let Opened::Queued(id) = approvals
+        let Opened::Queued { id, secret } = approvals
             .open(access_request("helper"), Routing::Default)
             .await
             .unwrap()
@@ -591,7 +628,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(record.status, Status::Expired);
-        assert!(!approvals.deliver(&id).await.unwrap());
+        assert!(!approvals.deliver(&id, &secret).await.unwrap());
         assert!(approvals.pending().await.unwrap().is_empty());
     }
 

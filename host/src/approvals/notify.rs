@@ -253,6 +253,7 @@ mod tests {
             created: SystemTime::now(),
             expires: SystemTime::now(),
             access: None,
+            collect_hash: None,
         }
     }
 

@@ -8,6 +8,13 @@ use super::*;
 /// through another gateway sharing it.
 pub const POLL_STORE: Duration = Duration::from_millis(250);
 
+/// What the store keeps of a secret.
+pub fn hash(secret: &str) -> String {
+    crate::audit::record::hex(
+        ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref(),
+    )
+}
+
 impl Approvals {
     /// The request `id` once it is decided, or as it stands after `wait`. A request for access
     /// found past its expiry is closed as expired. Votes cast through this gateway wake the
@@ -26,11 +33,8 @@ impl Approvals {
                 return Ok(None);
             };
             if record.status == Status::Pending && record.request.expires <= SystemTime::now() {
-                let closed = self.close(id, Status::Expired).await?;
-                if closed.request.access.is_some() {
-                    self.audit_decided(&closed);
-                }
-                return Ok(Some(closed));
+                self.expire_stale().await?;
+                return self.get(id).await;
             }
             let now = tokio::time::Instant::now();
             if record.status != Status::Pending || now >= deadline {
@@ -41,11 +45,11 @@ impl Approvals {
         }
     }
 
-    /// Marks an approved request for access as delivered: `true` for the one caller that
-    /// hands out its token.
-    pub async fn deliver(&self, id: &str) -> Result<bool, ApprovalError> {
-        let id = id.to_owned();
-        self.blocking(move |store| store.deliver(&id, SystemTime::now()))
+    /// Marks an approved request for access as delivered, for the holder of its collection
+    /// `secret`: `true` for the one caller that hands out its token.
+    pub async fn deliver(&self, id: &str, secret: &str) -> Result<bool, ApprovalError> {
+        let (id, hash) = (id.to_owned(), hash(secret));
+        self.blocking(move |store| store.deliver(&id, &hash, SystemTime::now()))
             .await
     }
 }

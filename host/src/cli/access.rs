@@ -57,8 +57,9 @@ pub struct RequestArgs {
     /// the request id and stop).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     wait: Duration,
-    /// Collect the answer to an earlier request that waited for approval, instead of asking
-    /// anew (with the same identity).
+    /// Collect the answer to an earlier request that waited for approval (the `request_id`
+    /// printed when this command gave up waiting), instead of asking anew, with the same
+    /// identity.
     #[arg(long)]
     request_id: Option<String>,
     /// The audience asked of GitHub Actions' OIDC endpoint (the issuer's `audience` in the
@@ -165,17 +166,21 @@ async fn exchange(
         if answer["error"] != PENDING {
             bail!("{}", described());
         }
-        let id = answer["request_id"]
+        let handle = answer["request_id"]
             .as_str()
             .context("a pending answer without its request_id")?;
+        let id = answer["approval_id"].as_str().unwrap_or_default();
         if request_id.is_none() {
             eprintln!(
                 "waiting for approval: request {id} (approvers: sluice approvals approve {id})"
             );
         }
-        request_id = Some(id.to_owned());
+        request_id = Some(handle.to_owned());
         if tokio::time::Instant::now() >= deadline {
-            bail!("{}; ask again later with the same identity", described());
+            bail!(
+                "{}; collect it later, with the same identity, with --request-id {handle}",
+                described()
+            );
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct Act {
     pub sub: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// The actor's token's own `jti`: revoking it revokes this token too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 /// An operator's break-glass mint (`sluice token mint`), as the token records it: the standing

@@ -33,6 +33,10 @@ pub struct ApprovalRequest {
     /// `groups` and `database` are then what the token will carry, `statement` is empty,
     /// `plugin` and `reason` are the access plugin that asked for approval and why.
     pub access: Option<AccessAsk>,
+    /// For a request for access: the SHA-256 (hex) of the secret its requester collects the
+    /// token with. The id is shown to approvers, webhooks and logs; the secret only to the
+    /// requester.
+    pub collect_hash: Option<String>,
 }
 
 /// What a request for access asks for, beyond who, which database and which groups.
@@ -137,6 +141,8 @@ pub enum StateError {
     Closed { id: String, status: &'static str },
     #[error("{approver} has already voted on approval request {id}")]
     AlreadyVoted { id: String, approver: String },
+    #[error("{subject} already has {max} requests waiting for approval")]
+    TooManyPending { subject: String, max: usize },
 }
 
 /// Where approvals live. Every method is one transaction, so replicas sharing a store never
@@ -146,7 +152,12 @@ pub trait ApprovalStore: Send + Sync {
 
     fn request(&self, id: &str) -> Result<Option<ApprovalRecord>, StateError>;
 
-    /// Requests still waiting, oldest first (those past their expiry are marked expired).
+    /// Marks requests still pending at `now` past their expiry as expired, and returns them.
+    /// A held statement's session does this itself when it stops waiting; nobody waits on a
+    /// request for access.
+    fn expire_stale(&self, now: SystemTime) -> Result<Vec<ApprovalRecord>, StateError>;
+
+    /// Requests still waiting, oldest first.
     fn pending(&self) -> Result<Vec<ApprovalRecord>, StateError>;
 
     /// Requests decided (or ended) since `since`, newest first, at most `limit`.
@@ -156,8 +167,10 @@ pub trait ApprovalStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<ApprovalRecord>, StateError>;
 
-    /// How many requests of `subject` are still waiting.
-    fn pending_for(&self, subject: &str) -> Result<usize, StateError>;
+    /// Inserts `request` unless its subject already has `max` requests waiting (0: no limit),
+    /// counting and inserting in one transaction: concurrent requests cannot all slip under
+    /// the limit.
+    fn insert_within_limit(&self, request: &ApprovalRequest, max: usize) -> Result<(), StateError>;
 
     /// Adds a vote and decides the request when it settles it: one refusal denies, the
     /// `approvals_needed`-th distinct approval approves (and records a scoped grant if that
@@ -169,9 +182,9 @@ pub trait ApprovalStore: Send + Sync {
     fn close(&self, id: &str, status: Status, at: SystemTime)
     -> Result<ApprovalRecord, StateError>;
 
-    /// Marks an approved request for access as delivered; `true` only for the one call that
-    /// does so (the token is handed out once).
-    fn deliver(&self, id: &str, at: SystemTime) -> Result<bool, StateError>;
+    /// Marks an approved request for access whose collection secret hashes to `collect_hash`
+    /// as delivered; `true` only for the one call that does so (the token is handed out once).
+    fn deliver(&self, id: &str, collect_hash: &str, at: SystemTime) -> Result<bool, StateError>;
 
     /// A grant covering `fingerprint` for `subject` on `database` at `now`, if any.
     fn grant_for(

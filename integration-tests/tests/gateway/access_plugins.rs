@@ -95,9 +95,13 @@ async fn access_rules_issue_a_short_read_only_grant_to_main_and_send_production_
     let (code, pending) = exchange(&gw, &dev, &[]).await;
     assert_eq!(code, 400, "{pending}");
     assert_eq!(pending["error"], "authorization_pending");
-    let id = pending["request_id"].as_str().unwrap().to_owned();
+    let id = pending["approval_id"].as_str().unwrap().to_owned();
+    let handle = pending["request_id"].as_str().unwrap().to_owned();
+    assert!(handle.starts_with(&format!("{id}.")) && handle.len() > id.len() + 32);
     let alice = gw.token_with_groups("alice", &["dba"]);
     let view = gw.approval(&id, "alice", &["dba"]).await;
+    // Approvers see the id; only the requester holds what collects the token.
+    assert!(!view.to_string().contains(&handle[id.len() + 1..]));
     assert_eq!(view["kind"], "access");
     assert_eq!(view["subject"], "acme/reports@refs/heads/dev");
     assert_eq!(view["groups"], json!(["writers"]));
@@ -106,6 +110,29 @@ async fn access_rules_issue_a_short_read_only_grant_to_main_and_send_production_
     assert_eq!(view["reason"], "production writes need a person");
     let (code, _) = http(gw.admin, "GET", "/v1/approvals", Some(&alice), None).await;
     assert_eq!(code, 200);
+    let path = format!("/v1/approvals/{id}/approve");
+    let (code, body) = http(gw.admin, "POST", &path, Some(&alice), Some("{}")).await;
+    assert_eq!(code, 200, "{body}");
+    // Collected by the requester only (another branch of the repository holds a valid token
+    // of the same issuer, and even the handle), once.
+    let (code, stolen) = exchange(&gw, &main, &[("request_id", &handle)]).await;
+    assert_eq!(code, 400, "{stolen}");
+    assert_eq!(stolen["error"], "invalid_grant");
+    let (code, collected) = exchange(&gw, &dev, &[("request_id", &handle)]).await;
+    assert_eq!(code, 200, "{collected}");
+    assert_eq!(
+        claims_of(collected["access_token"].as_str().unwrap())["groups"],
+        json!(["writers"])
+    );
+    let (code, again) = exchange(&gw, &dev, &[("request_id", &handle)]).await;
+    assert_eq!(code, 400, "{again}");
+    assert!(
+        again["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already handed out"),
+        "{again}"
+    );
 
     // Another repository matches no rule: denied, by the plugin, with its reason.
     let other = key.sign(&github_claims(&idp, "acme/billing", "refs/heads/main"));
@@ -119,7 +146,7 @@ async fn access_rules_issue_a_short_read_only_grant_to_main_and_send_production_
         "{denied}"
     );
     let records = audit_records_when(&gw.config.audit_path(), |all| {
-        all.iter().filter(|r| r["type"] == "token_exchange").count() >= 3
+        all.iter().filter(|r| r["type"] == "token_exchange").count() >= 6
     })
     .await;
     let exchanges: Vec<&Value> = records
@@ -130,8 +157,18 @@ async fn access_rules_issue_a_short_read_only_grant_to_main_and_send_production_
         .iter()
         .map(|r| r["outcome"].as_str().unwrap())
         .collect();
-    assert_eq!(outcomes, ["issued", "pending", "denied"]);
+    assert_eq!(
+        outcomes,
+        [
+            "issued", "pending", "refused", "issued", "refused", "denied"
+        ]
+    );
     assert_eq!(exchanges[1]["approval"], id.as_str());
+    let log = std::fs::read_to_string(gw.config.audit_path()).unwrap();
+    assert!(
+        !log.contains(&handle[id.len() + 1..]),
+        "the collection secret reached the audit log"
+    );
     let requested = records
         .iter()
         .find(|r| r["type"] == "approval_requested")
@@ -239,20 +276,11 @@ async fn a_request_that_needs_approval_waits_for_another_person_and_its_token_is
     );
     assert_eq!(String::from_utf8_lossy(&psql.stdout).trim(), "42");
 
-    // Handed out once; and never to anyone else.
-    let (code, again) = exchange(&gw, &dev, &[("request_id", &id)]).await;
-    assert_eq!(code, 400, "{again}");
-    assert!(
-        again["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("already handed out"),
-        "{again}"
-    );
-    let main = key.sign(&github_claims(&idp, "acme/reports", "refs/heads/main"));
-    let (code, stolen) = exchange(&gw, &main, &[("request_id", &id)]).await;
-    assert_eq!(code, 400, "{stolen}");
-    assert_eq!(stolen["error"], "invalid_grant");
+    // The approval's id alone (approvers, webhooks and logs see it) collects nothing, even for
+    // the requester.
+    let (code, bare) = exchange(&gw, &dev, &[("request_id", &id)]).await;
+    assert_eq!(code, 400, "{bare}");
+    assert_eq!(bare["error"], "invalid_grant");
 
     let records = audit_records_when(&gw.config.audit_path(), |all| {
         all.iter()
@@ -284,13 +312,16 @@ issuer=github db=app -> ask approvers=dba production";
     let dev = key.sign(&github_claims(&idp, "acme/reports", "refs/heads/dev"));
     let (code, pending) = exchange(&gw, &dev, &[]).await;
     assert_eq!(code, 400, "{pending}");
-    let id = pending["request_id"].as_str().unwrap().to_owned();
+    let (id, handle) = (
+        pending["approval_id"].as_str().unwrap().to_owned(),
+        pending["request_id"].as_str().unwrap().to_owned(),
+    );
     let alice = gw.token_with_groups("alice", &["dba"]);
     let path = format!("/v1/approvals/{id}/deny");
     let body = r#"{"reason":"not during the freeze"}"#;
     let (code, answer) = http(gw.admin, "POST", &path, Some(&alice), Some(body)).await;
     assert_eq!(code, 200, "{answer}");
-    let (code, denied) = exchange(&gw, &dev, &[("request_id", &id)]).await;
+    let (code, denied) = exchange(&gw, &dev, &[("request_id", &handle)]).await;
     assert_eq!(code, 403, "{denied}");
     let why = denied["error_description"].as_str().unwrap();
     assert!(
@@ -301,9 +332,12 @@ issuer=github db=app -> ask approvers=dba production";
     let hotfix = key.sign(&github_claims(&idp, "acme/reports", "refs/heads/hotfix"));
     let (code, pending) = exchange(&gw, &hotfix, &[]).await;
     assert_eq!(code, 400, "{pending}");
-    let id = pending["request_id"].as_str().unwrap().to_owned();
+    let (id, handle) = (
+        pending["approval_id"].as_str().unwrap().to_owned(),
+        pending["request_id"].as_str().unwrap().to_owned(),
+    );
     // The requester waits in one call (long poll) past the request's timeout.
-    let (code, expired) = exchange(&gw, &hotfix, &[("request_id", &id), ("wait", "5")]).await;
+    let (code, expired) = exchange(&gw, &hotfix, &[("request_id", &handle), ("wait", "5")]).await;
     assert_eq!(code, 400, "{expired}");
     assert_eq!(expired["error"], "expired_token");
     let alice_votes = http(
@@ -324,7 +358,7 @@ async fn an_agent_acting_for_a_person_gets_a_token_naming_both_and_revoking_the_
     let cluster = TestIdp::start("cluster", vec![agent_key.clone()]).await;
     let rules = "\
 issuer=people db=app -> issue ttl=5m
-actor=system:serviceaccount:agents:* issuer=people db=app -> issue ttl=5m read-only";
+agent=system:serviceaccount:agents:* agent_issuer=cluster issuer=people db=app -> issue ttl=5m read-only";
     let gw = gateway(
         &[
             issuer_toml(
@@ -359,7 +393,12 @@ actor=system:serviceaccount:agents:* issuer=people db=app -> issue ttl=5m read-o
     // The person alone: the first rule.
     let (code, alone) = exchange(&gw, &person, &[]).await;
     assert_eq!(code, 200, "{alone}");
-    assert!(claims_of(alone["access_token"].as_str().unwrap())["act"].is_null());
+    let alone = alone["access_token"].as_str().unwrap().to_owned();
+    assert!(claims_of(&alone)["act"].is_null());
+    // A token from the exchange is for the database: approving and revoking are done signed in
+    // or with an operator's token (an agent holding her provider token could get this one).
+    let (code, _) = http(gw.admin, "GET", "/v1/approvals", Some(&alone), None).await;
+    assert_eq!(code, 403);
 
     // An agent acting for her: only the rule written for agents, read-only, naming both.
     let helper = agent("agents");

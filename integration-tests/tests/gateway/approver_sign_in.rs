@@ -52,7 +52,10 @@ async fn an_approver_signs_in_through_the_provider_in_chromium_and_approves_a_re
     let workflow = gh_key.sign(&github_claims(&github, "acme/reports", "refs/heads/dev"));
     let (code, pending) = exchange(&gw, &workflow, &[]).await;
     assert_eq!(code, 400, "{pending}");
-    let id = pending["request_id"].as_str().unwrap().to_owned();
+    let (id, handle) = (
+        pending["approval_id"].as_str().unwrap().to_owned(),
+        pending["request_id"].as_str().unwrap().to_owned(),
+    );
 
     // Without a sign-in the API says where to sign in; a callback nobody started is refused.
     let (code, body) = http(gw.admin, "GET", "/v1/session", None, None).await;
@@ -78,7 +81,7 @@ async fn an_approver_signs_in_through_the_provider_in_chromium_and_approves_a_re
     );
 
     // The requester collects the token the signed-in approver approved.
-    let (code, issued) = exchange(&gw, &workflow, &[("request_id", &id)]).await;
+    let (code, issued) = exchange(&gw, &workflow, &[("request_id", &handle)]).await;
     assert_eq!(code, 200, "{issued}");
     let records = audit_records_when(&gw.config.audit_path(), |all| {
         all.iter()

@@ -7,7 +7,7 @@
 //! issuer=github repository=acme/app ref=refs/heads/main db=app -> issue ttl=15m read-only
 //! issuer=github repository=acme/app environment=production db=app -> ask approvers=dba ttl=30m groups=writers production writes
 //! issuer=kubernetes kubernetes.io.namespace=batch db=reports -> issue ttl=10m groups=readers
-//! actor=* db=app -> ask approvers=dba approvals=2 an agent acting for someone
+//! agent=system:serviceaccount:agents:* agent_issuer=cluster db=app -> ask approvers=dba approvals=2 an agent acting for someone
 //! """
 //! otherwise = "deny"   # when no rule matches: "deny" (the default) or "pass"
 //! ```
@@ -16,13 +16,15 @@
 //! first rule whose conditions hold decides. A condition is `key=value`, where the value may
 //! hold `*` (any run of characters) and list alternatives with `|`:
 //! - `issuer`: the trusted issuer's name in the gateway's config; `principal`; `db` (or
-//!   `database`); `reason` (the requester's words, e.g. `reason=*INC-*`);
+//!   `database`); `reason` (the requester's own words: never let it alone grant anything);
 //! - `group`: one of the subject's groups matches;
-//! - `actor`: the principal of whoever acts for the subject; `actor=none` holds only when
-//!   nobody does, and a rule without an `actor` condition never matches a request with one;
-//! - any other key: a claim of the subject's token, by its flattened path
-//!   (`repository`, `ref`, `environment`, `kubernetes.io.namespace`); an array claim holds when
-//!   any element matches. A claim the token lacks never matches.
+//! - `agent`: the principal of whoever acts for the subject (the exchange's actor token);
+//!   `agent=none` holds only when nobody does, and a rule without an `agent` condition never
+//!   matches a request with one; `agent_issuer`: the trusted issuer that vouches for the agent;
+//! - `claim.NAME`, or any other key: a claim of the subject's token, by its flattened path
+//!   (`repository`, `ref`, `environment`, `actor` — GitHub's — `kubernetes.io.namespace`); an
+//!   array claim holds when any element matches. A claim the token lacks never matches.
+//!   `claim.` reaches claims named like the keys above (`claim.issuer`).
 //!
 //! A lone `*` before `->` matches every request without an actor. Actions: `issue`, `ask` (people approve first:
 //! `approvers=g1|g2`, default the gateway's `[approvals]` route; `approvals=N`; `timeout=30m`),
@@ -224,13 +226,19 @@ impl Condition {
             "db" => vec![&request.database],
             "reason" => vec![&request.reason],
             "group" => who.groups.iter().map(String::as_str).collect(),
-            "actor" => {
+            "agent" => {
                 return match &request.actor {
                     None => self.alternatives.iter().any(|a| a == "none"),
-                    Some(actor) => any_matches(&self.alternatives, &[&actor.principal]),
+                    Some(agent) => any_matches(&self.alternatives, &[&agent.principal]),
                 };
             }
-            claim => claims(who, claim),
+            "agent_issuer" => {
+                return request
+                    .actor
+                    .as_ref()
+                    .is_some_and(|agent| any_matches(&self.alternatives, &[&agent.issuer]));
+            }
+            key => claims(who, key.strip_prefix("claim.").unwrap_or(key)),
         };
         any_matches(&self.alternatives, &values)
     }
@@ -239,8 +247,8 @@ impl Condition {
 impl Rule {
     fn matches(&self, request: &AccessRequest) -> bool {
         // An agent acting for someone is matched only by rules written for it.
-        let about_actor = self.conditions.iter().any(|c| c.key == "actor");
-        if request.actor.is_some() && !about_actor {
+        let about_agent = self.conditions.iter().any(|c| c.key == "agent");
+        if request.actor.is_some() && !about_agent {
             return false;
         }
         self.conditions.iter().all(|c| c.holds(request))

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::state::AdminState;
-use sessions::{SESSION_COOKIE, SIGN_IN_COOKIE, Session, cookie, same};
+use sessions::{SESSION_COOKIE, SIGN_IN_COOKIE, Session, cookie};
 
 pub fn routes() -> Router<Arc<AdminState>> {
     Router::new()
@@ -60,13 +60,7 @@ async fn start(State(state): State<Arc<AdminState>>) -> Response {
                 .into_response();
         }
     };
-    let Some((state_value, method, challenge, nonce)) = sign_in.sessions.start() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many sign-ins in progress\n",
-        )
-            .into_response();
-    };
+    let started = sign_in.sessions.start();
     let mut url = provider.authorization.clone();
     let mut scopes = vec!["openid".to_owned()];
     scopes.extend(
@@ -82,17 +76,17 @@ async fn start(State(state): State<Arc<AdminState>>) -> Response {
         .append_pair("client_id", &sign_in.client_id)
         .append_pair("redirect_uri", sign_in.config.redirect_url.as_str())
         .append_pair("scope", &scopes.join(" "))
-        .append_pair("state", &state_value)
-        .append_pair("nonce", &nonce)
-        .append_pair("code_challenge", &challenge)
-        .append_pair("code_challenge_method", method);
+        .append_pair("state", &started.state)
+        .append_pair("nonce", &started.nonce)
+        .append_pair("code_challenge", &started.challenge)
+        .append_pair("code_challenge_method", "S256");
     let mut headers = HeaderMap::new();
     // Lax, not Strict: it must come back with the provider's top-level redirect.
     headers.insert(
         header::SET_COOKIE,
         set_cookie(
             SIGN_IN_COOKIE,
-            &state_value,
+            &started.cookie,
             crate::config::CALLBACK_PATH,
             600,
             "Lax",
@@ -135,12 +129,12 @@ async fn callback(
     let (Some(code), Some(state_value)) = (field("code"), field("state")) else {
         return refuse("no code or state".into());
     };
-    // The state must be the one this browser was sent off with.
-    if !cookie(&headers, SIGN_IN_COOKIE).is_some_and(|c| same(c, &state_value)) {
-        return refuse("the sign-in was not started in this browser".into());
-    }
-    let Some(progress) = sign_in.sessions.finish(&state_value) else {
-        return refuse("unknown or expired sign-in".into());
+    // The state must be the one this browser was sent off with, in the cookie this gateway
+    // gave it.
+    let Some(progress) =
+        cookie(&headers, SIGN_IN_COOKIE).and_then(|c| sign_in.sessions.finish(c, &state_value))
+    else {
+        return refuse("the sign-in was not started in this browser, or is too old".into());
     };
     let provider = match sign_in.provider().await {
         Ok(provider) => provider,

@@ -1,24 +1,22 @@
-//! Sign-ins in progress and signed-in approvers, in memory: a sign-in is bound to the browser
-//! that started it (its `state` in a cookie only that browser holds), lasts ten minutes and is
-//! used once; a session is a random id in an `HttpOnly`, `Secure`, `SameSite=Strict` cookie
-//! with its own CSRF token, and ends at `session_ttl` or at sign-out. A restart signs everyone
-//! out.
+//! Sign-ins in progress and signed-in approvers. A sign-in in progress lives only in a cookie
+//! of the browser that started it (its `state`, PKCE verifier and nonce, authenticated with a
+//! key of this process), so starting sign-ins costs the gateway no memory, and it lasts ten
+//! minutes. A session is a random id in an `HttpOnly`, `Secure`, `SameSite=Strict` cookie
+//! with its own CSRF token, kept in memory until `session_ttl` or sign-out; a restart signs
+//! everyone out.
 
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use dashmap::DashMap;
-use ring::rand::SecureRandom as _;
 
 /// How long a sign-in may take at the provider.
 const SIGN_IN_WINDOW: Duration = Duration::from_secs(600);
-/// Sign-ins in progress kept at once: a flood of abandoned ones cannot grow memory without end.
-const MAX_IN_PROGRESS: usize = 10_000;
 
 /// The cookie carrying a signed-in approver's session id.
-pub const SESSION_COOKIE: &str = "sluice_session";
+pub const SESSION_COOKIE: &str = "__Host-sluice_session";
 /// The cookie binding a sign-in in progress to its browser.
-pub const SIGN_IN_COOKIE: &str = "sluice_sign_in";
+pub const SIGN_IN_COOKIE: &str = "__Secure-sluice_sign_in";
 /// The header a signed-in page sends its CSRF token in with every change.
 pub const CSRF_HEADER: &str = "x-sluice-csrf";
 
@@ -28,7 +26,15 @@ pub struct InProgress {
     pub verifier: String,
     /// The ID token must carry it back (replay of another sign-in's token fails).
     pub nonce: String,
-    started: Instant,
+}
+
+/// What goes to the provider and into the browser when a sign-in starts.
+pub struct Started {
+    /// The sign-in cookie's value.
+    pub cookie: String,
+    pub state: String,
+    pub challenge: String,
+    pub nonce: String,
 }
 
 /// A signed-in approver.
@@ -42,20 +48,24 @@ pub struct Session {
     pub expires: Instant,
 }
 
-#[derive(Default)]
 pub struct Sessions {
-    in_progress: DashMap<String, InProgress>,
+    /// Authenticates sign-in cookies; new at every start of the gateway.
+    key: ring::hmac::Key,
     live: DashMap<String, Session>,
 }
 
-/// 256 random bits, URL-safe.
-pub fn random() -> String {
-    let mut bytes = [0u8; 32];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .expect("the system's random source works");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+impl Default for Sessions {
+    fn default() -> Self {
+        let rng = ring::rand::SystemRandom::new();
+        Sessions {
+            key: ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+                .expect("the system's random source works"),
+            live: DashMap::new(),
+        }
+    }
 }
+
+pub use crate::secret::{random, same};
 
 /// The S256 PKCE challenge of `verifier`.
 pub fn challenge(verifier: &str) -> String {
@@ -64,33 +74,41 @@ pub fn challenge(verifier: &str) -> String {
 }
 
 impl Sessions {
-    /// Starts a sign-in: its `state`, and what goes to the provider with it. `None` when too
-    /// many are in progress.
-    pub fn start(&self) -> Option<(String, &'static str, String, String)> {
-        self.in_progress
-            .retain(|_, p| p.started.elapsed() < SIGN_IN_WINDOW);
-        if self.in_progress.len() >= MAX_IN_PROGRESS {
-            return None;
-        }
+    /// Starts a sign-in.
+    pub fn start(&self) -> Started {
         let (state, verifier, nonce) = (random(), random(), random());
-        let challenge = challenge(&verifier);
-        self.in_progress.insert(
-            state.clone(),
-            InProgress {
-                verifier,
-                nonce: nonce.clone(),
-                started: Instant::now(),
-            },
-        );
-        Some((state, "S256", challenge, nonce))
+        let issued = crate::identity::unix_now();
+        let payload = format!("{state}.{verifier}.{nonce}.{issued}");
+        let tag = ring::hmac::sign(&self.key, payload.as_bytes());
+        Started {
+            cookie: format!("{payload}.{}", crate::audit::record::hex(tag.as_ref())),
+            challenge: challenge(&verifier),
+            state,
+            nonce,
+        }
     }
 
-    /// The sign-in `state` names, once, while it is fresh.
-    pub fn finish(&self, state: &str) -> Option<InProgress> {
-        self.in_progress
-            .remove(state)
-            .map(|(_, p)| p)
-            .filter(|p| p.started.elapsed() < SIGN_IN_WINDOW)
+    /// The sign-in the browser's `cookie` holds, if it is this gateway's, for `state`, and
+    /// fresh.
+    pub fn finish(&self, cookie: &str, state: &str) -> Option<InProgress> {
+        let (payload, tag) = cookie.rsplit_once('.')?;
+        let tag = (0..tag.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(tag.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        ring::hmac::verify(&self.key, payload.as_bytes(), &tag).ok()?;
+        let mut parts = payload.split('.');
+        let (Some(sent), Some(verifier), Some(nonce), Some(issued)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        let issued: u64 = issued.parse().ok()?;
+        let fresh = crate::identity::unix_now().saturating_sub(issued) < SIGN_IN_WINDOW.as_secs();
+        (same(sent, state) && fresh).then(|| InProgress {
+            verifier: verifier.to_owned(),
+            nonce: nonce.to_owned(),
+        })
     }
 
     /// A new session; returns its id.
@@ -127,27 +145,26 @@ pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a 
         .map(|(_, v)| v)
 }
 
-/// Equal strings, compared in time that does not depend on where they differ.
-pub fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_sign_in_finishes_once_and_a_session_ends_when_closed() {
+    fn a_sign_in_finishes_only_with_its_own_cookie_and_a_session_ends_when_closed() {
         let sessions = Sessions::default();
-        let (state, method, challenge, _) = sessions.start().unwrap();
-        assert_eq!(method, "S256");
-        let progress = sessions.finish(&state).unwrap();
-        assert_eq!(super::challenge(&progress.verifier), challenge);
-        assert!(sessions.finish(&state).is_none(), "used once");
+        let started = sessions.start();
+        let progress = sessions.finish(&started.cookie, &started.state).unwrap();
+        assert_eq!(challenge(&progress.verifier), started.challenge);
+        assert_eq!(progress.nonce, started.nonce);
+        // Another state, a forged cookie, another gateway's cookie: nothing.
+        assert!(sessions.finish(&started.cookie, &random()).is_none());
+        let forged = started.cookie.replacen(&started.state, &random(), 1);
+        assert!(sessions.finish(&forged, &started.state).is_none());
+        assert!(
+            Sessions::default()
+                .finish(&started.cookie, &started.state)
+                .is_none()
+        );
         let id = sessions.open(Session {
             subject: "alice".into(),
             groups: vec!["dba".into()],

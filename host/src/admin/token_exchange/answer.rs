@@ -25,8 +25,9 @@ pub(super) struct OauthError {
     pub status: StatusCode,
     pub error: &'static str,
     pub description: String,
-    /// For `authorization_pending`: the approval request to ask about, and how long it waits.
-    pub pending: Option<(String, u64)>,
+    /// For `authorization_pending`: the `request_id` to ask again with (the approval's id and
+    /// the requester's secret), the approval's id as approvers see it, and how long it waits.
+    pub pending: Option<(String, String, u64)>,
 }
 
 impl IntoResponse for OauthError {
@@ -35,8 +36,9 @@ impl IntoResponse for OauthError {
             "error": self.error,
             "error_description": self.description,
         });
-        if let Some((id, expires_in)) = self.pending {
-            body["request_id"] = id.into();
+        if let Some((handle, id, expires_in)) = self.pending {
+            body["request_id"] = handle.into();
+            body["approval_id"] = id.into();
             body["expires_in"] = expires_in.into();
         }
         (self.status, Json(body)).into_response()

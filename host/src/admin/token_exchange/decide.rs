@@ -132,8 +132,8 @@ pub(super) async fn ask(api: &ExchangeApi, asked: &Asked<'_>) -> Result<Issued, 
                     note: None,
                 })
             };
-            let id = match api.approvals.open(new, routing).await {
-                Ok(Opened::Queued(id)) => id,
+            let (id, secret) = match api.approvals.open(new, routing).await {
+                Ok(Opened::Queued { id, secret }) => (id, secret),
                 Ok(Opened::Waiting(_) | Opened::Decided(_)) => {
                     return Err(trail.unavailable("the request was not queued".into()));
                 }
@@ -149,7 +149,7 @@ pub(super) async fn ask(api: &ExchangeApi, asked: &Asked<'_>) -> Result<Issued, 
             };
             trail.approval = Some(id.clone());
             trail.record("pending", Some(approval.reason.clone()), None, &[]);
-            super::pending::answer(api, &requester, &id, asked.wait, &trail).await
+            super::pending::answer(api, &requester, (&id, &secret), asked.wait, &trail).await
         }
     }
 }

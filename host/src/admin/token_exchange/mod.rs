@@ -73,7 +73,7 @@ async fn exchange(
                 token_id: None,
                 ttl_seconds: None,
                 groups: Vec::new(),
-                approval: field("request_id").map(str::to_owned),
+                approval: field("request_id").map(parties::approval_id),
             });
             return Err(e.into_response());
         }

@@ -65,7 +65,8 @@ impl<'a> Trail<'a> {
             issuer: None,
             principal: None,
             actor: None,
-            approval: asked.request_id.map(str::to_owned),
+            // The approval's id, never the requester's secret after it.
+            approval: asked.request_id.map(approval_id),
         }
     }
 
@@ -194,6 +195,7 @@ pub(super) fn issue(
     let actor = requester.actor.as_ref().map(|(_, who)| Act {
         sub: who.principal.clone(),
         iss: Some(who.issuer.clone()),
+        jti: who.token_id.clone(),
     });
     let (token, claims) = api
         .tokens
@@ -222,4 +224,13 @@ pub(super) fn issue(
         token_type: "N_A".to_owned(),
         expires_in: ttl.as_secs(),
     })
+}
+
+/// The approval's id in a `request_id` (the id, a dot, the requester's secret): what may be
+/// recorded and shown.
+pub(super) fn approval_id(request_id: &str) -> String {
+    request_id
+        .split_once('.')
+        .map_or(request_id, |(id, _)| id)
+        .to_owned()
 }

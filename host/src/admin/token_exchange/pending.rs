@@ -1,7 +1,9 @@
 //! A request for access waiting for approval: its requester asks again with `request_id` (and
-//! the same tokens, or fresh ones of the same principals) until people decide. An approved
-//! request's token is handed out once, with the lifetime approved, counted from then and never
-//! beyond the presented tokens' own lives.
+//! the same tokens, or fresh ones of the same principals) until people decide. The
+//! `request_id` the requester was given is the approval's id and a secret only it holds: the
+//! id alone (what approvers, webhooks and logs see) collects nothing. An approved request's
+//! token is handed out once, within as long again as approvers had to decide, with the
+//! lifetime approved, counted from then and never beyond the presented tokens' own lives.
 
 use std::time::{Duration, SystemTime};
 
@@ -13,18 +15,24 @@ use super::parties::{Requester, Trail, issue, requester};
 use crate::admin::state::ExchangeApi;
 use crate::state::Status;
 
-/// Asking again about request `id`.
+/// The `request_id` a requester is given: the approval's id and its collection secret.
+pub(super) fn handle(id: &str, secret: &str) -> String {
+    format!("{id}.{secret}")
+}
+
+/// Asking again about a request, by its `handle`.
 pub(super) async fn poll(
     api: &ExchangeApi,
     asked: &Asked<'_>,
-    id: &str,
+    handle: &str,
 ) -> Result<Issued, OauthError> {
     let mut trail = Trail::new(api, asked);
+    let (id, secret) = handle.split_once('.').unwrap_or((handle, ""));
     let unknown = || {
         OauthError::new(
             StatusCode::BAD_REQUEST,
             "invalid_grant",
-            format!("no request for access {id}"),
+            format!("no request for access {id} with that request_id"),
         )
     };
     let record = match api.approvals.get(id).await {
@@ -35,6 +43,16 @@ pub(super) async fn poll(
     let Some(access) = &record.request.access else {
         return Err(unknown());
     };
+    let expected = record.request.collect_hash.as_deref().unwrap_or_default();
+    if !crate::secret::same(&crate::approvals::queued::hash(secret), expected) {
+        trail.record(
+            "refused",
+            Some("a request_id without its secret".into()),
+            None,
+            &[],
+        );
+        return Err(unknown());
+    }
     if !asked.database.is_empty() && asked.database != record.request.database {
         return Err(unknown());
     }
@@ -60,7 +78,7 @@ pub(super) async fn poll(
         );
         return Err(unknown());
     }
-    answer(api, &requester, id, asked.wait, &trail).await
+    answer(api, &requester, (id, secret), asked.wait, &trail).await
 }
 
 /// Waits up to `wait` for request `id` to be decided, and answers with its token, its
@@ -68,7 +86,7 @@ pub(super) async fn poll(
 pub(super) async fn answer(
     api: &ExchangeApi,
     requester: &Requester,
-    id: &str,
+    (id, secret): (&str, &str),
     wait: Duration,
     trail: &Trail<'_>,
 ) -> Result<Issued, OauthError> {
@@ -95,10 +113,27 @@ pub(super) async fn answer(
                     "request {id} waits for approval ({approvals} of {} so far); ask again with request_id",
                     record.request.approvals_needed
                 ),
-                pending: Some((id.to_owned(), left.as_secs())),
+                pending: Some((handle(id, secret), id.to_owned(), left.as_secs())),
             })
         }
         Status::Approved => {
+            // Collected within as long again as approvers had: an approval does not wait for
+            // whoever comes to collect it days later.
+            let window = record
+                .request
+                .expires
+                .duration_since(record.request.created)
+                .unwrap_or_default();
+            if record
+                .decided
+                .is_some_and(|at| at + window < SystemTime::now())
+            {
+                return Err(OauthError::new(
+                    StatusCode::BAD_REQUEST,
+                    "expired_token",
+                    format!("the token approved by request {id} was not collected in time"),
+                ));
+            }
             let ttl = Duration::from_secs(access.lifetime_secs).min(requester.left());
             if ttl.is_zero() {
                 // Not delivered: the requester may collect it with a fresh token.
@@ -108,7 +143,7 @@ pub(super) async fn answer(
                     "the presented token has expired; collect the approved token with a fresh one",
                 ));
             }
-            match api.approvals.deliver(id).await {
+            match api.approvals.deliver(id, secret).await {
                 Ok(true) => {}
                 Ok(false) => {
                     trail.record("refused", Some("already handed out".into()), None, &[]);

@@ -63,8 +63,13 @@ pub(super) async fn login(shared: &Shared, token: &str, user: &str, database: &s
             ),
         );
     }
+    // As long as an exchange would issue: the issuer's and the gateway's caps (a revocation
+    // lasts `identity.max_ttl`, so no session may outlive it), and the token's own life.
     let now = crate::identity::unix_now();
-    let left = Duration::from_secs(identity.expires.saturating_sub(now));
+    let max_ttl = shared.config.identity.max_ttl;
+    let left = Duration::from_secs(identity.expires.saturating_sub(now))
+        .min(issuer.config.max_ttl.unwrap_or(max_ttl))
+        .min(max_ttl);
     let verdict = match &shared.plugins {
         None => Verdict::Unanswered,
         Some(host) => {

@@ -70,6 +70,7 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX revocations_until ON revocations (until_ms);",
     // 5: requests for access, and when an approved one's token was handed out.
     "ALTER TABLE approval_requests ADD COLUMN access TEXT;
+     ALTER TABLE approval_requests ADD COLUMN collect_hash TEXT;
      ALTER TABLE approval_requests ADD COLUMN delivered_ms INTEGER;",
 ];
 
@@ -143,7 +144,7 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 
 const REQUEST_COLUMNS: &str = "id, session_id, subject, groups, database, statement, parameters, \
      fingerprint, plugin, reason, approver_groups, approvals_needed, created_ms, expires_ms, \
-     status, decided_ms, routed_by, note, settings, access, delivered_ms";
+     status, decided_ms, routed_by, note, settings, access, delivered_ms, collect_hash";
 
 /// A JSON-encoded column; unreadable JSON is an error, never an empty default.
 fn json_column<T: serde::de::DeserializeOwned>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
@@ -180,6 +181,7 @@ fn read_request(row: &Row<'_>) -> rusqlite::Result<Row4> {
             None => None,
             Some(_) => Some(json_column(row, 19)?),
         },
+        collect_hash: row.get(21)?,
     };
     Ok((request, row.get(14)?, row.get(15)?, row.get(20)?))
 }
@@ -237,47 +239,59 @@ fn set_status(
     Ok(())
 }
 
-/// Marks requests still pending past their expiry as expired. A held statement's session does
-/// this itself when it stops waiting; a request for access has nobody waiting on it.
-fn expire_stale(tx: &Transaction<'_>) -> Result<(), StateError> {
+fn insert(tx: &Transaction<'_>, r: &ApprovalRequest) -> Result<(), StateError> {
     tx.execute(
-        "UPDATE approval_requests SET status = 'expired', decided_ms = expires_ms
-         WHERE status = 'pending' AND expires_ms <= ?1",
-        [millis(SystemTime::now())],
+        &format!(
+            "INSERT INTO approval_requests ({REQUEST_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'pending', NULL, ?15, ?16, ?17, ?18, NULL, ?19)"
+        ),
+        params![
+            r.id,
+            r.session_id as i64,
+            r.subject,
+            json(&r.groups),
+            r.database,
+            r.statement,
+            json(&r.parameters),
+            r.fingerprint as i64,
+            r.plugin,
+            r.reason,
+            json(&r.approver_groups),
+            r.approvals_needed,
+            millis(r.created),
+            millis(r.expires),
+            r.routed_by,
+            r.note,
+            json(&r.settings),
+            r.access.as_ref().map(json),
+            r.collect_hash,
+        ],
     )?;
     Ok(())
 }
 
 impl ApprovalStore for SqliteStore {
     fn insert_request(&self, r: &ApprovalRequest) -> Result<(), StateError> {
+        self.transaction(|tx| insert(tx, r))
+    }
+
+    fn expire_stale(&self, now: SystemTime) -> Result<Vec<ApprovalRecord>, StateError> {
         self.transaction(|tx| {
-            tx.execute(
-                &format!(
-                    "INSERT INTO approval_requests ({REQUEST_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'pending', NULL, ?15, ?16, ?17, ?18, NULL)"
-                ),
-                params![
-                    r.id,
-                    r.session_id as i64,
-                    r.subject,
-                    json(&r.groups),
-                    r.database,
-                    r.statement,
-                    json(&r.parameters),
-                    r.fingerprint as i64,
-                    r.plugin,
-                    r.reason,
-                    json(&r.approver_groups),
-                    r.approvals_needed,
-                    millis(r.created),
-                    millis(r.expires),
-                    r.routed_by,
-                    r.note,
-                    json(&r.settings),
-                    r.access.as_ref().map(json),
-                ],
-            )?;
-            Ok(())
+            let ids: Vec<String> = tx
+                .prepare(
+                    "SELECT id FROM approval_requests WHERE status = 'pending' AND expires_ms <= ?1",
+                )?
+                .query_map([millis(now)], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut expired = Vec::with_capacity(ids.len());
+            for id in ids {
+                let Some(record) = load(tx, &id)? else {
+                    continue;
+                };
+                set_status(tx, &id, Status::Expired, record.request.expires)?;
+                expired.extend(load(tx, &id)?);
+            }
+            Ok(expired)
         })
     }
 
@@ -287,7 +301,6 @@ impl ApprovalStore for SqliteStore {
 
     fn pending(&self) -> Result<Vec<ApprovalRecord>, StateError> {
         self.transaction(|tx| {
-            expire_stale(tx)?;
             let ids: Vec<String> = tx
                 .prepare(
                     "SELECT id FROM approval_requests WHERE status = 'pending' ORDER BY created_ms, id",
@@ -308,7 +321,6 @@ impl ApprovalStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<ApprovalRecord>, StateError> {
         self.transaction(|tx| {
-            expire_stale(tx)?;
             let ids: Vec<String> = tx
                 .prepare(
                     "SELECT id FROM approval_requests WHERE status != 'pending' AND decided_ms >= ?1
@@ -324,14 +336,23 @@ impl ApprovalStore for SqliteStore {
         })
     }
 
-    fn pending_for(&self, subject: &str) -> Result<usize, StateError> {
+    fn insert_within_limit(&self, r: &ApprovalRequest, max: usize) -> Result<(), StateError> {
         self.transaction(|tx| {
-            expire_stale(tx)?;
-            Ok(tx.query_row(
-                "SELECT count(*) FROM approval_requests WHERE subject = ?1 AND status = 'pending'",
-                [subject],
-                |row| row.get(0),
-            )?)
+            if max > 0 {
+                let waiting: usize = tx.query_row(
+                    "SELECT count(*) FROM approval_requests
+                     WHERE subject = ?1 AND status = 'pending' AND expires_ms > ?2",
+                    params![r.subject, millis(SystemTime::now())],
+                    |row| row.get(0),
+                )?;
+                if waiting >= max {
+                    return Err(StateError::TooManyPending {
+                        subject: r.subject.clone(),
+                        max,
+                    });
+                }
+            }
+            insert(tx, r)
         })
     }
 
@@ -406,13 +427,13 @@ impl ApprovalStore for SqliteStore {
         })
     }
 
-    fn deliver(&self, id: &str, at: SystemTime) -> Result<bool, StateError> {
+    fn deliver(&self, id: &str, collect_hash: &str, at: SystemTime) -> Result<bool, StateError> {
         self.transaction(|tx| {
             let changed = tx.execute(
                 "UPDATE approval_requests SET delivered_ms = ?2
                  WHERE id = ?1 AND status = 'approved' AND access IS NOT NULL
-                   AND delivered_ms IS NULL",
-                params![id, millis(at)],
+                   AND collect_hash = ?3 AND delivered_ms IS NULL",
+                params![id, millis(at), collect_hash],
             )?;
             Ok(changed == 1)
         })
@@ -472,6 +493,7 @@ mod tests {
             created: now,
             expires: now + Duration::from_secs(300),
             access: None,
+            collect_hash: None,
         }
     }
 
