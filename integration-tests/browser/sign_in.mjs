@@ -1,13 +1,13 @@
-// node sign_in.mjs GATEWAY_URL REQUEST_ID SUBJECT
+// node sign_in.mjs GATEWAY_URL REQUEST_ID SUBJECT REVOKE_SUBJECT
 //
 // An approver signs in to the approvals page through the identity provider (authorization code
 // with PKCE, in a real headless Chromium), finds the request for access REQUEST_ID, checks the
 // session cookie's attributes and that a change without the page's CSRF header is refused,
-// approves the request, sees it among the decisions of the last day, and signs out. Exit code
-// 0 when everything behaved as expected.
+// approves the request, sees it among the decisions of the last day, revokes REVOKE_SUBJECT
+// from the page, and signs out. Exit code 0 when everything behaved as expected.
 import { chromium } from "playwright-core";
 
-const [base, id, subject] = process.argv.slice(2);
+const [base, id, subject, revokeSubject] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox"],
@@ -58,6 +58,12 @@ try {
   const decided = page.locator(`#recent tr[data-id="${id}"]`);
   await decided.filter({ hasText: "approved" }).waitFor({ timeout: 10000 });
   console.log("decided:", await decided.textContent());
+
+  await page.fill("#revoke-value", revokeSubject);
+  await page.fill("#revoke-reason", "revoked from the page");
+  await page.click("#revoke button");
+  await page.locator("#notice").filter({ hasText: "revoked: rev-" }).waitFor({ timeout: 10000 });
+  console.log("revoked:", await page.locator("#notice").textContent());
 
   await page.click("#sign-out");
   await page.locator("#sign-in a").waitFor({ timeout: 10000 });

@@ -1,6 +1,7 @@
 //! Approvers sign in to the approvals page through an OpenID Connect provider (the local one
 //! the test starts: real discovery, authorization code with PKCE, ID tokens signed with the
-//! keys it publishes), in a real headless Chromium, and approve a request for access there.
+//! keys it publishes), in a real headless Chromium, approve a request for access and revoke a
+//! subject there.
 
 use std::net::SocketAddr;
 
@@ -13,12 +14,13 @@ use sluice_integration_tests::{
 use super::token_exchange::{exchange, github_claims, issuer_toml};
 
 #[tokio::test]
-async fn an_approver_signs_in_through_the_provider_in_chromium_and_approves_a_request_for_access() {
+async fn an_approver_signs_in_through_the_provider_in_chromium_approves_a_request_for_access_and_revokes_a_subject()
+ {
     let (people_key, gh_key) = (TestKey::es256("people-1"), TestKey::rs256("gh-1"));
     let people = TestIdp::start("people", vec![people_key.clone()]).await;
     let github = TestIdp::start("github", vec![gh_key.clone()]).await;
-    // The provider's groups: only `dba` is let through.
-    people.sign_in_as(json!({"sub": "alice", "groups": ["dba", "sluice-admins"]}));
+    // The provider's groups: only the allowed ones are let through.
+    people.sign_in_as(json!({"sub": "alice", "groups": ["dba", "sluice-admins", "outsiders"]}));
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let rules = "issuer=github repository=acme/reports db=app -> ask approvers=dba ttl=10m reports need a person";
     let gw = TestGateway::start_with(GatewayOptions {
@@ -33,7 +35,7 @@ async fn an_approver_signs_in_through_the_provider_in_chromium_and_approves_a_re
                 "people",
                 &people,
                 "oidc",
-                "subjects = [\"alice\"]\ndatabases = [\"app\"]\ngroups_claim = \"groups\"\nallowed_groups = [\"dba\"]",
+                "subjects = [\"alice\"]\ndatabases = [\"app\"]\ngroups_claim = \"groups\"\nallowed_groups = [\"dba\", \"sluice-admins\"]",
             ),
             format!(
                 "[approvals]\napprover_groups = [\"dba\"]\ntimeout = \"60s\"\n\n[admin.sign_in]\nissuer = \"people\"\nredirect_url = \"http://{admin}/approvals/callback\"\n"
@@ -72,7 +74,8 @@ async fn an_approver_signs_in_through_the_provider_in_chromium_and_approves_a_re
     assert_eq!(code, 403);
 
     let base = format!("http://{admin}");
-    let out = browser_script("sign_in.mjs", &[&base, &id, "alice"]).await;
+    let stale = "acme/reports@refs/heads/stale";
+    let out = browser_script("sign_in.mjs", &[&base, &id, "alice", stale]).await;
     assert!(
         out.status.success(),
         "{}{}",
@@ -86,6 +89,7 @@ async fn an_approver_signs_in_through_the_provider_in_chromium_and_approves_a_re
     let records = audit_records_when(&gw.config.audit_path(), |all| {
         all.iter()
             .any(|r| r["type"] == "approval_decided" && r["id"] == id.as_str())
+            && all.iter().any(|r| r["type"] == "revocation")
     })
     .await;
     let signed_in: Vec<_> = records
@@ -96,7 +100,13 @@ async fn an_approver_signs_in_through_the_provider_in_chromium_and_approves_a_re
     assert_eq!(signed_in[0]["outcome"], "refused");
     assert_eq!(signed_in[1]["outcome"], "signed_in");
     assert_eq!(signed_in[1]["subject"], "alice");
-    assert_eq!(signed_in[1]["groups"], json!(["dba"]));
+    assert_eq!(signed_in[1]["groups"], json!(["dba", "sluice-admins"]));
+    let revocation = records
+        .iter()
+        .find(|r| r["type"] == "revocation")
+        .expect("the page's revocation is recorded");
+    assert_eq!(revocation["value"], stale);
+    assert_eq!(revocation["by"], "alice");
     let decided = records
         .iter()
         .find(|r| r["type"] == "approval_decided" && r["id"] == id.as_str())

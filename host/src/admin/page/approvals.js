@@ -179,6 +179,21 @@ document.getElementById("login").addEventListener("submit", (event) => {
   refresh();
 });
 
+document.getElementById("revoke").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const kind = document.getElementById("revoke-kind").value;
+  const value = document.getElementById("revoke-value").value.trim();
+  const reason = document.getElementById("revoke-reason").value.trim();
+  try {
+    const revocation = await api("POST", "/v1/revocations", { [kind]: value, reason });
+    show("error", "");
+    show("notice", "revoked: " + revocation.id + " (" + revocation.kind + " " + revocation.value + ")");
+  } catch (e) {
+    show("notice", "");
+    show("error", "revocation refused: " + e.message);
+  }
+});
+
 document.getElementById("sign-out").addEventListener("click", async () => {
   await api("POST", "/approvals/sign-out").catch(() => {});
   location.reload();
