@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Sluice as users run it against PgBouncer given the same TLS, on pgbench's select-only
-# statements and a 10,000-row result, same machine, same run, interleaved rounds.
+# statements, its TPC-B-like transaction, a 10,000-row result and a new connection per
+# transaction (`pgbench -C`, how agents often use a database: `psql -c` per step), same
+# machine, same run, interleaved rounds.
 #
 #   bench/run.sh                      # 3 rounds of 5 s per scenario and target
 #   ROUNDS=5 DURATION=10 bench/run.sh
@@ -39,7 +41,9 @@ scenarios=(
     "select-only simple 1" "select-only simple 16"
     "select-only extended 1" "select-only extended 16"
     "select-only prepared 1" "select-only prepared 16"
+    "tpcb-like simple 16"
     "large-10k-rows extended 1" "large-10k-rows extended 16"
+    "connect-per-tx simple 1" "connect-per-tx simple 16"
 )
 echo "# $(date -u +%FT%TZ) $(nproc) cores; rounds=$ROUNDS duration=${DURATION}s scale=$SCALE; $("$bindir/postgres" --version); $(pgbouncer --version 2>/dev/null | head -n1)"
 measure_header
@@ -48,6 +52,15 @@ for scenario in "${scenarios[@]}"; do
     label="$script $mode c=$clients"
     [[ "$label" == *"${ONLY:-}"* ]] || continue
     args=(-c "$clients" -j $(( clients > 1 ? 2 : 1 )) -M "$mode")
-    if [ "$script" = select-only ]; then args+=(-S); else args+=(-f "$work/large.sql"); fi
-    measure "$label" "${args[@]}"
+    per_tx=1
+    case "$script" in
+        select-only) args+=(-S) ;;
+        # BEGIN, three UPDATEs, a SELECT, an INSERT, END.
+        tpcb-like) per_tx=7 ;;
+        large-10k-rows) args+=(-f "$work/large.sql") ;;
+        # A new connection (TLS where the target asks for it, login, upstream session) for each
+        # select-only transaction.
+        connect-per-tx) args+=(-S -C) ;;
+    esac
+    STATEMENTS_PER_TX=$per_tx measure "$label" "${args[@]}"
 done
