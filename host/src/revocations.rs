@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{Audit, Event};
-use crate::identity::Grant;
+use crate::identity::{Act, Claims, Grant};
 use crate::metrics::Metrics;
 use crate::state::{Revocation, RevocationStore, Revoked, StateError};
 
@@ -55,19 +55,34 @@ impl Revocations {
 
     /// The revocation in force that matches `grant`'s token, if any.
     pub fn matching(&self, grant: &Grant) -> Option<Revocation> {
-        let actor = grant.actor.as_ref();
+        self.matching_gateway_token(
+            (&grant.token_id, &grant.subject, &grant.issuer),
+            (grant.origin.as_deref(), grant.origin_token_id.as_deref()),
+            grant.actor.as_ref(),
+        )
+    }
+
+    /// The revocation in force that matches a gateway token's claims, if any.
+    pub fn matching_claims(&self, claims: &Claims) -> Option<Revocation> {
+        self.matching_gateway_token(
+            (&claims.jti, &claims.sub, &claims.iss),
+            (claims.idp.as_deref(), claims.idp_jti.as_deref()),
+            claims.act.as_ref(),
+        )
+    }
+
+    /// A gateway token: its own `(jti, sub, iss)`, the external token it was exchanged for
+    /// (`idp`, `idp_jti`), and who acts for its subject.
+    fn matching_gateway_token(
+        &self,
+        (jti, subject, issuer): (&str, &str, &str),
+        (idp, idp_jti): (Option<&str>, Option<&str>),
+        actor: Option<&Act>,
+    ) -> Option<Revocation> {
         self.matching_token(
-            &[
-                Some(grant.token_id.as_str()),
-                grant.origin_token_id.as_deref(),
-                actor.and_then(|a| a.jti.as_deref()),
-            ],
-            &[Some(&grant.subject), actor.map(|a| a.sub.as_str())],
-            &[
-                Some(grant.issuer.as_str()),
-                grant.origin.as_deref(),
-                actor.and_then(|a| a.iss.as_deref()),
-            ],
+            &[Some(jti), idp_jti, actor.and_then(|a| a.jti.as_deref())],
+            &[Some(subject), actor.map(|a| a.sub.as_str())],
+            &[Some(issuer), idp, actor.and_then(|a| a.iss.as_deref())],
         )
     }
 

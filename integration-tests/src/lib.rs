@@ -292,6 +292,48 @@ impl TestGateway {
         serde_json::from_str(&body).expect("the API answers JSON")
     }
 
+    /// Revokes as an admin (`POST /v1/revocations` with `body`), asserting it is taken;
+    /// returns the moment just before it was asked, to time what it ends.
+    pub async fn revoke(&self, body: serde_json::Value) -> std::time::Instant {
+        let admin = self.token_with_groups("security", &["sluice-admins"]);
+        let at = std::time::Instant::now();
+        let (code, answer) = http(
+            self.admin,
+            "POST",
+            "/v1/revocations",
+            Some(&admin),
+            Some(&body.to_string()),
+        )
+        .await;
+        assert_eq!(code, 201, "{answer}");
+        at
+    }
+
+    /// Runs the real `sluice approvals` against this gateway's admin API as `token`.
+    pub async fn approvals_cli(&self, token: &str, args: &[&str]) -> Output {
+        tokio::process::Command::new(sluice_binary())
+            .arg("approvals")
+            .args(["--server", &format!("http://{}", self.admin)])
+            .args(args)
+            .env("SLUICE_TOKEN", token)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("sluice runs")
+    }
+
+    /// The first audit record of `kind`, once it is written.
+    pub async fn audit_record(&self, kind: &str) -> serde_json::Value {
+        let records = audit_records_when(&self.config.audit_path(), |all| {
+            all.iter().any(|r| r["type"] == kind)
+        })
+        .await;
+        records
+            .into_iter()
+            .find(|r| r["type"] == kind)
+            .expect("waited for it")
+    }
+
     /// A valid 5-minute token with `groups`.
     pub fn token_with_groups(&self, subject: &str, groups: &[&str]) -> String {
         let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
@@ -388,6 +430,33 @@ pub async fn http(
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, body.to_owned())
+}
+
+/// The claims of a JWT, read without checking its signature.
+pub fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// Runs the real psql with `conninfo` and `password` for `sql`, asserting it succeeds;
+/// returns what it printed (`-X -At`).
+pub async fn psql_conninfo(conninfo: &str, password: &str, sql: &str) -> String {
+    let out = tokio::process::Command::new(client_binary("psql"))
+        .args([conninfo, "-X", "-At", "-c", sql])
+        .env("PGPASSWORD", password)
+        .output()
+        .await
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// A loopback port free a moment ago.

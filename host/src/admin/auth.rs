@@ -87,27 +87,14 @@ fn bearer(
         tracing::info!(reason = e.class(), "admin API call with a refused token");
         unauthorized("the token was refused")
     })?;
-    let actor = claims.act.as_ref();
-    if let Some(revocation) = revocations.matching_token(
-        &[
-            Some(claims.jti.as_str()),
-            claims.idp_jti.as_deref(),
-            actor.and_then(|a| a.jti.as_deref()),
-        ],
-        &[Some(&claims.sub), actor.map(|a| a.sub.as_str())],
-        &[
-            Some(claims.iss.as_str()),
-            claims.idp.as_deref(),
-            actor.and_then(|a| a.iss.as_deref()),
-        ],
-    ) {
+    if let Some(revocation) = revocations.matching_claims(&claims) {
         tracing::info!(revocation = %revocation.id, "admin API call with a revoked token");
         return Err(unauthorized("the token was revoked"));
     }
     // Deciding and revoking are a person's acts, done as themselves: a token the exchange
     // issued (for a database; an agent holding someone's provider token could get one without
     // `act`) may not do either. People sign in to the page or use an operator-minted token.
-    if claims.idp.is_some() || actor.is_some() {
+    if claims.idp.is_some() || claims.act.is_some() {
         tracing::info!(subject = %claims.sub, idp = ?claims.idp, "admin API call with an exchanged token");
         return Err(ApiError(
             StatusCode::FORBIDDEN,

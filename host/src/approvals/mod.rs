@@ -565,16 +565,21 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_request_for_access_waits_for_its_poller_and_neither_party_may_approve_it() {
-        let approvals = approvals(Duration::from_secs(60), 1);
-        let Opened::Queued { id, secret } = approvals
+    async fn queue(approvals: &Arc<Approvals>) -> (String, String) {
+        match approvals
             .open(access_request("helper"), Routing::Default)
             .await
             .unwrap()
-        else {
-            panic!("a request for access is queued");
-        };
+        {
+            Opened::Queued { id, secret } => (id, secret),
+            _ => panic!("a request for access is queued"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_for_access_waits_for_its_poller_and_neither_party_may_approve_it() {
+        let approvals = approvals(Duration::from_secs(60), 1);
+        let (id, secret) = queue(&approvals).await;
         for party in ["agent", "helper"] {
             assert!(matches!(
                 approvals.decide(&id, &dba(party), yes()).await,
@@ -615,13 +620,7 @@ mod tests {
     #[tokio::test]
     async fn an_undecided_request_for_access_expires_for_its_poller() {
         let approvals = approvals(Duration::from_millis(50), 1);
-        let Opened::Queued { id, secret } = approvals
-            .open(access_request("helper"), Routing::Default)
-            .await
-            .unwrap()
-        else {
-            panic!("a request for access is queued");
-        };
+        let (id, secret) = queue(&approvals).await;
         let record = approvals
             .wait_for_decision(&id, Duration::from_secs(5))
             .await

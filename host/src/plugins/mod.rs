@@ -19,6 +19,7 @@ mod instances;
 mod loader;
 mod manifest;
 mod masking;
+mod once;
 mod set;
 mod state;
 mod watch;

@@ -7,12 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 use sluice_integration_tests::idp::{TestIdp, TestKey};
 use sluice_integration_tests::{
-    GatewayOptions, PluginSpec, TestGateway, audit_records_when, client_binary, closed_after, http,
-    sluice_binary,
+    GatewayOptions, PluginSpec, TestGateway, audit_records_when, closed_after, http, jwt_claims,
+    psql_conninfo, sluice_binary,
 };
 
 use super::token_exchange::{AUD, exchange, github_claims, issuer_toml};
@@ -45,27 +44,6 @@ const GITHUB_RULES: &str = "\
 issuer=github repository=acme/reports ref=refs/heads/main db=app -> issue ttl=2m read-only groups=readers
 issuer=github repository=acme/reports environment=production db=app -> ask approvers=dba ttl=10m groups=writers production writes need a person";
 
-/// The claims of a gateway token (its signature is the gateway's business).
-fn claims_of(token: &str) -> Value {
-    let payload = token.split('.').nth(1).expect("a JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
-async fn approvals_cli(gw: &TestGateway, token: &str, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(sluice_binary())
-        .arg("approvals")
-        .args(["--server", &format!("http://{}", gw.admin)])
-        .args(args)
-        .env("SLUICE_TOKEN", token)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("sluice runs")
-}
-
 #[tokio::test]
 async fn access_rules_issue_a_short_read_only_grant_to_main_and_send_production_to_people() {
     let key = TestKey::rs256("gh-1");
@@ -77,7 +55,7 @@ async fn access_rules_issue_a_short_read_only_grant_to_main_and_send_production_
     assert_eq!(code, 200, "{issued}");
     assert!(issued["expires_in"].as_u64().unwrap() <= 120, "{issued}");
     let token = issued["access_token"].as_str().unwrap();
-    let claims = claims_of(token);
+    let claims = jwt_claims(token);
     assert_eq!(claims["read_only"], true);
     assert_eq!(claims["groups"], json!(["readers"]));
     let client = gw
@@ -121,7 +99,7 @@ async fn access_rules_issue_a_short_read_only_grant_to_main_and_send_production_
     let (code, collected) = exchange(&gw, &dev, &[("request_id", &handle)]).await;
     assert_eq!(code, 200, "{collected}");
     assert_eq!(
-        claims_of(collected["access_token"].as_str().unwrap())["groups"],
+        jwt_claims(collected["access_token"].as_str().unwrap())["groups"],
         json!(["writers"])
     );
     let (code, again) = exchange(&gw, &dev, &[("request_id", &handle)]).await;
@@ -203,7 +181,7 @@ async fn a_request_that_needs_approval_waits_for_another_person_and_its_token_is
     let alice = gw.token_with_groups("alice", &["dba"]);
     let started = Instant::now();
     let id = loop {
-        let list = approvals_cli(&gw, &alice, &["list"]).await;
+        let list = gw.approvals_cli(&alice, &["list"]).await;
         let out = String::from_utf8_lossy(&list.stdout).into_owned();
         if let Some(line) = out.lines().find(|l| l.contains("access:")) {
             assert!(
@@ -219,20 +197,20 @@ async fn a_request_that_needs_approval_waits_for_another_person_and_its_token_is
     };
     // Nobody approves their own request, whatever groups their token carries.
     let own = gw.token_with_groups("acme/reports@refs/heads/dev", &["dba"]);
-    let refused = approvals_cli(&gw, &own, &["approve", &id]).await;
+    let refused = gw.approvals_cli(&own, &["approve", &id]).await;
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("their own"),
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
-    let show = approvals_cli(&gw, &alice, &["show", &id]).await;
+    let show = gw.approvals_cli(&alice, &["show", &id]).await;
     let shown = String::from_utf8_lossy(&show.stdout);
     assert!(
         shown.contains("asks for:") && shown.contains("because:    fix the March invoices"),
         "{shown}"
     );
-    let approved = approvals_cli(&gw, &alice, &["approve", &id]).await;
+    let approved = gw.approvals_cli(&alice, &["approve", &id]).await;
     assert!(
         approved.status.success(),
         "{}",
@@ -254,27 +232,13 @@ async fn a_request_that_needs_approval_waits_for_another_person_and_its_token_is
         .strip_prefix("PGPASSWORD=")
         .and_then(|rest| rest.split_once(" psql \""))
         .expect("a psql line");
-    let claims = claims_of(password);
+    let claims = jwt_claims(password);
     assert_eq!(claims["groups"], json!(["writers"]));
     assert!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap() <= 600);
-    let psql = tokio::process::Command::new(client_binary("psql"))
-        .args([
-            conninfo.trim_end_matches('"'),
-            "-X",
-            "-At",
-            "-c",
-            "SELECT 6 * 7",
-        ])
-        .env("PGPASSWORD", password)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        psql.status.success(),
-        "{}",
-        String::from_utf8_lossy(&psql.stderr)
+    assert_eq!(
+        psql_conninfo(conninfo.trim_end_matches('"'), password, "SELECT 6 * 7").await,
+        "42"
     );
-    assert_eq!(String::from_utf8_lossy(&psql.stdout).trim(), "42");
 
     // The approval's id alone (approvers, webhooks and logs see it) collects nothing, even for
     // the requester.
@@ -394,7 +358,7 @@ agent=system:serviceaccount:agents:* agent_issuer=cluster issuer=people db=app -
     let (code, alone) = exchange(&gw, &person, &[]).await;
     assert_eq!(code, 200, "{alone}");
     let alone = alone["access_token"].as_str().unwrap().to_owned();
-    assert!(claims_of(&alone)["act"].is_null());
+    assert!(jwt_claims(&alone)["act"].is_null());
     // A token from the exchange is for the database: approving and revoking are done signed in
     // or with an operator's token (an agent holding her provider token could get this one).
     let (code, _) = http(gw.admin, "GET", "/v1/approvals", Some(&alone), None).await;
@@ -410,7 +374,7 @@ agent=system:serviceaccount:agents:* agent_issuer=cluster issuer=people db=app -
     .await;
     assert_eq!(code, 200, "{acting}");
     let token = acting["access_token"].as_str().unwrap().to_owned();
-    let claims = claims_of(&token);
+    let claims = jwt_claims(&token);
     assert_eq!(claims["sub"], "dana");
     assert_eq!(claims["act"]["sub"], "system:serviceaccount:agents:helper");
     assert_eq!(claims["read_only"], true);
@@ -428,36 +392,19 @@ agent=system:serviceaccount:agents:* agent_issuer=cluster issuer=people db=app -
     // revoke in her name.
     let client = gw.connect("dana", &token).await.unwrap();
     client.simple_query("SELECT 1").await.unwrap();
-    let records = audit_records_when(&gw.config.audit_path(), |all| {
-        all.iter().any(|r| r["type"] == "session_start")
-    })
-    .await;
-    let start = records
-        .iter()
-        .find(|r| r["type"] == "session_start")
-        .unwrap();
+    let start = gw.audit_record("session_start").await;
     assert_eq!(start["subject"], "dana");
     assert_eq!(start["actor"], "system:serviceaccount:agents:helper");
     let (code, _) = http(gw.admin, "GET", "/v1/approvals", Some(&token), None).await;
     assert_eq!(code, 403);
 
     // Revoking the agent ends the sessions it acts in.
-    let admin = gw.token_with_groups("security", &["sluice-admins"]);
-    let body = json!({
-        "subject": "system:serviceaccount:agents:helper",
-        "reason": "agent compromised",
-    })
-    .to_string();
-    let revoked_at = Instant::now();
-    let (code, answer) = http(
-        gw.admin,
-        "POST",
-        "/v1/revocations",
-        Some(&admin),
-        Some(&body),
-    )
-    .await;
-    assert_eq!(code, 201, "{answer}");
+    let revoked_at = gw
+        .revoke(json!({
+            "subject": "system:serviceaccount:agents:helper",
+            "reason": "agent compromised",
+        }))
+        .await;
     assert!(closed_after(&client, revoked_at).await < Duration::from_secs(1));
 }
 

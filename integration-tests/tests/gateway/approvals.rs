@@ -295,18 +295,6 @@ async fn fifty_held_sessions_are_decided_in_one_burst() {
     assert_eq!(n, 50);
 }
 
-async fn cli(gw: &TestGateway, token: &str, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(sluice_integration_tests::sluice_binary())
-        .arg("approvals")
-        .args(["--server", &format!("http://{}", gw.admin)])
-        .args(args)
-        .env("SLUICE_TOKEN", token)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("sluice runs")
-}
-
 #[tokio::test]
 async fn the_cli_lists_shows_and_approves_and_refuses_self_approval() {
     let gw = gateway("timeout = \"30s\"").await;
@@ -315,7 +303,7 @@ async fn the_cli_lists_shows_and_approves_and_refuses_self_approval() {
     let id = held(&mut raw, "INSERT INTO items VALUES (5011, 'cli')").await;
 
     let alice = gw.token_with_groups("alice", &["approvers"]);
-    let list = cli(&gw, &alice, &["list"]).await;
+    let list = gw.approvals_cli(&alice, &["list"]).await;
     let out = String::from_utf8_lossy(&list.stdout);
     assert!(
         list.status.success(),
@@ -323,7 +311,7 @@ async fn the_cli_lists_shows_and_approves_and_refuses_self_approval() {
         String::from_utf8_lossy(&list.stderr)
     );
     assert!(out.contains(&id) && out.contains("agent@app"), "{out}");
-    let show = cli(&gw, &alice, &["show", &id]).await;
+    let show = gw.approvals_cli(&alice, &["show", &id]).await;
     let out = String::from_utf8_lossy(&show.stdout);
     assert!(
         out.contains("INSERT INTO items VALUES (5011, 'cli')"),
@@ -331,12 +319,14 @@ async fn the_cli_lists_shows_and_approves_and_refuses_self_approval() {
     );
     assert!(out.contains("approve-writes"), "{out}");
 
-    let own = cli(&gw, &requester, &["approve", &id]).await;
+    let own = gw.approvals_cli(&requester, &["approve", &id]).await;
     assert!(!own.status.success());
     let err = String::from_utf8_lossy(&own.stderr);
     assert!(err.contains("403") && err.contains("own"), "{err}");
 
-    let approve = cli(&gw, &alice, &["approve", &id, "--reason", "looks fine"]).await;
+    let approve = gw
+        .approvals_cli(&alice, &["approve", &id, "--reason", "looks fine"])
+        .await;
     assert!(
         approve.status.success(),
         "{}",

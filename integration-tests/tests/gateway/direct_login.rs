@@ -2,12 +2,12 @@
 //! (`direct_login`): verified and decided as an exchange would be, refused where the issuer
 //! wants tokens exchanged first, and revocable like any other.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use sluice_integration_tests::idp::{TestIdp, TestKey};
 use sluice_integration_tests::{
-    GatewayOptions, PluginSpec, TestGateway, audit_records_when, closed_after, error_message, http,
+    GatewayOptions, PluginSpec, TestGateway, closed_after, error_message, jwt_claims,
 };
 
 use super::token_exchange::{AUD, github_claims, issuer_toml};
@@ -41,14 +41,7 @@ async fn an_issuer_that_allows_it_logs_in_with_its_own_token_and_one_that_does_n
     let client = gw.connect("dana", &dana).await.unwrap();
     let row = client.query_one("SELECT 6 * 7", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 42);
-    let records = audit_records_when(&gw.config.audit_path(), |all| {
-        all.iter().any(|r| r["type"] == "session_start")
-    })
-    .await;
-    let start = records
-        .iter()
-        .find(|r| r["type"] == "session_start")
-        .unwrap();
+    let start = gw.audit_record("session_start").await;
     assert_eq!(start["subject"], "dana");
     assert_eq!(start["idp"], people.issuer.as_str());
 
@@ -78,19 +71,10 @@ async fn an_issuer_that_allows_it_logs_in_with_its_own_token_and_one_that_does_n
     );
 
     // Revoking the person's token by its own id ends the session at once.
-    let admin = gw.token_with_groups("security", &["sluice-admins"]);
-    let jti = people_jti(&dana);
-    let body = json!({"jti": jti, "reason": "lost laptop"}).to_string();
-    let revoked_at = Instant::now();
-    let (code, answer) = http(
-        gw.admin,
-        "POST",
-        "/v1/revocations",
-        Some(&admin),
-        Some(&body),
-    )
-    .await;
-    assert_eq!(code, 201, "{answer}");
+    let jti = jwt_claims(&dana)["jti"].clone();
+    let revoked_at = gw
+        .revoke(json!({"jti": jti, "reason": "lost laptop"}))
+        .await;
     assert!(closed_after(&client, revoked_at).await < Duration::from_secs(1));
     assert!(gw.connect("dana", &dana).await.is_err());
 }
@@ -124,17 +108,4 @@ async fn a_direct_login_that_an_access_plugin_holds_for_people_is_refused() {
         "{}",
         error_message(&err)
     );
-}
-
-/// The `jti` of an external token.
-fn people_jti(token: &str) -> String {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
-    claims["jti"].as_str().unwrap().to_owned()
 }

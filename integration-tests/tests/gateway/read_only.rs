@@ -6,9 +6,7 @@
 
 use std::time::Duration;
 
-use sluice_integration_tests::{
-    DATABASE, TestGateway, audit_records_when, error_message, sluice_binary, sqlstate,
-};
+use sluice_integration_tests::{DATABASE, TestGateway, error_message, sluice_binary, sqlstate};
 
 #[tokio::test]
 async fn a_read_only_grant_cannot_write_with_no_plugin_loaded_nor_turn_read_only_off() {
@@ -151,14 +149,7 @@ async fn psql_with_a_break_glass_token_minted_read_only_cannot_write_and_its_ses
     assert!(!out.status.success());
     assert!(stderr.contains("read-only transaction"), "{stderr}");
     // Break-glass: the session is recorded as opened with the operator's minted token.
-    let records = audit_records_when(&gw.config.audit_path(), |all| {
-        all.iter().any(|r| r["type"] == "session_start")
-    })
-    .await;
-    let start = records
-        .iter()
-        .find(|r| r["type"] == "session_start")
-        .unwrap();
+    let start = gw.audit_record("session_start").await;
     assert!(
         start["minted"]["by"]
             .as_str()

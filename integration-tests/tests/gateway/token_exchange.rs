@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sluice_integration_tests::idp::{ACTIONS_REQUEST_TOKEN, TestIdp, TestKey};
 use sluice_integration_tests::{
-    GatewayOptions, TestGateway, audit_records_when, client_binary, closed_after, http,
+    GatewayOptions, TestGateway, audit_records_when, closed_after, http, psql_conninfo,
     sluice_binary,
 };
 
@@ -518,17 +518,10 @@ async fn revoking_an_issuer_ends_sessions_opened_with_its_exchanged_tokens_and_s
     let admin = gw.token_with_groups("alice", &["sluice-admins"]);
     // Revoking the outside token (its jti) ends the session opened with the token it was
     // exchanged for.
-    let body = json!({"jti": claims["jti"], "reason": "stolen"}).to_string();
-    let (code, answer) = http(
-        gw.admin,
-        "POST",
-        "/v1/revocations",
-        Some(&admin),
-        Some(&body),
-    )
-    .await;
-    assert_eq!(code, 201, "{answer}");
-    closed_after(&client, Instant::now()).await;
+    let at = gw
+        .revoke(json!({"jti": claims["jti"], "reason": "stolen"}))
+        .await;
+    closed_after(&client, at).await;
     let claims = idp.claims(AUD, 300, json!({"sub": "worker"}));
     let (code, issued) = exchange(&gw, &key.sign(&claims), &[]).await;
     assert_eq!(code, 200, "{issued}");
@@ -618,18 +611,10 @@ async fn sluice_access_request_turns_a_github_actions_identity_into_a_psql_line(
         conninfo.contains("user=acme/reports@refs/heads/main"),
         "{conninfo}"
     );
-    let psql = tokio::process::Command::new(client_binary("psql"))
-        .args([conninfo, "-X", "-At", "-c", "SELECT 6 * 7"])
-        .env("PGPASSWORD", password)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        psql.status.success(),
-        "{}",
-        String::from_utf8_lossy(&psql.stderr)
+    assert_eq!(
+        psql_conninfo(conninfo, password, "SELECT 6 * 7").await,
+        "42"
     );
-    assert_eq!(String::from_utf8_lossy(&psql.stdout).trim(), "42");
 
     // From standard input, a token alone; a refused one says why.
     let other_branch = key.sign(&github_claims(&idp, "acme/reports", "refs/heads/dev"));
