@@ -12,6 +12,7 @@ pub mod display;
 pub mod identity;
 pub mod localpg;
 pub mod masking;
+pub mod mcp;
 pub mod metrics;
 pub mod plugins;
 pub mod policy;

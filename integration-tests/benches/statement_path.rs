@@ -388,5 +388,6 @@ fn bench_session() -> SessionInfo {
         actor: None,
         minted: None,
         idp: None,
+        via: None,
     }
 }

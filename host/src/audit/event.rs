@@ -47,6 +47,10 @@ pub enum Event {
         /// `reason`.
         #[serde(skip_serializing_if = "Option::is_none")]
         minted: Option<crate::identity::Minted>,
+        /// The door the session came through when it is not the Postgres listener: `mcp`
+        /// for the MCP server's sessions.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        via: Option<&'static str>,
     },
     SessionEnd {
         session: u64,
@@ -233,6 +237,9 @@ pub struct StatementRecord {
     pub decided: Decided,
     /// Bind parameter values (text format), with `statement_text = "full"`.
     pub params: Option<Vec<Option<String>>>,
+    /// As the session's `session_start` says: `mcp` for a statement an MCP tool call ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<&'static str>,
 }
 
 /// The decision a statement record carries, written as its kebab-case name.

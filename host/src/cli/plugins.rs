@@ -114,6 +114,7 @@ async fn check(
         actor: None,
         minted: None,
         idp: None,
+        via: None,
     };
     let set = host.current();
     let mut outcome =

@@ -22,6 +22,17 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let admin_listen = config.admin.listen;
     let services = Services::build(config).context("starting the gateway")?;
     let admin_state = Arc::new(AdminState::for_services(&services));
+    let mcp = services.config.mcp.clone();
+    let mcp_state = mcp.listen.map(|listen| {
+        Arc::new(sluice::mcp::McpState {
+            tokens: services.tokens.clone(),
+            revocations: services.revocations.clone(),
+            public_url: mcp.public_url.clone().unwrap_or_else(|| {
+                url::Url::parse(&format!("http://{listen}")).expect("an address is a URL host")
+            }),
+            authorization_server: mcp.authorization_server.clone(),
+        })
+    });
     let gateway = Gateway::start(Shared::from_services(services)).await?;
 
     let admin_stop = CancellationToken::new();
@@ -29,6 +40,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         admin::serve(addr, admin_state.clone(), admin_stop.clone())
             .await
             .with_context(|| format!("admin listener on {addr}"))?;
+    }
+    if let (Some(addr), Some(state)) = (mcp.listen, mcp_state) {
+        sluice::mcp::serve(addr, state, admin_stop.clone())
+            .await
+            .with_context(|| format!("MCP listener on {addr}"))?;
     }
 
     loop {

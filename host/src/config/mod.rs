@@ -10,6 +10,7 @@ mod approvals;
 mod audit;
 mod identity;
 mod issuers;
+mod mcp;
 mod plugins;
 mod server;
 mod sign_in;
@@ -19,6 +20,7 @@ pub use approvals::{ApprovalsConfig, StateConfig};
 pub use audit::{AuditConfig, Durability, OnAuditFailure, StatementText};
 pub use identity::IdentityConfig;
 pub use issuers::{ISSUER_ALGORITHMS, IssuerConfig, IssuerPreset};
+pub use mcp::McpConfig;
 pub use plugins::{
     DEFAULT_MAX_COMPONENT_MIB, DEFAULT_MAX_FUNCTIONS, MaskingConfig, PluginsConfig, UserFunctions,
     valid_plugin_name,
@@ -62,6 +64,8 @@ pub struct Config {
     /// The admin HTTP listener.
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub mcp: McpConfig,
     /// Policy plugins.
     #[serde(default)]
     pub plugins: PluginsConfig,

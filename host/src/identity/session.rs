@@ -29,4 +29,6 @@ pub struct SessionInfo {
     pub actor: Option<String>,
     /// For an operator's break-glass token: who minted it and why.
     pub minted: Option<super::grant::Minted>,
+    /// The door the session came through when it is not the Postgres listener (`mcp`).
+    pub via: Option<&'static str>,
 }

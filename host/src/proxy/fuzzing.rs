@@ -167,6 +167,7 @@ tls = "disable"
             actor: None,
             minted: None,
             idp: None,
+            via: None,
         };
         // Wired as a session is: the audit trail and masking (with plugins) read the
         // upstream's bytes too.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use tokio::io::DuplexStream;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -13,6 +14,7 @@ use tracing::Instrument;
 use crate::identity::SessionInfo;
 use crate::services::ServicesError;
 
+use super::login::ClientStream;
 use super::session::SessionEnd;
 use super::shared::Shared;
 use super::{login, session, workers};
@@ -66,13 +68,12 @@ impl Gateway {
         let shared = Arc::new(shared);
         let stop_accepting = CancellationToken::new();
         let sessions = TaskTracker::new();
-        let accept_loop = tokio::spawn(accept_loop(
-            listener,
-            shared.clone(),
-            workers.clone(),
-            stop_accepting.clone(),
-            sessions.clone(),
-        ));
+        let door = Door {
+            shared: shared.clone(),
+            workers: workers.clone(),
+            sessions: sessions.clone(),
+        };
+        let accept_loop = tokio::spawn(accept_loop(listener, door, stop_accepting.clone()));
         // Revocations made by other gateways sharing the state store (or the CLI) reach this
         // one's sessions too.
         let revocation_poll = CancellationToken::new();
@@ -104,6 +105,18 @@ impl Gateway {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A door for sessions opened inside the process (the MCP server's).
+    pub fn local_door(&self) -> LocalDoor {
+        LocalDoor {
+            door: Door {
+                shared: self.shared.clone(),
+                workers: self._workers.clone(),
+                sessions: self.sessions.clone(),
+            },
+            accepting: self.stop_accepting.clone(),
+        }
     }
 
     /// Sessions currently open (logged in or logging in).
@@ -153,13 +166,76 @@ impl Drop for Gateway {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// Where sessions start: on a session thread, in the gateway's session tracker, with the
+/// same login and session path whichever door the client came through.
+#[derive(Clone)]
+struct Door {
     shared: Arc<Shared>,
     workers: Arc<workers::Workers>,
-    stop: CancellationToken,
     sessions: TaskTracker,
-) {
+}
+
+impl Door {
+    /// `stream` makes the client's stream on the session thread (a TCP socket must be
+    /// registered with that thread's reactor).
+    fn open(
+        &self,
+        peer: String,
+        via: Option<&'static str>,
+        stream: impl FnOnce() -> std::io::Result<ClientStream> + Send + 'static,
+    ) {
+        let shared = self.shared.clone();
+        let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!(
+            "session",
+            sluice.session = id,
+            client = %peer,
+            via = via.unwrap_or("postgres"),
+            user = tracing::field::Empty,
+            database = tracing::field::Empty,
+            subject = tracing::field::Empty,
+            token_id = tracing::field::Empty,
+        );
+        let (worker, assignment) = self.workers.pick();
+        let session = async move {
+            let _assignment = assignment;
+            match stream() {
+                Ok(stream) => handle_client(shared, stream, peer, id, via).await,
+                Err(e) => tracing::warn!(error = %e, "cannot register a connection"),
+            }
+        };
+        self.sessions.spawn_on(session.instrument(span), worker);
+    }
+}
+
+/// Opens sessions from inside the process, as the MCP server does for its tool calls: each
+/// is a client of the gateway like any other, through login, policy, masking, approvals and
+/// audit, its records marked with the door it came through (`via`).
+#[derive(Clone)]
+pub struct LocalDoor {
+    door: Door,
+    accepting: CancellationToken,
+}
+
+/// Bytes a local session buffers each way before its writer waits for the reader.
+const LOCAL_BUFFER: usize = 64 * 1024;
+
+impl LocalDoor {
+    /// A new client stream into the gateway; `None` once the gateway stops accepting.
+    /// `client_addr` is what the session records as its client's address.
+    pub fn connect(&self, via: &'static str, client_addr: String) -> Option<DuplexStream> {
+        if self.accepting.is_cancelled() {
+            return None;
+        }
+        let (ours, theirs) = tokio::io::duplex(LOCAL_BUFFER);
+        self.door.open(client_addr, Some(via), move || {
+            Ok(ClientStream::InProcess(theirs))
+        });
+        Some(ours)
+    }
+}
+
+async fn accept_loop(listener: TcpListener, door: Door, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -167,16 +243,6 @@ async fn accept_loop(
         };
         match accepted {
             Ok((tcp, peer)) => {
-                let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
-                let span = tracing::info_span!(
-                    "session",
-                    sluice.session = id,
-                    client = %peer,
-                    user = tracing::field::Empty,
-                    database = tracing::field::Empty,
-                    subject = tracing::field::Empty,
-                    token_id = tracing::field::Empty,
-                );
                 // The socket moves to a session thread's own reactor.
                 let tcp = match tcp.into_std() {
                     Ok(tcp) => tcp,
@@ -185,16 +251,9 @@ async fn accept_loop(
                         continue;
                     }
                 };
-                let (worker, assignment) = workers.pick();
-                let shared = shared.clone();
-                let session = async move {
-                    let _assignment = assignment;
-                    match TcpStream::from_std(tcp) {
-                        Ok(tcp) => handle_client(shared, tcp, peer, id).await,
-                        Err(e) => tracing::warn!(error = %e, "cannot register a connection"),
-                    }
-                };
-                sessions.spawn_on(session.instrument(span), worker);
+                door.open(peer.to_string(), None, move || {
+                    TcpStream::from_std(tcp).map(ClientStream::Tcp)
+                });
             }
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
@@ -208,8 +267,16 @@ async fn accept_loop(
 /// How long past `login_timeout` a login may run before it is cut without a word.
 const LOGIN_BACKSTOP: Duration = Duration::from_secs(1);
 
-async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id: u64) {
-    let _ = tcp.set_nodelay(true);
+async fn handle_client(
+    shared: Arc<Shared>,
+    stream: ClientStream,
+    peer: String,
+    id: u64,
+    via: Option<&'static str>,
+) {
+    if let ClientStream::Tcp(tcp) = &stream {
+        let _ = tcp.set_nodelay(true);
+    }
     // Held until the connection ends, whichever way.
     let (_slot, open) = shared.limits.connection();
     let over_capacity = open > shared.config.server.max_connections;
@@ -217,7 +284,7 @@ async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id
     let established = tokio::select! {
         // login() keeps login_timeout itself (telling the client when it can); this is the
         // backstop for anything slower, such as an upstream login near its own timeout.
-        result = tokio::time::timeout(login_timeout + LOGIN_BACKSTOP, login::login(&shared, tcp, over_capacity)) => match result {
+        result = tokio::time::timeout(login_timeout + LOGIN_BACKSTOP, login::login(&shared, stream, &peer, over_capacity)) => match result {
             Ok(Ok(established)) => established,
             Ok(Err(login::LoginError::CancelHandled)) => return,
             Ok(Err(e)) => {
@@ -237,12 +304,13 @@ async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id
         groups: established.grant.groups.clone(),
         database: established.grant.database.clone(),
         token_id: established.grant.token_id.clone(),
-        client_addr: peer.to_string(),
+        client_addr: peer,
         application_name: established.application_name.clone(),
         read_only: established.grant.read_only,
         idp: established.grant.origin.clone(),
         actor: established.grant.actor.as_ref().map(|a| a.sub.clone()),
         minted: established.grant.minted.clone(),
+        via,
     };
     shared.audit.record(crate::audit::Event::SessionStart {
         session: id,
@@ -256,6 +324,7 @@ async fn handle_client(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, id
         read_only: info.read_only,
         actor: info.actor.clone(),
         minted: info.minted.clone(),
+        via,
     });
     let subject = info.subject.clone();
     shared.metrics.sessions.inc();

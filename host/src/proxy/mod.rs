@@ -19,6 +19,6 @@ mod workers;
 
 pub use crate::upstream::{Upstream, UpstreamError};
 pub use cancel::CancelRegistry;
-pub use listener::{Gateway, StartError};
+pub use listener::{Gateway, LocalDoor, StartError};
 pub use session::SessionEnd;
 pub use shared::Shared;

@@ -187,6 +187,7 @@ impl Trail {
             tables_written: Vec::new(),
             decided,
             params: None,
+            via: self.info.via,
         }
     }
 
@@ -372,6 +373,7 @@ mod tests {
             actor: None,
             minted: None,
             idp: None,
+            via: None,
         }
     }
 

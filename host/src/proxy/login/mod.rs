@@ -3,10 +3,7 @@
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
-use tokio_util::either::Either;
-
+mod client_stream;
 mod external;
 pub(super) mod startup;
 pub(super) mod startup_params;
@@ -21,11 +18,10 @@ use crate::upstream::UpstreamSession;
 use crate::wire::backend as messages;
 use crate::wire::frame::FrameReader;
 use crate::wire::sqlstate;
+pub use client_stream::ClientStream;
 use external::External;
 use startup::{InitialRequest, StartupError, read_initial};
 use startup_params::ClientStartup;
-
-pub type ClientStream = Either<TlsStream<TcpStream>, TcpStream>;
 
 /// First byte of a TLS handshake record: a client using direct TLS (Postgres 17's
 /// `sslnegotiation=direct`) starts with it instead of an SSLRequest.
@@ -65,10 +61,9 @@ pub enum LoginError {
 /// TLS negotiation and the first packets, up to the StartupMessage.
 async fn negotiate(
     shared: &Shared,
-    tcp: TcpStream,
+    mut stream: ClientStream,
 ) -> Result<(ClientStream, u16, u16, Vec<(String, String)>), LoginError> {
-    let mut stream: ClientStream = Either::Right(tcp);
-    if let Either::Right(tcp) = &stream {
+    if let ClientStream::Tcp(tcp) = &stream {
         let mut first = [0u8; 1];
         if tcp.peek(&mut first).await? == 1 && first[0] == TLS_HANDSHAKE {
             stream = upgrade(shared, stream).await?;
@@ -76,11 +71,11 @@ async fn negotiate(
     }
     loop {
         match read_initial(&mut stream).await? {
-            InitialRequest::Ssl if matches!(stream, Either::Right(_)) => {
+            InitialRequest::Ssl if matches!(stream, ClientStream::Tcp(_)) => {
                 stream.write_all(b"S").await?;
                 stream = upgrade(shared, stream).await?;
             }
-            InitialRequest::GssEnc if matches!(stream, Either::Right(_)) => {
+            InitialRequest::GssEnc if matches!(stream, ClientStream::Tcp(_)) => {
                 stream.write_all(b"N").await?;
             }
             InitialRequest::Ssl | InitialRequest::GssEnc => {
@@ -103,15 +98,15 @@ async fn negotiate(
 /// told so once it has said who it is (as Postgres does), before any token is read.
 pub async fn login(
     shared: &Shared,
-    tcp: TcpStream,
+    stream: ClientStream,
+    peer: &str,
     over_capacity: bool,
 ) -> Result<Established, LoginError> {
     let deadline = tokio::time::Instant::now() + shared.config.server.login_timeout;
-    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     // Until the startup packet there is nobody to tell: a client that stalls is dropped
     // silently, as Postgres does.
     let (stream, major, minor, params) =
-        match tokio::time::timeout_at(deadline, negotiate(shared, tcp)).await {
+        match tokio::time::timeout_at(deadline, negotiate(shared, stream)).await {
             Ok(negotiated) => negotiated?,
             Err(_) => {
                 tracing::info!("login timed out before the startup packet");
@@ -128,8 +123,7 @@ pub async fn login(
             )
             .await;
     }
-    let is_tls = matches!(client.stream(), Either::Left(_));
-    if shared.config.tls.mode == ClientTlsMode::Require && !is_tls {
+    if shared.config.tls.mode == ClientTlsMode::Require && !client.stream().is_private() {
         return client
             .refuse(
                 sqlstate::INVALID_AUTHORIZATION,
@@ -163,7 +157,7 @@ pub async fn login(
             })
             .inc();
         shared.audit.record(Event::LoginFailure {
-            client_addr: peer.clone(),
+            client_addr: peer.to_owned(),
             user: Some(startup.user.clone()),
             database: Some(startup.database.clone()),
             reason: reason.to_owned(),
@@ -379,8 +373,8 @@ pub async fn login(
 
 async fn upgrade(shared: &Shared, stream: ClientStream) -> Result<ClientStream, LoginError> {
     match stream {
-        Either::Right(tcp) => Ok(Either::Left(shared.tls.accept(tcp).await?)),
-        tls @ Either::Left(_) => Ok(tls),
+        ClientStream::Tcp(tcp) => Ok(ClientStream::Tls(Box::new(shared.tls.accept(tcp).await?))),
+        other => Ok(other),
     }
 }
 

@@ -1,0 +1,37 @@
+//! `[mcp]`: the agent front door, an MCP server (Streamable HTTP) whose tools run statements
+//! through the same guard as the Postgres listener.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpConfig {
+    /// Where the MCP server listens (`/mcp`); absent, no MCP server runs.
+    pub listen: Option<SocketAddr>,
+    /// This server's URL as MCP clients reach it (for the protected resource metadata);
+    /// default `http://<listen>`.
+    pub public_url: Option<url::Url>,
+    /// Where clients get tokens: the admin listener's URL as clients reach it (its
+    /// `/v1/token`); default: none advertised.
+    pub authorization_server: Option<url::Url>,
+    /// Rows a `query` returns at most (the answer says `truncated`).
+    #[serde(default = "default_row_limit")]
+    pub row_limit: usize,
+}
+
+fn default_row_limit() -> usize {
+    1000
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig {
+            listen: None,
+            public_url: None,
+            authorization_server: None,
+            row_limit: default_row_limit(),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The agent front door (work in progress, branch `spike/mcp`): an MCP server over the
+//! Streamable HTTP transport (rmcp), at `/mcp` on `[mcp] listen`. Every request carries a
+//! Sluice token (`Authorization: Bearer`); without one, or with one refused, expired or
+//! revoked, the answer is 401 with `WWW-Authenticate` naming the protected resource metadata
+//! (RFC 9728) served at `/.well-known/oauth-protected-resource`, which names where tokens come
+//! from. Tools are listed (`tools.rs`); running them through the gateway's own session path is
+//! the next step.
+
+mod tools;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use crate::identity::TokenAuthority;
+use crate::revocations::Revocations;
+
+/// What the MCP server needs from the gateway's services.
+pub struct McpState {
+    pub tokens: Arc<TokenAuthority>,
+    pub revocations: Arc<Revocations>,
+    /// This server's URL as clients reach it.
+    pub public_url: url::Url,
+    /// Where tokens come from (the admin listener), if advertised.
+    pub authorization_server: Option<url::Url>,
+}
+
+const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+impl McpState {
+    fn resource(&self) -> String {
+        format!(
+            "{}mcp",
+            self.public_url.as_str().trim_end_matches('/').to_owned() + "/"
+        )
+    }
+
+    fn metadata_url(&self) -> String {
+        format!(
+            "{}{METADATA_PATH}",
+            self.public_url.as_str().trim_end_matches('/')
+        )
+    }
+}
+
+/// Binds `addr` and serves until `stop` fires. Returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    state: Arc<McpState>,
+    stop: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let mut config = StreamableHttpServerConfig::default();
+    config.cancellation_token = stop.child_token();
+    let service = StreamableHttpService::new(
+        || Ok(tools::Tools),
+        LocalSessionManager::default().into(),
+        config,
+    );
+    let mcp =
+        Router::new()
+            .nest_service("/mcp", service)
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                authenticate,
+            ));
+    let router = Router::new()
+        .route(METADATA_PATH, get(metadata))
+        .route(&format!("{METADATA_PATH}/mcp"), get(metadata))
+        .with_state(state)
+        .merge(mcp);
+    tokio::spawn(async move {
+        let server = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "MCP listener failed");
+        }
+    });
+    tracing::info!(%local, "MCP listener up");
+    Ok(local)
+}
+
+/// RFC 9728 protected resource metadata.
+async fn metadata(State(state): State<Arc<McpState>>) -> Response {
+    let servers: Vec<String> = state
+        .authorization_server
+        .iter()
+        .map(|u| u.as_str().trim_end_matches('/').to_owned())
+        .collect();
+    axum::Json(serde_json::json!({
+        "resource": state.resource(),
+        "authorization_servers": servers,
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Sluice",
+    }))
+    .into_response()
+}
+
+/// Every MCP request carries a valid, unrevoked Sluice token.
+async fn authenticate(
+    State(state): State<Arc<McpState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let refused = |error: Option<&str>| {
+        let mut challenge = format!("Bearer resource_metadata=\"{}\"", state.metadata_url());
+        if let Some(error) = error {
+            challenge.push_str(&format!(", error=\"{error}\""));
+        }
+        let mut response =
+            (StatusCode::UNAUTHORIZED, "a Sluice token is required\n").into_response();
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    };
+    let Some(token) = token else {
+        return refused(None);
+    };
+    let claims = match state.tokens.verify(token) {
+        Ok(claims) => claims,
+        Err(e) => {
+            tracing::info!(reason = e.class(), "MCP request with a refused token");
+            return refused(Some("invalid_token"));
+        }
+    };
+    let actor = claims.act.as_ref();
+    if state
+        .revocations
+        .matching_token(
+            &[Some(claims.jti.as_str()), claims.idp_jti.as_deref()],
+            &[Some(&claims.sub), actor.map(|a| a.sub.as_str())],
+            &[Some(claims.iss.as_str()), claims.idp.as_deref()],
+        )
+        .is_some()
+    {
+        return refused(Some("invalid_token"));
+    }
+    next.run(request).await
+}
