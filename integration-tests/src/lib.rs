@@ -2,6 +2,7 @@
 //! per test in front of it, driven with tokio-postgres and the real psql.
 
 pub mod idp;
+pub mod mcp;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -136,6 +137,9 @@ pub struct GatewayOptions {
     pub admin_addr: Option<std::net::SocketAddr>,
     /// Where the upstream is reached, when not at the test Postgres itself (a relay before it).
     pub upstream_port: Option<u16>,
+    /// Serve the MCP front door too (on a free loopback port; `[mcp]` settings in
+    /// `extra_toml`).
+    pub mcp: bool,
 }
 
 /// One plugin file in a test gateway's plugin directory.
@@ -201,6 +205,7 @@ impl Default for GatewayOptions {
             extra_plugins_toml: String::new(),
             admin_addr: None,
             upstream_port: None,
+            mcp: false,
         }
     }
 }
@@ -217,6 +222,8 @@ pub struct TestGateway {
     pub config_path: PathBuf,
     /// The admin HTTP listener (approvals API, health, plugins).
     pub admin: std::net::SocketAddr,
+    /// The MCP server, with `GatewayOptions::mcp`.
+    pub mcp: Option<std::net::SocketAddr>,
     _admin_stop: tokio_util::sync::DropGuard,
     _dir: tempfile::TempDir,
 }
@@ -239,6 +246,7 @@ impl TestGateway {
             services.metrics.clone(),
             services.config.clone(),
         );
+        let (mcp_tokens, mcp_revocations) = (services.tokens.clone(), services.revocations.clone());
         let gateway = Gateway::start(Shared::from_services(services))
             .await
             .expect("gateway binds");
@@ -252,6 +260,24 @@ impl TestGateway {
         )
         .await
         .expect("admin listener binds");
+        let mcp = match options.mcp {
+            false => None,
+            true => {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+                let state = sluice::mcp::McpState::new(
+                    &config.mcp,
+                    addr,
+                    mcp_tokens,
+                    mcp_revocations,
+                    gateway.local_door(),
+                );
+                let bound =
+                    sluice::mcp::serve(addr, std::sync::Arc::new(state), admin_stop.clone())
+                        .await
+                        .expect("MCP listener binds");
+                Some(bound)
+            }
+        };
         TestGateway {
             gateway,
             tokens,
@@ -260,6 +286,7 @@ impl TestGateway {
             config,
             config_path,
             admin,
+            mcp,
             _admin_stop: admin_stop.drop_guard(),
             _dir: dir,
         }

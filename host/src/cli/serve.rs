@@ -23,16 +23,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let services = Services::build(config).context("starting the gateway")?;
     let admin_state = Arc::new(AdminState::for_services(&services));
     let mcp = services.config.mcp.clone();
-    let mcp_state = mcp.listen.map(|listen| {
-        Arc::new(sluice::mcp::McpState {
-            tokens: services.tokens.clone(),
-            revocations: services.revocations.clone(),
-            public_url: mcp.public_url.clone().unwrap_or_else(|| {
-                url::Url::parse(&format!("http://{listen}")).expect("an address is a URL host")
-            }),
-            authorization_server: mcp.authorization_server.clone(),
-        })
-    });
+    let (tokens, revocations) = (services.tokens.clone(), services.revocations.clone());
     let gateway = Gateway::start(Shared::from_services(services)).await?;
 
     let admin_stop = CancellationToken::new();
@@ -41,8 +32,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("admin listener on {addr}"))?;
     }
-    if let (Some(addr), Some(state)) = (mcp.listen, mcp_state) {
-        sluice::mcp::serve(addr, state, admin_stop.clone())
+    if let Some(addr) = mcp.listen {
+        let state =
+            sluice::mcp::McpState::new(&mcp, addr, tokens, revocations, gateway.local_door());
+        sluice::mcp::serve(addr, Arc::new(state), admin_stop.clone())
             .await
             .with_context(|| format!("MCP listener on {addr}"))?;
     }

@@ -2,6 +2,7 @@
 //! through the same guard as the Postgres listener.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -19,6 +20,14 @@ pub struct McpConfig {
     /// Rows a `query` returns at most (the answer says `truncated`).
     #[serde(default = "default_row_limit")]
     pub row_limit: usize,
+    /// An MCP client's database session unused for this long is closed (a transaction left
+    /// open in it is rolled back).
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_row_limit() -> usize {
@@ -32,6 +41,7 @@ impl Default for McpConfig {
             public_url: None,
             authorization_server: None,
             row_limit: default_row_limit(),
+            idle_timeout: default_idle_timeout(),
         }
     }
 }

@@ -1,18 +1,21 @@
-//! The agent front door (work in progress, branch `spike/mcp`): an MCP server over the
-//! Streamable HTTP transport (rmcp), at `/mcp` on `[mcp] listen`. Every request carries a
-//! Sluice token (`Authorization: Bearer`); without one, or with one refused, expired or
-//! revoked, the answer is 401 with `WWW-Authenticate` naming the protected resource metadata
-//! (RFC 9728) served at `/.well-known/oauth-protected-resource`, which names where tokens come
-//! from. Tools are listed (`tools.rs`); running them through the gateway's own session path is
-//! the next step.
+//! The agent front door: an MCP server over the Streamable HTTP transport (rmcp), at `/mcp`
+//! on `[mcp] listen`. Every request carries a Sluice token (`Authorization: Bearer`); without
+//! one, or with one refused, expired or revoked, the answer is 401 with `WWW-Authenticate`
+//! naming the protected resource metadata (RFC 9728) served at
+//! `/.well-known/oauth-protected-resource`, which names where tokens come from. Tool calls
+//! (`tools.rs`) run as statements of a Postgres session the server opens inside the gateway
+//! with the caller's token (`client.rs`, `sessions.rs`): the one path every statement takes.
 
+mod answer;
+pub mod client;
+mod sessions;
 mod tools;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -22,16 +25,41 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio_util::sync::CancellationToken;
 
 use crate::identity::TokenAuthority;
+use crate::proxy::LocalDoor;
 use crate::revocations::Revocations;
+use sessions::{Caller, Sessions};
 
-/// What the MCP server needs from the gateway's services.
+/// What the MCP server needs from the gateway.
 pub struct McpState {
-    pub tokens: Arc<TokenAuthority>,
-    pub revocations: Arc<Revocations>,
+    tokens: Arc<TokenAuthority>,
+    revocations: Arc<Revocations>,
     /// This server's URL as clients reach it.
-    pub public_url: url::Url,
+    public_url: url::Url,
     /// Where tokens come from (the admin listener), if advertised.
-    pub authorization_server: Option<url::Url>,
+    authorization_server: Option<url::Url>,
+    sessions: Arc<Sessions>,
+    row_limit: usize,
+}
+
+impl McpState {
+    pub fn new(
+        config: &crate::config::McpConfig,
+        listen: SocketAddr,
+        tokens: Arc<TokenAuthority>,
+        revocations: Arc<Revocations>,
+        door: LocalDoor,
+    ) -> McpState {
+        McpState {
+            tokens,
+            revocations,
+            public_url: config.public_url.clone().unwrap_or_else(|| {
+                url::Url::parse(&format!("http://{listen}")).expect("an address is a URL host")
+            }),
+            authorization_server: config.authorization_server.clone(),
+            sessions: Arc::new(Sessions::new(door, config.idle_timeout)),
+            row_limit: config.row_limit,
+        }
+    }
 }
 
 const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
@@ -62,8 +90,14 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let mut config = StreamableHttpServerConfig::default();
     config.cancellation_token = stop.child_token();
+    // DNS rebinding protection: loopback names, and the name clients are told to use.
+    if let Some(host) = state.public_url.host_str() {
+        config.allowed_hosts.push(host.to_owned());
+    }
+    tokio::spawn(state.sessions.clone().reap(stop.child_token()));
+    let handlers = state.clone();
     let service = StreamableHttpService::new(
-        || Ok(tools::Tools),
+        move || Ok(tools::Tools::new(handlers.clone())),
         LocalSessionManager::default().into(),
         config,
     );
@@ -80,8 +114,11 @@ pub async fn serve(
         .with_state(state)
         .merge(mcp);
     tokio::spawn(async move {
-        let server = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(e) = server.await {
             tracing::error!(error = %e, "MCP listener failed");
         }
@@ -109,7 +146,7 @@ async fn metadata(State(state): State<Arc<McpState>>) -> Response {
 /// Every MCP request carries a valid, unrevoked Sluice token.
 async fn authenticate(
     State(state): State<Arc<McpState>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let token = request
@@ -132,10 +169,10 @@ async fn authenticate(
         }
         response
     };
-    let Some(token) = token else {
+    let Some(token) = token.map(str::to_owned) else {
         return refused(None);
     };
-    let claims = match state.tokens.verify(token) {
+    let claims = match state.tokens.verify(&token) {
         Ok(claims) => claims,
         Err(e) => {
             tracing::info!(reason = e.class(), "MCP request with a refused token");
@@ -154,5 +191,18 @@ async fn authenticate(
     {
         return refused(Some("invalid_token"));
     }
+    let addr = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.to_string())
+        .unwrap_or_default();
+    request.extensions_mut().insert(Caller {
+        subject: claims.sub,
+        database: claims.db,
+        token_id: claims.jti,
+        read_only: claims.read_only,
+        addr,
+        token,
+    });
     next.run(request).await
 }

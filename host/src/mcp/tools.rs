@@ -1,4 +1,7 @@
-//! The tools an agent sees: `query`, `list_tables`, `describe_table`, `explain`.
+//! The tools an agent sees: `query`, `list_tables`, `describe_table`, `explain`. Each call is
+//! one statement in the caller's upstream session (`sessions.rs`), so the gateway decides it
+//! as it decides psql's: a refusal is a tool error with the gateway's words, a held statement
+//! waits with the approval id sent as progress, masked values arrive masked.
 
 use std::sync::Arc;
 
@@ -6,92 +9,349 @@ use rmcp::ErrorData as McpError;
 use rmcp::handler::server::ServerHandler;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities,
+    ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::{RequestContext, RoleServer};
+use serde_json::{Value, json};
 
-#[derive(Clone, Default)]
-pub struct Tools;
+use super::McpState;
+use super::answer;
+use super::client::{Answer, ClientError, Report};
+use super::sessions::{Caller, Key};
 
-fn schema(value: serde_json::Value) -> Arc<serde_json::Map<String, serde_json::Value>> {
+/// One MCP session's handler (or one request's, where the protocol has no sessions).
+pub struct Tools {
+    state: Arc<McpState>,
+    /// The MCP session this handler serves, once a call named it: its upstream sessions end
+    /// with it.
+    mcp_session: std::sync::Mutex<Option<String>>,
+}
+
+impl Tools {
+    pub fn new(state: Arc<McpState>) -> Tools {
+        Tools {
+            state,
+            mcp_session: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl Drop for Tools {
+    fn drop(&mut self) {
+        if let Some(id) = self.mcp_session.lock().expect("not poisoned").take() {
+            self.state.sessions.end_mcp_session(&id);
+        }
+    }
+}
+
+fn schema(value: Value) -> Arc<serde_json::Map<String, Value>> {
     Arc::new(value.as_object().cloned().unwrap_or_default())
 }
 
-fn read_only() -> ToolAnnotations {
+fn annotations(read_only: bool) -> ToolAnnotations {
     let mut annotations = ToolAnnotations::new();
-    annotations.read_only_hint = Some(true);
+    annotations.read_only_hint = Some(read_only);
+    annotations.destructive_hint = Some(!read_only);
+    annotations.open_world_hint = Some(false);
     annotations
 }
 
-fn definitions() -> Vec<Tool> {
+/// The tools, described for the caller's grant: a read-only grant's `query` neither says nor
+/// hints that it can write.
+fn definitions(read_only: bool) -> Vec<Tool> {
+    let query = if read_only {
+        "Run one read-only SQL statement (this token's grant is read-only) in your database session through Sluice's guard (policy, masking, approvals, audit). Returns the columns with their types and the rows as JSON objects, at most the row limit (truncated says whether there were more). A transaction opened with BEGIN stays open across calls until COMMIT or ROLLBACK."
+    } else {
+        "Run one SQL statement in your database session through Sluice's guard (policy, masking, approvals, audit). Returns the columns with their types and the rows as JSON objects, at most the row limit (truncated says whether there were more). A statement a policy holds for approval waits until people decide; progress notifications carry the approval id. A transaction opened with BEGIN stays open across calls until COMMIT or ROLLBACK."
+    };
     vec![
         Tool::new(
             "query",
-            "Run one SQL statement through Sluice's guard (policy, masking, approvals, audit) and return its rows as JSON.",
-            schema(serde_json::json!({
+            query,
+            schema(json!({
                 "type": "object",
                 "properties": {
-                    "sql": {"type": "string"},
-                    "params": {"type": "array", "items": {"type": ["string", "number", "boolean", "null"]}},
+                    "sql": {"type": "string", "description": "One SQL statement; $1, $2... for parameters."},
+                    "params": {
+                        "type": "array",
+                        "description": "Values for $1, $2...: strings, numbers, booleans or null.",
+                        "items": {"type": ["string", "number", "boolean", "null"]},
+                    },
                 },
                 "required": ["sql"],
             })),
-        ),
+        )
+        .with_annotations(annotations(read_only)),
         Tool::new(
             "list_tables",
-            "List the tables this token's database session can see.",
-            schema(
-                serde_json::json!({"type": "object", "properties": {"schema": {"type": "string"}}}),
-            ),
+            "List the tables and views this session can see, by schema (system schemas left out).",
+            schema(json!({
+                "type": "object",
+                "properties": {"schema": {"type": "string", "description": "Only this schema."}},
+            })),
         )
-        .with_annotations(read_only()),
+        .with_annotations(annotations(true)),
         Tool::new(
             "describe_table",
-            "Describe a table's columns and types.",
-            schema(serde_json::json!({
+            "Describe a table's columns: name, type, nullable, default.",
+            schema(json!({
                 "type": "object",
-                "properties": {"table": {"type": "string"}},
+                "properties": {
+                    "table": {"type": "string"},
+                    "schema": {"type": "string", "description": "Default: the first schema on the search path that has the table."},
+                },
                 "required": ["table"],
             })),
         )
-        .with_annotations(read_only()),
+        .with_annotations(annotations(true)),
         Tool::new(
             "explain",
-            "Show the plan of a statement without running it.",
-            schema(serde_json::json!({
+            "Show the plan Postgres would use for a statement, without running it (EXPLAIN, FORMAT JSON).",
+            schema(json!({
                 "type": "object",
                 "properties": {"sql": {"type": "string"}},
                 "required": ["sql"],
             })),
         )
-        .with_annotations(read_only()),
+        .with_annotations(annotations(true)),
     ]
+}
+
+const LIST_TABLES: &str = "SELECT table_schema AS schema, table_name AS name, table_type AS type \
+     FROM information_schema.tables \
+     WHERE table_schema NOT IN ('pg_catalog', 'information_schema') \
+     AND ($1::text IS NULL OR table_schema = $1) ORDER BY 1, 2";
+
+const DESCRIBE_TABLE: &str = "SELECT c.column_name AS name, c.data_type AS type, \
+     c.is_nullable = 'YES' AS nullable, c.column_default AS default \
+     FROM information_schema.columns c \
+     WHERE c.table_name = $1 AND c.table_schema = coalesce($2, \
+       (SELECT s FROM unnest(current_schemas(false)) WITH ORDINALITY AS p(s, n) \
+        WHERE EXISTS (SELECT 1 FROM information_schema.tables t \
+                      WHERE t.table_schema = p.s AND t.table_name = $1) \
+        ORDER BY n LIMIT 1)) \
+     ORDER BY c.ordinal_position";
+
+/// What a tool call asks the session to run.
+struct Statement {
+    sql: String,
+    params: Vec<Option<String>>,
+}
+
+/// A parameter as Postgres reads it in text: JSON's own text for numbers, `true`/`false`,
+/// strings as they are, arrays and objects as JSON.
+fn param(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn text_argument(arguments: &serde_json::Map<String, Value>, name: &str) -> Option<String> {
+    arguments
+        .get(name)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+fn statement(request: &CallToolRequestParams) -> Result<Statement, String> {
+    let empty = serde_json::Map::new();
+    let arguments = request.arguments.as_ref().unwrap_or(&empty);
+    let required = |name: &str| {
+        text_argument(arguments, name).ok_or_else(|| format!("argument \"{name}\" is required"))
+    };
+    match request.name.as_ref() {
+        "query" => Ok(Statement {
+            sql: required("sql")?,
+            params: match arguments.get("params") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(values)) => values.iter().map(param).collect(),
+                Some(_) => return Err("argument \"params\" must be an array".into()),
+            },
+        }),
+        "list_tables" => Ok(Statement {
+            sql: LIST_TABLES.into(),
+            params: vec![text_argument(arguments, "schema")],
+        }),
+        "describe_table" => Ok(Statement {
+            sql: DESCRIBE_TABLE.into(),
+            params: vec![Some(required("table")?), text_argument(arguments, "schema")],
+        }),
+        "explain" => Ok(Statement {
+            sql: format!("EXPLAIN (FORMAT JSON) {}", required("sql")?),
+            params: Vec::new(),
+        }),
+        other => Err(format!("no tool named \"{other}\"")),
+    }
+}
+
+fn failed(text: String, details: Value) -> CallToolResponse {
+    let mut result = CallToolResult::error(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(details);
+    result.into()
+}
+
+/// A statement Postgres or the gateway refused: the tool error says who and why.
+fn refused(error: &Report, answer: &Answer) -> CallToolResponse {
+    let mut text = format!("{} (SQLSTATE {})", error.message, error.code);
+    if let Some(detail) = &error.detail {
+        text.push_str(&format!("\nDETAIL: {detail}"));
+    }
+    if let Some(hint) = &error.hint {
+        text.push_str(&format!("\nHINT: {hint}"));
+    }
+    text.push_str(&format!(
+        "\ntransaction: {}",
+        answer::transaction(answer.status)
+    ));
+    failed(
+        text,
+        json!({"error": error, "transaction": answer::transaction(answer.status), "notices": answer.notices}),
+    )
 }
 
 impl ServerHandler for Tools {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("sluice", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Tools run SQL in your own database session through Sluice: policies may refuse a statement (the error says which and why) or hold it for a person's approval, masked columns arrive masked, and every statement is audited.",
+            )
     }
 
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(definitions()))
+        let read_only = caller(&context).is_none_or(|c| c.read_only);
+        Ok(ListToolsResult::with_all_items(definitions(read_only)))
     }
 
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-            "{}: not built yet (work in progress)",
-            request.name
-        ))])
-        .into())
+        let Some(caller) = caller(&context) else {
+            return Err(McpError::internal_error("no authenticated caller", None));
+        };
+        let statement = match statement(&request) {
+            Ok(statement) => statement,
+            Err(why) => return Err(McpError::invalid_params(why, None)),
+        };
+        let mcp_session = mcp_session_id(&context);
+        if let Some(id) = &mcp_session {
+            *self.mcp_session.lock().expect("not poisoned") = Some(id.clone());
+        }
+        let key = Key {
+            token_id: caller.token_id.clone(),
+            mcp_session,
+        };
+        let sessions = &self.state.sessions;
+        let slot = sessions.slot(key);
+        let answer = async {
+            let mut lease = slot.acquire(&sessions.door, &caller).await?;
+            let cancel_key = lease.session().cancel_key();
+            let progress = Progress::new(&context, &request);
+            let answer = {
+                let run = lease.session().run(
+                    &statement.sql,
+                    &statement.params,
+                    self.state.row_limit,
+                    |notice| progress.send(notice),
+                );
+                tokio::pin!(run);
+                tokio::select! {
+                    answer = &mut run => answer,
+                    () = context.ct.cancelled() => {
+                        // The client gave up: cancel the statement (or withdraw the held
+                        // one) and let the session finish the cycle, so it stays in step.
+                        sessions.cancel(cancel_key).await;
+                        run.await
+                    }
+                }
+            };
+            if answer.is_err() {
+                lease.discard();
+            }
+            answer
+        }
+        .await;
+        Ok(match answer {
+            Ok(answer) => match &answer.error {
+                Some(error) => refused(error, &answer),
+                None => CallToolResult::structured(answer::to_json(&answer)).into(),
+            },
+            Err(ClientError::Ended { code, message }) => failed(
+                format!("the database session ended: {message} (SQLSTATE {code})"),
+                json!({"error": {"code": code, "message": message}}),
+            ),
+            Err(e) => failed(
+                format!("the database session failed: {e}"),
+                json!({"error": {"message": e.to_string()}}),
+            ),
+        })
     }
+}
+
+/// Progress notifications for a call that asked for them (a `progressToken`): each notice
+/// the gateway sends while the statement waits (the approval id, who decided) is one.
+struct Progress {
+    peer: rmcp::Peer<RoleServer>,
+    token: Option<rmcp::model::ProgressToken>,
+    count: std::sync::atomic::AtomicU32,
+}
+
+impl Progress {
+    fn new(context: &RequestContext<RoleServer>, request: &CallToolRequestParams) -> Progress {
+        let token = context.meta.get_progress_token().or_else(|| {
+            request
+                .meta
+                .as_ref()
+                .and_then(|meta| meta.get_progress_token())
+        });
+        Progress {
+            peer: context.peer.clone(),
+            token,
+            count: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    fn send(&self, notice: &Report) {
+        let Some(token) = &self.token else {
+            return;
+        };
+        let n = self
+            .count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let mut param = ProgressNotificationParam::new(token.clone(), f64::from(n));
+        param.message = Some(notice.message.clone());
+        let peer = self.peer.clone();
+        tokio::spawn(async move {
+            if let Err(e) = peer.notify_progress(param).await {
+                tracing::debug!(error = %e, "progress notification not delivered");
+            }
+        });
+    }
+}
+
+fn caller(context: &RequestContext<RoleServer>) -> Option<Caller> {
+    context
+        .extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Caller>())
+        .cloned()
+}
+
+fn mcp_session_id(context: &RequestContext<RoleServer>) -> Option<String> {
+    context
+        .extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.headers.get("mcp-session-id"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }

@@ -22,6 +22,7 @@ mod limits;
 mod login;
 mod masking;
 mod masking_exits;
+mod mcp;
 mod metrics;
 mod one_reading;
 mod plugin_contract;

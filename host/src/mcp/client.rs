@@ -1,0 +1,299 @@
+//! The MCP server's Postgres client: a session of the gateway opened inside the process
+//! ([`crate::proxy::LocalDoor`]), logged in with the caller's own token, speaking the extended
+//! protocol with every value in text. It is a client like psql: the gateway's login, policy,
+//! masking, approvals and audit see nothing else.
+
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::IsNull;
+use postgres_protocol::message::backend::{ErrorResponseBody, Message, NoticeResponseBody};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+use crate::proxy::LocalDoor;
+
+/// The door label sessions of the MCP server carry in the audit log.
+pub const VIA: &str = "mcp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The gateway refused the login or ended the session (an expired or revoked token, a
+    /// shutdown): its own words.
+    #[error("{message} (SQLSTATE {code})")]
+    Ended { code: String, message: String },
+    #[error("the gateway is shutting down")]
+    NotAccepting,
+    #[error("the session ended")]
+    Closed,
+    #[error("the gateway answered out of protocol: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An error or notice as Postgres (or the gateway) put it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl Report {
+    fn from_fields(mut fields: postgres_protocol::message::backend::ErrorFields<'_>) -> Self {
+        let mut report = Report {
+            severity: String::new(),
+            code: String::new(),
+            message: String::new(),
+            detail: None,
+            hint: None,
+        };
+        while let Ok(Some(field)) = fields.next() {
+            let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
+            match field.type_() {
+                b'V' => report.severity = value,
+                b'S' if report.severity.is_empty() => report.severity = value,
+                b'C' => report.code = value,
+                b'M' => report.message = value,
+                b'D' => report.detail = Some(value),
+                b'H' => report.hint = Some(value),
+                _ => {}
+            }
+        }
+        report
+    }
+
+    fn error(body: &ErrorResponseBody) -> Self {
+        Self::from_fields(body.fields())
+    }
+
+    fn notice(body: &NoticeResponseBody) -> Self {
+        Self::from_fields(body.fields())
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Column {
+    pub name: String,
+    pub type_oid: u32,
+}
+
+/// What one statement came to.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<Option<String>>>,
+    /// More rows than asked for were there.
+    pub truncated: bool,
+    /// CommandComplete's tag (`INSERT 0 1`).
+    pub command: Option<String>,
+    pub error: Option<Report>,
+    pub notices: Vec<Report>,
+    /// The transaction status after it: `I` idle, `T` in a block, `E` in a failed block.
+    pub status: u8,
+}
+
+/// A logged-in session.
+pub struct Session {
+    stream: DuplexStream,
+    incoming: BytesMut,
+    key: (i32, i32),
+}
+
+impl Session {
+    /// Opens a session through `door` and logs in as `user` to `database` with `token`.
+    pub async fn open(
+        door: &LocalDoor,
+        client_addr: String,
+        user: &str,
+        database: &str,
+        token: &str,
+    ) -> Result<Session, ClientError> {
+        let stream = door
+            .connect(VIA, client_addr)
+            .ok_or(ClientError::NotAccepting)?;
+        let mut session = Session {
+            stream,
+            incoming: BytesMut::new(),
+            key: (0, 0),
+        };
+        let mut out = BytesMut::new();
+        frontend::startup_message(
+            [
+                ("user", user),
+                ("database", database),
+                ("application_name", "sluice-mcp"),
+                ("client_encoding", "UTF8"),
+            ],
+            &mut out,
+        )?;
+        session.send(&mut out).await?;
+        loop {
+            match session.next().await? {
+                Message::AuthenticationCleartextPassword => {
+                    frontend::password_message(token.as_bytes(), &mut out)?;
+                    session.send(&mut out).await?;
+                }
+                Message::AuthenticationOk | Message::ParameterStatus(_) => {}
+                Message::NoticeResponse(_) => {}
+                Message::BackendKeyData(key) => {
+                    session.key = (key.process_id(), key.secret_key());
+                }
+                Message::ReadyForQuery(_) => return Ok(session),
+                Message::ErrorResponse(body) => {
+                    let report = Report::error(&body);
+                    return Err(ClientError::Ended {
+                        code: report.code,
+                        message: report.message,
+                    });
+                }
+                _ => return Err(ClientError::Protocol("unexpected message at login".into())),
+            }
+        }
+    }
+
+    /// Runs one statement with `params` (text, `None` for NULL), returning at most
+    /// `max_rows` rows. `notice` sees each notice as it arrives (a held statement's approval
+    /// id comes this way while it waits).
+    pub async fn run(
+        &mut self,
+        sql: &str,
+        params: &[Option<String>],
+        max_rows: usize,
+        mut notice: impl FnMut(&Report),
+    ) -> Result<Answer, ClientError> {
+        let mut out = BytesMut::new();
+        frontend::parse("", sql, std::iter::empty(), &mut out)?;
+        frontend::bind(
+            "",
+            "",
+            std::iter::empty(),
+            params.iter(),
+            |value, buf| match value {
+                Some(text) => {
+                    buf.extend_from_slice(text.as_bytes());
+                    Ok(IsNull::No)
+                }
+                None => Ok(IsNull::Yes),
+            },
+            std::iter::empty(),
+            &mut out,
+        )
+        .map_err(|e| match e {
+            frontend::BindError::Conversion(e) => ClientError::Protocol(e.to_string()),
+            frontend::BindError::Serialization(e) => ClientError::Io(e),
+        })?;
+        frontend::describe(b'P', "", &mut out)?;
+        // One more than asked for tells whether there were more.
+        let limit = i32::try_from(max_rows.saturating_add(1)).unwrap_or(i32::MAX);
+        frontend::execute("", limit, &mut out)?;
+        frontend::sync(&mut out);
+        self.send(&mut out).await?;
+
+        let mut answer = Answer::default();
+        loop {
+            match self.next().await? {
+                Message::RowDescription(body) => {
+                    let mut fields = body.fields();
+                    while let Some(field) = fields.next()? {
+                        answer.columns.push(Column {
+                            name: field.name().to_owned(),
+                            type_oid: field.type_oid(),
+                        });
+                    }
+                }
+                Message::DataRow(body) => {
+                    if answer.rows.len() == max_rows {
+                        answer.truncated = true;
+                        continue;
+                    }
+                    let buffer = body.buffer();
+                    let mut row = Vec::with_capacity(answer.columns.len());
+                    let mut ranges = body.ranges();
+                    while let Some(range) = ranges.next()? {
+                        row.push(range.map(|r| String::from_utf8_lossy(&buffer[r]).into_owned()));
+                    }
+                    answer.rows.push(row);
+                }
+                Message::PortalSuspended => answer.truncated = true,
+                Message::CommandComplete(body) => answer.command = Some(body.tag()?.to_owned()),
+                Message::ErrorResponse(body) => answer.error = Some(Report::error(&body)),
+                Message::NoticeResponse(body) => {
+                    let report = Report::notice(&body);
+                    notice(&report);
+                    answer.notices.push(report);
+                }
+                Message::ReadyForQuery(body) => {
+                    answer.status = body.status();
+                    return Ok(answer);
+                }
+                Message::ParseComplete
+                | Message::BindComplete
+                | Message::NoData
+                | Message::EmptyQueryResponse
+                | Message::ParameterStatus(_)
+                | Message::NotificationResponse(_) => {}
+                Message::CopyInResponse(_) | Message::CopyOutResponse(_) => {
+                    // COPY needs a stream the tool does not have: end it, as psql's \copy
+                    // would when its file fails.
+                    frontend::copy_fail("COPY is not available through MCP tools", &mut out)?;
+                    self.send(&mut out).await?;
+                }
+                Message::CopyData(_) | Message::CopyDone => {}
+                _ => return Err(ClientError::Protocol("unexpected message".into())),
+            }
+        }
+    }
+
+    /// The session's cancel key: a CancelRequest with it, through another local connection,
+    /// cancels the running statement or withdraws a held one.
+    pub fn cancel_key(&self) -> (i32, i32) {
+        self.key
+    }
+
+    async fn send(&mut self, out: &mut BytesMut) -> Result<(), ClientError> {
+        self.stream.write_all(out).await?;
+        out.clear();
+        Ok(())
+    }
+
+    /// The next message; a FATAL error ends the session with the gateway's reason.
+    async fn next(&mut self) -> Result<Message, ClientError> {
+        loop {
+            if let Some(message) = Message::parse(&mut self.incoming)? {
+                if let Message::ErrorResponse(body) = &message {
+                    let report = Report::error(body);
+                    if report.severity == "FATAL" || report.severity == "PANIC" {
+                        return Err(ClientError::Ended {
+                            code: report.code,
+                            message: report.message,
+                        });
+                    }
+                }
+                return Ok(message);
+            }
+            self.incoming.reserve(8192);
+            if self.stream.read_buf(&mut self.incoming).await? == 0 {
+                return Err(ClientError::Closed);
+            }
+        }
+    }
+}
+
+/// Sends a CancelRequest for `key` through a new local connection.
+pub async fn cancel(door: &LocalDoor, key: (i32, i32)) -> Result<(), ClientError> {
+    let mut stream = door
+        .connect(VIA, "mcp-cancel".into())
+        .ok_or(ClientError::NotAccepting)?;
+    let mut out = BytesMut::new();
+    frontend::cancel_request(key.0, key.1, &mut out);
+    stream.write_all(&out).await?;
+    // The gateway closes the connection once it has passed the request on.
+    let mut sink = [0u8; 16];
+    while stream.read(&mut sink).await? > 0 {}
+    Ok(())
+}

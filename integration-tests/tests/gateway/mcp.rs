@@ -1,0 +1,404 @@
+//! The MCP front door, driven by the official TypeScript SDK's client: tools listed for the
+//! grant, tool calls run as statements of the caller's own session through the same policy,
+//! masking, approvals and audit as psql's, transactions across calls, 401s with the resource
+//! metadata, and revocation ending the session.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice_integration_tests::mcp::{McpClient, text};
+use sluice_integration_tests::{DATABASE, GatewayOptions, PluginSpec, TestGateway, postgres};
+
+const MASKING: &str = r#"
+[config]
+rules = "mcp_people.email=redact"
+"#;
+
+/// The table the tests read and write, created once per test binary.
+async fn fixtures() {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let admin = postgres()
+            .server
+            .superuser_client(DATABASE)
+            .await
+            .expect("superuser connects");
+        admin
+            .batch_execute(
+                "CREATE TABLE mcp_people (id int PRIMARY KEY, name text NOT NULL, email text);
+                 INSERT INTO mcp_people VALUES (1, 'Alice', 'alice@example.com'),
+                                               (2, 'Bob', 'bob@example.com');
+                 GRANT ALL ON mcp_people TO PUBLIC;",
+            )
+            .await
+            .expect("fixtures");
+    })
+    .await;
+}
+
+async fn gateway(plugins: Vec<PluginSpec>, extra_toml: &str) -> TestGateway {
+    fixtures().await;
+    TestGateway::start_with(GatewayOptions {
+        plugins,
+        extra_toml: extra_toml.to_owned(),
+        mcp: true,
+        ..GatewayOptions::default()
+    })
+    .await
+}
+
+fn guarded() -> Vec<PluginSpec> {
+    vec![
+        PluginSpec::stock("no-ddl"),
+        PluginSpec::with("mask-pii-columns", "mask-pii-columns", MASKING),
+    ]
+}
+
+/// Every audit record so far, once `done` holds for them.
+async fn audit_when(gw: &TestGateway, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let path = gw.config.audit_path();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let records: Vec<Value> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if done(&records) {
+            return records;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "audit log never got there: {records:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn mcp(gw: &TestGateway) -> std::net::SocketAddr {
+    gw.mcp.expect("started with mcp")
+}
+
+#[tokio::test]
+async fn an_mcp_client_lists_the_tools_and_its_queries_pass_the_same_guard_as_psql() {
+    let gw = gateway(guarded(), "").await;
+    let token = gw.token("agent");
+    let mut client = McpClient::connect(mcp(&gw), &token).await;
+    assert_eq!(client.hello["connected"], true, "{}", client.hello);
+
+    let tools = client.list_tools().await;
+    let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(names, ["query", "list_tables", "describe_table", "explain"]);
+    assert_eq!(tools[0]["annotations"]["readOnlyHint"], false);
+    assert_eq!(tools[1]["annotations"]["readOnlyHint"], true);
+
+    // Rows as JSON, typed, with the masking plugin's work on them.
+    let result = client
+        .call(
+            "query",
+            json!({"sql": "SELECT id, name, email FROM mcp_people WHERE id <= $1 ORDER BY id", "params": [2]}),
+        )
+        .await;
+    assert_ne!(result["isError"], true, "{result}");
+    let answer = &result["structuredContent"];
+    assert_eq!(
+        answer["columns"],
+        json!([{"name": "id", "type": "integer"}, {"name": "name", "type": "text"}, {"name": "email", "type": "text"}])
+    );
+    assert_eq!(answer["rows"][0]["id"], 1);
+    assert_eq!(answer["rows"][0]["name"], "Alice");
+    let email = answer["rows"][0]["email"].as_str().unwrap();
+    assert!(!email.contains("alice"), "masked: {email}");
+    assert_eq!(answer["truncated"], false);
+    assert_eq!(answer["command"], "SELECT 2");
+
+    // A DDL is a tool error naming the plugin and its reason.
+    let refused = client
+        .call("query", json!({"sql": "CREATE TABLE mcp_made (a int)"}))
+        .await;
+    assert_eq!(refused["isError"], true, "{refused}");
+    let why = text(&refused);
+    assert!(why.contains("no-ddl") && why.contains("42501"), "{why}");
+
+    // The other tools are statements like any other.
+    let tables = client
+        .call("list_tables", json!({"schema": "public"}))
+        .await;
+    let rows = tables["structuredContent"]["rows"].as_array().unwrap();
+    assert!(rows.iter().any(|r| r["name"] == "mcp_people"), "{tables}");
+    let described = client
+        .call("describe_table", json!({"table": "mcp_people"}))
+        .await;
+    let columns = &described["structuredContent"]["rows"];
+    assert_eq!(columns[0]["name"], "id", "{described}");
+    assert_eq!(columns[1]["nullable"], false);
+    let plan = client
+        .call(
+            "explain",
+            json!({"sql": "SELECT n FROM generate_series(1, 3) n"}),
+        )
+        .await;
+    assert_ne!(plan["isError"], true, "{plan}");
+    assert!(
+        plan["structuredContent"]["rows"][0]["QUERY PLAN"][0]["Plan"].is_object(),
+        "{plan}"
+    );
+    // A plan of a masked table would show its values (a filter's constants): masked whole.
+    let masked_plan = client
+        .call(
+            "explain",
+            json!({"sql": "SELECT * FROM mcp_people WHERE email = 'x'"}),
+        )
+        .await;
+    assert!(!masked_plan.to_string().contains("Filter"), "{masked_plan}");
+
+    // The audit log has the same records as on the wire, marked as MCP's.
+    let records = audit_when(&gw, |all| {
+        all.iter()
+            .any(|r| r["type"] == "statement" && r["decision"] == "deny")
+    })
+    .await;
+    let start = records
+        .iter()
+        .find(|r| r["type"] == "session_start")
+        .expect("a session");
+    assert_eq!(start["via"], "mcp");
+    assert_eq!(start["subject"], "agent");
+    assert!(
+        start["client_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    let denied = records
+        .iter()
+        .find(|r| r["type"] == "statement" && r["decision"] == "deny")
+        .unwrap();
+    assert_eq!(denied["via"], "mcp");
+    assert_eq!(denied["plugin"], "no-ddl");
+    assert_eq!(denied["text"], "CREATE TABLE mcp_made (a int)");
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_transaction_spans_tool_calls_and_the_session_ends_with_the_mcp_session() {
+    let gw = gateway(Vec::new(), "").await;
+    let mut client = McpClient::connect(mcp(&gw), &gw.token("agent")).await;
+    let begun = client.call("query", json!({"sql": "BEGIN"})).await;
+    assert_eq!(begun["structuredContent"]["transaction"], "open", "{begun}");
+    client
+        .call(
+            "query",
+            json!({"sql": "INSERT INTO mcp_people VALUES (10, 'Carol', NULL)"}),
+        )
+        .await;
+    // Another token's session does not see it; this one does.
+    let mut other = McpClient::connect(mcp(&gw), &gw.token("agent")).await;
+    let outside = other
+        .call(
+            "query",
+            json!({"sql": "SELECT count(*) FROM mcp_people WHERE id = 10"}),
+        )
+        .await;
+    assert_eq!(outside["structuredContent"]["rows"][0]["count"], 0);
+    let inside = client
+        .call(
+            "query",
+            json!({"sql": "SELECT count(*) FROM mcp_people WHERE id = 10"}),
+        )
+        .await;
+    assert_eq!(inside["structuredContent"]["rows"][0]["count"], 1);
+    let rolled = client.call("query", json!({"sql": "ROLLBACK"})).await;
+    assert_eq!(rolled["structuredContent"]["transaction"], "none");
+
+    // Ending the MCP session ends its database session.
+    client.close().await;
+    audit_when(&gw, |all| all.iter().any(|r| r["type"] == "session_end")).await;
+    other.close().await;
+}
+
+#[tokio::test]
+async fn a_write_held_for_approval_waits_in_the_call_and_runs_once_approved_through_the_cli() {
+    let gw = gateway(
+        vec![PluginSpec::stock("approve-writes")],
+        "[approvals]\ntimeout = \"60s\"\n",
+    )
+    .await;
+    let mut client = McpClient::connect(mcp(&gw), &gw.token("agent")).await;
+    client
+        .start_call(
+            "w",
+            "query",
+            json!({"sql": "INSERT INTO mcp_people VALUES (20, 'Dan', NULL)"}),
+        )
+        .await;
+    // The approval id arrives as progress while the call waits.
+    let progress = client.next().await;
+    assert_eq!(progress["id"], "w", "{progress}");
+    let message = progress["progress"].as_str().unwrap();
+    let id = message
+        .split_whitespace()
+        .find(|w| w.starts_with("apr-"))
+        .unwrap_or_else(|| panic!("no approval id in {message}"))
+        .to_owned();
+
+    let alice = gw.token_with_groups("alice", &["approvers"]);
+    let approved = gw
+        .approvals_cli(&alice, &["approve", &id, "--reason", "fine"])
+        .await;
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    let result = client.answer("w").await;
+    assert_ne!(result["isError"], true, "{result}");
+    assert_eq!(result["structuredContent"]["command"], "INSERT 0 1");
+    let count = client
+        .call(
+            "query",
+            json!({"sql": "SELECT count(*) FROM mcp_people WHERE id = 20"}),
+        )
+        .await;
+    assert_eq!(count["structuredContent"]["rows"][0]["count"], 1);
+    client.close().await;
+}
+
+/// A raw HTTP request to the MCP listener: the status and the whole head.
+async fn http_head(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+    );
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
+}
+
+#[tokio::test]
+async fn without_a_valid_token_the_answer_is_401_naming_the_resource_metadata() {
+    let gw = gateway(Vec::new(), "").await;
+    let addr = mcp(&gw);
+    let metadata_url = format!("http://{addr}/.well-known/oauth-protected-resource");
+
+    let mut expired = gw.claims("agent", Duration::from_secs(60));
+    expired.exp = expired.iat - 10;
+    let mut foreign = gw.claims("agent", Duration::from_secs(60));
+    foreign.aud = "someone-else".into();
+    for token in [
+        None,
+        Some("not-a-token".to_owned()),
+        Some(gw.sign(&expired)),
+        Some(gw.sign(&foreign)),
+    ] {
+        let (status, head, _) = http_head(addr, "POST", "/mcp", token.as_deref()).await;
+        assert_eq!(status, 401, "{head}");
+        let challenge = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("www-authenticate:"))
+            .unwrap_or_else(|| panic!("no challenge in {head}"));
+        assert!(
+            challenge.contains(&format!("resource_metadata=\"{metadata_url}\"")),
+            "{challenge}"
+        );
+    }
+
+    let (status, _, body) = http_head(
+        addr,
+        "GET",
+        "/.well-known/oauth-protected-resource/mcp",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let metadata: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(metadata["resource"], format!("http://{addr}/mcp"));
+    assert_eq!(metadata["bearer_methods_supported"], json!(["header"]));
+
+    // The SDK's client sees the refusal as one.
+    let client = McpClient::connect(addr, "not-a-token").await;
+    assert_eq!(client.hello["code"], 401, "{}", client.hello);
+}
+
+#[tokio::test]
+async fn a_read_only_grant_is_offered_read_only_tools_and_cannot_write() {
+    let gw = gateway(Vec::new(), "").await;
+    let mut claims = gw.claims("agent", Duration::from_secs(300));
+    claims.read_only = true;
+    let mut client = McpClient::connect(mcp(&gw), &gw.sign(&claims)).await;
+    let tools = client.list_tools().await;
+    let query = tools.iter().find(|t| t["name"] == "query").unwrap();
+    assert_eq!(query["annotations"]["readOnlyHint"], true, "{query}");
+    assert_eq!(query["annotations"]["destructiveHint"], false);
+    assert!(query["description"].as_str().unwrap().contains("read-only"));
+    let write = client
+        .call("query", json!({"sql": "DELETE FROM mcp_people"}))
+        .await;
+    assert_eq!(write["isError"], true, "{write}");
+    assert!(text(&write).contains("25006"), "{}", text(&write));
+    client.close().await;
+}
+
+#[tokio::test]
+async fn rows_past_the_limit_are_cut_and_flagged() {
+    let gw = gateway(Vec::new(), "[mcp]\nrow_limit = 3\n").await;
+    let mut client = McpClient::connect(mcp(&gw), &gw.token("agent")).await;
+    let result = client
+        .call(
+            "query",
+            json!({"sql": "SELECT n FROM generate_series(1, 10) n"}),
+        )
+        .await;
+    let answer = &result["structuredContent"];
+    assert_eq!(answer["rows"], json!([{"n": 1}, {"n": 2}, {"n": 3}]));
+    assert_eq!(answer["truncated"], true);
+    client.close().await;
+}
+
+#[tokio::test]
+async fn revoking_the_token_ends_its_mcp_session_and_refuses_its_next_call() {
+    let gw = gateway(Vec::new(), "").await;
+    let token = gw.token("agent");
+    let jti = sluice_integration_tests::jwt_claims(&token)["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut client = McpClient::connect(mcp(&gw), &token).await;
+    let first = client
+        .call("query", json!({"sql": "SELECT 1 AS one"}))
+        .await;
+    assert_eq!(first["structuredContent"]["rows"][0]["one"], 1, "{first}");
+
+    gw.revoke(json!({"jti": jti, "reason": "agent misbehaved"}))
+        .await;
+    let records = audit_when(&gw, |all| {
+        all.iter()
+            .any(|r| r["type"] == "session_end" && r["reason"] == "revoked")
+    })
+    .await;
+    let end = records.iter().find(|r| r["type"] == "session_end").unwrap();
+    let start = records
+        .iter()
+        .find(|r| r["type"] == "session_start" && r["session"] == end["session"])
+        .unwrap();
+    assert_eq!(start["via"], "mcp");
+
+    let next = client.call("query", json!({"sql": "SELECT 1"})).await;
+    let refused = format!("{next}");
+    assert!(refused.contains("401"), "{refused}");
+}
