@@ -47,10 +47,15 @@ async fn install() -> std::path::PathBuf {
 impl McpClient {
     /// Connects to the MCP server at `addr` (its `/mcp`) with `token` as the bearer.
     pub async fn connect(addr: std::net::SocketAddr, token: &str) -> McpClient {
+        McpClient::connect_url(&format!("http://{addr}/mcp"), token).await
+    }
+
+    /// Connects to the MCP server at `url` with `token` as the bearer.
+    pub async fn connect_url(url: &str, token: &str) -> McpClient {
         let dir = install().await;
         let mut child = tokio::process::Command::new("node")
             .arg(dir.join("client.mjs"))
-            .arg(format!("http://{addr}/mcp"))
+            .arg(url)
             .arg(token)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -99,6 +99,7 @@ pub async fn run(port: Option<u16>, plugins: Option<std::path::PathBuf>) -> anyh
     sluice::tls::write_private(&dir.join("upstream.password"), &gw_password)?;
     let listen = pick_listen_addr(port)?;
     let admin_listen = SocketAddr::from(([127, 0, 0, 1], sluice::localpg::free_port()?));
+    let mcp_listen = SocketAddr::from(([127, 0, 0, 1], sluice::localpg::free_port()?));
     let plugins_toml = match &plugins {
         Some(from) => {
             let to = dir.join("plugins.d");
@@ -143,19 +144,38 @@ password_file = "./upstream.password"
 tls = "require"
 [admin]
 listen = "{admin_listen}"
+[mcp]
+listen = "{mcp_listen}"
+authorization_server = "http://{admin_listen}"
 {plugins_toml}"#,
             pg_port = pg.port()
         ),
     )?;
     let config = Config::load(&config_path)?;
     let tokens = TokenAuthority::from_config(&config.identity)?;
+    let mcp_config = config.mcp.clone();
     let services = sluice::services::Services::build(config)?;
     let admin_state = std::sync::Arc::new(sluice::admin::AdminState::for_services(&services));
+    let (mcp_tokens, mcp_revocations) = (services.tokens.clone(), services.revocations.clone());
     let gateway = Gateway::start(Shared::from_services(services)).await?;
     let admin_stop = tokio_util::sync::CancellationToken::new();
     sluice::admin::serve(admin_listen, admin_state, admin_stop.clone())
         .await
         .with_context(|| format!("admin listener on {admin_listen}"))?;
+    let mcp_state = sluice::mcp::McpState::new(
+        &mcp_config,
+        mcp_listen,
+        mcp_tokens,
+        mcp_revocations,
+        gateway.local_door(),
+    );
+    sluice::mcp::serve(
+        mcp_listen,
+        std::sync::Arc::new(mcp_state),
+        admin_stop.clone(),
+    )
+    .await
+    .with_context(|| format!("MCP listener on {mcp_listen}"))?;
     let _admin_stop = admin_stop.drop_guard();
     let addr = gateway.local_addr();
     let approver = tokens.mint(
@@ -185,6 +205,9 @@ listen = "{admin_listen}"
          Connect as demo-agent (the token is valid for 15 minutes):\n\n  \
          export PGPASSWORD='{token}'\n  \
          psql \"host={host} port={port} user=demo-agent dbname=app sslmode=require\"\n\n\
+         Or as an MCP server (tools query, list_tables, describe_table, explain; same guard, same\n\
+         token): paste into your MCP client's configuration (Claude Code: .mcp.json):\n\n\
+         {mcp_json}\n\n\
          Decide held statements on the approver page, http://{admin_listen}/approvals\n\
          (paste the approver token below), or from another terminal, as demo-approver (valid 1 hour):\n\n  \
          export SLUICE_TOKEN='{approver}'\n  \
@@ -198,6 +221,7 @@ listen = "{admin_listen}"
          Press Ctrl-C to stop; everything is removed.",
         binary = binary.display(),
         pg_port = pg.port(),
+        mcp_json = mcp_client_config(mcp_listen, &token),
         loaded = if plugins.is_some() {
             "Policy plugins loaded: no-ddl, guard-roles, guard-functions, safe-writes, read-only, approve-writes;\n\
              approval plugin route-by-table (writes touching customers go to group pii-approvers);\n\
@@ -246,4 +270,21 @@ fn pick_listen_addr(port: Option<u16>) -> anyhow::Result<SocketAddr> {
         [127, 0, 0, 1],
         sluice::localpg::free_port()?,
     )))
+}
+
+/// The `mcpServers` entry an MCP client (Claude Code's `.mcp.json`, Cursor's `mcp.json`) for a Streamable HTTP server with a bearer token, indented for pasting.
+fn mcp_client_config(listen: SocketAddr, token: &str) -> String {
+    // Written out rather than serialized, to keep the keys in the order people read them; a
+    // token is base64url, nothing in it needs escaping.
+    format!(
+        r#"  {{
+    "mcpServers": {{
+      "sluice": {{
+        "type": "http",
+        "url": "http://{listen}/mcp",
+        "headers": {{ "Authorization": "Bearer {token}" }}
+      }}
+    }}
+  }}"#
+    )
 }

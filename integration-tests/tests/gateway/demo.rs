@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use sluice_integration_tests::mcp::McpClient;
 use sluice_integration_tests::{client_binary, sluice_binary};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -111,6 +112,31 @@ async fn every_command_the_demo_prints_works_when_pasted() {
             "the demo prints {expected}: {commands:?}"
         );
     }
+
+    // The MCP configuration it prints works in a real MCP client, with the same guard.
+    let start = printed.find("\n  {\n").expect("an MCP configuration") + 1;
+    let end = start + printed[start..].find("\n  }\n").expect("its end") + 4;
+    let mcp: serde_json::Value =
+        serde_json::from_str(&printed[start..end]).expect("the MCP configuration is JSON");
+    let server = &mcp["mcpServers"]["sluice"];
+    let bearer = server["headers"]["Authorization"].as_str().unwrap();
+    let mut client = McpClient::connect_url(
+        server["url"].as_str().unwrap(),
+        bearer.strip_prefix("Bearer ").unwrap(),
+    )
+    .await;
+    let first = client
+        .call(
+            "query",
+            serde_json::json!({"sql": "SELECT email FROM customers ORDER BY id LIMIT 1"}),
+        )
+        .await;
+    let email = first["structuredContent"]["rows"][0]["email"].as_str();
+    assert!(
+        email.is_some_and(|e| e.starts_with("h:")),
+        "MCP got a masked email: {first}"
+    );
+    client.close().await;
 
     let address = page
         .trim_start_matches("http://")
