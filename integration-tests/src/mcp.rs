@@ -142,3 +142,35 @@ pub fn text(result: &Value) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// Runs `calls` (`[tool, arguments]`) in order with the official Python SDK's `Client`, which
+/// speaks the current specification (2026-07-28, no protocol sessions), against the MCP
+/// server at `addr`: the negotiated version and each call's result. A missing SDK fails with
+/// how to install it.
+pub async fn current_spec_calls(addr: std::net::SocketAddr, token: &str, calls: Value) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/current_spec_client.py");
+    let have = tokio::process::Command::new("python3")
+        .args(["-c", "import mcp.client.client"])
+        .output()
+        .await
+        .expect("python3 runs: install Python 3");
+    assert!(
+        have.status.success(),
+        "the official Python MCP SDK is missing: pip install 'mcp==2.3.0'"
+    );
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(format!("http://{addr}/mcp"))
+        .arg(token)
+        .arg(calls.to_string())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "the Python MCP client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the Python client prints JSON")
+}

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_integration_tests::mcp::{McpClient, text};
+use sluice_integration_tests::mcp::{McpClient, current_spec_calls, text};
 use sluice_integration_tests::{DATABASE, GatewayOptions, PluginSpec, TestGateway, postgres};
 
 const MASKING: &str = r#"
@@ -215,6 +215,44 @@ async fn a_transaction_spans_tool_calls_and_the_session_ends_with_the_mcp_sessio
     client.close().await;
     audit_when(&gw, |all| all.iter().any(|r| r["type"] == "session_end")).await;
     other.close().await;
+}
+
+#[tokio::test]
+async fn a_client_of_the_current_spec_without_sessions_keeps_its_transaction_across_calls() {
+    let gw = gateway(guarded(), "").await;
+    let token = gw.token("agent");
+    let answer = current_spec_calls(
+        mcp(&gw),
+        &token,
+        json!([
+            ["query", {"sql": "BEGIN"}],
+            ["query", {"sql": "INSERT INTO mcp_people VALUES (30, 'Erin', 'erin@example.com')"}],
+            ["query", {"sql": "SELECT email FROM mcp_people WHERE id = 30"}],
+            ["query", {"sql": "DROP TABLE mcp_people"}],
+            ["query", {"sql": "ROLLBACK"}],
+        ]),
+    )
+    .await;
+    assert_eq!(answer["protocol_version"], "2026-07-28", "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results[1]["structured"]["transaction"], "open", "{answer}");
+    // The row it inserted in the transaction is there on the next call, masked.
+    let email = &results[2]["structured"]["rows"][0]["email"];
+    assert!(email.is_string() && email != "erin@example.com", "{answer}");
+    assert_eq!(results[3]["is_error"], true);
+    assert!(results[3]["text"].as_str().unwrap().contains("no-ddl"));
+    assert_eq!(results[4]["structured"]["transaction"], "none");
+
+    // Calls without a session share one database session per token.
+    let records = audit_when(&gw, |all| {
+        all.iter().filter(|r| r["type"] == "statement").count() >= 5
+    })
+    .await;
+    let starts = records
+        .iter()
+        .filter(|r| r["type"] == "session_start")
+        .count();
+    assert_eq!(starts, 1, "{records:?}");
 }
 
 #[tokio::test]
