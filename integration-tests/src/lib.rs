@@ -246,7 +246,7 @@ impl TestGateway {
             services.metrics.clone(),
             services.config.clone(),
         );
-        let (mcp_tokens, mcp_revocations) = (services.tokens.clone(), services.revocations.clone());
+        let mcp_verifiers = sluice::mcp::Verifiers::of(&services);
         let gateway = Gateway::start(Shared::from_services(services))
             .await
             .expect("gateway binds");
@@ -267,8 +267,7 @@ impl TestGateway {
                 let state = sluice::mcp::McpState::new(
                     &config.mcp,
                     addr,
-                    mcp_tokens,
-                    mcp_revocations,
+                    mcp_verifiers,
                     gateway.local_door(),
                 );
                 let bound =

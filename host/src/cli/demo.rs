@@ -156,19 +156,14 @@ authorization_server = "http://{admin_listen}"
     let mcp_config = config.mcp.clone();
     let services = sluice::services::Services::build(config)?;
     let admin_state = std::sync::Arc::new(sluice::admin::AdminState::for_services(&services));
-    let (mcp_tokens, mcp_revocations) = (services.tokens.clone(), services.revocations.clone());
+    let mcp_verifiers = sluice::mcp::Verifiers::of(&services);
     let gateway = Gateway::start(Shared::from_services(services)).await?;
     let admin_stop = tokio_util::sync::CancellationToken::new();
     sluice::admin::serve(admin_listen, admin_state, admin_stop.clone())
         .await
         .with_context(|| format!("admin listener on {admin_listen}"))?;
-    let mcp_state = sluice::mcp::McpState::new(
-        &mcp_config,
-        mcp_listen,
-        mcp_tokens,
-        mcp_revocations,
-        gateway.local_door(),
-    );
+    let mcp_state =
+        sluice::mcp::McpState::new(&mcp_config, mcp_listen, mcp_verifiers, gateway.local_door());
     sluice::mcp::serve(
         mcp_listen,
         std::sync::Arc::new(mcp_state),

@@ -23,7 +23,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let services = Services::build(config).context("starting the gateway")?;
     let admin_state = Arc::new(AdminState::for_services(&services));
     let mcp = services.config.mcp.clone();
-    let (tokens, revocations) = (services.tokens.clone(), services.revocations.clone());
+    let verifiers = sluice::mcp::Verifiers::of(&services);
     let gateway = Gateway::start(Shared::from_services(services)).await?;
 
     let admin_stop = CancellationToken::new();
@@ -33,8 +33,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("admin listener on {addr}"))?;
     }
     if let Some(addr) = mcp.listen {
-        let state =
-            sluice::mcp::McpState::new(&mcp, addr, tokens, revocations, gateway.local_door());
+        let state = sluice::mcp::McpState::new(&mcp, addr, verifiers, gateway.local_door());
         sluice::mcp::serve(addr, Arc::new(state), admin_stop.clone())
             .await
             .with_context(|| format!("MCP listener on {addr}"))?;

@@ -7,6 +7,7 @@
 //! with the caller's token (`client.rs`, `sessions.rs`): the one path every statement takes.
 
 mod answer;
+mod auth;
 pub mod client;
 mod sessions;
 mod tools;
@@ -15,24 +16,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
-use crate::identity::TokenAuthority;
 use crate::proxy::LocalDoor;
-use crate::revocations::Revocations;
-use sessions::{Caller, Sessions};
+pub use auth::Verifiers;
+use sessions::Sessions;
 
 /// What the MCP server needs from the gateway.
 pub struct McpState {
-    tokens: Arc<TokenAuthority>,
-    revocations: Arc<Revocations>,
+    verifiers: Verifiers,
     /// This server's URL as clients reach it.
     public_url: url::Url,
     /// Where tokens come from (the admin listener), if advertised.
@@ -45,13 +42,11 @@ impl McpState {
     pub fn new(
         config: &crate::config::McpConfig,
         listen: SocketAddr,
-        tokens: Arc<TokenAuthority>,
-        revocations: Arc<Revocations>,
+        verifiers: Verifiers,
         door: LocalDoor,
     ) -> McpState {
         McpState {
-            tokens,
-            revocations,
+            verifiers,
             public_url: config.public_url.clone().unwrap_or_else(|| {
                 url::Url::parse(&format!("http://{listen}")).expect("an address is a URL host")
             }),
@@ -106,7 +101,7 @@ pub async fn serve(
             .nest_service("/mcp", service)
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
-                authenticate,
+                auth::authenticate,
             ));
     let router = Router::new()
         .route(METADATA_PATH, get(metadata))
@@ -141,68 +136,4 @@ async fn metadata(State(state): State<Arc<McpState>>) -> Response {
         "resource_name": "Sluice",
     }))
     .into_response()
-}
-
-/// Every MCP request carries a valid, unrevoked Sluice token.
-async fn authenticate(
-    State(state): State<Arc<McpState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let refused = |error: Option<&str>| {
-        let mut challenge = format!("Bearer resource_metadata=\"{}\"", state.metadata_url());
-        if let Some(error) = error {
-            challenge.push_str(&format!(", error=\"{error}\""));
-        }
-        let mut response =
-            (StatusCode::UNAUTHORIZED, "a Sluice token is required\n").into_response();
-        if let Ok(value) = HeaderValue::from_str(&challenge) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
-        }
-        response
-    };
-    let Some(token) = token.map(str::to_owned) else {
-        return refused(None);
-    };
-    let claims = match state.tokens.verify(&token) {
-        Ok(claims) => claims,
-        Err(e) => {
-            tracing::info!(reason = e.class(), "MCP request with a refused token");
-            return refused(Some("invalid_token"));
-        }
-    };
-    let actor = claims.act.as_ref();
-    if state
-        .revocations
-        .matching_token(
-            &[Some(claims.jti.as_str()), claims.idp_jti.as_deref()],
-            &[Some(&claims.sub), actor.map(|a| a.sub.as_str())],
-            &[Some(claims.iss.as_str()), claims.idp.as_deref()],
-        )
-        .is_some()
-    {
-        return refused(Some("invalid_token"));
-    }
-    let addr = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.to_string())
-        .unwrap_or_default();
-    request.extensions_mut().insert(Caller {
-        subject: claims.sub,
-        database: claims.db,
-        token_id: claims.jti,
-        read_only: claims.read_only,
-        addr,
-        token,
-    });
-    next.run(request).await
 }

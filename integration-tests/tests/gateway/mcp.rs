@@ -6,8 +6,11 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sluice_integration_tests::idp::{TestIdp, TestKey};
 use sluice_integration_tests::mcp::{McpClient, current_spec_calls, text};
 use sluice_integration_tests::{DATABASE, GatewayOptions, PluginSpec, TestGateway, postgres};
+
+use super::token_exchange::{AUD, github_claims, issuer_toml};
 
 const MASKING: &str = r#"
 [config]
@@ -371,6 +374,54 @@ async fn without_a_valid_token_the_answer_is_401_naming_the_resource_metadata() 
     // The SDK's client sees the refusal as one.
     let client = McpClient::connect(addr, "not-a-token").await;
     assert_eq!(client.hello["code"], 401, "{}", client.hello);
+}
+
+#[tokio::test]
+async fn a_person_whose_issuer_allows_direct_use_calls_tools_with_their_own_token() {
+    fixtures().await;
+    let (key, gh_key) = (TestKey::es256("people-1"), TestKey::rs256("gh-1"));
+    let people = TestIdp::start("people", vec![key.clone()]).await;
+    let github = TestIdp::start("github", vec![gh_key.clone()]).await;
+    let gw = TestGateway::start_with(GatewayOptions {
+        extra_toml: [
+            issuer_toml(
+                "people",
+                &people,
+                "oidc",
+                "subjects = [\"dana\"]\ndatabases = [\"app\"]\ndirect_login = true",
+            ),
+            issuer_toml(
+                "github",
+                &github,
+                "github-actions",
+                "subjects = [\"*\"]\ndatabases = [\"app\"]",
+            ),
+        ]
+        .concat(),
+        mcp: true,
+        ..GatewayOptions::default()
+    })
+    .await;
+    let dana = key.sign(&people.claims(AUD, 300, json!({"sub": "dana"})));
+    let mut client = McpClient::connect(mcp(&gw), &dana).await;
+    let answer = client
+        .call("query", json!({"sql": "SELECT 6 * 7 AS answer"}))
+        .await;
+    assert_eq!(
+        answer["structuredContent"]["rows"][0]["answer"], 42,
+        "{answer}"
+    );
+    let start = gw.audit_record("session_start").await;
+    assert_eq!(start["subject"], "dana");
+    assert_eq!(start["idp"], people.issuer.as_str());
+    assert_eq!(start["via"], "mcp");
+    client.close().await;
+
+    // An issuer whose tokens are exchanged first: 401, saying so.
+    let workflow = gh_key.sign(&github_claims(&github, "acme/reports", "refs/heads/main"));
+    let (status, head, _) = http_head(mcp(&gw), "POST", "/mcp", Some(&workflow)).await;
+    assert_eq!(status, 401);
+    assert!(head.contains("exchanged first"), "{head}");
 }
 
 #[tokio::test]
