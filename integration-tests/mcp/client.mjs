@@ -3,6 +3,7 @@
 // line on stdin and writes one JSON line per answer (and per progress notification) on stdout:
 //   {"list": true}                               -> {"tools": [...]}
 //   {"call": "query", "args": {...}, "id": "a"}  -> {"id": "a", "result": {...}} or {"id", "error"}
+//   {"cancel": "a"}                              -> cancels call "a" (notifications/cancelled)
 //   {"close": true}                              -> ends the MCP session (DELETE) and exits
 // Progress notifications arrive as {"id": "a", "progress": "..."} while a call waits.
 import { createInterface } from "node:readline";
@@ -29,6 +30,7 @@ say({
 });
 
 const running = [];
+const aborts = new Map();
 for await (const line of createInterface({ input: process.stdin })) {
   if (!line.trim()) continue;
   const command = JSON.parse(line);
@@ -37,16 +39,21 @@ for await (const line of createInterface({ input: process.stdin })) {
     say({ tools });
   } else if (command.call) {
     const id = command.id ?? command.call;
+    const abort = new AbortController();
+    aborts.set(id, abort);
     running.push(
       client
         .callTool({ name: command.call, arguments: command.args ?? {} }, undefined, {
           onprogress: (progress) => say({ id, progress: progress.message ?? null }),
           resetTimeoutOnProgress: true,
           timeout: 120000,
+          signal: abort.signal,
         })
         .then((result) => say({ id, result }))
         .catch((error) => say({ id, error: String(error), code: error.code ?? null })),
     );
+  } else if (command.cancel) {
+    aborts.get(command.cancel)?.abort("cancelled by the test");
   } else if (command.close) {
     await Promise.all(running);
     await transport.terminateSession();

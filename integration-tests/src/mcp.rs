@@ -106,6 +106,12 @@ impl McpClient {
             .await;
     }
 
+    /// Cancels the call started under `id`: the SDK sends `notifications/cancelled` and
+    /// answers the call with an error.
+    pub async fn cancel(&mut self, id: &str) {
+        self.send(json!({"cancel": id})).await;
+    }
+
     /// `tools/call` of `tool`, waited for: the tool result (`content`, `structuredContent`,
     /// `isError`), or `{"error": ...}` for a protocol error.
     pub async fn call(&mut self, tool: &str, args: Value) -> Value {

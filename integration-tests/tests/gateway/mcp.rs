@@ -305,6 +305,50 @@ async fn a_write_held_for_approval_waits_in_the_call_and_runs_once_approved_thro
     client.close().await;
 }
 
+#[tokio::test]
+async fn a_cancelled_call_withdraws_its_held_statement_and_the_session_goes_on() {
+    let gw = gateway(
+        vec![PluginSpec::stock("approve-writes")],
+        "[approvals]\ntimeout = \"60s\"\n",
+    )
+    .await;
+    let mut client = McpClient::connect(mcp(&gw), &gw.token("agent")).await;
+    client
+        .start_call(
+            "w",
+            "query",
+            json!({"sql": "INSERT INTO mcp_people VALUES (40, 'Fay', NULL)"}),
+        )
+        .await;
+    let progress = client.next().await;
+    assert!(
+        progress["progress"].as_str().unwrap_or_default().contains("apr-"),
+        "{progress}"
+    );
+    client.cancel("w").await;
+    let cancelled = client.answer("w").await;
+    assert!(cancelled["error"].is_string(), "{cancelled}");
+    let records = audit_when(&gw, |all| {
+        all.iter()
+            .any(|r| r["type"] == "approval_decided" && r["status"] == "withdrawn")
+    })
+    .await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r["type"] == "statement" && r["decision"] == "withdrawn"),
+        "{records:?}"
+    );
+    // The session is in step: the next call gets its own answer.
+    let next = client.call("query", json!({"sql": "SELECT 'after' AS x"})).await;
+    assert_eq!(next["structuredContent"]["rows"][0]["x"], "after", "{next}");
+    let count = client
+        .call("query", json!({"sql": "SELECT count(*) FROM mcp_people WHERE id = 40"}))
+        .await;
+    assert_eq!(count["structuredContent"]["rows"][0]["count"], 0);
+    client.close().await;
+}
+
 /// A raw HTTP request to the MCP listener: the status and the whole head.
 async fn http_head(
     addr: std::net::SocketAddr,
