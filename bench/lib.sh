@@ -82,7 +82,7 @@ echo "$PASSWORD" > "$work/upstream.password"
 # all sharing one signing key (so one token serves them all). CLIENT_TLS: require (clients must
 # use TLS, the default users run) or prefer (pgbench connects in cleartext); AUDIT: off, or a
 # durability (write, fsync, fsync-before-forward). The upstream leg is plain TCP on loopback,
-# as PgBouncer's is.
+# as PgBouncer's is. SLUICE_EXTRA_TOML is appended to its configuration.
 start_sluice() {
     local name=$1 tls=$2 audit=$3 plugins=${4:-}
     mkdir -p "$work/$name"
@@ -108,6 +108,7 @@ tls = "disable"
 $audit_toml
 ${plugins:+[plugins]
 dir = \"$plugins\"}
+${SLUICE_EXTRA_TOML:-}
 CONF
     RUST_LOG=warn "$SLUICE" serve --config "$work/$name/sluice.toml" 2>"$work/$name.log" &
     pids+=($!)
