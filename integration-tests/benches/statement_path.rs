@@ -273,6 +273,7 @@ fn audit_path(runtime: &tokio::runtime::Runtime) {
                 ..Decided::default()
             },
             params: None,
+            via: None,
         };
         runtime
             .block_on(audit.durable(Event::Statement(Box::new(statement))))

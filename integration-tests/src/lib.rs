@@ -140,6 +140,8 @@ pub struct GatewayOptions {
     /// Serve the MCP front door too (on a free loopback port; `[mcp]` settings in
     /// `extra_toml`).
     pub mcp: bool,
+    /// Where the MCP front door listens instead (off loopback it serves HTTPS).
+    pub mcp_listen: Option<std::net::SocketAddr>,
 }
 
 /// One plugin file in a test gateway's plugin directory.
@@ -206,6 +208,7 @@ impl Default for GatewayOptions {
             admin_addr: None,
             upstream_port: None,
             mcp: false,
+            mcp_listen: None,
         }
     }
 }
@@ -246,7 +249,7 @@ impl TestGateway {
             services.metrics.clone(),
             services.config.clone(),
         );
-        let mcp_verifiers = sluice::mcp::Verifiers::of(&services);
+        let mcp_verifiers = sluice::mcp::GatewayParts::of(&services);
         let gateway = Gateway::start(Shared::from_services(services))
             .await
             .expect("gateway binds");
@@ -263,7 +266,9 @@ impl TestGateway {
         let mcp = match options.mcp {
             false => None,
             true => {
-                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+                let addr = options
+                    .mcp_listen
+                    .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], free_port())));
                 let state = sluice::mcp::McpState::new(
                     &config.mcp,
                     addr,

@@ -52,8 +52,18 @@ impl McpClient {
 
     /// Connects to the MCP server at `url` with `token` as the bearer.
     pub async fn connect_url(url: &str, token: &str) -> McpClient {
+        McpClient::connect_trusting(url, token, None).await
+    }
+
+    /// Connects to the MCP server at `url`, an `https` one trusting the certificate in the
+    /// PEM file `ca`.
+    pub async fn connect_trusting(url: &str, token: &str, ca: Option<&Path>) -> McpClient {
         let dir = install().await;
-        let mut child = tokio::process::Command::new("node")
+        let mut command = tokio::process::Command::new("node");
+        if let Some(ca) = ca {
+            command.env("NODE_EXTRA_CA_CERTS", ca);
+        }
+        let mut child = command
             .arg(dir.join("client.mjs"))
             .arg(url)
             .arg(token)

@@ -65,6 +65,9 @@ pub enum Event {
         database: Option<String>,
         /// A class (`expired`, `bad-signature`...), never token text.
         reason: String,
+        /// `mcp` for a refusal at the MCP server's door (or of a session it opened).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        via: Option<&'static str>,
     },
     /// A statement text decided before it reaches Postgres (a Query, or a Parse), or one
     /// execution of a prepared statement (a Bind).

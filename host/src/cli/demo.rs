@@ -156,7 +156,7 @@ authorization_server = "http://{admin_listen}"
     let mcp_config = config.mcp.clone();
     let services = sluice::services::Services::build(config)?;
     let admin_state = std::sync::Arc::new(sluice::admin::AdminState::for_services(&services));
-    let mcp_verifiers = sluice::mcp::Verifiers::of(&services);
+    let mcp_verifiers = sluice::mcp::GatewayParts::of(&services);
     let gateway = Gateway::start(Shared::from_services(services)).await?;
     let admin_stop = tokio_util::sync::CancellationToken::new();
     sluice::admin::serve(admin_listen, admin_state, admin_stop.clone())

@@ -23,7 +23,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let services = Services::build(config).context("starting the gateway")?;
     let admin_state = Arc::new(AdminState::for_services(&services));
     let mcp = services.config.mcp.clone();
-    let verifiers = sluice::mcp::Verifiers::of(&services);
+    let verifiers = sluice::mcp::GatewayParts::of(&services);
     let gateway = Gateway::start(Shared::from_services(services)).await?;
 
     let admin_stop = CancellationToken::new();

@@ -20,10 +20,18 @@ pub struct McpConfig {
     /// Rows a `query` returns at most (the answer says `truncated`).
     #[serde(default = "default_row_limit")]
     pub row_limit: usize,
+    /// Bytes of values (and notices) a `query` returns at most; rows past it are dropped and
+    /// the answer says `truncated`.
+    #[serde(default = "default_result_bytes")]
+    pub max_result_bytes: usize,
     /// An MCP client's database session unused for this long is closed (a transaction left
     /// open in it is rolled back).
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+}
+
+fn default_result_bytes() -> usize {
+    4 << 20
 }
 
 fn default_idle_timeout() -> Duration {
@@ -41,6 +49,7 @@ impl Default for McpConfig {
             public_url: None,
             authorization_server: None,
             row_limit: default_row_limit(),
+            max_result_bytes: default_result_bytes(),
             idle_timeout: default_idle_timeout(),
         }
     }

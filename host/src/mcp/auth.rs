@@ -13,43 +13,27 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::GatewayParts;
 use super::McpState;
 use super::sessions::Caller;
-use crate::identity::TokenAuthority;
-use crate::identity::external::TrustedIssuers;
-use crate::revocations::Revocations;
 
-/// What checks a caller's token.
-pub struct Verifiers {
-    pub tokens: Arc<TokenAuthority>,
-    pub issuers: Arc<TrustedIssuers>,
-    pub revocations: Arc<Revocations>,
-}
-
-impl Verifiers {
-    pub fn of(services: &crate::services::Services) -> Verifiers {
-        Verifiers {
-            tokens: services.tokens.clone(),
-            issuers: services.issuers.clone(),
-            revocations: services.revocations.clone(),
-        }
-    }
-}
-
-/// Why a token was not taken: the RFC 6750 error and a description for the challenge.
+/// Why a token was not taken: the RFC 6750 error, a description for the challenge, and the
+/// class the audit log records.
 struct Refused {
     error: Option<&'static str>,
     description: String,
+    class: String,
 }
 
-fn invalid(description: impl Into<String>) -> Refused {
+fn invalid(class: &str, description: impl Into<String>) -> Refused {
     Refused {
         error: Some("invalid_token"),
         description: description.into(),
+        class: class.to_owned(),
     }
 }
 
-impl Verifiers {
+impl GatewayParts {
     /// The caller `token` proves, for a request that named `database` (`?database=`), or why
     /// not.
     async fn caller(
@@ -63,16 +47,19 @@ impl Verifiers {
             Err(e) => return self.external(token, database, addr, e.class()).await,
         };
         if let Some(revocation) = self.revocations.matching_claims(&claims) {
-            return Err(invalid(format!("revoked ({})", revocation.id)));
+            return Err(invalid("revoked", format!("revoked ({})", revocation.id)));
         }
         if database.is_some_and(|d| d != claims.db) {
-            return Err(invalid(format!("the token is for database {}", claims.db)));
+            return Err(invalid(
+                "wrong_database",
+                format!("the token is for database {}", claims.db),
+            ));
         }
         Ok(Caller {
             token: token.to_owned(),
+            token_digest: digest(token),
             subject: claims.sub,
             database: claims.db,
-            token_id: claims.jti,
             read_only: claims.read_only,
             addr,
         })
@@ -89,25 +76,28 @@ impl Verifiers {
         sluice_refusal: &str,
     ) -> Result<Caller, Refused> {
         let Some(named) = self.issuers.named_by(token) else {
-            return Err(invalid(sluice_refusal.replace('_', " ")));
+            return Err(invalid(sluice_refusal, sluice_refusal.replace('_', " ")));
         };
         if !named.config.direct_login {
-            return Err(invalid(format!(
-                "tokens of issuer {} are exchanged first (POST /v1/token)",
-                named.config.name
-            )));
+            return Err(invalid(
+                "exchange_required",
+                format!(
+                    "tokens of issuer {} are exchanged first (POST /v1/token)",
+                    named.config.name
+                ),
+            ));
         }
         let (issuer, identity) = self
             .issuers
             .verify(token)
             .await
-            .map_err(|e| invalid(e.class().replace('_', " ")))?;
+            .map_err(|e| invalid(e.class(), e.class().replace('_', " ")))?;
         if let Some(revocation) = self.revocations.matching_token(
             &[identity.token_id.as_deref()],
             &[Some(identity.principal.as_str())],
             &[Some(identity.issuer.as_str())],
         ) {
-            return Err(invalid(format!("revoked ({})", revocation.id)));
+            return Err(invalid("revoked", format!("revoked ({})", revocation.id)));
         }
         // The database: named by the request, or the issuer's only one.
         let database = match (database, issuer.config.databases.as_slice()) {
@@ -117,29 +107,33 @@ impl Verifiers {
                 return Err(Refused {
                     error: Some("invalid_request"),
                     description: "name the database: /mcp?database=NAME".into(),
+                    class: "no_database".into(),
                 });
             }
         };
-        let token_id = identity.token_id.clone().unwrap_or_else(|| {
-            let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-            format!(
-                "sha256:{}",
-                &crate::audit::record::hex(digest.as_ref())[..32]
-            )
-        });
         Ok(Caller {
             token: token.to_owned(),
+            token_digest: digest(token),
             subject: identity.principal,
             database,
-            token_id,
             read_only: issuer.config.read_only,
             addr,
         })
     }
 }
 
+fn digest(token: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    crate::audit::record::hex(digest.as_ref())
+}
+
+/// The MCP session header.
+const SESSION_ID: &str = "mcp-session-id";
+
 /// The middleware: a request with a token that proves a caller goes on with it (in its
-/// extensions); anything else is 401 with the challenge.
+/// extensions); anything else is 401 with the challenge. A request naming an MCP session must
+/// come with the token that opened it: for any other, the session does not exist (404, what
+/// the transport answers for an unknown session).
 pub async fn authenticate(
     State(state): State<Arc<McpState>>,
     mut request: Request,
@@ -164,25 +158,62 @@ pub async fn authenticate(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.to_string())
         .unwrap_or_default();
+    let (addr_for_audit, database_for_audit) = (addr.clone(), database.clone());
     let caller = match token {
         None => Err(Refused {
             error: None,
             description: "a Sluice token is required".into(),
+            class: String::new(),
         }),
         Some(token) => {
             state
-                .verifiers
+                .gateway
                 .caller(&token, database.as_deref(), addr)
                 .await
         }
     };
     match caller {
         Ok(caller) => {
+            let named = request
+                .headers()
+                .get(SESSION_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if let Some(id) = &named
+                && !state.sessions.owned_by(id, &caller.token_digest)
+            {
+                return (StatusCode::NOT_FOUND, "no such MCP session\n").into_response();
+            }
+            let digest = caller.token_digest.clone();
             request.extensions_mut().insert(caller);
-            next.run(request).await
+            let response = next.run(request).await;
+            // A session opened (initialize): it is this token's.
+            if named.is_none()
+                && let Some(id) = response
+                    .headers()
+                    .get(SESSION_ID)
+                    .and_then(|v| v.to_str().ok())
+            {
+                state.sessions.own(id, &digest);
+            }
+            response
         }
         Err(refused) => {
             tracing::info!(why = %refused.description, "MCP request refused");
+            // A request without a token is how a client discovers where to get one; a token
+            // refused is a failed login.
+            if refused.error.is_some() {
+                state
+                    .gateway
+                    .audit
+                    .record(crate::audit::Event::LoginFailure {
+                        client_addr: addr_for_audit,
+                        user: None,
+                        database: database_for_audit,
+                        reason: refused.class.clone(),
+                        via: Some(super::client::VIA),
+                    });
+            }
             challenge(&state, refused)
         }
     }

@@ -25,6 +25,8 @@ pub enum ClientError {
     NotAccepting,
     #[error("the session ended")]
     Closed,
+    #[error("the call was cancelled before its statement was sent")]
+    Cancelled,
     #[error("the gateway answered out of protocol: {0}")]
     Protocol(String),
     #[error("{0}")]
@@ -82,6 +84,18 @@ pub struct Column {
     pub type_oid: u32,
 }
 
+/// How much of an answer a call keeps: the rest is read and dropped, and the answer says
+/// `truncated`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub rows: usize,
+    /// Bytes of values and notices together; also the largest single message read at all.
+    pub bytes: usize,
+}
+
+/// Notices one answer keeps (a `RAISE NOTICE` loop sends as many as it likes).
+const MAX_NOTICES: usize = 32;
+
 /// What one statement came to.
 #[derive(Debug, Default)]
 pub struct Answer {
@@ -93,8 +107,18 @@ pub struct Answer {
     pub command: Option<String>,
     pub error: Option<Report>,
     pub notices: Vec<Report>,
+    /// Notices past [`MAX_NOTICES`] or the byte budget, not kept.
+    pub notices_dropped: usize,
+    /// Bytes of values and notices kept.
+    pub bytes: usize,
     /// The transaction status after it: `I` idle, `T` in a block, `E` in a failed block.
     pub status: u8,
+}
+
+/// A message from the gateway, or one too large to keep, read and dropped (its tag).
+enum Incoming {
+    Message(Message),
+    Oversize(u8),
 }
 
 /// A logged-in session.
@@ -102,6 +126,8 @@ pub struct Session {
     stream: DuplexStream,
     incoming: BytesMut,
     key: (i32, i32),
+    /// Messages longer than this are read past, never held.
+    max_message: usize,
 }
 
 impl Session {
@@ -112,6 +138,7 @@ impl Session {
         user: &str,
         database: &str,
         token: &str,
+        max_message: usize,
     ) -> Result<Session, ClientError> {
         let stream = door
             .connect(VIA, client_addr)
@@ -120,6 +147,7 @@ impl Session {
             stream,
             incoming: BytesMut::new(),
             key: (0, 0),
+            max_message,
         };
         let mut out = BytesMut::new();
         frontend::startup_message(
@@ -133,7 +161,10 @@ impl Session {
         )?;
         session.send(&mut out).await?;
         loop {
-            match session.next().await? {
+            let Incoming::Message(message) = session.next().await? else {
+                return Err(ClientError::Protocol("oversized message at login".into()));
+            };
+            match message {
                 Message::AuthenticationCleartextPassword => {
                     frontend::password_message(token.as_bytes(), &mut out)?;
                     session.send(&mut out).await?;
@@ -156,14 +187,14 @@ impl Session {
         }
     }
 
-    /// Runs one statement with `params` (text, `None` for NULL), returning at most
-    /// `max_rows` rows. `notice` sees each notice as it arrives (a held statement's approval
-    /// id comes this way while it waits).
+    /// Runs one statement with `params` (text, `None` for NULL), keeping what `limits`
+    /// allow. `notice` sees each notice as it arrives (a held statement's approval id comes
+    /// this way while it waits).
     pub async fn run(
         &mut self,
         sql: &str,
         params: &[Option<String>],
-        max_rows: usize,
+        limits: Limits,
         mut notice: impl FnMut(&Report),
     ) -> Result<Answer, ClientError> {
         let mut out = BytesMut::new();
@@ -189,14 +220,32 @@ impl Session {
         })?;
         frontend::describe(b'P', "", &mut out)?;
         // One more than asked for tells whether there were more.
-        let limit = i32::try_from(max_rows.saturating_add(1)).unwrap_or(i32::MAX);
+        let limit = i32::try_from(limits.rows.saturating_add(1)).unwrap_or(i32::MAX);
         frontend::execute("", limit, &mut out)?;
         frontend::sync(&mut out);
         self.send(&mut out).await?;
 
         let mut answer = Answer::default();
+        let mut copy_out = false;
         loop {
-            match self.next().await? {
+            let message = match self.next().await? {
+                Incoming::Message(message) => message,
+                Incoming::Oversize(b'D') => {
+                    answer.truncated = true;
+                    continue;
+                }
+                Incoming::Oversize(b'N') => {
+                    answer.notices_dropped += 1;
+                    continue;
+                }
+                Incoming::Oversize(tag) => {
+                    return Err(ClientError::Protocol(format!(
+                        "a {:?} message larger than {} bytes",
+                        tag as char, self.max_message
+                    )));
+                }
+            };
+            match message {
                 Message::RowDescription(body) => {
                     let mut fields = body.fields();
                     while let Some(field) = fields.next()? {
@@ -207,10 +256,12 @@ impl Session {
                     }
                 }
                 Message::DataRow(body) => {
-                    if answer.rows.len() == max_rows {
+                    let size = body.buffer().len();
+                    if answer.rows.len() == limits.rows || answer.bytes + size > limits.bytes {
                         answer.truncated = true;
                         continue;
                     }
+                    answer.bytes += size;
                     let buffer = body.buffer();
                     let mut row = Vec::with_capacity(answer.columns.len());
                     let mut ranges = body.ranges();
@@ -225,10 +276,25 @@ impl Session {
                 Message::NoticeResponse(body) => {
                     let report = Report::notice(&body);
                     notice(&report);
-                    answer.notices.push(report);
+                    let size = report.message.len();
+                    if answer.notices.len() == MAX_NOTICES || answer.bytes + size > limits.bytes {
+                        answer.notices_dropped += 1;
+                    } else {
+                        answer.bytes += size;
+                        answer.notices.push(report);
+                    }
                 }
                 Message::ReadyForQuery(body) => {
                     answer.status = body.status();
+                    if copy_out && answer.error.is_none() {
+                        answer.error = Some(Report {
+                            severity: "ERROR".into(),
+                            code: crate::wire::sqlstate::FEATURE_NOT_SUPPORTED.into(),
+                            message: "COPY output is not returned by MCP tools: use SELECT".into(),
+                            detail: None,
+                            hint: None,
+                        });
+                    }
                     return Ok(answer);
                 }
                 Message::ParseComplete
@@ -237,12 +303,19 @@ impl Session {
                 | Message::EmptyQueryResponse
                 | Message::ParameterStatus(_)
                 | Message::NotificationResponse(_) => {}
-                Message::CopyInResponse(_) | Message::CopyOutResponse(_) => {
-                    // COPY needs a stream the tool does not have: end it, as psql's \copy
-                    // would when its file fails.
-                    frontend::copy_fail("COPY is not available through MCP tools", &mut out)?;
+                Message::CopyInResponse(_) => {
+                    // COPY FROM STDIN needs a stream the tool does not have: end it as libpq
+                    // does when its source fails. Postgres ignored the Sync sent with the
+                    // statement (copy-in mode ignores Sync), so another ends the cycle.
+                    frontend::copy_fail(
+                        "COPY FROM STDIN is not available through MCP tools",
+                        &mut out,
+                    )?;
+                    frontend::sync(&mut out);
                     self.send(&mut out).await?;
                 }
+                // Its rows are read and dropped: a tool answers with rows from SELECT.
+                Message::CopyOutResponse(_) => copy_out = true,
                 Message::CopyData(_) | Message::CopyDone => {}
                 _ => return Err(ClientError::Protocol("unexpected message".into())),
             }
@@ -261,9 +334,19 @@ impl Session {
         Ok(())
     }
 
-    /// The next message; a FATAL error ends the session with the gateway's reason.
-    async fn next(&mut self) -> Result<Message, ClientError> {
+    /// The next message; a FATAL error ends the session with the gateway's reason. A message
+    /// longer than `max_message` is read past without being held.
+    async fn next(&mut self) -> Result<Incoming, ClientError> {
         loop {
+            if self.incoming.len() >= 5 {
+                let length = u32::from_be_bytes(self.incoming[1..5].try_into().expect("4 bytes"));
+                let total = length as usize + 1;
+                if total > self.max_message {
+                    let tag = self.incoming[0];
+                    self.skip(total).await?;
+                    return Ok(Incoming::Oversize(tag));
+                }
+            }
             if let Some(message) = Message::parse(&mut self.incoming)? {
                 if let Message::ErrorResponse(body) = &message {
                     let report = Report::error(body);
@@ -274,13 +357,31 @@ impl Session {
                         });
                     }
                 }
-                return Ok(message);
+                return Ok(Incoming::Message(message));
             }
-            self.incoming.reserve(8192);
-            if self.stream.read_buf(&mut self.incoming).await? == 0 {
-                return Err(ClientError::Closed);
-            }
+            self.fill().await?;
         }
+    }
+
+    /// Reads and drops the next `left` bytes.
+    async fn skip(&mut self, mut left: usize) -> Result<(), ClientError> {
+        loop {
+            let n = left.min(self.incoming.len());
+            let _ = self.incoming.split_to(n);
+            left -= n;
+            if left == 0 {
+                return Ok(());
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), ClientError> {
+        self.incoming.reserve(8192);
+        if self.stream.read_buf(&mut self.incoming).await? == 0 {
+            return Err(ClientError::Closed);
+        }
+        Ok(())
     }
 }
 

@@ -8,7 +8,10 @@
 
 mod answer;
 mod auth;
+mod call;
 pub mod client;
+mod https;
+mod progress;
 mod sessions;
 mod tools;
 
@@ -24,35 +27,65 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::LocalDoor;
-pub use auth::Verifiers;
 use sessions::Sessions;
+
+/// What the MCP server takes from the gateway's services.
+pub struct GatewayParts {
+    pub tokens: Arc<crate::identity::TokenAuthority>,
+    pub issuers: Arc<crate::identity::external::TrustedIssuers>,
+    pub revocations: Arc<crate::revocations::Revocations>,
+    /// Refused tokens are recorded, as the Postgres listener records refused logins.
+    pub audit: Arc<crate::audit::Audit>,
+    /// The certificate Postgres clients see, for a listener off loopback.
+    pub tls: tokio_rustls::TlsAcceptor,
+}
+
+impl GatewayParts {
+    pub fn of(services: &crate::services::Services) -> GatewayParts {
+        GatewayParts {
+            tokens: services.tokens.clone(),
+            issuers: services.issuers.clone(),
+            revocations: services.revocations.clone(),
+            audit: services.audit.clone(),
+            tls: https::acceptor(services.tls.config()),
+        }
+    }
+}
 
 /// What the MCP server needs from the gateway.
 pub struct McpState {
-    verifiers: Verifiers,
+    gateway: GatewayParts,
     /// This server's URL as clients reach it.
     public_url: url::Url,
     /// Where tokens come from (the admin listener), if advertised.
     authorization_server: Option<url::Url>,
     sessions: Arc<Sessions>,
-    row_limit: usize,
+    limits: client::Limits,
+    /// The gateway's TLS, for a listener off loopback.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl McpState {
     pub fn new(
         config: &crate::config::McpConfig,
         listen: SocketAddr,
-        verifiers: Verifiers,
+        gateway: GatewayParts,
         door: LocalDoor,
     ) -> McpState {
+        let tls = https::wanted(listen).then(|| gateway.tls.clone());
+        let scheme = if tls.is_some() { "https" } else { "http" };
         McpState {
-            verifiers,
+            gateway,
+            tls,
             public_url: config.public_url.clone().unwrap_or_else(|| {
-                url::Url::parse(&format!("http://{listen}")).expect("an address is a URL host")
+                url::Url::parse(&format!("{scheme}://{listen}")).expect("an address is a URL host")
             }),
             authorization_server: config.authorization_server.clone(),
             sessions: Arc::new(Sessions::new(door, config.idle_timeout)),
-            row_limit: config.row_limit,
+            limits: client::Limits {
+                rows: config.row_limit,
+                bytes: config.max_result_bytes,
+            },
         }
     }
 }
@@ -91,9 +124,12 @@ pub async fn serve(
     }
     tokio::spawn(state.sessions.clone().reap(stop.child_token()));
     let handlers = state.clone();
+    // MCP sessions idle out with the database sessions behind them.
+    let mut manager = LocalSessionManager::default();
+    manager.session_config.keep_alive = Some(state.sessions.idle_timeout);
     let service = StreamableHttpService::new(
         move || Ok(tools::Tools::new(handlers.clone())),
-        LocalSessionManager::default().into(),
+        manager.into(),
         config,
     );
     let mcp =
@@ -103,12 +139,23 @@ pub async fn serve(
                 state.clone(),
                 auth::authenticate,
             ));
+    let tls = state.tls.clone();
     let router = Router::new()
         .route(METADATA_PATH, get(metadata))
         .route(&format!("{METADATA_PATH}/mcp"), get(metadata))
         .with_state(state)
         .merge(mcp);
+    if let Some(tls) = tls {
+        tokio::spawn(https::serve(listener, router, tls, stop));
+        tracing::info!(%local, "MCP listener up (HTTPS)");
+        return Ok(local);
+    }
     tokio::spawn(async move {
+        use axum::serve::ListenerExt;
+        // Small answers go out at once, not after the peer's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -118,7 +165,7 @@ pub async fn serve(
             tracing::error!(error = %e, "MCP listener failed");
         }
     });
-    tracing::info!(%local, "MCP listener up");
+    tracing::info!(%local, "MCP listener up (HTTP, loopback)");
     Ok(local)
 }
 

@@ -3,6 +3,11 @@
 //! 2026-07-28) the MCP session's end ends it; without (2026-07-28 is stateless), calls with the
 //! same token share one. Either way it ends when it idles out, and the gateway itself ends it
 //! when the token expires or is revoked, as it ends any session's.
+//!
+//! Everything is keyed by a digest of the whole bearer token, never by a claim: a token id is
+//! no secret (the audit log shows it), and another issuer's token could carry the same one. An
+//! MCP session belongs to the token that opened it; another token presenting its id is told
+//! it does not exist.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,8 +21,9 @@ use crate::proxy::LocalDoor;
 /// Which upstream session a call runs in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
-    /// The token's id (`jti`): another token, even of the same subject, gets its own session.
-    pub token_id: String,
+    /// The token's digest ([`Caller::token_digest`]): another token, even of the same
+    /// subject, gets its own session.
+    pub token: String,
     /// The MCP session (`Mcp-Session-Id`), where the protocol has one.
     pub mcp_session: Option<String>,
 }
@@ -26,9 +32,10 @@ pub struct Key {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub token: String,
+    /// SHA-256 of the token, hex.
+    pub token_digest: String,
     pub subject: String,
     pub database: String,
-    pub token_id: String,
     pub read_only: bool,
     /// The HTTP client's address, recorded as the session's client address.
     pub addr: String,
@@ -47,6 +54,7 @@ impl Slot {
         &self,
         door: &LocalDoor,
         caller: &Caller,
+        max_message: usize,
     ) -> Result<Lease<'_>, ClientError> {
         let mut held = self.session.lock().await;
         self.touch();
@@ -58,6 +66,7 @@ impl Slot {
                     &caller.subject,
                     &caller.database,
                     &caller.token,
+                    max_message,
                 )
                 .await?,
             );
@@ -100,21 +109,27 @@ impl Drop for Lease<'_> {
 
 pub struct Sessions {
     slots: Mutex<HashMap<Key, Arc<Slot>>>,
+    /// Each MCP session's token (digest) and when it was last used.
+    owners: Mutex<HashMap<String, (String, Instant)>>,
     pub door: LocalDoor,
-    idle_timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
 impl Sessions {
     pub fn new(door: LocalDoor, idle_timeout: Duration) -> Sessions {
         Sessions {
             slots: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
             door,
             idle_timeout,
         }
     }
 
+    /// The slot for `key`, marked used (under the map's lock, so the idle reaper cannot
+    /// remove it between here and the call taking it).
     pub fn slot(&self, key: Key) -> Arc<Slot> {
-        self.slots
+        let slot = self
+            .slots
             .lock()
             .expect("not poisoned")
             .entry(key)
@@ -124,15 +139,47 @@ impl Sessions {
                     last_used: Mutex::new(Instant::now()),
                 })
             })
-            .clone()
+            .clone();
+        slot.touch();
+        slot
+    }
+
+    /// `mcp_session` was opened with the token of `digest`.
+    pub fn own(&self, mcp_session: &str, digest: &str) {
+        self.owners
+            .lock()
+            .expect("not poisoned")
+            .insert(mcp_session.to_owned(), (digest.to_owned(), Instant::now()));
+    }
+
+    /// Whether `mcp_session` is one the token of `digest` opened (and still in use).
+    pub fn owned_by(&self, mcp_session: &str, digest: &str) -> bool {
+        match self
+            .owners
+            .lock()
+            .expect("not poisoned")
+            .get_mut(mcp_session)
+        {
+            Some((owner, seen)) if owner == digest => {
+                *seen = Instant::now();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Ends the upstream sessions of an MCP session that ended.
     pub fn end_mcp_session(&self, mcp_session: &str) {
-        self.slots
+        let owner = self
+            .owners
             .lock()
             .expect("not poisoned")
-            .retain(|key, _| key.mcp_session.as_deref() != Some(mcp_session));
+            .remove(mcp_session)
+            .map(|(digest, _)| digest);
+        self.slots.lock().expect("not poisoned").retain(|key, _| {
+            key.mcp_session.as_deref() != Some(mcp_session)
+                || owner.as_ref().is_some_and(|o| *o != key.token)
+        });
     }
 
     /// Ends sessions idle past the timeout (one busy with a call is never idle: its call
@@ -141,6 +188,11 @@ impl Sessions {
         self.slots.lock().expect("not poisoned").retain(|_, slot| {
             slot.session.try_lock().is_err() || slot.idle_for() < self.idle_timeout
         });
+        // The MCP server closes its own sessions idle this long.
+        self.owners
+            .lock()
+            .expect("not poisoned")
+            .retain(|_, (_, seen)| seen.elapsed() < self.idle_timeout);
     }
 
     /// Ends idle sessions until `stop`.

@@ -9,15 +9,17 @@ use rmcp::ErrorData as McpError;
 use rmcp::handler::server::ServerHandler;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities,
-    ServerConfig, Tool, ToolAnnotations,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use serde_json::{Value, json};
 
 use super::McpState;
 use super::answer;
+use super::call;
 use super::client::{Answer, ClientError, Report};
+use super::progress::Progress;
 use super::sessions::{Caller, Key};
 
 /// One MCP session's handler (or one request's, where the protocol has no sessions).
@@ -134,9 +136,9 @@ const DESCRIBE_TABLE: &str = "SELECT c.column_name AS name, c.data_type AS type,
      ORDER BY c.ordinal_position";
 
 /// What a tool call asks the session to run.
-struct Statement {
-    sql: String,
-    params: Vec<Option<String>>,
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<Option<String>>,
 }
 
 /// A parameter as Postgres reads it in text: JSON's own text for numbers, `true`/`false`,
@@ -247,38 +249,24 @@ impl ServerHandler for Tools {
             *self.mcp_session.lock().expect("not poisoned") = Some(id.clone());
         }
         let key = Key {
-            token_id: caller.token_id.clone(),
+            token: caller.token_digest.clone(),
             mcp_session,
         };
         let sessions = &self.state.sessions;
         let slot = sessions.slot(key);
-        let answer = async {
-            let mut lease = slot.acquire(&sessions.door, &caller).await?;
-            let cancel_key = lease.session().cancel_key();
-            let progress = Progress::new(&context, &request);
-            let answer = {
-                let run = lease.session().run(
-                    &statement.sql,
-                    &statement.params,
-                    self.state.row_limit,
-                    |notice| progress.send(notice),
-                );
-                tokio::pin!(run);
-                tokio::select! {
-                    answer = &mut run => answer,
-                    () = context.ct.cancelled() => {
-                        // The client gave up: cancel the statement (or withdraw the held
-                        // one) and let the session finish the cycle, so it stays in step.
-                        sessions.cancel(cancel_key).await;
-                        run.await
-                    }
-                }
-            };
-            if answer.is_err() {
-                lease.discard();
-            }
-            answer
-        }
+        let progress = Progress::new(
+            &context,
+            request.meta.as_ref().and_then(|m| m.get_progress_token()),
+        );
+        let answer = call::run(
+            &self.state.sessions,
+            &slot,
+            &caller,
+            &statement,
+            self.state.limits,
+            &progress,
+            &context.ct,
+        )
         .await;
         Ok(match answer {
             Ok(answer) => match &answer.error {
@@ -289,53 +277,15 @@ impl ServerHandler for Tools {
                 format!("the database session ended: {message} (SQLSTATE {code})"),
                 json!({"error": {"code": code, "message": message}}),
             ),
+            Err(ClientError::Cancelled) => failed(
+                "cancelled before the statement was sent".into(),
+                json!({"error": {"message": "cancelled"}}),
+            ),
             Err(e) => failed(
                 format!("the database session failed: {e}"),
                 json!({"error": {"message": e.to_string()}}),
             ),
         })
-    }
-}
-
-/// Progress notifications for a call that asked for them (a `progressToken`): each notice
-/// the gateway sends while the statement waits (the approval id, who decided) is one.
-struct Progress {
-    peer: rmcp::Peer<RoleServer>,
-    token: Option<rmcp::model::ProgressToken>,
-    count: std::sync::atomic::AtomicU32,
-}
-
-impl Progress {
-    fn new(context: &RequestContext<RoleServer>, request: &CallToolRequestParams) -> Progress {
-        let token = context.meta.get_progress_token().or_else(|| {
-            request
-                .meta
-                .as_ref()
-                .and_then(|meta| meta.get_progress_token())
-        });
-        Progress {
-            peer: context.peer.clone(),
-            token,
-            count: std::sync::atomic::AtomicU32::new(0),
-        }
-    }
-
-    fn send(&self, notice: &Report) {
-        let Some(token) = &self.token else {
-            return;
-        };
-        let n = self
-            .count
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
-        let mut param = ProgressNotificationParam::new(token.clone(), f64::from(n));
-        param.message = Some(notice.message.clone());
-        let peer = self.peer.clone();
-        tokio::spawn(async move {
-            if let Err(e) = peer.notify_progress(param).await {
-                tracing::debug!(error = %e, "progress notification not delivered");
-            }
-        });
     }
 }
 

@@ -284,7 +284,7 @@ async fn handle_client(
     let established = tokio::select! {
         // login() keeps login_timeout itself (telling the client when it can); this is the
         // backstop for anything slower, such as an upstream login near its own timeout.
-        result = tokio::time::timeout(login_timeout + LOGIN_BACKSTOP, login::login(&shared, stream, &peer, over_capacity)) => match result {
+        result = tokio::time::timeout(login_timeout + LOGIN_BACKSTOP, login::login(&shared, stream, &peer, via, over_capacity)) => match result {
             Ok(Ok(established)) => established,
             Ok(Err(login::LoginError::CancelHandled)) => return,
             Ok(Err(e)) => {

@@ -322,7 +322,10 @@ async fn a_cancelled_call_withdraws_its_held_statement_and_the_session_goes_on()
         .await;
     let progress = client.next().await;
     assert!(
-        progress["progress"].as_str().unwrap_or_default().contains("apr-"),
+        progress["progress"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("apr-"),
         "{progress}"
     );
     client.cancel("w").await;
@@ -340,10 +343,15 @@ async fn a_cancelled_call_withdraws_its_held_statement_and_the_session_goes_on()
         "{records:?}"
     );
     // The session is in step: the next call gets its own answer.
-    let next = client.call("query", json!({"sql": "SELECT 'after' AS x"})).await;
+    let next = client
+        .call("query", json!({"sql": "SELECT 'after' AS x"}))
+        .await;
     assert_eq!(next["structuredContent"]["rows"][0]["x"], "after", "{next}");
     let count = client
-        .call("query", json!({"sql": "SELECT count(*) FROM mcp_people WHERE id = 40"}))
+        .call(
+            "query",
+            json!({"sql": "SELECT count(*) FROM mcp_people WHERE id = 40"}),
+        )
         .await;
     assert_eq!(count["structuredContent"]["rows"][0]["count"], 0);
     client.close().await;
@@ -356,6 +364,17 @@ async fn http_head(
     path: &str,
     token: Option<&str>,
 ) -> (u16, String, String) {
+    http_head_in(addr, method, path, token, None).await
+}
+
+/// As [`http_head`], in the MCP session `session`.
+async fn http_head_in(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    session: Option<&str>,
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
@@ -364,6 +383,11 @@ async fn http_head(
     );
     if let Some(token) = token {
         request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    if let Some(session) = session {
+        request.push_str(&format!(
+            "Mcp-Session-Id: {session}\r\nMcp-Protocol-Version: 2025-11-25\r\n"
+        ));
     }
     request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     tcp.write_all(request.as_bytes()).await.unwrap();
@@ -418,6 +442,137 @@ async fn without_a_valid_token_the_answer_is_401_naming_the_resource_metadata() 
     // The SDK's client sees the refusal as one.
     let client = McpClient::connect(addr, "not-a-token").await;
     assert_eq!(client.hello["code"], 401, "{}", client.hello);
+
+    // A refused token is a failed login in the audit log, as at the Postgres door.
+    let failure = gw.audit_record("login_failure").await;
+    assert_eq!(failure["via"], "mcp", "{failure}");
+    assert!(failure["reason"].is_string());
+}
+
+#[tokio::test]
+async fn an_mcp_session_belongs_to_the_token_that_opened_it() {
+    let gw = gateway(Vec::new(), "").await;
+    let owner = gw.token("agent");
+    let mut client = McpClient::connect(mcp(&gw), &owner).await;
+    let session = client.hello["session"]
+        .as_str()
+        .expect("a session")
+        .to_owned();
+    client.call("query", json!({"sql": "BEGIN"})).await;
+
+    // Another valid token naming it is told there is no such session; its owner is not.
+    let other = gw.token("mallory");
+    for method in ["POST", "GET", "DELETE"] {
+        let (status, head, _) =
+            http_head_in(mcp(&gw), method, "/mcp", Some(&other), Some(&session)).await;
+        assert_eq!(status, 404, "{method}: {head}");
+    }
+    let (status, head, _) =
+        http_head_in(mcp(&gw), "POST", "/mcp", Some(&owner), Some(&session)).await;
+    assert_ne!(status, 404, "{head}");
+    // The owner's transaction is untouched.
+    let still = client
+        .call("query", json!({"sql": "SELECT 1 AS one"}))
+        .await;
+    assert_eq!(still["structuredContent"]["transaction"], "open", "{still}");
+    client.close().await;
+}
+
+#[tokio::test]
+async fn results_past_the_byte_budget_are_cut_and_the_session_goes_on() {
+    let gw = gateway(Vec::new(), "[mcp]\nmax_result_bytes = 250000\n").await;
+    let mut client = McpClient::connect(mcp(&gw), &gw.token("agent")).await;
+    let pid = client
+        .call("query", json!({"sql": "SELECT pg_backend_pid() AS pid"}))
+        .await["structuredContent"]["rows"][0]["pid"]
+        .clone();
+    // Rows of 100 kB: two fit.
+    let some = client
+        .call(
+            "query",
+            json!({"sql": "SELECT n, repeat('x', 100000) AS big FROM generate_series(1, 5) n"}),
+        )
+        .await;
+    let answer = &some["structuredContent"];
+    assert_eq!(
+        answer["rows"].as_array().unwrap().len(),
+        2,
+        "{}",
+        answer["row_count"]
+    );
+    assert_eq!(answer["truncated"], true);
+    // One row larger than the whole budget is read past, never held.
+    let huge = client
+        .call(
+            "query",
+            json!({"sql": "SELECT repeat('y', 1000000) AS huge"}),
+        )
+        .await;
+    assert_eq!(
+        huge["structuredContent"]["rows"],
+        json!([]),
+        "{}",
+        huge["structuredContent"]["row_count"]
+    );
+    assert_eq!(huge["structuredContent"]["truncated"], true);
+    // Same session after both.
+    let again = client
+        .call("query", json!({"sql": "SELECT pg_backend_pid() AS pid"}))
+        .await;
+    assert_eq!(again["structuredContent"]["rows"][0]["pid"], pid);
+    client.close().await;
+}
+
+#[tokio::test]
+async fn copy_through_a_tool_is_refused_and_the_session_stays_in_step() {
+    let gw = gateway(Vec::new(), "").await;
+    let mut client = McpClient::connect(mcp(&gw), &gw.token("agent")).await;
+    let copy_in = client
+        .call("query", json!({"sql": "COPY mcp_people FROM STDIN"}))
+        .await;
+    assert_eq!(copy_in["isError"], true, "{copy_in}");
+    assert!(
+        text(&copy_in).contains("COPY FROM STDIN is not available"),
+        "{}",
+        text(&copy_in)
+    );
+    let copy_out = client
+        .call("query", json!({"sql": "COPY (SELECT 1) TO STDOUT"}))
+        .await;
+    assert_eq!(copy_out["isError"], true, "{copy_out}");
+    assert!(text(&copy_out).contains("0A000"), "{}", text(&copy_out));
+    let next = client
+        .call("query", json!({"sql": "SELECT 2 AS two"}))
+        .await;
+    assert_eq!(next["structuredContent"]["rows"][0]["two"], 2, "{next}");
+    client.close().await;
+}
+
+#[tokio::test]
+async fn off_loopback_the_mcp_listener_serves_https_with_the_gateways_certificate() {
+    fixtures().await;
+    let port = sluice_integration_tests::free_port();
+    let gw = TestGateway::start_with(GatewayOptions {
+        mcp: true,
+        mcp_listen: Some(std::net::SocketAddr::from(([0, 0, 0, 0], port))),
+        extra_toml: format!("[mcp]\npublic_url = \"https://localhost:{port}\"\n"),
+        ..GatewayOptions::default()
+    })
+    .await;
+    let cert = gw.config_path.with_file_name("data").join("server.crt");
+    assert!(cert.is_file(), "{}", cert.display());
+    let url = format!("https://localhost:{port}/mcp");
+    let mut client = McpClient::connect_trusting(&url, &gw.token("agent"), Some(&cert)).await;
+    assert_eq!(client.hello["connected"], true, "{}", client.hello);
+    let one = client
+        .call("query", json!({"sql": "SELECT 1 AS one"}))
+        .await;
+    assert_eq!(one["structuredContent"]["rows"][0]["one"], 1, "{one}");
+    client.close().await;
+    // Plain HTTP is not served there.
+    let plain =
+        McpClient::connect_url(&format!("http://localhost:{port}/mcp"), &gw.token("agent")).await;
+    assert!(plain.hello["connect_error"].is_string(), "{}", plain.hello);
 }
 
 #[tokio::test]

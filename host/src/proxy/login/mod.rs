@@ -100,6 +100,7 @@ pub async fn login(
     shared: &Shared,
     stream: ClientStream,
     peer: &str,
+    via: Option<&'static str>,
     over_capacity: bool,
 ) -> Result<Established, LoginError> {
     let deadline = tokio::time::Instant::now() + shared.config.server.login_timeout;
@@ -161,6 +162,7 @@ pub async fn login(
             user: Some(startup.user.clone()),
             database: Some(startup.database.clone()),
             reason: reason.to_owned(),
+            via,
         })
     };
     let span = tracing::Span::current();

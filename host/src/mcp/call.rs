@@ -1,0 +1,62 @@
+//! One tool call's statement in its session: wait for the session's turn, run, and on the
+//! client's cancellation stop the statement, never leaving the session out of step.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::client::{Answer, ClientError, Limits};
+use super::progress::Progress;
+use super::sessions::{Caller, Sessions, Slot};
+use super::tools::Statement;
+
+/// How often a cancel is sent again while the cancelled statement has not ended: one that
+/// reached the gateway before the statement did (or before its hold began) finds nothing.
+const CANCEL_AGAIN: Duration = Duration::from_millis(200);
+
+pub async fn run(
+    sessions: &Sessions,
+    slot: &Slot,
+    caller: &Caller,
+    statement: &Statement,
+    limits: Limits,
+    progress: &Progress,
+    cancelled: &CancellationToken,
+) -> Result<Answer, ClientError> {
+    // A call cancelled while it waits for its turn (or for the login) sends nothing.
+    let mut lease = tokio::select! {
+        biased;
+        () = cancelled.cancelled() => return Err(ClientError::Cancelled),
+        lease = slot.acquire(&sessions.door, caller, limits.bytes) => lease?,
+    };
+    if cancelled.is_cancelled() {
+        return Err(ClientError::Cancelled);
+    }
+    let key = lease.session().cancel_key();
+    let answer = {
+        let run = lease
+            .session()
+            .run(&statement.sql, &statement.params, limits, |notice| {
+                progress.send(notice)
+            });
+        tokio::pin!(run);
+        tokio::select! {
+            biased;
+            answer = &mut run => answer,
+            () = cancelled.cancelled() => loop {
+                // The statement was sent: cancel it (or withdraw its hold) until it ends, and
+                // read its answer to the end, so the session stays in step. The session is
+                // this call's until then, so no later statement can be hit.
+                sessions.cancel(key).await;
+                tokio::select! {
+                    answer = &mut run => break answer,
+                    () = tokio::time::sleep(CANCEL_AGAIN) => {}
+                }
+            },
+        }
+    };
+    if answer.is_err() {
+        lease.discard();
+    }
+    answer
+}
