@@ -52,7 +52,7 @@ for round in $(seq 1 "$ROUNDS"); do
             latency[$t]+="$(awk '/^latency average/ {print $4}' <<<"$out") "
             n=$(awk '/actually processed/ {print $NF}' <<<"$out" | cut -d/ -f1)
         else
-            out=$(node integration-tests/mcp/bench_calls.mjs "http://127.0.0.1:$MCP_PORT/mcp" "$TOKEN" "$DURATION" "$SQL")
+            out=$(node --no-warnings integration-tests/mcp/bench_calls.mjs "http://127.0.0.1:$MCP_PORT/mcp" "$TOKEN" "$DURATION" "$SQL")
             this[$t]=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["per_second"])' <<<"$out")
             latency[$t]+="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["p50_ms"])' <<<"$out") "
             n=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["calls"] + 1)' <<<"$out")

@@ -42,9 +42,16 @@ impl GatewayParts {
         database: Option<&str>,
         addr: String,
     ) -> Result<Caller, Refused> {
-        let claims = match self.tokens.verify(token) {
-            Ok(claims) => claims,
-            Err(e) => return self.external(token, database, addr, e.class()).await,
+        let token_digest = digest(token);
+        let claims = match self.verified.get(&token_digest) {
+            Some(claims) => claims,
+            None => match self.tokens.verify(token) {
+                Ok(claims) => {
+                    self.verified.insert(token_digest.clone(), &claims);
+                    claims
+                }
+                Err(e) => return self.external(token, database, addr, e.class()).await,
+            },
         };
         if let Some(revocation) = self.revocations.matching_claims(&claims) {
             return Err(invalid("revoked", format!("revoked ({})", revocation.id)));
@@ -57,7 +64,7 @@ impl GatewayParts {
         }
         Ok(Caller {
             token: token.to_owned(),
-            token_digest: digest(token),
+            token_digest,
             subject: claims.sub,
             database: claims.db,
             read_only: claims.read_only,

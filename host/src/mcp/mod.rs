@@ -14,6 +14,7 @@ mod https;
 mod progress;
 mod sessions;
 mod tools;
+mod verified;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub struct GatewayParts {
     pub audit: Arc<crate::audit::Audit>,
     /// The certificate Postgres clients see, for a listener off loopback.
     pub tls: tokio_rustls::TlsAcceptor,
+    verified: verified::VerifiedTokens,
 }
 
 impl GatewayParts {
@@ -48,6 +50,7 @@ impl GatewayParts {
             revocations: services.revocations.clone(),
             audit: services.audit.clone(),
             tls: https::acceptor(services.tls.config()),
+            verified: verified::VerifiedTokens::default(),
         }
     }
 }
