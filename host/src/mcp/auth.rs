@@ -13,9 +13,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::GatewayParts;
-use super::McpState;
 use super::sessions::Caller;
+use super::state::GatewayParts;
+use super::state::McpState;
 
 /// Why a token was not taken: the RFC 6750 error, a description for the challenge, and the
 /// class the audit log records.

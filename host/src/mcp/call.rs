@@ -8,7 +8,12 @@ use tokio_util::sync::CancellationToken;
 use super::client::{Answer, ClientError, Limits};
 use super::progress::Progress;
 use super::sessions::{Caller, Sessions, Slot};
-use super::tools::Statement;
+
+/// What a tool call asks the session to run.
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<Option<String>>,
+}
 
 /// How often a cancel is sent again while the cancelled statement has not ended: one that
 /// reached the gateway before the statement did (or before its hold began) finds nothing.

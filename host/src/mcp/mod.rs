@@ -13,6 +13,7 @@ pub mod client;
 mod https;
 mod progress;
 mod sessions;
+mod state;
 mod tools;
 mod verified;
 
@@ -27,89 +28,8 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::LocalDoor;
-use sessions::Sessions;
-
-/// What the MCP server takes from the gateway's services.
-pub struct GatewayParts {
-    pub tokens: Arc<crate::identity::TokenAuthority>,
-    pub issuers: Arc<crate::identity::external::TrustedIssuers>,
-    pub revocations: Arc<crate::revocations::Revocations>,
-    /// Refused tokens are recorded, as the Postgres listener records refused logins.
-    pub audit: Arc<crate::audit::Audit>,
-    /// The certificate Postgres clients see, for a listener off loopback.
-    pub tls: tokio_rustls::TlsAcceptor,
-    verified: verified::VerifiedTokens,
-}
-
-impl GatewayParts {
-    pub fn of(services: &crate::services::Services) -> GatewayParts {
-        GatewayParts {
-            tokens: services.tokens.clone(),
-            issuers: services.issuers.clone(),
-            revocations: services.revocations.clone(),
-            audit: services.audit.clone(),
-            tls: https::acceptor(services.tls.config()),
-            verified: verified::VerifiedTokens::default(),
-        }
-    }
-}
-
-/// What the MCP server needs from the gateway.
-pub struct McpState {
-    gateway: GatewayParts,
-    /// This server's URL as clients reach it.
-    public_url: url::Url,
-    /// Where tokens come from (the admin listener), if advertised.
-    authorization_server: Option<url::Url>,
-    sessions: Arc<Sessions>,
-    limits: client::Limits,
-    /// The gateway's TLS, for a listener off loopback.
-    tls: Option<tokio_rustls::TlsAcceptor>,
-}
-
-impl McpState {
-    pub fn new(
-        config: &crate::config::McpConfig,
-        listen: SocketAddr,
-        gateway: GatewayParts,
-        door: LocalDoor,
-    ) -> McpState {
-        let tls = https::wanted(listen).then(|| gateway.tls.clone());
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        McpState {
-            gateway,
-            tls,
-            public_url: config.public_url.clone().unwrap_or_else(|| {
-                url::Url::parse(&format!("{scheme}://{listen}")).expect("an address is a URL host")
-            }),
-            authorization_server: config.authorization_server.clone(),
-            sessions: Arc::new(Sessions::new(door, config.idle_timeout)),
-            limits: client::Limits {
-                rows: config.row_limit,
-                bytes: config.max_result_bytes,
-            },
-        }
-    }
-}
-
-const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
-
-impl McpState {
-    fn resource(&self) -> String {
-        format!(
-            "{}mcp",
-            self.public_url.as_str().trim_end_matches('/').to_owned() + "/"
-        )
-    }
-
-    fn metadata_url(&self) -> String {
-        format!(
-            "{}{METADATA_PATH}",
-            self.public_url.as_str().trim_end_matches('/')
-        )
-    }
-}
+use state::METADATA_PATH;
+pub use state::{GatewayParts, McpState};
 
 /// Binds `addr` and serves until `stop` fires. Returns the bound address.
 pub async fn serve(

@@ -15,12 +15,12 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, RoleServer};
 use serde_json::{Value, json};
 
-use super::McpState;
 use super::answer;
-use super::call;
+use super::call::{self, Statement};
 use super::client::{Answer, ClientError, Report};
 use super::progress::Progress;
 use super::sessions::{Caller, Key};
+use super::state::McpState;
 
 /// One MCP session's handler (or one request's, where the protocol has no sessions).
 pub struct Tools {
@@ -134,12 +134,6 @@ const DESCRIBE_TABLE: &str = "SELECT c.column_name AS name, c.data_type AS type,
                       WHERE t.table_schema = p.s AND t.table_name = $1) \
         ORDER BY n LIMIT 1)) \
      ORDER BY c.ordinal_position";
-
-/// What a tool call asks the session to run.
-pub struct Statement {
-    pub sql: String,
-    pub params: Vec<Option<String>>,
-}
 
 /// A parameter as Postgres reads it in text: JSON's own text for numbers, `true`/`false`,
 /// strings as they are, arrays and objects as JSON.
