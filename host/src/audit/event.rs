@@ -68,6 +68,10 @@ pub enum Event {
         /// `mcp` for a refusal at the MCP server's door (or of a session it opened).
         #[serde(skip_serializing_if = "Option::is_none")]
         via: Option<&'static str>,
+        /// At the MCP door: refusals from the same address since its previous record that
+        /// were not recorded (one record per address per 10 s).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unrecorded: Option<u64>,
     },
     /// A statement text decided before it reaches Postgres (a Query, or a Parse), or one
     /// execution of a prepared statement (a Bind).

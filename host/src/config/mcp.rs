@@ -20,6 +20,9 @@ pub struct McpConfig {
     /// Rows a `query` returns at most (the answer says `truncated`).
     #[serde(default = "default_row_limit")]
     pub row_limit: usize,
+    /// HTTP connections open at once; more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Bytes of values (and notices) a `query` returns at most; rows past it are dropped and
     /// the answer says `truncated`.
     #[serde(default = "default_result_bytes")]
@@ -28,6 +31,10 @@ pub struct McpConfig {
     /// open in it is rolled back).
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+}
+
+fn default_max_connections() -> usize {
+    256
 }
 
 fn default_result_bytes() -> usize {
@@ -49,6 +56,7 @@ impl Default for McpConfig {
             public_url: None,
             authorization_server: None,
             row_limit: default_row_limit(),
+            max_connections: default_max_connections(),
             max_result_bytes: default_result_bytes(),
             idle_timeout: default_idle_timeout(),
         }

@@ -151,20 +151,29 @@ pub async fn authenticate(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|t| t.trim().to_owned());
+            // The scheme is case-insensitive (RFC 9110).
+            let (scheme, token) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
+        });
     let database = request.uri().query().and_then(|query| {
         url::form_urlencoded::parse(query.as_bytes())
             .find(|(key, _)| key == "database")
             .map(|(_, value)| value.into_owned())
     });
-    let addr = request
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.to_string())
-        .unwrap_or_default();
+        .map(|ConnectInfo(addr)| *addr);
+    let addr = peer.map(|p| p.to_string()).unwrap_or_default();
+    // A database name is an identifier: NAMEDATALEN - 1 bytes at most.
+    if database
+        .as_ref()
+        .is_some_and(|d| d.is_empty() || d.len() > 63)
+    {
+        return (StatusCode::BAD_REQUEST, "?database= names a database\n").into_response();
+    }
     let (addr_for_audit, database_for_audit) = (addr.clone(), database.clone());
     let caller = match token {
         None => Err(Refused {
@@ -191,9 +200,24 @@ pub async fn authenticate(
             {
                 return (StatusCode::NOT_FOUND, "no such MCP session\n").into_response();
             }
+            // A request without a session may open one (initialize): a token holds a few.
+            if named.is_none() && !state.sessions.may_open(&caller.token_digest) {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "this token holds as many MCP sessions as it may: end one (DELETE) first\n",
+                )
+                    .into_response();
+            }
             let digest = caller.token_digest.clone();
+            let ending = request.method() == axum::http::Method::DELETE;
             request.extensions_mut().insert(caller);
             let response = next.run(request).await;
+            // The client ended its session: its database sessions end with it.
+            if let Some(id) = named.as_deref().filter(|_| ending)
+                && response.status().is_success()
+            {
+                state.sessions.end_mcp_session(id);
+            }
             // A session opened (initialize): it is this token's.
             if named.is_none()
                 && let Some(id) = response
@@ -209,7 +233,11 @@ pub async fn authenticate(
             tracing::info!(why = %refused.description, "MCP request refused");
             // A request without a token is how a client discovers where to get one; a token
             // refused is a failed login.
-            if refused.error.is_some() {
+            let admitted = match (refused.error, peer) {
+                (Some(_), Some(peer)) => state.gateway.refusals.admit(peer.ip()),
+                _ => None,
+            };
+            if let Some(unrecorded) = admitted {
                 state
                     .gateway
                     .audit
@@ -219,6 +247,7 @@ pub async fn authenticate(
                         database: database_for_audit,
                         reason: refused.class.clone(),
                         via: Some(super::client::VIA),
+                        unrecorded: (unrecorded > 0).then_some(unrecorded),
                     });
             }
             challenge(&state, refused)

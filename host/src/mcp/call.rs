@@ -15,9 +15,14 @@ pub struct Statement {
     pub params: Vec<Option<String>>,
 }
 
-/// How often a cancel is sent again while the cancelled statement has not ended: one that
-/// reached the gateway before the statement did (or before its hold began) finds nothing.
+/// The first wait before a cancel is sent again while the cancelled statement has not ended
+/// (one that reached the gateway before the statement did, or before its hold began, finds
+/// nothing); each wait doubles, up to [`CANCEL_EVERY_MAX`].
 const CANCEL_AGAIN: Duration = Duration::from_millis(200);
+const CANCEL_EVERY_MAX: Duration = Duration::from_secs(5);
+/// A statement still running this long after its call was cancelled (one that catches
+/// `query_canceled`) costs the caller its session: it is closed, and the gateway ends it.
+const CANCEL_DEADLINE: Duration = Duration::from_secs(30);
 
 pub async fn run(
     sessions: &Sessions,
@@ -48,19 +53,34 @@ pub async fn run(
         tokio::select! {
             biased;
             answer = &mut run => answer,
-            () = cancelled.cancelled() => loop {
+            () = cancelled.cancelled() => {
                 // The statement was sent: cancel it (or withdraw its hold) until it ends, and
-                // read its answer to the end, so the session stays in step. The session is
-                // this call's until then, so no later statement can be hit.
-                sessions.cancel(key).await;
-                tokio::select! {
-                    answer = &mut run => break answer,
-                    () = tokio::time::sleep(CANCEL_AGAIN) => {}
+                // read its answer to the end, so the session stays in step. Each cancel is
+                // waited for, and the session is this call's until then, so no later
+                // statement can be hit.
+                let deadline = tokio::time::Instant::now() + CANCEL_DEADLINE;
+                let mut wait = CANCEL_AGAIN;
+                loop {
+                    sessions.cancel(key).await;
+                    tokio::select! {
+                        answer = &mut run => break answer,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::warn!("a cancelled MCP call's statement did not end; closing its session");
+                        break Err(ClientError::Closed);
+                    }
+                    wait = (wait * 2).min(CANCEL_EVERY_MAX);
                 }
-            },
+            }
         }
     };
-    if answer.is_err() {
+    // A statement that could not be sent left the session as it was; any other failure
+    // leaves it out of step or ended.
+    if answer
+        .as_ref()
+        .is_err_and(|e| !matches!(e, ClientError::Unsendable(_)))
+    {
         lease.discard();
     }
     answer

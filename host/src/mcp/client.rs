@@ -27,6 +27,11 @@ pub enum ClientError {
     Closed,
     #[error("the call was cancelled before its statement was sent")]
     Cancelled,
+    #[error("{0}")]
+    TransactionLost(String),
+    /// The statement cannot be sent as it is (nothing was sent; the session is as it was).
+    #[error("{0}")]
+    Unsendable(String),
     #[error("the gateway answered out of protocol: {0}")]
     Protocol(String),
     #[error("{0}")]
@@ -75,6 +80,15 @@ impl Report {
 
     fn notice(body: &NoticeResponseBody) -> Self {
         Self::from_fields(body.fields())
+    }
+
+    /// Bytes it holds.
+    fn size(&self) -> usize {
+        self.message.len()
+            + self.detail.as_ref().map_or(0, String::len)
+            + self.hint.as_ref().map_or(0, String::len)
+            + self.code.len()
+            + self.severity.len()
     }
 }
 
@@ -128,7 +142,15 @@ pub struct Session {
     key: (i32, i32),
     /// Messages longer than this are read past, never held.
     max_message: usize,
+    /// The transaction status of the last ReadyForQuery.
+    status: u8,
+    /// For cancelling a COPY TO's output, which no tool returns.
+    door: LocalDoor,
 }
+
+/// What a cell costs in an answer beyond its bytes: its column name again in the row's JSON
+/// object, quotes and separators.
+const CELL_OVERHEAD: usize = 16;
 
 impl Session {
     /// Opens a session through `door` and logs in as `user` to `database` with `token`.
@@ -148,6 +170,8 @@ impl Session {
             incoming: BytesMut::new(),
             key: (0, 0),
             max_message,
+            status: b'I',
+            door: door.clone(),
         };
         let mut out = BytesMut::new();
         frontend::startup_message(
@@ -197,6 +221,19 @@ impl Session {
         limits: Limits,
         mut notice: impl FnMut(&Report),
     ) -> Result<Answer, ClientError> {
+        // What the protocol cannot carry is refused before anything is sent, leaving the
+        // session (and its transaction) as it was.
+        if sql.contains('\0') || params.iter().flatten().any(|p| p.contains('\0')) {
+            return Err(ClientError::Unsendable(
+                "SQL text and parameters cannot contain a NUL character".into(),
+            ));
+        }
+        if params.len() > usize::from(u16::MAX) {
+            return Err(ClientError::Unsendable(format!(
+                "at most {} parameters",
+                u16::MAX
+            )));
+        }
         let mut out = BytesMut::new();
         frontend::parse("", sql, std::iter::empty(), &mut out)?;
         frontend::bind(
@@ -227,11 +264,14 @@ impl Session {
 
         let mut answer = Answer::default();
         let mut copy_out = false;
+        // Once a row is dropped, later ones are too: a cut answer is a prefix of the result.
+        let mut cut = false;
         loop {
             let message = match self.next().await? {
                 Incoming::Message(message) => message,
                 Incoming::Oversize(b'D') => {
                     answer.truncated = true;
+                    cut = true;
                     continue;
                 }
                 Incoming::Oversize(b'N') => {
@@ -256,9 +296,16 @@ impl Session {
                     }
                 }
                 Message::DataRow(body) => {
-                    let size = body.buffer().len();
-                    if answer.rows.len() == limits.rows || answer.bytes + size > limits.bytes {
+                    let size = body.buffer().len()
+                        + answer
+                            .columns
+                            .iter()
+                            .map(|c| c.name.len() + CELL_OVERHEAD)
+                            .sum::<usize>();
+                    if cut || answer.rows.len() == limits.rows || answer.bytes + size > limits.bytes
+                    {
                         answer.truncated = true;
+                        cut = true;
                         continue;
                     }
                     answer.bytes += size;
@@ -275,18 +322,19 @@ impl Session {
                 Message::ErrorResponse(body) => answer.error = Some(Report::error(&body)),
                 Message::NoticeResponse(body) => {
                     let report = Report::notice(&body);
-                    notice(&report);
-                    let size = report.message.len();
+                    let size = report.size();
                     if answer.notices.len() == MAX_NOTICES || answer.bytes + size > limits.bytes {
                         answer.notices_dropped += 1;
                     } else {
+                        notice(&report);
                         answer.bytes += size;
                         answer.notices.push(report);
                     }
                 }
                 Message::ReadyForQuery(body) => {
                     answer.status = body.status();
-                    if copy_out && answer.error.is_none() {
+                    self.status = answer.status;
+                    if copy_out {
                         answer.error = Some(Report {
                             severity: "ERROR".into(),
                             code: crate::wire::sqlstate::FEATURE_NOT_SUPPORTED.into(),
@@ -314,12 +362,25 @@ impl Session {
                     frontend::sync(&mut out);
                     self.send(&mut out).await?;
                 }
-                // Its rows are read and dropped: a tool answers with rows from SELECT.
-                Message::CopyOutResponse(_) => copy_out = true,
+                // No tool returns a COPY's output: it is cancelled at once (what arrives
+                // meanwhile is read and dropped) and the answer says why.
+                Message::CopyOutResponse(_) => {
+                    copy_out = true;
+                    // Waited for: a cancel still on its way when this call returns could hit
+                    // the next call's statement.
+                    if let Err(e) = cancel(self.door.clone(), self.key).await {
+                        tracing::warn!(error = %e, "cancelling a COPY TO through MCP failed");
+                    }
+                }
                 Message::CopyData(_) | Message::CopyDone => {}
                 _ => return Err(ClientError::Protocol("unexpected message".into())),
             }
         }
+    }
+
+    /// Whether the session is in a transaction block (open or failed).
+    pub fn in_transaction(&self) -> bool {
+        matches!(self.status, b'T' | b'E')
     }
 
     /// The session's cancel key: a CancelRequest with it, through another local connection,
@@ -386,7 +447,7 @@ impl Session {
 }
 
 /// Sends a CancelRequest for `key` through a new local connection.
-pub async fn cancel(door: &LocalDoor, key: (i32, i32)) -> Result<(), ClientError> {
+pub async fn cancel(door: LocalDoor, key: (i32, i32)) -> Result<(), ClientError> {
     let mut stream = door
         .connect(VIA, "mcp-cancel".into())
         .ok_or(ClientError::NotAccepting)?;

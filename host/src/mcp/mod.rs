@@ -10,8 +10,9 @@ mod answer;
 mod auth;
 mod call;
 pub mod client;
-mod https;
+mod http;
 mod progress;
+mod refusals;
 mod sessions;
 mod state;
 mod tools;
@@ -19,6 +20,7 @@ mod verified;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -45,14 +47,23 @@ pub async fn serve(
     if let Some(host) = state.public_url.host_str() {
         config.allowed_hosts.push(host.to_owned());
     }
-    tokio::spawn(state.sessions.clone().reap(stop.child_token()));
     let handlers = state.clone();
-    // MCP sessions idle out with the database sessions behind them.
+    // MCP sessions end with the database sessions behind them (`Sessions::reap`), never
+    // while a call waits (a statement held for approval waits as long as approvers have).
     let mut manager = LocalSessionManager::default();
-    manager.session_config.keep_alive = Some(state.sessions.idle_timeout);
+    manager.session_config.keep_alive = None;
+    // A finished call's answer is kept this long for a client resuming its stream.
+    manager.session_config.completed_cache_ttl = Duration::from_secs(10);
+    let manager = Arc::new(manager);
+    tokio::spawn(
+        state
+            .sessions
+            .clone()
+            .reap(manager.clone(), stop.child_token()),
+    );
     let service = StreamableHttpService::new(
         move || Ok(tools::Tools::new(handlers.clone())),
-        manager.into(),
+        manager,
         config,
     );
     let mcp =
@@ -62,33 +73,19 @@ pub async fn serve(
                 state.clone(),
                 auth::authenticate,
             ));
-    let tls = state.tls.clone();
+    let (tls, max_connections) = (state.tls.clone(), state.max_connections);
     let router = Router::new()
         .route(METADATA_PATH, get(metadata))
         .route(&format!("{METADATA_PATH}/mcp"), get(metadata))
         .with_state(state)
         .merge(mcp);
-    if let Some(tls) = tls {
-        tokio::spawn(https::serve(listener, router, tls, stop));
-        tracing::info!(%local, "MCP listener up (HTTPS)");
-        return Ok(local);
-    }
-    tokio::spawn(async move {
-        use axum::serve::ListenerExt;
-        // Small answers go out at once, not after the peer's delayed ACK.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "MCP listener failed");
-        }
-    });
-    tracing::info!(%local, "MCP listener up (HTTP, loopback)");
+    let scheme = if tls.is_some() {
+        "HTTPS"
+    } else {
+        "HTTP, loopback"
+    };
+    tokio::spawn(http::serve(listener, router, tls, max_connections, stop));
+    tracing::info!(%local, "MCP listener up ({scheme})");
     Ok(local)
 }
 

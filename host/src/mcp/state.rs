@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::client::Limits;
-use super::https;
+use super::http;
+use super::refusals::RefusalLog;
 use super::sessions::Sessions;
 use super::verified::VerifiedTokens;
 use crate::proxy::LocalDoor;
@@ -20,6 +21,7 @@ pub struct GatewayParts {
     /// The certificate Postgres clients see, for a listener off loopback.
     pub tls: tokio_rustls::TlsAcceptor,
     pub(super) verified: VerifiedTokens,
+    pub(super) refusals: RefusalLog,
 }
 
 impl GatewayParts {
@@ -29,8 +31,9 @@ impl GatewayParts {
             issuers: services.issuers.clone(),
             revocations: services.revocations.clone(),
             audit: services.audit.clone(),
-            tls: https::acceptor(services.tls.config()),
+            tls: http::acceptor(services.tls.config()),
             verified: VerifiedTokens::default(),
+            refusals: RefusalLog::default(),
         }
     }
 }
@@ -46,6 +49,7 @@ pub struct McpState {
     pub(super) limits: Limits,
     /// The gateway's TLS, for a listener off loopback.
     pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(super) max_connections: usize,
 }
 
 impl McpState {
@@ -55,7 +59,7 @@ impl McpState {
         gateway: GatewayParts,
         door: LocalDoor,
     ) -> McpState {
-        let tls = https::wanted(listen).then(|| gateway.tls.clone());
+        let tls = http::wants_tls(listen).then(|| gateway.tls.clone());
         let scheme = if tls.is_some() { "https" } else { "http" };
         McpState {
             gateway,
@@ -65,6 +69,7 @@ impl McpState {
             }),
             authorization_server: config.authorization_server.clone(),
             sessions: Arc::new(Sessions::new(door, config.idle_timeout)),
+            max_connections: config.max_connections,
             limits: Limits {
                 rows: config.row_limit,
                 bytes: config.max_result_bytes,

@@ -244,6 +244,7 @@ impl ServerHandler for Tools {
         }
         let key = Key {
             token: caller.token_digest.clone(),
+            database: caller.database.clone(),
             mcp_session,
         };
         let sessions = &self.state.sessions;
@@ -270,6 +271,11 @@ impl ServerHandler for Tools {
             Err(ClientError::Ended { code, message }) => failed(
                 format!("the database session ended: {message} (SQLSTATE {code})"),
                 json!({"error": {"code": code, "message": message}}),
+            ),
+            Err(ClientError::Unsendable(why)) => return Err(McpError::invalid_params(why, None)),
+            Err(ClientError::TransactionLost(why)) => failed(
+                format!("{why}: nothing was run; the next call starts a new session"),
+                json!({"error": {"message": why}}),
             ),
             Err(ClientError::Cancelled) => failed(
                 "cancelled before the statement was sent".into(),

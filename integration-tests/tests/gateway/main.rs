@@ -23,6 +23,7 @@ mod login;
 mod masking;
 mod masking_exits;
 mod mcp;
+mod mcp_door;
 mod metrics;
 mod one_reading;
 mod plugin_contract;

@@ -6,11 +6,8 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_integration_tests::idp::{TestIdp, TestKey};
 use sluice_integration_tests::mcp::{McpClient, current_spec_calls, text};
 use sluice_integration_tests::{DATABASE, GatewayOptions, PluginSpec, TestGateway, postgres};
-
-use super::token_exchange::{AUD, github_claims, issuer_toml};
 
 const MASKING: &str = r#"
 [config]
@@ -18,7 +15,7 @@ rules = "mcp_people.email=redact"
 "#;
 
 /// The table the tests read and write, created once per test binary.
-async fn fixtures() {
+pub(super) async fn fixtures() {
     static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     DONE.get_or_init(|| async {
         let admin = postgres()
@@ -39,7 +36,7 @@ async fn fixtures() {
     .await;
 }
 
-async fn gateway(plugins: Vec<PluginSpec>, extra_toml: &str) -> TestGateway {
+pub(super) async fn gateway(plugins: Vec<PluginSpec>, extra_toml: &str) -> TestGateway {
     fixtures().await;
     TestGateway::start_with(GatewayOptions {
         plugins,
@@ -58,7 +55,7 @@ fn guarded() -> Vec<PluginSpec> {
 }
 
 /// Every audit record so far, once `done` holds for them.
-async fn audit_when(gw: &TestGateway, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub(super) async fn audit_when(gw: &TestGateway, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let path = gw.config.audit_path();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -78,7 +75,7 @@ async fn audit_when(gw: &TestGateway, done: impl Fn(&[Value]) -> bool) -> Vec<Va
     }
 }
 
-fn mcp(gw: &TestGateway) -> std::net::SocketAddr {
+pub(super) fn mcp(gw: &TestGateway) -> std::net::SocketAddr {
     gw.mcp.expect("started with mcp")
 }
 
@@ -211,6 +208,19 @@ async fn a_transaction_spans_tool_calls_and_the_session_ends_with_the_mcp_sessio
         )
         .await;
     assert_eq!(inside["structuredContent"]["rows"][0]["count"], 1);
+    // A statement the protocol cannot carry is refused before anything is sent: the
+    // transaction is still there.
+    let nul = client
+        .call("query", json!({"sql": "SELECT 'a\u{0}b'"}))
+        .await;
+    assert!(nul["error"].is_string(), "{nul}");
+    let still = client
+        .call(
+            "query",
+            json!({"sql": "SELECT count(*) FROM mcp_people WHERE id = 10"}),
+        )
+        .await;
+    assert_eq!(still["structuredContent"]["rows"][0]["count"], 1, "{still}");
     let rolled = client.call("query", json!({"sql": "ROLLBACK"})).await;
     assert_eq!(rolled["structuredContent"]["transaction"], "none");
 
@@ -357,127 +367,6 @@ async fn a_cancelled_call_withdraws_its_held_statement_and_the_session_goes_on()
     client.close().await;
 }
 
-/// A raw HTTP request to the MCP listener: the status and the whole head.
-async fn http_head(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-) -> (u16, String, String) {
-    http_head_in(addr, method, path, token, None).await
-}
-
-/// As [`http_head`], in the MCP session `session`.
-async fn http_head_in(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    session: Option<&str>,
-) -> (u16, String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
-    );
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    if let Some(session) = session {
-        request.push_str(&format!(
-            "Mcp-Session-Id: {session}\r\nMcp-Protocol-Version: 2025-11-25\r\n"
-        ));
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tcp.read_to_end(&mut response).await.unwrap();
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, head.to_owned(), body.to_owned())
-}
-
-#[tokio::test]
-async fn without_a_valid_token_the_answer_is_401_naming_the_resource_metadata() {
-    let gw = gateway(Vec::new(), "").await;
-    let addr = mcp(&gw);
-    let metadata_url = format!("http://{addr}/.well-known/oauth-protected-resource");
-
-    let mut expired = gw.claims("agent", Duration::from_secs(60));
-    expired.exp = expired.iat - 10;
-    let mut foreign = gw.claims("agent", Duration::from_secs(60));
-    foreign.aud = "someone-else".into();
-    for token in [
-        None,
-        Some("not-a-token".to_owned()),
-        Some(gw.sign(&expired)),
-        Some(gw.sign(&foreign)),
-    ] {
-        let (status, head, _) = http_head(addr, "POST", "/mcp", token.as_deref()).await;
-        assert_eq!(status, 401, "{head}");
-        let challenge = head
-            .lines()
-            .find(|l| l.to_ascii_lowercase().starts_with("www-authenticate:"))
-            .unwrap_or_else(|| panic!("no challenge in {head}"));
-        assert!(
-            challenge.contains(&format!("resource_metadata=\"{metadata_url}\"")),
-            "{challenge}"
-        );
-    }
-
-    let (status, _, body) = http_head(
-        addr,
-        "GET",
-        "/.well-known/oauth-protected-resource/mcp",
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
-    let metadata: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(metadata["resource"], format!("http://{addr}/mcp"));
-    assert_eq!(metadata["bearer_methods_supported"], json!(["header"]));
-
-    // The SDK's client sees the refusal as one.
-    let client = McpClient::connect(addr, "not-a-token").await;
-    assert_eq!(client.hello["code"], 401, "{}", client.hello);
-
-    // A refused token is a failed login in the audit log, as at the Postgres door.
-    let failure = gw.audit_record("login_failure").await;
-    assert_eq!(failure["via"], "mcp", "{failure}");
-    assert!(failure["reason"].is_string());
-}
-
-#[tokio::test]
-async fn an_mcp_session_belongs_to_the_token_that_opened_it() {
-    let gw = gateway(Vec::new(), "").await;
-    let owner = gw.token("agent");
-    let mut client = McpClient::connect(mcp(&gw), &owner).await;
-    let session = client.hello["session"]
-        .as_str()
-        .expect("a session")
-        .to_owned();
-    client.call("query", json!({"sql": "BEGIN"})).await;
-
-    // Another valid token naming it is told there is no such session; its owner is not.
-    let other = gw.token("mallory");
-    for method in ["POST", "GET", "DELETE"] {
-        let (status, head, _) =
-            http_head_in(mcp(&gw), method, "/mcp", Some(&other), Some(&session)).await;
-        assert_eq!(status, 404, "{method}: {head}");
-    }
-    let (status, head, _) =
-        http_head_in(mcp(&gw), "POST", "/mcp", Some(&owner), Some(&session)).await;
-    assert_ne!(status, 404, "{head}");
-    // The owner's transaction is untouched.
-    let still = client
-        .call("query", json!({"sql": "SELECT 1 AS one"}))
-        .await;
-    assert_eq!(still["structuredContent"]["transaction"], "open", "{still}");
-    client.close().await;
-}
-
 #[tokio::test]
 async fn results_past_the_byte_budget_are_cut_and_the_session_goes_on() {
     let gw = gateway(Vec::new(), "[mcp]\nmax_result_bytes = 250000\n").await;
@@ -515,7 +404,19 @@ async fn results_past_the_byte_budget_are_cut_and_the_session_goes_on() {
         huge["structuredContent"]["row_count"]
     );
     assert_eq!(huge["structuredContent"]["truncated"], true);
-    // Same session after both.
+    // A row dropped cuts the answer there: what comes back is a prefix of the result.
+    let prefix = client
+        .call(
+            "query",
+            json!({"sql": "SELECT n, CASE WHEN n = 2 THEN repeat('y', 1000000) ELSE 'z' END AS v FROM generate_series(1, 3) n"}),
+        )
+        .await;
+    assert_eq!(
+        prefix["structuredContent"]["rows"],
+        json!([{"n": 1, "v": "z"}])
+    );
+    assert_eq!(prefix["structuredContent"]["truncated"], true);
+    // Same session after all of them.
     let again = client
         .call("query", json!({"sql": "SELECT pg_backend_pid() AS pid"}))
         .await;
@@ -549,81 +450,6 @@ async fn copy_through_a_tool_is_refused_and_the_session_stays_in_step() {
 }
 
 #[tokio::test]
-async fn off_loopback_the_mcp_listener_serves_https_with_the_gateways_certificate() {
-    fixtures().await;
-    let port = sluice_integration_tests::free_port();
-    let gw = TestGateway::start_with(GatewayOptions {
-        mcp: true,
-        mcp_listen: Some(std::net::SocketAddr::from(([0, 0, 0, 0], port))),
-        extra_toml: format!("[mcp]\npublic_url = \"https://localhost:{port}\"\n"),
-        ..GatewayOptions::default()
-    })
-    .await;
-    let cert = gw.config_path.with_file_name("data").join("server.crt");
-    assert!(cert.is_file(), "{}", cert.display());
-    let url = format!("https://localhost:{port}/mcp");
-    let mut client = McpClient::connect_trusting(&url, &gw.token("agent"), Some(&cert)).await;
-    assert_eq!(client.hello["connected"], true, "{}", client.hello);
-    let one = client
-        .call("query", json!({"sql": "SELECT 1 AS one"}))
-        .await;
-    assert_eq!(one["structuredContent"]["rows"][0]["one"], 1, "{one}");
-    client.close().await;
-    // Plain HTTP is not served there.
-    let plain =
-        McpClient::connect_url(&format!("http://localhost:{port}/mcp"), &gw.token("agent")).await;
-    assert!(plain.hello["connect_error"].is_string(), "{}", plain.hello);
-}
-
-#[tokio::test]
-async fn a_person_whose_issuer_allows_direct_use_calls_tools_with_their_own_token() {
-    fixtures().await;
-    let (key, gh_key) = (TestKey::es256("people-1"), TestKey::rs256("gh-1"));
-    let people = TestIdp::start("people", vec![key.clone()]).await;
-    let github = TestIdp::start("github", vec![gh_key.clone()]).await;
-    let gw = TestGateway::start_with(GatewayOptions {
-        extra_toml: [
-            issuer_toml(
-                "people",
-                &people,
-                "oidc",
-                "subjects = [\"dana\"]\ndatabases = [\"app\"]\ndirect_login = true",
-            ),
-            issuer_toml(
-                "github",
-                &github,
-                "github-actions",
-                "subjects = [\"*\"]\ndatabases = [\"app\"]",
-            ),
-        ]
-        .concat(),
-        mcp: true,
-        ..GatewayOptions::default()
-    })
-    .await;
-    let dana = key.sign(&people.claims(AUD, 300, json!({"sub": "dana"})));
-    let mut client = McpClient::connect(mcp(&gw), &dana).await;
-    let answer = client
-        .call("query", json!({"sql": "SELECT 6 * 7 AS answer"}))
-        .await;
-    assert_eq!(
-        answer["structuredContent"]["rows"][0]["answer"], 42,
-        "{answer}"
-    );
-    let start = gw.audit_record("session_start").await;
-    assert_eq!(start["subject"], "dana");
-    assert_eq!(start["idp"], people.issuer.as_str());
-    assert_eq!(start["via"], "mcp");
-    client.close().await;
-
-    // An issuer whose tokens are exchanged first: 401, saying so.
-    let workflow = gh_key.sign(&github_claims(&github, "acme/reports", "refs/heads/main"));
-    let (status, head, _) = http_head(mcp(&gw), "POST", "/mcp", Some(&workflow)).await;
-    assert_eq!(status, 401);
-    assert!(head.contains("exchanged first"), "{head}");
-}
-
-#[tokio::test]
 async fn a_read_only_grant_is_offered_read_only_tools_and_cannot_write() {
     let gw = gateway(Vec::new(), "").await;
     let mut claims = gw.claims("agent", Duration::from_secs(300));
@@ -640,6 +466,36 @@ async fn a_read_only_grant_is_offered_read_only_tools_and_cannot_write() {
     assert_eq!(write["isError"], true, "{write}");
     assert!(text(&write).contains("25006"), "{}", text(&write));
     client.close().await;
+}
+
+#[tokio::test]
+async fn a_session_idled_out_with_a_transaction_open_says_so_before_running_anything() {
+    let gw = gateway(Vec::new(), "[mcp]\nidle_timeout = \"1s\"\n").await;
+    let mut client = McpClient::connect(mcp(&gw), &gw.token("agent")).await;
+    client.call("query", json!({"sql": "BEGIN"})).await;
+    client
+        .call(
+            "query",
+            json!({"sql": "INSERT INTO mcp_people VALUES (50, 'Gus', NULL)"}),
+        )
+        .await;
+    // The gateway records the session's end once the MCP server closes it.
+    audit_when(&gw, |all| all.iter().any(|r| r["type"] == "session_end")).await;
+    let lost = client
+        .call(
+            "query",
+            json!({"sql": "INSERT INTO mcp_people VALUES (51, 'Hal', NULL)"}),
+        )
+        .await;
+    assert_eq!(lost["isError"], true, "{lost}");
+    assert!(text(&lost).contains("rolled back"), "{}", text(&lost));
+    let count = client
+        .call(
+            "query",
+            json!({"sql": "SELECT count(*) FROM mcp_people WHERE id IN (50, 51)"}),
+        )
+        .await;
+    assert_eq!(count["structuredContent"]["rows"][0]["count"], 0, "{count}");
 }
 
 #[tokio::test]

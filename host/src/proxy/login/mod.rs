@@ -163,6 +163,7 @@ pub async fn login(
             database: Some(startup.database.clone()),
             reason: reason.to_owned(),
             via,
+            unrecorded: None,
         })
     };
     let span = tracing::Span::current();
