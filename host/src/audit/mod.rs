@@ -86,6 +86,7 @@ impl Audit {
             rotate_bytes: config.rotate_mib << 20,
             rotate_interval: config.rotate_interval,
             checkpoint_interval: config.checkpoint_interval,
+            sync_delay: config.sync_delay,
             key: key.map(Arc::new),
             metrics,
         };
@@ -138,7 +139,7 @@ impl Audit {
     /// next durable record).
     pub fn record(&self, event: Event) {
         if let Some(log) = &self.log {
-            let _ = log.append(&event, false);
+            let _ = log.append(&event, false, false);
         }
     }
 
@@ -149,7 +150,7 @@ impl Audit {
         let Some(log) = &self.log else {
             return Ok(());
         };
-        let mut result = log.append(&event, true);
+        let mut result = log.append(&event, true, self.fsync);
         if self.fsync
             && let Ok(bytes) = result
         {
@@ -162,34 +163,27 @@ impl Audit {
     }
 
     /// Records `event`, allowing a statement that cannot change anything by running now, and
-    /// returns once it is handed to the kernel. With fsync durability the disk is not waited
-    /// for here: the result is what [`Audit::answerable`] must see synced before rows the
-    /// statement returns reach the client (0: nothing to wait for).
-    pub async fn durable_before_answer(&self, event: Event) -> Result<u64, AuditError> {
+    /// returns once it is handed to the kernel. With fsync durability its record reaches the
+    /// disk within `sync_delay`, gathered with others into one flush, and nothing waits for
+    /// that: a machine crash can lose the last few milliseconds of such records, never one a
+    /// write waited for. With `fsync-before-forward` it waits for the disk, as [`Audit::durable`].
+    pub async fn before_forward(&self, event: Event) -> Result<(), AuditError> {
         if self.sync_before_forward {
-            return self.durable(event).await.map(|()| 0);
+            return self.durable(event).await;
         }
         let Some(log) = &self.log else {
-            return Ok(0);
+            return Ok(());
         };
-        match log.append(&event, true) {
-            Ok(bytes) if self.fsync => Ok(bytes),
-            Ok(_) => Ok(0),
-            Err(e) => self.lost(e).map(|()| 0),
+        match log.append(&event, true, false) {
+            Ok(_) => Ok(()),
+            Err(e) => self.lost(e),
         }
     }
 
-    /// Returns once the first `bytes` of the log are on disk (see
-    /// [`Audit::durable_before_answer`]). An error means they may never be, and the answers
-    /// waiting on them must not reach the client.
-    pub async fn answerable(&self, bytes: u64) -> Result<(), AuditError> {
-        match &self.log {
-            Some(log) if bytes > 0 => match log.synced(bytes).await {
-                Ok(()) => Ok(()),
-                Err(e) => self.lost(e),
-            },
-            _ => Ok(()),
-        }
+    /// Whether every record written so far is on disk (fsync durability).
+    #[cfg(test)]
+    pub(crate) fn all_on_disk(&self) -> bool {
+        self.log.as_ref().is_none_or(|log| log.all_synced())
     }
 
     /// A durable record that did not make it: fine only with `on_failure = "continue"`.

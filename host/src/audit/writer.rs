@@ -29,6 +29,8 @@ pub struct WriterConfig {
     pub rotate_bytes: u64,
     pub rotate_interval: Option<Duration>,
     pub checkpoint_interval: Duration,
+    /// With fsync: how long records nobody waits for may stay unsynced.
+    pub sync_delay: Duration,
     pub key: Option<Arc<SigningKey>>,
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
@@ -145,7 +147,7 @@ impl Log {
             torn_bytes: torn,
         };
         // Not fatal: a log that cannot be written now refuses statements until it can.
-        let _ = log.append(&opened, true);
+        let _ = log.append(&opened, true, false);
         Ok(log)
     }
 
@@ -155,8 +157,9 @@ impl Log {
 
     /// Seals `event` into the chain. With `flush`, everything pending is written before this
     /// returns, and the result is the byte count the caller must see synced (fsync durability)
-    /// for its record to be on disk.
-    pub fn append(&self, event: &Event, flush: bool) -> Result<u64, String> {
+    /// for its record to be on disk; `waits`: the caller will wait for that, so the syncer
+    /// starts now instead of gathering for `sync_delay`.
+    pub fn append(&self, event: &Event, flush: bool, waits: bool) -> Result<u64, String> {
         thread_local! {
             /// Where this thread serializes its events: one buffer reused, not one per record.
             static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -166,7 +169,7 @@ impl Log {
             let result = serde_json::to_writer(&mut *body, event)
                 .map_err(|e| e.to_string())
                 .and_then(|()| {
-                    self.append_body(body, matches!(event, Event::AuditClose {}), flush)
+                    self.append_body(body, matches!(event, Event::AuditClose {}), flush, waits)
                 });
             // One huge statement text must not stay allocated on every thread that saw one.
             if body.capacity() > 1 << 20 {
@@ -177,7 +180,13 @@ impl Log {
     }
 
     /// [`Log::append`] of an event serialized as `body`, under the lock.
-    fn append_body(&self, body: &[u8], closing: bool, flush: bool) -> Result<u64, String> {
+    fn append_body(
+        &self,
+        body: &[u8],
+        closing: bool,
+        flush: bool,
+        waits: bool,
+    ) -> Result<u64, String> {
         let mut inner = self.lock();
         if inner.stopping && !closing {
             return Err("the audit log is closed".into());
@@ -187,7 +196,7 @@ impl Log {
             return Ok(inner.written);
         }
         let result = self.flush(&mut inner);
-        if result.is_ok() && inner.syncer_idle {
+        if result.is_ok() && waits && inner.syncer_idle {
             self.wake.notify_one();
         }
         result.map(|()| inner.written)
@@ -306,6 +315,12 @@ impl Log {
         }
     }
 
+    /// Whether everything written is on disk.
+    #[cfg(test)]
+    pub fn all_synced(&self) -> bool {
+        self.lock().written <= self.synced.borrow().bytes
+    }
+
     /// Waits (async) until the first `bytes` of this run are on disk.
     pub async fn synced(&self, bytes: u64) -> Result<(), String> {
         let mut rx = self.synced.subscribe();
@@ -324,8 +339,15 @@ impl Log {
             if inner.stopping {
                 return;
             }
+            // Unsynced bytes with a session waiting for them: flush now (group commit: all
+            // that arrived meanwhile goes with them). Nobody waiting (records of reads):
+            // gather for `sync_delay`, unless a waiter comes (its append wakes this thread).
             let wait = if self.config.fsync && inner.written > self.synced.borrow().bytes {
-                Duration::ZERO
+                if self.synced.receiver_count() > 0 {
+                    Duration::ZERO
+                } else {
+                    self.config.sync_delay
+                }
             } else {
                 LINGER
             };

@@ -17,10 +17,11 @@ pub struct AuditConfig {
     pub path: Option<PathBuf>,
     /// When the record that allows a statement counts as written: `write` (handed to the
     /// kernel before the statement is forwarded: survives a crash of the gateway), `fsync`
-    /// (also on disk before the statement can change anything — at once for COMMIT, writes
-    /// outside a transaction block, DDL, function calls; for the rest, before rows it returns
-    /// reach the client: survives the machine) or `fsync-before-forward` (on disk before every
-    /// statement is forwarded).
+    /// (also on disk before a statement that can change anything is forwarded — COMMIT,
+    /// writes outside a transaction block, DDL, function calls; the records of the rest reach
+    /// the disk within `sync_delay`, their rows relayed at once: a machine crash can lose the
+    /// last few milliseconds of records of reads, never the record of a committed write) or
+    /// `fsync-before-forward` (on disk before every statement is forwarded).
     #[serde(default)]
     pub durability: Durability,
     /// What a statement meets when the log cannot be written: `refuse` (fail closed) or
@@ -40,6 +41,14 @@ pub struct AuditConfig {
     /// How often a signed checkpoint is written while records keep coming.
     #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// With `fsync`: how long records nobody waits for (those of reads) may stay off the disk,
+    /// gathering more for one flush. A record something waits for is flushed at once.
+    #[serde(default = "default_sync_delay", with = "humantime_serde")]
+    pub sync_delay: Duration,
+}
+
+fn default_sync_delay() -> Duration {
+    Duration::from_millis(10)
 }
 
 impl Default for AuditConfig {
@@ -53,6 +62,7 @@ impl Default for AuditConfig {
             rotate_mib: default_rotate_mib(),
             rotate_interval: None,
             checkpoint_interval: default_checkpoint_interval(),
+            sync_delay: default_sync_delay(),
         }
     }
 }

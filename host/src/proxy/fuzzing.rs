@@ -175,7 +175,7 @@ tls = "disable"
             mut gate,
             mut answers,
             notices: mut notices_in,
-            mut results,
+            results,
             mut masker,
             progress,
         } = session::Parts::new(&self.shared, info, Default::default());
@@ -199,7 +199,7 @@ tls = "disable"
                     read_only: false,
                 },
                 &mut notices_in,
-                results.as_mut(),
+                results.as_ref(),
                 masker.as_mut(),
             )
             .await;

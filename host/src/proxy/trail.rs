@@ -6,15 +6,16 @@
 //! Postgres then skips (the rest of a query string, or of a pipeline up to Sync) are recorded
 //! as skipped.
 //!
-//! With fsync durability, a statement that cannot change anything by running now (see
-//! [`Effect`]) is forwarded once its record is written, and the upstream direction holds rows
-//! for the client until that record is on disk ([`Results::answerable`]). Whether
-//! the session is in a transaction block comes from the last ReadyForQuery, trusted only for the
-//! first statement of a request cycle that starts with every earlier cycle answered.
+//! With fsync durability, a statement that can change something by running now (see
+//! [`Effect`]) is forwarded once its record is on disk; any other is forwarded once its record
+//! is written, and its rows relayed at once, the record reaching the disk within the audit's
+//! `sync_delay`. Whether the session is in a transaction block comes from the last
+//! ReadyForQuery, trusted only for the first statement of a request cycle that starts with
+//! every earlier cycle answered.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use super::pipeline::{Answer, Record, Request};
 use super::session::progress::Progress;
@@ -28,8 +29,6 @@ use crate::identity::SessionInfo;
 pub struct Trail {
     audit: Arc<Audit>,
     info: SessionInfo,
-    /// Log bytes that must be on disk before anything more reaches the client.
-    hold: Arc<AtomicU64>,
     /// Where the session's requests stand: whether the last ReadyForQuery answered every
     /// request cycle sent, and in which transaction status.
     progress: Arc<Progress>,
@@ -50,17 +49,13 @@ impl Trail {
         info: SessionInfo,
         progress: Arc<Progress>,
     ) -> (Trail, Option<Results>) {
-        let hold = Arc::new(AtomicU64::new(0));
         let results = audit.enabled().then(|| Results {
             audit: audit.clone(),
             session: info.id,
-            hold: hold.clone(),
-            answerable: 0,
         });
         let trail = Trail {
             audit,
             info,
-            hold,
             progress,
             next: 0,
             prepared: HashMap::new(),
@@ -211,9 +206,7 @@ impl Trail {
         if at_once {
             return self.audit.durable(event).await;
         }
-        let bytes = self.audit.durable_before_answer(event).await?;
-        self.hold.fetch_max(bytes, Ordering::AcqRel);
-        Ok(())
+        self.audit.before_forward(event).await
     }
 
     /// The audit record of the execution an Execute of `portal` runs (its Bind's).
@@ -245,23 +238,9 @@ fn effect_of(statements: Option<&[Statement]>) -> Effect {
 pub struct Results {
     audit: Arc<Audit>,
     session: u64,
-    hold: Arc<AtomicU64>,
-    /// Log bytes known to be on disk already.
-    answerable: u64,
 }
 
 impl Results {
-    /// Returns once the rows queued for the client may go: the records of the statements
-    /// forwarded without waiting for the disk are on it. An error: they may never be.
-    pub async fn answerable(&mut self) -> Result<(), AuditError> {
-        let hold = self.hold.load(Ordering::Acquire);
-        if hold > self.answerable {
-            self.audit.answerable(hold).await?;
-            self.answerable = hold;
-        }
-        Ok(())
-    }
-
     /// Records what the upstream message `tag` (with `body`), matched as `answer`, says of the
     /// statements the session runs.
     pub fn answered(&self, tag: u8, body: &[u8], answer: &Answer<'_>) {
@@ -396,10 +375,9 @@ mod tests {
         progress.done.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Records `sql` as a Query and says whether it waited for the disk before returning
-    /// (instead of leaving its answer to wait).
-    async fn synced_before_forwarding(trail: &mut Trail, results: &mut Results, sql: &str) -> bool {
-        let held = trail.hold.load(Ordering::Acquire);
+    /// Records `sql` as a Query and says whether its record (and all before it) was on disk
+    /// when it returned: whether it waited for the disk before forwarding.
+    async fn synced_before_forwarding(trail: &mut Trail, audit: &Audit, sql: &str) -> bool {
         let statements = crate::analysis::analyze_uncached(sql).unwrap();
         trail
             .text(
@@ -411,10 +389,8 @@ mod tests {
             )
             .await
             .unwrap();
-        let waits_for_answer = trail.hold.load(Ordering::Acquire) > held;
         cycle_sent(trail);
-        results.answerable().await.unwrap();
-        !waits_for_answer
+        audit.all_on_disk()
     }
 
     #[tokio::test]
@@ -422,38 +398,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = AuditConfig {
             durability: Durability::Fsync,
+            // Long enough that nothing but a waiting record syncs during the test.
+            sync_delay: std::time::Duration::from_secs(3600),
             ..AuditConfig::default()
         };
         let audit =
             Arc::new(Audit::start(&config, dir.path().join("audit.jsonl"), None, None).unwrap());
         let progress = Arc::new(Progress::default());
-        let (mut trail, results) = Trail::new(audit.clone(), info(), progress.clone());
-        let mut results = results.unwrap();
+        let (mut trail, _results) = Trail::new(audit.clone(), info(), progress.clone());
         let idle = || answered(&progress, b'I');
         let in_block = || answered(&progress, b'T');
+        let waits = async |trail: &mut Trail, sql: &str| {
+            synced_before_forwarding(trail, &audit, sql).await
+        };
 
-        assert!(!synced_before_forwarding(&mut trail, &mut results, "SELECT 1").await);
+        assert!(!waits(&mut trail, "SELECT 1").await);
         idle();
-        assert!(synced_before_forwarding(&mut trail, &mut results, "UPDATE t SET v = 1").await);
+        assert!(waits(&mut trail, "UPDATE t SET v = 1").await);
         idle();
-        assert!(!synced_before_forwarding(&mut trail, &mut results, "BEGIN").await);
+        assert!(!waits(&mut trail, "BEGIN").await);
         in_block();
-        assert!(!synced_before_forwarding(&mut trail, &mut results, "UPDATE t SET v = 1").await);
+        assert!(!waits(&mut trail, "UPDATE t SET v = 1").await);
         in_block();
-        assert!(synced_before_forwarding(&mut trail, &mut results, "SELECT nextval('s')").await);
+        assert!(waits(&mut trail, "SELECT nextval('s')").await);
         in_block();
-        assert!(synced_before_forwarding(&mut trail, &mut results, "COMMIT").await);
+        assert!(waits(&mut trail, "COMMIT").await);
         idle();
 
         // Unanswered cycles: the transaction status is not known, so a write waits.
-        assert!(!synced_before_forwarding(&mut trail, &mut results, "BEGIN").await);
-        assert!(synced_before_forwarding(&mut trail, &mut results, "UPDATE t SET v = 1").await);
+        assert!(!waits(&mut trail, "BEGIN").await);
+        assert!(waits(&mut trail, "UPDATE t SET v = 1").await);
         in_block();
         in_block();
 
         // Extended protocol: a Parse runs nothing; its Bind is judged as the statement.
         let update = crate::analysis::analyze_uncached("UPDATE t SET v = $1").unwrap();
-        let held = trail.hold.load(Ordering::Acquire);
         trail
             .text(
                 Protocol::Parse,
@@ -465,22 +444,36 @@ mod tests {
             .await
             .unwrap();
         trail.prepared("u", 9, Some(&update[..]));
-        assert!(
-            trail.hold.load(Ordering::Acquire) > held,
-            "a Parse does not wait"
-        );
-        let held = trail.hold.load(Ordering::Acquire);
+        assert!(!audit.all_on_disk(), "a Parse does not wait");
         trail.bind("u", "", &[], allowed()).await.unwrap();
-        assert!(
-            trail.hold.load(Ordering::Acquire) > held,
-            "inside the block"
-        );
+        assert!(!audit.all_on_disk(), "inside the block");
         // A second execution in the same cycle may follow a COMMIT: it waits.
-        let held = trail.hold.load(Ordering::Acquire);
         trail.bind("u", "", &[], allowed()).await.unwrap();
-        assert_eq!(trail.hold.load(Ordering::Acquire), held);
+        assert!(audit.all_on_disk());
         cycle_sent(&mut trail);
-        results.answerable().await.unwrap();
+        audit.close().await;
+    }
+
+    #[tokio::test]
+    async fn with_fsync_records_nobody_waits_for_reach_the_disk_within_the_sync_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuditConfig {
+            durability: Durability::Fsync,
+            sync_delay: std::time::Duration::from_millis(20),
+            ..AuditConfig::default()
+        };
+        let audit =
+            Arc::new(Audit::start(&config, dir.path().join("audit.jsonl"), None, None).unwrap());
+        let progress = Arc::new(Progress::default());
+        let (mut trail, _results) = Trail::new(audit.clone(), info(), progress.clone());
+        synced_before_forwarding(&mut trail, &audit, "SELECT 1").await;
+        // Nothing waits for it, and it still gets there (the wait is a backstop, not the
+        // bound: the syncer flushes after `sync_delay`).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !audit.all_on_disk() {
+            assert!(std::time::Instant::now() < deadline, "never synced");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         audit.close().await;
     }
 }

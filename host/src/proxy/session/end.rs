@@ -29,8 +29,6 @@ pub enum SessionEnd {
     UpstreamProtocol(String),
     ClientIo(std::io::Error),
     UpstreamIo(std::io::Error),
-    /// Answers waited for audit records that could not be made durable.
-    AuditFailed,
     /// The upstream reported a setting that makes it read statements differently from the
     /// gateway (`reading.rs`).
     ReadingChanged(String),
@@ -57,7 +55,6 @@ impl SessionEnd {
             SessionEnd::UpstreamProtocol(_) => "upstream_protocol_error",
             SessionEnd::ClientIo(_) => "client_io_error",
             SessionEnd::UpstreamIo(_) => "upstream_io_error",
-            SessionEnd::AuditFailed => "audit_failed",
             SessionEnd::ReadingChanged(_) => "reading_changed",
             SessionEnd::UpstreamTooLarge { .. } => "upstream_message_too_large",
         }
@@ -88,10 +85,6 @@ impl SessionEnd {
             SessionEnd::ClientProtocol(why) => {
                 Some(messages::fatal(sqlstate::PROTOCOL_VIOLATION, why))
             }
-            SessionEnd::AuditFailed => Some(messages::fatal(
-                sqlstate::IO_ERROR,
-                "terminating connection because the audit log cannot be made durable",
-            )),
             SessionEnd::UpstreamTooLarge { len, max } => Some(messages::fatal(
                 sqlstate::PROGRAM_LIMIT_EXCEEDED,
                 format!(

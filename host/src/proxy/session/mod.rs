@@ -70,7 +70,7 @@ pub async fn run(
         mut gate,
         mut answers,
         notices: mut notices_in,
-        mut results,
+        results,
         mut masker,
         progress,
     } = Parts::new(shared, info, cancel_key.cancelled.clone());
@@ -80,7 +80,7 @@ pub async fn run(
     };
     let end = tokio::select! {
         end = client_to_upstream(&mut client_in, &mut up_out, &mut gate, idle) => end,
-        end = upstream_to_client(&mut up_in, &mut client_out, Relayed { answers: &mut answers, progress: &progress, read_only: info_read_only }, &mut notices_in, results.as_mut(), masker.as_mut()) => end,
+        end = upstream_to_client(&mut up_in, &mut client_out, Relayed { answers: &mut answers, progress: &progress, read_only: info_read_only }, &mut notices_in, results.as_ref(), masker.as_mut()) => end,
         () = runaway::watch(
             budget + shared.config.limits.statement_timeout_grace,
             &progress.sent,

@@ -61,7 +61,7 @@ pub(crate) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
     client: &mut FrameWriter<W>,
     relayed: Relayed<'_>,
     notices: &mut mpsc::UnboundedReceiver<Bytes>,
-    mut results: Option<&mut Results>,
+    results: Option<&Results>,
     mut masker: Option<&mut Masker>,
 ) -> SessionEnd {
     let Relayed {
@@ -75,8 +75,6 @@ pub(crate) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
     // Whether the last message relayed was a FATAL: then a close is the upstream's own,
     // explained, ending (admin shutdown, its idle timeout...).
     let mut said_fatal = false;
-    // Rows are queued for the client: they wait for their statements' audit records.
-    let mut rows_queued = false;
     loop {
         let read = tokio::select! {
             read = upstream.next() => read,
@@ -134,8 +132,7 @@ pub(crate) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
                 _ => {}
             }
             said_fatal = frame.tag() == b'E' && is_fatal(frame.body());
-            rows_queued |= frame.tag() == b'D';
-            if let Some(results) = results.as_deref() {
+            if let Some(results) = results {
                 results.answered(frame.tag(), frame.body(), &answer);
             }
             // The failure of a refused message's substitute becomes the gateway's refusal.
@@ -182,13 +179,8 @@ pub(crate) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
             }
             if relay_rows(upstream, client, answers, masker.as_deref()) > 0 {
                 said_fatal = false;
-                rows_queued = true;
             }
             if client.wants_flush() {
-                if rows_queued && let Some(end) = answerable(results.as_deref_mut()).await {
-                    return end;
-                }
-                rows_queued = false;
                 if let Err(e) = client.flush().await {
                     return SessionEnd::ClientIo(e);
                 }
@@ -202,25 +194,8 @@ pub(crate) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
         if let Some(m) = masker.as_deref_mut() {
             m.idle(client).await;
         }
-        if rows_queued && let Some(end) = answerable(results.as_deref_mut()).await {
-            return end;
-        }
-        rows_queued = false;
         if let Err(e) = client.flush().await {
             return SessionEnd::ClientIo(e);
-        }
-    }
-}
-
-/// Waits until the rows queued for the client may go (their statements' audit records are on
-/// disk, with fsync durability); `Some` ends the session when they never will be.
-async fn answerable(results: Option<&mut Results>) -> Option<SessionEnd> {
-    let results = results?;
-    match results.answerable().await {
-        Ok(()) => None,
-        Err(e) => {
-            tracing::error!(error = %e, "answers withheld: their audit records are not durable");
-            Some(SessionEnd::AuditFailed)
         }
     }
 }
