@@ -180,10 +180,10 @@ pub(crate) async fn upstream_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unp
             if relay_rows(upstream, client, answers, masker.as_deref()) > 0 {
                 said_fatal = false;
             }
-            if client.wants_flush() {
-                if let Err(e) = client.flush().await {
-                    return SessionEnd::ClientIo(e);
-                }
+            if client.wants_flush()
+                && let Err(e) = client.flush().await
+            {
+                return SessionEnd::ClientIo(e);
             }
             next = match upstream.try_next() {
                 Ok(frame) => frame,
