@@ -408,9 +408,8 @@ mod tests {
         let (mut trail, _results) = Trail::new(audit.clone(), info(), progress.clone());
         let idle = || answered(&progress, b'I');
         let in_block = || answered(&progress, b'T');
-        let waits = async |trail: &mut Trail, sql: &str| {
-            synced_before_forwarding(trail, &audit, sql).await
-        };
+        let waits =
+            async |trail: &mut Trail, sql: &str| synced_before_forwarding(trail, &audit, sql).await;
 
         assert!(!waits(&mut trail, "SELECT 1").await);
         idle();
