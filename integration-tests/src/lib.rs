@@ -507,31 +507,12 @@ pub async fn browser(args: &[&str]) -> Output {
 
 /// Runs `integration-tests/browser/<script>` with `args`, as [`browser`] does.
 pub async fn browser_script(script: &str, args: &[&str]) -> Output {
-    static INSTALL: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         Path::new(&chromium).is_file(),
         "{chromium} not found: install Chromium (`apt-get install chromium`) or set CHROMIUM"
     );
-    {
-        let mut installed = INSTALL.lock().await;
-        if !*installed && !dir.join("node_modules/playwright-core").is_dir() {
-            let npm = tokio::process::Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .output()
-                .await
-                .expect("npm runs: install Node.js (`apt-get install nodejs npm`)");
-            assert!(
-                npm.status.success(),
-                "npm ci in {} failed: {}",
-                dir.display(),
-                String::from_utf8_lossy(&npm.stderr)
-            );
-        }
-        *installed = true;
-    }
+    let dir = npm_installed("browser", "playwright-core").await;
     tokio::process::Command::new("node")
         .arg(dir.join(script))
         .args(args)
@@ -540,6 +521,30 @@ pub async fn browser_script(script: &str, args: &[&str]) -> Output {
         .output()
         .await
         .expect("node runs: install Node.js (`apt-get install nodejs npm`)")
+}
+
+/// `integration-tests/<package>` with its npm dependencies installed (`npm ci`, once per
+/// test binary, unless `node_modules/<module>` is there already). A missing Node.js fails with
+/// how to install it.
+pub async fn npm_installed(package: &str, module: &str) -> PathBuf {
+    static INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(package);
+    let _one_at_a_time = INSTALL.lock().await;
+    if !dir.join("node_modules").join(module).is_dir() {
+        let npm = tokio::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .output()
+            .await
+            .expect("npm runs: install Node.js (`apt-get install nodejs npm`)");
+        assert!(
+            npm.status.success(),
+            "npm ci in {} failed: {}",
+            dir.display(),
+            String::from_utf8_lossy(&npm.stderr)
+        );
+    }
+    dir
 }
 
 /// tokio-postgres config for a gateway on `port`: TLS required, `user` and token as password.

@@ -21,29 +21,6 @@ pub struct McpClient {
     pub hello: Value,
 }
 
-/// Installs the SDK (`npm ci`) on first use; a missing Node.js fails with how to install it.
-async fn install() -> std::path::PathBuf {
-    static INSTALL: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp");
-    let mut installed = INSTALL.lock().await;
-    if !*installed && !dir.join("node_modules/@modelcontextprotocol/sdk").is_dir() {
-        let npm = tokio::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .output()
-            .await
-            .expect("npm runs: install Node.js (`apt-get install nodejs npm`)");
-        assert!(
-            npm.status.success(),
-            "npm ci in {} failed: {}",
-            dir.display(),
-            String::from_utf8_lossy(&npm.stderr)
-        );
-    }
-    *installed = true;
-    dir
-}
-
 impl McpClient {
     /// Connects to the MCP server at `addr` (its `/mcp`) with `token` as the bearer.
     pub async fn connect(addr: std::net::SocketAddr, token: &str) -> McpClient {
@@ -58,7 +35,7 @@ impl McpClient {
     /// Connects to the MCP server at `url`, an `https` one trusting the certificate in the
     /// PEM file `ca`.
     pub async fn connect_trusting(url: &str, token: &str, ca: Option<&Path>) -> McpClient {
-        let dir = install().await;
+        let dir = crate::npm_installed("mcp", "@modelcontextprotocol/sdk").await;
         let mut command = tokio::process::Command::new("node");
         if let Some(ca) = ca {
             command.env("NODE_EXTRA_CA_CERTS", ca);

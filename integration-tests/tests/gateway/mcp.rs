@@ -268,30 +268,31 @@ async fn a_client_of_the_current_spec_without_sessions_keeps_its_transaction_acr
     assert_eq!(starts, 1, "{records:?}");
 }
 
-#[tokio::test]
-async fn a_write_held_for_approval_waits_in_the_call_and_runs_once_approved_through_the_cli() {
+/// A gateway holding writes for approval, and a client whose call "w" runs `sql` and waits:
+/// the approval id, as the progress notification the call received carries it.
+async fn held_write(sql: &str) -> (TestGateway, McpClient, String) {
     let gw = gateway(
         vec![PluginSpec::stock("approve-writes")],
         "[approvals]\ntimeout = \"60s\"\n",
     )
     .await;
     let mut client = McpClient::connect(mcp(&gw), &gw.token("agent")).await;
-    client
-        .start_call(
-            "w",
-            "query",
-            json!({"sql": "INSERT INTO mcp_people VALUES (20, 'Dan', NULL)"}),
-        )
-        .await;
-    // The approval id arrives as progress while the call waits.
+    client.start_call("w", "query", json!({"sql": sql})).await;
     let progress = client.next().await;
     assert_eq!(progress["id"], "w", "{progress}");
-    let message = progress["progress"].as_str().unwrap();
+    let message = progress["progress"].as_str().unwrap_or_default();
     let id = message
         .split_whitespace()
         .find(|w| w.starts_with("apr-"))
-        .unwrap_or_else(|| panic!("no approval id in {message}"))
+        .unwrap_or_else(|| panic!("no approval id in {progress}"))
         .to_owned();
+    (gw, client, id)
+}
+
+#[tokio::test]
+async fn a_write_held_for_approval_waits_in_the_call_and_runs_once_approved_through_the_cli() {
+    // The approval id arrives as progress while the call waits.
+    let (gw, mut client, id) = held_write("INSERT INTO mcp_people VALUES (20, 'Dan', NULL)").await;
 
     let alice = gw.token_with_groups("alice", &["approvers"]);
     let approved = gw
@@ -317,27 +318,7 @@ async fn a_write_held_for_approval_waits_in_the_call_and_runs_once_approved_thro
 
 #[tokio::test]
 async fn a_cancelled_call_withdraws_its_held_statement_and_the_session_goes_on() {
-    let gw = gateway(
-        vec![PluginSpec::stock("approve-writes")],
-        "[approvals]\ntimeout = \"60s\"\n",
-    )
-    .await;
-    let mut client = McpClient::connect(mcp(&gw), &gw.token("agent")).await;
-    client
-        .start_call(
-            "w",
-            "query",
-            json!({"sql": "INSERT INTO mcp_people VALUES (40, 'Fay', NULL)"}),
-        )
-        .await;
-    let progress = client.next().await;
-    assert!(
-        progress["progress"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("apr-"),
-        "{progress}"
-    );
+    let (gw, mut client, _) = held_write("INSERT INTO mcp_people VALUES (40, 'Fay', NULL)").await;
     client.cancel("w").await;
     let cancelled = client.answer("w").await;
     assert!(cancelled["error"].is_string(), "{cancelled}");
