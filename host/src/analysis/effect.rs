@@ -1,7 +1,7 @@
 //! When a statement can change something that outlives it — data, schema, another session, a
 //! file, a remote system through a function — as far as its parse tree tells. A durable audit
-//! log must have a statement's record on disk before the statement may do that; before then,
-//! the record only has to be on disk before the client sees an answer.
+//! log must have a statement's record on disk before the statement may do that; the record of
+//! one that cannot may follow within the log's `sync_delay`.
 
 use serde_json::Value;
 

@@ -6,10 +6,9 @@
 //! statement through is handed to the kernel before the statement is forwarded. With
 //! `durability = "fsync"` it is also on disk before the statement can change anything
 //! ([`Audit::durable`]: before forwarding a COMMIT, a write outside a transaction block, DDL,
-//! a function call) and before any row it returns reaches the client
-//! ([`Audit::durable_before_answer`] and [`Audit::answerable`]: a read is forwarded at once, and
-//! its rows wait for the disk while Postgres works); `fsync-before-forward` waits before
-//! forwarding every statement. When the log cannot be written, durable records fail and the
+//! a function call); the record of any other statement is on disk within `sync_delay`
+//! ([`Audit::before_forward`]: forwarded once written, its rows relayed at once);
+//! `fsync-before-forward` waits before forwarding every statement. When the log cannot be written, durable records fail and the
 //! statement is refused, unless `on_failure = "continue"`.
 
 mod event;
@@ -175,6 +174,10 @@ impl Audit {
             return Ok(());
         };
         match log.append(&event, true, false) {
+            // Records after a failed sync may never reach the disk: as a write failure.
+            Ok(_) if self.fsync && log.sync_has_failed() => {
+                self.lost("an earlier fdatasync of the audit log failed".into())
+            }
             Ok(_) => Ok(()),
             Err(e) => self.lost(e),
         }

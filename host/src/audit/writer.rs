@@ -4,8 +4,9 @@
 //! (one `write`), so records that need not wait — results, session ends — ride along with the
 //! next one that does, and a background thread writes them out within a few milliseconds
 //! otherwise. With `fsync` durability that thread is also the syncer: it `fdatasync`s whatever
-//! has been written since its last sync and wakes every session waiting for those bytes at
-//! once — group commit across sessions, one disk flush per round however many sessions wait.
+//! has been written since its last sync — at once when a session waits for it, else once the
+//! oldest unsynced record has waited `sync_delay` — and wakes every session waiting for those
+//! bytes at once: group commit across sessions, one disk flush per round however many wait.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -73,9 +74,14 @@ struct Inner {
     since_checkpoint: u64,
     last_checkpoint: Instant,
     stopping: bool,
-    /// The background thread waits for work (with fsync durability, a durable record wakes
-    /// it; otherwise it is busy syncing and finds the record when it looks again).
+    /// The background thread waits for work (with fsync durability, a record someone will
+    /// wait for wakes it; otherwise it is busy syncing and finds the record when it looks
+    /// again).
     syncer_idle: bool,
+    /// Bytes (of this run) a session will wait to see on disk: synced at once.
+    wanted: u64,
+    /// Since when written bytes have been waiting for a sync: due `sync_delay` after.
+    unsynced_since: Option<Instant>,
     /// The last timestamp written, in milliseconds and as text: records come many per
     /// millisecond.
     stamp: (u64, String),
@@ -136,6 +142,8 @@ impl Log {
                 last_checkpoint: Instant::now(),
                 stopping: false,
                 syncer_idle: false,
+                wanted: 0,
+                unsynced_since: None,
                 stamp: (u64::MAX, String::new()),
             }),
             wake: Condvar::new(),
@@ -196,8 +204,12 @@ impl Log {
             return Ok(inner.written);
         }
         let result = self.flush(&mut inner);
-        if result.is_ok() && waits && inner.syncer_idle {
-            self.wake.notify_one();
+        if result.is_ok() && waits {
+            // Under the lock the syncer checks it under: it cannot miss it, asleep or not.
+            inner.wanted = inner.wanted.max(inner.written);
+            if inner.syncer_idle {
+                self.wake.notify_one();
+            }
         }
         result.map(|()| inner.written)
     }
@@ -299,8 +311,13 @@ impl Log {
 
     fn rotate(&self, inner: &mut Inner) {
         self.checkpoint(inner);
-        if let Some(file) = &inner.file {
-            let _ = file.sync_all();
+        // The old file's unsynced bytes count as synced after this (the syncer has no file
+        // for them any more): a failure here is a failed sync.
+        if let Some(file) = &inner.file
+            && let Err(e) = file.sync_all()
+            && self.config.fsync
+        {
+            self.sync_failed(&e);
         }
         let rotated = files::rotated_path(&self.config.path, inner.file_first_seq);
         inner.file = None;
@@ -339,17 +356,19 @@ impl Log {
             if inner.stopping {
                 return;
             }
-            // Unsynced bytes with a session waiting for them: flush now (group commit: all
-            // that arrived meanwhile goes with them). Nobody waiting (records of reads):
-            // gather for `sync_delay`, unless a waiter comes (its append wakes this thread).
-            let wait = if self.config.fsync && inner.written > self.synced.borrow().bytes {
-                if self.synced.receiver_count() > 0 {
-                    Duration::ZERO
-                } else {
-                    self.config.sync_delay
-                }
+            // Unsynced bytes a session waits for: sync now (group commit: all that arrived
+            // meanwhile goes with them). Nobody waiting (records of reads): sync once the
+            // oldest has waited `sync_delay`. Records nobody flushed yet go out every LINGER.
+            let sync_due = self.sync_due(&inner);
+            let wait = if sync_due {
+                Duration::ZERO
             } else {
-                LINGER
+                match (self.config.fsync, inner.unsynced_since) {
+                    (true, Some(since)) => LINGER.min(
+                        (since + self.config.sync_delay).saturating_duration_since(Instant::now()),
+                    ),
+                    _ => LINGER,
+                }
             };
             if !wait.is_zero() {
                 inner.syncer_idle = self.config.fsync;
@@ -370,8 +389,10 @@ impl Log {
             {
                 self.checkpoint(&mut inner);
             }
-            if self.config.fsync && inner.written > self.synced.borrow().bytes {
+            if self.sync_due(&inner) {
                 let (file, target) = (inner.file.clone(), inner.written);
+                // What is written from here on waits for the next sync.
+                inner.unsynced_since = None;
                 // Sessions keep appending while the disk works.
                 drop(inner);
                 let started = Instant::now();
@@ -383,15 +404,36 @@ impl Log {
                 }
                 match synced {
                     Ok(()) => self.synced.send_modify(|s| s.bytes = s.bytes.max(target)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "audit log fdatasync failed");
-                        self.failing.store(true, Ordering::Relaxed);
-                        self.synced.send_modify(|s| s.failed = true);
-                    }
+                    Err(e) => self.sync_failed(&e),
                 }
                 inner = self.lock();
             }
         }
+    }
+
+    /// Whether the syncer should sync now: fsync durability, bytes written and not synced, and
+    /// a session waiting for them or the oldest of them waiting `sync_delay` already.
+    fn sync_due(&self, inner: &Inner) -> bool {
+        let synced = self.synced.borrow().bytes;
+        self.config.fsync
+            && inner.written > synced
+            && (inner.wanted > synced
+                || inner
+                    .unsynced_since
+                    .is_some_and(|since| since.elapsed() >= self.config.sync_delay))
+    }
+
+    /// A sync failed: what was written may not be on disk, and nothing is trusted to be from
+    /// now on (durable records, and statements recorded without waiting, are refused).
+    fn sync_failed(&self, e: &std::io::Error) {
+        tracing::error!(error = %e, "audit log fdatasync failed");
+        self.failing.store(true, Ordering::Relaxed);
+        self.synced.send_modify(|s| s.failed = true);
+    }
+
+    /// Whether a sync has failed (fsync durability).
+    pub fn sync_has_failed(&self) -> bool {
+        self.synced.borrow().failed
     }
 
     /// Writes `audit_close` and a final checkpoint, syncs, and stops the background thread.
@@ -444,6 +486,7 @@ impl Inner {
                 self.len += n;
                 self.written += n;
                 self.pending.clear();
+                self.unsynced_since.get_or_insert_with(Instant::now);
                 Ok(())
             }
             Err(e) => {

@@ -175,6 +175,12 @@ impl Config {
 
     /// Checks everything that can be checked without side effects.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.audit.sync_delay > std::time::Duration::from_secs(1) {
+            return Err(self.invalid(
+                "audit.sync_delay",
+                "at most 1s: it bounds how long a read's record may stay off the disk",
+            ));
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(self.invalid("tls.cert", "tls.cert and tls.key must be set together"));
         }

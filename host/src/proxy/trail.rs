@@ -85,6 +85,12 @@ impl Trail {
         // Preparing runs nothing; a Query runs every statement in it.
         let at_once = protocol != Protocol::Parse && effect_of(statements).at_once(self.in_block());
         let statements = statements.unwrap_or_default();
+        if statements
+            .iter()
+            .any(|s| s.kind == crate::analysis::StatementKind::Prepared)
+        {
+            self.sql_touched_names();
+        }
         let allowed = decided.allowed();
         let record = StatementRecord {
             text: text.map(|t| self.audit.text(t)),
@@ -106,10 +112,27 @@ impl Trail {
         Ok(statement)
     }
 
-    /// A Parse of `statements` (`None`: not analysed) went upstream under `name`.
+    /// A Parse of `statements` (`None`: not analysed) went upstream under `name`. The unnamed
+    /// statement is replaced by every Parse Postgres runs; a name already taken keeps its old
+    /// statement if Postgres refuses the new one (a duplicate), so an execution of it counts
+    /// as the stronger of the two.
     pub fn prepared(&mut self, name: &str, record: u64, statements: Option<&[Statement]>) {
-        self.prepared
-            .insert(name.to_owned(), (record, effect_of(statements)));
+        let mut effect = effect_of(statements);
+        if !name.is_empty()
+            && let Some(&(_, earlier)) = self.prepared.get(name)
+        {
+            effect = effect.max(earlier);
+        }
+        self.prepared.insert(name.to_owned(), (record, effect));
+    }
+
+    /// SQL PREPARE, EXECUTE or DEALLOCATE ran: names may now hold statements no Parse showed
+    /// (the protocol and SQL share them), so every execution by name counts as one that can
+    /// change something.
+    fn sql_touched_names(&mut self) {
+        for (_, effect) in self.prepared.values_mut() {
+            *effect = Effect::AtOnce;
+        }
     }
 
     /// Whether the session is inside a transaction block as the statement being recorded now
@@ -187,7 +210,8 @@ impl Trail {
     }
 
     /// Writes a statement's record: for one allowed to run, durable before it is forwarded
-    /// when running it can change something (`at_once`), else before its answer is relayed.
+    /// when running it can change something (`at_once`), else written before it is forwarded
+    /// and on disk within the log's `sync_delay` (fsync durability).
     async fn write(
         &mut self,
         record: StatementRecord,
@@ -449,6 +473,66 @@ mod tests {
         // A second execution in the same cycle may follow a COMMIT: it waits.
         trail.bind("u", "", &[], allowed()).await.unwrap();
         assert!(audit.all_on_disk());
+        cycle_sent(&mut trail);
+        audit.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_execution_by_name_counts_as_the_strongest_statement_the_name_may_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuditConfig {
+            durability: Durability::Fsync,
+            sync_delay: std::time::Duration::from_secs(3600),
+            ..AuditConfig::default()
+        };
+        let audit =
+            Arc::new(Audit::start(&config, dir.path().join("audit.jsonl"), None, None).unwrap());
+        let progress = Arc::new(Progress::default());
+        let (mut trail, _results) = Trail::new(audit.clone(), info(), progress.clone());
+        let parse = async |trail: &mut Trail, name: &str, sql: &str| {
+            let statements = crate::analysis::analyze_uncached(sql).unwrap();
+            let id = trail
+                .text(
+                    Protocol::Parse,
+                    Some(sql),
+                    Some(&statements[..]),
+                    &[],
+                    allowed(),
+                )
+                .await
+                .unwrap();
+            trail.prepared(name, id, Some(&statements[..]));
+            cycle_sent(trail);
+            answered(&progress, b'I');
+        };
+        // Postgres refuses a second Parse of a taken name: "s" may still be the DELETE.
+        parse(&mut trail, "s", "DELETE FROM t").await;
+        parse(&mut trail, "s", "SELECT 1").await;
+        trail.bind("s", "", &[], allowed()).await.unwrap();
+        assert!(
+            audit.all_on_disk(),
+            "the DELETE it may be waits for the disk"
+        );
+        cycle_sent(&mut trail);
+        answered(&progress, b'I');
+
+        // The unnamed statement is replaced by every Parse.
+        parse(&mut trail, "", "DELETE FROM t").await;
+        parse(&mut trail, "", "SELECT 1").await;
+        trail.bind("", "", &[], allowed()).await.unwrap();
+        assert!(!audit.all_on_disk(), "a read does not wait");
+        cycle_sent(&mut trail);
+        answered(&progress, b'I');
+
+        // SQL PREPARE and DEALLOCATE share the names: after them, no name is known.
+        parse(&mut trail, "r", "SELECT 2").await;
+        synced_before_forwarding(&mut trail, &audit, "DEALLOCATE r").await;
+        answered(&progress, b'I');
+        trail.bind("r", "", &[], allowed()).await.unwrap();
+        assert!(
+            audit.all_on_disk(),
+            "what PREPARE may have put under the name waits"
+        );
         cycle_sent(&mut trail);
         audit.close().await;
     }

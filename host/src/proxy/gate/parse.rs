@@ -54,8 +54,12 @@ impl Gate {
             .await;
         match refusal {
             None => {
-                self.trail
-                    .prepared(name, id, self.last.statements.as_deref());
+                // A Parse Postgres skips (an error earlier in the pipeline) changes nothing
+                // it holds under the name.
+                if !self.failing {
+                    self.trail
+                        .prepared(name, id, self.last.statements.as_deref());
+                }
                 self.track_parse(name);
                 self.forwarded(false);
                 self.opaque.parsed(name, self.last.opaque);
