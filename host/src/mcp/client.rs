@@ -266,6 +266,8 @@ impl Session {
         let mut copy_out = false;
         // Once a row is dropped, later ones are too: a cut answer is a prefix of the result.
         let mut cut = false;
+        // What each row costs beyond its bytes, known once the columns are.
+        let mut row_overhead = 0;
         loop {
             let message = match self.next().await? {
                 Incoming::Message(message) => message,
@@ -294,14 +296,14 @@ impl Session {
                             type_oid: field.type_oid(),
                         });
                     }
+                    row_overhead = answer
+                        .columns
+                        .iter()
+                        .map(|c| c.name.len() + CELL_OVERHEAD)
+                        .sum();
                 }
                 Message::DataRow(body) => {
-                    let size = body.buffer().len()
-                        + answer
-                            .columns
-                            .iter()
-                            .map(|c| c.name.len() + CELL_OVERHEAD)
-                            .sum::<usize>();
+                    let size = body.buffer().len() + row_overhead;
                     if cut || answer.rows.len() == limits.rows || answer.bytes + size > limits.bytes
                     {
                         answer.truncated = true;

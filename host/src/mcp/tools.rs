@@ -22,28 +22,15 @@ use super::progress::Progress;
 use super::sessions::{Caller, Key};
 use super::state::McpState;
 
-/// One MCP session's handler (or one request's, where the protocol has no sessions).
+/// One MCP session's handler (or one request's, where the protocol has no sessions). The
+/// sessions behind it end with the MCP session: its DELETE, or the reaper when it idles out.
 pub struct Tools {
     state: Arc<McpState>,
-    /// The MCP session this handler serves, once a call named it: its upstream sessions end
-    /// with it.
-    mcp_session: std::sync::Mutex<Option<String>>,
 }
 
 impl Tools {
     pub fn new(state: Arc<McpState>) -> Tools {
-        Tools {
-            state,
-            mcp_session: std::sync::Mutex::new(None),
-        }
-    }
-}
-
-impl Drop for Tools {
-    fn drop(&mut self) {
-        if let Some(id) = self.mcp_session.lock().expect("not poisoned").take() {
-            self.state.sessions.end_mcp_session(&id);
-        }
+        Tools { state }
     }
 }
 
@@ -238,14 +225,10 @@ impl ServerHandler for Tools {
             Ok(statement) => statement,
             Err(why) => return Err(McpError::invalid_params(why, None)),
         };
-        let mcp_session = mcp_session_id(&context);
-        if let Some(id) = &mcp_session {
-            *self.mcp_session.lock().expect("not poisoned") = Some(id.clone());
-        }
         let key = Key {
             token: caller.token_digest.clone(),
             database: caller.database.clone(),
-            mcp_session,
+            mcp_session: mcp_session_id(&context),
         };
         let sessions = &self.state.sessions;
         let slot = sessions.slot(key);

@@ -399,6 +399,24 @@ mod tests {
         progress.done.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// A trail over a fresh log with fsync durability and `sync_delay` (the directory lives as
+    /// long as the first value).
+    fn fsync_trail(
+        sync_delay: std::time::Duration,
+    ) -> (tempfile::TempDir, Arc<Audit>, Arc<Progress>, Trail) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuditConfig {
+            durability: Durability::Fsync,
+            sync_delay,
+            ..AuditConfig::default()
+        };
+        let audit =
+            Arc::new(Audit::start(&config, dir.path().join("audit.jsonl"), None, None).unwrap());
+        let progress = Arc::new(Progress::default());
+        let (trail, _results) = Trail::new(audit.clone(), info(), progress.clone());
+        (dir, audit, progress, trail)
+    }
+
     /// Records `sql` as a Query and says whether its record (and all before it) was on disk
     /// when it returned: whether it waited for the disk before forwarding.
     async fn synced_before_forwarding(trail: &mut Trail, audit: &Audit, sql: &str) -> bool {
@@ -419,17 +437,8 @@ mod tests {
 
     #[tokio::test]
     async fn with_fsync_only_statements_that_can_change_something_wait_before_forwarding() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = AuditConfig {
-            durability: Durability::Fsync,
-            // Long enough that nothing but a waiting record syncs during the test.
-            sync_delay: std::time::Duration::from_secs(3600),
-            ..AuditConfig::default()
-        };
-        let audit =
-            Arc::new(Audit::start(&config, dir.path().join("audit.jsonl"), None, None).unwrap());
-        let progress = Arc::new(Progress::default());
-        let (mut trail, _results) = Trail::new(audit.clone(), info(), progress.clone());
+        // Long enough that nothing but a waiting record syncs during the test.
+        let (_dir, audit, progress, mut trail) = fsync_trail(std::time::Duration::from_secs(3600));
         let idle = || answered(&progress, b'I');
         let in_block = || answered(&progress, b'T');
         let waits =
@@ -479,16 +488,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_execution_by_name_counts_as_the_strongest_statement_the_name_may_hold() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = AuditConfig {
-            durability: Durability::Fsync,
-            sync_delay: std::time::Duration::from_secs(3600),
-            ..AuditConfig::default()
-        };
-        let audit =
-            Arc::new(Audit::start(&config, dir.path().join("audit.jsonl"), None, None).unwrap());
-        let progress = Arc::new(Progress::default());
-        let (mut trail, _results) = Trail::new(audit.clone(), info(), progress.clone());
+        let (_dir, audit, progress, mut trail) = fsync_trail(std::time::Duration::from_secs(3600));
         let parse = async |trail: &mut Trail, name: &str, sql: &str| {
             let statements = crate::analysis::analyze_uncached(sql).unwrap();
             let id = trail
@@ -539,16 +539,7 @@ mod tests {
 
     #[tokio::test]
     async fn with_fsync_records_nobody_waits_for_reach_the_disk_within_the_sync_delay() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = AuditConfig {
-            durability: Durability::Fsync,
-            sync_delay: std::time::Duration::from_millis(20),
-            ..AuditConfig::default()
-        };
-        let audit =
-            Arc::new(Audit::start(&config, dir.path().join("audit.jsonl"), None, None).unwrap());
-        let progress = Arc::new(Progress::default());
-        let (mut trail, _results) = Trail::new(audit.clone(), info(), progress.clone());
+        let (_dir, audit, _progress, mut trail) = fsync_trail(std::time::Duration::from_millis(20));
         synced_before_forwarding(&mut trail, &audit, "SELECT 1").await;
         // Nothing waits for it, and it still gets there (the wait is a backstop, not the
         // bound: the syncer flushes after `sync_delay`).
