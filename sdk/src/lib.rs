@@ -91,8 +91,9 @@
 //! sluice_sdk::export_access!(MainBranchReadsOnly);
 //! ```
 //!
-//! A masking plugin implements the `sluice:plugin/masking-plugin` world: [`Masker`], exported
-//! with [`export_masker!`]. For each result set it plans a [`Mask`] per [`Column`]; the
+//! A masking plugin implements the `sluice:plugin/reusable-masking-plugin` world (0.1.3; the
+//! `masking-plugin` world and a [`Masker::plan_reuse`] answer): [`Masker`], exported with
+//! [`export_masker!`]. For each result set it plans a [`Mask`] per [`Column`]; the
 //! gateway applies `keep`, `null`, `redact`, `hash` and `partial` itself, and sends the
 //! values of `custom` columns back to [`Masker::transform`] in batches. A column's `source`
 //! is the table column it carries unchanged; `derived_from` lists the table columns an
@@ -146,9 +147,9 @@ pub mod approval_wit {
         export_macro_name: "export_approval_bindings",
         default_bindings_module: "sluice_sdk::approval_wit",
         with: {
-            "sluice:plugin/types@0.1.2": crate::wit::sluice::plugin::types,
-            "sluice:plugin/host@0.1.2": crate::wit::sluice::plugin::host,
-            "sluice:plugin/catalog@0.1.2": crate::wit::sluice::plugin::catalog,
+            "sluice:plugin/types@0.1.3": crate::wit::sluice::plugin::types,
+            "sluice:plugin/host@0.1.3": crate::wit::sluice::plugin::host,
+            "sluice:plugin/catalog@0.1.3": crate::wit::sluice::plugin::catalog,
         },
     });
 }
@@ -162,9 +163,9 @@ pub mod access_wit {
         export_macro_name: "export_access_bindings",
         default_bindings_module: "sluice_sdk::access_wit",
         with: {
-            "sluice:plugin/types@0.1.2": crate::wit::sluice::plugin::types,
-            "sluice:plugin/host@0.1.2": crate::wit::sluice::plugin::host,
-            "sluice:plugin/catalog@0.1.2": crate::wit::sluice::plugin::catalog,
+            "sluice:plugin/types@0.1.3": crate::wit::sluice::plugin::types,
+            "sluice:plugin/host@0.1.3": crate::wit::sluice::plugin::host,
+            "sluice:plugin/catalog@0.1.3": crate::wit::sluice::plugin::catalog,
         },
     });
 }
@@ -173,14 +174,14 @@ pub mod access_wit {
 pub mod masking_wit {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "masking-plugin",
+        world: "reusable-masking-plugin",
         pub_export_macro: true,
         export_macro_name: "export_masking_bindings",
         default_bindings_module: "sluice_sdk::masking_wit",
         with: {
-            "sluice:plugin/types@0.1.2": crate::wit::sluice::plugin::types,
-            "sluice:plugin/host@0.1.2": crate::wit::sluice::plugin::host,
-            "sluice:plugin/catalog@0.1.2": crate::wit::sluice::plugin::catalog,
+            "sluice:plugin/types@0.1.3": crate::wit::sluice::plugin::types,
+            "sluice:plugin/host@0.1.3": crate::wit::sluice::plugin::host,
+            "sluice:plugin/catalog@0.1.3": crate::wit::sluice::plugin::catalog,
         },
     });
 }
@@ -210,4 +211,5 @@ pub use access_wit::exports::sluice::plugin::access::{
 pub use approval::Router;
 pub use host::{bare_function_name, config, config_list, function_info, in_any_group, log};
 pub use masking::Masker;
+pub use masking_wit::exports::sluice::plugin::masking_reuse::ReuseScope;
 pub use policy::Policy;

@@ -1,7 +1,9 @@
 //! Masking plugins: the [`Masker`] trait, its export, and matching a column's source.
 
 use crate::session::{SESSION, opened};
-use crate::{Column, ColumnSource, Mask, PluginError, Session, Statement, TablePattern, TableRef};
+use crate::{
+    Column, ColumnSource, Mask, PluginError, ReuseScope, Session, Statement, TablePattern, TableRef,
+};
 
 /// A masking plugin: plans how each result set of its session is masked.
 pub trait Masker {
@@ -18,6 +20,15 @@ pub trait Masker {
         statement: Statement,
         columns: Vec<Column>,
     ) -> Result<Vec<Mask>, PluginError>;
+
+    /// How far the gateway may reuse this plugin's plans in a session, asked once after
+    /// [`Masker::open`]: [`ReuseScope::SameColumns`] when [`Masker::plan`] depends only on the
+    /// session, config and the columns (never on the statement, the time or state kept between
+    /// calls), which saves a call per result set. Over-stating it masks results by stale
+    /// plans.
+    fn plan_reuse() -> ReuseScope {
+        ReuseScope::EveryResult
+    }
 
     /// The values of a column planned as [`Mask::Custom`], transformed; as many as given.
     fn transform(
@@ -49,6 +60,12 @@ impl<T: Masker> crate::masking_wit::exports::sluice::plugin::masking::Guest for 
         values: Vec<Option<String>>,
     ) -> Result<Vec<Option<String>>, PluginError> {
         T::transform(opened()?, column, values)
+    }
+}
+
+impl<T: Masker> crate::masking_wit::exports::sluice::plugin::masking_reuse::Guest for T {
+    fn scope() -> ReuseScope {
+        T::plan_reuse()
     }
 }
 

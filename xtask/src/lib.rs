@@ -140,7 +140,7 @@ pub fn build_python_plugins(out: &Path) -> Result<Vec<PathBuf>, String> {
                 .arg(&wit)
                 .args([
                     "-w",
-                    "sluice:plugin/policy-plugin@0.1.2",
+                    "sluice:plugin/policy-plugin@0.1.3",
                     "componentize",
                     "-p",
                 ])

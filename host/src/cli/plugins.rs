@@ -137,7 +137,7 @@ async fn check(
         let mut plan = Vec::new();
         for statement in statements.iter() {
             let columns = referenced_columns(statement);
-            let lowered = sluice::plugins::convert::statement(statement, &[]);
+            let lowered = sluice::plugins::LazyStatement::new(Some(statement));
             for plugin in &set.maskers {
                 let masks = maskers
                     .plan(plugin, &info, &lowered, &columns)

@@ -8,7 +8,7 @@ use super::rows::{Field, Plan};
 use crate::analysis::{Statement, StatementKind};
 use crate::catalog::{Catalog, Relation, Snapshot};
 use crate::config::UserFunctions;
-use crate::plugins::{CallFailure, PluginSet, SessionMaskers, wit};
+use crate::plugins::{CallFailure, LazyStatement, PluginSet, SessionMaskers, wit};
 
 /// Built-in functions that read tables by name or run SQL text: what they return is no
 /// argument's value, and the analysis cannot see what they read. Refused while masking is on.
@@ -90,7 +90,7 @@ pub async fn plan_result(
         Err(e) => return Err((Plan::withhold_all(fields), PlanFailure::Catalog(e))),
     };
     let (columns, unknown) = columns(&snapshot, statement, &fields, user_functions);
-    let lowered = lowered(statement);
+    let lowered = LazyStatement::new(statement);
     let mut actions = vec![Action::Keep; fields.len()];
     for (index, plugin) in set.maskers.iter().enumerate() {
         match maskers.plan(plugin, session, &lowered, &columns).await {
@@ -198,13 +198,6 @@ fn columns(
     (columns, unknown)
 }
 
-fn lowered(statement: Option<&Statement>) -> wit::Statement {
-    match statement {
-        Some(s) => crate::plugins::convert::statement(s, &[]),
-        None => crate::plugins::convert::no_statement(),
-    }
-}
-
 /// Before `statement` runs: `Some(reason)` refuses it because values of masked columns would
 /// leave unmasked or out of the gateway's sight: sent by COPY ... TO; written into other rows
 /// and tables (`INSERT ... SELECT`, `UPDATE ... SET a = b`, `CREATE TABLE ... AS`, `SELECT ...
@@ -283,7 +276,7 @@ pub async fn check_statement(
             )));
         }
     }
-    let lowered = lowered(Some(statement));
+    let lowered = LazyStatement::new(Some(statement));
     // Strict plugins: a masked column answers no question in a condition or an ordering.
     if set.maskers.iter().any(|p| p.strict) && !statement.lineage.filters.is_empty() {
         let mut sources = Vec::new();
@@ -334,7 +327,7 @@ async fn masked_among(
     set: &PluginSet,
     maskers: &mut SessionMaskers,
     session: &crate::identity::SessionInfo,
-    lowered: &wit::Statement,
+    lowered: &LazyStatement<'_>,
     sources: Vec<wit::ColumnSource>,
     only_strict: bool,
 ) -> Result<Option<(Arc<str>, Vec<String>)>, PlanFailure> {

@@ -1,7 +1,7 @@
 //! Host bindings of the WIT contract. One module per incompatible contract version; today
-//! 0.1 (0.1.2; 0.1.1 added the `catalog` import and 0.1.2 the `access` world, leaving
-//! components built against 0.1.0 loadable: wasmtime matches their exports and imports to
-//! 0.1.2 by semver), with one
+//! 0.1 (0.1.3; 0.1.1 added the `catalog` import, 0.1.2 the `access` world and 0.1.3 the
+//! optional `masking-reuse` export, leaving components built against 0.1.0 loadable: wasmtime
+//! matches their exports and imports to 0.1.3 by semver), with one
 //! binding per plugin world. The worlds share the `types` and `host` interfaces, generated
 //! once (with the policy world) and reused by the others, so every kind of plugin is linked
 //! against the same host functions and exchanges the same Rust types.
@@ -48,6 +48,21 @@ pub mod v0_1 {
         wasmtime::component::bindgen!({
             path: "../wit",
             world: "masking-plugin",
+            exports: { default: async },
+            with: {
+                "sluice:plugin/types": crate::plugins::bindings::v0_1::sluice::plugin::types,
+                "sluice:plugin/host": crate::plugins::bindings::v0_1::sluice::plugin::host,
+                "sluice:plugin/catalog": crate::plugins::bindings::v0_1::sluice::plugin::catalog,
+            },
+        });
+    }
+
+    /// The optional `masking-reuse` export (0.1.3) of a masking plugin, looked up beside its
+    /// `masking-plugin` bindings: only its interface is used from this world.
+    pub mod masking_reuse {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "reusable-masking-plugin",
             exports: { default: async },
             with: {
                 "sluice:plugin/types": crate::plugins::bindings::v0_1::sluice::plugin::types,

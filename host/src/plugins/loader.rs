@@ -12,7 +12,6 @@ use wasmtime::component::Component;
 use super::bindings::v0_1::PolicyPluginPre;
 use super::bindings::v0_1::access::AccessPluginPre;
 use super::bindings::v0_1::approval::ApprovalPluginPre;
-use super::bindings::v0_1::masking::MaskingPluginPre;
 use super::directory;
 use super::host::PluginHost;
 use super::manifest::Manifest;
@@ -90,7 +89,7 @@ impl PluginHost {
                 plugin.with(ApprovalPluginPre::new(pre).map_err(wrong("approval-plugin"))?),
             )),
             PluginKind::Masking => Loaded::Masking(Arc::new(
-                plugin.with(MaskingPluginPre::new(pre).map_err(wrong("masking-plugin"))?),
+                plugin.with(super::masking::MaskingPre::new(pre).map_err(wrong("masking-plugin"))?),
             )),
             PluginKind::Access => Loaded::Access(Arc::new(
                 plugin.with(AccessPluginPre::new(pre).map_err(wrong("access-plugin"))?),
@@ -190,7 +189,7 @@ fn exported_kind(component: &Component, engine: &Engine) -> Result<PluginKind, S
     let ty = component.component_type();
     let mut kinds = Vec::new();
     for (name, _) in ty.exports(engine) {
-        // Any 0.1.x: a component built against 0.1.0 is served by the 0.1.2 bindings
+        // Any 0.1.x: a component built against 0.1.0 is served by the 0.1.3 bindings
         // (wasmtime matches semver-compatible names), one built against a later 0.1 fails to
         // link only if it imports what this gateway lacks.
         let Some((interface, version)) = name

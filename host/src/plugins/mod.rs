@@ -32,7 +32,7 @@ pub use directory::valid_name;
 pub use host::{PluginError, PluginHost};
 pub use instances::{CallFailure, ReuseKey, SessionPlugins};
 pub use manifest::Manifest;
-pub use masking::SessionMaskers;
+pub use masking::{LazyStatement, SessionMaskers};
 pub use set::{
     AccessPlugin, ApprovalPlugin, Limits, MaskingPlugin, Plugin, PluginKind, PluginSet,
     PluginStatus, PolicyPlugin,

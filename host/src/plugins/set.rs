@@ -9,7 +9,6 @@ use std::time::Duration;
 use super::bindings::v0_1::PolicyPluginPre;
 use super::bindings::v0_1::access::AccessPluginPre;
 use super::bindings::v0_1::approval::ApprovalPluginPre;
-use super::bindings::v0_1::masking::MaskingPluginPre;
 use super::manifest::Manifest;
 use super::state::PluginState;
 
@@ -49,8 +48,8 @@ pub struct Plugin<Pre> {
 pub type PolicyPlugin = Plugin<PolicyPluginPre<PluginState>>;
 /// Routes approval requests (`approval-plugin` world).
 pub type ApprovalPlugin = Plugin<ApprovalPluginPre<PluginState>>;
-/// Masks result columns (`masking-plugin` world).
-pub type MaskingPlugin = Plugin<MaskingPluginPre<PluginState>>;
+/// Masks result columns (`masking-plugin` world, `masking-reuse` optional).
+pub type MaskingPlugin = Plugin<super::masking::MaskingPre>;
 /// Decides requests for access (`access-plugin` world).
 pub type AccessPlugin = Plugin<AccessPluginPre<PluginState>>;
 

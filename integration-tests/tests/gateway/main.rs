@@ -22,6 +22,7 @@ mod limits;
 mod login;
 mod masking;
 mod masking_exits;
+mod masking_reuse;
 mod mcp;
 mod mcp_door;
 mod metrics;

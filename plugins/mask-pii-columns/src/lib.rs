@@ -14,7 +14,9 @@
 //! `substring(card, 1, 6)` are the card's is anyone's guess. Several matching rules: the
 //! strictest wins. Sessions whose token carries an exempt group see everything.
 
-use sluice_sdk::{Column, Mask, Masker, PartialMask, PluginError, Session, Statement, TablePattern};
+use sluice_sdk::{
+    Column, Mask, Masker, PartialMask, PluginError, ReuseScope, Session, Statement, TablePattern,
+};
 
 struct Rule {
     table: TablePattern,
@@ -128,6 +130,11 @@ impl Masker for MaskPiiColumns {
         }
         RULES.with(|r| *r.borrow_mut() = rules);
         Ok(true)
+    }
+
+    /// A plan follows from the rules and the columns alone.
+    fn plan_reuse() -> ReuseScope {
+        ReuseScope::SameColumns
     }
 
     fn plan(_: &Session, _: Statement, columns: Vec<Column>) -> Result<Vec<Mask>, PluginError> {
