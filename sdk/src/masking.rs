@@ -24,8 +24,9 @@ pub trait Masker {
     /// How far the gateway may reuse this plugin's plans in a session, asked once after
     /// [`Masker::open`]: [`ReuseScope::SameColumns`] when [`Masker::plan`] depends only on the
     /// session, config and the columns (never on the statement, the time or state kept between
-    /// calls), which saves a call per result set. Over-stating it masks results by stale
-    /// plans.
+    /// calls) and [`Masker::transform`] only on its column, the session and config (never on
+    /// the plan made last), which saves a call per result set. Over-stating it masks results
+    /// by stale plans.
     fn plan_reuse() -> ReuseScope {
         ReuseScope::EveryResult
     }

@@ -90,3 +90,27 @@ fn kind(kind: StatementKind) -> wit::StatementKind {
         K::Other => W::Other,
     }
 }
+
+/// The statement as plugins see it, lowered only if a plugin is asked (a remembered plan needs
+/// none).
+pub struct LazyStatement<'a> {
+    source: Option<&'a Statement>,
+    lowered: std::sync::OnceLock<wit::Statement>,
+}
+
+impl<'a> LazyStatement<'a> {
+    /// `None`: the statement is not known.
+    pub fn new(source: Option<&'a Statement>) -> LazyStatement<'a> {
+        LazyStatement {
+            source,
+            lowered: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub(super) fn get(&self) -> &wit::Statement {
+        self.lowered.get_or_init(|| match self.source {
+            Some(s) => statement(s, &[]),
+            None => no_statement(),
+        })
+    }
+}

@@ -4,105 +4,21 @@
 //! again for it. A plugin that exports `masking-reuse` (0.1.3) and answers `same-columns` is
 //! asked once per set of columns: its plans are remembered per instance.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
-use wasmtime::component::InstancePre;
 
-use super::bindings::v0_1::masking::{
-    MaskingPlugin as MaskingBindings, MaskingPluginIndices as MaskingIndices,
-};
-use super::bindings::v0_1::masking_reuse::exports::sluice::plugin::masking_reuse::{
-    Guest as ReuseGuest, GuestIndices as ReuseIndices, ReuseScope,
-};
+use super::bindings::v0_1::masking::MaskingPlugin as MaskingBindings;
+use super::bindings::v0_1::masking_reuse::exports::sluice::plugin::masking_reuse::ReuseScope;
 use super::bindings::v0_1::sluice::plugin::types as wit;
+use super::convert::LazyStatement;
 use super::host::PluginHost;
 use super::instances::CallFailure;
 use super::instances::{classify_trap, count_failure, reported_message};
+use super::plans::Plans;
 use super::set::{MaskingPlugin, PluginSet};
 use super::state::PluginState;
-
-/// A masking plugin ready to instantiate: the `masking-plugin` exports and, when the component
-/// has it, the optional `masking-reuse` export.
-pub struct MaskingPre {
-    instance_pre: InstancePre<PluginState>,
-    masking: MaskingIndices,
-    reuse: Option<ReuseIndices>,
-}
-
-impl MaskingPre {
-    pub fn new(instance_pre: InstancePre<PluginState>) -> wasmtime::Result<MaskingPre> {
-        Ok(MaskingPre {
-            masking: MaskingIndices::new(&instance_pre)?,
-            reuse: ReuseIndices::new(&instance_pre).ok(),
-            instance_pre,
-        })
-    }
-
-    /// An instance's masking bindings, and its `masking-reuse` export if it has one (a
-    /// mistyped one fails the instantiation, and so the plugin's load).
-    pub async fn instantiate_async(
-        &self,
-        store: &mut Store<PluginState>,
-    ) -> wasmtime::Result<(MaskingBindings, Option<ReuseGuest>)> {
-        let instance = self.instance_pre.instantiate_async(&mut *store).await?;
-        let masking = self.masking.load(&mut *store, &instance)?;
-        let reuse = match &self.reuse {
-            Some(indices) => Some(indices.load(&mut *store, &instance)?),
-            None => None,
-        };
-        Ok((masking, reuse))
-    }
-}
-
-/// Plans an instance may reuse, by the columns they were made for. Bounded: cleared when full.
-#[derive(Default)]
-struct Plans(HashMap<Vec<u8>, Vec<wit::Mask>>);
-
-/// Plans remembered per instance at most.
-const PLANS_CAPACITY: usize = 256;
-
-impl Plans {
-    /// The columns as an exact key: every field a `same-columns` plan may depend on.
-    fn key(columns: &[wit::Column]) -> Vec<u8> {
-        fn text(key: &mut Vec<u8>, s: &str) {
-            key.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            key.extend_from_slice(s.as_bytes());
-        }
-        fn source(key: &mut Vec<u8>, s: &wit::ColumnSource) {
-            text(key, &s.schema);
-            text(key, &s.table);
-            text(key, &s.column);
-        }
-        let mut key = Vec::with_capacity(64 * columns.len());
-        for column in columns {
-            text(&mut key, &column.name);
-            match &column.source {
-                Some(s) => {
-                    key.push(1);
-                    source(&mut key, s);
-                }
-                None => key.push(0),
-            }
-            key.extend_from_slice(&(column.derived_from.len() as u32).to_le_bytes());
-            for s in &column.derived_from {
-                source(&mut key, s);
-            }
-            key.extend_from_slice(&column.type_oid.to_le_bytes());
-            key.push(matches!(column.format, wit::ValueFormat::Binary) as u8);
-        }
-        key
-    }
-
-    fn remember(&mut self, key: Vec<u8>, masks: &[wit::Mask]) {
-        if self.0.len() >= PLANS_CAPACITY {
-            self.0.clear();
-        }
-        self.0.insert(key, masks.to_vec());
-    }
-}
 
 struct Live {
     store: Store<PluginState>,
@@ -180,7 +96,7 @@ impl SessionMaskers {
         let key = match &self.instances[index].1 {
             Instance::Live(live) => live.plans.as_ref().map(|plans| {
                 let key = Plans::key(columns);
-                (plans.0.get(&key).cloned(), key)
+                (plans.get(&key).cloned(), key)
             }),
             Instance::Inactive => None,
         };
@@ -332,7 +248,7 @@ async fn instantiate(
         Err(trap) => return Err(classify_trap(&trap, plugin.limits.timeout)),
     }
     let scope = match reuse {
-        Some(reuse) => super::call::bounded(budget, reuse.call_scope(&mut store))
+        Some(reuse) => super::call::bounded(plugin.limits.timeout, reuse.call_scope(&mut store))
             .await
             .map_err(|trap| classify_trap(&trap, plugin.limits.timeout))?,
         None => ReuseScope::EveryResult,
@@ -343,28 +259,4 @@ async fn instantiate(
         plans: matches!(scope, ReuseScope::SameColumns).then(Plans::default),
         call_seconds: host.metrics().map(|m| m.plugin_calls(&plugin.name)),
     })))
-}
-
-/// The statement as plugins see it, lowered only if a plugin is asked (a remembered plan needs
-/// none).
-pub struct LazyStatement<'a> {
-    source: Option<&'a crate::analysis::Statement>,
-    lowered: std::sync::OnceLock<wit::Statement>,
-}
-
-impl<'a> LazyStatement<'a> {
-    /// `None`: the statement is not known.
-    pub fn new(source: Option<&'a crate::analysis::Statement>) -> LazyStatement<'a> {
-        LazyStatement {
-            source,
-            lowered: std::sync::OnceLock::new(),
-        }
-    }
-
-    fn get(&self) -> &wit::Statement {
-        self.lowered.get_or_init(|| match self.source {
-            Some(s) => super::convert::statement(s, &[]),
-            None => super::convert::no_statement(),
-        })
-    }
 }

@@ -19,7 +19,9 @@ mod instances;
 mod loader;
 mod manifest;
 mod masking;
+mod masking_pre;
 mod once;
+mod plans;
 mod set;
 mod state;
 mod watch;
@@ -28,11 +30,12 @@ pub use approval::route;
 pub use bindings::v0_1::sluice::plugin::types as wit;
 pub use bounds::CompileBounds;
 pub use catalog_import::CallCatalog;
+pub use convert::LazyStatement;
 pub use directory::valid_name;
 pub use host::{PluginError, PluginHost};
 pub use instances::{CallFailure, ReuseKey, SessionPlugins};
 pub use manifest::Manifest;
-pub use masking::{LazyStatement, SessionMaskers};
+pub use masking::SessionMaskers;
 pub use set::{
     AccessPlugin, ApprovalPlugin, Limits, MaskingPlugin, Plugin, PluginKind, PluginSet,
     PluginStatus, PolicyPlugin,

@@ -49,7 +49,7 @@ pub type PolicyPlugin = Plugin<PolicyPluginPre<PluginState>>;
 /// Routes approval requests (`approval-plugin` world).
 pub type ApprovalPlugin = Plugin<ApprovalPluginPre<PluginState>>;
 /// Masks result columns (`masking-plugin` world, `masking-reuse` optional).
-pub type MaskingPlugin = Plugin<super::masking::MaskingPre>;
+pub type MaskingPlugin = Plugin<super::masking_pre::MaskingPre>;
 /// Decides requests for access (`access-plugin` world).
 pub type AccessPlugin = Plugin<AccessPluginPre<PluginState>>;
 
