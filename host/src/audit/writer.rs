@@ -332,10 +332,11 @@ impl Log {
         }
     }
 
-    /// Whether everything written is on disk.
+    /// Whether every record appended is on disk (none pending, none unsynced).
     #[cfg(test)]
     pub fn all_synced(&self) -> bool {
-        self.lock().written <= self.synced.borrow().bytes
+        let inner = self.lock();
+        inner.pending.is_empty() && inner.written <= self.synced.borrow().bytes
     }
 
     /// Waits (async) until the first `bytes` of this run are on disk.
