@@ -423,6 +423,19 @@ impl TestGateway {
     }
 }
 
+/// Runs `sql` (any number of statements) as the test Postgres's superuser in the test
+/// database: the fixtures a scenario needs beyond the shared ones.
+pub async fn as_superuser(sql: &str) {
+    postgres()
+        .server
+        .superuser_client(DATABASE)
+        .await
+        .expect("superuser connects")
+        .batch_execute(sql)
+        .await
+        .expect("fixture SQL runs");
+}
+
 /// One HTTP/1.1 request to `addr` (the admin listener), with a bearer token and a JSON body
 /// when given. Returns the status code and the body.
 pub async fn http(

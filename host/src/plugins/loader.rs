@@ -15,6 +15,7 @@ use super::bindings::v0_1::approval::ApprovalPluginPre;
 use super::directory;
 use super::host::PluginHost;
 use super::manifest::Manifest;
+use super::masking_pre::MaskingPre;
 use super::set::{Limits, Loaded, Plugin, PluginKind};
 
 impl PluginHost {
@@ -81,21 +82,20 @@ impl PluginHost {
         let wrong = |world: &'static str| {
             move |e: wasmtime::Error| format!("is not a sluice:plugin/{world}@0.1 component: {e:#}")
         };
-        let loaded =
-            match kind {
-                PluginKind::Policy => Loaded::Policy(Arc::new(
-                    plugin.with(PolicyPluginPre::new(pre).map_err(wrong("policy-plugin"))?),
-                )),
-                PluginKind::Approval => Loaded::Approval(Arc::new(
-                    plugin.with(ApprovalPluginPre::new(pre).map_err(wrong("approval-plugin"))?),
-                )),
-                PluginKind::Masking => Loaded::Masking(Arc::new(plugin.with(
-                    super::masking_pre::MaskingPre::new(pre).map_err(wrong("masking-plugin"))?,
-                ))),
-                PluginKind::Access => Loaded::Access(Arc::new(
-                    plugin.with(AccessPluginPre::new(pre).map_err(wrong("access-plugin"))?),
-                )),
-            };
+        let loaded = match kind {
+            PluginKind::Policy => Loaded::Policy(Arc::new(
+                plugin.with(PolicyPluginPre::new(pre).map_err(wrong("policy-plugin"))?),
+            )),
+            PluginKind::Approval => Loaded::Approval(Arc::new(
+                plugin.with(ApprovalPluginPre::new(pre).map_err(wrong("approval-plugin"))?),
+            )),
+            PluginKind::Masking => Loaded::Masking(Arc::new(
+                plugin.with(MaskingPre::new(pre).map_err(wrong("masking-plugin"))?),
+            )),
+            PluginKind::Access => Loaded::Access(Arc::new(
+                plugin.with(AccessPluginPre::new(pre).map_err(wrong("access-plugin"))?),
+            )),
+        };
         self.instantiates(&loaded)?;
         Ok(Some(loaded))
     }

@@ -93,18 +93,16 @@ impl SessionMaskers {
         let Some(index) = self.instance(plugin, session).await? else {
             return Ok(None);
         };
-        let key = match &self.instances[index].1 {
-            Instance::Live(live) => live.plans.as_ref().map(|plans| {
-                let key = Plans::key(columns);
-                (plans.get(&key).cloned(), key)
-            }),
+        let plans = match &self.instances[index].1 {
+            Instance::Live(live) => live.plans.as_ref(),
             Instance::Inactive => None,
         };
-        let key = match key {
-            Some((Some(masks), _)) => return Ok(Some(masks)),
-            Some((None, key)) => Some(key),
-            None => None,
-        };
+        let key = plans.map(|_| Plans::key(columns));
+        if let (Some(plans), Some(key)) = (plans, &key)
+            && let Some(masks) = plans.get(key)
+        {
+            return Ok(Some(masks.clone()));
+        }
         let Some(live) = self.armed(index, plugin) else {
             return Ok(None);
         };

@@ -1,6 +1,7 @@
 //! The plans of a masking plugin instance that said they depend on the columns alone
 //! (`masking-reuse`: `same-columns`), remembered by the columns they were made for. The key is
-//! SHA-256 of an exact encoding of every field of every column, so a remembered plan is only
+//! SHA-256 over an exact, length-prefixed encoding of every field of every column (hashed as it
+//! is encoded, never built), so a remembered plan is only
 //! ever applied to the very columns it was made for, and a wide result (a `*` over a union
 //! lists every table column in each column's `derived-from`) costs 32 bytes to remember, not
 //! its size. Bounded: forgotten all at once when full.
@@ -23,38 +24,30 @@ pub struct Key([u8; 32]);
 
 impl Plans {
     pub fn key(columns: &[wit::Column]) -> Key {
-        let mut encoded = Vec::with_capacity(64 * columns.len());
-        let text = |out: &mut Vec<u8>, s: &str| {
-            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-            out.extend_from_slice(s.as_bytes());
-        };
-        let source = |out: &mut Vec<u8>, s: &wit::ColumnSource| {
-            text(out, &s.schema);
-            text(out, &s.table);
-            text(out, &s.column);
-        };
-        for column in columns {
-            text(&mut encoded, &column.name);
-            match &column.source {
-                Some(s) => {
-                    encoded.push(1);
-                    source(&mut encoded, s);
-                }
-                None => encoded.push(0),
-            }
-            encoded.extend_from_slice(&(column.derived_from.len() as u64).to_le_bytes());
-            for s in &column.derived_from {
-                source(&mut encoded, s);
-            }
-            encoded.extend_from_slice(&column.type_oid.to_le_bytes());
-            encoded.push(match column.format {
-                wit::ValueFormat::Text => 0,
-                wit::ValueFormat::Binary => 1,
-            });
+        fn length(digest: &mut ring::digest::Context, n: usize) {
+            digest.update(&(n as u64).to_le_bytes());
         }
-        let digest = ring::digest::digest(&ring::digest::SHA256, &encoded);
+        fn text(digest: &mut ring::digest::Context, s: &str) {
+            length(digest, s.len());
+            digest.update(s.as_bytes());
+        }
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        for column in columns {
+            text(&mut digest, &column.name);
+            let sources = column.source.iter().chain(&column.derived_from);
+            // The source's presence, then how many derived-from follow: no two splits alike.
+            digest.update(&[column.source.is_some() as u8]);
+            length(&mut digest, column.derived_from.len());
+            for s in sources {
+                text(&mut digest, &s.schema);
+                text(&mut digest, &s.table);
+                text(&mut digest, &s.column);
+            }
+            digest.update(&column.type_oid.to_le_bytes());
+            digest.update(&[matches!(column.format, wit::ValueFormat::Binary) as u8]);
+        }
         let mut key = [0; 32];
-        key.copy_from_slice(digest.as_ref());
+        key.copy_from_slice(digest.finish().as_ref());
         Key(key)
     }
 

@@ -10,6 +10,7 @@ use super::bindings::v0_1::PolicyPluginPre;
 use super::bindings::v0_1::access::AccessPluginPre;
 use super::bindings::v0_1::approval::ApprovalPluginPre;
 use super::manifest::Manifest;
+use super::masking_pre::MaskingPre;
 use super::state::PluginState;
 
 /// Sandbox defaults, overridable per plugin in its manifest.
@@ -49,7 +50,7 @@ pub type PolicyPlugin = Plugin<PolicyPluginPre<PluginState>>;
 /// Routes approval requests (`approval-plugin` world).
 pub type ApprovalPlugin = Plugin<ApprovalPluginPre<PluginState>>;
 /// Masks result columns (`masking-plugin` world, `masking-reuse` optional).
-pub type MaskingPlugin = Plugin<super::masking_pre::MaskingPre>;
+pub type MaskingPlugin = Plugin<MaskingPre>;
 /// Decides requests for access (`access-plugin` world).
 pub type AccessPlugin = Plugin<AccessPluginPre<PluginState>>;
 

@@ -440,6 +440,23 @@ mod tests {
         audit.all_on_disk()
     }
 
+    /// Records a Parse of `sql` under `name`, as the gate does; returns its record number.
+    async fn parsed(trail: &mut Trail, name: &str, sql: &str) -> u64 {
+        let statements = crate::analysis::analyze_uncached(sql).unwrap();
+        let id = trail
+            .text(
+                Protocol::Parse,
+                Some(sql),
+                Some(&statements[..]),
+                &[],
+                allowed(),
+            )
+            .await
+            .unwrap();
+        trail.prepared(name, id, Some(&statements[..]));
+        id
+    }
+
     #[tokio::test]
     async fn with_fsync_only_statements_that_can_change_something_wait_before_forwarding() {
         // Long enough that nothing but a waiting record syncs during the test.
@@ -469,18 +486,7 @@ mod tests {
         in_block();
 
         // Extended protocol: a Parse runs nothing; its Bind is judged as the statement.
-        let update = crate::analysis::analyze_uncached("UPDATE t SET v = $1").unwrap();
-        trail
-            .text(
-                Protocol::Parse,
-                Some("UPDATE t SET v = $1"),
-                Some(&update[..]),
-                &[],
-                allowed(),
-            )
-            .await
-            .unwrap();
-        trail.prepared("u", 9, Some(&update[..]));
+        parsed(&mut trail, "u", "UPDATE t SET v = $1").await;
         assert!(!audit.all_on_disk(), "a Parse does not wait");
         trail.bind("u", "", &[], allowed()).await.unwrap();
         assert!(!audit.all_on_disk(), "inside the block");
@@ -506,21 +512,7 @@ mod tests {
                 .filter(|l| l.contains(&format!("\"protocol\":\"{protocol}\"")))
                 .count()
         };
-        let select = crate::analysis::analyze_uncached("SELECT $1").unwrap();
-        let parse = async |trail: &mut Trail| {
-            let id = trail
-                .text(
-                    Protocol::Parse,
-                    Some("SELECT $1"),
-                    Some(&select[..]),
-                    &[],
-                    allowed(),
-                )
-                .await
-                .unwrap();
-            trail.prepared("", id, Some(&select[..]));
-        };
-        parse(&mut trail).await;
+        parsed(&mut trail, "", "SELECT $1").await;
         trail
             .bind("", "", &[Some("1".into())], allowed())
             .await
@@ -529,7 +521,7 @@ mod tests {
         assert_eq!((recorded("parse"), recorded("bind")), (1, 1));
 
         // A Parse no execution follows still reaches the file.
-        parse(&mut trail).await;
+        parsed(&mut trail, "", "SELECT $1").await;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while recorded("parse") < 2 {
             assert!(
@@ -545,18 +537,7 @@ mod tests {
     async fn an_execution_by_name_counts_as_the_strongest_statement_the_name_may_hold() {
         let (_dir, audit, progress, mut trail) = fsync_trail(std::time::Duration::from_secs(3600));
         let parse = async |trail: &mut Trail, name: &str, sql: &str| {
-            let statements = crate::analysis::analyze_uncached(sql).unwrap();
-            let id = trail
-                .text(
-                    Protocol::Parse,
-                    Some(sql),
-                    Some(&statements[..]),
-                    &[],
-                    allowed(),
-                )
-                .await
-                .unwrap();
-            trail.prepared(name, id, Some(&statements[..]));
+            parsed(trail, name, sql).await;
             cycle_sent(trail);
             answered(&progress, b'I');
         };

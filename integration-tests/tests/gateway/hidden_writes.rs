@@ -7,28 +7,21 @@
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 use sluice_integration_tests::{
-    DATABASE, GatewayOptions, PluginSpec, RawClient, TestGateway, http, postgres, query_message,
-    sqlstate, tags,
+    DATABASE, GatewayOptions, PluginSpec, RawClient, TestGateway, as_superuser, http, postgres,
+    query_message, sqlstate, tags,
 };
 
 const ROWS: i64 = 10;
 
 /// A fresh table of `ROWS` rows for one test.
 async fn table(name: &str) {
-    let admin = postgres()
-        .server
-        .superuser_client(DATABASE)
-        .await
-        .expect("superuser connects");
-    admin
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS {name};
+    as_superuser(&format!(
+        "DROP TABLE IF EXISTS {name};
              CREATE TABLE {name} (id int PRIMARY KEY, a int);
              INSERT INTO {name} SELECT g, g FROM generate_series(1, {ROWS}) g;
              GRANT ALL ON {name} TO PUBLIC;"
-        ))
-        .await
-        .expect("table");
+    ))
+    .await;
 }
 
 /// Rows of `name` and the sum of its `a`, read directly from Postgres.

@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use sluice_integration_tests::{
-    DATABASE, GatewayOptions, PluginSpec, RawClient, TestGateway, error_message, postgres,
-    sqlstate, tags,
+    GatewayOptions, PluginSpec, RawClient, TestGateway, as_superuser, error_message, sqlstate, tags,
 };
 
 const RULES: &str = r#"
@@ -22,13 +21,7 @@ const PHONE: &str = "+1 555 0100";
 async fn fixtures() {
     static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     DONE.get_or_init(|| async {
-        let admin = postgres()
-            .server
-            .superuser_client(DATABASE)
-            .await
-            .expect("superuser connects");
-        admin
-            .batch_execute(&format!(
+        as_superuser(&format!(
                 "CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, email text UNIQUE,
                      card text, phone text, ssn text, note text, CHECK (length(phone) < 40));
                  INSERT INTO customers VALUES
@@ -40,9 +33,7 @@ async fn fixtures() {
                  CREATE FUNCTION shout() RETURNS void LANGUAGE plpgsql AS $$
                  BEGIN RAISE NOTICE 'first email: %', (SELECT email FROM customers ORDER BY id LIMIT 1); END $$;
                  GRANT ALL ON ALL TABLES IN SCHEMA public TO PUBLIC;"
-            ))
-            .await
-            .expect("fixtures");
+            )).await;
     })
     .await;
 }

@@ -8,7 +8,8 @@
 //! any case or encoding.
 
 use sluice_integration_tests::{
-    DATABASE, GatewayOptions, PluginSpec, RawClient, TestGateway, postgres, query_message, sqlstate,
+    DATABASE, GatewayOptions, PluginSpec, RawClient, TestGateway, as_superuser, query_message,
+    sqlstate,
 };
 
 const EMAIL: &str = "Mallory.Secret@Example.com";
@@ -17,14 +18,8 @@ const CARD: &str = "4000123412341234";
 async fn fixtures() {
     static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     DONE.get_or_init(|| async {
-        let admin = postgres()
-            .server
-            .superuser_client(DATABASE)
-            .await
-            .expect("superuser connects");
-        admin
-            .batch_execute(&format!(
-                "CREATE TABLE mx_people (id int PRIMARY KEY, name text, email text, card text);
+        as_superuser(&format!(
+            "CREATE TABLE mx_people (id int PRIMARY KEY, name text, email text, card text);
                  INSERT INTO mx_people SELECT g, 'person ' || g, '{EMAIL}', '{CARD}'
                      FROM generate_series(1, 50) g;
                  ANALYZE mx_people;
@@ -41,9 +36,8 @@ async fn fixtures() {
                  CREATE FUNCTION mx_attr(mx_people) RETURNS text LANGUAGE sql
                      AS 'SELECT $1.email';
                  GRANT ALL ON mx_people, mx_stats TO PUBLIC;"
-            ))
-            .await
-            .expect("fixtures");
+        ))
+        .await;
     })
     .await;
 }

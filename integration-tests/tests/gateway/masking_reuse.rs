@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use sluice_integration_tests::{DATABASE, GatewayOptions, PluginSpec, TestGateway, http, postgres};
+use sluice_integration_tests::{GatewayOptions, PluginSpec, TestGateway, as_superuser, http};
 
 const RULES: &str = r#"
 [config]
@@ -14,19 +14,12 @@ rules = "reuse_people.email=hash, reuse_people.card=partial(0,4)"
 async fn fixtures() {
     static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     DONE.get_or_init(|| async {
-        let admin = postgres()
-            .server
-            .superuser_client(DATABASE)
-            .await
-            .expect("superuser connects");
-        admin
-            .batch_execute(
-                "CREATE TABLE reuse_people (id int PRIMARY KEY, email text, card text);
+        as_superuser(
+            "CREATE TABLE reuse_people (id int PRIMARY KEY, email text, card text);
                  INSERT INTO reuse_people VALUES (1, 'ann@example.com', '4242424242424242');
                  GRANT ALL ON reuse_people TO PUBLIC;",
-            )
-            .await
-            .expect("fixtures");
+        )
+        .await;
     })
     .await;
 }

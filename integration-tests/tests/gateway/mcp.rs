@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice_integration_tests::mcp::{McpClient, current_spec_calls, text};
-use sluice_integration_tests::{DATABASE, GatewayOptions, PluginSpec, TestGateway, postgres};
+use sluice_integration_tests::{GatewayOptions, PluginSpec, TestGateway, as_superuser};
 
 const MASKING: &str = r#"
 [config]
@@ -18,20 +18,13 @@ rules = "mcp_people.email=redact"
 pub(super) async fn fixtures() {
     static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     DONE.get_or_init(|| async {
-        let admin = postgres()
-            .server
-            .superuser_client(DATABASE)
-            .await
-            .expect("superuser connects");
-        admin
-            .batch_execute(
-                "CREATE TABLE mcp_people (id int PRIMARY KEY, name text NOT NULL, email text);
+        as_superuser(
+            "CREATE TABLE mcp_people (id int PRIMARY KEY, name text NOT NULL, email text);
                  INSERT INTO mcp_people VALUES (1, 'Alice', 'alice@example.com'),
                                                (2, 'Bob', 'bob@example.com');
                  GRANT ALL ON mcp_people TO PUBLIC;",
-            )
-            .await
-            .expect("fixtures");
+        )
+        .await;
     })
     .await;
 }

@@ -15,8 +15,8 @@ use std::time::Duration;
 use sluice::config::UpstreamTlsMode;
 use sluice::tls::MAX_RECORD_PLAINTEXT;
 use sluice_integration_tests::{
-    DATABASE, GatewayOptions, MeteredStream, PluginSpec, RawClient, TestGateway, TlsRecords,
-    UpstreamMeter, assert_pgbench_clean, http, pgbench, pgbench_script, postgres, query_message,
+    GatewayOptions, MeteredStream, PluginSpec, RawClient, TestGateway, TlsRecords, UpstreamMeter,
+    as_superuser, assert_pgbench_clean, http, pgbench, pgbench_script, query_message,
 };
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::tls::MakeTlsConnect;
@@ -33,21 +33,14 @@ const DEADLINE: Duration = Duration::from_secs(30);
 async fn fixtures() {
     static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     DONE.get_or_init(|| async {
-        let admin = postgres()
-            .server
-            .superuser_client(DATABASE)
-            .await
-            .expect("superuser connects");
-        admin
-            .batch_execute(&format!(
-                "CREATE TABLE tls_people (id int PRIMARY KEY, email text, card text, digest text);
+        as_superuser(&format!(
+            "CREATE TABLE tls_people (id int PRIMARY KEY, email text, card text, digest text);
                  INSERT INTO tls_people SELECT g, 'person' || g || '@example.com',
                      lpad((g * 7919)::text, 16, '4'), md5(g::text)
                      FROM generate_series(1, {ROWS}) g;
                  GRANT ALL ON tls_people TO PUBLIC;"
-            ))
-            .await
-            .expect("fixtures");
+        ))
+        .await;
     })
     .await;
 }
