@@ -183,21 +183,6 @@ impl Audit {
         }
     }
 
-    /// Records the Parse of a statement, which runs nothing: its record goes out with the next
-    /// one that lets something run (its Bind, as a rule in the same round trip, in one `write`)
-    /// or within a few milliseconds. With `fsync-before-forward` it is on disk before the Parse
-    /// is forwarded, as every record that allows a statement.
-    pub async fn before_preparing(&self, event: Event) -> Result<(), AuditError> {
-        if self.sync_before_forward {
-            return self.durable(event).await;
-        }
-        if self.failing() {
-            return self.lost("the audit log cannot be written".into());
-        }
-        self.record(event);
-        Ok(())
-    }
-
     /// Whether every record written so far is on disk (fsync durability).
     #[cfg(test)]
     pub(crate) fn all_on_disk(&self) -> bool {

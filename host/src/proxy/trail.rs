@@ -211,8 +211,7 @@ impl Trail {
 
     /// Writes a statement's record: for one allowed to run, durable before it is forwarded
     /// when running it can change something (`at_once`), else written before it is forwarded
-    /// and on disk within the log's `sync_delay` (fsync durability); a Parse's, which runs
-    /// nothing, goes out with the next record written (its Bind's).
+    /// and on disk within the log's `sync_delay` (fsync durability).
     async fn write(
         &mut self,
         record: StatementRecord,
@@ -220,8 +219,7 @@ impl Trail {
         at_once: bool,
     ) -> Result<(), AuditError> {
         // A Query or a Bind runs as it goes upstream; a Parse only prepares.
-        let protocol = record.protocol;
-        if protocol != Protocol::Parse {
+        if record.protocol != Protocol::Parse {
             self.cycle_fresh = false;
         }
         let event = Event::Statement(Box::new(record));
@@ -231,9 +229,6 @@ impl Trail {
         }
         if at_once {
             return self.audit.durable(event).await;
-        }
-        if protocol == Protocol::Parse {
-            return self.audit.before_preparing(event).await;
         }
         self.audit.before_forward(event).await
     }
@@ -494,42 +489,6 @@ mod tests {
         trail.bind("u", "", &[], allowed()).await.unwrap();
         assert!(audit.all_on_disk());
         cycle_sent(&mut trail);
-        audit.close().await;
-    }
-
-    #[tokio::test]
-    async fn a_parse_record_goes_out_with_its_bind_and_a_lone_one_soon_after() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let audit =
-            Arc::new(Audit::start(&AuditConfig::default(), path.clone(), None, None).unwrap());
-        let (mut trail, _results) =
-            Trail::new(audit.clone(), info(), Arc::new(Progress::default()));
-        let recorded = |protocol: &str| {
-            std::fs::read_to_string(&path)
-                .unwrap()
-                .lines()
-                .filter(|l| l.contains(&format!("\"protocol\":\"{protocol}\"")))
-                .count()
-        };
-        parsed(&mut trail, "", "SELECT $1").await;
-        trail
-            .bind("", "", &[Some("1".into())], allowed())
-            .await
-            .unwrap();
-        // The Bind's record was handed to the kernel before returning, and the Parse's with it.
-        assert_eq!((recorded("parse"), recorded("bind")), (1, 1));
-
-        // A Parse no execution follows still reaches the file.
-        parsed(&mut trail, "", "SELECT $1").await;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while recorded("parse") < 2 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the lone Parse's record never came"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
         audit.close().await;
     }
 
