@@ -1,8 +1,10 @@
 # Shared by the bench scripts: finds Postgres, builds Sluice (release), starts a throwaway
 # Postgres with a pgbench database on loopback, and cleans everything up on exit.
-# Inputs: SCALE; PG_DURABLE=1 keeps Postgres' fsync and synchronous_commit on.
+# Inputs: SCALE; PG_DURABLE=1 keeps Postgres' fsync and synchronous_commit on; PIN=1 gives
+# the proxies the last CPU and Postgres and pgbench the others (a gateway on cores of its own,
+# as it runs beside a database host rather than on it).
 # Outputs: bindir, SLUICE, work, as_pg, pids, PG_PORT, PASSWORD, free_port, wait_port, median,
-# range, cpu_ticks.
+# range, cpu_ticks, pg_ticks.
 
 bindir=$(pg_config --bindir 2>/dev/null || true)
 [ -x "$bindir/initdb" ] || bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
@@ -37,6 +39,32 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 range() { sort -g | awk 'NR==1{lo=$1} {hi=$1} END{printf "%.2f-%.2f", lo, hi}'; }
 # CPU time (user + system, clock ticks) process $1 has used so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU time (clock ticks) Postgres has used so far: the postmaster's own, its live children's
+# (backends, background processes) and that of the children it has reaped (backends of closed
+# sessions). What a proxy in front makes the database spend shows here.
+pg_ticks() {
+    local pm child total
+    pm=$(head -n1 "$work/pg/data/postmaster.pid")
+    total=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat")
+    for child in $(pgrep -P "$pm"); do
+        total=$((total + $(cpu_ticks "$child" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+# pg_ticks_settled: pg_ticks once the backends of the sessions just ended have been reaped
+# (the postmaster adds an exited child's time to its own count only then): the count stops
+# moving, or two seconds pass.
+pg_ticks_settled() {
+    local last now
+    last=$(pg_ticks)
+    for _ in $(seq 1 20); do
+        sleep 0.1
+        now=$(pg_ticks)
+        [ "$now" = "$last" ] && break
+        last=$now
+    done
+    echo "$last"
+}
 wait_port() {
     for _ in $(seq 1 200); do
         (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
@@ -61,7 +89,17 @@ CONF
 if [ "${PG_DURABLE:-0}" != 1 ]; then
     printf 'fsync = off\nsynchronous_commit = off\n' >> "$work/pg/data/postgresql.conf"
 fi
-"${as_pg[@]}" "$bindir/postgres" -D "$work/pg/data" >"$work/pg/postgres.log" 2>&1 &
+# PIN=1: what each side may run on. Started under taskset, a gateway sizes its workers to its
+# CPUs; Postgres' backends inherit the postmaster's.
+pin_proxy=() pin_clients=()
+if [ "${PIN:-0}" = 1 ]; then
+    cpus=$(nproc)
+    [ "$cpus" -ge 2 ] || { echo "PIN=1 needs at least two CPUs" >&2; exit 1; }
+    command -v taskset >/dev/null || { echo "taskset not found: apt-get install util-linux" >&2; exit 1; }
+    pin_proxy=(taskset -c "$((cpus - 1))")
+    pin_clients=(taskset -c "0-$((cpus - 2))")
+fi
+"${as_pg[@]}" "${pin_clients[@]}" "$bindir/postgres" -D "$work/pg/data" >"$work/pg/postgres.log" 2>&1 &
 pids+=($!)
 wait_port "$PG_PORT"
 
@@ -110,7 +148,7 @@ ${plugins:+[plugins]
 dir = \"$plugins\"}
 ${SLUICE_EXTRA_TOML:-}
 CONF
-    RUST_LOG=warn "$SLUICE" serve --config "$work/$name/sluice.toml" 2>"$work/$name.log" &
+    RUST_LOG=warn "${pin_proxy[@]}" "$SLUICE" serve --config "$work/$name/sluice.toml" 2>"$work/$name.log" &
     pids+=($!)
     pid[$name]=$!
     wait_port "${port[$name]}"
@@ -168,7 +206,7 @@ client_tls_key_file = $work/$name/server.key
 CONF
     echo "\"bench\" \"$PASSWORD\"" > "$work/$name/userlist.txt"
     [ "$(id -u)" = 0 ] && chown -R postgres: "$work/$name"
-    "${as_pg[@]}" pgbouncer "$work/$name/pgbouncer.ini" >/dev/null 2>&1 &
+    "${as_pg[@]}" "${pin_proxy[@]}" pgbouncer "$work/$name/pgbouncer.ini" >/dev/null 2>&1 &
     pids+=($!)
     wait_port "${port[$name]}" || { tail -n 5 "$work/$name/pgbouncer.log" >&2; exit 1; }
     pid[$name]=$(cat "$work/$name/pgbouncer.pid") || exit 1
@@ -184,18 +222,19 @@ CONF
 # rounds, STATEMENTS_PER_TX statements a transaction. A run that does not finish in time is a
 # stall and stops the script.
 measure() {
-    local label=$1 round i t out before processed
+    local label=$1 round i t out before pg_before processed
     shift
     local n=${#targets[@]} baseline=${BASELINE:-direct}
-    local -A tps=() ratios=() ticks=() statements=() this=()
+    local -A tps=() ratios=() ticks=() pg=() statements=() this=()
     for round in $(seq 1 "$ROUNDS"); do
         this=()
         for i in $(seq 0 $((n - 1))); do
             t=${targets[$(( (i + round) % n ))]}
             before=0
             [ -n "${pid[$t]:-}" ] && before=$(cpu_ticks "${pid[$t]}")
+            pg_before=$(pg_ticks_settled)
             out=$(PGPASSWORD=${pass[$t]} PGSSLMODE=${sslmode[$t]} timeout $((DURATION * 3 + 60)) \
-                pgbench -n -h 127.0.0.1 -p "${port[$t]}" -U bench -T "$DURATION" "$@" bench 2>&1) || {
+                "${pin_clients[@]}" pgbench -n -h 127.0.0.1 -p "${port[$t]}" -U bench -T "$DURATION" "$@" bench 2>&1) || {
                 echo "pgbench $* against $t failed or stalled:" >&2
                 tail -n 5 <<<"$out" >&2
                 exit 1
@@ -203,6 +242,7 @@ measure() {
             this[$t]=$(awk '/^tps/ {print $3}' <<<"$out")
             tps[$t]+="${this[$t]} "
             [ -n "${pid[$t]:-}" ] && ticks[$t]=$(( ${ticks[$t]:-0} + $(cpu_ticks "${pid[$t]}") - before ))
+            pg[$t]=$(( ${pg[$t]:-0} + $(pg_ticks_settled) - pg_before ))
             processed=$(awk '/actually processed/ {print $NF}' <<<"$out" | cut -d/ -f1)
             statements[$t]=$(( ${statements[$t]:-0} + processed * ${STATEMENTS_PER_TX:-1} ))
         done
@@ -211,18 +251,25 @@ measure() {
         done
     done
     for t in "${targets[@]}"; do
-        printf "%-26s %-15s %10.1f %7.3f %11s %12s\n" "$label" "$t" \
+        printf "%-26s %-15s %10.1f %7.3f %11s %15s %14s\n" "$label" "$t" \
             "$(tr ' ' '\n' <<<"${tps[$t]}" | grep . | median)" \
             "$(tr ' ' '\n' <<<"${ratios[$t]}" | grep . | median)" \
             "$(tr ' ' '\n' <<<"${ratios[$t]}" | grep . | range)" \
-            "$(awk -v k="${ticks[$t]:-0}" -v hz="$(getconf CLK_TCK)" -v n="${statements[$t]}" \
-                'BEGIN{print (k > 0) ? sprintf("%.1f", k / hz * 1e6 / n) : "-"}')"
+            "$(per_statement "${ticks[$t]:-0}" "${statements[$t]}")" \
+            "$(per_statement "${pg[$t]}" "${statements[$t]}")"
     done
+}
+
+# per_statement TICKS STATEMENTS: microseconds of CPU per statement ("-" for none).
+per_statement() {
+    awk -v k="$1" -v hz="$(getconf CLK_TCK)" -v n="$2" \
+        'BEGIN{print (k > 0) ? sprintf("%.1f", k / hz * 1e6 / n) : "-"}'
 }
 
 # The header of measure's rows.
 measure_header() {
     echo "# ratio: median over rounds of the target's TPS over ${BASELINE:-direct}'s TPS in the same round, with its range;"
-    echo "# cpu_us_per_stmt: the target process's CPU time (user + system) per statement, all rounds"
-    printf "%-26s %-15s %10s %7s %11s %12s\n" scenario target tps ratio ratio_range cpu_us_per_stmt
+    echo "# cpu_us_per_stmt: the target process's CPU time (user + system) per statement, all rounds;"
+    echo "# pg_us_per_stmt: Postgres' CPU time (all its processes) per statement behind that target"
+    printf "%-26s %-15s %10s %7s %11s %15s %14s\n" scenario target tps ratio ratio_range cpu_us_per_stmt pg_us_per_stmt
 }

@@ -8,6 +8,8 @@
 #   ROUNDS=5 DURATION=10 bench/run.sh
 #   ONLY="c=16" bench/run.sh          # the scenarios whose label contains it
 #   WORKERS=1 bench/run.sh            # Sluice's [server] workers (default: one per core)
+#   PIN=1 bench/run.sh                # the proxies on a CPU of their own, Postgres and pgbench
+#                                     # on the others
 #
 # Targets:
 #   direct        Postgres itself, plain TCP: the baseline of every ratio
@@ -45,7 +47,7 @@ scenarios=(
     "large-10k-rows extended 1" "large-10k-rows extended 16"
     "connect-per-tx simple 1" "connect-per-tx simple 16"
 )
-echo "# $(date -u +%FT%TZ) $(nproc) cores; rounds=$ROUNDS duration=${DURATION}s scale=$SCALE; $("$bindir/postgres" --version); $(pgbouncer --version 2>/dev/null | head -n1)"
+echo "# $(date -u +%FT%TZ) $(nproc) cores$([ "${PIN:-0}" = 1 ] && echo ", proxies pinned to the last"); rounds=$ROUNDS duration=${DURATION}s scale=$SCALE; $("$bindir/postgres" --version); $(pgbouncer --version 2>/dev/null | head -n1)"
 measure_header
 for scenario in "${scenarios[@]}"; do
     read -r script mode clients <<<"$scenario"
