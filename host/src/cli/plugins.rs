@@ -143,8 +143,8 @@ async fn check(
                     .plan(plugin, &info, &lowered, &columns)
                     .await
                     .map_err(|e| anyhow::anyhow!("masking plugin failed: {e}"))?;
-                let masks = masks.unwrap_or_else(|| vec![wit::Mask::Keep; columns.len()]);
-                for (column, mask) in columns.iter().zip(masks) {
+                let masks = masks.unwrap_or_else(|| vec![wit::Mask::Keep; columns.len()].into());
+                for (column, mask) in columns.iter().zip(masks.iter()) {
                     let source = column.source.as_ref().expect("built with a source");
                     plan.push(json!({
                         "column": format!("{}.{}", source.table, source.column),

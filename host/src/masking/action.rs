@@ -65,12 +65,12 @@ impl Action {
         !matches!(self, Action::Keep | Action::Null)
     }
 
-    pub(crate) fn from_wit(mask: crate::plugins::wit::Mask, plugin: usize) -> Action {
+    pub(crate) fn from_wit(mask: &crate::plugins::wit::Mask, plugin: usize) -> Action {
         use crate::plugins::wit::Mask;
         match mask {
             Mask::Keep => Action::Keep,
             Mask::Null => Action::Null,
-            Mask::Redact(text) => Action::Redact(Arc::from(text)),
+            Mask::Redact(text) => Action::Redact(Arc::from(text.as_str())),
             Mask::Hash => Action::Hash,
             Mask::Partial(p) => Action::Partial {
                 first: p.keep_first,

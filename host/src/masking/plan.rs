@@ -101,7 +101,7 @@ pub async fn plan_result(
                         *action = Action::Null;
                     }
                 }
-                for (action, mask) in actions.iter_mut().zip(masks) {
+                for (action, mask) in actions.iter_mut().zip(masks.iter()) {
                     *action = std::mem::replace(action, Action::Keep)
                         .stricter(Action::from_wit(mask, index));
                 }
@@ -353,8 +353,8 @@ async fn masked_among(
                 failure,
             })?;
         let masked: Vec<String> = masks
-            .into_iter()
-            .flatten()
+            .iter()
+            .flat_map(|masks| masks.iter())
             .zip(&columns)
             .filter(|(mask, _)| !matches!(mask, wit::Mask::Keep))
             .filter_map(|(_, column)| column.source.as_ref())

@@ -89,7 +89,7 @@ impl SessionMaskers {
         session: &crate::identity::SessionInfo,
         statement: &LazyStatement<'_>,
         columns: &[wit::Column],
-    ) -> Result<Option<Vec<wit::Mask>>, CallFailure> {
+    ) -> Result<Option<Arc<[wit::Mask]>>, CallFailure> {
         let Some(index) = self.instance(plugin, session).await? else {
             return Ok(None);
         };
@@ -101,7 +101,7 @@ impl SessionMaskers {
         if let (Some(plans), Some(key)) = (plans, &key)
             && let Some(masks) = plans.get(key)
         {
-            return Ok(Some(masks.clone()));
+            return Ok(Some(masks));
         }
         let Some(live) = self.armed(index, plugin) else {
             return Ok(None);
@@ -124,10 +124,11 @@ impl SessionMaskers {
                 columns.len()
             )));
         }
+        let masks: Arc<[wit::Mask]> = masks.into();
         if let (Some(key), Instance::Live(live)) = (key, &mut self.instances[index].1)
             && let Some(plans) = &mut live.plans
         {
-            plans.remember(key, &masks);
+            plans.remember(key, masks.clone());
         }
         Ok(Some(masks))
     }

@@ -7,6 +7,7 @@
 //! its size. Bounded: forgotten all at once when full.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::bindings::v0_1::sluice::plugin::types as wit;
 
@@ -15,7 +16,7 @@ const CAPACITY: usize = 4096;
 
 #[derive(Default)]
 pub struct Plans {
-    by_columns: HashMap<[u8; 32], Vec<wit::Mask>>,
+    by_columns: HashMap<[u8; 32], Arc<[wit::Mask]>>,
     masks: usize,
 }
 
@@ -51,11 +52,11 @@ impl Plans {
         Key(key)
     }
 
-    pub fn get(&self, key: &Key) -> Option<&Vec<wit::Mask>> {
-        self.by_columns.get(&key.0)
+    pub fn get(&self, key: &Key) -> Option<Arc<[wit::Mask]>> {
+        self.by_columns.get(&key.0).cloned()
     }
 
-    pub fn remember(&mut self, key: Key, masks: &[wit::Mask]) {
+    pub fn remember(&mut self, key: Key, masks: Arc<[wit::Mask]>) {
         if masks.len() > CAPACITY {
             return;
         }
@@ -64,7 +65,7 @@ impl Plans {
             self.masks = 0;
         }
         self.masks += masks.len();
-        self.by_columns.insert(key.0, masks.to_vec());
+        self.by_columns.insert(key.0, masks);
     }
 }
 
@@ -91,9 +92,9 @@ mod tests {
     fn a_plan_is_found_only_for_exactly_the_columns_it_was_made_for() {
         let mut plans = Plans::default();
         let email = vec![column("email", "people", &[])];
-        plans.remember(Plans::key(&email), &[wit::Mask::Hash]);
+        plans.remember(Plans::key(&email), [wit::Mask::Hash].into());
         assert!(matches!(
-            plans.get(&Plans::key(&email)).map(Vec::as_slice),
+            plans.get(&Plans::key(&email)).as_deref(),
             Some([wit::Mask::Hash])
         ));
         // Another table, another derivation, another split of the same bytes, another format.
@@ -121,11 +122,14 @@ mod tests {
         let wide: Vec<wit::Column> = (0..CAPACITY + 1)
             .map(|i| column(&format!("c{i}"), "t", &[]))
             .collect();
-        plans.remember(Plans::key(&wide), &vec![wit::Mask::Keep; wide.len()]);
+        plans.remember(Plans::key(&wide), vec![wit::Mask::Keep; wide.len()].into());
         assert!(plans.get(&Plans::key(&wide)).is_none(), "too wide to keep");
         for i in 0..=CAPACITY / 2 {
             let columns = vec![column(&format!("a{i}"), "t", &[]), column("b", "t", &[])];
-            plans.remember(Plans::key(&columns), &[wit::Mask::Keep, wit::Mask::Keep]);
+            plans.remember(
+                Plans::key(&columns),
+                [wit::Mask::Keep, wit::Mask::Keep].into(),
+            );
         }
         assert!(plans.masks <= CAPACITY);
     }

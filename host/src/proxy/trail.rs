@@ -420,36 +420,27 @@ mod tests {
     /// Records `sql` as a Query and says whether its record (and all before it) was on disk
     /// when it returned: whether it waited for the disk before forwarding.
     async fn synced_before_forwarding(trail: &mut Trail, audit: &Audit, sql: &str) -> bool {
-        let statements = crate::analysis::analyze_uncached(sql).unwrap();
-        trail
-            .text(
-                Protocol::Query,
-                Some(sql),
-                Some(&statements[..]),
-                &[],
-                allowed(),
-            )
-            .await
-            .unwrap();
+        recorded(trail, Protocol::Query, sql).await;
         cycle_sent(trail);
         audit.all_on_disk()
     }
 
     /// Records a Parse of `sql` under `name`, as the gate does; returns its record number.
     async fn parsed(trail: &mut Trail, name: &str, sql: &str) -> u64 {
-        let statements = crate::analysis::analyze_uncached(sql).unwrap();
-        let id = trail
-            .text(
-                Protocol::Parse,
-                Some(sql),
-                Some(&statements[..]),
-                &[],
-                allowed(),
-            )
-            .await
-            .unwrap();
+        let (id, statements) = recorded(trail, Protocol::Parse, sql).await;
         trail.prepared(name, id, Some(&statements[..]));
         id
+    }
+
+    /// Records `sql`, analysed and allowed, as sent by `protocol`: its record number and
+    /// analysis.
+    async fn recorded(trail: &mut Trail, protocol: Protocol, sql: &str) -> (u64, Arc<[Statement]>) {
+        let statements = crate::analysis::analyze_uncached(sql).unwrap();
+        let id = trail
+            .text(protocol, Some(sql), Some(&statements[..]), &[], allowed())
+            .await
+            .unwrap();
+        (id, statements)
     }
 
     #[tokio::test]
