@@ -64,6 +64,8 @@ pub struct Metrics {
     pub plugin_reloads: Counter,
     pub plugin_load_failures: Family<PluginLabels, Counter>,
     pub upstream_connect_errors: Family<DatabaseLabels, Counter>,
+    pub upstream_warm: Family<DatabaseLabels, Gauge>,
+    pub upstream_warm_taken: Family<DatabaseLabels, Counter>,
     pub client_write_stalls: Counter,
     pub client_writes_stalled: Gauge,
     pub revocations: Counter,
@@ -159,6 +161,18 @@ impl Metrics {
             "Failed upstream logins, by database",
             upstream_connect_errors.clone(),
         );
+        let upstream_warm = Family::<DatabaseLabels, Gauge>::default();
+        registry.register(
+            "upstream_warm",
+            "Upstream connections reset and kept warm now, by database",
+            upstream_warm.clone(),
+        );
+        let upstream_warm_taken = Family::<DatabaseLabels, Counter>::default();
+        registry.register(
+            "upstream_warm_taken",
+            "Sessions that got a warm upstream connection instead of a new login, by database",
+            upstream_warm_taken.clone(),
+        );
         let client_write_stalls = Counter::default();
         registry.register(
             "client_write_stalls",
@@ -216,6 +230,8 @@ impl Metrics {
             plugin_reloads,
             plugin_load_failures,
             upstream_connect_errors,
+            upstream_warm,
+            upstream_warm_taken,
         }
     }
 

@@ -106,7 +106,8 @@ impl Services {
                     &config.source,
                     config.limits.statement_timeout,
                 )?
-                .with_roles(&upstream.roles, config.load_role_secrets(i)?),
+                .with_roles(&upstream.roles, config.load_role_secrets(i)?)
+                .counted_in(&metrics, &upstream.database),
             );
             let max_message = config.server.max_upstream_message_size;
             let reader = built.clone();

@@ -53,6 +53,13 @@ pub struct UpstreamConfig {
     /// (default: it is refused, so that a token that drops its groups gains nothing).
     #[serde(default)]
     pub url_user_for_unmapped: bool,
+    /// Connections kept open, reset with `DISCARD ALL`, after sessions that end at rest, for
+    /// the next session with exactly the same login (role, subject, settings); zero: none.
+    #[serde(default = "default_warm_connections")]
+    pub warm_connections: usize,
+    /// How long a warm connection waits for such a session before it is closed.
+    #[serde(default = "default_warm_idle_timeout", with = "humantime_serde")]
+    pub warm_idle_timeout: Duration,
 }
 
 /// `[[upstream.roles]]`: one role sessions may log in as.
@@ -66,6 +73,14 @@ pub struct UpstreamRoleConfig {
     /// Its password, from the environment or a file (none: the server does not ask).
     pub password_env: Option<String>,
     pub password_file: Option<PathBuf>,
+}
+
+fn default_warm_connections() -> usize {
+    4
+}
+
+fn default_warm_idle_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_connect_timeout() -> Duration {

@@ -4,6 +4,7 @@
 //! for approval that the upstream has not seen.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -15,6 +16,7 @@ use crate::upstream::Upstream;
 struct Target {
     secret: i32,
     session: Arc<Notify>,
+    forwarded: Arc<AtomicBool>,
     upstream: Arc<Upstream>,
     upstream_pid: i32,
     upstream_secret: i32,
@@ -33,6 +35,25 @@ pub struct CancelKey {
     pub secret: i32,
     /// Notified (to current waiters only) when a valid cancel request arrives.
     pub cancelled: Arc<Notify>,
+    /// Set before a cancel is forwarded to the upstream backend, by the registry or by the
+    /// session's own runaway watch.
+    forwarded: Arc<AtomicBool>,
+}
+
+impl CancelKey {
+    /// Marks the upstream backend as sent a cancel.
+    pub fn forwarding(&self) {
+        self.forwarded.store(true, Ordering::Release);
+    }
+
+    /// Removes the key and tells whether a cancel was ever forwarded for it: a cancel still on
+    /// its way could interrupt whatever the backend runs next, so such a backend is not kept
+    /// warm. Once the key is removed no cancel can find it.
+    pub fn retire(self) -> bool {
+        let forwarded = self.forwarded.clone();
+        drop(self);
+        forwarded.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for CancelKey {
@@ -54,9 +75,11 @@ impl CancelRegistry {
             if let Entry::Vacant(slot) = self.targets.entry(pid) {
                 let secret = rand::random();
                 let cancelled = Arc::new(Notify::new());
+                let forwarded = Arc::new(AtomicBool::new(false));
                 slot.insert(Target {
                     secret,
                     session: cancelled.clone(),
+                    forwarded: forwarded.clone(),
                     upstream: upstream.clone(),
                     upstream_pid,
                     upstream_secret,
@@ -66,6 +89,7 @@ impl CancelRegistry {
                     pid,
                     secret,
                     cancelled,
+                    forwarded,
                 };
             }
         }
@@ -75,6 +99,8 @@ impl CancelRegistry {
     pub async fn cancel(&self, pid: i32, secret: i32) -> bool {
         let target = match self.targets.get(&pid) {
             Some(t) if bool::from(t.secret.to_be_bytes().ct_eq(&secret.to_be_bytes())) => {
+                // Under the map's read guard: the session's `retire` waits for it.
+                t.forwarded.store(true, Ordering::Release);
                 t.session.notify_waiters();
                 (t.upstream.clone(), t.upstream_pid, t.upstream_secret)
             }

@@ -273,6 +273,15 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         Ok(())
     }
 
+    /// Everything queued was written and no write was torn: the stream is between messages.
+    pub fn is_settled(&self) -> bool {
+        !self.torn && self.pending.is_empty()
+    }
+
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+
     /// Sends a last message if the stream is still in a state to receive one, then shuts down.
     pub async fn close_with(&mut self, last: Option<&[u8]>) {
         if self.torn {

@@ -41,3 +41,4 @@ mod runaway;
 mod tls_streaming;
 mod token_exchange;
 mod upstream;
+mod warm_upstream;

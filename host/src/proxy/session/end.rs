@@ -60,6 +60,15 @@ impl SessionEnd {
         }
     }
 
+    /// Whether the client left of its own accord: then an upstream connection at rest may be
+    /// kept warm for its next session.
+    pub(super) fn client_left(&self) -> bool {
+        matches!(
+            self,
+            SessionEnd::ClientTerminated | SessionEnd::ClientDisconnected
+        )
+    }
+
     /// What the client and the upstream are sent as the session ends this way (a FATAL the
     /// client can act on; Terminate, unless the upstream is gone or the client said it).
     pub(super) fn farewell(&self) -> (Option<Bytes>, Option<Bytes>) {
@@ -104,9 +113,7 @@ impl SessionEnd {
             _ => None,
         };
         let to_upstream = match self {
-            SessionEnd::ClientTerminated
-            | SessionEnd::UpstreamClosed
-            | SessionEnd::UpstreamVanished => None,
+            SessionEnd::UpstreamClosed | SessionEnd::UpstreamVanished => None,
             _ => Some(messages::terminate()),
         };
         (to_client, to_upstream)

@@ -13,6 +13,7 @@ mod to_client;
 mod to_upstream;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::login::Established;
@@ -41,7 +42,16 @@ pub async fn run(
     } = established;
     let (client_stream, client_buffered) = client.into_parts();
     let (client_read, client_write) = tokio::io::split(client_stream);
-    let (up_read, up_write) = tokio::io::split(upstream.stream);
+    let crate::upstream::UpstreamSession {
+        stream: upstream_stream,
+        buffered: upstream_buffered,
+        backend_pid,
+        backend_secret,
+        login_messages,
+        ready_for_query,
+        startup,
+    } = upstream;
+    let (up_read, up_write) = tokio::io::split(upstream_stream);
     let max = shared.config.server.max_message_size;
     let max_upstream = shared.config.server.max_upstream_message_size;
     let mut client_in =
@@ -50,7 +60,7 @@ pub async fn run(
         shared.config.server.client_write_stall,
         shared.metrics.clone(),
     ));
-    let mut up_in = FrameReader::with_buffer(up_read, upstream.buffered, max_upstream)
+    let mut up_in = FrameReader::with_buffer(up_read, upstream_buffered, max_upstream)
         .accepting(upstream_may_send);
     let mut up_out = FrameWriter::new(up_write);
 
@@ -65,7 +75,6 @@ pub async fn run(
     let budget = upstream_db
         .as_ref()
         .map_or(Duration::ZERO, |u| u.statement_timeout());
-    let (backend_pid, backend_secret) = (upstream.backend_pid, upstream.backend_secret);
     let Parts {
         mut gate,
         mut answers,
@@ -86,6 +95,7 @@ pub async fn run(
             &progress.sent,
             &progress.done,
             || async {
+                cancel_key.forwarding();
                 if let Some(db) = &upstream_db
                     && let Err(e) = db.cancel(backend_pid, backend_secret).await
                 {
@@ -101,8 +111,32 @@ pub async fn run(
         }
         () = shared.terminate.cancelled() => SessionEnd::Shutdown,
     };
-    drop(cancel_key);
+    let cancel_forwarded = cancel_key.retire();
     drop(subject_slot);
+
+    let at_rest = end.client_left()
+        && !cancel_forwarded
+        && gate.at_rest(progress.done.load(Ordering::Acquire))
+        && progress.status.load(Ordering::Acquire) == b'I'
+        && !progress.copy_in.load(Ordering::Acquire);
+    if at_rest
+        && let Some(db) = &upstream_db
+        && up_out.is_settled()
+    {
+        client_out.close_with(None).await;
+        let (up_read, buffered) = up_in.into_parts();
+        let session = crate::upstream::UpstreamSession {
+            stream: up_read.unsplit(up_out.into_inner()),
+            buffered,
+            backend_pid,
+            backend_secret,
+            login_messages,
+            ready_for_query,
+            startup,
+        };
+        tokio::spawn(db.warm().clone().give_back(session));
+        return (end, gate.statements());
+    }
 
     let (to_client, to_upstream) = end.farewell();
     tokio::join!(

@@ -59,9 +59,12 @@ pub(crate) async fn client_to_upstream<R: AsyncRead + Unpin, W: AsyncWrite + Unp
         };
         // Everything the client has already sent goes upstream in one write.
         while let Some(frame) = next {
+            // Not relayed: the session's end decides whether the upstream connection closes
+            // or is kept warm.
             if frame.tag() == b'X' {
-                upstream.queue(frame.raw());
-                let _ = upstream.flush().await;
+                if let Err(e) = upstream.flush().await {
+                    return SessionEnd::UpstreamIo(e);
+                }
                 return SessionEnd::ClientTerminated;
             }
             if let Err(why) = gate.process(&frame, upstream, client).await {

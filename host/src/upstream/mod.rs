@@ -1,10 +1,16 @@
 //! The server leg: connecting to the real Postgres, TLS per config, and logging in with the
-//! gateway's own credentials (SCRAM-SHA-256, md5, cleartext or trust).
+//! gateway's own credentials (SCRAM-SHA-256, md5, cleartext or trust), or handing out a warm
+//! connection that logged in the same way (`warm.rs`).
+
+mod session;
+pub mod warm;
+
+pub use session::{Login, UpstreamSession, UpstreamStream};
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
@@ -12,14 +18,11 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
 use crate::config::{ConfigError, UpstreamConfig, UpstreamTarget, UpstreamTlsMode};
 use crate::wire::backend::error_summary;
 use crate::wire::frame::{FrameError, FrameReader};
-
-pub type UpstreamStream = Either<TlsStream<TcpStream>, TcpStream>;
 
 /// Why the gateway could not get an upstream session. Never carries the password.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,8 @@ pub struct Upstream {
     roles: Vec<MappedRole>,
     /// With roles mapped: whether a grant none maps to logs in as the URL's user.
     url_user_for_unmapped: bool,
+    /// Connections of sessions that ended at rest, reset, for the next identical login.
+    warm: Arc<warm::WarmPool>,
 }
 
 /// A role sessions log in as, the token groups mapped to it, and its password.
@@ -79,19 +84,6 @@ impl std::fmt::Debug for Upstream {
             .field("tls_mode", &self.tls_mode)
             .finish_non_exhaustive()
     }
-}
-
-/// A logged-in upstream session, ready for queries.
-pub struct UpstreamSession<S = UpstreamStream> {
-    pub stream: S,
-    /// Bytes read past the login's ReadyForQuery.
-    pub buffered: BytesMut,
-    pub backend_pid: i32,
-    pub backend_secret: i32,
-    /// ParameterStatus and NoticeResponse messages of the login, to relay to the client.
-    pub login_messages: Vec<Bytes>,
-    /// The login's ReadyForQuery, to relay as is.
-    pub ready_for_query: Bytes,
 }
 
 impl Upstream {
@@ -119,6 +111,10 @@ impl Upstream {
             statement_timeout: config.statement_timeout.unwrap_or(statement_timeout),
             roles: Vec::new(),
             url_user_for_unmapped: config.url_user_for_unmapped,
+            warm: Arc::new(warm::WarmPool::new(
+                config.warm_connections,
+                config.warm_idle_timeout,
+            )),
         })
     }
 
@@ -140,6 +136,14 @@ impl Upstream {
         self
     }
 
+    /// Counts its warm connections in `metrics`, under the database clients ask for.
+    pub fn counted_in(mut self, metrics: &crate::metrics::Metrics, database: &str) -> Upstream {
+        let pool = Arc::get_mut(&mut self.warm).expect("counted before it is shared");
+        let pool = std::mem::replace(pool, warm::WarmPool::new(0, Duration::ZERO));
+        self.warm = Arc::new(pool.counted_in(metrics, database));
+        self
+    }
+
     /// Whether a session no role is mapped to may log in as the URL's user: always without
     /// `[[upstream.roles]]`, with them only when `url_user_for_unmapped` says so.
     pub fn url_user_allowed(&self) -> bool {
@@ -154,6 +158,11 @@ impl Upstream {
             .find(|role| role.groups.iter().any(|g| groups.contains(g)))
     }
 
+    /// Where sessions that end at rest hand their connections back.
+    pub fn warm(&self) -> &Arc<warm::WarmPool> {
+        &self.warm
+    }
+
     pub fn target(&self) -> &UpstreamTarget {
         &self.target
     }
@@ -163,12 +172,17 @@ impl Upstream {
         self.statement_timeout
     }
 
-    /// Connects and logs in with `params` as the startup parameters.
+    /// A session logged in with `params` as the startup parameters: a warm one if one waits,
+    /// else a new connection and login.
     pub async fn login(
         &self,
         params: &[(String, String)],
         max_message: usize,
     ) -> Result<UpstreamSession, UpstreamError> {
+        if let Some(session) = self.warm.take(params) {
+            tracing::debug!(pid = session.backend_pid, "warm upstream connection taken");
+            return Ok(session);
+        }
         tokio::time::timeout(self.connect_timeout, self.login_inner(params, max_message))
             .await
             .map_err(|_| UpstreamError::Timeout(self.connect_timeout))?
@@ -298,6 +312,7 @@ impl Upstream {
                         backend_secret,
                         login_messages,
                         ready_for_query: frame.raw().clone(),
+                        startup: params.to_vec(),
                     });
                 }
                 other => {

@@ -1,0 +1,253 @@
+//! Warm upstream connections: a session that ends at rest leaves its upstream connection reset
+//! (`DISCARD ALL`) for the next session with exactly the same login, which sees nothing of the
+//! previous one; any other ending, any other login, a closed or expired connection gets a new
+//! login.
+
+use std::time::{Duration, Instant};
+
+use sluice::metrics::DatabaseLabels;
+use sluice_integration_tests::{DATABASE, GatewayOptions, TestGateway, postgres};
+
+fn warm(gw: &TestGateway) -> i64 {
+    gw.metrics.upstream_warm.get_or_create(&labels()).get()
+}
+
+fn taken(gw: &TestGateway) -> u64 {
+    gw.metrics
+        .upstream_warm_taken
+        .get_or_create(&labels())
+        .get()
+}
+
+fn labels() -> DatabaseLabels {
+    DatabaseLabels {
+        database: DATABASE.to_owned(),
+    }
+}
+
+/// Waits until `done` holds, polling: the reset and the closing happen after the client left.
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < Duration::from_secs(10), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether Postgres still has backend `pid`.
+async fn backend_alive(pid: i32) -> bool {
+    let superuser = postgres()
+        .server
+        .superuser_client(DATABASE)
+        .await
+        .expect("superuser connects");
+    let rows = superuser
+        .query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
+        .await
+        .unwrap();
+    !rows.is_empty()
+}
+
+async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn text(client: &tokio_postgres::Client, sql: &str) -> Option<String> {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn the_next_identical_login_gets_the_warm_backend_with_nothing_of_the_last_session_left() {
+    let gw = TestGateway::start().await;
+    let token = gw.token("warm-agent");
+    let first = gw.connect("warm-agent", &token).await.unwrap();
+    let pid = backend_pid(&first).await;
+    let default_work_mem = text(&first, "SHOW work_mem").await;
+    let application_name = text(&first, "SHOW application_name").await;
+    first
+        .batch_execute(
+            "CREATE TEMP TABLE left_behind (secret text);
+             INSERT INTO left_behind VALUES ('from the last session');
+             PREPARE left_plan AS SELECT 1;
+             SET work_mem = '7MB';
+             SET application_name = 'someone else';
+             SELECT set_config('left.behind', 'secret', false);
+             SELECT pg_advisory_lock(4242);
+             LISTEN left_channel;
+             BEGIN; DECLARE left_cursor CURSOR WITH HOLD FOR SELECT 1; COMMIT;",
+        )
+        .await
+        .unwrap();
+    drop(first);
+    until("the connection is kept warm", async || warm(&gw) == 1).await;
+
+    let second = gw.connect("warm-agent", &token).await.unwrap();
+    assert_eq!(
+        backend_pid(&second).await,
+        pid,
+        "the warm backend is reused"
+    );
+    assert_eq!(taken(&gw), 1);
+    assert_eq!(warm(&gw), 0);
+    let left: i64 = second
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_class WHERE relname = 'left_behind')
+                  + (SELECT count(*) FROM pg_prepared_statements WHERE name = 'left_plan')
+                  + (SELECT count(*) FROM pg_cursors WHERE name = 'left_cursor')
+                  + (SELECT count(*) FROM pg_listening_channels())
+                  + (SELECT count(*) FROM pg_locks
+                     WHERE locktype = 'advisory' AND pid = pg_backend_pid())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        left, 0,
+        "temp tables, plans, cursors, channels and locks are gone"
+    );
+    assert_eq!(text(&second, "SHOW work_mem").await, default_work_mem);
+    assert_eq!(
+        text(&second, "SHOW application_name").await,
+        application_name,
+        "Postgres' logs name the subject again"
+    );
+    assert_ne!(
+        text(&second, "SELECT current_setting('left.behind', true)").await,
+        Some("secret".to_owned())
+    );
+    // The session works as any other: statements, errors, transactions.
+    let err = second.batch_execute("SELECT * FROM left_behind").await;
+    assert_eq!(err.unwrap_err().code().unwrap().code(), "42P01");
+    second
+        .batch_execute("BEGIN; SELECT 1; COMMIT")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn another_subject_or_a_read_only_grant_never_gets_a_warm_backend_of_another_login() {
+    let gw = TestGateway::start().await;
+    let token = gw.token("warm-owner");
+    let owner = gw.connect("warm-owner", &token).await.unwrap();
+    let pid = backend_pid(&owner).await;
+    drop(owner);
+    until("the connection is kept warm", async || warm(&gw) == 1).await;
+
+    let other = gw
+        .connect("warm-other", &gw.token("warm-other"))
+        .await
+        .unwrap();
+    assert_ne!(backend_pid(&other).await, pid);
+    let read_only = gw
+        .tokens
+        .mint_read_only("warm-owner", DATABASE, &[], Duration::from_secs(300))
+        .unwrap();
+    let reader = gw.connect("warm-owner", &read_only).await.unwrap();
+    assert_ne!(backend_pid(&reader).await, pid);
+    assert_eq!(
+        text(&reader, "SHOW default_transaction_read_only").await,
+        Some("on".to_owned())
+    );
+    assert_eq!(taken(&gw), 0);
+
+    let again = gw.connect("warm-owner", &token).await.unwrap();
+    assert_eq!(
+        backend_pid(&again).await,
+        pid,
+        "its own login still gets it"
+    );
+}
+
+#[tokio::test]
+async fn a_session_that_leaves_inside_a_transaction_closes_its_upstream_connection() {
+    let gw = TestGateway::start().await;
+    let token = gw.token("warm-mid");
+    let client = gw.connect("warm-mid", &token).await.unwrap();
+    let pid = backend_pid(&client).await;
+    client
+        .batch_execute("BEGIN; CREATE TEMP TABLE half_done (x int)")
+        .await
+        .unwrap();
+    drop(client);
+    until("the backend has exited", async || !backend_alive(pid).await).await;
+    assert_eq!(warm(&gw), 0);
+
+    let next = gw.connect("warm-mid", &token).await.unwrap();
+    assert_ne!(backend_pid(&next).await, pid);
+    assert_eq!(taken(&gw), 0);
+}
+
+#[tokio::test]
+async fn a_warm_connection_closes_after_its_idle_timeout_and_one_postgres_closed_is_passed_over() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        extra_upstream_toml: "warm_idle_timeout = \"300ms\"".into(),
+        ..Default::default()
+    })
+    .await;
+    let token = gw.token("warm-idle");
+    let client = gw.connect("warm-idle", &token).await.unwrap();
+    let expiring = backend_pid(&client).await;
+    drop(client);
+    until("the connection is kept warm", async || warm(&gw) == 1).await;
+    until("the idle timeout closes it", async || {
+        !backend_alive(expiring).await
+    })
+    .await;
+    assert_eq!(warm(&gw), 0);
+
+    let gw = TestGateway::start().await;
+    let token = gw.token("warm-killed");
+    let client = gw.connect("warm-killed", &token).await.unwrap();
+    let killed = backend_pid(&client).await;
+    drop(client);
+    until("the connection is kept warm", async || warm(&gw) == 1).await;
+    let superuser = postgres().server.superuser_client(DATABASE).await.unwrap();
+    superuser
+        .execute("SELECT pg_terminate_backend($1)", &[&killed])
+        .await
+        .unwrap();
+    until("Postgres has closed it", async || {
+        !backend_alive(killed).await
+    })
+    .await;
+
+    let next = gw.connect("warm-killed", &token).await.unwrap();
+    assert_ne!(backend_pid(&next).await, killed);
+    next.batch_execute("SELECT 1").await.unwrap();
+    assert_eq!(taken(&gw), 0, "the closed connection was not handed out");
+}
+
+#[tokio::test]
+async fn psql_run_once_per_step_reuses_one_warm_backend() {
+    let gw = TestGateway::start().await;
+    let token = gw.token("warm-steps");
+    let mut pids = Vec::new();
+    for step in 0..3 {
+        let out = gw
+            .psql(
+                "warm-steps",
+                &token,
+                "require",
+                &["-Atc", "SELECT pg_backend_pid()"],
+            )
+            .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pids.push(String::from_utf8(out.stdout).unwrap().trim().to_owned());
+        let steps_done = step + 1;
+        until("the connection is kept warm", async || {
+            warm(&gw) == 1 && taken(&gw) == steps_done - 1
+        })
+        .await;
+    }
+    assert!(pids.iter().all(|pid| pid == &pids[0]), "{pids:?}");
+    assert_eq!(taken(&gw), 2);
+}
