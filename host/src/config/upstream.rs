@@ -54,7 +54,8 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub url_user_for_unmapped: bool,
     /// Connections kept open, reset with `DISCARD ALL`, after sessions that end at rest, for
-    /// the next session with exactly the same login (role, subject, settings); zero: none.
+    /// the next session of the same token with exactly the same login (role, settings); zero:
+    /// none.
     #[serde(default = "default_warm_connections")]
     pub warm_connections: usize,
     /// How long a warm connection waits for such a session before it is closed.
@@ -76,7 +77,7 @@ pub struct UpstreamRoleConfig {
 }
 
 fn default_warm_connections() -> usize {
-    4
+    16
 }
 
 fn default_warm_idle_timeout() -> Duration {

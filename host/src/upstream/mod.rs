@@ -5,7 +5,7 @@
 mod session;
 pub mod warm;
 
-pub use session::{Login, UpstreamSession, UpstreamStream};
+pub use session::{UpstreamSession, UpstreamStream, WarmKey};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ use tokio_rustls::TlsConnector;
 use tokio_util::either::Either;
 
 use crate::config::{ConfigError, UpstreamConfig, UpstreamTarget, UpstreamTlsMode};
-use crate::wire::backend::error_summary;
+use crate::wire::backend::{error_field, error_summary};
 use crate::wire::frame::{FrameError, FrameReader};
 
 /// Why the gateway could not get an upstream session. Never carries the password.
@@ -38,8 +38,8 @@ pub enum UpstreamError {
     TlsRefused(&'static str),
     #[error("TLS handshake with upstream failed: {0}")]
     Tls(std::io::Error),
-    #[error("upstream rejected the login: {0}")]
-    Rejected(String),
+    #[error("upstream rejected the login: {summary}")]
+    Rejected { sqlstate: String, summary: String },
     #[error("upstream asks for {0} authentication, which sluice does not support")]
     UnsupportedAuth(&'static str),
     #[error("upstream asks for a password but none is configured (password_env/password_file)")]
@@ -172,17 +172,42 @@ impl Upstream {
         self.statement_timeout
     }
 
-    /// A session logged in with `params` as the startup parameters: a warm one if one waits,
-    /// else a new connection and login.
+    /// A session for token `token_id` logged in with `params` as the startup parameters: a
+    /// warm one of the same token and parameters if one waits, else a new login. A login that
+    /// Postgres refuses for want of connection slots closes the warm connections and tries
+    /// once more: they are the gateway's own to give back.
+    pub async fn session_for(
+        &self,
+        token_id: &str,
+        params: &[(String, String)],
+        max_message: usize,
+    ) -> Result<UpstreamSession, UpstreamError> {
+        let key = WarmKey {
+            token_id: token_id.to_owned(),
+            params: params.to_vec(),
+        };
+        if let Some(session) = self.warm.take(&key) {
+            tracing::debug!(pid = session.backend_pid, "warm upstream connection taken");
+            return Ok(session);
+        }
+        let mut login = self.login(params, max_message).await;
+        if let Err(UpstreamError::Rejected { sqlstate, .. }) = &login
+            && sqlstate == crate::wire::sqlstate::TOO_MANY_CONNECTIONS
+            && self.warm.close_all().await > 0
+        {
+            login = self.login(params, max_message).await;
+        }
+        let mut session = login?;
+        session.warm_key = Some(key);
+        Ok(session)
+    }
+
+    /// Connects and logs in with `params` as the startup parameters.
     pub async fn login(
         &self,
         params: &[(String, String)],
         max_message: usize,
     ) -> Result<UpstreamSession, UpstreamError> {
-        if let Some(session) = self.warm.take(params) {
-            tracing::debug!(pid = session.backend_pid, "warm upstream connection taken");
-            return Ok(session);
-        }
         tokio::time::timeout(self.connect_timeout, self.login_inner(params, max_message))
             .await
             .map_err(|_| UpstreamError::Timeout(self.connect_timeout))?
@@ -298,7 +323,10 @@ impl Upstream {
                     login_messages.push(frame.raw().clone());
                 }
                 Message::ErrorResponse(_) => {
-                    return Err(UpstreamError::Rejected(error_summary(frame.body())));
+                    return Err(UpstreamError::Rejected {
+                        sqlstate: error_field(frame.body(), b'C').unwrap_or_default(),
+                        summary: error_summary(frame.body()),
+                    });
                 }
                 Message::ReadyForQuery(_) => {
                     let (backend_pid, backend_secret) = key.ok_or_else(|| {
@@ -312,7 +340,7 @@ impl Upstream {
                         backend_secret,
                         login_messages,
                         ready_for_query: frame.raw().clone(),
-                        startup: params.to_vec(),
+                        warm_key: None,
                     });
                 }
                 other => {

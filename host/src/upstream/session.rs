@@ -7,8 +7,14 @@ use tokio_util::either::Either;
 
 pub type UpstreamStream = Either<TlsStream<TcpStream>, TcpStream>;
 
-/// The startup parameters a connection logged in with: who it acts as and its session defaults.
-pub type Login = Vec<(String, String)>;
+/// What a warm connection is kept under: the token whose session it served and the startup
+/// parameters it logged in with (who it acts as, its session defaults). Only a session of the
+/// same token with the same parameters is handed it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WarmKey {
+    pub token_id: String,
+    pub params: Vec<(String, String)>,
+}
 
 /// A logged-in upstream session, ready for queries.
 pub struct UpstreamSession<S = UpstreamStream> {
@@ -21,6 +27,7 @@ pub struct UpstreamSession<S = UpstreamStream> {
     pub login_messages: Vec<Bytes>,
     /// The login's ReadyForQuery, to relay as is.
     pub ready_for_query: Bytes,
-    /// The startup parameters it logged in with.
-    pub startup: Login,
+    /// Where it goes back to when its session ends at rest; none for connections that are
+    /// never kept warm (the catalog reader's).
+    pub warm_key: Option<WarmKey>,
 }

@@ -1,9 +1,13 @@
 //! Warm upstream connections. A session that ends cleanly, with its upstream at rest and
 //! outside a transaction, hands its connection back; it is reset with `DISCARD ALL` and kept
-//! for `warm_idle_timeout`, for the next session that logs in with exactly the same startup
-//! parameters: the same role, the same subject in `application_name`, the same settings and
-//! read-only flag. `DISCARD ALL` returns every setting to the session default the login set,
-//! so only an identical login may be handed what it leaves; anything else logs in afresh.
+//! for `warm_idle_timeout`, for the next session of the same token that logs in with exactly
+//! the same startup parameters (role, `application_name` with the subject, settings, read-only
+//! flag). `DISCARD ALL` returns every setting to the session default the login set, so only an
+//! identical login may be handed what it leaves; and what it does not reset (an extension's
+//! state, a loaded library) only ever reaches a later session of the same grant, which could
+//! have done the same within one session. A warm connection is thus never shared between
+//! tokens, and lives no longer than its token could keep one session open (plus the idle
+//! timeout).
 //!
 //! Agents often connect once per step (`psql -c`); a warm connection spares Postgres a fork and
 //! a login for each, and the gateway a SCRAM exchange.
@@ -15,12 +19,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::session::{Login, UpstreamSession, UpstreamStream};
+use super::session::{UpstreamSession, UpstreamStream, WarmKey};
 use crate::metrics::{DatabaseLabels, Metrics};
 use crate::wire::frame::FrameReader;
 
@@ -30,9 +33,10 @@ const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest message a reset's answer may hold: it is a handful of short ones.
 const MAX_RESET_MESSAGE: usize = 64 * 1024;
 
-/// Reset connections waiting for a session with the same login.
+/// Reset connections waiting for a session of the same token and login.
 pub struct WarmPool {
-    /// At most this many connections wait, over all logins (zero: none is kept).
+    /// At most this many connections wait, over all keys (zero: none is kept); when full, the
+    /// one parked longest makes room.
     capacity: usize,
     idle_timeout: Duration,
     parked: Mutex<Parked>,
@@ -45,11 +49,56 @@ struct Counted {
     taken: Counter,
 }
 
+/// The parked connections by key, each with its parking number (the older, the lower).
 #[derive(Default)]
 struct Parked {
-    by_login: HashMap<Login, Vec<(u64, UpstreamSession)>>,
+    by_key: HashMap<WarmKey, Vec<(u64, UpstreamSession)>>,
     count: usize,
     next_id: u64,
+}
+
+impl Parked {
+    fn park(&mut self, key: WarmKey, session: UpstreamSession) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.count += 1;
+        self.by_key.entry(key).or_default().push((id, session));
+        id
+    }
+
+    /// The connection parked last under `key`.
+    fn take(&mut self, key: &WarmKey) -> Option<UpstreamSession> {
+        let waiting = self.by_key.get_mut(key)?;
+        let (_, session) = waiting.pop()?;
+        if waiting.is_empty() {
+            self.by_key.remove(key);
+        }
+        self.count -= 1;
+        Some(session)
+    }
+
+    /// Connection `id`, or with none the one parked longest.
+    fn remove(&mut self, id: Option<u64>) -> Option<UpstreamSession> {
+        let (key, at) = self
+            .by_key
+            .iter()
+            .flat_map(|(key, waiting)| {
+                waiting
+                    .iter()
+                    .enumerate()
+                    .map(move |(at, (parked_id, _))| (*parked_id, key, at))
+            })
+            .filter(|(parked_id, _, _)| id.is_none_or(|id| id == *parked_id))
+            .min_by_key(|(parked_id, _, _)| *parked_id)
+            .map(|(_, key, at)| (key.clone(), at))?;
+        let waiting = self.by_key.get_mut(&key)?;
+        let (_, session) = waiting.remove(at);
+        if waiting.is_empty() {
+            self.by_key.remove(&key);
+        }
+        self.count -= 1;
+        Some(session)
+    }
 }
 
 impl WarmPool {
@@ -74,28 +123,17 @@ impl WarmPool {
         self
     }
 
-    /// A warm connection that logged in with `login`, if one waits and is still open.
-    pub fn take(&self, login: &[(String, String)]) -> Option<UpstreamSession> {
+    /// A warm connection parked under `key`, if one waits and is still open.
+    pub fn take(&self, key: &WarmKey) -> Option<UpstreamSession> {
         loop {
-            let mut session = {
-                let mut parked = self.parked.lock().expect("warm pool lock");
-                let waiting = parked.by_login.get_mut(login)?;
-                let (_, session) = waiting.pop()?;
-                if waiting.is_empty() {
-                    parked.by_login.remove(login);
-                }
-                parked.count -= 1;
-                self.count(|c| {
-                    c.waiting.dec();
-                });
-                session
-            };
+            let mut session = self.parked().take(key)?;
+            self.count_waiting();
             // A parked connection has nothing to say: any byte (a FATAL before Postgres closed
             // it, an idle-session timeout) or the end of the stream means it is no use.
             if still_open(&mut session.stream) {
-                self.count(|c| {
-                    c.taken.inc();
-                });
+                if let Some(counted) = &self.counted {
+                    counted.taken.inc();
+                }
                 return Some(session);
             }
             tracing::debug!(
@@ -105,12 +143,12 @@ impl WarmPool {
         }
     }
 
-    /// Resets a connection whose session ended at rest and parks it for the next identical
-    /// login; one that fails the reset, or finds the pool full, is closed.
+    /// Resets a connection whose session ended at rest and parks it for the next session of
+    /// its key; one without a key or that fails the reset is closed.
     pub async fn give_back(self: Arc<Self>, session: UpstreamSession) {
-        if self.capacity == 0 {
+        let Some(key) = session.warm_key.clone().filter(|_| self.capacity > 0) else {
             return close(session.stream).await;
-        }
+        };
         let session = match tokio::time::timeout(RESET_TIMEOUT, reset(session)).await {
             Ok(Ok(session)) => session,
             Ok(Err((stream, why))) => {
@@ -122,37 +160,44 @@ impl WarmPool {
                 return;
             }
         };
-        // Parked under its login unless the pool is full; the lock is not held across a wait.
-        let parked = {
-            let mut parked = self.parked.lock().expect("warm pool lock");
-            if parked.count >= self.capacity {
-                Err(session)
+        let (id, evicted) = {
+            let mut parked = self.parked();
+            let evicted = if parked.count >= self.capacity {
+                parked.remove(None)
             } else {
-                let id = parked.next_id;
-                parked.next_id += 1;
-                parked.count += 1;
-                self.count(|c| {
-                    c.waiting.inc();
-                });
-                parked
-                    .by_login
-                    .entry(session.startup.clone())
-                    .or_default()
-                    .push((id, session));
-                Ok(id)
-            }
+                None
+            };
+            (parked.park(key, session), evicted)
         };
-        match parked {
-            Ok(id) => {
-                tokio::spawn(expire(Arc::downgrade(&self), id, self.idle_timeout));
-            }
-            Err(full) => close(full.stream).await,
+        self.count_waiting();
+        tokio::spawn(expire(Arc::downgrade(&self), id, self.idle_timeout));
+        if let Some(evicted) = evicted {
+            close(evicted.stream).await;
         }
     }
 
-    fn count(&self, update: impl FnOnce(&Counted)) {
+    /// Closes every parked connection and waits until Postgres has let go of them; returns
+    /// how many there were.
+    pub async fn close_all(&self) -> usize {
+        let all: Vec<UpstreamSession> = {
+            let mut parked = self.parked();
+            std::iter::from_fn(|| parked.remove(None)).collect()
+        };
+        self.count_waiting();
+        let closed = all.len();
+        for session in all {
+            close_and_wait(session.stream).await;
+        }
+        closed
+    }
+
+    fn parked(&self) -> std::sync::MutexGuard<'_, Parked> {
+        self.parked.lock().expect("warm pool lock")
+    }
+
+    fn count_waiting(&self) {
         if let Some(counted) = &self.counted {
-            update(counted);
+            counted.waiting.set(self.parked().count as i64);
         }
     }
 }
@@ -161,23 +206,8 @@ impl WarmPool {
 async fn expire(pool: Weak<WarmPool>, id: u64, after: Duration) {
     tokio::time::sleep(after).await;
     let Some(pool) = pool.upgrade() else { return };
-    let expired = {
-        let mut parked = pool.parked.lock().expect("warm pool lock");
-        let mut found = None;
-        parked.by_login.retain(|_, waiting| {
-            if let Some(at) = waiting.iter().position(|(parked_id, _)| *parked_id == id) {
-                found = Some(waiting.remove(at).1);
-            }
-            !waiting.is_empty()
-        });
-        if found.is_some() {
-            parked.count -= 1;
-            pool.count(|c| {
-                c.waiting.dec();
-            });
-        }
-        found
-    };
+    let expired = pool.parked().remove(Some(id));
+    pool.count_waiting();
     if let Some(session) = expired {
         close(session.stream).await;
     }
@@ -193,7 +223,7 @@ async fn reset(session: UpstreamSession) -> Result<UpstreamSession, (UpstreamStr
         backend_secret,
         login_messages,
         ready_for_query,
-        startup,
+        warm_key,
     } = session;
     if !buffered.is_empty() {
         return Err((stream, "bytes were left unread".into()));
@@ -232,7 +262,7 @@ async fn reset(session: UpstreamSession) -> Result<UpstreamSession, (UpstreamStr
                     backend_secret,
                     login_messages,
                     ready_for_query,
-                    startup,
+                    warm_key,
                 });
             }
             tag => break format!("unexpected message {:?} during the reset", tag as char),
@@ -256,4 +286,17 @@ fn still_open(stream: &mut UpstreamStream) -> bool {
 async fn close(mut stream: UpstreamStream) {
     let _ = stream.write_all(&crate::wire::backend::terminate()).await;
     let _ = stream.shutdown().await;
+}
+
+/// Closes a connection and waits (a while) until Postgres has closed its end: by then its
+/// backend has given up its connection slot.
+async fn close_and_wait(stream: UpstreamStream) {
+    let mut stream = stream;
+    let _ = stream.write_all(&crate::wire::backend::terminate()).await;
+    let _ = stream.flush().await;
+    let mut sink = [0u8; 256];
+    let _ = tokio::time::timeout(RESET_TIMEOUT, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }

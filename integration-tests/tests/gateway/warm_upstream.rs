@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use sluice::metrics::DatabaseLabels;
-use sluice_integration_tests::{DATABASE, GatewayOptions, TestGateway, postgres};
+use std::io::Write;
+
+use sluice_integration_tests::{DATABASE, GatewayOptions, TestGateway, as_superuser, postgres};
 
 fn warm(gw: &TestGateway) -> i64 {
     gw.metrics.upstream_warm.get_or_create(&labels()).get()
@@ -130,7 +132,7 @@ async fn the_next_identical_login_gets_the_warm_backend_with_nothing_of_the_last
 }
 
 #[tokio::test]
-async fn another_subject_or_a_read_only_grant_never_gets_a_warm_backend_of_another_login() {
+async fn another_subject_another_token_or_a_read_only_grant_never_gets_anothers_warm_backend() {
     let gw = TestGateway::start().await;
     let token = gw.token("warm-owner");
     let owner = gw.connect("warm-owner", &token).await.unwrap();
@@ -143,6 +145,13 @@ async fn another_subject_or_a_read_only_grant_never_gets_a_warm_backend_of_anoth
         .await
         .unwrap();
     assert_ne!(backend_pid(&other).await, pid);
+    let another_token = gw.token("warm-owner");
+    let same_subject = gw.connect("warm-owner", &another_token).await.unwrap();
+    assert_ne!(
+        backend_pid(&same_subject).await,
+        pid,
+        "another token of the same subject logs in afresh"
+    );
     let read_only = gw
         .tokens
         .mint_read_only("warm-owner", DATABASE, &[], Duration::from_secs(300))
@@ -250,4 +259,69 @@ async fn psql_run_once_per_step_reuses_one_warm_backend() {
     }
     assert!(pids.iter().all(|pid| pid == &pids[0]), "{pids:?}");
     assert_eq!(taken(&gw), 2);
+}
+
+#[tokio::test]
+async fn a_full_pool_closes_its_oldest_and_a_login_short_of_slots_closes_the_warm_ones() {
+    const LIMITED: &str = "sluice_warm_limited";
+    as_superuser(&format!(
+        "DO $$ BEGIN
+             IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{LIMITED}') THEN
+                 CREATE ROLE {LIMITED} LOGIN PASSWORD 'limited-secret' CONNECTION LIMIT 1;
+             END IF;
+         END $$;"
+    ))
+    .await;
+    let mut password = tempfile::NamedTempFile::new().unwrap();
+    writeln!(password, "limited-secret").unwrap();
+    let gw = TestGateway::start_with(GatewayOptions {
+        extra_toml: format!(
+            "url_user_for_unmapped = true\nwarm_connections = 1\n\
+             [[upstream.roles]]\nname = \"{LIMITED}\"\ngroups = [\"limited\"]\npassword_file = \"{}\"\n",
+            password.path().display()
+        ),
+        ..Default::default()
+    })
+    .await;
+
+    // The pool holds one: the second connection parked closes the first.
+    let first = gw
+        .connect("warm-full", &gw.token("warm-full"))
+        .await
+        .unwrap();
+    let second = gw
+        .connect("warm-full", &gw.token("warm-full"))
+        .await
+        .unwrap();
+    let (oldest, newest) = (backend_pid(&first).await, backend_pid(&second).await);
+    drop(first);
+    until("the first is kept warm", async || warm(&gw) == 1).await;
+    drop(second);
+    until("the oldest has made room", async || {
+        !backend_alive(oldest).await
+    })
+    .await;
+    until("the newest is kept warm", async || warm(&gw) == 1).await;
+    assert!(backend_alive(newest).await);
+
+    // The mapped role may hold one connection, and a warm one of another token holds it.
+    let limited = gw.token_with_groups("warm-limited", &["limited"]);
+    let holder = gw.connect("warm-limited", &limited).await.unwrap();
+    let held = backend_pid(&holder).await;
+    drop(holder);
+    until("the limited role's connection is kept warm", async || {
+        backend_alive(held).await && !backend_alive(newest).await && warm(&gw) == 1
+    })
+    .await;
+    let other = gw.token_with_groups("warm-limited", &["limited"]);
+    let client = gw.connect("warm-limited", &other).await.unwrap();
+    let user: String = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(user, LIMITED);
+    assert_ne!(backend_pid(&client).await, held);
+    assert!(!backend_alive(held).await, "the warm one made way");
+    assert_eq!(warm(&gw), 0);
 }

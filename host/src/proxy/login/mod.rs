@@ -324,7 +324,11 @@ pub async fn login(
         params.push(("default_transaction_read_only".to_owned(), "on".to_owned()));
     }
     let session = match upstream
-        .login(&params, shared.config.server.max_message_size)
+        .session_for(
+            &grant.token_id,
+            &params,
+            shared.config.server.max_message_size,
+        )
         .await
     {
         Ok(s) => s,

@@ -49,7 +49,7 @@ pub async fn run(
         backend_secret,
         login_messages,
         ready_for_query,
-        startup,
+        warm_key,
     } = upstream;
     let (up_read, up_write) = tokio::io::split(upstream_stream);
     let max = shared.config.server.max_message_size;
@@ -132,7 +132,7 @@ pub async fn run(
             backend_secret,
             login_messages,
             ready_for_query,
-            startup,
+            warm_key,
         };
         tokio::spawn(db.warm().clone().give_back(session));
         return (end, gate.statements());
