@@ -51,6 +51,9 @@ pub enum Event {
         /// for the MCP server's sessions.
         #[serde(skip_serializing_if = "Option::is_none")]
         via: Option<&'static str>,
+        /// The Postgres backend serving the session (`pg_backend_pid()`, `%p` in Postgres'
+        /// logs); a warm connection serves several sessions of one token in turn.
+        upstream_pid: i32,
     },
     SessionEnd {
         session: u64,

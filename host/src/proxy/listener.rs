@@ -325,6 +325,7 @@ async fn handle_client(
         actor: info.actor.clone(),
         minted: info.minted.clone(),
         via,
+        upstream_pid: established.upstream.backend_pid,
     });
     let subject = info.subject.clone();
     shared.metrics.sessions.inc();

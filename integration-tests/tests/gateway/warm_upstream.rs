@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use sluice::metrics::DatabaseLabels;
 use std::io::Write;
 
-use sluice_integration_tests::{DATABASE, GatewayOptions, TestGateway, as_superuser, postgres};
+use sluice_integration_tests::{
+    DATABASE, GatewayOptions, TestGateway, as_superuser, audit_records_when, postgres,
+};
 
 fn warm(gw: &TestGateway) -> i64 {
     gw.metrics.upstream_warm.get_or_create(&labels()).get()
@@ -122,6 +124,17 @@ async fn the_next_identical_login_gets_the_warm_backend_with_nothing_of_the_last
         text(&second, "SELECT current_setting('left.behind', true)").await,
         Some("secret".to_owned())
     );
+    // The audit log names the backend of both sessions: Postgres' `%p` joins them.
+    let starts = audit_records_when(&gw.config.audit_path(), |all| {
+        all.iter().filter(|r| r["type"] == "session_start").count() == 2
+    })
+    .await;
+    let pids: Vec<i64> = starts
+        .iter()
+        .filter(|r| r["type"] == "session_start")
+        .map(|r| r["upstream_pid"].as_i64().expect("upstream_pid"))
+        .collect();
+    assert_eq!(pids, [i64::from(pid), i64::from(pid)]);
     // The session works as any other: statements, errors, transactions.
     let err = second.batch_execute("SELECT * FROM left_behind").await;
     assert_eq!(err.unwrap_err().code().unwrap().code(), "42P01");
