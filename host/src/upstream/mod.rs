@@ -172,30 +172,25 @@ impl Upstream {
         self.statement_timeout
     }
 
-    /// A session for token `token_id` logged in with `params` as the startup parameters: a
-    /// warm one of the same token and parameters if one waits, else a new login. A login that
-    /// Postgres refuses for want of connection slots closes the warm connections and tries
-    /// once more: they are the gateway's own to give back.
+    /// A session for the token `key` names, logged in with its startup parameters: a warm one
+    /// of the same key if one waits, else a new login. A login that Postgres refuses for want of
+    /// connection slots closes the warm connections and tries once more: they are the
+    /// gateway's own to give back.
     pub async fn session_for(
         &self,
-        token_id: &str,
-        params: &[(String, String)],
+        key: WarmKey,
         max_message: usize,
     ) -> Result<UpstreamSession, UpstreamError> {
-        let key = WarmKey {
-            token_id: token_id.to_owned(),
-            params: params.to_vec(),
-        };
         if let Some(session) = self.warm.take(&key) {
             tracing::debug!(pid = session.backend_pid, "warm upstream connection taken");
             return Ok(session);
         }
-        let mut login = self.login(params, max_message).await;
+        let mut login = self.login(&key.params, max_message).await;
         if let Err(UpstreamError::Rejected { sqlstate, .. }) = &login
             && sqlstate == crate::wire::sqlstate::TOO_MANY_CONNECTIONS
             && self.warm.close_all().await > 0
         {
-            login = self.login(params, max_message).await;
+            login = self.login(&key.params, max_message).await;
         }
         let mut session = login?;
         session.warm_key = Some(key);

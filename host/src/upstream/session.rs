@@ -7,11 +7,13 @@ use tokio_util::either::Either;
 
 pub type UpstreamStream = Either<TlsStream<TcpStream>, TcpStream>;
 
-/// What a warm connection is kept under: the token whose session it served and the startup
-/// parameters it logged in with (who it acts as, its session defaults). Only a session of the
-/// same token with the same parameters is handed it.
+/// What a warm connection is kept under: the token whose session it served (its issuer,
+/// subject and id) and the startup parameters it logged in with (who it acts as, its session
+/// defaults). Only a session of the same token with the same parameters is handed it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WarmKey {
+    pub issuer: String,
+    pub subject: String,
     pub token_id: String,
     pub params: Vec<(String, String)>,
 }

@@ -6,16 +6,18 @@
 //! identical login may be handed what it leaves; and what it does not reset (an extension's
 //! state, a loaded library) only ever reaches a later session of the same grant, which could
 //! have done the same within one session. A warm connection is thus never shared between
-//! tokens, and lives no longer than its token could keep one session open (plus the idle
-//! timeout).
+//! tokens, and lives no longer than its token could keep one session open, plus the idle
+//! timeout. A connection taken on another session thread than the one it was opened on moves
+//! its socket to the taker's runtime, so that a round trip never hops between threads
+//! (`proxy/workers.rs`).
 //!
 //! Agents often connect once per step (`psql -c`); a warm connection spares Postgres a fork and
 //! a login for each, and the gateway a SCRAM exchange.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
@@ -27,7 +29,8 @@ use super::session::{UpstreamSession, UpstreamStream, WarmKey};
 use crate::metrics::{DatabaseLabels, Metrics};
 use crate::wire::frame::FrameReader;
 
-/// How long a reset may take before the connection is given up.
+/// How long a reset may take before the connection is given up; also how long closing the
+/// warm connections to free slots for a login may take.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Largest message a reset's answer may hold: it is a handful of short ones.
@@ -40,6 +43,8 @@ pub struct WarmPool {
     capacity: usize,
     idle_timeout: Duration,
     parked: Mutex<Parked>,
+    /// Whether the task closing connections past `idle_timeout` has been started.
+    sweeping: AtomicBool,
     counted: Option<Counted>,
 }
 
@@ -49,21 +54,20 @@ struct Counted {
     taken: Counter,
 }
 
-/// The parked connections by key, each with its parking number (the older, the lower).
+/// The parked connections by key, each with when it was parked (the oldest first).
 #[derive(Default)]
 struct Parked {
-    by_key: HashMap<WarmKey, Vec<(u64, UpstreamSession)>>,
+    by_key: HashMap<WarmKey, Vec<(Instant, UpstreamSession)>>,
     count: usize,
-    next_id: u64,
 }
 
 impl Parked {
-    fn park(&mut self, key: WarmKey, session: UpstreamSession) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
+    fn park(&mut self, key: WarmKey, session: UpstreamSession) {
         self.count += 1;
-        self.by_key.entry(key).or_default().push((id, session));
-        id
+        self.by_key
+            .entry(key)
+            .or_default()
+            .push((Instant::now(), session));
     }
 
     /// The connection parked last under `key`.
@@ -77,27 +81,42 @@ impl Parked {
         Some(session)
     }
 
-    /// Connection `id`, or with none the one parked longest.
-    fn remove(&mut self, id: Option<u64>) -> Option<UpstreamSession> {
-        let (key, at) = self
+    /// The connection parked longest.
+    fn oldest(&mut self) -> Option<UpstreamSession> {
+        let key = self
             .by_key
             .iter()
-            .flat_map(|(key, waiting)| {
-                waiting
-                    .iter()
-                    .enumerate()
-                    .map(move |(at, (parked_id, _))| (*parked_id, key, at))
-            })
-            .filter(|(parked_id, _, _)| id.is_none_or(|id| id == *parked_id))
-            .min_by_key(|(parked_id, _, _)| *parked_id)
-            .map(|(_, key, at)| (key.clone(), at))?;
+            .filter_map(|(key, waiting)| Some((waiting.first()?.0, key)))
+            .min_by_key(|(parked_at, _)| *parked_at)
+            .map(|(_, key)| key.clone())?;
         let waiting = self.by_key.get_mut(&key)?;
-        let (_, session) = waiting.remove(at);
+        let (_, session) = waiting.remove(0);
         if waiting.is_empty() {
             self.by_key.remove(&key);
         }
         self.count -= 1;
         Some(session)
+    }
+
+    /// Every connection parked before `deadline`.
+    fn parked_before(&mut self, deadline: Instant) -> Vec<UpstreamSession> {
+        let mut expired = Vec::new();
+        self.by_key.retain(|_, waiting| {
+            let stale = waiting.partition_point(|(parked_at, _)| *parked_at < deadline);
+            expired.extend(waiting.drain(..stale).map(|(_, session)| session));
+            !waiting.is_empty()
+        });
+        self.count -= expired.len();
+        expired
+    }
+
+    fn all(&mut self) -> Vec<UpstreamSession> {
+        self.count = 0;
+        std::mem::take(&mut self.by_key)
+            .into_values()
+            .flatten()
+            .map(|(_, session)| session)
+            .collect()
     }
 }
 
@@ -107,6 +126,7 @@ impl WarmPool {
             capacity,
             idle_timeout,
             parked: Mutex::new(Parked::default()),
+            sweeping: AtomicBool::new(false),
             counted: None,
         }
     }
@@ -126,20 +146,31 @@ impl WarmPool {
     /// A warm connection parked under `key`, if one waits and is still open.
     pub fn take(&self, key: &WarmKey) -> Option<UpstreamSession> {
         loop {
-            let mut session = self.parked().take(key)?;
-            self.count_waiting();
+            let session = {
+                let mut parked = self.lock();
+                let session = parked.take(key);
+                self.count_waiting(&parked);
+                session?
+            };
             // A parked connection has nothing to say: any byte (a FATAL before Postgres closed
             // it, an idle-session timeout) or the end of the stream means it is no use.
-            if still_open(&mut session.stream) {
-                if let Some(counted) = &self.counted {
-                    counted.taken.inc();
-                }
-                return Some(session);
+            if !silent_and_open(&session.stream) {
+                tracing::debug!(
+                    pid = session.backend_pid,
+                    "a warm upstream connection had closed"
+                );
+                continue;
             }
-            tracing::debug!(
-                pid = session.backend_pid,
-                "a warm upstream connection had closed"
-            );
+            let UpstreamSession { stream, .. } = session;
+            match rehomed(stream) {
+                Ok(stream) => {
+                    if let Some(counted) = &self.counted {
+                        counted.taken.inc();
+                    }
+                    return Some(UpstreamSession { stream, ..session });
+                }
+                Err(e) => tracing::warn!(error = %e, "a warm upstream connection could not move"),
+            }
         }
     }
 
@@ -160,56 +191,74 @@ impl WarmPool {
                 return;
             }
         };
-        let (id, evicted) = {
-            let mut parked = self.parked();
+        let evicted = {
+            let mut parked = self.lock();
             let evicted = if parked.count >= self.capacity {
-                parked.remove(None)
+                parked.oldest()
             } else {
                 None
             };
-            (parked.park(key, session), evicted)
+            parked.park(key, session);
+            self.count_waiting(&parked);
+            evicted
         };
-        self.count_waiting();
-        tokio::spawn(expire(Arc::downgrade(&self), id, self.idle_timeout));
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(&self), self.idle_timeout));
+        }
         if let Some(evicted) = evicted {
             close(evicted.stream).await;
         }
     }
 
-    /// Closes every parked connection and waits until Postgres has let go of them; returns
-    /// how many there were.
+    /// Closes every parked connection and waits until Postgres has let go of them (within
+    /// `RESET_TIMEOUT` in all); returns how many there were.
     pub async fn close_all(&self) -> usize {
-        let all: Vec<UpstreamSession> = {
-            let mut parked = self.parked();
-            std::iter::from_fn(|| parked.remove(None)).collect()
+        let all = {
+            let mut parked = self.lock();
+            let all = parked.all();
+            self.count_waiting(&parked);
+            all
         };
-        self.count_waiting();
         let closed = all.len();
+        let mut closing = tokio::task::JoinSet::new();
         for session in all {
-            close_and_wait(session.stream).await;
+            closing.spawn(close_and_wait(session.stream));
         }
+        let _ = tokio::time::timeout(RESET_TIMEOUT, closing.join_all()).await;
         closed
     }
 
-    fn parked(&self) -> std::sync::MutexGuard<'_, Parked> {
+    fn lock(&self) -> MutexGuard<'_, Parked> {
         self.parked.lock().expect("warm pool lock")
     }
 
-    fn count_waiting(&self) {
+    /// Sets the gauge under the lock, so that it never shows a stale count.
+    fn count_waiting(&self, parked: &Parked) {
         if let Some(counted) = &self.counted {
-            counted.waiting.set(self.parked().count as i64);
+            counted.waiting.set(parked.count as i64);
         }
     }
 }
 
-/// Closes connection `id` once it has waited `after`, unless a session took it first.
-async fn expire(pool: Weak<WarmPool>, id: u64, after: Duration) {
-    tokio::time::sleep(after).await;
-    let Some(pool) = pool.upgrade() else { return };
-    let expired = pool.parked().remove(Some(id));
-    pool.count_waiting();
-    if let Some(session) = expired {
-        close(session.stream).await;
+/// Closes connections once they have waited `idle_timeout`, looking a few times per timeout,
+/// for as long as the pool exists: one task per pool, however many connections come and go.
+async fn sweep(pool: Weak<WarmPool>, idle_timeout: Duration) {
+    let every = (idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let expired = {
+            let mut parked = pool.lock();
+            let Some(deadline) = Instant::now().checked_sub(idle_timeout) else {
+                continue;
+            };
+            let expired = parked.parked_before(deadline);
+            pool.count_waiting(&parked);
+            expired
+        };
+        for session in expired {
+            close(session.stream).await;
+        }
     }
 }
 
@@ -271,16 +320,32 @@ async fn reset(session: UpstreamSession) -> Result<UpstreamSession, (UpstreamStr
     Err((reader.into_parts().0, why))
 }
 
-/// Whether a parked connection is still open and silent: a read that is not ready at once.
-fn still_open(stream: &mut UpstreamStream) -> bool {
-    let mut byte = [0u8; 1];
-    let read = stream.read(&mut byte);
-    let waker = std::task::Waker::noop();
-    let mut context = std::task::Context::from_waker(waker);
-    std::pin::pin!(read)
-        .as_mut()
-        .poll(&mut context)
-        .is_pending()
+/// Whether a parked connection is still open and has nothing to say, asked of the kernel (a
+/// peek that does not wait): the runtime's own record of the socket's readiness may be older.
+fn silent_and_open(stream: &UpstreamStream) -> bool {
+    let tcp = match stream {
+        tokio_util::either::Either::Left(tls) => tls.get_ref().0,
+        tokio_util::either::Either::Right(tcp) => tcp,
+    };
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(
+        socket2::SockRef::from(tcp).peek(&mut byte),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    )
+}
+
+/// The same connection with its socket registered with the runtime of the calling thread
+/// (a duplicate of the descriptor, the old one deregistered and closed), whichever session
+/// thread it was opened on.
+fn rehomed(mut stream: UpstreamStream) -> std::io::Result<UpstreamStream> {
+    let tcp = match &mut stream {
+        tokio_util::either::Either::Left(tls) => tls.get_mut().0,
+        tokio_util::either::Either::Right(tcp) => tcp,
+    };
+    let duplicate: std::net::TcpStream = socket2::SockRef::from(&*tcp).try_clone()?.into();
+    let here = tokio::net::TcpStream::from_std(duplicate)?;
+    drop(std::mem::replace(tcp, here));
+    Ok(stream)
 }
 
 async fn close(mut stream: UpstreamStream) {
@@ -288,15 +353,11 @@ async fn close(mut stream: UpstreamStream) {
     let _ = stream.shutdown().await;
 }
 
-/// Closes a connection and waits (a while) until Postgres has closed its end: by then its
-/// backend has given up its connection slot.
-async fn close_and_wait(stream: UpstreamStream) {
-    let mut stream = stream;
+/// Closes a connection and waits until Postgres has closed its end: by then its backend has
+/// given up its connection slot.
+async fn close_and_wait(mut stream: UpstreamStream) {
     let _ = stream.write_all(&crate::wire::backend::terminate()).await;
     let _ = stream.flush().await;
     let mut sink = [0u8; 256];
-    let _ = tokio::time::timeout(RESET_TIMEOUT, async {
-        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
+    while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
 }

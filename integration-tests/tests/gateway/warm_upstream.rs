@@ -5,11 +5,12 @@
 
 use std::time::{Duration, Instant};
 
+use sluice::config::UpstreamTlsMode;
 use sluice::metrics::DatabaseLabels;
 use std::io::Write;
 
 use sluice_integration_tests::{
-    DATABASE, GatewayOptions, TestGateway, as_superuser, audit_records_when, postgres,
+    DATABASE, GatewayOptions, Roles, TestGateway, as_superuser, audit_records_when, postgres,
 };
 
 fn warm(gw: &TestGateway) -> i64 {
@@ -186,28 +187,80 @@ async fn another_subject_another_token_or_a_read_only_grant_never_gets_anothers_
 }
 
 #[tokio::test]
-async fn a_session_that_leaves_inside_a_transaction_closes_its_upstream_connection() {
-    let gw = TestGateway::start().await;
-    let token = gw.token("warm-mid");
-    let client = gw.connect("warm-mid", &token).await.unwrap();
-    let pid = backend_pid(&client).await;
+async fn a_session_left_mid_transaction_after_a_cancel_or_ended_by_the_gateway_is_not_kept() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        extra_server_toml: "idle_timeout = \"1s\"\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let token = gw.token("warm-ends");
+
+    // Left inside a transaction.
+    let client = gw.connect("warm-ends", &token).await.unwrap();
+    let mid_transaction = backend_pid(&client).await;
     client
         .batch_execute("BEGIN; CREATE TEMP TABLE half_done (x int)")
         .await
         .unwrap();
     drop(client);
-    until("the backend has exited", async || !backend_alive(pid).await).await;
-    assert_eq!(warm(&gw), 0);
+    until("the backend has exited", async || {
+        !backend_alive(mid_transaction).await
+    })
+    .await;
 
-    let next = gw.connect("warm-mid", &token).await.unwrap();
-    assert_ne!(backend_pid(&next).await, pid);
+    // Left at rest, but after a cancel that could still land on whatever runs next there.
+    let client = gw.connect("warm-ends", &token).await.unwrap();
+    let cancelled = backend_pid(&client).await;
+    let cancel = client.cancel_token();
+    let sleeping = tokio::spawn(async move {
+        let result = client.simple_query("SELECT pg_sleep(20)").await;
+        (client, result)
+    });
+    let superuser = postgres().server.superuser_client(DATABASE).await.unwrap();
+    until("the sleep runs", async || {
+        let rows = superuser
+            .query(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+                &[&cancelled],
+            )
+            .await
+            .unwrap();
+        !rows.is_empty()
+    })
+    .await;
+    cancel
+        .cancel_query(sluice_integration_tests::tls_connector())
+        .await
+        .unwrap();
+    let (client, result) = sleeping.await.unwrap();
+    assert_eq!(result.unwrap_err().code().unwrap().code(), "57014");
+    client.batch_execute("SELECT 1").await.unwrap();
+    drop(client);
+    until("the cancelled backend has exited", async || {
+        !backend_alive(cancelled).await
+    })
+    .await;
+
+    // Ended by the gateway (its idle timeout), at rest.
+    let client = gw.connect("warm-ends", &token).await.unwrap();
+    let idle = backend_pid(&client).await;
+    until("the idle session's backend has exited", async || {
+        !backend_alive(idle).await
+    })
+    .await;
+    drop(client);
+
+    assert_eq!(warm(&gw), 0);
+    let next = gw.connect("warm-ends", &token).await.unwrap();
+    let pid = backend_pid(&next).await;
+    assert!(![mid_transaction, cancelled, idle].contains(&pid));
     assert_eq!(taken(&gw), 0);
 }
 
 #[tokio::test]
 async fn a_warm_connection_closes_after_its_idle_timeout_and_one_postgres_closed_is_passed_over() {
     let gw = TestGateway::start_with(GatewayOptions {
-        extra_upstream_toml: "warm_idle_timeout = \"300ms\"".into(),
+        extra_upstream_toml: "warm_idle_timeout = \"2s\"".into(),
         ..Default::default()
     })
     .await;
@@ -337,4 +390,43 @@ async fn a_full_pool_closes_its_oldest_and_a_login_short_of_slots_closes_the_war
     assert_ne!(backend_pid(&client).await, held);
     assert!(!backend_alive(held).await, "the warm one made way");
     assert_eq!(warm(&gw), 0);
+}
+
+#[tokio::test]
+async fn a_warm_connection_over_tls_moves_between_session_threads_and_stays_encrypted() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        upstream_role: Roles::TLS_ONLY,
+        upstream_tls: UpstreamTlsMode::Require,
+        ..Default::default()
+    })
+    .await;
+    let token = gw.token("warm-tls");
+    let encrypted = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let mut pids = Vec::new();
+    let mut occupier = None;
+    for step in 0..3 {
+        let client = gw.connect("warm-tls", &token).await.unwrap();
+        pids.push(backend_pid(&client).await);
+        let ssl: bool = client.query_one(encrypted, &[]).await.unwrap().get(0);
+        assert!(ssl);
+        client
+            .batch_execute("BEGIN; SELECT count(*) FROM items; COMMIT")
+            .await
+            .unwrap();
+        drop(client);
+        until("the connection is kept warm", async || warm(&gw) == 1).await;
+        // A session of another subject held open on the least busy session thread, then
+        // let go: the next session of the token lands on the other thread than the last.
+        occupier = match step {
+            0 => Some(
+                gw.connect("warm-occupier", &gw.token("warm-occupier"))
+                    .await
+                    .unwrap(),
+            ),
+            _ => None,
+        };
+    }
+    drop(occupier);
+    assert!(pids.iter().all(|pid| *pid == pids[0]), "{pids:?}");
+    assert_eq!(taken(&gw), 2);
 }

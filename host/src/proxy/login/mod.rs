@@ -325,8 +325,12 @@ pub async fn login(
     }
     let session = match upstream
         .session_for(
-            &grant.token_id,
-            &params,
+            crate::upstream::WarmKey {
+                issuer: grant.issuer.clone(),
+                subject: grant.subject.clone(),
+                token_id: grant.token_id.clone(),
+                params,
+            },
             shared.config.server.max_message_size,
         )
         .await

@@ -70,7 +70,8 @@ impl SessionEnd {
     }
 
     /// What the client and the upstream are sent as the session ends this way (a FATAL the
-    /// client can act on; Terminate, unless the upstream is gone or the client said it).
+    /// client can act on; Terminate, unless the upstream is gone). A connection kept warm gets
+    /// neither.
     pub(super) fn farewell(&self) -> (Option<Bytes>, Option<Bytes>) {
         let to_client = match self {
             SessionEnd::TokenExpired => Some(messages::fatal(

@@ -123,7 +123,6 @@ pub async fn run(
         && let Some(db) = &upstream_db
         && up_out.is_settled()
     {
-        client_out.close_with(None).await;
         let (up_read, buffered) = up_in.into_parts();
         let session = crate::upstream::UpstreamSession {
             stream: up_read.unsplit(up_out.into_inner()),
@@ -134,7 +133,9 @@ pub async fn run(
             ready_for_query,
             warm_key,
         };
+        // Handed back before the client's close, which a client that stops reading can hold.
         tokio::spawn(db.warm().clone().give_back(session));
+        client_out.close_with(None).await;
         return (end, gate.statements());
     }
 
