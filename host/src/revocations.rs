@@ -199,6 +199,11 @@ impl Revocations {
         Ok(())
     }
 
+    /// Changes with every revocation this gateway learns of.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     /// Completes with the revocation that takes `grant`'s token back, once there is one.
     pub async fn until_revoked(&self, grant: &Grant) -> Revocation {
         let mut changed = self.changed.subscribe();

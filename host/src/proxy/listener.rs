@@ -83,6 +83,7 @@ impl Gateway {
                 .clone()
                 .follow_store(revocation_poll.clone()),
         );
+        tokio::spawn(close_revoked_warm(shared.clone(), revocation_poll.clone()));
         let plugin_watch = match &shared.plugins {
             Some(host) => Some(
                 crate::plugins::watch(host.clone(), shared.config.plugins.reload_debounce)
@@ -346,5 +347,21 @@ async fn handle_client(
             tracing::info!(?duration, reason = ?end, "session ended");
         }
         _ => tracing::warn!(?duration, reason = ?end, "session ended"),
+    }
+}
+
+/// A revoked token's warm upstream connections close as its sessions end: what `DISCARD ALL`
+/// leaves on them (an extension's open connection) must not outlive the revocation either.
+async fn close_revoked_warm(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut changes = shared.revocations.changes();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+        let revoked = |grant: &crate::identity::Grant| shared.revocations.matching(grant).is_some();
+        for upstream in shared.upstreams.values() {
+            upstream.warm().close_revoked(&revoked).await;
+        }
     }
 }

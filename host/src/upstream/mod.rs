@@ -5,7 +5,7 @@
 mod session;
 pub mod warm;
 
-pub use session::{UpstreamSession, UpstreamStream, WarmKey};
+pub use session::{UpstreamSession, UpstreamStream, WarmFor, WarmKey};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,16 +172,17 @@ impl Upstream {
         self.statement_timeout
     }
 
-    /// A session for the token `key` names, logged in with its startup parameters: a warm one
+    /// A session for the token `warm` names, logged in with its startup parameters: a warm one
     /// of the same key if one waits, else a new login. A login that Postgres refuses for want of
     /// connection slots closes the warm connections and tries once more: they are the
     /// gateway's own to give back.
     pub async fn session_for(
         &self,
-        key: WarmKey,
+        warm: WarmFor,
         max_message: usize,
     ) -> Result<UpstreamSession, UpstreamError> {
-        if let Some(session) = self.warm.take(&key) {
+        let key = &warm.key;
+        if let Some(session) = self.warm.take(key) {
             tracing::debug!(pid = session.backend_pid, "warm upstream connection taken");
             return Ok(session);
         }
@@ -193,7 +194,7 @@ impl Upstream {
             login = self.login(&key.params, max_message).await;
         }
         let mut session = login?;
-        session.warm_key = Some(key);
+        session.warm = Some(warm);
         Ok(session)
     }
 
@@ -335,7 +336,7 @@ impl Upstream {
                         backend_secret,
                         login_messages,
                         ready_for_query: frame.raw().clone(),
-                        warm_key: None,
+                        warm: None,
                     });
                 }
                 other => {

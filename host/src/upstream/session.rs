@@ -1,11 +1,23 @@
 //! A logged-in upstream connection and what its login said.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
+use crate::identity::Grant;
+
 pub type UpstreamStream = Either<TlsStream<TcpStream>, TcpStream>;
+
+/// A connection that may be kept warm: its key, and the grant of the token it serves, whose
+/// expiry or revocation closes it.
+#[derive(Debug, Clone)]
+pub struct WarmFor {
+    pub key: WarmKey,
+    pub grant: Arc<Grant>,
+}
 
 /// What a warm connection is kept under: the token whose session it served (its issuer,
 /// subject and id) and the startup parameters it logged in with (who it acts as, its session
@@ -31,5 +43,5 @@ pub struct UpstreamSession<S = UpstreamStream> {
     pub ready_for_query: Bytes,
     /// Where it goes back to when its session ends at rest; none for connections that are
     /// never kept warm (the catalog reader's).
-    pub warm_key: Option<WarmKey>,
+    pub warm: Option<WarmFor>,
 }

@@ -6,8 +6,7 @@
 //! identical login may be handed what it leaves; and what it does not reset (an extension's
 //! state, a loaded library) only ever reaches a later session of the same grant, which could
 //! have done the same within one session. A warm connection is thus never shared between
-//! tokens, and lives no longer than its token could keep one session open, plus the idle
-//! timeout. A connection taken on another session thread than the one it was opened on moves
+//! tokens, and closes when its token expires or is revoked, as a session would. A connection taken on another session thread than the one it was opened on moves
 //! its socket to the taker's runtime, so that a round trip never hops between threads
 //! (`proxy/workers.rs`).
 //!
@@ -17,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
@@ -26,6 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::session::{UpstreamSession, UpstreamStream, WarmKey};
+use crate::identity::Grant;
 use crate::metrics::{DatabaseLabels, Metrics};
 use crate::wire::frame::FrameReader;
 
@@ -98,12 +98,29 @@ impl Parked {
         Some(session)
     }
 
-    /// Every connection parked before `deadline`.
-    fn parked_before(&mut self, deadline: Instant) -> Vec<UpstreamSession> {
+    /// Every connection parked before `deadline`, or whose token has expired or `revoked`
+    /// says is taken back.
+    fn stale(
+        &mut self,
+        deadline: Instant,
+        revoked: &(dyn Fn(&Grant) -> bool + Sync),
+    ) -> Vec<UpstreamSession> {
+        let now = SystemTime::now();
         let mut expired = Vec::new();
         self.by_key.retain(|_, waiting| {
-            let stale = waiting.partition_point(|(parked_at, _)| *parked_at < deadline);
-            expired.extend(waiting.drain(..stale).map(|(_, session)| session));
+            let mut kept = Vec::with_capacity(waiting.len());
+            for (parked_at, session) in waiting.drain(..) {
+                let gone = session
+                    .warm
+                    .as_ref()
+                    .is_none_or(|warm| warm.grant.expires_at <= now || revoked(&warm.grant));
+                if parked_at < deadline || gone {
+                    expired.push(session);
+                } else {
+                    kept.push((parked_at, session));
+                }
+            }
+            *waiting = kept;
             !waiting.is_empty()
         });
         self.count -= expired.len();
@@ -177,7 +194,12 @@ impl WarmPool {
     /// Resets a connection whose session ended at rest and parks it for the next session of
     /// its key; one without a key or that fails the reset is closed.
     pub async fn give_back(self: Arc<Self>, session: UpstreamSession) {
-        let Some(key) = session.warm_key.clone().filter(|_| self.capacity > 0) else {
+        let Some(key) = session
+            .warm
+            .as_ref()
+            .map(|warm| warm.key.clone())
+            .filter(|_| self.capacity > 0)
+        else {
             return close(session.stream).await;
         };
         let session = match tokio::time::timeout(RESET_TIMEOUT, reset(session)).await {
@@ -228,6 +250,24 @@ impl WarmPool {
         closed
     }
 
+    /// Closes the connections of tokens `revoked` says are taken back.
+    pub async fn close_revoked(&self, revoked: &(dyn Fn(&Grant) -> bool + Sync)) {
+        self.close_stale(Instant::now() - self.idle_timeout, revoked)
+            .await;
+    }
+
+    async fn close_stale(&self, deadline: Instant, revoked: &(dyn Fn(&Grant) -> bool + Sync)) {
+        let stale = {
+            let mut parked = self.lock();
+            let stale = parked.stale(deadline, revoked);
+            self.count_waiting(&parked);
+            stale
+        };
+        for session in stale {
+            close(session.stream).await;
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Parked> {
         self.parked.lock().expect("warm pool lock")
     }
@@ -240,25 +280,18 @@ impl WarmPool {
     }
 }
 
-/// Closes connections once they have waited `idle_timeout`, looking a few times per timeout,
-/// for as long as the pool exists: one task per pool, however many connections come and go.
+/// Closes connections once they have waited `idle_timeout` or their token has expired,
+/// looking a few times per timeout, for as long as the pool exists: one task per pool, however
+/// many connections come and go.
 async fn sweep(pool: Weak<WarmPool>, idle_timeout: Duration) {
     let every = (idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;
         let Some(pool) = pool.upgrade() else { return };
-        let expired = {
-            let mut parked = pool.lock();
-            let Some(deadline) = Instant::now().checked_sub(idle_timeout) else {
-                continue;
-            };
-            let expired = parked.parked_before(deadline);
-            pool.count_waiting(&parked);
-            expired
-        };
-        for session in expired {
-            close(session.stream).await;
-        }
+        let deadline = Instant::now()
+            .checked_sub(idle_timeout)
+            .unwrap_or_else(Instant::now);
+        pool.close_stale(deadline, &|_| false).await;
     }
 }
 
@@ -272,7 +305,7 @@ async fn reset(session: UpstreamSession) -> Result<UpstreamSession, (UpstreamStr
         backend_secret,
         login_messages,
         ready_for_query,
-        warm_key,
+        warm,
     } = session;
     if !buffered.is_empty() {
         return Err((stream, "bytes were left unread".into()));
@@ -311,7 +344,7 @@ async fn reset(session: UpstreamSession) -> Result<UpstreamSession, (UpstreamStr
                     backend_secret,
                     login_messages,
                     ready_for_query,
-                    warm_key,
+                    warm,
                 });
             }
             tag => break format!("unexpected message {:?} during the reset", tag as char),

@@ -10,7 +10,7 @@ use sluice::metrics::DatabaseLabels;
 use std::io::Write;
 
 use sluice_integration_tests::{
-    DATABASE, GatewayOptions, Roles, TestGateway, as_superuser, audit_records_when, postgres,
+    DATABASE, GatewayOptions, Roles, TestGateway, as_superuser, audit_records_when, http, postgres,
 };
 
 fn warm(gw: &TestGateway) -> i64 {
@@ -429,4 +429,42 @@ async fn a_warm_connection_over_tls_moves_between_session_threads_and_stays_encr
     drop(occupier);
     assert!(pids.iter().all(|pid| *pid == pids[0]), "{pids:?}");
     assert_eq!(taken(&gw), 2);
+}
+
+#[tokio::test]
+async fn revoking_a_token_or_its_expiry_closes_its_warm_connections() {
+    let gw = TestGateway::start().await;
+    let admin = gw.token_with_groups("warm-admin", &["sluice-admins"]);
+
+    let claims = gw.claims("warm-revoked", Duration::from_secs(300));
+    let token = gw.sign(&claims);
+    let client = gw.connect("warm-revoked", &token).await.unwrap();
+    let revoked = backend_pid(&client).await;
+    drop(client);
+    until("the connection is kept warm", async || warm(&gw) == 1).await;
+    let (code, view) = http(
+        gw.admin,
+        "POST",
+        "/v1/revocations",
+        Some(&admin),
+        Some(&serde_json::json!({"jti": claims.jti, "reason": "leaked"}).to_string()),
+    )
+    .await;
+    assert_eq!(code, 201, "{view}");
+    until("the revoked token's backend has exited", async || {
+        !backend_alive(revoked).await
+    })
+    .await;
+    assert_eq!(warm(&gw), 0);
+
+    let short = gw.sign(&gw.claims("warm-expiring", Duration::from_secs(3)));
+    let client = gw.connect("warm-expiring", &short).await.unwrap();
+    let expiring = backend_pid(&client).await;
+    drop(client);
+    until("the connection is kept warm", async || warm(&gw) == 1).await;
+    until("the expired token's backend has exited", async || {
+        !backend_alive(expiring).await
+    })
+    .await;
+    assert_eq!(warm(&gw), 0, "closed before warm_idle_timeout (60 s)");
 }

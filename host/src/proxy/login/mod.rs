@@ -325,11 +325,14 @@ pub async fn login(
     }
     let session = match upstream
         .session_for(
-            crate::upstream::WarmKey {
-                issuer: grant.issuer.clone(),
-                subject: grant.subject.clone(),
-                token_id: grant.token_id.clone(),
-                params,
+            crate::upstream::WarmFor {
+                key: crate::upstream::WarmKey {
+                    issuer: grant.issuer.clone(),
+                    subject: grant.subject.clone(),
+                    token_id: grant.token_id.clone(),
+                    params,
+                },
+                grant: std::sync::Arc::new(grant.clone()),
             },
             shared.config.server.max_message_size,
         )

@@ -49,7 +49,7 @@ pub async fn run(
         backend_secret,
         login_messages,
         ready_for_query,
-        warm_key,
+        warm,
     } = upstream;
     let (up_read, up_write) = tokio::io::split(upstream_stream);
     let max = shared.config.server.max_message_size;
@@ -131,7 +131,7 @@ pub async fn run(
             backend_secret,
             login_messages,
             ready_for_query,
-            warm_key,
+            warm,
         };
         // Handed back before the client's close, which a client that stops reading can hold.
         tokio::spawn(db.warm().clone().give_back(session));
