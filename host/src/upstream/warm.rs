@@ -301,11 +301,7 @@ async fn reset(session: UpstreamSession) -> Result<UpstreamSession, (UpstreamStr
     let UpstreamSession {
         mut stream,
         buffered,
-        backend_pid,
-        backend_secret,
-        login_messages,
-        ready_for_query,
-        warm,
+        ..
     } = session;
     if !buffered.is_empty() {
         return Err((stream, "bytes were left unread".into()));
@@ -330,7 +326,7 @@ async fn reset(session: UpstreamSession) -> Result<UpstreamSession, (UpstreamStr
         match frame.tag() {
             b'C' if frame.body() == b"DISCARD ALL\0" => discarded = true,
             b'N' => {}
-            b'S' if login_messages.iter().any(|m| m == frame.raw()) => {}
+            b'S' if session.login_messages.iter().any(|m| m == frame.raw()) => {}
             b'S' => break "a setting did not return to the login's value".to_owned(),
             b'Z' if discarded && frame.body() == b"I" => {
                 let (stream, buffered) = reader.into_parts();
@@ -340,11 +336,7 @@ async fn reset(session: UpstreamSession) -> Result<UpstreamSession, (UpstreamStr
                 return Ok(UpstreamSession {
                     stream,
                     buffered,
-                    backend_pid,
-                    backend_secret,
-                    login_messages,
-                    ready_for_query,
-                    warm,
+                    ..session
                 });
             }
             tag => break format!("unexpected message {:?} during the reset", tag as char),

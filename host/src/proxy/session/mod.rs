@@ -42,15 +42,13 @@ pub async fn run(
     } = established;
     let (client_stream, client_buffered) = client.into_parts();
     let (client_read, client_write) = tokio::io::split(client_stream);
+    // The rest of `upstream` goes with its stream if the connection is kept warm.
     let crate::upstream::UpstreamSession {
         stream: upstream_stream,
         buffered: upstream_buffered,
-        backend_pid,
-        backend_secret,
-        login_messages,
-        ready_for_query,
-        warm,
+        ..
     } = upstream;
+    let (backend_pid, backend_secret) = (upstream.backend_pid, upstream.backend_secret);
     let (up_read, up_write) = tokio::io::split(upstream_stream);
     let max = shared.config.server.max_message_size;
     let max_upstream = shared.config.server.max_upstream_message_size;
@@ -127,11 +125,7 @@ pub async fn run(
         let session = crate::upstream::UpstreamSession {
             stream: up_read.unsplit(up_out.into_inner()),
             buffered,
-            backend_pid,
-            backend_secret,
-            login_messages,
-            ready_for_query,
-            warm,
+            ..upstream
         };
         // Handed back before the client's close, which a client that stops reading can hold.
         tokio::spawn(db.warm().clone().give_back(session));
