@@ -359,9 +359,10 @@ async fn close_revoked_warm(shared: Arc<Shared>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             changed = changes.changed() => if changed.is_err() { return },
         }
-        let revoked = |grant: &crate::identity::Grant| shared.revocations.matching(grant).is_some();
+        let revoked =
+            |_, grant: &crate::identity::Grant| shared.revocations.matching(grant).is_some();
         for upstream in shared.upstreams.values() {
-            upstream.warm().close_revoked(&revoked).await;
+            upstream.warm().close_where(&revoked).await;
         }
     }
 }

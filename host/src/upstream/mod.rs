@@ -5,7 +5,7 @@
 mod session;
 pub mod warm;
 
-pub use session::{UpstreamSession, UpstreamStream, WarmFor, WarmKey};
+pub use session::{UpstreamSession, UpstreamStream, WarmFor};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,9 +144,9 @@ impl Upstream {
 
     /// Counts its warm connections in `metrics`, under the database clients ask for.
     pub fn counted_in(mut self, metrics: &crate::metrics::Metrics, database: &str) -> Upstream {
-        let pool = Arc::get_mut(&mut self.warm).expect("counted before it is shared");
-        let pool = std::mem::replace(pool, warm::WarmPool::new(0, Duration::ZERO));
-        self.warm = Arc::new(pool.counted_in(metrics, database));
+        Arc::get_mut(&mut self.warm)
+            .expect("counted before it is shared")
+            .count_in(metrics, database);
         self
     }
 

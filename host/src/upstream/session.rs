@@ -19,6 +19,21 @@ pub struct WarmFor {
     pub grant: Arc<Grant>,
 }
 
+impl WarmFor {
+    /// For a session of `grant`'s token logging in with `params`.
+    pub fn new(grant: &Grant, params: Vec<(String, String)>) -> WarmFor {
+        WarmFor {
+            key: WarmKey {
+                issuer: grant.issuer.clone(),
+                subject: grant.subject.clone(),
+                token_id: grant.token_id.clone(),
+                params,
+            },
+            grant: Arc::new(grant.clone()),
+        }
+    }
+}
+
 /// What a warm connection is kept under: the token whose session it served (its issuer,
 /// subject and id) and the startup parameters it logged in with (who it acts as, its session
 /// defaults). Only a session of the same token with the same parameters is handed it.

@@ -6,9 +6,9 @@
 //! identical login may be handed what it leaves; and what it does not reset (an extension's
 //! state, a loaded library) only ever reaches a later session of the same grant, which could
 //! have done the same within one session. A warm connection is thus never shared between
-//! tokens, and closes when its token expires or is revoked, as a session would. A connection taken on another session thread than the one it was opened on moves
-//! its socket to the taker's runtime, so that a round trip never hops between threads
-//! (`proxy/workers.rs`).
+//! tokens, and closes when its token expires or is revoked, as a session would. A connection
+//! taken on another session thread than the one it was opened on moves its socket to the
+//! taker's runtime, so that a round trip never hops between threads (`proxy/workers.rs`).
 //!
 //! Agents often connect once per step (`psql -c`); a warm connection spares Postgres a fork and
 //! a login for each, and the gateway a SCRAM exchange.
@@ -23,6 +23,8 @@ use postgres_protocol::message::frontend;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use super::session::{UpstreamSession, UpstreamStream, WarmKey};
 use crate::identity::Grant;
@@ -58,12 +60,14 @@ struct Counted {
 #[derive(Default)]
 struct Parked {
     by_key: HashMap<WarmKey, Vec<(Instant, UpstreamSession)>>,
-    count: usize,
 }
 
 impl Parked {
+    fn len(&self) -> usize {
+        self.by_key.values().map(Vec::len).sum()
+    }
+
     fn park(&mut self, key: WarmKey, session: UpstreamSession) {
-        self.count += 1;
         self.by_key
             .entry(key)
             .or_default()
@@ -77,7 +81,6 @@ impl Parked {
         if waiting.is_empty() {
             self.by_key.remove(key);
         }
-        self.count -= 1;
         Some(session)
     }
 
@@ -94,48 +97,32 @@ impl Parked {
         if waiting.is_empty() {
             self.by_key.remove(&key);
         }
-        self.count -= 1;
         Some(session)
     }
 
-    /// Every connection parked before `deadline`, or whose token has expired or `revoked`
-    /// says is taken back.
-    fn stale(
-        &mut self,
-        deadline: Instant,
-        revoked: &(dyn Fn(&Grant) -> bool + Sync),
-    ) -> Vec<UpstreamSession> {
-        let now = SystemTime::now();
-        let mut expired = Vec::new();
+    /// Every connection `gone` says of (when it was parked, its token's grant) must go.
+    fn remove_where(&mut self, gone: &Gone<'_>) -> Vec<UpstreamSession> {
+        let mut removed = Vec::new();
         self.by_key.retain(|_, waiting| {
-            let mut kept = Vec::with_capacity(waiting.len());
-            for (parked_at, session) in waiting.drain(..) {
-                let gone = session
-                    .warm
-                    .as_ref()
-                    .is_none_or(|warm| warm.grant.expires_at <= now || revoked(&warm.grant));
-                if parked_at < deadline || gone {
-                    expired.push(session);
-                } else {
-                    kept.push((parked_at, session));
-                }
-            }
+            let (out, kept): (Vec<_>, Vec<_>) =
+                std::mem::take(waiting)
+                    .into_iter()
+                    .partition(|(parked_at, session)| {
+                        session
+                            .warm
+                            .as_ref()
+                            .is_none_or(|warm| gone(*parked_at, &warm.grant))
+                    });
+            removed.extend(out.into_iter().map(|(_, session)| session));
             *waiting = kept;
             !waiting.is_empty()
         });
-        self.count -= expired.len();
-        expired
-    }
-
-    fn all(&mut self) -> Vec<UpstreamSession> {
-        self.count = 0;
-        std::mem::take(&mut self.by_key)
-            .into_values()
-            .flatten()
-            .map(|(_, session)| session)
-            .collect()
+        removed
     }
 }
+
+/// Which parked connections to close: by when each was parked and its token's grant.
+pub type Gone<'a> = dyn Fn(Instant, &Grant) -> bool + Sync + 'a;
 
 impl WarmPool {
     pub fn new(capacity: usize, idle_timeout: Duration) -> WarmPool {
@@ -149,7 +136,7 @@ impl WarmPool {
     }
 
     /// Counts the connections kept and taken under `database` in `metrics`.
-    pub fn counted_in(mut self, metrics: &Metrics, database: &str) -> WarmPool {
+    pub fn count_in(&mut self, metrics: &Metrics, database: &str) {
         let labels = DatabaseLabels {
             database: database.to_owned(),
         };
@@ -157,7 +144,6 @@ impl WarmPool {
             waiting: metrics.upstream_warm.get_or_create(&labels).clone(),
             taken: metrics.upstream_warm_taken.get_or_create(&labels).clone(),
         });
-        self
     }
 
     /// A warm connection parked under `key`, if one waits and is still open.
@@ -171,7 +157,8 @@ impl WarmPool {
             };
             // A parked connection has nothing to say: any byte (a FATAL before Postgres closed
             // it, an idle-session timeout) or the end of the stream means it is no use.
-            if !silent_and_open(&session.stream) {
+            let mut session = session;
+            if !silent_and_open(tcp(&mut session.stream)) {
                 tracing::debug!(
                     pid = session.backend_pid,
                     "a warm upstream connection had closed"
@@ -215,7 +202,7 @@ impl WarmPool {
         };
         let evicted = {
             let mut parked = self.lock();
-            let evicted = if parked.count >= self.capacity {
+            let evicted = if parked.len() >= self.capacity {
                 parked.oldest()
             } else {
                 None
@@ -237,7 +224,7 @@ impl WarmPool {
     pub async fn close_all(&self) -> usize {
         let all = {
             let mut parked = self.lock();
-            let all = parked.all();
+            let all = parked.remove_where(&|_, _| true);
             self.count_waiting(&parked);
             all
         };
@@ -250,20 +237,15 @@ impl WarmPool {
         closed
     }
 
-    /// Closes the connections of tokens `revoked` says are taken back.
-    pub async fn close_revoked(&self, revoked: &(dyn Fn(&Grant) -> bool + Sync)) {
-        self.close_stale(Instant::now() - self.idle_timeout, revoked)
-            .await;
-    }
-
-    async fn close_stale(&self, deadline: Instant, revoked: &(dyn Fn(&Grant) -> bool + Sync)) {
-        let stale = {
+    /// Closes the parked connections `gone` names.
+    pub async fn close_where(&self, gone: &Gone<'_>) {
+        let removed = {
             let mut parked = self.lock();
-            let stale = parked.stale(deadline, revoked);
+            let removed = parked.remove_where(gone);
             self.count_waiting(&parked);
-            stale
+            removed
         };
-        for session in stale {
+        for session in removed {
             close(session.stream).await;
         }
     }
@@ -275,7 +257,7 @@ impl WarmPool {
     /// Sets the gauge under the lock, so that it never shows a stale count.
     fn count_waiting(&self, parked: &Parked) {
         if let Some(counted) = &self.counted {
-            counted.waiting.set(parked.count as i64);
+            counted.waiting.set(parked.len() as i64);
         }
     }
 }
@@ -288,10 +270,11 @@ async fn sweep(pool: Weak<WarmPool>, idle_timeout: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let Some(pool) = pool.upgrade() else { return };
-        let deadline = Instant::now()
-            .checked_sub(idle_timeout)
-            .unwrap_or_else(Instant::now);
-        pool.close_stale(deadline, &|_| false).await;
+        let now = SystemTime::now();
+        pool.close_where(&|parked_at, grant| {
+            parked_at.elapsed() >= idle_timeout || grant.expires_at <= now
+        })
+        .await;
     }
 }
 
@@ -345,13 +328,17 @@ async fn reset(session: UpstreamSession) -> Result<UpstreamSession, (UpstreamStr
     Err((reader.into_parts().0, why))
 }
 
+/// The TCP connection under a stream, TLS or not.
+fn tcp(stream: &mut UpstreamStream) -> &mut TcpStream {
+    match stream {
+        Either::Left(tls) => tls.get_mut().0,
+        Either::Right(tcp) => tcp,
+    }
+}
+
 /// Whether a parked connection is still open and has nothing to say, asked of the kernel (a
 /// peek that does not wait): the runtime's own record of the socket's readiness may be older.
-fn silent_and_open(stream: &UpstreamStream) -> bool {
-    let tcp = match stream {
-        tokio_util::either::Either::Left(tls) => tls.get_ref().0,
-        tokio_util::either::Either::Right(tcp) => tcp,
-    };
+fn silent_and_open(tcp: &TcpStream) -> bool {
     let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
     matches!(
         socket2::SockRef::from(tcp).peek(&mut byte),
@@ -363,13 +350,9 @@ fn silent_and_open(stream: &UpstreamStream) -> bool {
 /// (a duplicate of the descriptor, the old one deregistered and closed), whichever session
 /// thread it was opened on.
 fn rehomed(mut stream: UpstreamStream) -> std::io::Result<UpstreamStream> {
-    let tcp = match &mut stream {
-        tokio_util::either::Either::Left(tls) => tls.get_mut().0,
-        tokio_util::either::Either::Right(tcp) => tcp,
-    };
+    let tcp = tcp(&mut stream);
     let duplicate: std::net::TcpStream = socket2::SockRef::from(&*tcp).try_clone()?.into();
-    let here = tokio::net::TcpStream::from_std(duplicate)?;
-    drop(std::mem::replace(tcp, here));
+    drop(std::mem::replace(tcp, TcpStream::from_std(duplicate)?));
     Ok(stream)
 }
 

@@ -39,6 +39,11 @@ async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// Waits until Postgres' backend `pid` has exited (`why`: what made it exit).
+async fn until_exited(pid: i32, why: &str) {
+    until(why, async || !backend_alive(pid).await).await;
+}
+
 /// Whether Postgres still has backend `pid`.
 async fn backend_alive(pid: i32) -> bool {
     let superuser = postgres()
@@ -203,10 +208,7 @@ async fn a_session_left_mid_transaction_after_a_cancel_or_ended_by_the_gateway_i
         .await
         .unwrap();
     drop(client);
-    until("the backend has exited", async || {
-        !backend_alive(mid_transaction).await
-    })
-    .await;
+    until_exited(mid_transaction, "the backend has exited").await;
 
     // Left at rest, but after a cancel that could still land on whatever runs next there.
     let client = gw.connect("warm-ends", &token).await.unwrap();
@@ -236,18 +238,12 @@ async fn a_session_left_mid_transaction_after_a_cancel_or_ended_by_the_gateway_i
     assert_eq!(result.unwrap_err().code().unwrap().code(), "57014");
     client.batch_execute("SELECT 1").await.unwrap();
     drop(client);
-    until("the cancelled backend has exited", async || {
-        !backend_alive(cancelled).await
-    })
-    .await;
+    until_exited(cancelled, "the cancelled backend has exited").await;
 
     // Ended by the gateway (its idle timeout), at rest.
     let client = gw.connect("warm-ends", &token).await.unwrap();
     let idle = backend_pid(&client).await;
-    until("the idle session's backend has exited", async || {
-        !backend_alive(idle).await
-    })
-    .await;
+    until_exited(idle, "the idle session's backend has exited").await;
     drop(client);
 
     assert_eq!(warm(&gw), 0);
@@ -269,10 +265,7 @@ async fn a_warm_connection_closes_after_its_idle_timeout_and_one_postgres_closed
     let expiring = backend_pid(&client).await;
     drop(client);
     until("the connection is kept warm", async || warm(&gw) == 1).await;
-    until("the idle timeout closes it", async || {
-        !backend_alive(expiring).await
-    })
-    .await;
+    until_exited(expiring, "the idle timeout closes it").await;
     assert_eq!(warm(&gw), 0);
 
     let gw = TestGateway::start().await;
@@ -286,10 +279,7 @@ async fn a_warm_connection_closes_after_its_idle_timeout_and_one_postgres_closed
         .execute("SELECT pg_terminate_backend($1)", &[&killed])
         .await
         .unwrap();
-    until("Postgres has closed it", async || {
-        !backend_alive(killed).await
-    })
-    .await;
+    until_exited(killed, "Postgres has closed it").await;
 
     let next = gw.connect("warm-killed", &token).await.unwrap();
     assert_ne!(backend_pid(&next).await, killed);
@@ -363,10 +353,7 @@ async fn a_full_pool_closes_its_oldest_and_a_login_short_of_slots_closes_the_war
     drop(first);
     until("the first is kept warm", async || warm(&gw) == 1).await;
     drop(second);
-    until("the oldest has made room", async || {
-        !backend_alive(oldest).await
-    })
-    .await;
+    until_exited(oldest, "the oldest has made room").await;
     until("the newest is kept warm", async || warm(&gw) == 1).await;
     assert!(backend_alive(newest).await);
 
@@ -451,10 +438,7 @@ async fn revoking_a_token_or_its_expiry_closes_its_warm_connections() {
     )
     .await;
     assert_eq!(code, 201, "{view}");
-    until("the revoked token's backend has exited", async || {
-        !backend_alive(revoked).await
-    })
-    .await;
+    until_exited(revoked, "the revoked token's backend has exited").await;
     assert_eq!(warm(&gw), 0);
 
     let short = gw.sign(&gw.claims("warm-expiring", Duration::from_secs(3)));
@@ -462,9 +446,6 @@ async fn revoking_a_token_or_its_expiry_closes_its_warm_connections() {
     let expiring = backend_pid(&client).await;
     drop(client);
     until("the connection is kept warm", async || warm(&gw) == 1).await;
-    until("the expired token's backend has exited", async || {
-        !backend_alive(expiring).await
-    })
-    .await;
+    until_exited(expiring, "the expired token's backend has exited").await;
     assert_eq!(warm(&gw), 0, "closed before warm_idle_timeout (60 s)");
 }

@@ -325,15 +325,7 @@ pub async fn login(
     }
     let session = match upstream
         .session_for(
-            crate::upstream::WarmFor {
-                key: crate::upstream::WarmKey {
-                    issuer: grant.issuer.clone(),
-                    subject: grant.subject.clone(),
-                    token_id: grant.token_id.clone(),
-                    params,
-                },
-                grant: std::sync::Arc::new(grant.clone()),
-            },
+            crate::upstream::WarmFor::new(&grant, params),
             shared.config.server.max_message_size,
         )
         .await
