@@ -65,8 +65,9 @@ pg_ticks_settled() {
     done
     echo "$last"
 }
+# wait_port PORT [TRIES]: tries every 50 ms, 200 times unless told.
 wait_port() {
-    for _ in $(seq 1 200); do
+    for _ in $(seq 1 "${2:-200}"); do
         (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
         sleep 0.05
     done
@@ -120,7 +121,8 @@ echo "$PASSWORD" > "$work/upstream.password"
 # all sharing one signing key (so one token serves them all). CLIENT_TLS: require (clients must
 # use TLS, the default users run) or prefer (pgbench connects in cleartext); AUDIT: off, or a
 # durability (write, fsync, fsync-before-forward). The upstream leg is plain TCP on loopback,
-# as PgBouncer's is. SLUICE_EXTRA_TOML is appended to its configuration.
+# as PgBouncer's is. SLUICE_EXTRA_TOML is appended to its configuration; SLUICE_WRAP (a command
+# prefix, such as valgrind's) runs the gateway under it.
 start_sluice() {
     local name=$1 tls=$2 audit=$3 plugins=${4:-}
     mkdir -p "$work/$name"
@@ -148,10 +150,12 @@ ${plugins:+[plugins]
 dir = \"$plugins\"}
 ${SLUICE_EXTRA_TOML:-}
 CONF
-    RUST_LOG=warn "${pin_proxy[@]}" "$SLUICE" serve --config "$work/$name/sluice.toml" 2>"$work/$name.log" &
+    local wrap=()
+    read -r -a wrap <<<"${SLUICE_WRAP:-}"
+    RUST_LOG=warn "${pin_proxy[@]}" "${wrap[@]}" "$SLUICE" serve --config "$work/$name/sluice.toml" 2>"$work/$name.log" &
     pids+=($!)
     pid[$name]=$!
-    wait_port "${port[$name]}"
+    wait_port "${port[$name]}" $(( ${#wrap[@]} ? 6000 : 200 ))
     [ -n "${TOKEN:-}" ] ||
         TOKEN=$("$SLUICE" token mint --config "$work/$name/sluice.toml" --subject bench --database bench --ttl 2h)
     pass[$name]=$TOKEN

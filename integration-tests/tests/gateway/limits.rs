@@ -96,6 +96,19 @@ async fn idle_session_is_closed_but_a_long_statement_is_not() {
 }
 
 #[tokio::test]
+async fn a_session_that_keeps_sending_outlives_its_idle_timeout() {
+    let gw = gateway("idle_timeout = \"1s\"\n").await;
+    let client = gw.connect("steady", &gw.token("steady")).await.unwrap();
+    // A statement every 300 ms for three idle timeouts: never a whole second without one.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        client.simple_query("SELECT 1").await.expect("still open");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    client.simple_query("SELECT 1").await.expect("still open");
+}
+
+#[tokio::test]
 async fn a_client_that_stalls_before_sending_its_token_is_told_why_it_is_dropped() {
     let gw = TestGateway::start_with(GatewayOptions {
         extra_server_toml: "login_timeout = \"1s\"\n".into(),

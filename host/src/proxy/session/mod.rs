@@ -11,6 +11,7 @@ pub(super) mod reading;
 pub(super) mod runaway;
 mod to_client;
 mod to_upstream;
+mod woken;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,6 +26,7 @@ pub use end::SessionEnd;
 pub(super) use parts::Parts;
 pub(super) use to_client::{Relayed, upstream_may_send, upstream_to_client};
 pub(super) use to_upstream::{Idle, client_may_send, client_to_upstream};
+use woken::WhenWoken;
 
 /// Runs the session; returns why it ended and how many statement texts it judged.
 pub async fn run(
@@ -85,29 +87,36 @@ pub async fn run(
         timeout: shared.config.server.idle_timeout,
         cycles_done: &progress.done,
     };
+    // The rare events first: when one is ready it ends the session before another statement
+    // is relayed. Each is polled only when it woke (`woken.rs`).
+    let expiry = WhenWoken::new(expiry);
+    let revoked = WhenWoken::new(shared.revocations.until_revoked(&grant));
+    let shutdown = WhenWoken::new(shared.terminate.cancelled());
+    let runaway = WhenWoken::new(runaway::watch(
+        budget + shared.config.limits.statement_timeout_grace,
+        &progress.sent,
+        &progress.done,
+        || async {
+            cancel_key.forwarding();
+            if let Some(db) = &upstream_db
+                && let Err(e) = db.cancel(backend_pid, backend_secret).await
+            {
+                tracing::warn!(error = %e, "cancelling a runaway statement failed");
+            }
+        },
+    ));
     let end = tokio::select! {
-        end = client_to_upstream(&mut client_in, &mut up_out, &mut gate, idle) => end,
-        end = upstream_to_client(&mut up_in, &mut client_out, Relayed { answers: &mut answers, progress: &progress, read_only: info_read_only }, &mut notices_in, results.as_ref(), masker.as_mut()) => end,
-        () = runaway::watch(
-            budget + shared.config.limits.statement_timeout_grace,
-            &progress.sent,
-            &progress.done,
-            || async {
-                cancel_key.forwarding();
-                if let Some(db) = &upstream_db
-                    && let Err(e) = db.cancel(backend_pid, backend_secret).await
-                {
-                    tracing::warn!(error = %e, "cancelling a runaway statement failed");
-                }
-            },
-        ), if !budget.is_zero() => unreachable!("the runaway watch never ends"),
-        () = expiry => SessionEnd::TokenExpired,
-        revocation = shared.revocations.until_revoked(&grant) => {
+        biased;
+        revocation = revoked => {
             tracing::warn!(revocation = %revocation.id, "session ended: its token was revoked");
             shared.metrics.sessions_revoked.inc();
             SessionEnd::Revoked { id: revocation.id, reason: revocation.reason }
         }
-        () = shared.terminate.cancelled() => SessionEnd::Shutdown,
+        () = expiry => SessionEnd::TokenExpired,
+        () = shutdown => SessionEnd::Shutdown,
+        () = runaway, if !budget.is_zero() => unreachable!("the runaway watch never ends"),
+        end = client_to_upstream(&mut client_in, &mut up_out, &mut gate, idle) => end,
+        end = upstream_to_client(&mut up_in, &mut client_out, Relayed { answers: &mut answers, progress: &progress, read_only: info_read_only }, &mut notices_in, results.as_ref(), masker.as_mut()) => end,
     };
     let cancel_forwarded = cancel_key.retire();
     drop(subject_slot);

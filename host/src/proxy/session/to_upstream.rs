@@ -1,10 +1,12 @@
 //! The client → upstream direction of a session: every message the client sends goes through
 //! the gate, and what the client has already sent goes upstream in one write.
 
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 
 use super::end::SessionEnd;
 use crate::proxy::gate::Gate;
@@ -36,19 +38,33 @@ pub(crate) async fn client_to_upstream<R: AsyncRead + Unpin, W: AsyncWrite + Unp
     gate: &mut Gate,
     idle: Idle<'_>,
 ) -> SessionEnd {
+    // One timer for the session, moved on only when it fires: a timer armed and dropped
+    // around every read cost two trips through the runtime's timer wheel per statement.
+    let mut idle_timer = pin!(tokio::time::sleep(idle.timeout));
     loop {
         let read = if idle.timeout.is_zero() {
             client.next().await
         } else {
-            // Reading is cancel-safe: bytes already read stay in the reader's buffer.
-            match tokio::time::timeout(idle.timeout, client.next()).await {
-                Ok(read) => read,
-                Err(_) => {
-                    if gate.at_rest(idle.cycles_done.load(Ordering::Relaxed)) {
-                        tracing::info!(timeout = ?idle.timeout, "idle session closed");
-                        return SessionEnd::IdleTimeout;
+            let mut waiting_since = Instant::now();
+            loop {
+                // Reading is cancel-safe: bytes already read stay in the reader's buffer.
+                tokio::select! {
+                    biased;
+                    read = client.next() => break read,
+                    () = &mut idle_timer => {
+                        let now = Instant::now();
+                        if now < waiting_since + idle.timeout {
+                            idle_timer.as_mut().reset(waiting_since + idle.timeout);
+                            continue;
+                        }
+                        if gate.at_rest(idle.cycles_done.load(Ordering::Relaxed)) {
+                            tracing::info!(timeout = ?idle.timeout, "idle session closed");
+                            return SessionEnd::IdleTimeout;
+                        }
+                        // Waiting on a statement is not idle: another whole period from now.
+                        waiting_since = now;
+                        idle_timer.as_mut().reset(now + idle.timeout);
                     }
-                    continue;
                 }
             }
         };
