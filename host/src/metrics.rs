@@ -235,13 +235,6 @@ impl Metrics {
         }
     }
 
-    /// One statement judged. (Static labels: no allocation per statement.)
-    pub fn statement(&self, kind: &'static str, decision: &'static str) {
-        self.statements
-            .get_or_create(&StatementLabels { kind, decision })
-            .inc();
-    }
-
     /// The call-latency histogram of one plugin, for its instances to keep.
     pub fn plugin_calls(&self, plugin: &str) -> Histogram {
         self.plugin_call_seconds
@@ -265,5 +258,32 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// A session's handles on the statement counters it has counted in (static labels: no
+/// allocation per statement): a statement is then one atomic add, not a lookup under the
+/// counter family's lock, which every session on every thread shares.
+#[derive(Default)]
+pub struct StatementCounts {
+    used: Vec<(&'static str, &'static str, Counter)>,
+}
+
+impl StatementCounts {
+    pub fn count(&mut self, metrics: &Metrics, kind: &'static str, decision: &'static str) {
+        if let Some((_, _, counter)) = self
+            .used
+            .iter()
+            .find(|(k, d, _)| *k == kind && *d == decision)
+        {
+            counter.inc();
+            return;
+        }
+        let counter = metrics
+            .statements
+            .get_or_create(&StatementLabels { kind, decision })
+            .clone();
+        counter.inc();
+        self.used.push((kind, decision, counter));
     }
 }

@@ -261,8 +261,11 @@ impl Snapshot {
         // A temporary function lives in the session's own pg_temp_N, which the catalog read
         // (another session, perhaps before it was committed) cannot match: any counts, as
         // user-defined and volatile.
-        let lowered = name.to_ascii_lowercase();
-        if lowered.starts_with("pg_temp.") || lowered.starts_with("pg_temp_") {
+        let temporary = |prefix: &str| {
+            name.get(..prefix.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+        };
+        if temporary("pg_temp.") || temporary("pg_temp_") {
             return true;
         }
         // The analysis joins name parts with dots, and a quoted name may hold dots itself

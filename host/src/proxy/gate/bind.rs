@@ -86,9 +86,8 @@ impl Gate {
         if auditing {
             let decided = std::mem::take(&mut self.last.decided);
             let decided = refused_if(decided, &refusal);
-            self.shared
-                .metrics
-                .statement("execute", decided.decision.as_str());
+            self.counts
+                .count(&self.shared.metrics, "execute", decided.decision.as_str());
             let recorded = bind_params_recorded(frame.body()).unwrap_or_default();
             if let Err(e) = self
                 .trail

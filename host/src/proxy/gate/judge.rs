@@ -102,10 +102,13 @@ impl Gate {
         match last.statements.as_deref() {
             Some(statements) => {
                 for statement in statements {
-                    metrics.statement(statement.kind.label(), decided.decision.as_str());
+                    let kind = statement.kind.label();
+                    self.counts.count(metrics, kind, decided.decision.as_str());
                 }
             }
-            None => metrics.statement("unanalysed", decided.decision.as_str()),
+            None => self
+                .counts
+                .count(metrics, "unanalysed", decided.decision.as_str()),
         }
         if !self.trail.enabled() {
             self.last.statements = last.statements;

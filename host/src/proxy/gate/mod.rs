@@ -118,6 +118,7 @@ pub struct Gate {
     progress: Arc<Progress>,
     /// How long one statement may run on this database (zero: no budget).
     statement_budget: std::time::Duration,
+    counts: crate::metrics::StatementCounts,
 }
 
 impl Gate {
@@ -160,6 +161,7 @@ impl Gate {
             signals,
             progress,
             statement_budget,
+            counts: Default::default(),
         }
     }
 
