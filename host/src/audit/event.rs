@@ -217,6 +217,17 @@ pub enum Protocol {
     Bind,
 }
 
+impl Protocol {
+    /// The name the audit log uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Query => "query",
+            Protocol::Parse => "parse",
+            Protocol::Bind => "bind",
+        }
+    }
+}
+
 /// How a statement that went upstream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -225,6 +236,18 @@ pub enum Outcome {
     Error,
     Suspended,
     Skipped,
+}
+
+impl Outcome {
+    /// The name the audit log uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Suspended => "suspended",
+            Outcome::Skipped => "skipped",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

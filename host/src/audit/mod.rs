@@ -11,6 +11,7 @@
 //! `fsync-before-forward` waits before forwarding every statement. When the log cannot be written, durable records fail and the
 //! statement is refused, unless `on_failure = "continue"`.
 
+mod encode;
 mod event;
 mod files;
 pub mod record;

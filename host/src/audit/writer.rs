@@ -174,7 +174,7 @@ impl Log {
         }
         BODY.with_borrow_mut(|body| {
             body.clear();
-            let result = serde_json::to_writer(&mut *body, event)
+            let result = super::encode::write(event, body)
                 .map_err(|e| e.to_string())
                 .and_then(|()| {
                     self.append_body(body, matches!(event, Event::AuditClose {}), flush, waits)
