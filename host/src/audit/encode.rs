@@ -198,10 +198,10 @@ mod tests {
         ];
         Decided {
             decision: decisions[i % decisions.len()],
-            plugin: (i % 2 == 0).then(|| text(1)),
-            plugin_hash: (i % 3 == 0).then(|| text(2)),
+            plugin: i.is_multiple_of(2).then(|| text(1)),
+            plugin_hash: i.is_multiple_of(3).then(|| text(2)),
             reason: (i % 2 == 1).then(|| text(3)),
-            approval: (i % 4 == 0).then(|| text(4)),
+            approval: i.is_multiple_of(4).then(|| text(4)),
             approvers: (0..i % 3).map(text).collect(),
         }
     }
@@ -217,7 +217,7 @@ mod tests {
                 database: text(5),
                 statement: u64::MAX - i as u64,
                 protocol: protocols[i % 3],
-                prepared: (i % 2 == 0).then_some(i as u64),
+                prepared: i.is_multiple_of(2).then_some(i as u64),
                 text: (i % 3 != 2).then(|| text(2)),
                 kinds: ["select", "insert", "copy-in"][..i % 4].to_vec(),
                 tables_read: (0..i % 3).map(text).collect(),
@@ -225,7 +225,7 @@ mod tests {
                 decided: decided(i),
                 params: (i % 3 == 1)
                     .then(|| (0..i % 4).map(|k| (k % 2 == 0).then(|| text(k))).collect()),
-                via: (i % 5 == 0).then_some("mcp"),
+                via: i.is_multiple_of(5).then_some("mcp"),
             })));
             let outcomes = [
                 Outcome::Ok,
@@ -238,7 +238,7 @@ mod tests {
                 statement: i as u64 * 31,
                 part: u32::MAX - i as u32,
                 outcome: outcomes[i % 4],
-                tag: (i % 2 == 0).then(|| text(0)),
+                tag: i.is_multiple_of(2).then(|| text(0)),
                 rows: (i % 3 != 0).then_some(i as u64 * 1000),
                 sqlstate: (i % 2 == 1).then(|| text(1)),
                 duration_us: i as u64 * 123_457,
