@@ -135,6 +135,11 @@ tls = "disable"
         }
     }
 
+    /// The gateway state the targets run against (also what unit tests of the relay need).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The upstream login exchange, with `data` as everything the upstream says.
     pub fn upstream_login(&self, data: &[u8]) {
         let upstream = &self.shared.upstreams["app"];
@@ -214,7 +219,7 @@ tls = "disable"
         };
         let both = async {
             tokio::join!(
-                session::client_to_upstream(&mut client_in, &mut to_upstream, &mut gate, idle),
+                session::client_to_upstream(&mut client_in, &mut to_upstream, &mut gate, idle, &[]),
                 upstream_direction,
             )
         };

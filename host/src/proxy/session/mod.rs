@@ -87,8 +87,9 @@ pub async fn run(
         timeout: shared.config.server.idle_timeout,
         cycles_done: &progress.done,
     };
-    // The rare events first: when one is ready it ends the session before another statement
-    // is relayed. Each is polled only when it woke (`woken.rs`).
+    // The rare events first: when one is ready it ends the session, and the relay lets the
+    // session look (`alarms`) before each statement it takes from the client. Each is polled
+    // only when it woke (`woken.rs`).
     let expiry = WhenWoken::new(expiry);
     let revoked = WhenWoken::new(shared.revocations.until_revoked(&grant));
     let shutdown = WhenWoken::new(shared.terminate.cancelled());
@@ -105,6 +106,15 @@ pub async fn run(
             }
         },
     ));
+    let alarms = [revoked.alarm(), expiry.alarm(), shutdown.alarm()];
+    // The two directions in turn, neither first every time: a client that never stops
+    // sending must not keep its own answers from being relayed.
+    let relay = async {
+        tokio::select! {
+            end = client_to_upstream(&mut client_in, &mut up_out, &mut gate, idle, &alarms) => end,
+            end = upstream_to_client(&mut up_in, &mut client_out, Relayed { answers: &mut answers, progress: &progress, read_only: info_read_only }, &mut notices_in, results.as_ref(), masker.as_mut()) => end,
+        }
+    };
     let end = tokio::select! {
         biased;
         revocation = revoked => {
@@ -115,8 +125,7 @@ pub async fn run(
         () = expiry => SessionEnd::TokenExpired,
         () = shutdown => SessionEnd::Shutdown,
         () = runaway, if !budget.is_zero() => unreachable!("the runaway watch never ends"),
-        end = client_to_upstream(&mut client_in, &mut up_out, &mut gate, idle) => end,
-        end = upstream_to_client(&mut up_in, &mut client_out, Relayed { answers: &mut answers, progress: &progress, read_only: info_read_only }, &mut notices_in, results.as_ref(), masker.as_mut()) => end,
+        end = relay => end,
     };
     let cancel_forwarded = cancel_key.retire();
     drop(subject_slot);

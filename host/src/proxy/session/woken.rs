@@ -14,7 +14,8 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
 
-/// `inner`, polled on its first poll and then only after it asked to be woken.
+/// `inner`, polled on its first poll and then only after it asked to be woken. Not to be
+/// polled again once it returned Ready (as `select!` never does).
 pub struct WhenWoken<F> {
     inner: Pin<Box<F>>,
     signal: Arc<Signal>,
@@ -39,7 +40,24 @@ impl Wake for Signal {
     }
 }
 
+/// Whether a [`WhenWoken`] future woke and has not been polled since. Within one poll of a
+/// session its relay can go through many statements a client sent at once; checking this
+/// between them lets the session see a revocation (or its expiry, or shutdown) before the
+/// next statement goes through.
+#[derive(Clone)]
+pub struct Alarm(Arc<Signal>);
+
+impl Alarm {
+    pub fn rang(&self) -> bool {
+        self.0.woken.load(Ordering::Acquire)
+    }
+}
+
 impl<F: Future> WhenWoken<F> {
+    pub fn alarm(&self) -> Alarm {
+        Alarm(self.signal.clone())
+    }
+
     pub fn new(inner: F) -> WhenWoken<F> {
         let signal = Arc::new(Signal {
             woken: AtomicBool::new(false),
