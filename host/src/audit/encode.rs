@@ -31,10 +31,7 @@ pub fn write(event: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
             out.extend_from_slice(b",\"tag\":");
             optional(tag.as_deref(), out)?;
             out.extend_from_slice(b",\"rows\":");
-            match rows {
-                Some(rows) => number(*rows, out),
-                None => out.extend_from_slice(b"null"),
-            }
+            optional_number(*rows, out);
             out.extend_from_slice(b",\"sqlstate\":");
             optional(sqlstate.as_deref(), out)?;
             out.extend_from_slice(b",\"duration_us\":");
@@ -73,10 +70,7 @@ fn statement(record: &StatementRecord, out: &mut Vec<u8>) -> serde_json::Result<
     out.extend_from_slice(b",\"protocol\":");
     string(protocol.as_str(), out)?;
     out.extend_from_slice(b",\"prepared\":");
-    match prepared {
-        Some(prepared) => number(*prepared, out),
-        None => out.extend_from_slice(b"null"),
-    }
+    optional_number(*prepared, out);
     out.extend_from_slice(b",\"text\":");
     optional(text.as_deref(), out)?;
     out.extend_from_slice(b",\"kinds\":");
@@ -129,6 +123,13 @@ fn statement(record: &StatementRecord, out: &mut Vec<u8>) -> serde_json::Result<
 
 fn number(n: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+fn optional_number(n: Option<u64>, out: &mut Vec<u8>) {
+    match n {
+        Some(n) => number(n, out),
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 /// A JSON string: as it is when nothing in it needs escaping, else as serde_json escapes it.

@@ -18,6 +18,25 @@ use crate::identity::SessionInfo;
 use crate::identity::SigningKey;
 use crate::wire::frame::{FrameReader, FrameWriter};
 
+/// A logged-in session's identity for relays without a login: subject `subject`, database
+/// `app`, nothing else.
+pub fn session_info(subject: &str) -> SessionInfo {
+    SessionInfo {
+        id: 1,
+        subject: subject.into(),
+        groups: vec!["agents".into()],
+        database: "app".into(),
+        token_id: "t".into(),
+        client_addr: "127.0.0.1:1".into(),
+        application_name: None,
+        read_only: false,
+        actor: None,
+        minted: None,
+        idp: None,
+        via: None,
+    }
+}
+
 /// Largest message the targets accept (small, so inputs reach the decoders quickly).
 const MAX_MESSAGE: usize = 64 * 1024;
 
@@ -160,20 +179,7 @@ tls = "disable"
         };
         let split = (u16::from_be_bytes(*split) as usize).min(rest.len());
         let (from_client, from_upstream) = rest.split_at(split);
-        let info = SessionInfo {
-            id: 1,
-            subject: "fuzz".into(),
-            groups: vec!["agents".into()],
-            database: "app".into(),
-            token_id: "t".into(),
-            client_addr: "127.0.0.1:1".into(),
-            application_name: None,
-            read_only: false,
-            actor: None,
-            minted: None,
-            idp: None,
-            via: None,
-        };
+        let info = session_info("fuzz");
         // Wired as a session is: the audit trail and masking (with plugins) read the
         // upstream's bytes too.
         let session::Parts {

@@ -143,8 +143,7 @@ mod tests {
     use bytes::BytesMut;
 
     use super::*;
-    use crate::identity::SessionInfo;
-    use crate::proxy::fuzzing::Fixture;
+    use crate::proxy::fuzzing::{Fixture, session_info};
     use crate::proxy::session::parts::Parts;
     use crate::proxy::session::woken::WhenWoken;
 
@@ -166,24 +165,10 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let info = SessionInfo {
-            id: 1,
-            subject: "agent".into(),
-            groups: Vec::new(),
-            database: "app".into(),
-            token_id: "t".into(),
-            client_addr: "127.0.0.1:1".into(),
-            application_name: None,
-            read_only: false,
-            actor: None,
-            minted: None,
-            idp: None,
-            via: None,
-        };
         runtime.block_on(async {
             let Parts {
                 mut gate, progress, ..
-            } = Parts::new(fixture.shared(), info, Default::default());
+            } = Parts::new(fixture.shared(), session_info("agent"), Default::default());
             let sent = queries(&["SELECT 1", "SELECT 2", "SELECT 3"]);
             let mut client = FrameReader::new(&sent[..], 1 << 16).accepting(client_may_send);
             let mut upstream = FrameWriter::new(Vec::new());
