@@ -54,6 +54,9 @@ pub struct Exchanged<'a> {
     pub actor: Option<Act>,
 }
 
+/// 9999-12-31T23:59:59Z: the latest `exp` a token may carry, ours or an external issuer's.
+pub(crate) const LATEST_EXP: u64 = 253_402_300_799;
+
 /// Why a token was not accepted. The client only ever sees a generic message; this is for logs.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
@@ -233,7 +236,7 @@ impl TokenAuthority {
             groups: groups.to_vec(),
             iat: now,
             nbf: now,
-            exp: now + ttl.as_secs().max(1),
+            exp: now.saturating_add(ttl.as_secs().max(1)),
             jti: uuid::Uuid::new_v4().to_string(),
             idp: None,
             idp_jti: None,
@@ -271,6 +274,11 @@ impl TokenAuthority {
         }
         if claims.nbf > now + self.leeway.as_secs() {
             return Err(TokenError::NotYetValid);
+        }
+        // An exp no clock reaches is no lifetime: refused here rather than overflowing the
+        // time arithmetic of the session it would open.
+        if claims.exp > LATEST_EXP {
+            return Err(TokenError::Malformed("exp is after 9999-12-31".into()));
         }
         if claims.jti.is_empty() {
             return Err(TokenError::Malformed("empty jti".into()));
@@ -420,6 +428,29 @@ mod tests {
         assert_eq!(
             a.verify(&a.sign_claims(&claims).unwrap()),
             Err(TokenError::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn a_token_expiring_after_the_year_9999_is_refused_not_overflowed() {
+        let a = authority();
+        let mut claims = a.claims_for("a", "app", Duration::from_secs(60));
+        for exp in [LATEST_EXP + 1, u64::MAX] {
+            claims.exp = exp;
+            let token = a.sign_claims(&claims).unwrap();
+            assert!(matches!(a.verify(&token), Err(TokenError::Malformed(_))));
+            assert!(matches!(
+                a.authenticate(&token, "a", "app"),
+                Err(TokenError::Malformed(_))
+            ));
+        }
+        claims.exp = LATEST_EXP;
+        let grant = a
+            .authenticate(&a.sign_claims(&claims).unwrap(), "a", "app")
+            .unwrap();
+        assert_eq!(
+            grant.expires_at,
+            UNIX_EPOCH + Duration::from_secs(LATEST_EXP)
         );
     }
 

@@ -57,6 +57,21 @@ async fn an_issuer_that_allows_it_logs_in_with_its_own_token_and_one_that_does_n
     );
     let stale = person_key.sign(&people.claims(AUD, -120, json!({"sub": "dana"})));
     assert!(gw.connect("dana", &stale).await.is_err());
+    // A validly signed token whose `exp` no clock reaches: refused as a bad password, not a
+    // dropped connection, and the sessions already open go on.
+    let mut forever = people.claims(AUD, 300, json!({"sub": "dana"}));
+    forever["exp"] = json!(u64::MAX);
+    let err = gw
+        .connect("dana", &person_key.sign(&forever))
+        .await
+        .unwrap_err();
+    assert!(
+        error_message(&err).contains("password authentication failed"),
+        "{}",
+        error_message(&err)
+    );
+    let row = client.query_one("SELECT 1", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1);
 
     // GitHub's tokens are exchanged first here: the refusal says so.
     let workflow = gh_key.sign(&github_claims(&github, "acme/reports", "refs/heads/main"));

@@ -383,6 +383,11 @@ async fn hostile_subject_tokens_are_refused() {
             "expired",
         ),
         (
+            "expires after the year 9999",
+            key.sign(&with(json!({"exp": u64::MAX}))),
+            "malformed",
+        ),
+        (
             "not yet valid",
             key.sign(&with(json!({"nbf": now + 600}))),
             "not_yet_valid",

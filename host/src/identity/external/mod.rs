@@ -182,6 +182,14 @@ impl TrustedIssuers {
                 }
             })?;
         let claims = data.claims;
+        let expires = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        // An exp no clock reaches is no lifetime: refused rather than overflowing the time
+        // arithmetic of what it would grant.
+        if expires > crate::identity::token::LATEST_EXP {
+            return Err(ExternalTokenError::Malformed(
+                "exp is after 9999-12-31".into(),
+            ));
+        }
         let now = crate::identity::token::unix_now();
         if claims
             .get("iat")
@@ -218,7 +226,7 @@ impl TrustedIssuers {
             principal,
             groups,
             token_id: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
-            expires: claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
+            expires,
             claims,
         };
         Ok((issuer, identity))

@@ -125,9 +125,10 @@ pub(super) async fn login(shared: &Shared, token: &str, user: &str, database: &s
             &crate::audit::record::hex(digest.as_ref())[..32]
         )
     });
+    // The fallback cannot overflow: the verifier refuses an `exp` after 9999.
     let expires_at = SystemTime::now()
         .checked_add(lifetime)
-        .unwrap_or(UNIX_EPOCH + Duration::from_secs(identity.expires));
+        .unwrap_or_else(|| UNIX_EPOCH + Duration::from_secs(identity.expires));
     External::Granted(Box::new(Grant {
         subject: identity.principal,
         database: database.to_owned(),
