@@ -101,16 +101,7 @@ fn statement(record: &StatementRecord, out: &mut Vec<u8>) -> serde_json::Result<
     list(approvers.iter().map(String::as_str), out)?;
     out.extend_from_slice(b",\"params\":");
     match params {
-        Some(params) => {
-            out.push(b'[');
-            for (i, param) in params.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                optional(param.as_deref(), out)?;
-            }
-            out.push(b']');
-        }
+        Some(params) => array(params.iter().map(Option::as_deref), optional, out)?,
         None => out.extend_from_slice(b"null"),
     }
     if let Some(via) = via {
@@ -155,12 +146,21 @@ fn optional(s: Option<&str>, out: &mut Vec<u8>) -> serde_json::Result<()> {
 }
 
 fn list<'a>(items: impl Iterator<Item = &'a str>, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    array(items, string, out)
+}
+
+/// A JSON array of `items`, each written by `element`.
+fn array<T>(
+    items: impl Iterator<Item = T>,
+    element: impl Fn(T, &mut Vec<u8>) -> serde_json::Result<()>,
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
     out.push(b'[');
     for (i, item) in items.enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        string(item, out)?;
+        element(item, out)?;
     }
     out.push(b']');
     Ok(())

@@ -362,23 +362,7 @@ impl Results {
 mod tests {
     use super::*;
     use crate::config::{AuditConfig, Durability};
-
-    fn info() -> SessionInfo {
-        SessionInfo {
-            id: 1,
-            subject: "agent".into(),
-            groups: Vec::new(),
-            database: "app".into(),
-            token_id: "t".into(),
-            client_addr: "127.0.0.1:1".into(),
-            application_name: None,
-            read_only: false,
-            actor: None,
-            minted: None,
-            idp: None,
-            via: None,
-        }
-    }
+    use crate::proxy::fuzzing::session_info;
 
     fn allowed() -> Decided {
         Decided {
@@ -413,7 +397,7 @@ mod tests {
         let audit =
             Arc::new(Audit::start(&config, dir.path().join("audit.jsonl"), None, None).unwrap());
         let progress = Arc::new(Progress::default());
-        let (trail, _results) = Trail::new(audit.clone(), info(), progress.clone());
+        let (trail, _results) = Trail::new(audit.clone(), session_info("agent"), progress.clone());
         (dir, audit, progress, trail)
     }
 
