@@ -134,7 +134,7 @@ impl Revocations {
             by: by.to_owned(),
             reason: reason.to_owned(),
             created,
-            until: created + lasts.unwrap_or(self.lasts),
+            until: created + crate::identity::within_latest(created, lasts.unwrap_or(self.lasts)),
         };
         let store = self.store.clone();
         let stored = revocation.clone();
@@ -301,6 +301,26 @@ mod tests {
         let reopened = self::revocations(store);
         assert_eq!(reopened.list().len(), 3);
         assert!(reopened.matching(&mine).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_revocation_for_longer_than_any_time_lasts_until_the_end_of_9999() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let revocations = revocations(store.clone());
+        let revocation = revocations
+            .revoke(
+                Revoked::Subject("bot".into()),
+                "admin",
+                "for good",
+                Some(Duration::MAX),
+            )
+            .await
+            .unwrap();
+        // 9999-12-31T23:59:59Z.
+        assert_eq!(unix_seconds(revocation.until), 253_402_300_799);
+        assert!(revocations.matching(&grant("t1", "bot")).is_some());
+        let stored = store.revocations(SystemTime::now()).unwrap();
+        assert_eq!(stored.len(), 1);
     }
 
     #[tokio::test]

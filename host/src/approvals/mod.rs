@@ -361,14 +361,16 @@ impl Approvals {
                 groups: record.request.approver_groups.join(", "),
             });
         }
+        let at = SystemTime::now();
         let vote = Vote {
             approver: approver.subject.clone(),
             approve: decision.approve,
             reason: decision.reason,
-            at: SystemTime::now(),
+            at,
             // A scope covers statements; a request for access has none.
             scope: decision
                 .scope
+                .map(|scope| crate::identity::within_latest(at, scope))
                 .filter(|_| decision.approve && record.request.access.is_none()),
         };
         let key = id.to_owned();

@@ -12,5 +12,5 @@ pub use grant::{Act, Grant, Minted};
 pub use keys::{KeyError, SigningKey, verify_signature};
 pub use principal::{PrincipalTemplate, matches_pattern};
 pub use session::SessionInfo;
-pub(crate) use token::unix_now;
 pub use token::{Claims, Exchanged, TokenAuthority, TokenError};
+pub(crate) use token::{unix_now, within_latest};

@@ -54,8 +54,17 @@ pub struct Exchanged<'a> {
     pub actor: Option<Act>,
 }
 
-/// 9999-12-31T23:59:59Z: the latest `exp` a token may carry, ours or an external issuer's.
+/// 9999-12-31T23:59:59Z: the latest `exp` a token may carry, ours or an external issuer's,
+/// and the latest time Sluice writes down (RFC 3339 has four-digit years).
 pub(crate) const LATEST_EXP: u64 = 253_402_300_799;
+
+/// `lasts`, cut so that a period starting at `from` ends by [`LATEST_EXP`]: a longer one (a
+/// revocation or an approval's scope "for good") means the same, and its end stays a time
+/// that can be added, stored and shown.
+pub(crate) fn within_latest(from: SystemTime, lasts: Duration) -> Duration {
+    let latest = UNIX_EPOCH + Duration::from_secs(LATEST_EXP);
+    lasts.min(latest.duration_since(from).unwrap_or_default())
+}
 
 /// Why a token was not accepted. The client only ever sees a generic message; this is for logs.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -450,6 +459,16 @@ mod tests {
             .unwrap();
         assert_eq!(
             grant.expires_at,
+            UNIX_EPOCH + Duration::from_secs(LATEST_EXP)
+        );
+    }
+
+    #[test]
+    fn a_period_is_cut_to_end_by_the_year_9999_and_a_shorter_one_is_kept() {
+        let (now, hour) = (SystemTime::now(), Duration::from_secs(3600));
+        assert_eq!(within_latest(now, hour), hour);
+        assert_eq!(
+            now + within_latest(now, Duration::MAX),
             UNIX_EPOCH + Duration::from_secs(LATEST_EXP)
         );
     }

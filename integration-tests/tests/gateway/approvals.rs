@@ -189,6 +189,27 @@ async fn a_scoped_approval_lets_that_statement_shape_run_for_a_while() {
 }
 
 #[tokio::test]
+async fn a_scope_longer_than_any_time_lasts_until_the_end_of_9999() {
+    let gw = gateway("timeout = \"30s\"").await;
+    let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;
+    let id = held(&mut raw, "INSERT INTO items VALUES (5090, 'for good')").await;
+    let scope = format!(r#"{{"scope_seconds":{}}}"#, u64::MAX);
+    let (code, body) = vote(&gw, &id, "alice", "approve", &scope).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(tags(&raw.until_ready().await), "CZ");
+    let reply = raw
+        .exchange(&query_message("INSERT INTO items VALUES (5091, 'still')"))
+        .await;
+    let notice = reply.iter().find(|m| m.tag == b'N').expect("a notice");
+    assert!(
+        notice.message().contains("until 9999-12-31T23:59:59Z"),
+        "{}",
+        notice.message()
+    );
+    assert_eq!(count(&gw, 5091).await, 1);
+}
+
+#[tokio::test]
 async fn a_client_that_leaves_or_cancels_withdraws_its_request() {
     let gw = gateway("timeout = \"30s\"").await;
     let mut raw = RawClient::connect(&gw, "agent", &gw.token("agent")).await;

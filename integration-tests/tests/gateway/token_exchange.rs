@@ -388,6 +388,11 @@ async fn hostile_subject_tokens_are_refused() {
             "malformed",
         ),
         (
+            "expires after the year 9999, written as a float",
+            key.sign(&with(json!({"exp": 1.8e19}))),
+            "malformed",
+        ),
+        (
             "not yet valid",
             key.sign(&with(json!({"nbf": now + 600}))),
             "not_yet_valid",

@@ -182,7 +182,15 @@ impl TrustedIssuers {
                 }
             })?;
         let claims = data.claims;
-        let expires = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        // As jsonwebtoken validated it: an integer, or a number it took and rounded (a float
+        // cast saturates, so a huge one meets the bound below).
+        let expires = claims
+            .get("exp")
+            .and_then(|exp| {
+                exp.as_u64()
+                    .or_else(|| exp.as_f64().map(|f| f.round() as u64))
+            })
+            .unwrap_or(0);
         // An exp no clock reaches is no lifetime: refused rather than overflowing the time
         // arithmetic of what it would grant.
         if expires > crate::identity::token::LATEST_EXP {
