@@ -402,6 +402,16 @@ async fn hostile_subject_tokens_are_refused() {
             key.sign(&with(json!({"iat": now + 600}))),
             "not_yet_valid",
         ),
+        (
+            "issued in the future, written as a float",
+            key.sign(&with(json!({"iat": now as f64 + 600.5}))),
+            "not_yet_valid",
+        ),
+        (
+            "a not-before that is not a time",
+            key.sign(&with(json!({"nbf": "tomorrow"}))),
+            "malformed",
+        ),
         ("alg none", none, "malformed"),
         ("HS256 with the public key", hs256, "algorithm_refused"),
         (

@@ -182,27 +182,12 @@ impl TrustedIssuers {
                 }
             })?;
         let claims = data.claims;
-        // As jsonwebtoken validated it: an integer, or a number it took and rounded (a float
-        // cast saturates, so a huge one meets the bound below).
-        let expires = claims
-            .get("exp")
-            .and_then(|exp| {
-                exp.as_u64()
-                    .or_else(|| exp.as_f64().map(|f| f.round() as u64))
-            })
-            .unwrap_or(0);
-        // An exp no clock reaches is no lifetime: refused rather than overflowing the time
-        // arithmetic of what it would grant.
-        if expires > crate::identity::token::LATEST_EXP {
-            return Err(ExternalTokenError::Malformed(
-                "exp is after 9999-12-31".into(),
-            ));
-        }
-        let now = crate::identity::token::unix_now();
-        if claims
-            .get("iat")
-            .and_then(Value::as_u64)
-            .is_some_and(|iat| iat > now + self.leeway.as_secs())
+        // Required, so jsonwebtoken saw it: a time, checked against the clock there.
+        let expires = time_claim(&claims, "exp")?.unwrap_or(0);
+        // jsonwebtoken skips an `nbf` it cannot read, and knows nothing of `iat`.
+        let soonest = crate::identity::token::unix_now().saturating_add(self.leeway.as_secs());
+        if time_claim(&claims, "nbf")?.is_some_and(|nbf| nbf > soonest)
+            || time_claim(&claims, "iat")?.is_some_and(|iat| iat > soonest)
         {
             return Err(ExternalTokenError::NotYetValid);
         }
@@ -238,6 +223,32 @@ impl TrustedIssuers {
             claims,
         };
         Ok((issuer, identity))
+    }
+}
+
+/// A time claim (`exp`, `nbf`, `iat`) in Unix seconds, `None` when absent or null: an integer,
+/// or a non-negative number rounded as jsonwebtoken takes it. Anything else is refused, never
+/// skipped, and so is a time after 9999-12-31, which no clock reaches and whose arithmetic
+/// would overflow.
+fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, ExternalTokenError> {
+    let value = match claims.get(name) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(value) => value,
+    };
+    let seconds = value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(|f| f.round() as u64)
+    });
+    match seconds {
+        Some(seconds) if seconds <= crate::identity::token::LATEST_EXP => Ok(Some(seconds)),
+        Some(_) => Err(ExternalTokenError::Malformed(format!(
+            "{name} is after 9999-12-31"
+        ))),
+        None => Err(ExternalTokenError::Malformed(format!(
+            "{name} is not a time"
+        ))),
     }
 }
 
