@@ -13,4 +13,4 @@ pub use keys::{KeyError, SigningKey, verify_signature};
 pub use principal::{PrincipalTemplate, matches_pattern};
 pub use session::SessionInfo;
 pub use token::{Claims, Exchanged, TokenAuthority, TokenError};
-pub(crate) use token::{unix_now, within_latest};
+pub(crate) use token::{LATEST_EXP, unix_now, within_latest};

@@ -95,6 +95,24 @@ async fn the_budget_may_be_lowered_but_never_lifted() {
 }
 
 #[tokio::test]
+async fn a_timeout_too_long_for_any_clock_is_refused_as_a_lift_and_the_session_goes_on() {
+    let gw = gateway().await;
+    let client = gw.connect("agent", &gw.token("agent")).await.unwrap();
+    let err = client
+        .simple_query("SET statement_timeout = '99999999999999999999999999'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501", "{err}");
+    assert_eq!(shown_timeout(&client).await, "1s");
+    let mut config = gw.client_config("agent", &gw.token("agent"));
+    config.options("-c statement_timeout=99999999999999999999999999");
+    let err = sluice_integration_tests::connect_with(config)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501", "{err}");
+}
+
+#[tokio::test]
 async fn a_budget_lifted_where_the_parser_cannot_see_is_enforced_by_the_gateway() {
     let gw = gateway().await;
     let client = gw.connect("agent", &gw.token("agent")).await.unwrap();

@@ -32,7 +32,9 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
         "d" => number * 86_400_000.0,
         _ => return None,
     };
-    (millis.is_finite() && millis >= 0.0).then(|| Duration::from_secs_f64(millis / 1000.0))
+    // One too long for any clock is not one this gateway can compare: none, so the budget
+    // stands.
+    Duration::try_from_secs_f64(millis / 1000.0).ok()
 }
 
 /// Whether a session may ask for `statement_timeout = value` under `budget`: set, and no
@@ -112,6 +114,13 @@ mod tests {
         assert_eq!(parse_timeout("5 weeks"), None);
         assert_eq!(parse_timeout("-1"), None);
         assert_eq!(parse_timeout(""), None);
+    }
+
+    #[test]
+    fn a_timeout_too_long_for_any_clock_is_none_and_within_no_budget() {
+        let huge = "99999999999999999999999999";
+        assert_eq!(parse_timeout(huge), None);
+        assert!(!within(huge, Duration::from_secs(300)));
     }
 
     #[test]

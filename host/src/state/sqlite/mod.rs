@@ -134,8 +134,11 @@ fn millis(t: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// A stored time; one after 9999-12-31T23:59:59Z (a period stored before periods were cut to
+/// end by then) reads as that, a time that can still be added to and shown.
 fn time(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+    let latest = crate::identity::LATEST_EXP * 1000;
+    UNIX_EPOCH + Duration::from_millis((ms.max(0) as u64).min(latest))
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {

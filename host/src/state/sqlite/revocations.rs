@@ -74,6 +74,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_revocation_stored_past_9999_reads_back_ending_then() {
+        // As a gateway stored it before periods were cut to end by 9999.
+        let store = SqliteStore::in_memory().unwrap();
+        let now = SystemTime::now();
+        store
+            .insert_revocation(&Revocation {
+                id: "r-old".into(),
+                revoked: Revoked::Subject("bot".into()),
+                by: "admin".into(),
+                reason: "for good".into(),
+                created: now,
+                until: UNIX_EPOCH + Duration::from_secs(1_000_000_000_000),
+            })
+            .unwrap();
+        let read = store.revocations(now).unwrap();
+        let latest = UNIX_EPOCH + Duration::from_secs(crate::identity::LATEST_EXP);
+        assert_eq!(read[0].until, latest);
+        assert_eq!(
+            humantime::format_rfc3339_seconds(read[0].until).to_string(),
+            "9999-12-31T23:59:59Z"
+        );
+    }
+
+    #[test]
     fn revocations_are_kept_until_they_end_and_then_pruned() {
         let store = SqliteStore::in_memory().unwrap();
         // Stored to the millisecond.
