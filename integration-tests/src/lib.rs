@@ -249,7 +249,11 @@ impl TestGateway {
             services.metrics.clone(),
             services.config.clone(),
         );
-        let mcp_verifiers = sluice::mcp::GatewayParts::of(&services);
+        // The MCP server's state names its address, so its port is picked before it binds,
+        // and another test may take the port in between: a few tries, each with its parts.
+        let mut mcp_parts: Vec<_> = (0..if options.mcp { 5 } else { 0 })
+            .map(|_| sluice::mcp::GatewayParts::of(&services))
+            .collect();
         let gateway = Gateway::start(Shared::from_services(services))
             .await
             .expect("gateway binds");
@@ -265,22 +269,22 @@ impl TestGateway {
         .expect("admin listener binds");
         let mcp = match options.mcp {
             false => None,
-            true => {
+            true => loop {
+                let parts = mcp_parts.pop().expect("a free port within five tries");
                 let addr = options
                     .mcp_listen
                     .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], free_port())));
-                let state = sluice::mcp::McpState::new(
-                    &config.mcp,
-                    addr,
-                    mcp_verifiers,
-                    gateway.local_door(),
-                );
-                let bound =
-                    sluice::mcp::serve(addr, std::sync::Arc::new(state), admin_stop.clone())
-                        .await
-                        .expect("MCP listener binds");
-                Some(bound)
-            }
+                let state =
+                    sluice::mcp::McpState::new(&config.mcp, addr, parts, gateway.local_door());
+                match sluice::mcp::serve(addr, std::sync::Arc::new(state), admin_stop.clone()).await
+                {
+                    Ok(bound) => break Some(bound),
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::AddrInUse
+                            && options.mcp_listen.is_none() => {}
+                    Err(e) => panic!("MCP listener binds: {e}"),
+                }
+            },
         };
         TestGateway {
             gateway,

@@ -230,7 +230,7 @@ impl Approvals {
                 None,
             ),
         };
-        let request = ApprovalRequest {
+        let mut request = ApprovalRequest {
             id: new.id,
             session_id: new.session_id,
             subject: new.subject,
@@ -251,7 +251,6 @@ impl Approvals {
             access: new.access,
             collect_hash: None,
         };
-        let mut request = request;
         let secret = request.access.is_some().then(|| {
             let secret = crate::secret::random();
             request.collect_hash = Some(queued::hash(&secret));
